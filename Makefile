@@ -1,0 +1,44 @@
+# The two commands of the README: `make run` serves the product, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+
+.PHONY: run test install migrate demo serve worker bench lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput -v0
+
+demo: migrate
+	@$(BIN)/python manage.py demo
+
+# Without REDIS_URL the counters live in the process, so the embedded default runs one worker.
+serve: install
+	$(BIN)/gunicorn nemo.asgi:application -k uvicorn_worker.UvicornWorker -w $(WORKERS) -b $(HOST):$(PORT)
+
+run: demo serve
+
+worker: install
+	$(BIN)/celery -A nemo worker -B -l info
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench

@@ -1,0 +1,85 @@
+"""The request log — which is also the ledger — and the export sinks that read it."""
+
+from django.db import models
+from django.utils import timezone
+
+from keys.models import Organization, Team, VirtualKey
+
+
+class RequestLog(models.Model):
+    """One row per call to the proxy, written (with its settled cost) before the call is done."""
+
+    request_id = models.CharField(max_length=40, unique=True)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="request_logs")
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL)
+    key = models.ForeignKey(VirtualKey, null=True, blank=True, on_delete=models.SET_NULL)
+    key_prefix = models.CharField(max_length=24)
+    run_id = models.CharField(max_length=200, blank=True, default="")
+    model = models.CharField(max_length=120, help_text="The model the client asked for.")
+    deployment = models.CharField(max_length=120, blank=True, default="")
+    provider = models.CharField(max_length=120, blank=True, default="")
+    status = models.PositiveSmallIntegerField(help_text="HTTP status returned to the client.")
+    error = models.TextField(blank=True, default="")
+    attempts = models.JSONField(default=list)
+    stream = models.BooleanField(default=False)
+    latency_ms = models.PositiveIntegerField(default=0)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    finish_reason = models.CharField(max_length=40, blank=True, default="")
+    tool_calls = models.JSONField(default=list, blank=True)
+    tools_offered = models.JSONField(default=list, blank=True)
+    prompt_meta = models.JSONField(default=dict, blank=True)
+    cache = models.CharField(max_length=4, default="skip")
+    request_body = models.JSONField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        # Each index matches a filter the product runs; all are scoped by org first and end
+        # in (created, id) so cursor pagination is an index range scan.
+        indexes = [
+            models.Index(fields=["org", "created", "id"], name="log_org_created"),
+            models.Index(fields=["org", "key", "created"], name="log_org_key_created"),
+            models.Index(fields=["org", "run_id", "created"], name="log_org_run_created"),
+            models.Index(fields=["org", "model", "created"], name="log_org_model_created"),
+            models.Index(fields=["org", "deployment", "created"], name="log_org_deployment_created"),
+            models.Index(fields=["org", "status", "created"], name="log_org_status_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id
+
+
+class ExportSink(models.Model):
+    """Where an org's request log is exported (Langfuse, Datadog, S3).
+
+    ``last_exported_id`` is the outbox cursor: every log row of the org with a larger id is still
+    to be sent. It only moves forward after a batch was accepted, so nothing is sent twice or
+    skipped.
+    """
+
+    class Type(models.TextChoices):
+        LANGFUSE = "langfuse"
+        DATADOG = "datadog"
+        S3 = "s3"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="export_sinks")
+    type = models.CharField(max_length=10, choices=Type.choices)
+    config = models.JSONField(default=dict, help_text="url, credentials, bucket/prefix/region")
+    enabled = models.BooleanField(default=True)
+    last_exported_id = models.BigIntegerField(default=0)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    last_success = models.DateTimeField(null=True, blank=True)
+    next_attempt = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.type} sink of {self.org}"
+
+    @property
+    def healthy(self) -> bool:
+        return self.consecutive_failures == 0

@@ -1,0 +1,207 @@
+"""The contract every upstream wire format implements.
+
+A provider turns an OpenAI Chat Completions request into its own wire format and its answers
+back into OpenAI's shape. HTTP providers only describe the request (``prepare``) and decode the
+answer (``parse_response`` / ``stream_decoder``); the shared aiohttp plumbing in this module sends
+it, applies the deployment's timeout and classifies failures, so every provider fails alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+
+ErrorKind = Literal["timeout", "connect", "server", "rate_limit", "client"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    type: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class UpstreamError(Exception):
+    """An upstream failure, classified so the router knows whether to move down the chain."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind != "client"
+
+    @property
+    def outcome(self) -> str:
+        """The short word that goes into ``x-nemo-attempts``."""
+        if self.kind in ("timeout", "connect", "rate_limit", "client"):
+            return {"timeout": "timeout", "connect": "connect_error", "rate_limit": "429",
+                    "client": str(self.status or 400)}[self.kind]
+        return str(self.status or 500)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After is either delay-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def classify_status(status: int, headers: Any, message: str) -> UpstreamError:
+    retry_after = parse_retry_after(headers.get("Retry-After") if headers else None)
+    if status == 429:
+        return UpstreamError("rate_limit", message, status=status, retry_after=retry_after)
+    if status == 408:
+        return UpstreamError("timeout", message, status=status)
+    if status >= 500:
+        return UpstreamError("server", message, status=status, retry_after=retry_after)
+    return UpstreamError("client", message, status=status)
+
+
+class StreamDecoder:
+    """Turns the upstream's stream bytes into OpenAI ``chat.completion.chunk`` dicts.
+
+    ``feed`` may be called with any slice of the byte stream (events split across reads);
+    ``finish`` is called once the upstream closed. The decoder always emits a final usage chunk
+    (``choices: []``); the gateway drops it when the client did not ask for usage.
+    Errors sent inside the stream raise :class:`UpstreamError`.
+    """
+
+    def feed(self, data: bytes) -> list[dict]:
+        raise NotImplementedError
+
+    def finish(self) -> list[dict]:
+        raise NotImplementedError
+
+
+class Provider:
+    """Base of every provider. ``model`` is the provider's own model id of the deployment."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+
+    # --- what an HTTP provider describes -------------------------------------------------
+    async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
+        raise NotImplementedError
+
+    def parse_response(self, *, body: bytes, model: str) -> dict:
+        raise NotImplementedError
+
+    def stream_decoder(self, *, model: str) -> StreamDecoder:
+        raise NotImplementedError
+
+    def classify_error(self, *, status: int, headers: Any, body: bytes) -> UpstreamError:
+        return classify_status(status, headers, body[:500].decode("utf-8", "replace"))
+
+    # --- the shared plumbing ---------------------------------------------------------------
+    async def complete(
+        self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float
+    ) -> dict:
+        """One non-streamed call; the timeout covers the whole call."""
+        request = await self.prepare(body=body, model=model, stream=False)
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with session.post(request.url, data=request.body, headers=request.headers) as resp:
+                    raw = await resp.read()
+                    if resp.status >= 400:
+                        raise self.classify_error(status=resp.status, headers=resp.headers, body=raw)
+        except TimeoutError as exc:
+            raise UpstreamError("timeout", f"no answer within {timeout_s}s") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError("connect", f"connection failed: {exc}") from exc
+        return self.parse_response(body=raw, model=model)
+
+    async def stream(
+        self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float
+    ) -> AsyncIterator[dict]:
+        """A streamed call; the timeout covers the time to the first byte.
+
+        The first chunk is awaited before this returns, so a failure before anything could be
+        sent to the client raises here and the router may still fall back.
+        """
+        request = await self.prepare(body=body, model=model, stream=True)
+        decoder = self.stream_decoder(model=model)
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                resp = await session.post(request.url, data=request.body, headers=request.headers)
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    resp.release()
+                    raise self.classify_error(status=resp.status, headers=resp.headers, body=raw)
+                first: list[dict] = []
+                while not first:
+                    data = await resp.content.readany()
+                    if not data:
+                        first = decoder.finish()
+                        break
+                    first = decoder.feed(data)
+                if not first:
+                    raise UpstreamError("server", "stream closed before any event")
+        except TimeoutError as exc:
+            if resp is not None:
+                resp.close()
+            raise UpstreamError("timeout", f"no first byte within {timeout_s}s") from exc
+        except aiohttp.ClientError as exc:
+            if resp is not None:
+                resp.close()
+            raise UpstreamError("connect", f"connection failed: {exc}") from exc
+        except UpstreamError:
+            if resp is not None:
+                resp.close()
+            raise
+        return _rest_of_stream(resp, decoder, first)
+
+
+async def _rest_of_stream(
+    resp: aiohttp.ClientResponse, decoder: StreamDecoder, first: list[dict]
+) -> AsyncIterator[dict]:
+    try:
+        for chunk in first:
+            yield chunk
+        while True:
+            try:
+                data = await resp.content.readany()
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                raise UpstreamError("connect", f"stream broke: {exc}") from exc
+            if not data:
+                break
+            for chunk in decoder.feed(data):
+                yield chunk
+        for chunk in decoder.finish():
+            yield chunk
+    finally:
+        resp.close()

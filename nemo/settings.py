@@ -1,0 +1,161 @@
+"""Settings, read from the environment (see CONTRACT.md, "Running it").
+
+The embedded default needs nothing: SQLite in the project, in-process counters and cache, and
+Celery tasks run eagerly. Setting DATABASE_URL / REDIS_URL switches to PostgreSQL and Redis.
+A bad value stops start-up with a message that names the variable.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def _read(name: str, reader, default):
+    try:
+        return reader(name, default=default)
+    except (ValueError, ImproperlyConfigured, environ.ImproperlyConfigured) as exc:
+        raise ImproperlyConfigured(f"{name} has a bad value: {exc}") from exc
+
+
+DEBUG = _read("DEBUG", env.bool, False)
+SECRET_KEY = _read("SECRET_KEY", env.str, "")
+if not SECRET_KEY:
+    if not DEBUG and env.bool("NEMO_REQUIRE_SECRET_KEY", default=False):
+        raise ImproperlyConfigured("SECRET_KEY must be set in production")
+    # A fixed development key: key hashes depend on it, so it must stay stable across restarts.
+    SECRET_KEY = "nemo-dev-insecure-secret-key-change-me-in-production"
+ALLOWED_HOSTS = _read("ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "testserver"])
+
+DATABASE_URL = _read("DATABASE_URL", env.str, f"sqlite:///{BASE_DIR / 'nemo.sqlite3'}")
+try:
+    DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+except (ImproperlyConfigured, KeyError, ValueError) as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL has a bad value: {DATABASE_URL!r} ({exc})") from exc
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The gateway writes from several threads; wait for the lock rather than fail.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
+
+REDIS_URL = _read("REDIS_URL", env.str, "") or None
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, not {REDIS_URL!r}")
+
+CELERY_BROKER_URL = _read("CELERY_BROKER_URL", env.str, "") or REDIS_URL
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-reservations": {"task": "billing.tasks.reap_reservations", "schedule": 60.0},
+    "settle-daily-spend": {"task": "billing.tasks.settle_daily_spend", "schedule": 3600.0},
+    "export-logs": {"task": "analytics.tasks.export_all_sinks", "schedule": 30.0},
+    "prune-logs": {"task": "analytics.tasks.prune_request_logs", "schedule": 86400.0},
+}
+
+NEMO_ROUTER_CONFIG = _read("NEMO_ROUTER_CONFIG", env.str, "") or None
+if NEMO_ROUTER_CONFIG and not Path(NEMO_ROUTER_CONFIG).is_file():
+    raise ImproperlyConfigured(f"NEMO_ROUTER_CONFIG points at {NEMO_ROUTER_CONFIG!r}, which is not a file")
+NEMO_SIGNUP_CREDITS = "5.00"
+NEMO_LOG_RETENTION_MONTHS = _read("NEMO_LOG_RETENTION_MONTHS", env.int, 13)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "keys",
+    "billing",
+    "analytics",
+    "gateway",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "nemo.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "nemo.wsgi.application"
+ASGI_APPLICATION = "nemo.asgi.application"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = (
+    {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    if REDIS_URL
+    else {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "dashboard.api.auth.OrgTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "dashboard.api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Nemo Router management API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": _read("LOG_LEVEL", env.str, "INFO")},
+}
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True

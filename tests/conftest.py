@@ -1,0 +1,60 @@
+"""Shared fixtures: an owner, a teammate and an outsider for every test that needs tenants.
+
+Tests that are about PostgreSQL or Redis are marked; outside CI they skip when the environment
+does not have them, in CI they must run.
+"""
+
+import os
+
+import pytest
+from django.conf import settings
+
+from keys.audit import Actor
+from keys.models import Membership
+from keys.services import membership_add, organization_create
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def pytest_collection_modifyitems(config, items):
+    on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    for item in items:
+        if "postgres" in item.keywords and not on_postgres and not IN_CI:
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)"))
+        if "redis" in item.keywords and not settings.REDIS_URL and not IN_CI:
+            item.add_marker(pytest.mark.skip(reason="needs Redis (set REDIS_URL)"))
+
+
+@pytest.fixture
+def system_actor() -> Actor:
+    return Actor.system("test")
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user(username="owner@example.com", email="owner@example.com",
+                                                 password="pw-owner-123")
+
+
+@pytest.fixture
+def teammate(django_user_model):
+    return django_user_model.objects.create_user(username="mate@example.com", email="mate@example.com",
+                                                 password="pw-mate-123")
+
+
+@pytest.fixture
+def outsider(django_user_model):
+    return django_user_model.objects.create_user(username="outsider@example.com", email="outsider@example.com",
+                                                 password="pw-outsider-123")
+
+
+@pytest.fixture
+def org(owner, teammate, system_actor):
+    org = organization_create(name="Acme", owner=owner, actor=system_actor)
+    membership_add(org=org, user=teammate, role=Membership.Role.MEMBER, actor=system_actor)
+    return org
+
+
+@pytest.fixture
+def other_org(outsider, system_actor):
+    return organization_create(name="Other Inc", owner=outsider, actor=system_actor)
