@@ -1,0 +1,142 @@
+"""Reserve before the call, settle after it (DESIGN.md, "Stay in budget").
+
+The worst case of a call — every prompt byte a token, plus the full output allowance times
+``n``, at the price of the dearest link it may be served by — is reserved atomically against
+every budget that applies and the org's credits, together with the key's rate limits, in one
+step of the counter store. Nothing is sent upstream unless all of it fits, and a reservation is
+never shrunk to squeeze a call in. Settling swaps the reservation for the real cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+
+from asgiref.sync import sync_to_async
+
+from billing.counters import Bucket, CounterStore, RateCheck
+from billing.money import from_micros, to_micros
+from billing.periods import period_name, period_start
+from gateway.errors import budget_exceeded, rate_limited
+
+RESERVATION_TTL_S = 15 * 60
+MAX_SEED_ROUNDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str
+    amount_micros: int
+    tokens: int
+    bucket_names: tuple[str, ...]
+    rate_headers: dict[str, str]
+
+
+def worst_case_micros(*, prompt_tokens: int, output_tokens: int, prices) -> int:
+    """The dearest of the links' costs for this many tokens, rounded up to a micro-dollar."""
+    dearest = max(Decimal(prompt_tokens) * p.input + Decimal(output_tokens) * p.output for p in prices)
+    return int(dearest.to_integral_value(rounding=ROUND_CEILING))
+
+
+def bucket_name(level: str, owner_id: int, period: str, now: datetime) -> str:
+    return f"b:{level}:{owner_id}:{period}:{period_name(period, now)}"
+
+
+def credits_bucket_name(org_id: int) -> str:
+    return f"b:credits:{org_id}"
+
+
+def _settled_micros(name: str, now: datetime) -> int:
+    """What the ledger (the request log) says a counter should hold: settled spend only."""
+    from billing.selectors import spend_since
+
+    parts = name.split(":")
+    if parts[1] == "credits":
+        return to_micros(spend_since(org_id=int(parts[2]), since=None))
+    level, owner_id, period = parts[1], int(parts[2]), parts[3]
+    since = period_start(period, now)
+    if level == "key":
+        from keys.models import VirtualKey
+
+        org_id = VirtualKey.objects.values_list("org_id", flat=True).get(pk=owner_id)
+        return to_micros(spend_since(org_id=org_id, since=since, key_id=owner_id))
+    if level == "team":
+        from keys.models import Team
+
+        org_id = Team.objects.values_list("org_id", flat=True).get(pk=owner_id)
+        return to_micros(spend_since(org_id=org_id, since=since, team_id=owner_id))
+    return to_micros(spend_since(org_id=owner_id, since=since))
+
+
+_settled_micros_async = sync_to_async(_settled_micros, thread_sensitive=False)
+
+
+def _rate_headers(admission) -> dict[str, str]:
+    """The ``x-ratelimit-*`` headers of the contract, for the windows the key has."""
+    headers = {}
+    for kind, window in (("requests", admission.requests), ("tokens", admission.tokens)):
+        if window is not None:
+            headers[f"x-ratelimit-limit-{kind}"] = str(window.limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(window.remaining, 0))
+            headers[f"x-ratelimit-reset-{kind}"] = f"{math.ceil(window.reset)}s"
+    return headers
+
+
+async def reserve(
+    store: CounterStore,
+    *,
+    reservation_id: str,
+    snapshot,
+    prices,
+    prompt_tokens: int,
+    output_tokens: int,
+    now: float,
+) -> Reservation:
+    amount = worst_case_micros(prompt_tokens=prompt_tokens, output_tokens=output_tokens, prices=prices)
+    moment = datetime.fromtimestamp(now, UTC)
+    buckets = [
+        Bucket(name=bucket_name(b.level, b.owner_id, b.period, moment), limit=b.limit_micros, amount=amount,
+               param=b.level)
+        for b in snapshot.budgets
+    ]
+    buckets.append(Bucket(name=credits_bucket_name(snapshot.org_id), limit=snapshot.credits_micros,
+                          amount=amount, param="credits"))
+    tokens = prompt_tokens + output_tokens
+    rate = None
+    if snapshot.rpm_limit or snapshot.tpm_limit or snapshot.max_parallel:
+        rate = RateCheck(key=f"k:{snapshot.id}", rpm=snapshot.rpm_limit, tpm=snapshot.tpm_limit,
+                         max_parallel=snapshot.max_parallel, tokens=tokens)
+    for _ in range(MAX_SEED_ROUNDS):
+        admission = await store.admit(reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
+                                      ttl_s=RESERVATION_TTL_S)
+        if admission.status != "missing":
+            break
+        for name in admission.missing:
+            await store.seed(name, await _settled_micros_async(name, moment))
+    headers = _rate_headers(admission)
+    if admission.status == "budget":
+        limit, remaining = from_micros(admission.limit), from_micros(max(admission.remaining, 0))
+        what = "credit balance" if admission.param == "credits" else f"{admission.param} budget"
+        raise budget_exceeded(
+            f"This call may cost up to ${from_micros(amount)}, which does not fit the {what}: "
+            f"limit ${limit}, ${remaining} left. Lower max_tokens or raise the budget.",
+            param=admission.param,
+        )
+    if admission.status == "rate_limited":
+        raise rate_limited(f"Rate limit reached ({admission.which}); retry after {admission.retry_after:.0f}s.",
+                           retry_after=admission.retry_after, headers=headers)
+    if admission.status != "ok":
+        raise RuntimeError(f"the counter store kept answering {admission.status!r}")
+    return Reservation(id=reservation_id, amount_micros=amount, tokens=tokens,
+                       bucket_names=tuple(b.name for b in buckets), rate_headers=headers)
+
+
+async def settle(store: CounterStore, reservation: Reservation, *, cost_micros: int, tokens: int) -> None:
+    """Swaps the reservation for the real cost. Runs before the log row is written: a counter
+    rebuilt from the ledger meanwhile cannot already hold this call (see billing.counters)."""
+    settled = await store.settle(reservation_id=reservation.id, actual_cost=cost_micros, actual_tokens=tokens)
+    if not settled and cost_micros:
+        # Redis lost the reservation (flushed or restarted): the cost still counts.
+        await store.charge(names=reservation.bucket_names, amount=cost_micros)

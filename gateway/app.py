@@ -1,0 +1,89 @@
+"""The gateway's own ASGI app: ``/v1/*`` here, everything else to Django."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from gateway.chat import handle_chat
+from gateway.errors import GatewayError
+from gateway.http import header, send_json
+from gateway.state import GatewayState
+
+logger = logging.getLogger(__name__)
+
+
+class GatewayApp:
+    def __init__(self, fallback=None) -> None:
+        self.fallback = fallback
+        self._state: GatewayState | None = None
+        self._starting: asyncio.Lock | None = None
+
+    async def state(self) -> GatewayState:
+        if self._state is None:
+            if self._starting is None:
+                self._starting = asyncio.Lock()
+            async with self._starting:
+                if self._state is None:
+                    self._state = await GatewayState.start()
+        return self._state
+
+    async def close(self) -> None:
+        if self._state is not None:
+            await self._state.close()
+            self._state = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self._route(scope, receive, send)
+        elif self.fallback is not None:
+            await self.fallback(scope, receive, send)
+        else:
+            await send_json(send, 404, {"error": {"message": "Not found.", "type": "not_found_error",
+                                                  "param": None, "code": "unknown_url"}})
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.state()
+                except Exception as exc:  # noqa: BLE001 - report a bad config and refuse to start
+                    logger.exception("the gateway could not start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _route(self, scope, receive, send) -> None:
+        state = await self.state()
+        path, method = scope["path"].rstrip("/"), scope["method"]
+        if path == "/v1/chat/completions" and method == "POST":
+            await handle_chat(state, scope, receive, send)
+        elif path == "/v1/models" and method == "GET":
+            await handle_models(state, scope, send)
+        else:
+            await send_json(send, 404, {"error": {"message": f"No route {method} {scope['path']}.",
+                                                  "type": "not_found_error", "param": None, "code": "unknown_url"}})
+
+
+async def handle_models(state: GatewayState, scope, send) -> None:
+    """The models this key may use, in OpenAI's list shape."""
+    try:
+        snapshot = await state.keys.authenticate(header(scope, b"authorization"))
+    except GatewayError as error:
+        await send_json(send, error.status, error.body())
+        return
+    created = int(time.time())
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "nemo-router"}
+        for name in sorted(state.config.models)
+        if snapshot.may_use(name)
+    ]
+    await send_json(send, 200, {"object": "list", "data": data})

@@ -1,0 +1,263 @@
+"""``POST /v1/chat/completions``: authenticate → limit and reserve → route and call → settle → log.
+
+Each step is a module of its own; this file only strings them together, so a request can be
+followed from top to bottom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from analytics.records import prompt_meta
+
+from analytics.models import RequestLog
+from billing.money import call_cost_micros, from_micros
+from billing.reservations import Reservation, reserve, settle
+from gateway import cache
+from gateway.auth import KeySnapshot
+from gateway.errors import GatewayError, model_not_allowed, model_not_found
+from gateway.http import SSE_DONE, header, read_body, send_json, sse_event, start_event_stream
+from gateway.providers.base import UpstreamError
+from gateway.request import ChatRequest, parse_chat_request
+from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links
+from gateway.state import GatewayState
+from gateway.streaming import CallSummary, completion_as_chunks
+
+# A request the client gave up on; the nginx convention, since HTTP has no status for it.
+CLIENT_CLOSED = 499
+
+
+@dataclass
+class Call:
+    """Everything the log row and the response headers need, filled in as the call goes."""
+
+    request_id: str
+    started: float
+    run_id: str
+    snapshot: KeySnapshot | None = None
+    request: ChatRequest | None = None
+    model: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
+    deployment: str = ""
+    provider: str = ""
+    cache_status: str = "skip"
+    status: int = 200
+    error: str = ""
+    cost_micros: int = 0
+    summary: CallSummary = field(default_factory=CallSummary)
+    response: dict | None = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-nemo-request-id": self.request_id, "x-nemo-cache": self.cache_status}
+        if self.deployment:
+            headers["x-nemo-deployment"] = self.deployment
+        if self.attempts:
+            headers["x-nemo-attempts"] = attempts_header(self.attempts)
+        return headers
+
+
+async def handle_chat(state: GatewayState, scope, receive, send) -> None:
+    call = Call(request_id=f"req_{uuid.uuid4().hex}", started=time.monotonic(),
+                run_id=(header(scope, b"x-nemo-run") or "")[:200])
+    reservation: Reservation | None = None
+    try:
+        call.snapshot = await state.keys.authenticate(header(scope, b"authorization"))
+        try:
+            raw = await read_body(receive)
+        except ConnectionResetError:
+            return
+        request = call.request = parse_chat_request(raw, tags_header=header(scope, b"x-nemo-tags"))
+        call.model = request.model
+        route = state.config.models.get(request.model)
+        if route is None:
+            raise model_not_found(request.model)
+        if not call.snapshot.may_use(request.model):
+            raise model_not_allowed(request.model)
+        links = eligible_links(route, tags=request.tags, needs_tools=request.has_tools)
+
+        cache_key = None
+        if cache.cache_wanted(request_choice=request.use_cache, org_default=call.snapshot.org_cache_enabled):
+            cache_key = cache.cache_key(org_id=call.snapshot.org_id, body=request.body)
+            cached = await cache.cache_get(state.store, cache_key)
+            call.cache_status = "miss"
+            if cached is not None:
+                await _answer_from_cache(state, call, cached, send)
+                return
+
+        reservation = await reserve(
+            state.store,
+            reservation_id=call.request_id,
+            snapshot=call.snapshot,
+            prices=[link.price for link in links],
+            prompt_tokens=request.prompt_bytes,
+            output_tokens=(request.max_tokens or route.max_output_tokens) * request.n,
+            now=time.time(),
+        )
+        try:
+            served = await call_chain(store=state.store, session=state.session, route=route, body=request.body,
+                                      stream=request.stream, tags=request.tags, needs_tools=request.has_tools)
+        except ChainFailed as failure:
+            call.attempts = failure.attempts
+            raise
+        call.attempts = served.attempts
+        call.deployment = served.deployment.id
+        call.provider = served.deployment.provider_name
+        if request.stream:
+            await _relay_stream(call, served, receive, send, reservation)
+        else:
+            call.summary.take_completion(served.completion)
+            call.summary.first_token_at = time.monotonic()
+            call.cost_micros = _cost(served, call.summary)
+            call.response = served.completion
+            headers = {**call.headers(), **reservation.rate_headers, "x-nemo-cost": str(from_micros(call.cost_micros))}
+            await _finish(state, call, reservation)
+            reservation = None
+            if cache_key is not None:
+                await cache.cache_put(state.store, cache_key, served.completion)
+            await send_json(send, 200, served.completion, headers)
+            return
+        if cache_key is not None and call.status == 200:
+            await cache.cache_put(state.store, cache_key, call.summary.as_completion())
+    except GatewayError as error:
+        call.status = error.status
+        call.error = error.message
+        headers = {**call.headers(), **error.headers}
+        if reservation is not None:
+            headers.update(reservation.rate_headers)
+        if call.snapshot is not None:
+            await _finish(state, call, reservation)
+            reservation = None
+        await send_json(send, error.status, error.body(), headers)
+    except Exception:
+        # A bug of ours: still leave the trail and release the reservation, then let it surface.
+        call.status = 500
+        call.error = "internal error"
+        raise
+    finally:
+        if reservation is not None:
+            await _finish(state, call, reservation)
+
+
+def _cost(served: Served, summary: CallSummary) -> int:
+    price = served.deployment.price
+    return call_cost_micros(
+        prompt_tokens=summary.prompt_tokens,
+        cached_tokens=summary.cached_tokens,
+        completion_tokens=summary.completion_tokens,
+        input_price=price.input,
+        cached_input_price=price.cached_input,
+        output_price=price.output,
+    )
+
+
+async def _answer_from_cache(state: GatewayState, call: Call, completion: dict, send) -> None:
+    call.cache_status = "hit"
+    call.summary.take_completion(completion)
+    call.summary.first_token_at = time.monotonic()
+    call.response = completion
+    headers = {**call.headers(), "x-nemo-cost": "0.000000"}
+    if call.request.stream:
+        await start_event_stream(send, headers)
+        for chunk in completion_as_chunks(completion):
+            if chunk["choices"] or call.request.include_usage:
+                await send({"type": "http.response.body", "body": sse_event(chunk), "more_body": True})
+        await send({"type": "http.response.body", "body": SSE_DONE})
+    else:
+        await send_json(send, 200, completion, headers)
+    # The cached answer went out before the row is written: a hit costs nothing to settle.
+    await _finish(state, call, None)
+
+
+async def _relay_stream(call: Call, served: Served, receive, send, reservation: Reservation) -> None:
+    """Sends the upstream's chunks as they come; notices a client that goes away."""
+    await start_event_stream(send, {**call.headers(), **reservation.rate_headers})
+    include_usage = call.request.include_usage
+
+    async def pump() -> None:
+        async for chunk in served.chunks:
+            call.summary.take_chunk(chunk)
+            if not chunk.get("choices") and not include_usage:
+                continue
+            await send({"type": "http.response.body", "body": sse_event(chunk), "more_body": True})
+
+    async def watch_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    pumping = asyncio.ensure_future(pump())
+    watching = asyncio.ensure_future(watch_disconnect())
+    try:
+        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if not pumping.done():
+            pumping.cancel()
+            call.status = CLIENT_CLOSED
+            call.error = "the client disconnected mid-stream"
+        else:
+            try:
+                pumping.result()
+                await send({"type": "http.response.body", "body": SSE_DONE})
+            except UpstreamError as error:
+                call.status = 502
+                call.error = f"the upstream stream broke: {error.message}"
+                call.attempts[-1].outcome = "broken_stream"
+                failure = GatewayError(502, call.error, type="upstream_error", code="upstream_error")
+                with contextlib.suppress(OSError):
+                    await send({"type": "http.response.body", "body": sse_event(failure.body()) + SSE_DONE})
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError, UpstreamError):
+            await pumping
+        with contextlib.suppress(Exception):
+            await served.chunks.aclose()
+    # Tokens the client did not wait for were still generated; charge a fair estimate of them.
+    call.summary.estimate_usage(prompt_tokens=call.request.prompt_bytes // 4)
+    call.cost_micros = _cost(served, call.summary)
+    call.response = call.summary.as_completion()
+
+
+async def _finish(state: GatewayState, call: Call, reservation: Reservation | None) -> None:
+    """Settle, then log. The row carries the cost: the request log is the ledger."""
+    if reservation is not None:
+        tokens = call.summary.prompt_tokens + call.summary.completion_tokens
+        await asyncio.shield(settle(state.store, reservation, cost_micros=call.cost_micros, tokens=tokens))
+    await state.log_writer.write(_log_row(call))
+
+
+def _log_row(call: Call) -> RequestLog:
+    snapshot, request, summary = call.snapshot, call.request, call.summary
+    store_bodies = snapshot.org_store_prompts and request is not None
+    ttft = None
+    if summary.first_token_at is not None:
+        ttft = int((summary.first_token_at - call.started) * 1000)
+    return RequestLog(
+        request_id=call.request_id,
+        org_id=snapshot.org_id,
+        team_id=snapshot.team_id,
+        key_id=snapshot.id,
+        key_prefix=snapshot.prefix,
+        run_id=call.run_id,
+        model=call.model,
+        deployment=call.deployment,
+        provider=call.provider,
+        status=call.status,
+        error=call.error,
+        attempts=[a.as_dict() for a in call.attempts],
+        stream=bool(request and request.stream),
+        latency_ms=int((time.monotonic() - call.started) * 1000),
+        ttft_ms=ttft,
+        prompt_tokens=summary.prompt_tokens,
+        completion_tokens=summary.completion_tokens,
+        cached_tokens=summary.cached_tokens,
+        cost=from_micros(call.cost_micros),
+        finish_reason=summary.finish_reason,
+        tool_calls=summary.tool_call_list(),
+        tools_offered=[t["function"]["name"] for t in (request.body.get("tools") or [])] if request else [],
+        prompt_meta=prompt_meta(request.messages) if request else {},
+        cache=call.cache_status,
+        request_body=request.body if store_bodies else None,
+        response_body=call.response if store_bodies else None,
+    )

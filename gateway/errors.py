@@ -1,0 +1,58 @@
+"""Errors the proxy answers with, in OpenAI's shape (CONTRACT.md, the error table)."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def invalid_request(message: str, *, param: str | None = None) -> GatewayError:
+    return GatewayError(400, message, type="invalid_request_error", param=param, code="invalid_request")
+
+
+def invalid_api_key(message: str = "Invalid, revoked or expired API key.") -> GatewayError:
+    return GatewayError(401, message, type="authentication_error", code="invalid_api_key")
+
+
+def budget_exceeded(message: str, *, param: str) -> GatewayError:
+    return GatewayError(402, message, type="budget_exceeded", code="budget_exceeded", param=param)
+
+
+def model_not_allowed(model: str) -> GatewayError:
+    return GatewayError(403, f"This key may not use the model {model!r}.", type="permission_error",
+                        code="model_not_allowed", param="model")
+
+
+def model_not_found(model: str) -> GatewayError:
+    return GatewayError(404, f"The model {model!r} does not exist.", type="not_found_error",
+                        code="model_not_found", param="model")
+
+
+def rate_limited(message: str, *, retry_after: float, headers: dict[str, str]) -> GatewayError:
+    seconds = max(1, int(retry_after + 0.999))
+    return GatewayError(429, message, type="rate_limit_error", code="rate_limit_exceeded",
+                        headers={**headers, "retry-after": str(seconds)})
+
+
+def upstream_failed(message: str) -> GatewayError:
+    return GatewayError(502, message, type="upstream_error", code="upstream_error")

@@ -1,0 +1,70 @@
+"""Small ASGI helpers: reading the body and answering JSON or an event stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("client went away before sending its request")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def header(scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _encode_headers(headers: dict[str, str], content_type: bytes) -> list[tuple[bytes, bytes]]:
+    encoded = [(b"content-type", content_type)]
+    encoded.extend((k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items())
+    return encoded
+
+
+async def send_json(send, status: int, payload, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": _encode_headers(headers or {}, b"application/json"),
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+async def start_event_stream(send, headers: dict[str, str]) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": 200,
+        "headers": _encode_headers({"cache-control": "no-cache", **headers}, b"text/event-stream"),
+    })
+
+
+def sse_event(payload: dict) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+async def send_events(send, events: Iterable[bytes], *, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": b"".join(events), "more_body": more})

@@ -1,0 +1,109 @@
+"""Route and call: walk the model's fallback chain until a link answers.
+
+A link is skipped while its circuit is open or it cools down after a provider's Retry-After.
+A timeout, connection error, 5xx or 429 moves the call to the next link; a 4xx that is the
+client's fault is answered as it is. Every attempt is recorded for the response headers and
+the request log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from gateway.config import Deployment, ModelRoute
+from gateway.errors import GatewayError, invalid_request, upstream_failed
+from gateway.providers.base import UpstreamError
+
+
+@dataclass(slots=True)
+class Attempt:
+    deployment: str
+    outcome: str
+    latency_ms: int
+
+    def as_dict(self) -> dict:
+        return {"deployment": self.deployment, "outcome": self.outcome, "latency_ms": self.latency_ms}
+
+
+class ChainFailed(GatewayError):
+    """Every link failed (502), or the upstream refused the request itself (its 4xx)."""
+
+    def __init__(self, error: GatewayError, attempts: list[Attempt]) -> None:
+        super().__init__(error.status, error.message, type=error.type, code=error.code, param=error.param)
+        self.attempts = attempts
+
+
+@dataclass(slots=True)
+class Served:
+    deployment: Deployment
+    attempts: list[Attempt]
+    completion: dict | None = None
+    chunks: AsyncIterator[dict] | None = None
+
+
+def eligible_links(route: ModelRoute, *, tags: frozenset[str], needs_tools: bool) -> list[Deployment]:
+    links = [d for d in route.chain if tags <= d.tags and (d.supports_tools or not needs_tools)]
+    if not links:
+        wanted = ", ".join(sorted(tags)) or "tool support"
+        raise invalid_request(f"No deployment of {route.name!r} has {wanted}.", param="tags")
+    return links
+
+
+async def order_links(store, route: ModelRoute, links: list[Deployment]) -> list[Deployment]:
+    if route.routing != "latency":
+        return links
+    latencies = await store.latency_get([d.id for d in links])
+    # Unmeasured links go first, so every link gets measured; the chain order breaks ties.
+    return sorted(links, key=lambda d: latencies.get(d.id) or 0.0)
+
+
+def attempts_header(attempts: list[Attempt]) -> str:
+    return ", ".join(f"{a.deployment}:{a.outcome}" for a in attempts)
+
+
+async def call_chain(
+    *, store, session, route: ModelRoute, body: dict, stream: bool, tags: frozenset[str], needs_tools: bool
+) -> Served:
+    links = await order_links(store, route, eligible_links(route, tags=tags, needs_tools=needs_tools))
+    now = time.time()
+    unavailable = await store.unavailable([d.id for d in links], now)
+    cooling = await store.cooldown_active(list(unavailable), now) if unavailable else set()
+    attempts: list[Attempt] = []
+    for link in links:
+        if link.id in unavailable:
+            attempts.append(Attempt(link.id, "cooldown" if link.id in cooling else "circuit_open", 0))
+            continue
+        started = time.monotonic()
+        upstream_body = {**body, "model": link.model}
+        try:
+            if stream:
+                chunks = await link.provider.stream(session, body=upstream_body, model=link.model,
+                                                    timeout_s=link.timeout_s)
+                result = Served(deployment=link, attempts=attempts, chunks=chunks)
+            else:
+                completion = await link.provider.complete(session, body=upstream_body, model=link.model,
+                                                          timeout_s=link.timeout_s)
+                result = Served(deployment=link, attempts=attempts, completion=completion)
+        except UpstreamError as error:
+            latency_ms = int((time.monotonic() - started) * 1000)
+            attempts.append(Attempt(link.id, error.outcome, latency_ms))
+            if not error.retryable:
+                await store.breaker_record(link.id, True, time.time())
+                raise ChainFailed(
+                    GatewayError(error.status or 400, f"The upstream refused the request: {error.message}",
+                                 type="invalid_request_error", code="upstream_rejected"),
+                    attempts,
+                ) from error
+            await store.breaker_record(link.id, False, time.time())
+            if error.retry_after and error.status in (429, 503):
+                await store.cooldown_set(link.id, time.time() + error.retry_after)
+            continue
+        latency_ms = int((time.monotonic() - started) * 1000)
+        attempts.append(Attempt(link.id, "ok", latency_ms))
+        await store.breaker_record(link.id, True, time.time())
+        await store.latency_record(link.id, latency_ms)
+        return result
+    raise ChainFailed(upstream_failed(f"Every deployment of {route.name!r} failed: {attempts_header(attempts)}"),
+                      attempts)

@@ -1,0 +1,83 @@
+"""What a gateway worker keeps between requests: config, upstream session, counters, key cache."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from billing.counters import CounterStore, counter_store_from_url
+from gateway.auth import KeyCache
+from gateway.config import RoutingConfig, load_config
+from gateway.logwriter import LogWriter
+from keys import invalidation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GatewayState:
+    config: RoutingConfig
+    session: aiohttp.ClientSession
+    store: CounterStore
+    keys: KeyCache
+    log_writer: LogWriter
+    listener: asyncio.Task | None = None
+
+    @classmethod
+    async def start(cls) -> GatewayState:
+        config = await sync_to_async(load_config, thread_sensitive=False)(settings.NEMO_ROUTER_CONFIG)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=True,
+        )
+        state = cls(
+            config=config,
+            session=session,
+            store=counter_store_from_url(settings.REDIS_URL),
+            keys=KeyCache(),
+            log_writer=LogWriter(),
+        )
+        invalidation.on_key_changed(state.keys.invalidate)
+        if settings.REDIS_URL:
+            state.listener = asyncio.get_running_loop().create_task(state._listen(settings.REDIS_URL))
+        return state
+
+    async def _listen(self, url: str) -> None:
+        """Drops cached keys other processes changed (keys.invalidation publishes)."""
+        import redis.asyncio as redis
+
+        while True:
+            client = redis.Redis.from_url(url)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(invalidation.CHANNEL)
+                    # Anything may have changed while we were not listening.
+                    self.keys.invalidate()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            data = json.loads(message["data"])
+                            self.keys.invalidate(prefix=data.get("prefix"), org_id=data.get("org_id"))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - Redis went away: keep trying, keys also expire
+                logger.warning("key invalidation listener lost Redis; retrying", exc_info=True)
+                await asyncio.sleep(1)
+            finally:
+                await client.aclose()
+
+    async def close(self) -> None:
+        if self.listener is not None:
+            self.listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.listener
+        await self.log_writer.close()
+        await self.session.close()
+        await self.store.close()

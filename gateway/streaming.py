@@ -1,0 +1,132 @@
+"""What a call produced, gathered from a completion or from the chunks of a stream.
+
+The same summary feeds the request log, the cost and the response cache, whichever way the
+answer came.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class CallSummary:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    finish_reason: str = ""
+    content: str = ""
+    tool_calls: dict[int, dict] = field(default_factory=dict)
+    first_token_at: float | None = None
+    has_usage: bool = False
+    response_id: str = ""
+    created: int = 0
+    model: str = ""
+
+    def tool_call_list(self) -> list[dict]:
+        return [
+            {"name": call["name"], "arguments": call["arguments"]}
+            for _, call in sorted(self.tool_calls.items())
+        ]
+
+    def take_usage(self, usage: dict | None) -> None:
+        if not usage:
+            return
+        self.has_usage = True
+        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        self.cached_tokens = int(details.get("cached_tokens") or 0)
+
+    def take_completion(self, completion: dict) -> None:
+        self.take_usage(completion.get("usage"))
+        self.response_id = completion.get("id", "")
+        self.created = completion.get("created", 0)
+        self.model = completion.get("model", "")
+        choices = completion.get("choices") or []
+        if choices:
+            first = choices[0]
+            self.finish_reason = first.get("finish_reason") or ""
+            message = first.get("message") or {}
+            self.content = message.get("content") or ""
+            for index, call in enumerate(message.get("tool_calls") or []):
+                function = call.get("function") or {}
+                self.tool_calls[index] = {"id": call.get("id", ""), "name": function.get("name", ""),
+                                          "arguments": function.get("arguments", "")}
+
+    def take_chunk(self, chunk: dict) -> None:
+        self.take_usage(chunk.get("usage"))
+        self.response_id = self.response_id or chunk.get("id", "")
+        self.created = self.created or chunk.get("created", 0)
+        self.model = self.model or chunk.get("model", "")
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                self.content += text
+            for call in delta.get("tool_calls") or []:
+                slot = self.tool_calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                slot["id"] = slot["id"] or call.get("id") or ""
+                function = call.get("function") or {}
+                slot["name"] = slot["name"] or function.get("name") or ""
+                slot["arguments"] += function.get("arguments") or ""
+            if (text or delta.get("tool_calls")) and self.first_token_at is None:
+                self.first_token_at = time.monotonic()
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def estimate_usage(self, *, prompt_tokens: int) -> None:
+        """For a stream cut short before its usage arrived: a fair estimate of what was used."""
+        if self.has_usage:
+            return
+        self.prompt_tokens = prompt_tokens
+        produced = len(self.content) + sum(len(c["arguments"]) + len(c["name"]) for c in self.tool_calls.values())
+        self.completion_tokens = max(1, (produced + 3) // 4)
+
+    def as_completion(self) -> dict:
+        """An OpenAI chat.completion equivalent to what was streamed (for the cache and the log)."""
+        message: dict = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for _, c in sorted(self.tool_calls.items())
+            ]
+        return {
+            "id": self.response_id,
+            "object": "chat.completion",
+            "created": self.created or int(time.time()),
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason or "stop"}],
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            },
+        }
+
+
+def completion_as_chunks(completion: dict) -> list[dict]:
+    """Replays a whole completion as a stream (a cache hit for a streamed request)."""
+    base = {"id": completion.get("id", ""), "object": "chat.completion.chunk",
+            "created": completion.get("created", 0), "model": completion.get("model", "")}
+    chunks = []
+    for choice in completion.get("choices") or []:
+        index = choice.get("index", 0)
+        message = choice.get("message") or {}
+        chunks.append({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
+                                            "finish_reason": None}]})
+        if message.get("content"):
+            chunks.append({**base, "choices": [{"index": index, "delta": {"content": message["content"]},
+                                                "finish_reason": None}]})
+        for call_index, call in enumerate(message.get("tool_calls") or []):
+            chunks.append({**base, "choices": [{"index": index, "delta": {"tool_calls": [
+                {"index": call_index, "id": call.get("id"), "type": "function", "function": call.get("function")}
+            ]}, "finish_reason": None}]})
+        finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
+        chunks.append({**base, "choices": [finish]})
+    chunks.append({**base, "choices": [], "usage": completion.get("usage")})
+    return chunks
