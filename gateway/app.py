@@ -19,6 +19,7 @@ class GatewayApp:
         self.fallback = fallback
         self._state: GatewayState | None = None
         self._starting: asyncio.Lock | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def state(self) -> GatewayState:
         if self._state is None:
@@ -27,6 +28,7 @@ class GatewayApp:
             async with self._starting:
                 if self._state is None:
                     self._state = await GatewayState.start()
+                    self.loop = asyncio.get_running_loop()
         return self._state
 
     async def close(self) -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
-
 from billing.money import to_micros
+from gateway.db import db_read
 from gateway.errors import invalid_api_key
 from keys import secrets
 
@@ -96,7 +95,7 @@ class KeyCache:
     def __init__(self, ttl_s: float = SNAPSHOT_TTL_S) -> None:
         self.ttl_s = ttl_s
         self._by_prefix: dict[str, KeySnapshot] = {}
-        self._load = sync_to_async(_load_snapshot, thread_sensitive=False)
+        self._load = db_read(_load_snapshot)
 
     def invalidate(self, *, prefix: str | None = None, org_id: int | None = None) -> None:
         if prefix is not None:

@@ -12,9 +12,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from analytics.records import prompt_meta
-
 from analytics.models import RequestLog
+from analytics.records import prompt_meta
 from billing.money import call_cost_micros, from_micros
 from billing.reservations import Reservation, reserve, settle
 from gateway import cache
@@ -107,7 +106,8 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
         call.deployment = served.deployment.id
         call.provider = served.deployment.provider_name
         if request.stream:
-            await _relay_stream(call, served, receive, send, reservation)
+            settling, reservation = reservation, None
+            await _relay_stream(state, call, served, receive, send, settling)
         else:
             call.summary.take_completion(served.completion)
             call.summary.first_token_at = time.monotonic()
@@ -172,8 +172,11 @@ async def _answer_from_cache(state: GatewayState, call: Call, completion: dict, 
     await _finish(state, call, None)
 
 
-async def _relay_stream(call: Call, served: Served, receive, send, reservation: Reservation) -> None:
-    """Sends the upstream's chunks as they come; notices a client that goes away."""
+async def _relay_stream(
+    state: GatewayState, call: Call, served: Served, receive, send, reservation: Reservation
+) -> None:
+    """Sends the upstream's chunks as they come and notices a client that goes away. The call
+    is settled and logged before the stream's last event, so it is durable once the client is done."""
     await start_event_stream(send, {**call.headers(), **reservation.rate_headers})
     include_usage = call.request.include_usage
 
@@ -190,23 +193,22 @@ async def _relay_stream(call: Call, served: Served, receive, send, reservation: 
 
     pumping = asyncio.ensure_future(pump())
     watching = asyncio.ensure_future(watch_disconnect())
+    ending = SSE_DONE
     try:
         await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
         if not pumping.done():
             pumping.cancel()
             call.status = CLIENT_CLOSED
             call.error = "the client disconnected mid-stream"
+            ending = b""
+        elif isinstance(pumping.exception(), UpstreamError):
+            call.status = 502
+            call.error = f"the upstream stream broke: {pumping.exception().message}"
+            call.attempts[-1].outcome = "broken_stream"
+            failure = GatewayError(502, call.error, type="upstream_error", code="upstream_error")
+            ending = sse_event(failure.body()) + SSE_DONE
         else:
-            try:
-                pumping.result()
-                await send({"type": "http.response.body", "body": SSE_DONE})
-            except UpstreamError as error:
-                call.status = 502
-                call.error = f"the upstream stream broke: {error.message}"
-                call.attempts[-1].outcome = "broken_stream"
-                failure = GatewayError(502, call.error, type="upstream_error", code="upstream_error")
-                with contextlib.suppress(OSError):
-                    await send({"type": "http.response.body", "body": sse_event(failure.body()) + SSE_DONE})
+            pumping.result()
     finally:
         watching.cancel()
         with contextlib.suppress(asyncio.CancelledError, UpstreamError):
@@ -217,6 +219,10 @@ async def _relay_stream(call: Call, served: Served, receive, send, reservation: 
     call.summary.estimate_usage(prompt_tokens=call.request.prompt_bytes // 4)
     call.cost_micros = _cost(served, call.summary)
     call.response = call.summary.as_completion()
+    await _finish(state, call, reservation)
+    if ending:
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": ending})
 
 
 async def _finish(state: GatewayState, call: Call, reservation: Reservation | None) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,12 @@ class LogWriter:
             while self._queue is not None and not self._queue.empty():
                 await asyncio.sleep(0.01)
             self._task.cancel()
+        await asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
         self._executor.shutdown(wait=True)
+
+
+def _close_connection() -> None:
+    connection.close()
 
 
 def _commit(rows: list) -> None:

@@ -9,12 +9,12 @@ import logging
 from dataclasses import dataclass
 
 import aiohttp
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing.counters import CounterStore, counter_store_from_url
 from gateway.auth import KeyCache
 from gateway.config import RoutingConfig, load_config
+from gateway.db import db_read
 from gateway.logwriter import LogWriter
 from keys import invalidation
 
@@ -32,7 +32,7 @@ class GatewayState:
 
     @classmethod
     async def start(cls) -> GatewayState:
-        config = await sync_to_async(load_config, thread_sensitive=False)(settings.NEMO_ROUTER_CONFIG)
+        config = await db_read(load_config)(settings.NEMO_ROUTER_CONFIG)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None),
@@ -41,7 +41,7 @@ class GatewayState:
         state = cls(
             config=config,
             session=session,
-            store=counter_store_from_url(settings.REDIS_URL),
+            store=counter_store_from_url(settings.REDIS_URL, prefix=settings.NEMO_REDIS_PREFIX),
             keys=KeyCache(),
             log_writer=LogWriter(),
         )
@@ -74,6 +74,7 @@ class GatewayState:
                 await client.aclose()
 
     async def close(self) -> None:
+        invalidation.forget(self.keys.invalidate)
         if self.listener is not None:
             self.listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

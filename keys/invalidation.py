@@ -20,6 +20,11 @@ def on_key_changed(listener) -> None:
     _listeners.append(listener)
 
 
+def forget(listener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
 def key_changed(*, prefix: str | None = None, org_id: int | None = None) -> None:
     for listener in _listeners:
         listener(prefix=prefix, org_id=org_id)

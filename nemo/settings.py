@@ -46,6 +46,9 @@ REDIS_URL = _read("REDIS_URL", env.str, "") or None
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, not {REDIS_URL!r}")
 
+# Namespace of the gateway's keys in Redis (counters, circuit state, cache).
+NEMO_REDIS_PREFIX = _read("NEMO_REDIS_PREFIX", env.str, "nemo:")
+
 CELERY_BROKER_URL = _read("CELERY_BROKER_URL", env.str, "") or REDIS_URL
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True

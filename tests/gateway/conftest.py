@@ -1,0 +1,149 @@
+"""A real gateway for end-to-end tests: ``GatewayApp`` under uvicorn in a thread, with a routing
+file pointing at fake upstreams, real counters (Redis when configured) and the test database.
+
+The OpenAI Python package is the client, as it is for our users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import openai
+import pytest
+import uvicorn
+import yaml
+from django.conf import settings as django_settings
+
+from billing.catalog import catalog_sync
+from billing.services import budget_set
+from gateway.app import GatewayApp
+from keys.audit import Actor
+from keys.services import organization_create, team_create, virtual_key_create
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningGateway:
+    def __init__(self, app: GatewayApp) -> None:
+        self.app = app
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning",
+                                loop="asyncio")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> RunningGateway:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def client(self, secret: str, **options) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=secret, max_retries=0, **options)
+
+    def on_loop(self, coroutine_factory: Callable):
+        """Runs ``coroutine_factory(state)`` on the gateway's own loop (its counter store lives
+        there) and returns the result."""
+        future = asyncio.run_coroutine_threadsafe(coroutine_factory(self.app._state), self.app.loop)
+        return future.result(timeout=10)
+
+
+@pytest.fixture
+def redis_prefix(settings) -> str:
+    prefix = f"nemo-test-{uuid.uuid4().hex[:10]}:"
+    settings.NEMO_REDIS_PREFIX = prefix
+    return prefix
+
+
+@pytest.fixture
+def start_gateway(transactional_db, settings, tmp_path, redis_prefix) -> Iterator[Callable[..., RunningGateway]]:
+    """``start_gateway(routing)`` serves a gateway with that routing file (a dict)."""
+    running: list[RunningGateway] = []
+    # Transactional tests empty every table afterwards, the catalog the migration loaded too.
+    catalog_sync()
+
+    def start(routing: dict | None = None) -> RunningGateway:
+        if routing is not None:
+            path = tmp_path / f"routing-{len(running)}.yaml"
+            path.write_text(yaml.safe_dump(routing))
+            settings.NEMO_ROUTER_CONFIG = str(path)
+        else:
+            settings.NEMO_ROUTER_CONFIG = None
+        gateway = RunningGateway(GatewayApp()).start()
+        running.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in running:
+        gateway.stop()
+    if django_settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(django_settings.REDIS_URL)
+        keys = list(client.scan_iter(match=f"{redis_prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+class Tenant:
+    def __init__(self, org, key, secret: str) -> None:
+        self.org = org
+        self.key = key
+        self.secret = secret
+
+
+@pytest.fixture
+def make_tenant(transactional_db) -> Callable[..., Tenant]:
+    """An org with a key: ``make_tenant(credits=..., key_budget=..., team_budget=..., org_budget=..., **key_options)``."""
+    actor = Actor.system("test")
+
+    def make(
+        name: str = "Agents Inc",
+        *,
+        credits: Decimal = Decimal("5.00"),
+        key_budget: Decimal | None = None,
+        team_budget: Decimal | None = None,
+        org_budget: Decimal | None = None,
+        period: str = "none",
+        **key_options,
+    ) -> Tenant:
+        org = organization_create(name=name, credits=credits, actor=actor)
+        team = team_create(org=org, name="agents", actor=actor) if team_budget is not None else None
+        key, secret = virtual_key_create(org=org, name="agent", team=team, actor=actor, **key_options)
+        if key_budget is not None:
+            budget_set(org=org, key=key, amount=key_budget, period=period, actor=actor)
+        if team_budget is not None:
+            budget_set(org=org, team=team, amount=team_budget, period=period, actor=actor)
+        if org_budget is not None:
+            budget_set(org=org, amount=org_budget, period=period, actor=actor)
+        return Tenant(org, key, secret)
+
+    return make
+
+
+def openai_routing(fake_base_url: str, *, chain_of: dict[str, str] | None = None, **deployment_extra) -> dict:
+    """One OpenAI-compatible provider and a model ``gpt-4o`` served by it."""
+    return {
+        "providers": {"primary": {"type": "openai", "base_url": fake_base_url, "api_key_env": "FAKE_OPENAI_KEY"}},
+        "deployments": [{"id": "gpt4o-primary", "provider": "primary", "model": "gpt-4o", **deployment_extra}],
+        "models": {"gpt-4o": {"chain": ["gpt4o-primary"]}},
+    }

@@ -1,0 +1,202 @@
+"""The proxy through the real ``openai`` package, against a fake OpenAI-compatible upstream."""
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from analytics.models import RequestLog
+from tests.fakes.behaviours import Reply
+from tests.fakes.openai import FakeOpenAI
+from tests.gateway.conftest import openai_routing
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+    },
+}
+TIME_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "local_time",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "upstream-secret")
+    with FakeOpenAI() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def gateway(start_gateway, fake):
+    return start_gateway(openai_routing(fake.base_url))
+
+
+@pytest.fixture
+def tenant(make_tenant):
+    return make_tenant()
+
+
+def test_it_answers_a_plain_call_and_logs_it(gateway, tenant, fake):
+    raw = gateway.client(tenant.secret).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Say hi in Portuguese"}], max_tokens=50
+    )
+    completion = raw.parse()
+
+    assert completion.choices[0].message.content == "Fake answer to: Say hi in Portuguese"
+    assert completion.usage.prompt_tokens > 0
+    assert raw.headers["x-nemo-deployment"] == "gpt4o-primary"
+    assert raw.headers["x-nemo-attempts"] == "gpt4o-primary:ok"
+    assert fake.requests[0].headers["Authorization"] == "Bearer upstream-secret"
+    row = RequestLog.objects.get(request_id=raw.headers["x-nemo-request-id"])
+    assert (row.status, row.deployment, row.prompt_tokens) == (200, "gpt4o-primary", completion.usage.prompt_tokens)
+    assert str(row.cost) == raw.headers["x-nemo-cost"]
+    assert row.cost > 0
+
+
+def test_it_streams_an_answer_with_usage(gateway, tenant):
+    stream = gateway.client(tenant.secret).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Tell me"}], max_tokens=50, stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Fake answer to: Tell me"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    row = RequestLog.objects.get()
+    assert row.stream and row.completion_tokens == chunks[-1].usage.completion_tokens and row.cost > 0
+
+
+def test_it_leaves_out_the_usage_chunk_unless_asked(gateway, tenant):
+    chunks = list(gateway.client(tenant.secret).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Tell me"}], max_tokens=50, stream=True,
+    ))
+
+    assert all(c.choices for c in chunks)
+    assert RequestLog.objects.get().completion_tokens > 0
+
+
+def test_a_tool_call_and_its_result_round_trip(gateway, tenant, fake):
+    client = gateway.client(tenant.secret)
+    messages = [{"role": "user", "content": "Weather in Florence?"}]
+    first = client.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER_TOOL], max_tokens=50)
+    call = first.choices[0].message.tool_calls[0]
+    messages += [first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24C"}]
+    second = client.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER_TOOL], max_tokens=50)
+
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "weather" and "location" in json.loads(call.function.arguments)
+    assert second.choices[0].message.content == "Tool results: sunny, 24C"
+    assert fake.requests[1].json["messages"][2]["tool_call_id"] == call.id
+    rows = list(RequestLog.objects.order_by("id"))
+    assert rows[0].tool_calls == [{"name": "weather", "arguments": call.function.arguments}]
+    assert rows[0].tools_offered == ["weather"]
+
+
+def test_parallel_tool_calls_stream_by_index(gateway, tenant, fake):
+    fake.script(Reply(parallel=True))
+    chunks = list(gateway.client(tenant.secret).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Weather and time in Rome"}],
+        tools=[WEATHER_TOOL, TIME_TOOL], stream=True, max_tokens=80, stream_options={"include_usage": True},
+    ))
+
+    calls: dict[int, dict] = {}
+    for chunk in chunks:
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            slot = calls.setdefault(delta.index, {"id": delta.id, "name": delta.function.name, "arguments": ""})
+            slot["arguments"] += delta.function.arguments or ""
+    assert [calls[i]["name"] for i in sorted(calls)] == ["weather", "local_time"]
+    assert all(c["id"] for c in calls.values())
+    assert json.loads(calls[1]["arguments"]) == {"city": json.loads(calls[1]["arguments"])["city"]}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert [t["name"] for t in RequestLog.objects.get().tool_calls] == ["weather", "local_time"]
+
+
+def test_models_lists_what_the_key_may_use(gateway, make_tenant):
+    tenant = make_tenant(allowed_models=["gpt-4o"])
+    models = gateway.client(tenant.secret).models.list()
+
+    assert [m.id for m in models.data] == ["gpt-4o"]
+
+
+def test_an_unknown_key_gets_401(gateway):
+    with pytest.raises(openai.AuthenticationError) as caught:
+        gateway.client("sk-nemo-not-a-real-key-at-all").chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+    assert caught.value.body["code"] == "invalid_api_key"
+
+
+def test_a_revoked_key_gets_401_on_the_next_call(gateway, tenant):
+    from keys.audit import Actor
+    from keys.services import virtual_key_revoke
+
+    client = gateway.client(tenant.secret)
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    virtual_key_revoke(key=tenant.key, actor=Actor.system("test"))
+
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+
+
+def test_a_model_the_key_may_not_use_gets_403(gateway, make_tenant):
+    tenant = make_tenant(allowed_models=["gemini-2.5-flash"])
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        gateway.client(tenant.secret).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+    assert caught.value.body["code"] == "model_not_allowed"
+
+
+def test_an_unknown_model_gets_404(gateway, tenant):
+    with pytest.raises(openai.NotFoundError) as caught:
+        gateway.client(tenant.secret).chat.completions.create(
+            model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+
+    assert caught.value.body["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("body, param", [
+    (b"{not json", None),
+    (b"[]", None),
+    (b'{"model": "gpt-4o"}', "messages"),
+    (b'{"model": "gpt-4o", "messages": []}', "messages"),
+    (b'{"model": "gpt-4o", "messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role"),
+    (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "max_tokens": -3}', "max_tokens"),
+    (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', "temperature"),
+    (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "f"}]}', "tools[0]"),
+    (b'{"model": "gpt-4o", "messages": [{"role": "tool", "content": "x"}]}', "messages[0].tool_call_id"),
+    (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
+    (b'\xff\xfe', None),
+])
+def test_malformed_requests_get_400_in_the_openai_shape(gateway, tenant, fake, body, param):
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", content=body,
+                          headers={"Authorization": f"Bearer {tenant.secret}"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["param"] == param
+    assert fake.count == 0
+
+
+def test_unknown_fields_pass_through_to_the_upstream(gateway, tenant, fake):
+    gateway.client(tenant.secret).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5, seed=7,
+        extra_body={"logit_bias": {"50256": -100}, "nemo_cache": False, "tags": []},
+    )
+
+    sent = fake.requests[0].json
+    assert sent["seed"] == 7 and sent["logit_bias"] == {"50256": -100}
+    assert "nemo_cache" not in sent and "tags" not in sent
