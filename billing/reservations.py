@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
-from asgiref.sync import sync_to_async
-
 from billing.counters import Bucket, CounterStore, RateCheck
 from billing.money import from_micros, to_micros
 from billing.periods import period_name, period_start
+from gateway.db import db_read
 from gateway.errors import budget_exceeded, rate_limited
 
 RESERVATION_TTL_S = 15 * 60
@@ -70,7 +69,7 @@ def _settled_micros(name: str, now: datetime) -> int:
     return to_micros(spend_since(org_id=owner_id, since=since))
 
 
-_settled_micros_async = sync_to_async(_settled_micros, thread_sensitive=False)
+_settled_micros_async = db_read(_settled_micros)
 
 
 def _rate_headers(admission) -> dict[str, str]:
