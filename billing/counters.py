@@ -1,0 +1,752 @@
+"""Shared state of the hot path: budget counters, rate-limit windows, circuit breakers,
+cooldowns, latency averages and the response cache.
+
+Every gateway worker on every machine shares one Redis (``RedisCounterStore``). Each hot-path
+step is one Lua script, so it is atomic across workers and costs one round trip. Without
+``REDIS_URL``, ``MemoryCounterStore`` serves the same interface inside one process. Both pass the
+same contract tests (``tests/billing/test_counters.py``).
+
+Time is always passed in by the caller as Unix seconds (``time.time()``) rather than read with
+``TIME`` inside the scripts: the in-process store and the tests then run on the same clock, and a
+few milliseconds of skew between machines do not matter against windows of seconds.
+
+Budget counters are a mirror of the ledger
+------------------------------------------
+The request log in Postgres is the ledger; Redis can be flushed, restarted empty or replaced by a
+lagging replica at any time. So a bucket's counter is kept in two parts:
+
+* ``s:<bucket>``, the *settled* spend: seeded from the ledger (``SET NX``) and raised by the real
+  cost of every settled call. Admission never assumes zero for it: a missing counter answers
+  ``missing`` and the caller rebuilds it from Postgres.
+* ``r:<bucket>``, the *reserved* part: one hash entry per outstanding reservation plus their
+  total. A rebuild writes the settled part only, so calls in flight keep their reservations and
+  the budget check still counts them.
+
+What can be lost, and what happens then:
+
+* A settled counter alone (it expired, or was rebuilt): outstanding reservations are still in
+  ``r:``; their settle adds the real cost to the new counter. That is right as long as the
+  caller **settles here before it writes the call's log row**: a rebuild that ran before the
+  settle read Postgres before the row existed, so it cannot have counted the call already.
+* Everything (flush, restart): a settle finds no reservation, returns False and changes nothing,
+  so nothing is counted twice and no counter goes below its settled part. The caller then passes
+  the real cost to ``charge``, which adds it to the counters that have been rebuilt since (they
+  cannot contain the call either, for the same reason) and skips those still missing (their
+  rebuild will read the row). Only a call settled between a rebuild's read of Postgres and its
+  ``SET NX`` can be missed, which is the width of one query.
+* A lagging replica after a failover: a consistent earlier state. Reservations it lacks behave
+  as after a flush; reservations settled in the lost milliseconds reappear and the reaper
+  releases them at cost 0, so their cost is missing from the mirror until its next rebuild.
+
+The mirror can thus only ever fall short by the calls in flight at a loss, never count a call
+twice; seeding with a ``ttl_s`` bounds how long such a shortfall lasts. Redis must evict, if at
+all, only keys with a TTL (``maxmemory-policy volatile-*``): those are cache entries, rate
+windows and seeded counters, each safe to lose; reservations carry no TTL and are never evicted.
+
+Key layout (prefix ``nemo:`` by default)::
+
+    s:<bucket>            string  settled spend, micro-dollars
+    r:<bucket>            hash    res:<id> -> amount of each outstanding reservation, total -> sum
+    res:<id>              string  reservation record (JSON: buckets, rate key, tokens reserved)
+    deadlines             zset    reservation id -> deadline, for the reaper
+    rl:<key>:req          string  request window (GCRA: when the window is full again)
+    rl:<key>:tok          string  token window, same
+    rl:<key>:par          set     ids of the key's calls in flight
+    cb:<deployment>       hash    circuit breaker: state, until, failures
+    cooldowns             hash    deployment -> cooling down until
+    lat:<deployment>      string  latency average, ms
+    cache:<key>           string  cached response, with its TTL
+
+Settle and reap find a reservation's keys through its record rather than through ``KEYS``, so
+this needs one Redis, not a cluster, which is what the deployment runs.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, cast
+
+import redis.asyncio as aioredis
+
+# Every rate limit is per minute.
+WINDOW_S = 60.0
+# Slack (seconds) for float rounding: times near 2e9 s carry about 2.4e-7 s of it.
+_EPS = 1e-6
+# Weight of a new latency sample: one slow outlier moves the average by a fifth, a lasting
+# change shows after a handful of calls.
+LATENCY_ALPHA = 0.2
+# A parallel slot frees when some other call finishes, which nothing can time.
+PARALLEL_RETRY_AFTER_S = 1.0
+# Reservations released per reap step, so one step never blocks Redis for long.
+REAP_BATCH = 500
+
+BudgetParam = Literal["key", "team", "org", "credits"]
+AdmitStatus = Literal["ok", "budget", "rate_limited", "missing"]
+RateLimited = Literal["requests", "tokens", "parallel"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One budget level of a call. ``name`` includes the period (``b:key:42:2026-11``), so a new
+    period is a new counter and nothing is ever reset."""
+
+    name: str
+    limit: int
+    amount: int
+    param: BudgetParam
+
+
+@dataclass(frozen=True, slots=True)
+class RateCheck:
+    """The limits of one virtual key; ``None`` means no such limit. ``tokens`` is the call's
+    worst case, reserved now and corrected when the call settles."""
+
+    key: str
+    rpm: int | None
+    tpm: int | None
+    max_parallel: int | None
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateWindow:
+    """What the ``x-ratelimit-*-requests`` / ``-tokens`` headers report: the limit, what is left
+    of it now, and the seconds until the window is full again."""
+
+    limit: int
+    remaining: int
+    reset: float
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    status: AdmitStatus
+    requests: RateWindow | None = None
+    tokens: RateWindow | None = None
+    # status == "budget": the first level that does not fit.
+    param: BudgetParam | None = None
+    limit: int | None = None
+    remaining: int | None = None
+    # status == "missing": counters to rebuild from the ledger (``seed``) before admitting again.
+    missing: list[str] = field(default_factory=list)
+    # status == "rate_limited"
+    which: RateLimited | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class CounterStore(abc.ABC):
+    """The shared-state interface of the gateway. Every method is one atomic step."""
+
+    @abc.abstractmethod
+    async def admit(
+        self, *, reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck | None, now: float, ttl_s: float
+    ) -> Admission:
+        """Check the rate limits and reserve ``amount`` in every bucket, or change nothing.
+
+        The reservation lives until ``settle`` or, past ``now + ttl_s``, until ``reap``."""
+
+    @abc.abstractmethod
+    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int) -> bool:
+        """Replace the reservation by the real cost and token count. False, and nothing changed,
+        when the reservation is unknown: already settled, reaped, or lost with Redis. The gateway
+        settles each call once, so there False means reaped or lost: ``charge`` the cost then.
+        Call it before writing the call's log row (see the module doc)."""
+
+    @abc.abstractmethod
+    async def charge(self, *, names: Sequence[str], amount: int) -> None:
+        """Add a settled cost whose reservation is gone to those counters that exist."""
+
+    @abc.abstractmethod
+    async def reap(self, *, now: float) -> list[str]:
+        """Release every reservation past its deadline at cost 0 and return their ids. Each is
+        released once, however many reapers run."""
+
+    @abc.abstractmethod
+    async def seed(self, name: str, value: int, *, ttl_s: float | None = None) -> bool:
+        """Set a missing settled counter from the ledger; a counter someone else seeded first is
+        kept (False). With ``ttl_s`` it expires and is rebuilt from the ledger again, which also
+        keeps old periods from piling up."""
+
+    @abc.abstractmethod
+    async def read(self, names: Sequence[str]) -> dict[str, int | None]:
+        """Each counter as admission sees it (settled + reserved); None when missing."""
+
+    @abc.abstractmethod
+    async def reserved_total(self, name: str) -> int:
+        """The part of a counter held by outstanding reservations."""
+
+    @abc.abstractmethod
+    async def unavailable(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> set[str]:
+        """The links of a chain (in the order they will be tried) to skip: cooling down, circuit
+        open, or half-open with its one probe taken. A circuit past its open period lets this
+        caller probe it (for ``probe_lease_s``) only if it is the first usable link."""
+
+    @abc.abstractmethod
+    async def breaker_allow(self, deployment: str, now: float, *, probe_lease_s: float = 30.0) -> bool:
+        """The circuit alone: closed, or this caller is its one probe."""
+
+    @abc.abstractmethod
+    async def breaker_record(
+        self,
+        deployment: str,
+        ok: bool,
+        now: float,
+        *,
+        failure_threshold: int = 5,
+        window_s: float = 30.0,
+        open_s: float = 30.0,
+    ) -> None:
+        """Open the circuit for ``open_s`` after ``failure_threshold`` failures within
+        ``window_s``; the probe's outcome closes it or opens it again."""
+
+    @abc.abstractmethod
+    async def cooldown_set(self, deployment: str, until: float) -> None: ...
+
+    @abc.abstractmethod
+    async def cooldown_active(self, deployments: Sequence[str], now: float) -> set[str]: ...
+
+    @abc.abstractmethod
+    async def latency_record(self, deployment: str, ms: float) -> None: ...
+
+    @abc.abstractmethod
+    async def latency_get(self, deployments: Sequence[str]) -> dict[str, float | None]: ...
+
+    @abc.abstractmethod
+    async def cache_get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    @abc.abstractmethod
+    async def clear(self) -> None:
+        """Drop everything this store holds (tests; an operator forcing a rebuild)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+def counter_store_from_url(url: str | None, *, prefix: str = "nemo:") -> CounterStore:
+    """Redis when a URL is configured, otherwise the in-process store (one worker only)."""
+    if url:
+        return RedisCounterStore(url, prefix=prefix)
+    return MemoryCounterStore()
+
+
+def _check_money(value: int, what: str) -> None:
+    # bool is an int too, and a float here would be a pricing bug upstream.
+    if type(value) is not int:
+        raise TypeError(f"{what} must be int micro-dollars, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must not be negative")
+
+
+def _check_admit(reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck | None) -> None:
+    if not reservation_id:
+        raise ValueError("reservation_id must not be empty")
+    names = [bucket.name for bucket in buckets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"bucket names must be unique: {names}")
+    for bucket in buckets:
+        _check_money(bucket.limit, f"limit of {bucket.name}")
+        _check_money(bucket.amount, f"amount of {bucket.name}")
+    if rate is not None:
+        for limit in (rate.rpm, rate.tpm, rate.max_parallel):
+            if limit is not None and limit < 1:
+                raise ValueError("a rate limit must be at least 1 (None means no limit)")
+        if rate.tokens < 0:
+            raise ValueError("tokens must not be negative")
+
+
+def _budget_refusal(shown: Admission, bucket: Bucket, counter: int) -> Admission:
+    return replace(
+        shown, status="budget", param=bucket.param, limit=bucket.limit, remaining=max(0, bucket.limit - counter)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# In-process store
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Reservation:
+    buckets: list[str]
+    rate_key: str | None
+    tokens: int
+    token_interval: float | None
+    deadline: float
+
+
+@dataclass(slots=True)
+class _Window:
+    limit: int
+    interval: float
+    current: float
+    after: float
+    now: float
+
+    @property
+    def ok(self) -> bool:
+        return self.after - self.now <= WINDOW_S + _EPS
+
+    @property
+    def retry_after(self) -> float:
+        return self.after - WINDOW_S - self.now
+
+    def state(self, *, moved: bool) -> RateWindow:
+        tat = self.after if moved else self.current
+        remaining = max(0, math.floor((self.now + WINDOW_S - tat + _EPS) / self.interval))
+        return RateWindow(self.limit, remaining, tat - self.now)
+
+
+@dataclass(slots=True)
+class _Breaker:
+    state: Literal["closed", "open", "half_open"] = "closed"
+    until: float = 0.0
+    failures: list[float] = field(default_factory=list)
+
+
+def _gcra(tat: float | None, limit: int, cost: int, now: float) -> _Window:
+    """The same window arithmetic as admit.lua, for the in-process store."""
+    interval = WINDOW_S / limit
+    current = max(tat if tat is not None else now, now)
+    return _Window(limit, interval, current, current + cost * interval, now)
+
+
+class MemoryCounterStore(CounterStore):
+    """The embedded store: plain dicts in one process. No method awaits part-way, so each is
+    atomic under asyncio; the lock covers callers on other threads (Django's sync views)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._settled: dict[str, int] = {}
+        # Expiry of seeded counters and cache entries runs on the monotonic clock, like Redis TTLs.
+        self._settled_expires: dict[str, float] = {}
+        self._reserved: dict[str, dict[str, int]] = {}
+        self._reservations: dict[str, _Reservation] = {}
+        self._tat: dict[tuple[str, str], float] = {}
+        self._in_flight: dict[str, set[str]] = {}
+        self._breakers: dict[str, _Breaker] = {}
+        self._cooldowns: dict[str, float] = {}
+        self._latency: dict[str, float] = {}
+        self._cache: dict[str, tuple[float, bytes]] = {}
+
+    def _settled_value(self, name: str) -> int | None:
+        expires = self._settled_expires.get(name)
+        if expires is not None and expires <= time.monotonic():
+            del self._settled[name], self._settled_expires[name]
+        return self._settled.get(name)
+
+    def _reserved_sum(self, name: str) -> int:
+        return sum(self._reserved.get(name, {}).values())
+
+    async def admit(
+        self, *, reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck | None, now: float, ttl_s: float
+    ) -> Admission:
+        _check_admit(reservation_id, buckets, rate)
+        with self._lock:
+            requests = tokens = None
+            if rate is not None and rate.rpm is not None:
+                requests = _gcra(self._tat.get((rate.key, "req")), rate.rpm, 1, now)
+            if rate is not None and rate.tpm is not None:
+                tokens = _gcra(self._tat.get((rate.key, "tok")), rate.tpm, rate.tokens, now)
+            # The window state goes back with every answer, for the x-ratelimit-* headers: moved
+            # only if the call is in.
+            shown = Admission(
+                "ok",
+                requests=requests.state(moved=False) if requests else None,
+                tokens=tokens.state(moved=False) if tokens else None,
+            )
+            if reservation_id in self._reservations:
+                raise ValueError(f"reservation {reservation_id!r} already exists")
+            if requests and not requests.ok:
+                return replace(shown, status="rate_limited", which="requests", retry_after=requests.retry_after)
+            if tokens and not tokens.ok:
+                return replace(shown, status="rate_limited", which="tokens", retry_after=tokens.retry_after)
+            in_flight = self._in_flight.get(rate.key, set()) if rate else set()
+            if rate and rate.max_parallel is not None and len(in_flight) >= rate.max_parallel:
+                return replace(shown, status="rate_limited", which="parallel", retry_after=PARALLEL_RETRY_AFTER_S)
+
+            settled = {bucket.name: self._settled_value(bucket.name) for bucket in buckets}
+            missing = [name for name, value in settled.items() if value is None]
+            if missing:
+                return replace(shown, status="missing", missing=missing)
+            for bucket in buckets:
+                counter = (settled[bucket.name] or 0) + self._reserved_sum(bucket.name)
+                if counter + bucket.amount > bucket.limit:
+                    return _budget_refusal(shown, bucket, counter)
+
+            for bucket in buckets:
+                self._reserved.setdefault(bucket.name, {})[reservation_id] = bucket.amount
+            if rate is not None:
+                if requests:
+                    self._tat[(rate.key, "req")] = requests.after
+                if tokens:
+                    self._tat[(rate.key, "tok")] = tokens.after
+                if rate.max_parallel is not None:
+                    self._in_flight.setdefault(rate.key, set()).add(reservation_id)
+            self._reservations[reservation_id] = _Reservation(
+                buckets=[bucket.name for bucket in buckets],
+                rate_key=rate.key if rate else None,
+                tokens=rate.tokens if rate else 0,
+                token_interval=WINDOW_S / rate.tpm if rate and rate.tpm else None,
+                deadline=now + ttl_s,
+            )
+            return replace(
+                shown,
+                requests=requests.state(moved=True) if requests else None,
+                tokens=tokens.state(moved=True) if tokens else None,
+            )
+
+    def _release(self, reservation_id: str, cost: int, tokens: int | None) -> None:
+        """See release.lua."""
+        reservation = self._reservations.pop(reservation_id)
+        for name in reservation.buckets:
+            entries = self._reserved.get(name, {})
+            entries.pop(reservation_id, None)
+            if not entries:
+                self._reserved.pop(name, None)
+            if self._settled_value(name) is not None:
+                self._settled[name] += cost
+        if reservation.rate_key is not None:
+            self._in_flight.get(reservation.rate_key, set()).discard(reservation_id)
+            token_key = (reservation.rate_key, "tok")
+            if reservation.token_interval and tokens is not None and token_key in self._tat:
+                self._tat[token_key] += (tokens - reservation.tokens) * reservation.token_interval
+
+    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int) -> bool:
+        _check_money(actual_cost, "actual_cost")
+        with self._lock:
+            if reservation_id not in self._reservations:
+                return False
+            self._release(reservation_id, actual_cost, actual_tokens)
+            return True
+
+    async def charge(self, *, names: Sequence[str], amount: int) -> None:
+        _check_money(amount, "amount")
+        with self._lock:
+            for name in names:
+                if self._settled_value(name) is not None:
+                    self._settled[name] += amount
+
+    async def reap(self, *, now: float) -> list[str]:
+        with self._lock:
+            due = [rid for rid, reservation in self._reservations.items() if reservation.deadline <= now]
+            for reservation_id in due:
+                self._release(reservation_id, 0, None)
+            return due
+
+    async def seed(self, name: str, value: int, *, ttl_s: float | None = None) -> bool:
+        _check_money(value, "value")
+        with self._lock:
+            if self._settled_value(name) is not None:
+                return False
+            self._settled[name] = value
+            if ttl_s is not None:
+                self._settled_expires[name] = time.monotonic() + ttl_s
+            return True
+
+    async def read(self, names: Sequence[str]) -> dict[str, int | None]:
+        with self._lock:
+            out: dict[str, int | None] = {}
+            for name in names:
+                settled = self._settled_value(name)
+                out[name] = None if settled is None else settled + self._reserved_sum(name)
+            return out
+
+    async def reserved_total(self, name: str) -> int:
+        with self._lock:
+            return self._reserved_sum(name)
+
+    def _skip(self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool) -> set[str]:
+        """See unavailable.lua."""
+        skip: set[str] = set()
+        usable_found = False
+        for deployment in deployments:
+            breaker = self._breakers.get(deployment)
+            if cooldowns and self._cooldowns.get(deployment, 0.0) > now:
+                skip.add(deployment)
+            elif breaker is None or breaker.state == "closed":
+                usable_found = True
+            elif now < breaker.until or usable_found:
+                skip.add(deployment)
+            else:
+                breaker.state, breaker.until = "half_open", now + probe_lease_s
+                usable_found = True
+        return skip
+
+    async def unavailable(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> set[str]:
+        with self._lock:
+            return self._skip(deployments, now, probe_lease_s, cooldowns=True)
+
+    async def breaker_allow(self, deployment: str, now: float, *, probe_lease_s: float = 30.0) -> bool:
+        with self._lock:
+            return not self._skip([deployment], now, probe_lease_s, cooldowns=False)
+
+    async def breaker_record(
+        self,
+        deployment: str,
+        ok: bool,
+        now: float,
+        *,
+        failure_threshold: int = 5,
+        window_s: float = 30.0,
+        open_s: float = 30.0,
+    ) -> None:
+        """See breaker_record.lua."""
+        with self._lock:
+            breaker = self._breakers.get(deployment) or _Breaker()
+            if breaker.state == "half_open":
+                if ok:
+                    del self._breakers[deployment]
+                else:
+                    breaker.state, breaker.until, breaker.failures = "open", now + open_s, []
+                return
+            if ok or breaker.state == "open":
+                return
+            breaker.failures = [t for t in breaker.failures if t > now - window_s] + [now]
+            if len(breaker.failures) >= failure_threshold:
+                breaker.state, breaker.until, breaker.failures = "open", now + open_s, []
+            self._breakers[deployment] = breaker
+
+    async def cooldown_set(self, deployment: str, until: float) -> None:
+        with self._lock:
+            self._cooldowns[deployment] = until
+
+    async def cooldown_active(self, deployments: Sequence[str], now: float) -> set[str]:
+        with self._lock:
+            return {d for d in deployments if self._cooldowns.get(d, 0.0) > now}
+
+    async def latency_record(self, deployment: str, ms: float) -> None:
+        with self._lock:
+            average = self._latency.get(deployment)
+            self._latency[deployment] = ms if average is None else average + LATENCY_ALPHA * (ms - average)
+
+    async def latency_get(self, deployments: Sequence[str]) -> dict[str, float | None]:
+        with self._lock:
+            return {d: self._latency.get(d) for d in deployments}
+
+    async def cache_get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= time.monotonic():
+                del self._cache[key]
+                return None
+            return entry[1]
+
+    async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
+        with self._lock:
+            self._cache[key] = (time.monotonic() + ttl_s, value)
+
+    async def clear(self) -> None:
+        with self._lock:
+            self._reset()
+
+    async def close(self) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Redis store
+# --------------------------------------------------------------------------------------------
+
+_LUA_DIR = Path(__file__).with_name("lua")
+
+
+def _lua(*names: str) -> str:
+    return "\n".join((_LUA_DIR / f"{name}.lua").read_text() for name in names)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _window(limit: str, remaining: str, reset: str) -> RateWindow | None:
+    if not limit:
+        return None
+    return RateWindow(int(limit), int(remaining), float(reset))
+
+
+class RedisCounterStore(CounterStore):
+    """The shared store. ``prefix`` namespaces every key, so tests (or two deployments) can share
+    one Redis and ``clear`` only their own keys."""
+
+    def __init__(self, url: str, *, prefix: str = "nemo:", max_connections: int = 64) -> None:
+        # A bounded pool: a burst waits for a connection instead of opening thousands.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections)
+        self._redis = aioredis.Redis.from_pool(pool)
+        self._prefix = prefix
+        # Registered once; each call is an EVALSHA (redis-py loads the script again after a
+        # restart or SCRIPT FLUSH).
+        self._admit = self._redis.register_script(_lua("admit"))
+        self._settle = self._redis.register_script(_lua("release", "settle"))
+        self._reap = self._redis.register_script(_lua("release", "reap"))
+        self._charge = self._redis.register_script(_lua("charge"))
+        self._unavailable = self._redis.register_script(_lua("unavailable"))
+        self._breaker_record = self._redis.register_script(_lua("breaker_record"))
+        self._latency_record = self._redis.register_script(_lua("latency"))
+
+    def _key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    async def admit(
+        self, *, reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck | None, now: float, ttl_s: float
+    ) -> Admission:
+        _check_admit(reservation_id, buckets, rate)
+        rate_key = self._key("rl", rate.key) if rate else self._key("rl", "")
+        keys = [
+            self._key("res", reservation_id),
+            self._key("deadlines"),
+            rate_key + ":req",
+            rate_key + ":tok",
+            rate_key + ":par",
+        ]
+        record: dict[str, object] = {"b": [bucket.name for bucket in buckets]}
+        limits = ["", "", "", "0"]
+        if rate is not None:
+            record.update(rk=rate.key, tk=rate.tokens)
+            if rate.tpm:
+                record["ti"] = WINDOW_S / rate.tpm
+            limits = [str(x) if x is not None else "" for x in (rate.rpm, rate.tpm, rate.max_parallel)]
+            limits.append(str(rate.tokens))
+        args = [reservation_id, repr(now), repr(now + ttl_s), json.dumps(record), *limits]
+        for bucket in buckets:
+            keys += [self._key("s", bucket.name), self._key("r", bucket.name)]
+            args += [str(bucket.limit), str(bucket.amount)]
+
+        reply = [part.decode() for part in await self._admit(keys=keys, args=args)]
+        status, rest = reply[0], reply[7:]
+        shown = Admission("ok", requests=_window(*reply[1:4]), tokens=_window(*reply[4:7]))
+        if status == "ok":
+            return shown
+        if status == "rate_limited":
+            return replace(shown, status="rate_limited", which=cast(RateLimited, rest[0]), retry_after=float(rest[1]))
+        if status == "missing":
+            return replace(shown, status="missing", missing=[buckets[int(i) - 1].name for i in rest])
+        if status == "budget":
+            return _budget_refusal(shown, buckets[int(rest[0]) - 1], int(rest[1]) + int(rest[2]))
+        raise ValueError(f"reservation {reservation_id!r} already exists")
+
+    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int) -> bool:
+        _check_money(actual_cost, "actual_cost")
+        settled = await self._settle(
+            keys=[self._key("res", reservation_id), self._key("deadlines")],
+            args=[self._prefix, reservation_id, str(actual_cost), str(actual_tokens)],
+        )
+        return settled == 1
+
+    async def charge(self, *, names: Sequence[str], amount: int) -> None:
+        _check_money(amount, "amount")
+        if names and amount:
+            await self._charge(keys=[self._key("s", name) for name in names], args=[str(amount)])
+
+    async def reap(self, *, now: float) -> list[str]:
+        released: list[str] = []
+        while True:
+            reply = await self._reap(keys=[self._key("deadlines")], args=[self._prefix, repr(now), REAP_BATCH])
+            released += [rid.decode() for rid in reply[1:]]
+            if reply[0] < REAP_BATCH:
+                return released
+
+    async def seed(self, name: str, value: int, *, ttl_s: float | None = None) -> bool:
+        _check_money(value, "value")
+        px = math.ceil(ttl_s * 1000) if ttl_s is not None else None
+        return bool(await self._redis.set(self._key("s", name), value, nx=True, px=px))
+
+    async def read(self, names: Sequence[str]) -> dict[str, int | None]:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for name in names:
+                pipe.get(self._key("s", name))
+                pipe.hget(self._key("r", name), "total")
+            replies = await pipe.execute()
+        out: dict[str, int | None] = {}
+        for i, name in enumerate(names):
+            settled, reserved = replies[2 * i], replies[2 * i + 1]
+            out[name] = None if settled is None else int(settled) + int(reserved or 0)
+        return out
+
+    async def reserved_total(self, name: str) -> int:
+        return int(await self._redis.hget(self._key("r", name), "total") or 0)
+
+    async def _skip(self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool) -> set[str]:
+        if not deployments:
+            return set()
+        reply = await self._unavailable(
+            keys=[self._key("cooldowns"), *(self._key("cb", d) for d in deployments)],
+            args=[repr(now), repr(probe_lease_s), "1" if cooldowns else "0", *deployments],
+        )
+        return {d.decode() for d in reply}
+
+    async def unavailable(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> set[str]:
+        return await self._skip(deployments, now, probe_lease_s, cooldowns=True)
+
+    async def breaker_allow(self, deployment: str, now: float, *, probe_lease_s: float = 30.0) -> bool:
+        return not await self._skip([deployment], now, probe_lease_s, cooldowns=False)
+
+    async def breaker_record(
+        self,
+        deployment: str,
+        ok: bool,
+        now: float,
+        *,
+        failure_threshold: int = 5,
+        window_s: float = 30.0,
+        open_s: float = 30.0,
+    ) -> None:
+        await self._breaker_record(
+            keys=[self._key("cb", deployment)],
+            args=["1" if ok else "0", repr(now), failure_threshold, repr(window_s), repr(open_s)],
+        )
+
+    async def cooldown_set(self, deployment: str, until: float) -> None:
+        await self._redis.hset(self._key("cooldowns"), deployment, repr(until))
+
+    async def cooldown_active(self, deployments: Sequence[str], now: float) -> set[str]:
+        if not deployments:
+            return set()
+        untils = await self._redis.hmget(self._key("cooldowns"), list(deployments))
+        return {d for d, until in zip(deployments, untils, strict=True) if until is not None and float(until) > now}
+
+    async def latency_record(self, deployment: str, ms: float) -> None:
+        await self._latency_record(keys=[self._key("lat", deployment)], args=[repr(ms), repr(LATENCY_ALPHA)])
+
+    async def latency_get(self, deployments: Sequence[str]) -> dict[str, float | None]:
+        if not deployments:
+            return {}
+        values = await self._redis.mget([self._key("lat", d) for d in deployments])
+        return {d: None if v is None else float(v) for d, v in zip(deployments, values, strict=True)}
+
+    async def cache_get(self, key: str) -> bytes | None:
+        return await self._redis.get(self._key("cache", key))
+
+    async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self._redis.set(self._key("cache", key), value, px=math.ceil(ttl_s * 1000))
+
+    async def clear(self) -> None:
+        batch: list[bytes] = []
+        async for key in self._redis.scan_iter(match=_glob_escape(self._prefix) + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                await self._redis.unlink(*batch)
+                batch = []
+        if batch:
+            await self._redis.unlink(*batch)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,119 @@
+-- One hot-path step: check the key's rate limits and reserve at every budget level, or change
+-- nothing at all.
+--
+-- KEYS[1] reservation record, KEYS[2] deadline index,
+-- KEYS[3] request window, KEYS[4] token window, KEYS[5] set of the key's calls in flight,
+-- then for each bucket: its settled counter, its reserved hash.
+-- ARGV[1] reservation id, ARGV[2] now, ARGV[3] deadline, ARGV[4] reservation record (JSON),
+-- ARGV[5] rpm, ARGV[6] tpm, ARGV[7] max parallel ('' = no such limit), ARGV[8] tokens,
+-- then for each bucket: its limit, the amount to reserve.
+--
+-- Reply: status, then requests limit/remaining/reset and tokens limit/remaining/reset ('' when
+-- not limited), then: rate_limited -> which, retry after; budget -> bucket index, settled,
+-- reserved; missing -> the indexes of the missing buckets.
+local WINDOW = 60
+-- Slack (s) for float rounding: times near 2e9 s carry about 2.4e-7 s of it.
+local EPS = 1e-6
+local now = tonumber(ARGV[2])
+local deadline = tonumber(ARGV[3])
+
+-- GCRA over a 60 s window: `tat` is the time at which the window would be full again. A call
+-- of weight `cost` fits if it pushes tat no further than one window ahead of now. This is a
+-- sliding window with no boundary burst, and one number per limit.
+local function check(key, limit_arg, cost)
+  if limit_arg == '' then
+    return nil
+  end
+  local limit = tonumber(limit_arg)
+  local w = {limit = limit_arg, interval = WINDOW / limit, cost = cost}
+  w.current = math.max(tonumber(redis.call('GET', key)) or now, now)
+  w.after = w.current + cost * w.interval
+  w.ok = w.after - now <= WINDOW + EPS
+  w.retry = w.after - WINDOW - now
+  return w
+end
+
+local requests = check(KEYS[3], ARGV[5], 1)
+local tokens = check(KEYS[4], ARGV[6], tonumber(ARGV[8]))
+
+-- The headers show each window as it stands after this step: moved only if the call is in.
+local function reply(status, ...)
+  local out = {status}
+  for _, w in ipairs({requests or false, tokens or false}) do
+    if w then
+      local tat = status == 'ok' and w.after or w.current
+      table.insert(out, w.limit)
+      table.insert(out, string.format('%d', math.max(0, math.floor((now + WINDOW - tat + EPS) / w.interval))))
+      table.insert(out, string.format('%.17g', tat - now))
+    else
+      table.insert(out, '')
+      table.insert(out, '')
+      table.insert(out, '')
+    end
+  end
+  for _, v in ipairs({...}) do
+    table.insert(out, v)
+  end
+  return out
+end
+
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return reply('duplicate')
+end
+if requests and not requests.ok then
+  return reply('rate_limited', 'requests', string.format('%.17g', requests.retry))
+end
+if tokens and not tokens.ok then
+  return reply('rate_limited', 'tokens', string.format('%.17g', tokens.retry))
+end
+if ARGV[7] ~= '' and redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[7]) then
+  -- Nothing times a slot's release; the client is told to try again shortly.
+  return reply('rate_limited', 'parallel', '1')
+end
+
+local buckets = (#KEYS - 5) / 2
+local settled = {}
+local missing = {}
+for i = 1, buckets do
+  settled[i] = redis.call('GET', KEYS[4 + 2 * i])
+  if not settled[i] then
+    table.insert(missing, tostring(i))
+  end
+end
+if #missing > 0 then
+  return reply('missing', unpack(missing))
+end
+-- Money stays in strings on its way through Redis; the comparison runs on Lua doubles, exact
+-- for integers up to 2^53 micro-dollars (about 9 billion dollars).
+local reserved = {}
+for i = 1, buckets do
+  reserved[i] = redis.call('HGET', KEYS[5 + 2 * i], 'total') or '0'
+  local limit = tonumber(ARGV[7 + 2 * i])
+  local amount = tonumber(ARGV[8 + 2 * i])
+  if tonumber(settled[i]) + tonumber(reserved[i]) + amount > limit then
+    return reply('budget', tostring(i), settled[i], reserved[i])
+  end
+end
+
+local id = ARGV[1]
+for i = 1, buckets do
+  redis.call('HSET', KEYS[5 + 2 * i], 'res:' .. id, ARGV[8 + 2 * i])
+  redis.call('HINCRBY', KEYS[5 + 2 * i], 'total', ARGV[8 + 2 * i])
+end
+-- A window key lives until it is full again; the token window at least until the deadline, so
+-- settle can still correct it.
+if requests then
+  redis.call('SET', KEYS[3], string.format('%.17g', requests.after),
+    'PX', math.ceil((requests.after - now + 1) * 1000))
+end
+if tokens and tokens.cost > 0 then
+  local ttl = math.ceil((math.max(tokens.after, deadline) - now + 1) * 1000)
+  redis.call('SET', KEYS[4], string.format('%.17g', tokens.after),
+    'PX', math.max(ttl, redis.call('PTTL', KEYS[4])))
+end
+if ARGV[7] ~= '' then
+  redis.call('SADD', KEYS[5], id)
+end
+redis.call('SET', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], id)
+return reply('ok')

@@ -1,0 +1,48 @@
+-- Shared by settle.lua and reap.lua (prepended to each): undo one reservation.
+--
+-- Each bucket forgets the reservation's own entry, so a reserved total is only ever lowered
+-- by an amount it really holds: if the reserved hash was lost and rebuilt meanwhile, the entry
+-- is not there and nothing is subtracted (the total can never go negative).
+-- The real cost goes to the settled counter only when that counter exists. A missing counter
+-- is rebuilt from the ledger (SET NX); creating it here would leave a counter holding just this
+-- call, which the rebuild could then no longer replace.
+-- `tokens` is nil when the real count is unknown (a reaped call): the estimate then stands.
+local function release(prefix, id, record, cost, tokens)
+  local rec = cjson.decode(record)
+  for _, name in ipairs(rec.b) do
+    local reserved_key = prefix .. 'r:' .. name
+    local amount = redis.call('HGET', reserved_key, 'res:' .. id)
+    if amount then
+      redis.call('HDEL', reserved_key, 'res:' .. id)
+      -- Redis does not parse "-0" as an integer.
+      if amount ~= '0' then
+        redis.call('HINCRBY', reserved_key, 'total', '-' .. amount)
+      end
+      if redis.call('HLEN', reserved_key) == 1 then
+        redis.call('DEL', reserved_key)
+      end
+    end
+    local settled_key = prefix .. 's:' .. name
+    if cost ~= '0' and redis.call('EXISTS', settled_key) == 1 then
+      redis.call('INCRBY', settled_key, cost)
+    end
+  end
+  if rec.rk then
+    local window = prefix .. 'rl:' .. rec.rk
+    redis.call('SREM', window .. ':par', id)
+    if rec.ti and tokens then
+      local token_key = window .. ':tok'
+      local tat = tonumber(redis.call('GET', token_key))
+      local shift = (tokens - rec.tk) * rec.ti
+      -- Move the window as if the real count had been known at admission. A window that has
+      -- expired was full again by then, so there is nothing left to correct.
+      if tat and shift ~= 0 then
+        redis.call('SET', token_key, string.format('%.17g', tat + shift), 'KEEPTTL')
+        local ttl = redis.call('PTTL', token_key)
+        if shift > 0 and ttl > 0 then
+          redis.call('PEXPIRE', token_key, ttl + math.ceil(shift * 1000))
+        end
+      end
+    end
+  end
+end

@@ -1,0 +1,449 @@
+"""The contract of the shared hot-path state, run against Redis and against the in-process store.
+
+Time is passed in, so most tests run on a fixed clock; only TTLs that Redis enforces itself
+(seeded counters, the response cache) take a short real sleep.
+"""
+
+import asyncio
+import os
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis
+
+from billing.counters import (
+    Admission,
+    Bucket,
+    CounterStore,
+    MemoryCounterStore,
+    RateCheck,
+    RateWindow,
+    RedisCounterStore,
+)
+
+# Outside CI a developer's REDIS_URL may point at real data: every test writes under its own
+# prefix and removes exactly those keys afterwards.
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+IN_CI = bool(os.environ.get("CI"))
+
+NOW = 1_900_000_000.0
+KEY = "b:key:42:2026-11"
+TEAM = "b:team:7:2026-11"
+ORG = "b:org:3:2026-11"
+CREDITS = "b:credits:3"
+
+OpenWorker = Callable[[], CounterStore]
+
+
+def _redis_reachable() -> bool:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+# The id is not "redis": tests/conftest.py skips anything with that keyword unless REDIS_URL is
+# set, and these run whenever a Redis answers (and must in CI).
+@pytest.fixture(params=["memory", "redis-server"])
+async def open_worker(request: pytest.FixtureRequest) -> AsyncIterator[OpenWorker]:
+    """Opens the store as one more gateway worker sees it: in Redis a separate client and
+    connection pool on the same keys; in-process the one store every worker of the process uses."""
+    if request.param == "memory":
+        shared = MemoryCounterStore()
+        yield lambda: shared
+        return
+    if not IN_CI and not _redis_reachable():
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    prefix = f"nemo-test-{uuid.uuid4().hex}:"
+    opened: list[RedisCounterStore] = []
+
+    def open_redis_worker() -> CounterStore:
+        opened.append(RedisCounterStore(REDIS_URL, prefix=prefix))
+        return opened[-1]
+
+    yield open_redis_worker
+    if opened:
+        await opened[0].clear()
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+def store(open_worker: OpenWorker) -> CounterStore:
+    return open_worker()
+
+
+async def admit(
+    store: CounterStore,
+    reservation_id: str,
+    *buckets: Bucket,
+    rate: RateCheck | None = None,
+    now: float = NOW,
+    ttl_s: float = 300,
+) -> Admission:
+    return await store.admit(reservation_id=reservation_id, buckets=list(buckets), rate=rate, now=now, ttl_s=ttl_s)
+
+
+# ---- budgets ---------------------------------------------------------------------------------
+
+
+async def test_it_reserves_at_every_level(store: CounterStore) -> None:
+    for name, settled in {KEY: 0, TEAM: 100, ORG: 200, CREDITS: 300}.items():
+        await store.seed(name, settled)
+
+    admission = await admit(
+        store,
+        "r1",
+        Bucket(KEY, 1_000, 40, "key"),
+        Bucket(TEAM, 1_000, 40, "team"),
+        Bucket(ORG, 1_000, 40, "org"),
+        Bucket(CREDITS, 1_000, 40, "credits"),
+    )
+
+    assert admission.status == "ok"
+    assert await store.read([KEY, TEAM, ORG, CREDITS]) == {KEY: 40, TEAM: 140, ORG: 240, CREDITS: 340}
+    assert await store.reserved_total(TEAM) == 40
+
+
+async def test_it_refuses_with_the_first_level_that_does_not_fit_and_changes_nothing(store: CounterStore) -> None:
+    for name, settled in {KEY: 0, TEAM: 950, ORG: 990}.items():
+        await store.seed(name, settled)
+    rate = RateCheck("k1", rpm=10, tpm=None, max_parallel=1, tokens=100)
+
+    refused = await admit(
+        store,
+        "r1",
+        Bucket(KEY, 1_000, 60, "key"),
+        Bucket(TEAM, 1_000, 60, "team"),
+        Bucket(ORG, 1_000, 60, "org"),
+        rate=rate,
+    )
+
+    assert (refused.status, refused.param, refused.limit, refused.remaining) == ("budget", "team", 1_000, 50)
+    assert await store.read([KEY, TEAM, ORG]) == {KEY: 0, TEAM: 950, ORG: 990}
+    assert await store.reserved_total(KEY) == 0
+    # Neither a request, nor a parallel slot was used up by the refused call.
+    next_call = await admit(store, "r2", Bucket(KEY, 1_000, 60, "key"), rate=rate)
+    assert next_call.status == "ok"
+    assert next_call.requests == RateWindow(limit=10, remaining=9, reset=pytest.approx(6.0))
+
+
+async def test_concurrent_admissions_never_reserve_past_the_limit(open_worker: OpenWorker) -> None:
+    workers = [open_worker() for _ in range(4)]
+    await workers[0].seed(ORG, 0)
+
+    admissions = await asyncio.gather(
+        *(admit(workers[i % 4], f"r{i}", Bucket(ORG, 20 * 50_000, 50_000, "org")) for i in range(200))
+    )
+
+    assert Counter(a.status for a in admissions) == {"ok": 20, "budget": 180}
+    assert await workers[0].read([ORG]) == {ORG: 1_000_000}
+
+
+async def test_concurrent_calls_never_spend_past_the_budget(open_worker: OpenWorker) -> None:
+    workers = [open_worker() for _ in range(4)]
+    await workers[0].seed(ORG, 0)
+    budget = Bucket(ORG, 1_000_000, 120_000, "org")
+
+    first = await asyncio.gather(*(admit(workers[i % 4], f"a{i}", budget) for i in range(200)))
+    # Settling every id, admitted or not: a refused call has no reservation to settle.
+    settled = await asyncio.gather(
+        *(workers[i % 4].settle(reservation_id=f"a{i}", actual_cost=100_000, actual_tokens=0) for i in range(200))
+    )
+    second = await asyncio.gather(*(admit(workers[i % 4], f"b{i}", budget) for i in range(200)))
+
+    assert sum(a.ok for a in first) == sum(settled) == 8
+    assert sum(a.ok for a in second) == 1
+    assert await workers[0].read([ORG]) == {ORG: 920_000}
+
+
+async def test_settle_replaces_the_reservation_by_the_real_cost_once(store: CounterStore) -> None:
+    await store.seed(KEY, 100)
+    await admit(store, "r1", Bucket(KEY, 1_000, 400, "key"))
+
+    assert await store.settle(reservation_id="r1", actual_cost=250, actual_tokens=0) is True
+    assert await store.settle(reservation_id="r1", actual_cost=250, actual_tokens=0) is False
+    assert await store.read([KEY]) == {KEY: 350}
+    assert await store.reserved_total(KEY) == 0
+
+
+async def test_two_reapers_release_each_stale_reservation_once(open_worker: OpenWorker) -> None:
+    first, second = open_worker(), open_worker()
+    await first.seed(KEY, 0)
+    await admit(first, "stale-1", Bucket(KEY, 1_000, 100, "key"), ttl_s=10)
+    await admit(first, "stale-2", Bucket(KEY, 1_000, 100, "key"), ttl_s=10)
+    await admit(first, "live", Bucket(KEY, 1_000, 100, "key"), ttl_s=600)
+
+    reaped = await asyncio.gather(first.reap(now=NOW + 30), second.reap(now=NOW + 30))
+
+    assert sorted(reaped[0] + reaped[1]) == ["stale-1", "stale-2"]
+    assert await first.read([KEY]) == {KEY: 100}
+    assert await first.settle(reservation_id="stale-1", actual_cost=80, actual_tokens=0) is False
+    assert await first.reap(now=NOW + 30) == []
+
+
+async def test_a_reaped_call_frees_its_parallel_slot(store: CounterStore) -> None:
+    rate = RateCheck("k1", rpm=None, tpm=None, max_parallel=1, tokens=0)
+    await admit(store, "stuck", rate=rate, ttl_s=10)
+
+    await store.reap(now=NOW + 30)
+
+    assert (await admit(store, "next", rate=rate, now=NOW + 30)).status == "ok"
+
+
+async def test_a_missing_counter_is_reported_not_assumed_zero(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+    buckets = [Bucket(KEY, 1_000, 100, "key"), Bucket(TEAM, 1_000, 100, "team")]
+
+    missing = await admit(store, "r1", *buckets)
+    await store.seed(TEAM, 850)
+    admitted = await admit(store, "r1", *buckets)
+
+    assert (missing.status, missing.missing) == ("missing", [TEAM])
+    assert admitted.status == "ok"
+    assert await store.read([KEY, TEAM]) == {KEY: 100, TEAM: 950}
+
+
+async def test_seed_keeps_the_counter_someone_else_seeded_first(open_worker: OpenWorker) -> None:
+    first, second = open_worker(), open_worker()
+
+    assert await first.seed(KEY, 500) is True
+    assert await second.seed(KEY, 0) is False
+    assert await second.read([KEY, TEAM]) == {KEY: 500, TEAM: None}
+
+
+async def test_after_a_flush_in_flight_calls_neither_count_twice_nor_go_negative(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+    await admit(store, "in-flight", Bucket(KEY, 1_000, 400, "key"))
+
+    await store.clear()
+    assert (await admit(store, "after", Bucket(KEY, 1_000, 400, "key"))).status == "missing"
+    await store.seed(KEY, 0)  # the ledger has no row for the call in flight yet
+    await admit(store, "after", Bucket(KEY, 1_000, 400, "key"))
+
+    # The in-flight call's reservation went with the flush: its settle changes nothing...
+    assert await store.settle(reservation_id="in-flight", actual_cost=300, actual_tokens=0) is False
+    assert await store.read([KEY]) == {KEY: 400}
+    # ...and the caller charges its real cost before writing its log row.
+    await store.charge(names=[KEY], amount=300)
+    assert await store.settle(reservation_id="after", actual_cost=100, actual_tokens=0) is True
+    assert await store.read([KEY]) == {KEY: 400}
+    assert await store.reserved_total(KEY) == 0
+
+
+async def test_a_charge_leaves_a_missing_counter_to_its_rebuild(store: CounterStore) -> None:
+    await store.charge(names=[KEY], amount=300)
+
+    assert await store.read([KEY]) == {KEY: None}
+    assert await store.seed(KEY, 0) is True
+
+
+async def test_a_rebuilt_counter_still_counts_the_reservations_in_flight(store: CounterStore) -> None:
+    await store.seed(KEY, 0, ttl_s=0.05)
+    await admit(store, "in-flight", Bucket(KEY, 1_000, 400, "key"))
+    await asyncio.sleep(0.15)
+
+    assert await store.read([KEY]) == {KEY: None}
+    await store.seed(KEY, 0)
+    assert (await admit(store, "second", Bucket(KEY, 1_000, 400, "key"))).status == "ok"
+    assert (await admit(store, "third", Bucket(KEY, 1_000, 400, "key"))).status == "budget"
+    assert await store.settle(reservation_id="in-flight", actual_cost=300, actual_tokens=0) is True
+    assert await store.read([KEY]) == {KEY: 700}
+
+
+async def test_a_new_period_is_a_new_counter(store: CounterStore) -> None:
+    november, december = "b:key:42:2026-11", "b:key:42:2026-12"
+    await store.seed(november, 0)
+    await admit(store, "late-november", Bucket(november, 1_000, 600, "key"))
+
+    full = await admit(store, "r2", Bucket(november, 1_000, 600, "key"))
+    new_period = await admit(store, "r2", Bucket(december, 1_000, 600, "key"))
+    await store.seed(december, 0)
+    admitted = await admit(store, "r2", Bucket(december, 1_000, 600, "key"))
+    await store.settle(reservation_id="late-november", actual_cost=500, actual_tokens=0)
+
+    assert (full.status, new_period.status, admitted.status) == ("budget", "missing", "ok")
+    assert await store.read([november, december]) == {november: 500, december: 600}
+
+
+async def test_money_must_be_whole_micro_dollars(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+
+    with pytest.raises(TypeError):
+        await admit(store, "r1", Bucket(KEY, 1_000, 0.5, "key"))  # type: ignore[arg-type]
+
+
+async def test_a_reservation_id_cannot_be_reused_while_outstanding(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+    await admit(store, "r1", Bucket(KEY, 1_000, 100, "key"))
+
+    with pytest.raises(ValueError):
+        await admit(store, "r1", Bucket(KEY, 1_000, 100, "key"))
+    assert await store.read([KEY]) == {KEY: 100}
+
+
+# ---- rate limits -----------------------------------------------------------------------------
+
+
+async def test_requests_per_minute(store: CounterStore) -> None:
+    rate = RateCheck("k1", rpm=3, tpm=None, max_parallel=None, tokens=100)
+
+    admitted = [await admit(store, f"r{i}", rate=rate) for i in range(3)]
+    limited = await admit(store, "r3", rate=rate)
+    later = await admit(store, "r3", rate=rate, now=NOW + 20)
+
+    assert [a.requests for a in admitted] == [
+        RateWindow(3, 2, pytest.approx(20.0)),
+        RateWindow(3, 1, pytest.approx(40.0)),
+        RateWindow(3, 0, pytest.approx(60.0)),
+    ]
+    assert (limited.status, limited.which, limited.retry_after) == ("rate_limited", "requests", pytest.approx(20.0))
+    assert limited.requests == RateWindow(3, 0, pytest.approx(60.0))
+    assert limited.tokens is None
+    assert later.status == "ok"
+
+
+async def test_tokens_per_minute_are_reserved_then_corrected(store: CounterStore) -> None:
+    rate = RateCheck("k1", rpm=10, tpm=1_000, max_parallel=None, tokens=600)
+
+    first = await admit(store, "r1", rate=rate)
+    limited = await admit(store, "r2", rate=rate)
+    await store.settle(reservation_id="r1", actual_cost=0, actual_tokens=100)
+    after_settle = await admit(store, "r2", rate=rate)
+
+    assert first.tokens == RateWindow(1_000, 400, pytest.approx(36.0))
+    assert (limited.status, limited.which, limited.retry_after) == ("rate_limited", "tokens", pytest.approx(12.0))
+    assert limited.requests == RateWindow(10, 9, pytest.approx(6.0))
+    assert after_settle.status == "ok"
+    assert after_settle.tokens == RateWindow(1_000, 300, pytest.approx(42.0))
+    assert after_settle.requests == RateWindow(10, 8, pytest.approx(12.0))
+
+
+async def test_parallel_calls(store: CounterStore) -> None:
+    rate = RateCheck("k1", rpm=None, tpm=None, max_parallel=2, tokens=0)
+    await admit(store, "r1", rate=rate)
+    await admit(store, "r2", rate=rate)
+
+    limited = await admit(store, "r3", rate=rate)
+    await store.settle(reservation_id="r1", actual_cost=0, actual_tokens=0)
+    after_settle = await admit(store, "r3", rate=rate)
+
+    assert (limited.status, limited.which, limited.retry_after) == ("rate_limited", "parallel", 1.0)
+    assert after_settle.status == "ok"
+
+
+async def test_a_rate_limited_call_reserves_no_money(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+    rate = RateCheck("k1", rpm=1, tpm=None, max_parallel=None, tokens=0)
+    await admit(store, "r1", Bucket(KEY, 1_000, 100, "key"), rate=rate)
+
+    limited = await admit(store, "r2", Bucket(KEY, 1_000, 100, "key"), rate=rate)
+
+    assert limited.status == "rate_limited"
+    assert await store.read([KEY]) == {KEY: 100}
+
+
+# ---- circuit breaker, cooldowns, latency ------------------------------------------------------
+
+
+async def test_the_circuit_opens_after_enough_failures_within_the_window(store: CounterStore) -> None:
+    for second in (0, 1):
+        await store.breaker_record("flash-vertex", False, NOW + second, failure_threshold=3, window_s=30, open_s=30)
+    still_closed = await store.breaker_allow("flash-vertex", NOW + 2)
+    await store.breaker_record("flash-vertex", False, NOW + 2, failure_threshold=3, window_s=30, open_s=30)
+
+    assert still_closed is True
+    assert await store.breaker_allow("flash-vertex", NOW + 3) is False
+
+
+async def test_failures_spread_wider_than_the_window_keep_it_closed(store: CounterStore) -> None:
+    for second in (0, 20, 40):
+        await store.breaker_record("flash-vertex", False, NOW + second, failure_threshold=3, window_s=30, open_s=30)
+
+    assert await store.breaker_allow("flash-vertex", NOW + 41) is True
+
+
+async def test_one_worker_probes_an_open_circuit_and_its_success_closes_it(open_worker: OpenWorker) -> None:
+    first, second = open_worker(), open_worker()
+    for _ in range(3):
+        await first.breaker_record("flash-vertex", False, NOW, failure_threshold=3, open_s=30)
+
+    during = await second.breaker_allow("flash-vertex", NOW + 29)
+    probes = await asyncio.gather(*(w.breaker_allow("flash-vertex", NOW + 31) for w in (first, second) * 4))
+    await first.breaker_record("flash-vertex", True, NOW + 32)
+
+    assert during is False
+    assert sorted(probes) == [False] * 7 + [True]
+    assert await second.breaker_allow("flash-vertex", NOW + 33) is True
+    assert await first.breaker_allow("flash-vertex", NOW + 33) is True
+
+
+async def test_a_failed_probe_opens_the_circuit_again(store: CounterStore) -> None:
+    for _ in range(3):
+        await store.breaker_record("flash-vertex", False, NOW, failure_threshold=3, open_s=30)
+    await store.breaker_allow("flash-vertex", NOW + 31)
+
+    await store.breaker_record("flash-vertex", False, NOW + 32, failure_threshold=3, open_s=30)
+
+    assert await store.breaker_allow("flash-vertex", NOW + 61) is False
+    assert await store.breaker_allow("flash-vertex", NOW + 62) is True
+
+
+async def test_a_probe_that_never_reports_back_is_replaced_after_its_lease(store: CounterStore) -> None:
+    for _ in range(3):
+        await store.breaker_record("flash-vertex", False, NOW, failure_threshold=3, open_s=30)
+    await store.breaker_allow("flash-vertex", NOW + 31, probe_lease_s=10)
+
+    assert await store.breaker_allow("flash-vertex", NOW + 40, probe_lease_s=10) is False
+    assert await store.breaker_allow("flash-vertex", NOW + 41, probe_lease_s=10) is True
+
+
+async def test_unavailable_filters_a_chain_in_one_step(store: CounterStore) -> None:
+    await store.cooldown_set("cooling", NOW + 10)
+    for _ in range(3):
+        await store.breaker_record("open", False, NOW, failure_threshold=3, open_s=30)
+        await store.breaker_record("probe-due", False, NOW - 60, failure_threshold=3, open_s=30)
+
+    # "probe-due" sits behind a usable link, so its one probe is not spent on this call...
+    behind = await store.unavailable(["cooling", "open", "healthy", "probe-due"], NOW + 1)
+    # ...but it is when it leads the chain, and then only once.
+    leading = await store.unavailable(["probe-due", "healthy"], NOW + 1)
+    taken = await store.unavailable(["probe-due", "healthy"], NOW + 1)
+
+    assert behind == {"cooling", "open", "probe-due"}
+    assert leading == set()
+    assert taken == {"probe-due"}
+
+
+async def test_cooldowns(store: CounterStore) -> None:
+    await store.cooldown_set("flash-vertex", NOW + 10)
+
+    assert await store.cooldown_active(["flash-vertex", "flash-backup"], NOW + 9) == {"flash-vertex"}
+    assert await store.cooldown_active(["flash-vertex", "flash-backup"], NOW + 10) == set()
+
+
+async def test_latency_is_a_moving_average(store: CounterStore) -> None:
+    await store.latency_record("flash-vertex", 100.0)
+    await store.latency_record("flash-vertex", 200.0)
+
+    assert await store.latency_get(["flash-vertex", "flash-backup"]) == {
+        "flash-vertex": pytest.approx(120.0),
+        "flash-backup": None,
+    }
+
+
+# ---- response cache --------------------------------------------------------------------------
+
+
+async def test_the_cache_keeps_a_response_for_its_ttl(store: CounterStore) -> None:
+    await store.cache_set("chat:abc", b'{"id": "chatcmpl-1"}', ttl_s=0.05)
+
+    assert await store.cache_get("chat:abc") == b'{"id": "chatcmpl-1"}'
+    assert await store.cache_get("chat:other") is None
+    await asyncio.sleep(0.15)
+    assert await store.cache_get("chat:abc") is None
