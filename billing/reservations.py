@@ -39,6 +39,17 @@ def worst_case_micros(*, prompt_tokens: int, output_tokens: int, prices) -> int:
     return int(dearest.to_integral_value(rounding=ROUND_CEILING))
 
 
+def rate_tokens(*, prompt_bytes: int, output_tokens: int, tpm: int | None) -> int:
+    """The tokens a call holds in its key's TPM window until it settles.
+
+    Money is reserved at the provable worst case; tokens at a fair estimate (four bytes a
+    token), since settling corrects the window within the same minute. One call never holds
+    more than the whole window, or a large one could never run at all.
+    """
+    estimate = prompt_bytes // 4 + output_tokens
+    return min(estimate, tpm) if tpm else estimate
+
+
 def bucket_name(level: str, owner_id: int, period: str, now: datetime) -> str:
     return f"b:{level}:{owner_id}:{period}:{period_name(period, now)}"
 
@@ -102,7 +113,7 @@ async def reserve(
     ]
     buckets.append(Bucket(name=credits_bucket_name(snapshot.org_id), limit=snapshot.credits_micros,
                           amount=amount, param="credits"))
-    tokens = prompt_tokens + output_tokens
+    tokens = rate_tokens(prompt_bytes=prompt_tokens, output_tokens=output_tokens, tpm=snapshot.tpm_limit)
     rate = None
     if snapshot.rpm_limit or snapshot.tpm_limit or snapshot.max_parallel:
         rate = RateCheck(key=f"k:{snapshot.id}", rpm=snapshot.rpm_limit, tpm=snapshot.tpm_limit,
