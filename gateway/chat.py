@@ -155,21 +155,20 @@ def _cost(served: Served, summary: CallSummary) -> int:
 
 
 async def _answer_from_cache(state: GatewayState, call: Call, completion: dict, send) -> None:
+    """A hit costs nothing and reserves nothing; it is logged like any call before it is sent."""
     call.cache_status = "hit"
     call.summary.take_completion(completion)
     call.summary.first_token_at = time.monotonic()
     call.response = completion
-    headers = {**call.headers(), "x-nemo-cost": "0.000000"}
-    if call.request.stream:
-        await start_event_stream(send, headers)
-        for chunk in completion_as_chunks(completion):
-            if chunk["choices"] or call.request.include_usage:
-                await send({"type": "http.response.body", "body": sse_event(chunk), "more_body": True})
-        await send({"type": "http.response.body", "body": SSE_DONE})
-    else:
-        await send_json(send, 200, completion, headers)
-    # The cached answer went out before the row is written: a hit costs nothing to settle.
     await _finish(state, call, None)
+    headers = {**call.headers(), "x-nemo-cost": "0.000000"}
+    if not call.request.stream:
+        await send_json(send, 200, completion, headers)
+        return
+    await start_event_stream(send, headers)
+    events = [sse_event(chunk) for chunk in completion_as_chunks(completion)
+              if chunk["choices"] or call.request.include_usage]
+    await send({"type": "http.response.body", "body": b"".join(events) + SSE_DONE})
 
 
 async def _relay_stream(

@@ -113,7 +113,7 @@ class Tenant:
 
 @pytest.fixture
 def make_tenant(transactional_db) -> Callable[..., Tenant]:
-    """An org with a key: ``make_tenant(credits=..., key_budget=..., team_budget=..., org_budget=..., **key_options)``."""
+    """An org with a key: ``make_tenant(credits=, key_budget=, team_budget=, org_budget=, **key_options)``."""
     actor = Actor.system("test")
 
     def make(
@@ -147,3 +147,69 @@ def openai_routing(fake_base_url: str, *, chain_of: dict[str, str] | None = None
         "deployments": [{"id": "gpt4o-primary", "provider": "primary", "model": "gpt-4o", **deployment_extra}],
         "models": {"gpt-4o": {"chain": ["gpt4o-primary"]}},
     }
+
+
+class GatewayProcess:
+    """A gateway in a process of its own (``uvicorn nemo.asgi:application``), as a worker runs."""
+
+    def __init__(self, *, routing_path: str, redis_prefix: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        from django.db import connection
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        db = connection.settings_dict
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "REDIS_URL": django_settings.REDIS_URL,
+            "NEMO_REDIS_PREFIX": redis_prefix,
+            "NEMO_ROUTER_CONFIG": routing_path,
+            "DJANGO_SETTINGS_MODULE": "nemo.settings",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "nemo.asgi:application", "--host", "127.0.0.1", "--port",
+             str(self.port), "--log-level", "warning"],
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("the gateway process did not start") from None
+                time.sleep(0.1)
+
+    def client(self, secret: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=secret, max_retries=0)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except Exception:  # noqa: BLE001 - a stuck worker is killed
+            self.process.kill()
+
+
+@pytest.fixture
+def start_gateway_process(transactional_db, tmp_path, redis_prefix) -> Iterator[Callable[[dict], GatewayProcess]]:
+    """``start_gateway_process(routing)``: a separate worker process sharing the test's Redis."""
+    processes: list[GatewayProcess] = []
+
+    def start(routing: dict) -> GatewayProcess:
+        path = tmp_path / f"routing-process-{len(processes)}.yaml"
+        path.write_text(yaml.safe_dump(routing))
+        process = GatewayProcess(routing_path=str(path), redis_prefix=redis_prefix)
+        processes.append(process)
+        return process
+
+    catalog_sync()
+    yield start
+    for process in processes:
+        process.stop()
