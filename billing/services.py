@@ -32,7 +32,11 @@ def budget_set(
     team: Team | None = None,
 ) -> Budget:
     """Sets the budget of a key, a team, or (with neither) the org itself."""
-    if Decimal(amount) < 0:
+    amount = Decimal(amount)
+    # is_finite first: comparing NaN with < raises InvalidOperation, not the ValueError callers expect.
+    if not amount.is_finite():
+        raise ValueError("a budget must be a finite amount")
+    if amount < 0:
         raise ValueError("a budget cannot be negative")
     if period not in Budget.Period.values:
         raise ValueError(f"unknown budget period {period!r}")
@@ -45,7 +49,7 @@ def budget_set(
     else:
         lookup = {"scope": Budget.Scope.ORG}
     budget, created = Budget.objects.update_or_create(
-        org=org, **lookup, defaults={"amount": Decimal(amount), "period": period}
+        org=org, **lookup, defaults={"amount": amount, "period": period}
     )
     audit_record(org=org, actor=actor, action="budget.create" if created else "budget.update", target=budget,
                  data={"scope": budget.scope, "amount": str(budget.amount), "period": period})

@@ -210,7 +210,9 @@ def org_token_create(*, org: Organization, name: str, actor: Actor) -> tuple[Org
 
 @transaction.atomic
 def org_token_revoke(*, token: OrgToken, actor: Actor) -> OrgToken:
-    token.revoked = timezone.now()
-    token.save(update_fields=["revoked"])
-    audit_record(org=token.org, actor=actor, action="token.revoke", target=token, data={"prefix": token.prefix})
+    # Revoking twice keeps the first time: it is when the token stopped working.
+    if token.revoked is None:
+        token.revoked = timezone.now()
+        token.save(update_fields=["revoked"])
+        audit_record(org=token.org, actor=actor, action="token.revoke", target=token, data={"prefix": token.prefix})
     return token

@@ -1,3 +1,5 @@
+from argparse import ArgumentTypeError
+
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -14,9 +16,9 @@ def _positive_int(value: str) -> int:
     try:
         number = int(value)
     except ValueError as exc:
-        raise CommandError(f"not a whole number: {value!r}") from exc
+        raise ArgumentTypeError(f"not a whole number: {value!r}") from exc
     if number <= 0:
-        raise CommandError(f"must be positive: {value!r}")
+        raise ArgumentTypeError(f"must be positive: {value!r}")
     return number
 
 

@@ -1,18 +1,25 @@
+from argparse import ArgumentTypeError
 from decimal import Decimal, InvalidOperation
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from keys.audit import Actor
 from keys.services import organization_create
 
+# Money columns hold 12 digits before the decimal point; a larger amount would fail in the database.
+_MAX_AMOUNT = Decimal(10) ** 12
+
 
 def _money(value: str) -> Decimal:
+    """An argparse type. It raises ArgumentTypeError so a bad amount is reported as a usage error
+    (a CommandError raised while parsing escapes as a traceback from the command line)."""
     try:
         amount = Decimal(value)
     except InvalidOperation as exc:
-        raise CommandError(f"not an amount in USD: {value!r}") from exc
-    if amount < 0 or not amount.is_finite():
-        raise CommandError(f"not an amount in USD: {value!r}")
+        raise ArgumentTypeError(f"not an amount in USD: {value!r}") from exc
+    # is_finite first: comparing NaN with < raises InvalidOperation.
+    if not amount.is_finite() or amount < 0 or amount >= _MAX_AMOUNT:
+        raise ArgumentTypeError(f"not an amount in USD: {value!r}")
     return amount
 
 

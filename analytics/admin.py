@@ -1,0 +1,115 @@
+"""The support staff's admin for the request log and the export sinks.
+
+The request log is the ledger: staff may read it, never add, edit or delete a row.
+"""
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html_join
+
+from analytics.models import ExportSink, RequestLog
+from keys.admin import ReadOnlyAdminMixin
+
+
+class RecentValuesFilter(admin.SimpleListFilter):
+    """Offers the values seen in the latest rows of the log.
+
+    The stock filter runs a DISTINCT over the whole column, which scans every partition of a
+    log that grows by millions of rows; the latest rows name the values support looks for.
+    """
+
+    field_name = ""
+    sample_size = 5000
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        latest = RequestLog.objects.order_by("-id").values_list(self.field_name, flat=True)[: self.sample_size]
+        values = sorted({str(value) for value in latest if value != ""})
+        return [(value, value) for value in values]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[RequestLog]) -> QuerySet[RequestLog]:
+        if self.value() is None:
+            return queryset
+        return queryset.filter(**{self.field_name: self.value()})
+
+
+class StatusFilter(RecentValuesFilter):
+    title = "status"
+    parameter_name = "status"
+    field_name = "status"
+
+
+class ModelFilter(RecentValuesFilter):
+    title = "model"
+    parameter_name = "model"
+    field_name = "model"
+
+
+class DeploymentFilter(RecentValuesFilter):
+    title = "deployment"
+    parameter_name = "deployment"
+    field_name = "deployment"
+
+
+class CacheFilter(admin.SimpleListFilter):
+    title = "cache"
+    parameter_name = "cache"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("hit", "hit"), ("miss", "miss"), ("skip", "skip")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[RequestLog]) -> QuerySet[RequestLog]:
+        if self.value() is None:
+            return queryset
+        return queryset.filter(cache=self.value())
+
+
+@admin.register(RequestLog)
+class RequestLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "created", "request_id", "org", "key_prefix", "run_id", "model", "deployment", "status", "cache", "cost",
+        "latency_ms",
+    ]
+    list_select_related = ["org"]
+    list_filter = [StatusFilter, CacheFilter, ModelFilter, DeploymentFilter]
+    # Exact matches: support pastes whole ids, and a LIKE '%…%' would scan the whole log.
+    search_fields = ["=request_id", "=run_id", "=key_prefix"]
+    date_hierarchy = "created"
+    ordering = ["-created", "-id"]
+    # A COUNT(*) of the whole log on every page would cost more than the page itself.
+    show_full_result_count = False
+
+
+SECRET_CONFIG_WORDS = ("secret", "key", "token", "password")
+
+
+@admin.register(ExportSink)
+class ExportSinkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "org", "type", "enabled", "healthy", "consecutive_failures", "short_last_error", "last_success", "next_attempt",
+    ]
+    list_select_related = ["org"]
+    list_filter = ["type", "enabled"]
+    search_fields = ["org__name", "org__slug"]
+    fields = [
+        "org", "type", "enabled", "config_without_secrets", "last_exported_id", "consecutive_failures",
+        "last_error", "last_success", "next_attempt", "created",
+    ]
+    readonly_fields = ["config_without_secrets"]
+
+    @admin.display(boolean=True)
+    def healthy(self, sink: ExportSink) -> bool:
+        return sink.healthy
+
+    @admin.display(description="last error")
+    def short_last_error(self, sink: ExportSink) -> str:
+        return sink.last_error[:120]
+
+    @admin.display(description="config")
+    def config_without_secrets(self, sink: ExportSink) -> str:
+        # The config holds the org's credentials for the sink; support needs to see where, not how.
+        shown = {
+            name: "••••" if any(word in name.lower() for word in SECRET_CONFIG_WORDS) else value
+            for name, value in sorted(sink.config.items())
+        }
+        return format_html_join("", "<div>{}: {}</div>", shown.items()) or "—"

@@ -1,0 +1,360 @@
+"""The support staff's admin for tenants and their credentials.
+
+Every change a staff member makes goes through the same services the product uses, with the
+staff user as the actor, so it lands in the audit trail like any other write. What has no
+service (renaming an org, removing a member) is read-only here. Secrets are never stored, and
+their hashes are never shown.
+"""
+
+from decimal import Decimal
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from analytics.models import RequestLog
+from billing.models import MONEY, Budget, CreditGrant
+from billing.selectors import credit_balance
+from billing.services import credits_grant
+from keys.audit import Actor
+from keys.models import AuditEvent, Membership, Organization, OrgToken, Team, VirtualKey
+from keys.services import (
+    KEY_EDITABLE_FIELDS,
+    membership_add,
+    org_token_revoke,
+    organization_create,
+    organization_settings_update,
+    team_create,
+    team_delete,
+    team_update,
+    virtual_key_revoke,
+    virtual_key_update,
+)
+
+admin.site.site_header = "Nemo Router support"
+admin.site.site_title = "Nemo Router support"
+
+RECENT_CALLS = 20
+
+
+def staff_actor(request: HttpRequest) -> Actor:
+    return Actor.of_user(request.user)
+
+
+class ReadOnlyAdminMixin:
+    """For records nobody edits by hand: logs, ledgers, the audit trail."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    extra = 0
+    show_change_link = True
+
+
+class TeamInline(ReadOnlyInline):
+    model = Team
+    fields = ["name", "created"]
+
+
+class MembershipInline(ReadOnlyInline):
+    model = Membership
+    fields = ["user", "role", "created"]
+
+
+class VirtualKeyInline(ReadOnlyInline):
+    model = VirtualKey
+    fields = ["name", "team", "prefix", "revoked", "expires", "created"]
+
+
+class BudgetInline(ReadOnlyInline):
+    model = Budget
+    fields = ["scope", "key", "team", "amount", "period"]
+
+
+class CreditGrantInline(ReadOnlyInline):
+    model = CreditGrant
+    fields = ["amount", "reason", "granted_by_label", "created"]
+    ordering = ["-created"]
+
+
+class GrantCreditsForm(forms.Form):
+    amount = forms.DecimalField(
+        max_digits=MONEY["max_digits"], decimal_places=MONEY["decimal_places"],
+        help_text="USD. A negative amount corrects an earlier grant.",
+    )
+    reason = forms.CharField(max_length=200)
+
+    def clean_amount(self) -> Decimal:
+        amount = self.cleaned_data["amount"]
+        if amount == 0:
+            raise forms.ValidationError("A grant of $0 changes nothing.")
+        return amount
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "balance", "key_count", "created"]
+    search_fields = ["name", "slug", "memberships__user__email", "keys__prefix"]
+    ordering = ["-created"]
+    readonly_fields = ["name", "slug", "created", "balance", "recent_calls"]
+    change_form_template = "admin/keys/organization/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
+        return super().get_queryset(request).annotate(key_count=Count("keys", distinct=True))
+
+    def get_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        if obj is None:
+            return ["name"]
+        return ["name", "slug", "created", "cache_enabled", "store_prompts", "balance", "recent_calls"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        # A new org needs its name; afterwards there is no rename service, so it stays fixed.
+        return [] if obj is None else self.readonly_fields
+
+    def get_inlines(self, request: HttpRequest, obj=None) -> list:
+        if obj is None:
+            return []
+        return [TeamInline, MembershipInline, VirtualKeyInline, BudgetInline, CreditGrantInline]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Deleting an org would delete its ledger and audit trail.
+        return False
+
+    @admin.display(description="credit balance")
+    def balance(self, org: Organization) -> str:
+        return f"${credit_balance(org=org)}"
+
+    @admin.display(description="keys", ordering="key_count")
+    def key_count(self, org: Organization) -> int:
+        return org.key_count
+
+    @admin.display(description=f"last {RECENT_CALLS} calls")
+    def recent_calls(self, org: Organization) -> str:
+        rows = list(RequestLog.objects.filter(org=org).order_by("-created", "-id")[:RECENT_CALLS])
+        if not rows:
+            return "No calls yet."
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td>${}</td><td>{} ms</td></tr>",
+            (
+                (row.created.strftime("%Y-%m-%d %H:%M:%S"), reverse("admin:analytics_requestlog_change", args=[row.pk]),
+                 row.request_id, row.key_prefix, row.model, row.deployment, row.status, row.cache, row.cost,
+                 row.latency_ms)
+                for row in rows
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>created</th><th>request</th><th>key</th><th>model</th><th>deployment</th>"
+            "<th>status</th><th>cache</th><th>cost</th><th>latency</th></tr></thead><tbody>{}</tbody></table>",
+            body,
+        )
+
+    def save_model(self, request: HttpRequest, obj: Organization, form, change: bool) -> None:
+        if not change:
+            created = organization_create(name=obj.name, actor=staff_actor(request))
+            obj.pk = created.pk
+            obj.refresh_from_db()
+            return
+        changed = {field: form.cleaned_data[field] for field in form.changed_data}
+        if changed:
+            organization_settings_update(org=obj, actor=staff_actor(request), **changed)
+
+    def get_urls(self) -> list:
+        grant = path(
+            "<path:object_id>/grant-credits/",
+            self.admin_site.admin_view(self.grant_credits_view),
+            name="keys_organization_grant_credits",
+        )
+        return [grant, *super().get_urls()]
+
+    def grant_credits_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not request.user.has_perm("billing.add_creditgrant"):
+            raise PermissionDenied
+        org = self.get_object(request, unquote(object_id))
+        if org is None:
+            raise Http404("No such organization.")
+        form = GrantCreditsForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            grant = credits_grant(
+                org=org, amount=form.cleaned_data["amount"], reason=form.cleaned_data["reason"],
+                actor=staff_actor(request),
+            )
+            self.message_user(request, f"Granted ${grant.amount} to {org}.", messages.SUCCESS)
+            return redirect("admin:keys_organization_change", org.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Grant credits to {org}",
+            "opts": self.opts,
+            "original": org,
+            "form": form,
+            "balance": credit_balance(org=org),
+        }
+        return TemplateResponse(request, "admin/keys/organization/grant_credits.html", context)
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "org", "created"]
+    list_select_related = ["org"]
+    search_fields = ["name", "org__name"]
+    autocomplete_fields = ["org"]
+
+    def get_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return ["org", "name"] if obj is None else ["org", "name", "created"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [] if obj is None else ["org", "created"]
+
+    def save_model(self, request: HttpRequest, obj: Team, form, change: bool) -> None:
+        if change:
+            team_update(team=obj, name=obj.name, actor=staff_actor(request))
+            return
+        created = team_create(org=obj.org, name=obj.name, actor=staff_actor(request))
+        obj.pk = created.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request: HttpRequest, obj: Team) -> None:
+        team_delete(team=obj, actor=staff_actor(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
+        for team in queryset.select_related("org"):
+            team_delete(team=team, actor=staff_actor(request))
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "org", "role", "created"]
+    list_select_related = ["user", "org"]
+    list_filter = ["role"]
+    search_fields = ["user__email", "user__username", "org__name"]
+    autocomplete_fields = ["org", "user"]
+
+    def get_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return ["org", "user", "role"] if obj is None else ["org", "user", "role", "created"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [] if obj is None else ["org", "user", "created"]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # There is no audited service that removes a member yet.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Membership, form, change: bool) -> None:
+        saved = membership_add(org=obj.org, user=obj.user, role=obj.role, actor=staff_actor(request))
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+
+class KeyStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("active", "active"), ("revoked", "revoked"), ("expired", "expired")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[VirtualKey]) -> QuerySet[VirtualKey]:
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(Q(expires__isnull=True) | Q(expires__gt=now), revoked__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(revoked__isnull=True, expires__lte=now)
+        return queryset
+
+
+class VirtualKeyAdminForm(forms.ModelForm):
+    class Meta:
+        model = VirtualKey
+        fields = list(KEY_EDITABLE_FIELDS)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "team" in self.fields and self.instance.pk is not None:
+            # A key can only move between teams of its own org (the service refuses others too).
+            self.fields["team"].queryset = Team.objects.filter(org_id=self.instance.org_id).order_by("name")
+
+
+@admin.register(VirtualKey)
+class VirtualKeyAdmin(admin.ModelAdmin):
+    form = VirtualKeyAdminForm
+    list_display = ["name", "org", "team", "prefix", "revoked", "expires", "created"]
+    list_select_related = ["org", "team"]
+    list_filter = [KeyStatusFilter, "org"]
+    search_fields = ["prefix", "name", "org__name"]
+    fields = [
+        "org", "prefix", "name", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "expires",
+        "metadata", "revoked", "created_by", "created",
+    ]
+    readonly_fields = ["org", "prefix", "revoked", "created_by", "created"]
+    actions = ["revoke_keys"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A new key's secret must be shown once to its owner: keys are issued in the dashboard or by createkey.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # A key is revoked, not deleted: its request log and spend keep pointing at it.
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("keys.change_virtualkey")
+
+    def save_model(self, request: HttpRequest, obj: VirtualKey, form, change: bool) -> None:
+        changes = {field: form.cleaned_data[field] for field in form.changed_data if field in KEY_EDITABLE_FIELDS}
+        if changes:
+            virtual_key_update(key=obj, actor=staff_actor(request), **changes)
+
+    @admin.action(description="Revoke selected keys", permissions=["revoke"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[VirtualKey]) -> None:
+        keys = list(queryset.filter(revoked__isnull=True).select_related("org"))
+        for key in keys:
+            virtual_key_revoke(key=key, actor=staff_actor(request))
+        self.message_user(request, f"Revoked {len(keys)} key(s).", messages.SUCCESS)
+
+
+@admin.register(OrgToken)
+class OrgTokenAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "org", "prefix", "revoked", "created"]
+    list_select_related = ["org"]
+    list_filter = ["org"]
+    search_fields = ["prefix", "name", "org__name"]
+    fields = ["org", "name", "prefix", "revoked", "created"]
+    actions = ["revoke_tokens"]
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("keys.change_orgtoken")
+
+    @admin.action(description="Revoke selected tokens", permissions=["revoke"])
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[OrgToken]) -> None:
+        tokens = list(queryset.filter(revoked__isnull=True).select_related("org"))
+        for token in tokens:
+            org_token_revoke(token=token, actor=staff_actor(request))
+        self.message_user(request, f"Revoked {len(tokens)} token(s).", messages.SUCCESS)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created", "org", "actor_label", "action", "target_type", "target_id"]
+    list_select_related = ["org"]
+    list_filter = ["action", "org"]
+    search_fields = ["actor_label", "target_type", "target_id"]
+    date_hierarchy = "created"
+    ordering = ["-created", "-id"]

@@ -1,0 +1,476 @@
+"""The support staff's admin: every page opens, searches find orgs, and changes are audited."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from analytics.models import ExportSink, RequestLog
+from billing.models import Budget, CatalogModel, CreditGrant
+from billing.selectors import credit_balance
+from billing.services import budget_set, credits_grant
+from keys.audit import Actor
+from keys.models import AuditEvent, Membership, OrgToken, Team, VirtualKey
+from keys.services import org_token_create, team_create, virtual_key_create, virtual_key_revoke
+
+pytestmark = pytest.mark.django_db
+
+ADMIN_PAGES = [
+    ("keys", "organization"),
+    ("keys", "team"),
+    ("keys", "membership"),
+    ("keys", "virtualkey"),
+    ("keys", "orgtoken"),
+    ("keys", "auditevent"),
+    ("billing", "budget"),
+    ("billing", "creditgrant"),
+    ("billing", "catalogmodel"),
+    ("billing", "dailyspend"),
+    ("analytics", "requestlog"),
+    ("analytics", "exportsink"),
+]
+
+
+@pytest.fixture
+def team(org, system_actor) -> Team:
+    return team_create(org=org, name="research", actor=system_actor)
+
+
+@pytest.fixture
+def key_and_secret(org, team, system_actor) -> tuple[VirtualKey, str]:
+    return virtual_key_create(org=org, name="researcher", team=team, actor=system_actor)
+
+
+@pytest.fixture
+def key(key_and_secret) -> VirtualKey:
+    return key_and_secret[0]
+
+
+@pytest.fixture
+def other_key(other_org, system_actor) -> VirtualKey:
+    key, _ = virtual_key_create(org=other_org, name="their-agent", actor=system_actor)
+    return key
+
+
+@pytest.fixture
+def call(org, key) -> RequestLog:
+    return RequestLog.objects.create(
+        request_id="req-admin-1", org=org, team=key.team, key=key, key_prefix=key.prefix, run_id="run-7",
+        model="gemini-2.5-flash", deployment="flash-mock", provider="mock", status=200, cost=Decimal("0.000420"),
+        cache="miss", attempts=[{"deployment": "flash-mock", "outcome": "ok", "latency_ms": 12}],
+    )
+
+
+@pytest.fixture
+def sink(org) -> ExportSink:
+    return ExportSink.objects.create(
+        org=org, type=ExportSink.Type.LANGFUSE, consecutive_failures=3, last_error="HTTP 503 from langfuse",
+        config={"url": "https://langfuse.example", "public_key": "pk-lf-1", "secret_key": "sk-lf-very-secret"},
+    )
+
+
+@pytest.fixture
+def everything(org, other_org, key, other_key, call, sink, system_actor):
+    """One of each thing the admin lists, so every column of every list is drawn."""
+    budget_set(org=org, key=key, amount=Decimal("5"), period=Budget.Period.DAILY, actor=system_actor)
+    org_token_create(org=org, name="ci", actor=system_actor)
+
+
+def changelist(app: str, model: str) -> str:
+    return reverse(f"admin:{app}_{model}_changelist")
+
+
+def listed(response) -> list:
+    return list(response.context["cl"].result_list)
+
+
+@pytest.mark.parametrize(("app", "model"), ADMIN_PAGES)
+def test_staff_can_open_every_list(admin_client, everything, app, model):
+    assert admin_client.get(changelist(app, model)).status_code == 200
+
+
+@pytest.mark.parametrize(("app", "model"), ADMIN_PAGES)
+def test_people_who_are_not_staff_are_sent_to_the_admin_login(client, owner, app, model):
+    client.force_login(owner)
+    response = client.get(changelist(app, model))
+    assert (response.status_code, response.url.split("?")[0]) == (302, reverse("admin:login"))
+
+
+def test_the_org_page_shows_members_keys_budgets_grants_and_recent_calls(admin_client, org, key, call, everything):
+    response = admin_client.get(reverse("admin:keys_organization_change", args=[org.pk]))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "mate@example.com" in page
+    assert key.prefix in page
+    assert "sign-up credits" in page
+    assert "req-admin-1" in page
+    assert "Grant credits" in page
+
+
+def test_the_org_page_never_shows_a_secret_hash(admin_client, org, key_and_secret):
+    key, secret = key_and_secret
+    page = admin_client.get(reverse("admin:keys_organization_change", args=[org.pk])).content.decode()
+    assert key.secret_hash not in page
+    assert secret not in page
+
+
+def test_the_org_page_lists_at_most_twenty_recent_calls(admin_client, org, key):
+    RequestLog.objects.bulk_create(
+        RequestLog(request_id=f"req-{n:03d}", org=org, key=key, key_prefix=key.prefix, model="m", status=200,
+                   created=timezone.now() - timedelta(minutes=n))
+        for n in range(25)
+    )
+    page = admin_client.get(reverse("admin:keys_organization_change", args=[org.pk])).content.decode()
+    assert ("req-019" in page, "req-020" in page) == (True, False)
+
+
+def test_the_org_list_shows_credit_balance_and_key_count(admin_client, org, key, other_org):
+    response = admin_client.get(changelist("keys", "organization"), {"q": org.slug})
+    page = response.content.decode()
+    assert listed(response) == [org]
+    assert "$5.00" in page
+    assert listed(response)[0].key_count == 1
+
+
+def test_staff_find_an_org_by_a_members_email(admin_client, org, other_org):
+    response = admin_client.get(changelist("keys", "organization"), {"q": "mate@example.com"})
+    assert listed(response) == [org]
+
+
+def test_staff_find_an_org_by_a_key_prefix(admin_client, org, key, other_key):
+    response = admin_client.get(changelist("keys", "organization"), {"q": key.prefix})
+    assert listed(response) == [org]
+
+
+def test_an_org_with_several_matching_members_is_listed_once(admin_client, org, other_org):
+    response = admin_client.get(changelist("keys", "organization"), {"q": "example.com"})
+    assert sorted(o.name for o in listed(response)) == ["Acme", "Other Inc"]
+
+
+def test_staff_change_org_settings_through_the_audited_service(admin_client, admin_user, org):
+    response = admin_client.post(
+        reverse("admin:keys_organization_change", args=[org.pk]),
+        {"cache_enabled": "on", **empty_inlines("teams", "memberships", "keys", "budgets", "credit_grants")},
+    )
+    org.refresh_from_db()
+    assert (response.status_code, org.cache_enabled) == (302, True)
+    event = AuditEvent.objects.get(org=org, action="org.settings")
+    assert (event.actor, event.actor_label, event.data) == (admin_user, "admin", {"cache_enabled": True})
+
+
+def empty_inlines(*prefixes: str) -> dict:
+    """The management forms the org page posts for its read-only inlines."""
+    return {f"{prefix}-{count}": "0" for prefix in prefixes for count in ("TOTAL_FORMS", "INITIAL_FORMS")}
+
+
+def test_staff_add_an_org_with_its_sign_up_credits(admin_client, admin_user):
+    response = admin_client.post(reverse("admin:keys_organization_add"), {"name": "Walk-in"})
+    org = AuditEvent.objects.get(action="org.create", actor_label="admin").org
+    assert (response.status_code, org.name, credit_balance(org=org)) == (302, "Walk-in", Decimal("5.00"))
+
+
+def test_the_grant_credits_page_opens(admin_client, org):
+    response = admin_client.get(reverse("admin:keys_organization_grant_credits", args=[org.pk]))
+    assert response.status_code == 200
+    assert "Current balance: $5.00" in response.content.decode()
+
+
+def test_staff_grant_credits_under_their_own_name(admin_client, admin_user, org):
+    response = admin_client.post(
+        reverse("admin:keys_organization_grant_credits", args=[org.pk]), {"amount": "20.00", "reason": "pilot"}
+    )
+    assert response.status_code == 302
+    grant = CreditGrant.objects.get(org=org, reason="pilot")
+    assert (grant.amount, grant.granted_by, grant.granted_by_label) == (Decimal("20.00"), admin_user, "admin")
+    assert credit_balance(org=org) == Decimal("25.00")
+
+
+def test_a_staff_grant_is_audited_with_the_staff_user(admin_client, admin_user, org):
+    admin_client.post(
+        reverse("admin:keys_organization_grant_credits", args=[org.pk]), {"amount": "20.00", "reason": "pilot"}
+    )
+    event = AuditEvent.objects.get(org=org, action="credits.grant", actor_label="admin")
+    assert (event.actor, event.data) == (admin_user, {"amount": "20.00", "reason": "pilot"})
+
+
+@pytest.mark.parametrize(
+    "form",
+    [{"amount": "20.00"}, {"amount": "0", "reason": "nothing"}, {"amount": "twenty", "reason": "typo"}],
+    ids=["no-reason", "zero", "not-a-number"],
+)
+def test_a_bad_grant_form_grants_nothing(admin_client, org, form):
+    response = admin_client.post(reverse("admin:keys_organization_grant_credits", args=[org.pk]), form)
+    assert response.status_code == 200
+    assert credit_balance(org=org) == Decimal("5.00")
+
+
+def test_granting_credits_to_a_missing_org_is_a_404(admin_client):
+    response = admin_client.get(reverse("admin:keys_organization_grant_credits", args=[987654321]))
+    assert response.status_code == 404
+
+
+def test_staff_without_the_grant_permission_may_not_grant(client, django_user_model, org):
+    clerk = django_user_model.objects.create_user(username="clerk", password="pw-clerk-123", is_staff=True)
+    client.force_login(clerk)
+    response = client.post(
+        reverse("admin:keys_organization_grant_credits", args=[org.pk]), {"amount": "20", "reason": "x"}
+    )
+    assert response.status_code == 403
+    assert credit_balance(org=org) == Decimal("5.00")
+
+
+def test_staff_add_a_credit_grant_through_the_audited_service(admin_client, admin_user, org):
+    response = admin_client.post(
+        reverse("admin:billing_creditgrant_add"), {"org": org.pk, "amount": "3.00", "reason": "goodwill"}
+    )
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(org=org, action="credits.grant", actor_label="admin")
+    assert (event.actor, event.data) == (admin_user, {"amount": "3.00", "reason": "goodwill"})
+
+
+def test_a_credit_grant_cannot_be_edited_or_deleted(admin_client, org):
+    grant = CreditGrant.objects.get(org=org)
+    edited = admin_client.post(
+        reverse("admin:billing_creditgrant_change", args=[grant.pk]), {"org": org.pk, "amount": "500", "reason": "x"}
+    )
+    deleted = admin_client.post(reverse("admin:billing_creditgrant_delete", args=[grant.pk]), {"post": "yes"})
+    assert (edited.status_code, deleted.status_code) == (403, 403)
+    assert CreditGrant.objects.get(pk=grant.pk).amount == Decimal("5.00")
+
+
+def test_the_key_page_never_shows_the_secret_hash(admin_client, key_and_secret):
+    key, secret = key_and_secret
+    response = admin_client.get(reverse("admin:keys_virtualkey_change", args=[key.pk]))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert (key.secret_hash in page, secret in page, "secret_hash" in page) == (False, False, False)
+
+
+def test_staff_find_a_key_by_prefix(admin_client, key, other_key):
+    response = admin_client.get(changelist("keys", "virtualkey"), {"q": key.prefix})
+    assert listed(response) == [key]
+
+
+def test_staff_find_keys_by_org_name(admin_client, key, other_key):
+    response = admin_client.get(changelist("keys", "virtualkey"), {"q": "Other Inc"})
+    assert listed(response) == [other_key]
+
+
+def test_the_key_list_filters_revoked_keys(admin_client, key, other_key, system_actor):
+    virtual_key_revoke(key=other_key, actor=system_actor)
+    revoked = admin_client.get(changelist("keys", "virtualkey"), {"status": "revoked"})
+    active = admin_client.get(changelist("keys", "virtualkey"), {"status": "active"})
+    assert (listed(revoked), listed(active)) == ([other_key], [key])
+
+
+def test_the_key_list_filters_expired_keys(admin_client, org, key, system_actor):
+    expired, _ = virtual_key_create(
+        org=org, name="old", actor=system_actor, expires=timezone.now() - timedelta(days=1)
+    )
+    response = admin_client.get(changelist("keys", "virtualkey"), {"status": "expired"})
+    assert listed(response) == [expired]
+
+
+def test_the_revoke_action_revokes_the_selected_keys_and_audits_it(admin_client, admin_user, org, key, other_key):
+    response = admin_client.post(
+        changelist("keys", "virtualkey"), {"action": "revoke_keys", "_selected_action": [key.pk]}
+    )
+    key.refresh_from_db()
+    other_key.refresh_from_db()
+    assert response.status_code == 302
+    assert (key.revoked is not None, other_key.revoked) == (True, None)
+    event = AuditEvent.objects.get(org=org, action="key.revoke")
+    assert (event.actor, event.actor_label, event.target_id) == (admin_user, "admin", str(key.pk))
+
+
+def unchanged_json_fields() -> dict:
+    """The key form's JSON fields as a browser posts them, with the hidden initial values of fields with defaults."""
+    return {"allowed_models": "[]", "initial-allowed_models": "[]", "metadata": "{}", "initial-metadata": "{}"}
+
+
+def test_staff_edit_a_key_through_the_audited_service(admin_client, admin_user, org, key, team):
+    response = admin_client.post(
+        reverse("admin:keys_virtualkey_change", args=[key.pk]),
+        {"name": "renamed", "team": team.pk, "rpm_limit": "30", "tpm_limit": "", "max_parallel": "", "expires": "",
+         **unchanged_json_fields()},
+    )
+    key.refresh_from_db()
+    assert (response.status_code, key.name, key.rpm_limit) == (302, "renamed", 30)
+    event = AuditEvent.objects.get(org=org, action="key.update")
+    assert (event.actor, event.data) == (admin_user, {"name": "renamed", "rpm_limit": "30"})
+
+
+def test_a_key_cannot_move_to_another_orgs_team(admin_client, key, other_org, system_actor):
+    their_team = team_create(org=other_org, name="theirs", actor=system_actor)
+    response = admin_client.post(
+        reverse("admin:keys_virtualkey_change", args=[key.pk]),
+        {"name": key.name, "team": their_team.pk, **unchanged_json_fields()},
+    )
+    key.refresh_from_db()
+    assert (response.status_code, key.team.name) == (200, "research")
+
+
+def test_keys_are_neither_added_nor_deleted_in_the_admin(admin_client, key):
+    added = admin_client.get(reverse("admin:keys_virtualkey_add"))
+    deleted = admin_client.post(reverse("admin:keys_virtualkey_delete", args=[key.pk]), {"post": "yes"})
+    assert (added.status_code, deleted.status_code) == (403, 403)
+    assert VirtualKey.objects.filter(pk=key.pk).exists()
+
+
+def test_the_token_revoke_action_revokes_and_audits_it(admin_client, admin_user, org, system_actor):
+    token, _ = org_token_create(org=org, name="ci", actor=system_actor)
+    admin_client.post(changelist("keys", "orgtoken"), {"action": "revoke_tokens", "_selected_action": [token.pk]})
+    assert OrgToken.objects.get(pk=token.pk).revoked is not None
+    event = AuditEvent.objects.get(org=org, action="token.revoke")
+    assert (event.actor, event.target_id) == (admin_user, str(token.pk))
+
+
+def test_staff_find_members_by_email_and_filter_by_role(admin_client, org, owner):
+    by_email = admin_client.get(changelist("keys", "membership"), {"q": "owner@example.com"})
+    owners = admin_client.get(changelist("keys", "membership"), {"role__exact": "owner"})
+    owner_membership = Membership.objects.get(org=org, user=owner)
+    assert (listed(by_email), listed(owners)) == ([owner_membership], [owner_membership])
+
+
+def test_staff_change_a_role_through_the_audited_service(admin_client, admin_user, org, teammate):
+    membership = Membership.objects.get(org=org, user=teammate)
+    admin_client.post(reverse("admin:keys_membership_change", args=[membership.pk]), {"role": "admin"})
+    membership.refresh_from_db()
+    event = AuditEvent.objects.get(org=org, action="member.add", actor_label="admin")
+    assert (membership.role, event.target_id) == ("admin", str(membership.pk))
+
+
+def test_staff_add_a_team_through_the_audited_service(admin_client, admin_user, org):
+    admin_client.post(reverse("admin:keys_team_add"), {"org": org.pk, "name": "support"})
+    team = Team.objects.get(org=org, name="support")
+    event = AuditEvent.objects.get(org=org, action="team.create")
+    assert (event.actor, event.target_id) == (admin_user, str(team.pk))
+
+
+def test_staff_delete_a_team_through_the_audited_service(admin_client, admin_user, org, team):
+    admin_client.post(reverse("admin:keys_team_delete", args=[team.pk]), {"post": "yes"})
+    assert not Team.objects.filter(pk=team.pk).exists()
+    assert AuditEvent.objects.get(org=org, action="team.delete").actor == admin_user
+
+
+def test_the_audit_trail_is_read_only(admin_client, org):
+    event = AuditEvent.objects.filter(org=org).first()
+    added = admin_client.get(reverse("admin:keys_auditevent_add"))
+    deleted = admin_client.post(reverse("admin:keys_auditevent_delete", args=[event.pk]), {"post": "yes"})
+    assert (added.status_code, deleted.status_code) == (403, 403)
+
+
+def test_staff_filter_the_audit_trail_by_action(admin_client, org, key):
+    response = admin_client.get(changelist("keys", "auditevent"), {"action": "key.create"})
+    assert [event.target_id for event in listed(response)] == [str(key.pk)]
+
+
+def test_staff_search_the_audit_trail_by_actor(admin_client, org, admin_user):
+    credits_grant(org=org, amount=Decimal("1"), reason="x", actor=Actor.of_user(admin_user))
+    response = admin_client.get(changelist("keys", "auditevent"), {"q": "admin"})
+    assert [event.action for event in listed(response)] == ["credits.grant"]
+
+
+def test_staff_set_a_budget_through_the_audited_service(admin_client, admin_user, org, key):
+    response = admin_client.post(
+        reverse("admin:billing_budget_add"),
+        {"org": org.pk, "key": key.pk, "team": "", "amount": "7.50", "period": "weekly"},
+    )
+    budget = Budget.objects.get(key=key)
+    assert (response.status_code, budget.scope, budget.amount, budget.period) == (302, "key", Decimal("7.5"), "weekly")
+    event = AuditEvent.objects.get(org=org, action="budget.create")
+    assert (event.actor, event.target_id) == (admin_user, str(budget.pk))
+
+
+def test_staff_change_a_budget_through_the_audited_service(admin_client, admin_user, org, key, system_actor):
+    budget = budget_set(org=org, key=key, amount=Decimal("5"), actor=system_actor)
+    admin_client.post(reverse("admin:billing_budget_change", args=[budget.pk]), {"amount": "9", "period": "daily"})
+    budget.refresh_from_db()
+    assert (budget.amount, budget.period) == (Decimal("9"), "daily")
+    assert AuditEvent.objects.get(org=org, action="budget.update").actor == admin_user
+
+
+def test_a_budget_on_another_orgs_key_is_refused_in_the_admin(admin_client, org, other_key):
+    response = admin_client.post(
+        reverse("admin:billing_budget_add"),
+        {"org": org.pk, "key": other_key.pk, "team": "", "amount": "7.50", "period": "none"},
+    )
+    assert response.status_code == 200
+    assert "This key belongs to another organization." in response.content.decode()
+    assert not Budget.objects.exists()
+
+
+def test_a_negative_budget_is_refused_in_the_admin(admin_client, org):
+    response = admin_client.post(
+        reverse("admin:billing_budget_add"), {"org": org.pk, "key": "", "team": "", "amount": "-1", "period": "none"}
+    )
+    assert response.status_code == 200
+    assert not Budget.objects.exists()
+
+
+def test_staff_delete_a_budget_through_the_audited_service(admin_client, admin_user, org, key, system_actor):
+    budget = budget_set(org=org, key=key, amount=Decimal("5"), actor=system_actor)
+    admin_client.post(reverse("admin:billing_budget_delete", args=[budget.pk]), {"post": "yes"})
+    assert not Budget.objects.exists()
+    assert AuditEvent.objects.get(org=org, action="budget.delete").actor == admin_user
+
+
+def test_staff_edit_catalog_prices(admin_client):
+    model = CatalogModel.objects.get(name="gemini-2.5-flash")
+    response = admin_client.post(
+        reverse("admin:billing_catalogmodel_change", args=[model.pk]),
+        {"name": model.name, "vendor": model.vendor, "input_price": "0.40", "cached_input_price": "0.04",
+         "output_price": "3.00", "context_window": model.context_window,
+         "max_output_tokens": model.max_output_tokens, "capabilities": "[\"tools\"]"},
+    )
+    model.refresh_from_db()
+    assert (response.status_code, model.input_price, model.output_price) == (302, Decimal("0.40"), Decimal("3.00"))
+
+
+def test_the_request_log_refuses_add_change_and_delete(admin_client, call):
+    added = admin_client.get(reverse("admin:analytics_requestlog_add"))
+    changed = admin_client.post(reverse("admin:analytics_requestlog_change", args=[call.pk]), {"status": "500"})
+    deleted = admin_client.post(reverse("admin:analytics_requestlog_delete", args=[call.pk]), {"post": "yes"})
+    assert (added.status_code, changed.status_code, deleted.status_code) == (403, 403, 403)
+    assert RequestLog.objects.get(pk=call.pk).status == 200
+
+
+def test_staff_can_read_one_logged_call(admin_client, call):
+    response = admin_client.get(reverse("admin:analytics_requestlog_change", args=[call.pk]))
+    assert response.status_code == 200
+    assert "flash-mock" in response.content.decode()
+
+
+@pytest.mark.parametrize("term_of", [lambda c: c.request_id, lambda c: c.run_id, lambda c: c.key_prefix],
+                         ids=["request-id", "run-id", "key-prefix"])
+def test_staff_find_a_call_by_request_run_or_key(admin_client, call, term_of):
+    response = admin_client.get(changelist("analytics", "requestlog"), {"q": term_of(call)})
+    assert listed(response) == [call]
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value", "found"),
+    [("status", "200", 1), ("status", "502", 0), ("cache", "miss", 1), ("cache", "hit", 0),
+     ("model", "gemini-2.5-flash", 1), ("deployment", "flash-mock", 1), ("deployment", "other", 0)],
+)
+def test_staff_filter_the_request_log(admin_client, call, parameter, value, found):
+    response = admin_client.get(changelist("analytics", "requestlog"), {parameter: value})
+    assert len(listed(response)) == found
+
+
+def test_the_sink_list_shows_its_health(admin_client, sink):
+    page = admin_client.get(changelist("analytics", "exportsink")).content.decode()
+    assert "HTTP 503 from langfuse" in page
+
+
+def test_the_sink_page_hides_its_credentials(admin_client, sink):
+    page = admin_client.get(reverse("admin:analytics_exportsink_change", args=[sink.pk])).content.decode()
+    assert ("https://langfuse.example" in page, "sk-lf-very-secret" in page) == (True, False)
+
+
+def test_staff_filter_sinks_by_type(admin_client, sink):
+    langfuse = admin_client.get(changelist("analytics", "exportsink"), {"type__exact": "langfuse"})
+    datadog = admin_client.get(changelist("analytics", "exportsink"), {"type__exact": "datadog"})
+    assert (listed(langfuse), listed(datadog)) == ([sink], [])
