@@ -22,16 +22,33 @@ def _read(name: str, reader, default):
         raise ImproperlyConfigured(f"{name} has a bad value: {exc}") from exc
 
 
-DEBUG = _read("DEBUG", env.bool, False)
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _strict_bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+DEBUG = _strict_bool("DEBUG", False)
 SECRET_KEY = _read("SECRET_KEY", env.str, "")
 if not SECRET_KEY:
-    if not DEBUG and env.bool("NEMO_REQUIRE_SECRET_KEY", default=False):
+    if not DEBUG and _strict_bool("NEMO_REQUIRE_SECRET_KEY", False):
         raise ImproperlyConfigured("SECRET_KEY must be set in production")
     # A fixed development key: key hashes depend on it, so it must stay stable across restarts.
     SECRET_KEY = "nemo-dev-insecure-secret-key-change-me-in-production"
 ALLOWED_HOSTS = _read("ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "testserver"])
 
 DATABASE_URL = _read("DATABASE_URL", env.str, f"sqlite:///{BASE_DIR / 'nemo.sqlite3'}")
+_scheme = DATABASE_URL.split("://", 1)[0] if "://" in DATABASE_URL else None
+if _scheme not in environ.Env.DB_SCHEMES:
+    raise ImproperlyConfigured(
+        f"DATABASE_URL must look like postgres://user@host:5432/name or sqlite:///path, not {DATABASE_URL!r}"
+    )
 try:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 except (ImproperlyConfigured, KeyError, ValueError) as exc:

@@ -106,19 +106,8 @@ def test_a_router_config_that_exists_is_taken(runs):
         ("missing router config", "NEMO_ROUTER_CONFIG"),
         ("bad retention", "NEMO_LOG_RETENTION_MONTHS"),
         ("no secret key in production", "SECRET_KEY"),
-        pytest.param(
-            "bad database url", "DATABASE_URL",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="nemo/settings.py passes an unknown scheme on; Django then fails without naming DATABASE_URL",
-            ),
-        ),
-        pytest.param(
-            "bad debug", "DEBUG",
-            marks=pytest.mark.xfail(
-                strict=True, reason="nemo/settings.py reads DEBUG with env.bool, which takes any word as False"
-            ),
-        ),
+        ("bad database url", "DATABASE_URL"),
+        ("bad debug", "DEBUG"),
     ],
 )
 def test_a_bad_value_stops_start_up_with_a_message_naming_the_variable(runs, case, variable):
