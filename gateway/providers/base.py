@@ -86,7 +86,9 @@ def classify_status(status: int, headers: Any, message: str) -> UpstreamError:
         return UpstreamError("rate_limit", message, status=status, retry_after=retry_after)
     if status == 408:
         return UpstreamError("timeout", message, status=status)
-    if status >= 500:
+    # An upstream's 401/403/404 says this deployment's credentials or model id are wrong, not the
+    # caller's request: the next link may serve it, and the caller must not read it as its own.
+    if status >= 500 or status in (401, 403, 404):
         return UpstreamError("server", message, status=status, retry_after=retry_after)
     return UpstreamError("client", message, status=status)
 
@@ -130,10 +132,10 @@ class Provider:
     async def complete(
         self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float
     ) -> dict:
-        """One non-streamed call; the timeout covers the whole call."""
-        request = await self.prepare(body=body, model=model, stream=False)
+        """One non-streamed call; the timeout covers the whole call, getting credentials included."""
         try:
             async with asyncio.timeout(timeout_s):
+                request = await self.prepare(body=body, model=model, stream=False)
                 async with session.post(request.url, data=request.body, headers=request.headers) as resp:
                     raw = await resp.read()
                     if resp.status >= 400:
@@ -152,11 +154,11 @@ class Provider:
         The first chunk is awaited before this returns, so a failure before anything could be
         sent to the client raises here and the router may still fall back.
         """
-        request = await self.prepare(body=body, model=model, stream=True)
         decoder = self.stream_decoder(model=model)
         resp: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout(timeout_s):
+                request = await self.prepare(body=body, model=model, stream=True)
                 resp = await session.post(request.url, data=request.body, headers=request.headers)
                 if resp.status >= 400:
                     raw = await resp.read()

@@ -1,0 +1,144 @@
+"""A provider that answers by itself, without any network: demos, the embedded default.
+
+Options: ``latency_ms`` (default 0), ``fail_rate`` (0..1, default 0) and ``fail_status``
+(default 503), so a demo chain can show a fallback. With tools and a user turn last it calls
+the first tool (or the one ``tool_choice`` names) with arguments built from its schema;
+otherwise it answers a short text about the last message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from gateway.providers.base import Provider, ProviderConfig, UpstreamError, classify_status
+from gateway.providers.shapes import (
+    ChunkMaker,
+    choice,
+    completion,
+    estimate_tokens,
+    message_texts,
+    new_completion_id,
+    new_tool_call_id,
+    request_functions,
+    tool_call,
+    usage,
+)
+
+_EXAMPLE_VALUES: dict[str, Any] = {"string": "example", "integer": 1, "number": 1.5, "boolean": True, "array": []}
+# A streamed answer comes in this many content (or argument) pieces, as a real model's would.
+_STREAM_PIECES = 3
+
+
+class MockProvider(Provider):
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        options = config.options
+        self.latency_s = float(options.get("latency_ms", 0)) / 1000
+        self.fail_rate = float(options.get("fail_rate", 0))
+        self.fail_status = int(options.get("fail_status", 503))
+
+    async def complete(self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float) -> dict:
+        await self._behave_like_an_upstream(timeout_s)
+        return mock_answer(body, model=model)
+
+    async def stream(
+        self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float
+    ) -> AsyncIterator[dict]:
+        await self._behave_like_an_upstream(timeout_s)
+        return _replay(_as_chunks(mock_answer(body, model=model)))
+
+    async def _behave_like_an_upstream(self, timeout_s: float) -> None:
+        if self.latency_s > timeout_s:
+            await asyncio.sleep(timeout_s)
+            raise UpstreamError("timeout", f"no answer within {timeout_s}s")
+        await asyncio.sleep(self.latency_s)
+        if random.random() < self.fail_rate:
+            raise classify_status(self.fail_status, None, f"mock failure ({self.fail_status})")
+
+
+def mock_answer(body: dict, *, model: str) -> dict:
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    functions = request_functions(body)
+    function = _chosen_function(functions, body.get("tool_choice"))
+    tool_calls = []
+    text = ""
+    if function and last.get("role") == "user":
+        arguments = json.dumps(example_arguments(function.get("parameters") or {}))
+        tool_calls.append(tool_call(id=new_tool_call_id(), name=function["name"], arguments=arguments))
+    elif last.get("role") == "tool":
+        text = f"The tool answered: {''.join(message_texts(last.get('content')))}"
+    else:
+        text = f"Mock answer to: {''.join(message_texts(last.get('content')))}"
+    written = text + "".join(call["function"]["arguments"] for call in tool_calls)
+    finish_reason = "tool_calls" if tool_calls else "stop"
+    return completion(
+        id=new_completion_id(),
+        model=model,
+        choices=[choice(index=0, text=text, tool_calls=tool_calls, finish_reason=finish_reason)],
+        usage=usage(
+            prompt_tokens=estimate_tokens(json.dumps(messages) + json.dumps(functions)),
+            completion_tokens=estimate_tokens(written),
+        ),
+    )
+
+
+def _chosen_function(functions: list[dict], tool_choice: str | dict | None) -> dict | None:
+    if tool_choice == "none" or not functions:
+        return None
+    if isinstance(tool_choice, dict):
+        wanted = tool_choice["function"]["name"]
+        return next((function for function in functions if function["name"] == wanted), None)
+    return functions[0]
+
+
+def example_arguments(schema: dict) -> dict:
+    """Plausible arguments for a parameters schema: every required property, simply filled."""
+    return example_value({**schema, "type": "object"})
+
+
+def example_value(schema: dict) -> Any:
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((name for name in kind if name != "null"), None)
+    # Type names are case-insensitive: OpenAPI-style schemas spell them in upper case.
+    kind = (kind or "string").lower()
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: example_value(properties[name]) for name in schema.get("required", []) if name in properties}
+    return _EXAMPLE_VALUES.get(kind, "example")
+
+
+def _as_chunks(answer: dict) -> list[dict]:
+    chunks = ChunkMaker(id=answer["id"], model=answer["model"])
+    first = answer["choices"][0]
+    message = first["message"]
+    stream = [chunks.role()]
+    stream += [chunks.delta({"content": piece}) for piece in _pieces(message["content"] or "")]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        head = {"index": index, **tool_call(id=call["id"], name=call["function"]["name"], arguments="")}
+        stream.append(chunks.delta({"tool_calls": [head]}))
+        stream += [
+            chunks.delta({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            for piece in _pieces(call["function"]["arguments"])
+        ]
+    return stream + [chunks.finish(first["finish_reason"]), chunks.usage(answer["usage"])]
+
+
+def _pieces(text: str) -> list[str]:
+    size = max(1, math.ceil(len(text) / _STREAM_PIECES))
+    return [text[start : start + size] for start in range(0, len(text), size)]
+
+
+async def _replay(chunks: list[dict]) -> AsyncIterator[dict]:
+    for chunk in chunks:
+        yield chunk

@@ -1,0 +1,59 @@
+"""Server-sent events framing shared by every streaming wire format.
+
+Upstreams differ in the details: OpenAI separates events with ``\\n\\n``, Vertex with
+``\\r\\n\\r\\n``, Claude on Vertex pads ``data:`` lines with spaces. Reads arrive in arbitrary
+slices, so a separator (even a ``\\r\\n`` pair) may be cut in two between ``feed`` calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    event: str
+    data: str
+
+
+class SSEParser:
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._held_cr = b""
+
+    def feed(self, data: bytes) -> list[SSEEvent]:
+        data = self._held_cr + data
+        # A trailing CR may be the first half of a CRLF; wait for the next read to decide.
+        self._held_cr = b"\r" if data.endswith(b"\r") else b""
+        if self._held_cr:
+            data = data[:-1]
+        self._buffer += data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        events = []
+        while (end := self._buffer.find(b"\n\n")) != -1:
+            block, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            if event := _parse_block(block):
+                events.append(event)
+        return events
+
+    def finish(self) -> list[SSEEvent]:
+        """The last event, when the upstream closed without the blank line that ends it."""
+        block, self._buffer, self._held_cr = self._buffer, b"", b""
+        event = _parse_block(block.strip(b"\n"))
+        return [event] if event else []
+
+
+def _parse_block(block: bytes) -> SSEEvent | None:
+    event = "message"
+    data_lines = []
+    for line in block.decode("utf-8", "replace").split("\n"):
+        if not line or line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value.strip()
+        elif name == "data":
+            data_lines.append(value)
+    if not data_lines:
+        return None
+    return SSEEvent(event=event, data="\n".join(data_lines))

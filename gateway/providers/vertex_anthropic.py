@@ -1,0 +1,316 @@
+"""Claude on Vertex AI: the Anthropic Messages API behind ``rawPredict`` / ``streamRawPredict``."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from gateway.providers.base import StreamDecoder, UpstreamError, UpstreamRequest, classify_status
+from gateway.providers.shapes import (
+    ChunkMaker,
+    append_turn,
+    arguments_json,
+    choice,
+    completion,
+    image_url,
+    invalid_request,
+    load_upstream_json,
+    max_output_tokens,
+    message_texts,
+    new_completion_id,
+    parse_arguments,
+    parse_data_uri,
+    request_functions,
+    stop_sequences,
+    tool_call,
+    usage,
+)
+from gateway.providers.sse import SSEEvent, SSEParser
+from gateway.providers.vertex import VertexProvider, json_or_none
+
+ANTHROPIC_VERSION = "vertex-2023-10-16"
+# Claude requires max_tokens; OpenAI clients usually leave it out.
+DEFAULT_MAX_TOKENS = 4096
+# OpenAI's temperature goes up to 2, Claude's to 1.
+MAX_TEMPERATURE = 1.0
+_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+# The HTTP status each error type stands for, for errors sent inside a stream.
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+# Claude accepts only these characters in tool_use ids; other wire formats mint freer ones.
+_NOT_IN_TOOL_USE_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class VertexAnthropicProvider(VertexProvider):
+    publisher = "anthropic"
+
+    async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
+        payload = translate_request(body)
+        if stream:
+            payload["stream"] = True
+        return UpstreamRequest(
+            url=self.model_url(model, "streamRawPredict" if stream else "rawPredict"),
+            headers=await self.auth_headers(),
+            body=json.dumps(payload).encode(),
+        )
+
+    def parse_response(self, *, body: bytes, model: str) -> dict:
+        data = load_upstream_json(body)
+        if data.get("type") == "error":
+            raise anthropic_error(data.get("error") or {})
+        return translate_response(data, model=model)
+
+    def stream_decoder(self, *, model: str) -> StreamDecoder:
+        return AnthropicStreamDecoder(model=model)
+
+    def classify_error(self, *, status: int, headers: Any, body: bytes) -> UpstreamError:
+        # Claude's own errors have Anthropic's shape; Vertex's front door answers in Google's.
+        data = json_or_none(body)
+        if isinstance(data, dict) and data.get("type") == "error":
+            return anthropic_error(data.get("error") or {}, status=status, headers=headers)
+        return super().classify_error(status=status, headers=headers, body=body)
+
+
+def anthropic_error(error: dict, *, status: int | None = None, headers: Any = None) -> UpstreamError:
+    kind = error.get("type", "api_error")
+    return classify_status(status or _ERROR_STATUS.get(kind, 500), headers, f"{kind}: {error.get('message', '')}")
+
+
+# --- OpenAI request -> Messages request ------------------------------------------------------
+
+
+def translate_request(body: dict) -> dict:
+    system, messages = _messages(body.get("messages") or [])
+    payload: dict[str, Any] = {
+        "anthropic_version": ANTHROPIC_VERSION,
+        "max_tokens": max_output_tokens(body) or DEFAULT_MAX_TOKENS,
+        "messages": messages,
+    }
+    if system:
+        payload["system"] = system
+    if body.get("temperature") is not None:
+        payload["temperature"] = min(body["temperature"], MAX_TEMPERATURE)
+    if body.get("top_p") is not None:
+        payload["top_p"] = body["top_p"]
+    if stop := stop_sequences(body):
+        payload["stop_sequences"] = stop
+    if functions := request_functions(body):
+        payload["tools"] = [_tool(function) for function in functions]
+        parallel = body.get("parallel_tool_calls") is not False
+        payload["tool_choice"] = _tool_choice(body.get("tool_choice"), parallel=parallel)
+    return payload
+
+
+def _messages(messages: list[dict]) -> tuple[list[dict], list[dict]]:
+    system: list[dict] = []
+    turns: list[dict] = []
+    for message in messages:
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system += _text_blocks(message_texts(content))
+        elif role == "user":
+            append_turn(turns, "user", _user_blocks(content), key="content")
+        elif role == "assistant":
+            blocks = _text_blocks(message_texts(content))
+            for call in message.get("tool_calls") or []:
+                function = call["function"]
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": _tool_use_id(call.get("id", "")),
+                        "name": function["name"],
+                        "input": parse_arguments(function.get("arguments")),
+                    }
+                )
+            append_turn(turns, "assistant", blocks, key="content")
+        elif role == "tool":
+            result: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": _tool_use_id(message.get("tool_call_id", "")),
+            }
+            if blocks := _text_blocks(message_texts(content)):
+                result["content"] = blocks
+            append_turn(turns, "user", [result], key="content")
+        else:
+            raise invalid_request(f"unsupported message role {role!r}")
+    return system, turns
+
+
+def _text_blocks(texts: list[str]) -> list[dict]:
+    # Claude rejects blank text blocks, which OpenAI clients do send (e.g. content "" beside tool calls).
+    return [{"type": "text", "text": text} for text in texts if text.strip()]
+
+
+def _user_blocks(content: str | list | None) -> list[dict]:
+    if content is None or isinstance(content, str):
+        return _text_blocks(message_texts(content))
+    return [block for part in content if (block := _user_block(part))]
+
+
+def _user_block(part: dict) -> dict | None:
+    kind = part.get("type")
+    if kind == "text":
+        return {"type": "text", "text": part["text"]} if part["text"].strip() else None
+    if kind == "image_url":
+        url = image_url(part)
+        if inline := parse_data_uri(url):
+            return {"type": "image", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    if kind == "file" and (inline := parse_data_uri(part["file"].get("file_data", ""))):
+        return {"type": "document", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
+    raise invalid_request(f"unsupported content part {kind!r}")
+
+
+def _tool_use_id(call_id: str) -> str:
+    return _NOT_IN_TOOL_USE_ID.sub("_", call_id)
+
+
+def _tool(function: dict) -> dict:
+    tool = {
+        "name": function["name"],
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if function.get("description"):
+        tool["description"] = function["description"]
+    return tool
+
+
+def _tool_choice(tool_choice: str | dict | None, *, parallel: bool) -> dict:
+    if tool_choice == "none":
+        return {"type": "none"}
+    if tool_choice == "required":
+        kind: dict[str, Any] = {"type": "any"}
+    elif isinstance(tool_choice, dict):
+        kind = {"type": "tool", "name": tool_choice["function"]["name"]}
+    else:
+        kind = {"type": "auto"}
+    return {**kind, "disable_parallel_tool_use": not parallel}
+
+
+# --- Messages answer -> OpenAI answer ---------------------------------------------------------
+
+
+def translate_response(data: dict, *, model: str) -> dict:
+    texts: list[str] = []
+    tool_calls: list[dict] = []
+    for block in data.get("content") or []:
+        if block.get("type") == "text":
+            texts.append(block["text"])
+        elif block.get("type") == "tool_use":
+            # Claude's own id is kept: it is what the next turn's tool_result must name.
+            arguments = arguments_json(block.get("input") or {})
+            tool_calls.append(tool_call(id=block["id"], name=block["name"], arguments=arguments))
+    finish_reason = _STOP_REASONS.get(data.get("stop_reason") or "", "stop")
+    return completion(
+        id=_completion_id(data),
+        model=data.get("model") or model,
+        choices=[choice(index=0, text="".join(texts), tool_calls=tool_calls, finish_reason=finish_reason)],
+        usage=_usage(data.get("usage") or {}),
+    )
+
+
+def _completion_id(message: dict) -> str:
+    return f"chatcmpl-{message['id']}" if message.get("id") else new_completion_id()
+
+
+def _usage(anthropic_usage: dict) -> dict:
+    # input_tokens excludes the cached part; OpenAI's prompt_tokens includes it.
+    cache_read = anthropic_usage.get("cache_read_input_tokens") or 0
+    cache_write = anthropic_usage.get("cache_creation_input_tokens") or 0
+    return usage(
+        prompt_tokens=(anthropic_usage.get("input_tokens") or 0) + cache_read + cache_write,
+        completion_tokens=anthropic_usage.get("output_tokens") or 0,
+        cached_tokens=cache_read,
+    )
+
+
+class AnthropicStreamDecoder(StreamDecoder):
+    def __init__(self, *, model: str) -> None:
+        self.model = model
+        self._sse = SSEParser()
+        self._chunks = ChunkMaker(id=new_completion_id(), model=model)
+        self._usage: dict[str, int] = {}
+        self._tool_call_index: dict[int, int] = {}
+        self._stop_reason: str | None = None
+        self._finished = False
+
+    def feed(self, data: bytes) -> list[dict]:
+        return self._decode(self._sse.feed(data))
+
+    def finish(self) -> list[dict]:
+        chunks = self._decode(self._sse.finish())
+        if not self._finished:
+            raise UpstreamError("server", "stream ended before message_stop")
+        return chunks
+
+    def _decode(self, events: list[SSEEvent]) -> list[dict]:
+        chunks: list[dict] = []
+        for event in events:
+            if self._finished:
+                break
+            chunks += self._translate(load_upstream_json(event.data))
+        return chunks
+
+    def _translate(self, data: dict) -> list[dict]:
+        kind = data.get("type")
+        if kind == "error":
+            raise anthropic_error(data.get("error") or {})
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self._chunks = ChunkMaker(id=_completion_id(message), model=message.get("model") or self.model)
+            self._count(message.get("usage"))
+            return [self._chunks.role()]
+        if kind == "content_block_start":
+            return self._block_start(data["index"], data.get("content_block") or {})
+        if kind == "content_block_delta":
+            return self._block_delta(data["index"], data.get("delta") or {})
+        if kind == "message_delta":
+            self._stop_reason = (data.get("delta") or {}).get("stop_reason") or self._stop_reason
+            self._count(data.get("usage"))
+            return []
+        if kind == "message_stop":
+            self._finished = True
+            finish_reason = _STOP_REASONS.get(self._stop_reason or "", "stop")
+            return [self._chunks.finish(finish_reason), self._chunks.usage(_usage(self._usage))]
+        # ping, content_block_stop: nothing for the client.
+        return []
+
+    def _count(self, counts: dict | None) -> None:
+        # message_delta repeats the counts so far; a missing or null count changes nothing.
+        self._usage.update({name: value for name, value in (counts or {}).items() if isinstance(value, int)})
+
+    def _block_start(self, block_index: int, block: dict) -> list[dict]:
+        if block.get("type") == "tool_use":
+            call_index = len(self._tool_call_index)
+            self._tool_call_index[block_index] = call_index
+            call = {"index": call_index, **tool_call(id=block["id"], name=block["name"], arguments="")}
+            return [self._chunks.delta({"tool_calls": [call]})]
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunks.delta({"content": block["text"]})]
+        return []
+
+    def _block_delta(self, block_index: int, delta: dict) -> list[dict]:
+        if delta.get("type") == "text_delta" and delta.get("text"):
+            return [self._chunks.delta({"content": delta["text"]})]
+        if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+            fragment = {"index": self._tool_call_index[block_index], "function": {"arguments": delta["partial_json"]}}
+            return [self._chunks.delta({"tool_calls": [fragment]})]
+        # thinking and signature deltas are not part of the OpenAI answer.
+        return []

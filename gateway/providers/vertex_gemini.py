@@ -1,0 +1,403 @@
+"""Gemini on Vertex AI: ``generateContent`` and ``streamGenerateContent?alt=sse``.
+
+Gemini has no tool call ids and signs its function calls (``thoughtSignature``); the signature
+must come back on the next turn. OpenAI clients only echo the assistant message, so the
+signature travels inside the tool call id we mint: ``call_<24 alphanumerics>_sig_<signature>``,
+base64url so the id stays within the characters every wire format accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+from typing import Any
+
+from gateway.providers.base import StreamDecoder, UpstreamError, UpstreamRequest
+from gateway.providers.shapes import (
+    ChunkMaker,
+    append_turn,
+    arguments_json,
+    choice,
+    completion,
+    image_url,
+    invalid_request,
+    load_upstream_json,
+    max_output_tokens,
+    message_texts,
+    new_completion_id,
+    new_tool_call_id,
+    parse_arguments,
+    parse_data_uri,
+    request_functions,
+    stop_sequences,
+    tool_call,
+    usage,
+)
+from gateway.providers.sse import SSEEvent, SSEParser
+from gateway.providers.vertex import VertexProvider, google_error, google_stream_error
+
+_SIGNED_ID = re.compile(r"^call_[A-Za-z0-9]{24}_sig_(?P<signature>[A-Za-z0-9_-]+)$")
+_FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+_TOOL_CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+_GENERATION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "topP",
+    "n": "candidateCount",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
+    "seed": "seed",
+}
+# The OpenAPI subset of JSON Schema that Gemini takes as is; anything else is dropped.
+_SCHEMA_FIELDS = {
+    "description", "title", "nullable", "default", "example", "pattern", "minimum", "maximum",
+    "minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties",
+    "propertyOrdering",
+}  # fmt: skip
+_SCHEMA_FORMATS = {"STRING": {"enum", "date-time"}, "INTEGER": {"int32", "int64"}, "NUMBER": {"float", "double"}}
+
+
+class VertexGeminiProvider(VertexProvider):
+    publisher = "google"
+
+    async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
+        payload = translate_request(body)
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return UpstreamRequest(
+            url=self.model_url(model, method),
+            headers=await self.auth_headers(),
+            body=json.dumps(payload).encode(),
+        )
+
+    def parse_response(self, *, body: bytes, model: str) -> dict:
+        data = load_upstream_json(body)
+        if error := google_error(data):
+            raise google_stream_error(error)
+        return translate_response(data, model=model)
+
+    def stream_decoder(self, *, model: str) -> StreamDecoder:
+        return GeminiStreamDecoder(model=model)
+
+
+# --- thought signatures in tool call ids ----------------------------------------------------
+
+
+def signed_tool_call_id(signature: str | None) -> str:
+    call_id = new_tool_call_id()
+    if not signature:
+        return call_id
+    return f"{call_id}_sig_{signature.replace('+', '-').replace('/', '_').rstrip('=')}"
+
+
+def signature_from_tool_call_id(call_id: str) -> str | None:
+    match = _SIGNED_ID.match(call_id)
+    if not match:
+        return None
+    signature = match["signature"].replace("-", "+").replace("_", "/")
+    return signature + "=" * (-len(signature) % 4)
+
+
+# --- OpenAI request -> Gemini request --------------------------------------------------------
+
+
+def translate_request(body: dict) -> dict:
+    system_parts, contents = _contents(body.get("messages") or [])
+    payload: dict[str, Any] = {"contents": contents}
+    if system_parts:
+        payload["systemInstruction"] = {"role": "user", "parts": system_parts}
+    if generation_config := _generation_config(body):
+        payload["generationConfig"] = generation_config
+    if functions := request_functions(body):
+        payload["tools"] = [{"functionDeclarations": [_function_declaration(f) for f in functions]}]
+        if body.get("tool_choice") is not None:
+            payload["toolConfig"] = {"functionCallingConfig": _function_calling_config(body["tool_choice"])}
+    return payload
+
+
+def _contents(messages: list[dict]) -> tuple[list[dict], list[dict]]:
+    system_parts: list[dict] = []
+    contents: list[dict] = []
+    # Gemini answers a call by function name; OpenAI by call id.
+    call_names: dict[str, str] = {}
+    for message in messages:
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system_parts += _text_parts(message_texts(content))
+        elif role == "user":
+            append_turn(contents, "user", _user_parts(content), key="parts")
+        elif role == "assistant":
+            parts = _text_parts(message_texts(content))
+            for call in message.get("tool_calls") or []:
+                call_names[call.get("id", "")] = call["function"]["name"]
+                parts.append(_function_call_part(call))
+            append_turn(contents, "model", parts, key="parts")
+        elif role == "tool":
+            name = call_names.get(message.get("tool_call_id", "")) or message.get("name")
+            if not name:
+                raise invalid_request(f"tool message answers unknown tool call {message.get('tool_call_id')!r}")
+            result = "".join(message_texts(content))
+            response = {"functionResponse": {"name": name, "response": {"result": result}}}
+            append_turn(contents, "user", [response], key="parts")
+        else:
+            raise invalid_request(f"unsupported message role {role!r}")
+    return system_parts, contents
+
+
+def _text_parts(texts: list[str]) -> list[dict]:
+    # Vertex refuses empty text parts, which OpenAI clients do send (content "" beside tool calls).
+    return [{"text": text} for text in texts if text]
+
+
+def _user_parts(content: str | list | None) -> list[dict]:
+    if content is None or isinstance(content, str):
+        return _text_parts(message_texts(content))
+    return [part for item in content if (part := _user_part(item))]
+
+
+def _user_part(part: dict) -> dict | None:
+    kind = part.get("type")
+    if kind == "text":
+        return {"text": part["text"]} if part["text"] else None
+    if kind == "image_url":
+        url = image_url(part)
+        if inline := parse_data_uri(url):
+            return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
+        mime = mimetypes.guess_type(url)[0] or "image/jpeg"
+        return {"fileData": {"mimeType": mime, "fileUri": url}}
+    if kind == "input_audio":
+        audio = part["input_audio"]
+        return {"inlineData": {"mimeType": f"audio/{audio['format']}", "data": audio["data"]}}
+    if kind == "file" and (inline := parse_data_uri(part["file"].get("file_data", ""))):
+        return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
+    raise invalid_request(f"unsupported content part {kind!r}")
+
+
+def _function_call_part(call: dict) -> dict:
+    function = call["function"]
+    part: dict[str, Any] = {
+        "functionCall": {"name": function["name"], "args": parse_arguments(function.get("arguments"))}
+    }
+    if signature := signature_from_tool_call_id(call.get("id", "")):
+        part["thoughtSignature"] = signature
+    return part
+
+
+def _generation_config(body: dict) -> dict:
+    config = {gemini: body[openai] for openai, gemini in _GENERATION_FIELDS.items() if body.get(openai) is not None}
+    if max_tokens := max_output_tokens(body):
+        config["maxOutputTokens"] = max_tokens
+    if stop := stop_sequences(body):
+        config["stopSequences"] = stop
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+    if schema := (response_format.get("json_schema") or {}).get("schema"):
+        config["responseSchema"] = gemini_schema(schema)
+    return config
+
+
+def _function_declaration(function: dict) -> dict:
+    declaration = {"name": function["name"]}
+    if function.get("description"):
+        declaration["description"] = function["description"]
+    parameters = function.get("parameters") or {}
+    # Gemini refuses an object schema without properties: a function without parameters has none.
+    if parameters.get("properties"):
+        declaration["parameters"] = gemini_schema(parameters)
+    return declaration
+
+
+def _function_calling_config(tool_choice: str | dict) -> dict:
+    if isinstance(tool_choice, str):
+        return {"mode": _TOOL_CHOICE_MODES.get(tool_choice, "AUTO")}
+    return {"mode": "ANY", "allowedFunctionNames": [tool_choice["function"]["name"]]}
+
+
+def gemini_schema(schema: dict) -> dict:
+    """JSON Schema as Gemini takes it: upper-case types, ``nullable`` instead of a null type,
+    ``anyOf`` for unions, ``$ref`` inlined, string enums, unknown keywords dropped."""
+    return _convert_schema(schema, schema.get("$defs") or schema.get("definitions") or {}, frozenset())
+
+
+def _convert_schema(schema: dict, definitions: dict, expanding: frozenset[str]) -> dict:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        # A recursive definition cannot be inlined; its inner level becomes a free object.
+        if name in expanding:
+            return {"type": "OBJECT"}
+        siblings = {key: value for key, value in schema.items() if key != "$ref"}
+        return _convert_schema({**definitions.get(name, {}), **siblings}, definitions, expanding | {name})
+
+    converted = {key: schema[key] for key in _SCHEMA_FIELDS if key in schema}
+    types = schema.get("type") or []
+    types = [types] if isinstance(types, str) else list(types)
+    if "null" in types:
+        types.remove("null")
+        converted["nullable"] = True
+    if len(types) == 1:
+        converted["type"] = types[0].upper()
+    elif types:
+        converted["anyOf"] = [{"type": kind.upper()} for kind in types]
+
+    variants = schema.get("anyOf") or schema.get("oneOf") or []
+    non_null = [variant for variant in variants if variant.get("type") != "null"]
+    if len(non_null) < len(variants):
+        converted["nullable"] = True
+    if len(non_null) == 1 or len(schema.get("allOf") or []) == 1:
+        only = non_null[0] if len(non_null) == 1 else schema["allOf"][0]
+        converted = {**_convert_schema(only, definitions, expanding), **converted}
+    elif non_null:
+        converted["anyOf"] = [_convert_schema(variant, definitions, expanding) for variant in non_null]
+
+    # Gemini only enumerates strings.
+    values = [schema["const"]] if "const" in schema else schema.get("enum") or []
+    if values and all(isinstance(value, str) for value in values):
+        converted["enum"] = values
+    if schema.get("format") in _SCHEMA_FORMATS.get(converted.get("type", ""), ()):
+        converted["format"] = schema["format"]
+    if isinstance(schema.get("properties"), dict):
+        converted["properties"] = {
+            name: _convert_schema(sub, definitions, expanding) for name, sub in schema["properties"].items()
+        }
+        converted["required"] = [name for name in schema.get("required", []) if name in schema["properties"]]
+        if not converted["required"]:
+            del converted["required"]
+    if "properties" in converted and "type" not in converted:
+        converted["type"] = "OBJECT"
+    if isinstance(schema.get("items"), dict):
+        converted["items"] = _convert_schema(schema["items"], definitions, expanding)
+    return converted
+
+
+# --- Gemini answer -> OpenAI answer -----------------------------------------------------------
+
+
+def translate_response(data: dict, *, model: str) -> dict:
+    candidates = _candidates(data)
+    if not candidates:
+        raise UpstreamError("server", "answer without candidates")
+    choices = []
+    for position, candidate in enumerate(candidates):
+        text, tool_calls = _candidate_output(candidate)
+        reason = _finish_reason(candidate.get("finishReason"), called_tools=bool(tool_calls))
+        choices.append(
+            choice(index=candidate.get("index", position), text=text, tool_calls=tool_calls, finish_reason=reason)
+        )
+    return completion(
+        id=_completion_id(data),
+        model=data.get("modelVersion") or model,
+        choices=choices,
+        usage=_usage(data.get("usageMetadata") or {}),
+    )
+
+
+def _candidates(data: dict) -> list[dict]:
+    """The candidates; a blocked prompt has none and stands for one filtered answer."""
+    if (data.get("promptFeedback") or {}).get("blockReason") and not data.get("candidates"):
+        return [{"finishReason": "PROHIBITED_CONTENT"}]
+    return data.get("candidates") or []
+
+
+def _candidate_output(candidate: dict) -> tuple[str, list[dict]]:
+    texts: list[str] = []
+    tool_calls: list[dict] = []
+    for part in (candidate.get("content") or {}).get("parts") or []:
+        # Thought summaries are the model's reasoning, not its answer.
+        if part.get("thought"):
+            continue
+        if "text" in part:
+            texts.append(part["text"])
+        elif "functionCall" in part:
+            call = part["functionCall"]
+            call_id = signed_tool_call_id(part.get("thoughtSignature"))
+            arguments = arguments_json(call.get("args") or {})
+            tool_calls.append(tool_call(id=call_id, name=call["name"], arguments=arguments))
+    return "".join(texts), tool_calls
+
+
+def _finish_reason(reason: str | None, *, called_tools: bool) -> str:
+    # Gemini says STOP after calling a tool; OpenAI clients look for tool_calls.
+    if called_tools and reason in ("STOP", None):
+        return "tool_calls"
+    if reason == "MAX_TOKENS":
+        return "length"
+    if reason in _FILTERED:
+        return "content_filter"
+    return "stop"
+
+
+def _usage(metadata: dict) -> dict:
+    # Thinking is billed as output, so it counts as completion tokens.
+    thoughts = metadata.get("thoughtsTokenCount", 0)
+    return usage(
+        prompt_tokens=metadata.get("promptTokenCount", 0) + metadata.get("toolUsePromptTokenCount", 0),
+        completion_tokens=metadata.get("candidatesTokenCount", 0) + thoughts,
+        cached_tokens=metadata.get("cachedContentTokenCount", 0),
+        reasoning_tokens=thoughts,
+    )
+
+
+def _completion_id(data: dict) -> str:
+    return f"chatcmpl-{data['responseId']}" if data.get("responseId") else new_completion_id()
+
+
+class GeminiStreamDecoder(StreamDecoder):
+    """Gemini streams whole answers-so-far per candidate: text pieces, whole function calls,
+    and the usage on the event that carries the finish reason."""
+
+    def __init__(self, *, model: str) -> None:
+        self.model = model
+        self._sse = SSEParser()
+        self._chunks: ChunkMaker | None = None
+        self._tool_calls_so_far: dict[int, int] = {}
+        self._unfinished: set[int] = set()
+        self._finished = False
+
+    def feed(self, data: bytes) -> list[dict]:
+        return self._decode(self._sse.feed(data))
+
+    def finish(self) -> list[dict]:
+        chunks = self._decode(self._sse.finish())
+        if not self._finished:
+            raise UpstreamError("server", "stream ended before the answer finished")
+        return chunks
+
+    def _decode(self, events: list[SSEEvent]) -> list[dict]:
+        chunks: list[dict] = []
+        for event in events:
+            if self._finished:
+                break
+            data = load_upstream_json(event.data)
+            if error := google_error(data):
+                raise google_stream_error(error)
+            chunks += self._translate(data)
+        return chunks
+
+    def _translate(self, data: dict) -> list[dict]:
+        if self._chunks is None:
+            self._chunks = ChunkMaker(id=_completion_id(data), model=data.get("modelVersion") or self.model)
+        maker = self._chunks
+        chunks = []
+        for position, candidate in enumerate(_candidates(data)):
+            index = candidate.get("index", position)
+            if index not in self._tool_calls_so_far:
+                self._tool_calls_so_far[index] = 0
+                self._unfinished.add(index)
+                chunks.append(maker.role(index=index))
+            text, tool_calls = _candidate_output(candidate)
+            if text:
+                chunks.append(maker.delta({"content": text}, index=index))
+            if tool_calls:
+                first = self._tool_calls_so_far[index]
+                numbered = [{"index": first + offset, **call} for offset, call in enumerate(tool_calls)]
+                chunks.append(maker.delta({"tool_calls": numbered}, index=index))
+                self._tool_calls_so_far[index] += len(tool_calls)
+            if reason := candidate.get("finishReason"):
+                called = self._tool_calls_so_far[index] > 0
+                chunks.append(maker.finish(_finish_reason(reason, called_tools=called), index=index))
+                self._unfinished.discard(index)
+        if self._tool_calls_so_far and not self._unfinished:
+            self._finished = True
+            chunks.append(maker.usage(_usage(data.get("usageMetadata") or {})))
+        return chunks

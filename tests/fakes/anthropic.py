@@ -1,0 +1,135 @@
+"""A fake Claude-on-Vertex endpoint (rawPredict / streamRawPredict), answering in the shape of
+the recorded traffic: ``input_json_delta`` fragments, ``data:`` lines padded with spaces."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from gateway.providers.shapes import estimate_tokens
+from tests.fakes.behaviours import Reply, Status
+from tests.fakes.server import Conversation, FakeUpstream, ReceivedRequest, plan_reply, split_text
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+class FakeAnthropic(FakeUpstream):
+    paths = ("/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model_and_method}",)
+
+    def provider_options(self, **extra: Any) -> dict:
+        return {"base_url": self.base_url, "project": "fake-project", "location": "us-east5", **extra}
+
+    def is_stream(self, request: ReceivedRequest) -> bool:
+        return request.path.endswith(":streamRawPredict")
+
+    def refusal(self, request: ReceivedRequest) -> Status | None:
+        """What Claude on Vertex refuses that a translation could get wrong."""
+        body = request.json
+        if "model" in body:
+            return Status(400, message="model: Extra inputs are not permitted")
+        if body.get("anthropic_version") != "vertex-2023-10-16" or not body.get("max_tokens"):
+            return Status(400, message="anthropic_version and max_tokens are required")
+        messages = body.get("messages") or []
+        for position, message in enumerate(messages):
+            calls = {block["id"] for block in _blocks(message) if block.get("type") == "tool_use"}
+            following = _blocks(messages[position + 1]) if position + 1 < len(messages) else []
+            answered = {block["tool_use_id"] for block in following if block.get("type") == "tool_result"}
+            if calls - answered:
+                missing = ", ".join(sorted(calls - answered))
+                return Status(
+                    400, message=f"tool_use ids were found without tool_result blocks immediately after: {missing}"
+                )
+        return None
+
+    def answer(self, request: ReceivedRequest, reply: Reply, *, stream: bool) -> Any:
+        plan = plan_reply(reply, _conversation(request.json))
+        model = request.path.rsplit("/", 1)[-1].split(":")[0].replace("@", "-")
+        blocks: list[dict] = [{"type": "text", "text": plan.text}] if plan.text else []
+        blocks += [
+            {"type": "tool_use", "id": "toolu_vrtx_" + secrets.token_hex(12), "name": name, "input": arguments}
+            for name, arguments in plan.tool_calls
+        ]
+        stop_reason = "tool_use" if plan.tool_calls else "end_turn"
+        usage = {
+            "input_tokens": len(request.body) // 4,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": estimate_tokens(plan.text + json.dumps(plan.tool_calls)),
+        }
+        message = {
+            "model": model,
+            "id": "msg_vrtx_" + secrets.token_hex(12),
+            "type": "message",
+            "role": "assistant",
+            "content": blocks,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if not stream:
+            return message
+        start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        events = [_event({"type": "message_start", "message": start}), _event({"type": "ping"})]
+        for index, block in enumerate(blocks):
+            if block["type"] == "text":
+                opening = {"type": "text", "text": ""}
+                deltas = [{"type": "text_delta", "text": piece} for piece in split_text(block["text"])]
+            else:
+                opening = {**block, "input": {}}
+                # Like Claude: an empty fragment first, then the JSON in pieces.
+                fragments = ["", *split_text(json.dumps(block["input"]))]
+                deltas = [{"type": "input_json_delta", "partial_json": fragment} for fragment in fragments]
+            events.append(_event({"type": "content_block_start", "index": index, "content_block": opening}))
+            events += [_event({"type": "content_block_delta", "index": index, "delta": delta}) for delta in deltas]
+            events.append(_event({"type": "content_block_stop", "index": index}))
+        events.append(
+            _event(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": usage["output_tokens"]},
+                }
+            )
+        )
+        events.append(_event({"type": "message_stop"}))
+        return events
+
+    def error_body(self, status: int, message: str, *, stream: bool) -> Any:
+        return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}}
+
+    def error_event(self, status: int, message: str) -> bytes:
+        return _event(self.error_body(status, message, stream=True))
+
+
+def _blocks(message: dict) -> list[dict]:
+    content = message.get("content")
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+
+
+def _conversation(body: dict) -> Conversation:
+    messages = body.get("messages") or []
+    tools = [] if (body.get("tool_choice") or {}).get("type") == "none" else body.get("tools") or []
+    last_blocks = _blocks(messages[-1]) if messages else []
+    results = [block for block in last_blocks if block.get("type") == "tool_result"]
+    return Conversation(
+        tools=[(tool["name"], tool.get("input_schema") or {}) for tool in tools],
+        tool_results=["".join(part.get("text", "") for part in _blocks(result)) for result in results],
+        last_text="".join(block.get("text", "") for block in last_blocks if block.get("type") == "text"),
+    )
+
+
+def _event(data: dict) -> bytes:
+    # Claude on Vertex pads its data lines with a varying run of spaces.
+    padding = " " * (len(data) * 3 % 11)
+    return f"event: {data['type']}\ndata: {json.dumps(data)}{padding}\n\n".encode()

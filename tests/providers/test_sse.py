@@ -1,0 +1,55 @@
+from gateway.providers.sse import SSEEvent, SSEParser
+
+
+def test_it_splits_events_on_blank_lines() -> None:
+    events = SSEParser().feed(b"data: one\n\ndata: two\n\n")
+
+    assert events == [SSEEvent("message", "one"), SSEEvent("message", "two")]
+
+
+def test_it_splits_events_on_crlf_blank_lines() -> None:
+    events = SSEParser().feed(b'data: {"a": 1}\r\n\r\ndata: {"b": 2}\r\n\r\n')
+
+    assert [event.data for event in events] == ['{"a": 1}', '{"b": 2}']
+
+
+def test_it_reassembles_events_fed_one_byte_at_a_time() -> None:
+    parser = SSEParser()
+    body = b"event: ping\r\ndata: caf\xc3\xa9\r\n\r\ndata: two\r\n\r\n"
+
+    events = [event for index in range(len(body)) for event in parser.feed(body[index : index + 1])]
+
+    assert events == [SSEEvent("ping", "café"), SSEEvent("message", "two")]
+
+
+def test_it_keeps_an_event_open_until_its_blank_line_arrives() -> None:
+    parser = SSEParser()
+
+    assert parser.feed(b"data: one\r\n\r") == []
+    assert parser.feed(b"\n") == [SSEEvent("message", "one")]
+
+
+def test_it_keeps_the_padding_after_the_data_and_the_event_name() -> None:
+    events = SSEParser().feed(b'event: message_stop\ndata: {"type":"message_stop"}          \n\n')
+
+    assert events == [SSEEvent("message_stop", '{"type":"message_stop"}          ')]
+
+
+def test_it_ignores_comments_and_joins_data_lines() -> None:
+    events = SSEParser().feed(b": keep-alive\n\ndata: first\ndata: second\n\n")
+
+    assert events == [SSEEvent("message", "first\nsecond")]
+
+
+def test_it_returns_the_last_event_when_the_stream_ends_without_a_blank_line() -> None:
+    parser = SSEParser()
+    parser.feed(b"data: one\n\ndata: last\n")
+
+    assert parser.finish() == [SSEEvent("message", "last")]
+
+
+def test_it_returns_nothing_at_the_end_of_a_complete_stream() -> None:
+    parser = SSEParser()
+    parser.feed(b"data: one\r\n\r\n")
+
+    assert parser.finish() == []
