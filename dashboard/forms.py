@@ -1,0 +1,252 @@
+"""Input of the dashboard's pages. Forms validate and convert; the services do the writing."""
+
+from datetime import UTC, datetime, time, timedelta
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.password_validation import validate_password
+from django.utils import timezone
+
+from analytics.exporters import EXPORTERS
+from analytics.models import ExportSink
+from billing.models import Budget, CatalogModel
+from keys.models import Membership, Organization
+from keys.selectors import key_list, team_list
+
+EMAIL_TAKEN = "There is already an account with this email; sign in instead."
+MONEY_FIELD = {"min_value": 0, "max_digits": 12, "decimal_places": 6}
+
+
+class LocalDateTimeInput(forms.DateTimeInput):
+    input_type = "datetime-local"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(format="%Y-%m-%dT%H:%M", **kwargs)
+
+
+def _datetime_field(label: str) -> forms.DateTimeField:
+    return forms.DateTimeField(
+        label=label, required=False, widget=LocalDateTimeInput(),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+    )
+
+
+def _limit_field(label: str) -> forms.IntegerField:
+    return forms.IntegerField(label=label, required=False, min_value=1, help_text="Empty: no limit.")
+
+
+class EmailField(forms.EmailField):
+    """Emails are usernames; compare them case-insensitively by storing them lower-cased."""
+
+    def clean(self, value):
+        return super().clean(value).lower()
+
+
+class LoginForm(AuthenticationForm):
+    username = forms.CharField(label="Email", widget=forms.EmailInput(attrs={"autofocus": True,
+                                                                           "autocomplete": "email"}))
+
+    def clean(self):
+        if self.cleaned_data.get("username"):
+            self.cleaned_data["username"] = self.cleaned_data["username"].strip().lower()
+        return super().clean()
+
+
+class AccountForm(forms.Form):
+    email = EmailField(widget=forms.EmailInput(attrs={"autocomplete": "email"}))
+    password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"]
+        if get_user_model().objects.filter(username__iexact=email).exists():
+            raise forms.ValidationError(EMAIL_TAKEN)
+        return email
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("password"):
+            user = get_user_model()(username=cleaned.get("email", ""), email=cleaned.get("email", ""))
+            try:
+                validate_password(cleaned["password"], user)
+            except forms.ValidationError as exc:
+                self.add_error("password", exc)
+        return cleaned
+
+
+class SignupForm(AccountForm):
+    org_name = forms.CharField(label="Organization name", max_length=200)
+
+
+class BudgetFields(forms.Form):
+    budget = forms.DecimalField(label="Budget (USD)", required=False, help_text="Empty: no budget.",
+                                **MONEY_FIELD)
+    budget_period = forms.ChoiceField(label="Budget period", choices=Budget.Period.choices,
+                                      initial=Budget.Period.MONTHLY)
+
+
+def model_choices(current: list[str] = ()) -> list[tuple[str, str]]:
+    """The catalog's models, plus any a key already allows (a routing file may add names)."""
+    names = list(CatalogModel.objects.order_by("name").values_list("name", flat=True))
+    names += [name for name in current if name not in names]
+    return [(name, name) for name in names]
+
+
+class KeyForm(BudgetFields):
+    name = forms.CharField(max_length=200, help_text="The agent that will use this key.")
+    team = forms.ModelChoiceField(queryset=None, required=False, empty_label="(no team)")
+    allowed_models = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, help_text="None ticked: every model."
+    )
+    rpm_limit = _limit_field("Requests per minute")
+    tpm_limit = _limit_field("Tokens per minute")
+    max_parallel = _limit_field("Parallel calls")
+    expires = _datetime_field("Expires (UTC)")
+
+    field_order = ["name", "team", "allowed_models", "budget", "budget_period", "rpm_limit", "tpm_limit",
+                   "max_parallel", "expires"]
+
+    def __init__(self, *args, org: Organization, current_models: list[str] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = team_list(org=org)
+        self.fields["allowed_models"].choices = model_choices(current_models)
+
+    def clean_expires(self):
+        expires = self.cleaned_data.get("expires")
+        if expires is not None and expires <= timezone.now():
+            raise forms.ValidationError("The expiry must be in the future.")
+        return expires
+
+
+class TeamForm(BudgetFields):
+    name = forms.CharField(max_length=200)
+
+    field_order = ["name", "budget", "budget_period"]
+
+    def __init__(self, *args, org: Organization, team_id: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.org = org
+        self.team_id = team_id
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if team_list(org=self.org).filter(name=name).exclude(pk=self.team_id).exists():
+            raise forms.ValidationError("There is already a team with this name.")
+        return name
+
+
+class OrgBudgetForm(BudgetFields):
+    pass
+
+
+class OrgSettingsForm(forms.Form):
+    cache_enabled = forms.BooleanField(
+        label="Answer identical requests from the response cache by default", required=False
+    )
+    store_prompts = forms.BooleanField(label="Keep prompt and response bodies in the request log", required=False)
+
+
+class InviteForm(forms.Form):
+    email = EmailField()
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="What the script that uses it does.")
+
+
+class SinkForm(forms.Form):
+    """One form for every sink type; what each type needs and takes is its exporter's to say."""
+
+    type = forms.ChoiceField(choices=ExportSink.Type.choices)
+    url = forms.URLField(label="URL", required=False, assume_scheme="https",
+                         help_text="Overrides the service's endpoint (self-hosted Langfuse, a Datadog site, "
+                                   "an S3-compatible store).")
+    public_key = forms.CharField(required=False, help_text="Langfuse")
+    secret_key = forms.CharField(required=False, widget=forms.PasswordInput, help_text="Langfuse")
+    api_key = forms.CharField(label="API key", required=False, widget=forms.PasswordInput, help_text="Datadog")
+    bucket = forms.CharField(required=False, help_text="S3")
+    prefix = forms.CharField(required=False, help_text="S3")
+    region = forms.CharField(required=False, help_text="S3")
+    access_key_id = forms.CharField(label="Access key id", required=False, help_text="S3")
+    secret_access_key = forms.CharField(label="Secret access key", required=False, widget=forms.PasswordInput,
+                                        help_text="S3")
+
+    def clean(self):
+        cleaned = super().clean()
+        exporter = EXPORTERS.get(cleaned.get("type"))
+        for name in exporter.required if exporter else ():
+            if not cleaned.get(name):
+                self.add_error(name, f"A {cleaned['type']} sink needs this.")
+        return cleaned
+
+    def config(self) -> dict:
+        exporter = EXPORTERS[self.cleaned_data["type"]]
+        return {name: self.cleaned_data[name] for name in (*exporter.required, *exporter.optional)
+                if self.cleaned_data.get(name)}
+
+
+class LogFilterForm(forms.Form):
+    key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    run = forms.CharField(required=False, max_length=200)
+    model = forms.CharField(required=False, max_length=120)
+    deployment = forms.CharField(required=False, max_length=120)
+    status = forms.IntegerField(required=False, min_value=100, max_value=599, help_text="HTTP status")
+    cache = forms.ChoiceField(required=False, choices=[("", "any"), ("hit", "hit"), ("miss", "miss"),
+                                                       ("skip", "skip")])
+    since = _datetime_field("Since (UTC)")
+    until = _datetime_field("Until (UTC)")
+
+    def __init__(self, *args, org: Organization, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["key"].choices = [("", "any key")] + [
+            (key.pk, f"{key.name} · {key.prefix}") for key in key_list(org=org)
+        ]
+
+    def filters(self) -> dict:
+        """The arguments of the log query, leaving out empty fields."""
+        names = {"key": "key_id"}
+        return {names.get(field, field): value for field, value in self.cleaned_data.items()
+                if value not in (None, "")}
+
+
+class RunFilterForm(forms.Form):
+    key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+
+    def __init__(self, *args, org: Organization, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["key"].choices = [("", "any key")] + [
+            (key.pk, f"{key.name} · {key.prefix}") for key in key_list(org=org)
+        ]
+
+
+SPEND_DAYS = 30
+GROUPS = ("day", "key", "team", "model")
+
+
+class SpendForm(forms.Form):
+    """A range of whole UTC days; the default is the last 30."""
+
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}),
+                            help_text="Included.")
+    group_by = forms.ChoiceField(required=False, choices=[(g, g) for g in GROUPS])
+
+    def clean(self):
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since > until:
+            self.add_error("until", "The end of the range is before its start.")
+        return cleaned
+
+    def range(self) -> tuple[datetime, datetime | None]:
+        """[start, end) as UTC datetimes."""
+        since = self.cleaned_data.get("since") if self.is_valid() else None
+        until = self.cleaned_data.get("until") if self.is_valid() else None
+        start = (datetime.combine(since, time.min, UTC) if since
+                 else datetime.combine(timezone.now().date() - timedelta(days=SPEND_DAYS - 1), time.min, UTC))
+        end = datetime.combine(until + timedelta(days=1), time.min, UTC) if until else None
+        return start, end
+
+    def group(self) -> str:
+        return (self.cleaned_data.get("group_by") if self.is_valid() else None) or "day"

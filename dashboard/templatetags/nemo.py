@@ -1,0 +1,82 @@
+"""Formatting for the dashboard: money, durations, statuses."""
+
+import json
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from django import template
+
+register = template.Library()
+
+CENT = Decimal("0.01")
+MICRO = Decimal("0.000001")
+
+
+@register.filter
+def money(value) -> str:
+    """``$x.xx``; amounts under a cent keep their significant digits (``$0.000375``), so a cheap
+    call never shows as ``$0.00``."""
+    if value is None or value == "":
+        return "—"
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return "—"
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    if amount == 0 or amount >= CENT:
+        text = f"{amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"
+    else:
+        text = format(amount.quantize(MICRO, rounding=ROUND_HALF_UP).normalize(), "f")
+    return f"{sign}${text}"
+
+
+@register.filter
+def duration_ms(value) -> str:
+    if value is None or value == "":
+        return "—"
+    ms = int(value)
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms} ms"
+
+
+@register.filter
+def status_class(status) -> str:
+    """A CSS class for an HTTP status or a run/attempt outcome."""
+    text = str(status)
+    if text.isdigit():
+        code = int(text)
+        return "ok" if code < 400 else ("warn" if code in (402, 429) else "bad")
+    return {"ok": "ok", "completed": "ok", "running": "warn", "active": "ok"}.get(text, "bad")
+
+
+@register.filter
+def percent_of(part, whole) -> int:
+    """How much of ``whole`` is ``part``, in whole percent capped at 100, for a progress bar."""
+    try:
+        part, whole = Decimal(str(part)), Decimal(str(whole))
+    except InvalidOperation:
+        return 0
+    if whole <= 0:
+        return 100 if part > 0 else 0
+    return int(min(part / whole * 100, Decimal(100)))
+
+
+@register.filter
+def pretty_json(value) -> str:
+    """A stored request or response body, indented; the template escapes it."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+@register.filter
+def sink_target(sink) -> str:
+    """Where a sink sends to, without any of its secrets."""
+    config = sink.config or {}
+    if config.get("bucket"):
+        return f"s3://{config['bucket']}/{config.get('prefix', '')}"
+    return config.get("url") or "the service's default endpoint"
+
+
+@register.simple_tag(takes_context=True)
+def nav_class(context, path: str) -> str:
+    """``current`` for the nav entry of the section the page belongs to (its path prefix)."""
+    request = context.get("request")
+    return "current" if request is not None and request.path.startswith(path) else ""

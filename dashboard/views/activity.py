@@ -1,0 +1,49 @@
+"""What the keys did: the request log, one call, the runs, and one run as a timeline."""
+
+from django.http import HttpRequest, HttpResponse
+
+from analytics.selectors import log_get, log_list, run_get, run_list
+from dashboard.forms import LogFilterForm, RunFilterForm
+from dashboard.orgs import org_page, render_page
+from keys.models import Membership
+
+STALE_CURSOR = "That page link is no longer valid; showing the newest calls."
+LOG_PAGE = 50
+RUNS_SHOWN = 50
+
+
+@org_page()
+def log(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = LogFilterForm(request.GET, org=membership.org)
+    if not form.is_valid():
+        return render_page(request, membership, "dashboard/log.html", {"form": form, "page": None}, status=400)
+    filters = form.filters()
+    notice = None
+    try:
+        page = log_list(org=membership.org, cursor=request.GET.get("cursor") or None, limit=LOG_PAGE, **filters)
+    except ValueError:
+        notice = STALE_CURSOR
+        page = log_list(org=membership.org, limit=LOG_PAGE, **filters)
+    return render_page(request, membership, "dashboard/log.html",
+                       {"form": form, "page": page, "notice": notice, "filtered": bool(filters)})
+
+
+@org_page()
+def log_detail(request: HttpRequest, membership: Membership, request_id: str) -> HttpResponse:
+    row = log_get(org=membership.org, request_id=request_id)
+    return render_page(request, membership, "dashboard/log_detail.html", {"row": row})
+
+
+@org_page()
+def runs(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = RunFilterForm(request.GET, org=membership.org)
+    key_id = form.cleaned_data["key"] if form.is_valid() else None
+    items = run_list(org=membership.org, key_id=key_id, limit=RUNS_SHOWN)
+    return render_page(request, membership, "dashboard/runs.html", {"form": form, "runs": items},
+                       status=200 if form.is_valid() else 400)
+
+
+@org_page()
+def run_detail(request: HttpRequest, membership: Membership, run_id: str) -> HttpResponse:
+    run = run_get(org=membership.org, run_id=run_id)
+    return render_page(request, membership, "dashboard/run_detail.html", {"run": run})

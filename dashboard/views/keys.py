@@ -1,0 +1,131 @@
+"""The keys page: issue a key per agent, see its spend against its budget, revoke, rotate, edit."""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+
+from analytics.selectors import key_spend
+from billing.models import Budget
+from billing.selectors import budget_list
+from dashboard.forms import KeyForm
+from dashboard.orgs import org_page, render_page
+from dashboard.services import key_change, key_issue
+from keys.access import MANAGE
+from keys.audit import Actor
+from keys.models import Membership, VirtualKey
+from keys.selectors import key_get, key_list
+from keys.services import virtual_key_revoke, virtual_key_rotate
+
+ZERO = Decimal("0")
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    key: VirtualKey
+    spend: Decimal
+    budget: Budget | None
+
+    @property
+    def state(self) -> str:
+        if self.key.revoked:
+            return "revoked"
+        return "active" if self.key.is_active() else "expired"
+
+
+def _key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
+    # key_spend counts each key's spend in its budget's current period, all time without one.
+    spend = key_spend(org=membership.org)
+    budgets = {b.key_id: b for b in budget_list(org=membership.org) if b.scope == Budget.Scope.KEY}
+    return [KeyRow(key=key, spend=spend.get(key.pk, ZERO), budget=budgets.get(key.pk)) for key in keys]
+
+
+@org_page()
+def keys(request: HttpRequest, membership: Membership) -> HttpResponse:
+    rows = _key_rows(membership, list(key_list(org=membership.org)))
+    return render_page(request, membership, "dashboard/keys.html", {"rows": rows})
+
+
+@org_page()
+def key_detail(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    key = key_get(org=membership.org, pk=pk)
+    (row,) = _key_rows(membership, [key])
+    return render_page(request, membership, "dashboard/key_detail.html", {"row": row, "key": key})
+
+
+def _form_values(form: KeyForm) -> dict:
+    return {name: form.cleaned_data[name] for name in (
+        "name", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "expires", "budget",
+        "budget_period")}
+
+
+@never_cache
+@org_page(MANAGE)
+def key_new(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = KeyForm(request.POST or None, org=membership.org)
+    if request.method == "POST" and form.is_valid():
+        key, secret = key_issue(org=membership.org, actor=Actor.of_user(request.user), **_form_values(form))
+        return render_page(request, membership, "dashboard/key_secret.html",
+                           {"key": key, "secret": secret, "what": "issued"})
+    return render_page(request, membership, "dashboard/key_form.html", {"form": form, "key": None})
+
+
+@org_page(MANAGE)
+def key_edit(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    key = key_get(org=membership.org, pk=pk)
+    budget = budget_list(org=membership.org).filter(scope=Budget.Scope.KEY, key=key).first()
+    initial = {
+        "name": key.name, "team": key.team_id, "allowed_models": key.allowed_models,
+        "rpm_limit": key.rpm_limit, "tpm_limit": key.tpm_limit, "max_parallel": key.max_parallel,
+        "expires": key.expires,
+        "budget": budget.amount if budget else None,
+        "budget_period": budget.period if budget else Budget.Period.MONTHLY,
+    }
+    form = KeyForm(request.POST or None, initial=initial, org=membership.org, current_models=key.allowed_models)
+    if request.method == "POST" and form.is_valid():
+        key_change(key=key, actor=Actor.of_user(request.user), **_form_values(form))
+        messages.success(request, f"Saved the limits of {key.name}.")
+        return redirect("dashboard:key_detail", pk=key.pk)
+    return render_page(request, membership, "dashboard/key_form.html", {"form": form, "key": key})
+
+
+@org_page(MANAGE)
+def key_revoke(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    key = key_get(org=membership.org, pk=pk)
+    if request.method == "POST":
+        virtual_key_revoke(key=key, actor=Actor.of_user(request.user))
+        messages.success(request, f"Revoked {key.name} ({key.prefix}…). Calls with it are refused from now on.")
+        return redirect("dashboard:keys")
+    return render_page(request, membership, "dashboard/confirm.html", {
+        "title": f"Revoke {key.name}?",
+        "text": f"Calls with {key.prefix}… will be refused at once. This cannot be undone.",
+        "button": "Revoke key",
+        "cancel": reverse("dashboard:key_detail", args=[key.pk]),
+        "danger": True,
+    })
+
+
+@never_cache
+@org_page(MANAGE)
+def key_rotate(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    key = key_get(org=membership.org, pk=pk)
+    if key.revoked is not None:
+        messages.error(request, "A revoked key cannot be rotated.")
+        return redirect("dashboard:key_detail", pk=key.pk)
+    if request.method == "POST":
+        key, secret = virtual_key_rotate(key=key, actor=Actor.of_user(request.user))
+        return render_page(request, membership, "dashboard/key_secret.html",
+                           {"key": key, "secret": secret, "what": "rotated"})
+    return render_page(request, membership, "dashboard/confirm.html", {
+        "title": f"Rotate {key.name}?",
+        "text": (f"A new secret replaces {key.prefix}…; the old one stops working at once. "
+                 "Budget, limits and history stay with the key."),
+        "button": "Rotate secret",
+        "cancel": reverse("dashboard:key_detail", args=[key.pk]),
+        "danger": False,
+    })
+

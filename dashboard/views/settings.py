@@ -1,0 +1,129 @@
+"""Org settings: cache and prompt storage, export sinks and their health, tokens, members."""
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from analytics.selectors import sink_get, sink_list
+from analytics.services import sink_create, sink_delete
+from dashboard.forms import InviteForm, OrgSettingsForm, SinkForm, TokenForm
+from dashboard.orgs import org_page, render_page
+from dashboard.selectors import org_token_get
+from keys.access import MANAGE, OWN
+from keys.audit import Actor
+from keys.models import Membership
+from keys.selectors import member_list, org_token_list
+from keys.services import invitation_create, org_token_create, org_token_revoke, organization_settings_update
+
+
+def _settings_page(request: HttpRequest, membership: Membership, status: int = 200, **forms) -> HttpResponse:
+    org = membership.org
+    context = {
+        "settings_form": OrgSettingsForm(initial={"cache_enabled": org.cache_enabled,
+                                                  "store_prompts": org.store_prompts}),
+        "sink_form": SinkForm(),
+        "token_form": TokenForm(),
+        "invite_form": InviteForm(),
+        "sinks": sink_list(org=org),
+        "tokens": org_token_list(org=org),
+        "members": member_list(org=org),
+    }
+    context.update(forms)
+    return render_page(request, membership, "dashboard/settings.html", context, status=status)
+
+
+@org_page()
+def settings_page(request: HttpRequest, membership: Membership) -> HttpResponse:
+    return _settings_page(request, membership)
+
+
+@require_POST
+@org_page(MANAGE)
+def org_settings(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = OrgSettingsForm(request.POST)
+    if not form.is_valid():
+        return _settings_page(request, membership, settings_form=form, status=400)
+    organization_settings_update(org=membership.org, actor=Actor.of_user(request.user), **form.cleaned_data)
+    messages.success(request, "Saved the organization's settings.")
+    return redirect("dashboard:settings")
+
+
+@require_POST
+@org_page(MANAGE)
+def sink_new(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = SinkForm(request.POST)
+    if form.is_valid():
+        try:
+            sink_create(org=membership.org, type=form.cleaned_data["type"], config=form.config(),
+                        actor=Actor.of_user(request.user))
+        except ValueError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Added a {form.cleaned_data['type']} sink.")
+            return redirect("dashboard:settings")
+    return _settings_page(request, membership, sink_form=form, status=400)
+
+
+@org_page(MANAGE)
+def sink_remove(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    sink = sink_get(org=membership.org, pk=pk)
+    if request.method == "POST":
+        sink_delete(sink=sink, actor=Actor.of_user(request.user))
+        messages.success(request, f"Removed the {sink.type} sink.")
+        return redirect("dashboard:settings")
+    return render_page(request, membership, "dashboard/confirm.html", {
+        "title": f"Remove the {sink.type} sink?",
+        "text": "Calls not yet exported to it will not be sent.",
+        "button": "Remove sink",
+        "cancel": reverse("dashboard:settings"),
+        "danger": True,
+    })
+
+
+@never_cache
+@require_POST
+@org_page(MANAGE)
+def token_new(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = TokenForm(request.POST)
+    if not form.is_valid():
+        return _settings_page(request, membership, token_form=form, status=400)
+    token, secret = org_token_create(org=membership.org, name=form.cleaned_data["name"],
+                                     actor=Actor.of_user(request.user))
+    return render_page(request, membership, "dashboard/shown_once.html", {
+        "title": f"Token {token.name}",
+        "secret": secret,
+        "text": "Scripts send it as Authorization: Bearer … to the management API. It is shown only now.",
+        "back": "dashboard:settings",
+    })
+
+
+@require_POST
+@org_page(MANAGE)
+def token_revoke(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    token = org_token_get(org=membership.org, pk=pk)
+    if token.revoked is None:
+        org_token_revoke(token=token, actor=Actor.of_user(request.user))
+    messages.success(request, f"Revoked token {token.name}.")
+    return redirect("dashboard:settings")
+
+
+@never_cache
+@require_POST
+@org_page(OWN)
+def member_invite(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = InviteForm(request.POST)
+    if not form.is_valid():
+        return _settings_page(request, membership, invite_form=form, status=400)
+    invitation, token = invitation_create(org=membership.org, email=form.cleaned_data["email"],
+                                          role=form.cleaned_data["role"], actor=Actor.of_user(request.user))
+    link = request.build_absolute_uri(reverse("dashboard:invite", args=[token]))
+    return render_page(request, membership, "dashboard/shown_once.html", {
+        "title": f"Invitation for {invitation.email}",
+        "secret": link,
+        "text": f"Send this link to {invitation.email}; it makes them {invitation.role} of "
+                f"{membership.org.name}, works once, and is shown only now.",
+        "back": "dashboard:settings",
+    })

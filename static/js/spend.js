@@ -1,0 +1,49 @@
+// Draws the spend charts from the page's json_script data with the vendored Chart.js.
+(function () {
+  "use strict";
+  var source = document.getElementById("spend-data");
+  if (!source || typeof Chart === "undefined") return;
+  var data = JSON.parse(source.textContent);
+  var money = function (value) {
+    return "$" + (value >= 0.01 || value === 0 ? value.toFixed(2) : value.toPrecision(2));
+  };
+
+  // Key names can be long; on a phone the bars need the room more than the whole name does.
+  var shortLabel = function (value) {
+    var label = this.getLabelForValue(value);
+    return label.length > 22 ? label.slice(0, 21) + "…" : label;
+  };
+
+  document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
+    var group = canvas.getAttribute("data-chart");
+    var rows = data[group] || [];
+    new Chart(canvas, {
+      type: group === "day" ? "line" : "bar",
+      data: {
+        labels: rows.map(function (row) { return row.group || "(none)"; }),
+        datasets: [{
+          label: "Spend (USD)",
+          // Costs arrive as decimal strings (exact money); a chart only needs their size.
+          data: rows.map(function (row) { return Number(row.cost); }),
+          backgroundColor: "rgba(31, 95, 191, 0.55)",
+          borderColor: "#1f5fbf",
+          fill: group === "day",
+          tension: 0.2,
+          maxBarThickness: 28
+        }]
+      },
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        indexAxis: group === "day" ? "x" : "y",
+        plugins: {
+          legend: { display: false },
+          tooltip: { callbacks: { label: function (ctx) { return money(ctx.parsed[group === "day" ? "y" : "x"]); } } }
+        },
+        scales: group === "day"
+          ? { y: { beginAtZero: true, ticks: { callback: money } } }
+          : { x: { beginAtZero: true, ticks: { callback: money } }, y: { ticks: { callback: shortLabel } } }
+      }
+    });
+  });
+})();

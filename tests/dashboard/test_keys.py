@@ -1,0 +1,247 @@
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from billing.models import Budget
+from billing.services import budget_set
+from keys.models import VirtualKey
+from keys.secrets import matches
+from keys.services import team_create, virtual_key_create
+
+pytestmark = pytest.mark.django_db
+
+NEW_KEY = {
+    "name": "support-bot",
+    "allowed_models": ["gemini-2.5-flash"],
+    "budget": "5.00",
+    "budget_period": "monthly",
+    "rpm_limit": "60",
+    "tpm_limit": "100000",
+    "max_parallel": "4",
+    "expires": "",
+}
+
+
+def _secret_in(response) -> str:
+    return re.search(r"sk-nemo-[\w-]{40,}", response.content.decode()).group(0)
+
+
+def test_keys_page_lists_the_orgs_keys_with_their_spend_and_budget(owner_client, key, org, system_actor, make_log):
+    budget_set(org=org, key=key, amount=Decimal("5.00"), period="none", actor=system_actor)
+    make_log(key, cost=Decimal("2.40"))
+
+    page = owner_client.get("/keys/").content.decode()
+
+    assert "researcher" in page
+    assert f"sk-nemo-{key.prefix}" in page
+    assert "$2.40" in page
+    assert "$5.00" in page
+
+
+def test_keys_page_does_not_show_another_orgs_keys(owner_client, other_key):
+    page = owner_client.get("/keys/").content.decode()
+
+    assert "their-agent" not in page
+    assert other_key.prefix not in page
+
+
+def test_a_member_reads_the_keys_page_without_the_issue_button(member_client, key):
+    response = member_client.get("/keys/")
+
+    assert response.status_code == 200
+    assert "researcher" in response.content.decode()
+    assert "/keys/new/" not in response.content.decode()
+
+
+def test_an_owner_issues_a_key_and_sees_its_secret_once(owner_client, org):
+    response = owner_client.post("/keys/new/", NEW_KEY)
+
+    assert response.status_code == 200
+    secret = _secret_in(response)
+    key = VirtualKey.objects.get(org=org, name="support-bot")
+    assert matches(secret, key.secret_hash)
+    assert "no-store" in response["Cache-Control"]
+    assert secret not in owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+
+def test_issuing_a_key_sets_its_limits_and_budget(owner_client, org):
+    owner_client.post("/keys/new/", NEW_KEY)
+
+    key = VirtualKey.objects.get(org=org, name="support-bot")
+    assert (key.allowed_models, key.rpm_limit, key.tpm_limit, key.max_parallel) == (
+        ["gemini-2.5-flash"], 60, 100000, 4)
+    budget = Budget.objects.get(key=key)
+    assert (budget.amount, budget.period) == (Decimal("5.00"), "monthly")
+
+
+def test_an_admin_issues_a_key(admin_client, org):
+    response = admin_client.post("/keys/new/", NEW_KEY)
+
+    assert response.status_code == 200
+    assert VirtualKey.objects.filter(org=org, name="support-bot").exists()
+
+
+def test_a_member_cannot_issue_a_key(member_client, org):
+    response = member_client.post("/keys/new/", NEW_KEY)
+
+    assert response.status_code == 403
+    assert not VirtualKey.objects.filter(org=org, name="support-bot").exists()
+
+
+def test_a_key_cannot_be_put_in_another_orgs_team(owner_client, org, other_org, system_actor):
+    their_team = team_create(org=other_org, name="theirs", actor=system_actor)
+
+    response = owner_client.post("/keys/new/", {**NEW_KEY, "team": their_team.pk})
+
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert not VirtualKey.objects.filter(org=org, name="support-bot").exists()
+
+
+def test_a_key_cannot_expire_in_the_past(owner_client, org):
+    yesterday = (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+
+    response = owner_client.post("/keys/new/", {**NEW_KEY, "expires": yesterday})
+
+    assert "must be in the future" in response.content.decode()
+    assert not VirtualKey.objects.filter(org=org, name="support-bot").exists()
+
+
+def test_a_negative_budget_is_refused(owner_client, org):
+    response = owner_client.post("/keys/new/", {**NEW_KEY, "budget": "-1"})
+
+    assert response.status_code == 200
+    assert not VirtualKey.objects.filter(org=org, name="support-bot").exists()
+
+
+def test_revoking_asks_first_and_a_get_changes_nothing(owner_client, key):
+    response = owner_client.get(f"/keys/{key.pk}/revoke/")
+
+    assert response.status_code == 200
+    assert "Revoke researcher?" in response.content.decode()
+    key.refresh_from_db()
+    assert key.revoked is None
+
+
+def test_an_owner_revokes_a_key(owner_client, key):
+    response = owner_client.post(f"/keys/{key.pk}/revoke/")
+
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert key.revoked is not None
+    assert "revoked" in owner_client.get("/keys/").content.decode()
+
+
+def test_a_member_cannot_revoke_a_key(member_client, key):
+    response = member_client.post(f"/keys/{key.pk}/revoke/")
+
+    assert response.status_code == 403
+    key.refresh_from_db()
+    assert key.revoked is None
+
+
+def test_rotating_shows_a_new_secret_that_replaces_the_old_one(owner_client, org, system_actor):
+    key, old_secret = virtual_key_create(org=org, name="rotating", actor=system_actor)
+
+    response = owner_client.post(f"/keys/{key.pk}/rotate/")
+
+    new_secret = _secret_in(response)
+    key.refresh_from_db()
+    assert new_secret != old_secret
+    assert matches(new_secret, key.secret_hash)
+    assert not matches(old_secret, key.secret_hash)
+
+
+def test_a_member_cannot_rotate_a_key(member_client, key):
+    prefix = key.prefix
+
+    response = member_client.post(f"/keys/{key.pk}/rotate/")
+
+    assert response.status_code == 403
+    key.refresh_from_db()
+    assert key.prefix == prefix
+
+
+def test_a_revoked_key_cannot_be_rotated(owner_client, key):
+    owner_client.post(f"/keys/{key.pk}/revoke/")
+    prefix = VirtualKey.objects.get(pk=key.pk).prefix
+
+    owner_client.post(f"/keys/{key.pk}/rotate/")
+
+    assert VirtualKey.objects.get(pk=key.pk).prefix == prefix
+
+
+def test_editing_a_key_changes_its_limits_team_and_budget(owner_client, key, org, system_actor):
+    team = team_create(org=org, name="research", actor=system_actor)
+
+    response = owner_client.post(f"/keys/{key.pk}/edit/", {
+        "name": "researcher-2", "team": team.pk, "rpm_limit": "30", "budget": "2.50", "budget_period": "daily",
+    })
+
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert (key.name, key.team, key.rpm_limit, key.tpm_limit) == ("researcher-2", team, 30, None)
+    assert Budget.objects.get(key=key).amount == Decimal("2.50")
+
+
+def test_emptying_the_budget_of_a_key_removes_it(owner_client, key, org, system_actor):
+    budget_set(org=org, key=key, amount=Decimal("1.00"), period="none", actor=system_actor)
+
+    owner_client.post(f"/keys/{key.pk}/edit/", {"name": "researcher", "budget": "", "budget_period": "none"})
+
+    assert not Budget.objects.filter(key=key).exists()
+
+
+def test_the_edit_form_starts_from_the_keys_current_values(owner_client, key, org, system_actor):
+    budget_set(org=org, key=key, amount=Decimal("3.25"), period="weekly", actor=system_actor)
+
+    page = owner_client.get(f"/keys/{key.pk}/edit/").content.decode()
+
+    assert 'value="researcher"' in page
+    assert 'value="3.250000"' in page
+    assert '<option value="weekly" selected>' in page
+
+
+def test_a_member_cannot_edit_a_key(member_client, key):
+    response = member_client.post(f"/keys/{key.pk}/edit/", {"name": "hijacked", "budget_period": "none"})
+
+    assert response.status_code == 403
+    key.refresh_from_db()
+    assert key.name == "researcher"
+
+
+@pytest.mark.parametrize("path", ["/keys/{pk}/", "/keys/{pk}/edit/", "/keys/{pk}/revoke/", "/keys/{pk}/rotate/"])
+def test_an_outsider_gets_404_for_another_orgs_key(outsider_client, key, path):
+    assert outsider_client.get(path.format(pk=key.pk)).status_code == 404
+    assert outsider_client.post(path.format(pk=key.pk)).status_code == 404
+
+
+def test_an_outsider_cannot_revoke_another_orgs_key(outsider_client, key):
+    outsider_client.post(f"/keys/{key.pk}/revoke/")
+
+    key.refresh_from_db()
+    assert key.revoked is None
+
+
+def test_a_key_that_does_not_exist_is_404_like_another_orgs(owner_client):
+    assert owner_client.get("/keys/999999/").status_code == 404
+
+
+def test_the_key_page_links_to_its_calls_and_runs(owner_client, key):
+    page = owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+    assert f"/log/?key={key.pk}" in page
+    assert f"/runs/?key={key.pk}" in page
+
+
+def test_team_choices_are_the_orgs_teams(owner_client, org, other_org, system_actor):
+    team_create(org=org, name="ours", actor=system_actor)
+    team_create(org=other_org, name="not-ours", actor=system_actor)
+
+    page = owner_client.get("/keys/new/").content.decode()
+
+    assert ">ours</option>" in page
+    assert "not-ours" not in page

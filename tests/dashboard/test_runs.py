@@ -1,0 +1,108 @@
+import re
+from decimal import Decimal
+
+import pytest
+
+from billing.services import budget_set
+from keys.services import virtual_key_create
+
+pytestmark = pytest.mark.django_db
+
+FELL_BACK = [{"deployment": "flash-vertex", "outcome": "timeout", "latency_ms": 30000},
+             {"deployment": "flash-backup", "outcome": "ok", "latency_ms": 640}]
+TOOL_CALL = [{"name": "lookup", "arguments": "{}"}]
+
+
+@pytest.fixture
+def run(key, org, system_actor, make_log):
+    """A run of three steps; the second one fell back, two made tool calls."""
+    budget_set(org=org, key=key, amount=Decimal("5.00"), period="none", actor=system_actor)
+    return [
+        make_log(key, run_id="agent-run", cost=Decimal("1.00"), tool_calls=TOOL_CALL),
+        make_log(key, run_id="agent-run", cost=Decimal("0.90"), attempts=FELL_BACK, deployment="flash-backup",
+                 tool_calls=TOOL_CALL),
+        make_log(key, run_id="agent-run", cost=Decimal("0.50")),
+    ]
+
+
+def test_the_run_card_sums_up_the_run(owner_client, key, run):
+    page = owner_client.get("/runs/agent-run").content.decode()
+
+    assert f"sk-nemo-{key.prefix}" in page
+    assert "3 calls" in page
+    assert "step 2" in page
+    assert "completed" in page
+    assert "$2.40 / $5.00" in page
+    assert "2 / 3" in page
+
+
+def test_the_run_shows_its_steps_as_a_timeline(owner_client, run):
+    page = owner_client.get("/runs/agent-run").content.decode()
+
+    assert page.count('<li class="') == 3
+    assert page.count('<li class="fallback') == 1
+    assert "flash-backup" in page
+    assert "lookup" in page
+    for step in run:
+        assert f"/log/{step.request_id}/" in page
+
+
+def test_a_run_whose_last_call_failed_is_failed(owner_client, key, make_log):
+    make_log(key, run_id="broken")
+    make_log(key, run_id="broken", status=502)
+
+    page = owner_client.get("/runs/broken").content.decode()
+
+    assert "failed" in page
+
+
+def test_run_ids_may_contain_slashes(owner_client, key, make_log):
+    make_log(key, run_id="team/agent/42")
+
+    assert owner_client.get("/runs/team/agent/42").status_code == 200
+
+
+def test_the_runs_list_shows_the_orgs_runs(owner_client, run, other_key, make_log):
+    make_log(other_key, run_id="their-run")
+
+    page = owner_client.get("/runs/").content.decode()
+
+    assert "/runs/agent-run" in page
+    assert "$2.40" in page
+    assert "their-run" not in page
+
+
+def test_the_runs_list_filters_by_key(owner_client, org, run, system_actor, make_log):
+    second, _ = virtual_key_create(org=org, name="second", actor=system_actor)
+    make_log(second, run_id="second-run")
+
+    page = owner_client.get(f"/runs/?key={second.pk}").content.decode()
+
+    assert "second-run" in page
+    assert "agent-run" not in page
+
+
+def test_a_bad_key_filter_on_runs_is_a_400(owner_client):
+    assert owner_client.get("/runs/?key=abc").status_code == 400
+
+
+def test_a_member_reads_a_run(member_client, run):
+    assert member_client.get("/runs/agent-run").status_code == 200
+
+
+def test_an_outsider_gets_404_for_another_orgs_run(outsider_client, run):
+    assert outsider_client.get("/runs/agent-run").status_code == 404
+
+
+def test_a_run_that_does_not_exist_is_404(owner_client):
+    assert owner_client.get("/runs/nothing-here").status_code == 404
+
+
+def test_a_run_id_with_spaces_and_question_marks_is_linked_and_opens(owner_client, key, make_log):
+    make_log(key, run_id="nightly batch #3?x=1")
+    link = re.search(r'href="(/runs/nightly[^"]+)"', owner_client.get("/runs/").content.decode()).group(1)
+
+    response = owner_client.get(link)
+
+    assert response.status_code == 200
+    assert "nightly batch #3?x=1" in response.content.decode()
