@@ -1,0 +1,173 @@
+"""The printed tables and their verdict lines, from the results dict that also goes to JSON."""
+
+from __future__ import annotations
+
+TARGET_RATIO = 0.40
+TARGET_ADDED_P50_MS = 2.0
+TARGET_STREAMS = 2000
+
+MODES = ("non-streamed", "streamed")
+TARGETS = (("upstream", "upstream direct"), ("passthrough", "pass-through"), ("gateway", "gateway"))
+
+
+def _number(value, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
+
+
+def _table(headings: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[column]) for row in [headings, *rows]) for column in range(len(headings))]
+
+    def line(cells: list[str]) -> str:
+        first, *rest = cells
+        aligned = [cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True)]
+        return "  ".join([first.ljust(widths[0]), *aligned])
+
+    return [line(headings), *(line(row) for row in rows)]
+
+
+def _cpu(run: dict) -> str:
+    cpu = run.get("cpu")
+    if not cpu:
+        return "-"
+    pinned = f"{cpu['server']}% / {cpu['helpers']}%  " if "server" in cpu else ""
+    return f"{pinned}{cpu['outside_harness']}%"
+
+
+def _throughput_rows(results: dict) -> list[str]:
+    config = results["config"]
+    rows = []
+    for mode in MODES:
+        for key, label in TARGETS:
+            run = results["throughput"].get(mode, {}).get(key)
+            if run is None:
+                rows.append([mode, label, "not run", "", "", "", ""])
+                continue
+            rows.append([mode, label, f"{run['rps']:.0f}", f"{run['p50_ms']:.2f}", f"{run['p99_ms']:.2f}",
+                         str(run["errors"]), _cpu(run)])
+        rows.append([mode, "gateway / pass-through", _number(results["ratio"].get(mode), ".2f"), "", "", "", ""])
+    return [
+        f"Throughput (wrk, closed loop, {config['connections']} connections, {config['threads']} thread(s), "
+        f"{config['duration_s']:g} s measured after {config['warmup_s']:g} s warm-up)",
+        *_table(["mode", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU: server / helpers  outside"], rows),
+    ]
+
+
+def _latency_rows(results: dict) -> list[str]:
+    rows = []
+    for mode in MODES:
+        for key, label in TARGETS[1:]:
+            run = results["latency"].get(mode, {}).get(key)
+            if run is None:
+                rows.append([mode, label, "not run", "", "", "", "", ""])
+                continue
+            target, direct = run["target"], run["direct"]
+            errors = sum(target["errors"].values()) + sum(direct["errors"].values())
+            rows.append([
+                mode, label, f"{target['rate']:.0f}", f"{run['added_p50_ms']:+.2f}", f"{run['added_p99_ms']:+.2f}",
+                f"{target['p50_ms']:.2f} / {target['p99_ms']:.2f}", f"{direct['p50_ms']:.2f} / {direct['p99_ms']:.2f}",
+                str(errors),
+            ])
+    return [
+        "Added latency at half load (fixed arrival rate = half of the target's own req/s above; added = the",
+        "target's percentile minus the same percentile of the upstream called directly at the same rate)",
+        *_table(["mode", "target", "rate/s", "p50 added ms", "p99 added ms", "target p50 / p99",
+                 "direct p50 / p99", "errors"], rows),
+    ]
+
+
+def _memory_rows(results: dict) -> list[str]:
+    memory = results["memory"]
+    if not memory:
+        return ["Concurrent slow streams: not run"]
+    config = results["config"]
+    rows = []
+    for key, label in TARGETS[1:]:
+        run = memory.get(key)
+        if run is None:
+            rows.append([label, "not run", "", "", "", "", "", ""])
+            continue
+        rows.append([
+            label, str(run["completed"]), str(sum(run["errors"].values())), str(run["peak_open"]),
+            str(run["upstream_peak_streams"]), _number(run["seconds_to_open_all"], ".1f"),
+            f"{run['idle_rss_mib']:.1f}", f"{run['peak_rss_mib']:.1f}",
+        ])
+    lines = [
+        f"Concurrent slow streams ({config['streams']} streams, one chunk a second, all held open together for "
+        f"{config['hold_seconds']:g} s; RSS of the server's worker process)",
+        *_table(["target", "completed", "errors", "open at once (client)", "open at once (upstream)",
+                 "s to open all", "idle RSS MB", "peak RSS MB"], rows),
+    ]
+    for key, label in TARGETS[1:]:
+        if memory.get(key, {}).get("errors"):
+            lines.append(f"{label} errors: {memory[key]['errors']}")
+    return lines
+
+
+def verdicts(results: dict) -> list[tuple[bool | None, str]]:
+    lines: list[tuple[bool | None, str]] = []
+    for mode in MODES:
+        ratio = results["ratio"].get(mode)
+        lines.append(
+            (None if ratio is None else ratio >= TARGET_RATIO,
+             f"{mode} throughput gateway / pass-through {_number(ratio, '.2f')} (target >= {TARGET_RATIO:.2f})")
+        )
+    for mode in MODES:
+        run = results["latency"].get(mode, {}).get("gateway")
+        added = None if run is None else run["added_p50_ms"]
+        lines.append(
+            (None if added is None else added <= TARGET_ADDED_P50_MS,
+             f"{mode} p50 added latency at half load {_number(added, '+.2f')} ms "
+             f"(target <= {TARGET_ADDED_P50_MS:g} ms)")
+        )
+    run = results["memory"].get("gateway")
+    if run is None:
+        lines.append((None, f"{TARGET_STREAMS} concurrent streams held with no error: not run"))
+    else:
+        held = (run["completed"] == run["streams"] >= TARGET_STREAMS and not run["errors"]
+                and run["all_open_at_once"])
+        lines.append((held, f"{TARGET_STREAMS} concurrent streams held with no error: {run['completed']}/"
+                            f"{run['streams']} completed, {sum(run['errors'].values())} errors, "
+                            f"peak worker RSS {run['peak_rss_mib']:.1f} MB"))
+    return lines
+
+
+NOISY_PERCENT = 15
+
+
+def _noise(results: dict) -> str | None:
+    """Other work on the machine during the runs that measure no database (the gateway's Postgres
+    and Redis legitimately count as outside work)."""
+    outside = [
+        run["cpu"]["outside_harness"]
+        for mode in MODES
+        for key in ("upstream", "passthrough")
+        if (run := results["throughput"].get(mode, {}).get(key)) and run.get("cpu")
+    ]
+    idle = results.get("idle_machine_busy_percent") or 0
+    worst = max([idle, *outside])
+    if worst < NOISY_PERCENT:
+        return None
+    return (f"other processes used up to {worst}% of a CPU during the run (before it: {idle}%); "
+            "the figures are low and noisy, run again on a quiet machine")
+
+
+def render(results: dict) -> str:
+    env = results["environment"]
+    lines = [
+        "Nemo Router bench",
+        f"machine: {env['cpus']} CPUs ({env['cpu_model']}), commit {env['commit']}",
+        f"pinning: {env['pinning']}",
+        f"servers: {env['server_stack']}, 1 worker each",
+    ]
+    noise = _noise(results)
+    if noise:
+        lines.append(f"WARNING: {noise}")
+    if results.get("gateway_error"):
+        lines.append(f"GATEWAY NOT MEASURED: {results['gateway_error']}")
+    lines += ["", *_throughput_rows(results), "", *_latency_rows(results), "", *_memory_rows(results), ""]
+    if results.get("request_log_rows") is not None:
+        lines.append(f"Request log rows the gateway wrote during the run: {results['request_log_rows']}")
+    lines.append("Targets:")
+    for passed, text in verdicts(results):
+        lines.append(f"  [{ {True: 'PASS', False: 'MISS', None: '----'}[passed] }] {text}")
+    return "\n".join(lines)
