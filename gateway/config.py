@@ -13,10 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from gateway.providers import build_provider
+from gateway.providers import PROVIDER_TYPES, build_provider
 from gateway.providers.base import Provider, ProviderConfig
 
-PROVIDER_TYPES = ("vertex_gemini", "vertex_anthropic", "openai", "mock")
 ROUTING_MODES = ("ordered", "latency")
 DEFAULT_TIMEOUT_S = 60.0
 

@@ -1,0 +1,79 @@
+"""The routing file: what it maps, and a clear message when it is wrong."""
+
+from decimal import Decimal
+
+import pytest
+
+from gateway.config import CatalogEntry, ConfigError, Price, build_config, default_raw_config
+
+CATALOG = {
+    "gemini-2.5-flash": CatalogEntry("gemini-2.5-flash", Price(Decimal("0.30"), Decimal("0.03"), Decimal("2.50")),
+                                     65536, frozenset({"tools", "streaming"})),
+    "claude-3-7-sonnet": CatalogEntry("claude-3-7-sonnet", Price(Decimal("3"), Decimal("0.3"), Decimal("15")),
+                                      64000, frozenset({"tools", "streaming"})),
+}
+
+
+def routing(**overrides) -> dict:
+    raw = {
+        "providers": {"vertex": {"type": "vertex_gemini", "project": "p", "location": "us-central1"},
+                      "claude": {"type": "vertex_anthropic", "project": "p", "location": "us-east5"}},
+        "deployments": [
+            {"id": "flash-vertex", "provider": "vertex", "model": "gemini-2.5-flash", "timeout_s": 30,
+             "tags": ["function-calling"]},
+            {"id": "sonnet", "provider": "claude", "model": "claude-3-7-sonnet@20250219"},
+        ],
+        "models": {"gemini-2.5-flash": {"chain": ["flash-vertex", "sonnet"], "routing": "ordered"}},
+    }
+    raw.update(overrides)
+    return raw
+
+
+def test_it_maps_client_model_names_to_ordered_chains():
+    config = build_config(routing(), CATALOG)
+    route = config.models["gemini-2.5-flash"]
+
+    assert [d.id for d in route.chain] == ["flash-vertex", "sonnet"]
+    assert route.chain[0].tags == frozenset({"function-calling"}) and route.chain[0].timeout_s == 30
+    assert route.max_output_tokens == 65536
+
+
+def test_a_versioned_provider_model_takes_its_catalog_price():
+    assert build_config(routing(), CATALOG).deployments["sonnet"].price.output == Decimal("15")
+
+
+def test_a_deployment_may_override_its_price():
+    raw = routing()
+    raw["deployments"][0]["price"] = {"input": "1", "output": "2"}
+    price = build_config(raw, CATALOG).deployments["flash-vertex"].price
+
+    assert (price.input, price.cached_input, price.output) == (Decimal("1"), Decimal("1"), Decimal("2"))
+
+
+def test_the_default_serves_every_catalog_model_with_the_mock():
+    config = build_config(default_raw_config(CATALOG), CATALOG)
+
+    assert sorted(config.models) == sorted(CATALOG)
+    assert {d.provider.config.type for d in config.deployments.values()} == {"mock"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"providers": {"vertex": {"type": "bedrock"}}}, "providers.vertex.type"),
+    ({"deployments": [{"id": "x", "provider": "nowhere", "model": "gemini-2.5-flash"}]}, "unknown provider"),
+    ({"deployments": [{"id": "x", "provider": "vertex", "model": "mystery-model"}]}, "not in the catalog"),
+    ({"models": {"m": {"chain": ["ghost"]}}}, "unknown deployments: ghost"),
+    ({"models": {"m": {"chain": []}}}, "at least one deployment"),
+    ({"models": {"gemini-2.5-flash": {"chain": ["sonnet"], "routing": "random"}}}, "routing must be one of"),
+    ({"deployments": "flash"}, "deployments must be a list"),
+])
+def test_a_wrong_routing_file_names_what_is_wrong(change, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(routing(**change), CATALOG)
+
+
+def test_a_negative_timeout_is_refused():
+    raw = routing()
+    raw["deployments"][0]["timeout_s"] = -1
+
+    with pytest.raises(ConfigError, match="timeout_s must be positive"):
+        build_config(raw, CATALOG)
