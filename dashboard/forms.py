@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, time, timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.password_validation import validate_password
@@ -10,7 +11,8 @@ from django.utils import timezone
 
 from analytics.exporters import EXPORTERS
 from analytics.models import ExportSink
-from billing.models import Budget, CatalogModel
+from billing.models import Budget
+from gateway.config import load_config
 from keys.models import Membership, Organization
 from keys.selectors import key_list, team_list
 
@@ -86,8 +88,9 @@ class BudgetFields(forms.Form):
 
 
 def model_choices(current: list[str] = ()) -> list[tuple[str, str]]:
-    """The catalog's models, plus any a key already allows (a routing file may add names)."""
-    names = list(CatalogModel.objects.order_by("name").values_list("name", flat=True))
+    """The model names clients may send: the routing file's (every catalog model without one),
+    plus any a key already allows that the routing file has since dropped."""
+    names = sorted(load_config(settings.NEMO_ROUTER_CONFIG).models)
     names += [name for name in current if name not in names]
     return [(name, name) for name in names]
 
@@ -179,6 +182,12 @@ class SinkForm(forms.Form):
             if not cleaned.get(name):
                 self.add_error(name, f"A {cleaned['type']} sink needs this.")
         return cleaned
+
+    def fields_with_types(self) -> list[tuple[forms.BoundField, str]]:
+        """Each field with the sink types that take it, so the page can show only those."""
+        return [(self[name], " ".join(kind for kind, exporter in EXPORTERS.items()
+                                      if name == "type" or name in (*exporter.required, *exporter.optional)))
+                for name in self.fields]
 
     def config(self) -> dict:
         exporter = EXPORTERS[self.cleaned_data["type"]]

@@ -36,6 +36,18 @@
     });
   });
 
+  // The sink form shows only the fields the chosen sink type takes.
+  document.querySelectorAll("form[data-sink-form]").forEach(function (form) {
+    var type = form.querySelector("select[name=type]");
+    var show = function () {
+      form.querySelectorAll("[data-sink-types]").forEach(function (field) {
+        field.hidden = field.getAttribute("data-sink-types").split(" ").indexOf(type.value) < 0;
+      });
+    };
+    type.addEventListener("change", show);
+    show();
+  });
+
   // The org switcher switches on change; its button remains for browsers without JS.
   document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
     select.addEventListener("change", function () { select.form.submit(); });

@@ -166,24 +166,32 @@ def test_a_new_user_signs_up_issues_a_key_watches_its_calls_and_revokes_it(serve
         assert sum(row["calls"] for row in data["model"]) == 3
         _shot(page, "08-spend-chart")
 
+        # Settings: the sink form asks only for what the chosen sink type takes.
+        page.goto(f"{server}/settings/")
+        page.get_by_text("Add a sink").click()
+        page.get_by_label("Type").select_option("datadog")
+        expect(page.get_by_label("API key")).to_be_visible()
+        expect(page.get_by_label("Bucket")).to_be_hidden()
+        _shot(page, "09-settings")
+
         # The dashboard fits a phone: no page-wide sideways scrolling at 390 px.
         phone = browser.new_context(viewport=PHONE, storage_state=context.storage_state())
         phone_page = phone.new_page()
         for path, name in [("/keys/", "keys"), (f"/runs/{run_id}", "run"), ("/spend/", "spend")]:
             phone_page.goto(f"{server}{path}")
             assert phone_page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-            _shot(phone_page, f"09-phone-{name}")
+            _shot(phone_page, f"10-phone-{name}")
         phone.close()
 
         # Revoke the key, after a confirmation, and the next call is refused.
         page.goto(f"{server}/keys/")
         page.get_by_role("link", name="support-agent").click()
         page.get_by_role("link", name="Revoke").click()
-        _shot(page, "10-revoke-confirm")
+        _shot(page, "11-revoke-confirm")
         page.get_by_role("button", name="Revoke key").click()
         expect(page.get_by_text("Calls with it are refused from now on.")).to_be_visible()
         expect(page.locator("span.badge", has_text="revoked")).to_be_visible()
-        _shot(page, "11-key-revoked")
+        _shot(page, "12-key-revoked")
         with pytest.raises(openai.AuthenticationError):
             agent.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Still there?"}])
 

@@ -245,3 +245,18 @@ def test_team_choices_are_the_orgs_teams(owner_client, org, other_org, system_ac
 
     assert ">ours</option>" in page
     assert "not-ours" not in page
+
+
+def test_the_model_choices_are_the_names_the_routing_file_serves(owner_client, settings, tmp_path):
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(
+        "providers: {local: {type: mock}}\n"
+        "deployments: [{id: flash-local, provider: local, model: gemini-2.5-flash}]\n"
+        "models: {support-default: {chain: [flash-local]}}\n"
+    )
+    settings.NEMO_ROUTER_CONFIG = str(routing)
+
+    page = owner_client.get("/keys/new/").content.decode()
+
+    assert 'value="support-default"' in page
+    assert 'value="gemini-2.5-pro"' not in page
