@@ -1,6 +1,7 @@
 """The request log — which is also the ledger — and the export sinks that read it."""
 
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from keys.models import Organization, Team, VirtualKey
@@ -36,17 +37,25 @@ class RequestLog(models.Model):
     request_body = models.JSONField(null=True, blank=True)
     response_body = models.JSONField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
+    inserted = models.DateTimeField(
+        db_default=Now(),
+        editable=False,
+        help_text="Set by the database when the row is inserted, on the database's clock. The exporters' "
+        "safety lag is measured on it, never on the gateway machines' clocks.",
+    )
 
     class Meta:
         # Each index matches a filter the product runs; all are scoped by org first and end
-        # in (created, id) so cursor pagination is an index range scan.
+        # in (created, id) so cursor pagination is an index range scan. (org, id) is the outbox
+        # the exporters read in id order.
         indexes = [
             models.Index(fields=["org", "created", "id"], name="log_org_created"),
-            models.Index(fields=["org", "key", "created"], name="log_org_key_created"),
-            models.Index(fields=["org", "run_id", "created"], name="log_org_run_created"),
-            models.Index(fields=["org", "model", "created"], name="log_org_model_created"),
-            models.Index(fields=["org", "deployment", "created"], name="log_org_deployment_created"),
-            models.Index(fields=["org", "status", "created"], name="log_org_status_created"),
+            models.Index(fields=["org", "key", "created", "id"], name="log_org_key_created"),
+            models.Index(fields=["org", "run_id", "created", "id"], name="log_org_run_created"),
+            models.Index(fields=["org", "model", "created", "id"], name="log_org_model_created"),
+            models.Index(fields=["org", "deployment", "created", "id"], name="log_org_deployment_created"),
+            models.Index(fields=["org", "status", "created", "id"], name="log_org_status_created"),
+            models.Index(fields=["org", "id"], name="log_org_id"),
         ]
 
     def __str__(self) -> str:
@@ -58,7 +67,9 @@ class ExportSink(models.Model):
 
     ``last_exported_id`` is the outbox cursor: every log row of the org with a larger id is still
     to be sent. It only moves forward after a batch was accepted, so nothing is sent twice or
-    skipped.
+    skipped. ``pending_last_id`` pins the range of a batch that failed, so its retry sends exactly
+    the same rows (and S3 overwrites the same object). ``lease_until`` is held by the worker that
+    is sending a batch, so two workers never send the same batch at once.
     """
 
     class Type(models.TextChoices):
@@ -75,6 +86,8 @@ class ExportSink(models.Model):
     last_error = models.TextField(blank=True, default="")
     last_success = models.DateTimeField(null=True, blank=True)
     next_attempt = models.DateTimeField(null=True, blank=True)
+    pending_last_id = models.BigIntegerField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

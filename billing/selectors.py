@@ -7,7 +7,7 @@ from django.db.models import QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
-from analytics.models import RequestLog
+from analytics.selectors import spend_total
 from billing.models import Budget, CreditGrant
 from billing.periods import period_start
 from keys.models import Organization
@@ -41,14 +41,8 @@ def budgets_for_key(*, key) -> dict[str, Budget]:
 
 def spend_since(*, org_id: int, since: datetime | None, key_id: int | None = None,
                 team_id: int | None = None) -> Decimal:
-    rows = RequestLog.objects.filter(org_id=org_id)
-    if key_id is not None:
-        rows = rows.filter(key_id=key_id)
-    if team_id is not None:
-        rows = rows.filter(team_id=team_id)
-    if since is not None:
-        rows = rows.filter(created__gte=since)
-    return rows.aggregate(total=Sum("cost"))["total"] or ZERO
+    """Settled spend since a moment: the log's rows, plus the ledger's days the log was pruned of."""
+    return spend_total(org_id=org_id, since=since, key_id=key_id, team_id=team_id)
 
 
 def budget_spent(*, budget: Budget, now: datetime | None = None) -> Decimal:

@@ -1,0 +1,369 @@
+"""Reads of the request log, runs, spend and export sinks.
+
+Every function takes the org and filters by it first; a missing object and another org's object
+raise the same Http404.
+
+Spend is summed from the request log (the ledger). Log rows older than the retention period are
+pruned, day by day, after their day was settled into billing.DailySpend; so spend reads the
+ledger for the days before the org's oldest remaining log row and the log for the rest.
+"""
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import TruncDate
+from django.http import Http404
+from django.utils import timezone
+
+from analytics.models import ExportSink, RequestLog
+from billing.models import Budget, DailySpend
+from billing.periods import period_start
+from keys.models import Organization, Team, VirtualKey
+
+MAX_PAGE = 500
+# How many of the newest log rows run_list looks through to find the most recent runs.
+RUN_SCAN_ROWS = 20_000
+SPEND_GROUPS = ("day", "key", "team", "model")
+ZERO = Decimal("0")
+_MICRO = Decimal("0.000001")
+
+
+@dataclass
+class LogPage:
+    rows: list[RequestLog]
+    next_cursor: str | None
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    key: VirtualKey | None
+    steps: list[RequestLog]
+    steps_count: int
+    fallback_steps: list[int]
+    status: str
+    spend: Decimal
+    budget: Decimal | None
+    budget_period: str | None
+    tool_calls_logged: int
+    first: datetime
+    last: datetime
+
+
+@dataclass
+class RunListItem:
+    run_id: str
+    key_prefix: str
+    steps_count: int
+    spend: Decimal
+    status: str
+    started: datetime
+    ended: datetime
+
+
+def _money(amount: Decimal | None) -> Decimal:
+    return (amount or ZERO).quantize(_MICRO)
+
+
+def _run_status(last_status: int) -> str:
+    return "completed" if last_status < 400 else "failed"
+
+
+# --- the log ------------------------------------------------------------------------------------
+
+def _encode_cursor(row: RequestLog) -> str:
+    raw = f"{row.created.isoformat()}|{row.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_text, pk_text = raw.split("|")
+        created, pk = datetime.fromisoformat(created_text), int(pk_text)
+    except ValueError as exc:  # also binascii and Unicode errors, which are ValueErrors
+        raise ValueError("malformed cursor") from exc
+    if created.tzinfo is None or pk < 1:
+        raise ValueError("malformed cursor")
+    return created, pk
+
+
+def log_list(
+    *,
+    org: Organization,
+    key_id: int | None = None,
+    key_prefix: str | None = None,
+    run: str | None = None,
+    model: str | None = None,
+    deployment: str | None = None,
+    status: int | None = None,
+    cache: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> LogPage:
+    """The org's log, newest first, one page at a time. Empty filters are ignored.
+
+    Pages are cut by keyset on (created, id), never by offset, so page 10,000 costs what page 1
+    costs and rows arriving meanwhile neither repeat nor shift rows between pages.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    rows = RequestLog.objects.filter(org=org)
+    exact = {
+        "key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model,
+        "deployment": deployment, "status": status, "cache": cache,
+    }
+    rows = rows.filter(**{field: value for field, value in exact.items() if value not in (None, "")})
+    if since is not None:
+        rows = rows.filter(created__gte=since)
+    if until is not None:
+        rows = rows.filter(created__lt=until)
+    if cursor:
+        created, pk = _decode_cursor(cursor)
+        # The redundant `created <= cursor` bounds the index range scan; the OR alone would not.
+        rows = rows.filter(created__lte=created).filter(Q(created__lt=created) | Q(pk__lt=pk))
+    limit = min(limit, MAX_PAGE)
+    page = list(rows.select_related("key").order_by("-created", "-id")[: limit + 1])
+    if len(page) > limit:
+        return LogPage(rows=page[:limit], next_cursor=_encode_cursor(page[limit - 1]))
+    return LogPage(rows=page, next_cursor=None)
+
+
+def log_get(*, org: Organization, request_id: str) -> RequestLog:
+    try:
+        return RequestLog.objects.select_related("key", "team").get(org=org, request_id=request_id)
+    except RequestLog.DoesNotExist as exc:
+        raise Http404("No such request.") from exc
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+def run_get(*, org: Organization, run_id: str) -> RunSummary:
+    """A run replayed: its calls in the order they were made, which fell back, what it cost."""
+    steps = list(
+        RequestLog.objects.filter(org=org, run_id=run_id).select_related("key").order_by("created", "id")
+    ) if run_id else []
+    if not steps:
+        raise Http404("No such run.")
+    key = steps[0].key
+    budget = Budget.objects.filter(org=org, scope=Budget.Scope.KEY, key=key).first() if key else None
+    return RunSummary(
+        run_id=run_id,
+        key=key,
+        steps=steps,
+        steps_count=len(steps),
+        fallback_steps=[number for number, step in enumerate(steps, start=1) if len(step.attempts) > 1],
+        status=_run_status(steps[-1].status),
+        spend=_money(sum((step.cost for step in steps), ZERO)),
+        budget=budget.amount if budget else None,
+        budget_period=budget.period if budget else None,
+        tool_calls_logged=sum(1 for step in steps if step.tool_calls),
+        first=steps[0].created,
+        last=steps[-1].created,
+    )
+
+
+def run_list(*, org: Organization, key_id: int | None = None, limit: int = 50) -> list[RunListItem]:
+    """The org's most recently active runs, newest first.
+
+    Grouping every row of a busy org by run would read the whole log; the newest rows are read
+    instead (through the (org, created, id) index) until enough distinct runs are found.
+    """
+    rows = RequestLog.objects.filter(org=org).exclude(run_id="")
+    if key_id is not None:
+        rows = rows.filter(key_id=key_id)
+    recent: list[str] = []
+    for run_id in rows.order_by("-created", "-id").values_list("run_id", flat=True)[:RUN_SCAN_ROWS].iterator(
+        chunk_size=1000
+    ):
+        if run_id not in recent:
+            recent.append(run_id)
+            if len(recent) == limit:
+                break
+    in_run = RequestLog.objects.filter(org=org, run_id=OuterRef("run_id"))
+    summaries = {
+        summary["run_id"]: summary
+        for summary in RequestLog.objects.filter(org=org, run_id__in=recent)
+        .values("run_id")
+        .annotate(
+            steps_count=Count("id"),
+            spend=Sum("cost"),
+            started=Min("created"),
+            ended=Max("created"),
+            last_status=Subquery(in_run.order_by("-created", "-id").values("status")[:1]),
+            key_prefix=Subquery(in_run.order_by("created", "id").values("key_prefix")[:1]),
+        )
+        .order_by()
+    }
+    return [
+        RunListItem(
+            run_id=run_id,
+            key_prefix=summaries[run_id]["key_prefix"],
+            steps_count=summaries[run_id]["steps_count"],
+            spend=_money(summaries[run_id]["spend"]),
+            status=_run_status(summaries[run_id]["last_status"]),
+            started=summaries[run_id]["started"],
+            ended=summaries[run_id]["ended"],
+        )
+        for run_id in recent
+    ]
+
+
+# --- spend --------------------------------------------------------------------------------------
+
+def _first_day_on_or_after(moment: datetime) -> date:
+    moment = moment.astimezone(UTC)
+    return moment.date() if moment.time() == time(0) else moment.date() + timedelta(days=1)
+
+
+def _log_first_day(org_id: int) -> date | None:
+    """The first day the log still holds for the org; the days before it live in the ledger only."""
+    first = RequestLog.objects.filter(org_id=org_id).aggregate(first=Min("created"))["first"]
+    return first.astimezone(UTC).date() if first else None
+
+
+_LOG_GROUP = {"day": TruncDate("created", tzinfo=UTC), "key": F("key_id"), "team": F("team_id"), "model": F("model")}
+_LEDGER_GROUP = {"day": F("day"), "key": F("key_id"), "team": F("team_id"), "model": F("model")}
+
+
+def _grouped(rows: QuerySet, group, *, calls) -> dict:
+    totals = {"cost": Sum("cost"), "calls": calls, "prompt_tokens": Sum("prompt_tokens"),
+              "completion_tokens": Sum("completion_tokens")}
+    if group is None:
+        found = rows.aggregate(**totals)
+        return {None: found} if found["calls"] else {}
+    return {row.pop("group"): row for row in rows.values(group=group).annotate(**totals).order_by()}
+
+
+def _spend(
+    *,
+    org_id: int,
+    group_by: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    key_ids: list[int] | None = None,
+    team_id: int | None = None,
+) -> dict:
+    """Spend totals by group: the log where it still has rows, the ledger for pruned days.
+
+    Pruned days are whole UTC days, so for them a window is resolved to the days that start in it.
+    The log is read before the boundary is: if a prune of the oldest day commits in between, that
+    day is counted twice for this one read rather than missed, and for budgets and credits
+    over-counting is the safe side.
+    """
+    logs = RequestLog.objects.filter(org_id=org_id)
+    ledger = DailySpend.objects.filter(org_id=org_id)
+    if key_ids is not None:
+        logs, ledger = logs.filter(key_id__in=key_ids), ledger.filter(key_id__in=key_ids)
+    if team_id is not None:
+        logs, ledger = logs.filter(team_id=team_id), ledger.filter(team_id=team_id)
+    if since is not None:
+        logs, ledger = logs.filter(created__gte=since), ledger.filter(day__gte=_first_day_on_or_after(since))
+    if until is not None:
+        logs, ledger = logs.filter(created__lt=until), ledger.filter(day__lt=_first_day_on_or_after(until))
+    merged = _grouped(logs, _LOG_GROUP[group_by] if group_by else None, calls=Count("id"))
+    first_day = _log_first_day(org_id)
+    if first_day is not None:
+        ledger = ledger.filter(day__lt=first_day)
+    pruned = _grouped(ledger, _LEDGER_GROUP[group_by] if group_by else None, calls=Sum("calls"))
+    for group, totals in pruned.items():
+        into = merged.setdefault(group, {"cost": ZERO, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        for name, value in totals.items():
+            into[name] = (into[name] or 0) + (value or 0)
+    return merged
+
+
+def spend_total(
+    *,
+    org_id: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    key_id: int | None = None,
+    team_id: int | None = None,
+) -> Decimal:
+    """Settled spend of an org (or one of its keys or teams) in a window, pruned days included."""
+    totals = _spend(org_id=org_id, since=since, until=until, team_id=team_id,
+                    key_ids=None if key_id is None else [key_id])
+    return _money(totals[None]["cost"]) if totals else _money(ZERO)
+
+
+def _spend_label(group_by: str, group, names: dict) -> str:
+    if group_by == "day":
+        return group.isoformat()
+    if group_by == "model":
+        return group
+    return names.get(group, "(no key)" if group_by == "key" else "(no team)")
+
+
+def spend_rows(
+    *, org: Organization, group_by: str, since: datetime | None = None, until: datetime | None = None
+) -> list[dict]:
+    """Spend rows ``{"group", "cost", "calls", "prompt_tokens", "completion_tokens"}`` by day, key,
+    team or model; days in date order, the others most expensive first."""
+    if group_by not in SPEND_GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(SPEND_GROUPS)}, not {group_by!r}")
+    totals = _spend(org_id=org.pk, group_by=group_by, since=since, until=until)
+    names: dict = {}
+    if group_by == "key":
+        names = {key.pk: f"{key.name} ({key.prefix})" for key in VirtualKey.objects.filter(org=org, pk__in=totals)}
+    if group_by == "team":
+        names = dict(Team.objects.filter(org=org, pk__in=totals).values_list("pk", "name"))
+    rows = [
+        {
+            "group": _spend_label(group_by, group, names),
+            "cost": _money(values["cost"]),
+            "calls": int(values["calls"] or 0),
+            "prompt_tokens": int(values["prompt_tokens"] or 0),
+            "completion_tokens": int(values["completion_tokens"] or 0),
+        }
+        for group, values in totals.items()
+    ]
+    if group_by == "day":
+        return sorted(rows, key=lambda row: row["group"])
+    return sorted(rows, key=lambda row: (-row["cost"], row["group"]))
+
+
+def key_spend(*, org: Organization, now: datetime | None = None) -> dict[int, Decimal]:
+    """Spend of every key of the org in its budget's current period (all time without a budget)."""
+    now = now or timezone.now()
+    periods = dict(
+        Budget.objects.filter(org=org, scope=Budget.Scope.KEY).values_list("key_id", "period")
+    )
+    keys_by_start: dict[datetime | None, list[int]] = {}
+    for key_id in VirtualKey.objects.filter(org=org).values_list("pk", flat=True):
+        start = period_start(periods.get(key_id, Budget.Period.NONE), now)
+        keys_by_start.setdefault(start, []).append(key_id)
+    spent = {}
+    for start, key_ids in keys_by_start.items():
+        totals = _spend(org_id=org.pk, group_by="key", since=start, key_ids=key_ids)
+        spent.update({key_id: _money(totals.get(key_id, {}).get("cost")) for key_id in key_ids})
+    return spent
+
+
+# --- export sinks ---------------------------------------------------------------------------------
+
+def sink_list(*, org: Organization) -> QuerySet[ExportSink]:
+    return ExportSink.objects.filter(org=org).order_by("created", "id")
+
+
+def sink_get(*, org: Organization, pk) -> ExportSink:
+    try:
+        return ExportSink.objects.select_related("org").get(org=org, pk=int(pk))
+    except (ValueError, TypeError, ExportSink.DoesNotExist) as exc:
+        raise Http404("No such export sink.") from exc
+
+
+def sinks_due(*, now: datetime | None = None) -> QuerySet[ExportSink]:
+    """Enabled sinks of every org that are not backing off nor being exported right now."""
+    now = now or timezone.now()
+    return (
+        ExportSink.objects.filter(enabled=True)
+        .filter(Q(next_attempt__isnull=True) | Q(next_attempt__lte=now))
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .order_by("pk")
+    )

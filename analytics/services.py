@@ -1,0 +1,242 @@
+"""Writes of the analytics app: export sinks, the export outbox, the daily ledger and retention.
+
+The outbox
+----------
+An export sink's cursor (``last_exported_id``) says every log row of its org up to that id was
+delivered. A worker claims the sink with a conditional UPDATE (a lease), reads the rows after the
+cursor in id order, sends them, and only then moves the cursor with a conditional UPDATE
+(``WHERE last_exported_id = <the cursor it read>``). A failure leaves the cursor where it was and
+pins the batch's range, so the retry sends exactly the same rows: nothing is skipped, and a batch
+is only ever resent after a failure (where the sinks' event ids and object keys absorb it).
+
+Ids are not visible in order. The gateway inserts rows in group commits from several workers:
+a transaction can take id 100 and commit after another transaction committed id 101. A reader
+that saw 101, exported it and moved the cursor past 100 would skip 100 forever. So a batch stops
+at the first row that is younger than ``EXPORT_SAFETY_LAG`` by the database's own clock
+(``RequestLog.inserted``, set when the INSERT statement starts). If every transaction that
+writes log rows commits within half the lag of its INSERT, any row still invisible has a larger
+``inserted`` than (now - lag/2), and any row with a larger id than it has ``inserted`` above
+(now - lag); so every row exported has all smaller ids already visible. Group commits take
+milliseconds; the lag costs exports ten seconds of freshness.
+"""
+
+import logging
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import takewhile
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, OuterRef, Q, Sum
+from django.db.models.functions import Now, TruncDate
+from django.utils import timezone
+
+from analytics.exporters import EXPORTERS, ExportError, clean_config, exporter_for, redacted_config
+from analytics.models import ExportSink, RequestLog
+from billing.models import DailySpend
+from keys.audit import Actor, audit_record
+from keys.models import Organization
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+MAX_BATCHES_PER_RUN = 20
+EXPORT_SAFETY_LAG = timedelta(seconds=10)
+# Longer than a batch can take to send (HTTP timeouts are 30 s per request), so a live worker never
+# loses its lease; a dead worker's lease simply runs out.
+EXPORT_LEASE = timedelta(minutes=5)
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(minutes=30)
+
+
+# --- sinks --------------------------------------------------------------------------------------
+
+@transaction.atomic
+def sink_create(*, org: Organization, type: str, config: dict, actor: Actor) -> ExportSink:
+    """A new sink; it starts at the beginning of the org's retained log."""
+    sink = ExportSink.objects.create(org=org, type=type, config=clean_config(type, config))
+    audit_record(org=org, actor=actor, action="sink.create", target=sink,
+                 data={"type": type, "config": redacted_config(sink)})
+    return sink
+
+
+@transaction.atomic
+def sink_update(
+    *, sink: ExportSink, actor: Actor, config: dict | None = None, enabled: bool | None = None
+) -> ExportSink:
+    """Changes a sink's config (a secret left out or blank keeps its stored value, so forms never
+    have to show secrets) or switches it on or off. A changed sink is retried at once."""
+    changes: dict = {}
+    if config is not None:
+        kept = {name: sink.config[name] for name in EXPORTERS[sink.type].secrets
+                if not config.get(name) and sink.config.get(name)}
+        changes["config"] = clean_config(sink.type, {**config, **kept})
+    if enabled is not None:
+        changes["enabled"] = enabled
+    for field, value in changes.items():
+        setattr(sink, field, value)
+    sink.consecutive_failures, sink.next_attempt, sink.last_error = 0, None, ""
+    sink.save(update_fields=[*changes, "consecutive_failures", "next_attempt", "last_error"])
+    audit_record(org=sink.org, actor=actor, action="sink.update", target=sink,
+                 data={"enabled": sink.enabled, "config": redacted_config(sink)})
+    return sink
+
+
+@transaction.atomic
+def sink_delete(*, sink: ExportSink, actor: Actor) -> None:
+    audit_record(org=sink.org, actor=actor, action="sink.delete", target=sink, data={"type": sink.type})
+    sink.delete()
+
+
+# --- the outbox ---------------------------------------------------------------------------------
+
+def _backoff(failures: int) -> timedelta:
+    return min(BACKOFF_BASE * 2 ** min(failures - 1, 16), BACKOFF_CAP)
+
+
+def _next_batch(sink: ExportSink) -> list[RequestLog]:
+    rows = RequestLog.objects.filter(org_id=sink.org_id, id__gt=sink.last_exported_id)
+    if sink.pending_last_id is not None:
+        rows = rows.filter(id__lte=sink.pending_last_id)
+    lag = getattr(settings, "NEMO_EXPORT_SAFETY_LAG", EXPORT_SAFETY_LAG)
+    rows = rows.annotate(
+        ripe=ExpressionWrapper(Q(inserted__lte=Now() - lag), output_field=BooleanField())
+    ).order_by("id")[:BATCH_SIZE]
+    # Stop at the first row still inside the lag, never skip over it: see the module docstring.
+    return list(takewhile(lambda row: row.ripe, rows))
+
+
+def sink_export_batch(sink: ExportSink) -> int:
+    """Sends the next batch of the sink's outbox; returns how many rows the sink accepted.
+
+    Returns 0 when there is nothing ripe to send, when another worker holds the sink, or when the
+    send failed (recorded on the sink with its backoff).
+    """
+    now = timezone.now()
+    claimed = (
+        ExportSink.objects.filter(pk=sink.pk, enabled=True)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_until=now + EXPORT_LEASE)
+    )
+    if not claimed:
+        return 0
+    sink.refresh_from_db()
+    cursor = sink.last_exported_id
+    held = ExportSink.objects.filter(pk=sink.pk, last_exported_id=cursor)
+    batch = _next_batch(sink)
+    if not batch:
+        held.update(lease_until=None)
+        return 0
+    try:
+        exporter_for(sink).send(batch)
+    except Exception as exc:
+        # Whatever went wrong (the sink's answer or a bug of ours), the batch stays in the outbox
+        # and the failure is shown on the sink; an exception here would only hold the lease.
+        logger.warning("export of %s rows %s-%s to sink %s failed: %s",
+                       len(batch), batch[0].pk, batch[-1].pk, sink.pk, exc, exc_info=not isinstance(exc, ExportError))
+        held.update(
+            consecutive_failures=F("consecutive_failures") + 1,
+            last_error=f"{type(exc).__name__}: {exc}"[:2000],
+            next_attempt=timezone.now() + _backoff(sink.consecutive_failures + 1),
+            pending_last_id=batch[-1].pk,
+            lease_until=None,
+        )
+        return 0
+    advanced = held.update(
+        last_exported_id=batch[-1].pk,
+        pending_last_id=None,
+        consecutive_failures=0,
+        last_error="",
+        last_success=timezone.now(),
+        next_attempt=None,
+        lease_until=None,
+    )
+    if not advanced:
+        logger.error("sink %s: the cursor moved while rows %s-%s were sent (lease outlived?)",
+                     sink.pk, batch[0].pk, batch[-1].pk)
+    return len(batch)
+
+
+def sink_export(sink: ExportSink) -> int:
+    """Drains the sink's outbox batch by batch (bounded per run) unless it is off or backing off."""
+    if not sink.enabled or sink.next_attempt is not None and sink.next_attempt > timezone.now():
+        return 0
+    sent = 0
+    for _ in range(MAX_BATCHES_PER_RUN):
+        count = sink_export_batch(sink)
+        sent += count
+        if count < BATCH_SIZE:
+            break
+    return sent
+
+
+# --- the daily ledger and retention -------------------------------------------------------------
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+@transaction.atomic
+def daily_spend_settle(*, day: date, org_ids: list[int] | None = None) -> int:
+    """Replaces a UTC day's ledger rows (billing.DailySpend) with the request log's totals per org,
+    team, key and model, and returns how many rows it wrote. Running it again writes the same rows.
+
+    Orgs without log rows that day are left alone: either they had no calls, or the day was pruned
+    and the ledger is all that is left of it.
+    """
+    start, end = _day_bounds(day)
+    logs = RequestLog.objects.filter(created__gte=start, created__lt=end)
+    # Found org by org through the (org, created) index rather than by scanning the day's rows.
+    orgs = Organization.objects.filter(Exists(logs.filter(org=OuterRef("pk"))))
+    if org_ids is not None:
+        orgs = orgs.filter(pk__in=org_ids)
+    # The org rows serialize settlements and prunes of the same org: without the lock two runs
+    # could both delete the day's rows and then both insert theirs. Who still has rows that day is
+    # read again after the lock, since a prune may have just removed the day.
+    locked = list(orgs.select_for_update().order_by("pk").values_list("pk", flat=True))
+    active = list(orgs.filter(pk__in=locked).values_list("pk", flat=True))
+    DailySpend.objects.filter(day=day, org_id__in=active).delete()
+    totals = (
+        logs.filter(org_id__in=active)
+        .values("org_id", "team_id", "key_id", "model")
+        .annotate(cost=Sum("cost"), calls=Count("id"), prompt_tokens=Sum("prompt_tokens"),
+                  completion_tokens=Sum("completion_tokens"))
+        .order_by()
+    )
+    return len(DailySpend.objects.bulk_create([DailySpend(day=day, **group) for group in totals]))
+
+
+def retention_cutoff(now: datetime | None = None) -> datetime:
+    """The start of the month NEMO_LOG_RETENTION_MONTHS months before this one (UTC)."""
+    now = (now or timezone.now()).astimezone(UTC)
+    months = now.year * 12 + now.month - 1 - settings.NEMO_LOG_RETENTION_MONTHS
+    return datetime(months // 12, months % 12 + 1, 1, tzinfo=UTC)
+
+
+def request_logs_prune(*, now: datetime | None = None) -> int:
+    """Deletes log rows older than the retention period, a whole UTC day of one org at a time,
+    oldest first, and returns how many went.
+
+    A day goes only when every enabled sink of its org has exported all its rows; its totals are
+    settled into the ledger in the same transaction as the delete, so the ledger covers exactly
+    what left the log, and spend, credits and the dashboard read the same before and after.
+    """
+    cutoff = retention_cutoff(now)
+    deleted = 0
+    old = RequestLog.objects.filter(created__lt=cutoff)
+    for org_id in Organization.objects.filter(Exists(old.filter(org=OuterRef("pk")))).values_list("pk", flat=True):
+        cursors = ExportSink.objects.filter(org_id=org_id, enabled=True).values_list("last_exported_id", flat=True)
+        exported_up_to = min(cursors, default=None)
+        days = list(
+            old.filter(org_id=org_id).annotate(day=TruncDate("created", tzinfo=UTC))
+            .values_list("day", flat=True).distinct().order_by("day")
+        )
+        for day in days:
+            start, end = _day_bounds(day)
+            day_rows = RequestLog.objects.filter(org_id=org_id, created__gte=start, created__lt=end)
+            if exported_up_to is not None and day_rows.filter(id__gt=exported_up_to).exists():
+                break  # days go in order, so the log always starts with a whole day
+            with transaction.atomic():
+                daily_spend_settle(day=day, org_ids=[org_id])
+                deleted += day_rows.delete()[0]
+    return deleted

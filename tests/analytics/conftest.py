@@ -1,0 +1,27 @@
+from datetime import timedelta
+
+import pytest
+
+from keys.services import team_create
+from tests.analytics.factories import make_key
+
+
+@pytest.fixture
+def team(org, system_actor):
+    return team_create(org=org, name="research", actor=system_actor)
+
+
+@pytest.fixture
+def key(org, team):
+    return make_key(org, "planner", team=team)
+
+
+@pytest.fixture
+def other_key(other_org):
+    return make_key(other_org, "intruder")
+
+
+@pytest.fixture
+def no_lag(settings):
+    """Rows are exportable as soon as they are written (the safety lag has its own tests)."""
+    settings.NEMO_EXPORT_SAFETY_LAG = timedelta(0)

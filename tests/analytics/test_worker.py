@@ -1,0 +1,73 @@
+"""The export tasks in a real Celery worker: a separate process, a Redis broker, committed rows."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from analytics.services import sink_create
+from analytics.tasks import export_sink
+from nemo.celery import app as celery_app
+from tests.analytics.factories import make_log
+from tests.analytics.fakes import FakeDatadog
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def start_worker(queue: str, log: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "nemo.settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+    }
+    command = [sys.executable, "-m", "celery", "-A", "nemo", "worker", "--pool", "solo", "--queues", queue,
+               "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "info"]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return condition()
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_exports_the_committed_log_to_the_sink(org, key, system_actor, monkeypatch, tmp_path):
+    rows = [make_log(org, key, inserted=timezone.now() - timedelta(minutes=1)) for _ in range(3)]
+    queue = f"nemo-test-{uuid.uuid4().hex}"
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", False)
+    with FakeDatadog() as datadog:
+        sink = sink_create(org=org, type="datadog", config={"url": datadog.url, "api_key": datadog.api_key},
+                           actor=system_actor)
+        worker = start_worker(queue, tmp_path / "worker.log")
+        try:
+            export_sink.apply_async(args=[sink.pk], queue=queue)
+            delivered = wait_for(lambda: len(datadog.entries) >= 3)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+
+    sink.refresh_from_db()
+    assert delivered, (tmp_path / "worker.log").read_text()[-3000:]
+    assert datadog.entries_by_request() == {row.request_id: 1 for row in rows}
+    assert sink.last_exported_id == rows[-1].pk
+    assert datadog.problems == []
