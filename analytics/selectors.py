@@ -174,6 +174,8 @@ def run_list(*, org: Organization, key_id: int | None = None, limit: int = 50) -
     Grouping every row of a busy org by run would read the whole log; the newest rows are read
     instead (through the (org, created, id) index) until enough distinct runs are found.
     """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
     rows = RequestLog.objects.filter(org=org).exclude(run_id="")
     if key_id is not None:
         rows = rows.filter(key_id=key_id)
