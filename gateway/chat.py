@@ -49,6 +49,7 @@ class Call:
     cost_micros: int = 0
     summary: CallSummary = field(default_factory=CallSummary)
     response: dict | None = None
+    logged: bool = False
 
     def headers(self) -> dict[str, str]:
         headers = {"x-nemo-request-id": self.request_id, "x-nemo-cache": self.cache_status}
@@ -67,7 +68,8 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
         call.snapshot = await state.keys.authenticate(header(scope, b"authorization"))
         try:
             raw = await read_body(receive)
-        except ConnectionResetError:
+        except ConnectionResetError as gone:
+            call.status, call.error = CLIENT_CLOSED, str(gone)
             return
         request = call.request = parse_chat_request(raw, tags_header=header(scope, b"x-nemo-tags"))
         call.model = request.model
@@ -114,8 +116,8 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
             call.cost_micros = _cost(served, call.summary)
             call.response = served.completion
             headers = {**call.headers(), **reservation.rate_headers, "x-nemo-cost": str(from_micros(call.cost_micros))}
-            await _finish(state, call, reservation)
-            reservation = None
+            settling, reservation = reservation, None
+            await _finish(state, call, settling)
             if cache_key is not None:
                 await cache.cache_put(state.store, cache_key, served.completion)
             await send_json(send, 200, served.completion, headers)
@@ -129,8 +131,8 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
         if reservation is not None:
             headers.update(reservation.rate_headers)
         if call.snapshot is not None:
-            await _finish(state, call, reservation)
-            reservation = None
+            settling, reservation = reservation, None
+            await _finish(state, call, settling)
         await send_json(send, error.status, error.body(), headers)
     except Exception:
         # A bug of ours: still leave the trail and release the reservation, then let it surface.
@@ -138,7 +140,7 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
         call.error = "internal error"
         raise
     finally:
-        if reservation is not None:
+        if call.snapshot is not None and not call.logged:
             await _finish(state, call, reservation)
 
 
@@ -229,6 +231,7 @@ async def _finish(state: GatewayState, call: Call, reservation: Reservation | No
     if reservation is not None:
         tokens = call.summary.prompt_tokens + call.summary.completion_tokens
         await asyncio.shield(settle(state.store, reservation, cost_micros=call.cost_micros, tokens=tokens))
+    call.logged = True
     await state.log_writer.write(_log_row(call))
 
 
