@@ -8,7 +8,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from analytics.selectors import spend_total
-from billing.models import Budget, CreditGrant
+from billing.models import Budget, CatalogModel, CreditGrant
 from billing.periods import period_start
 from keys.models import Organization
 
@@ -65,3 +65,8 @@ def credit_balance(*, org: Organization) -> Decimal:
 
 def credit_grants(*, org: Organization) -> QuerySet[CreditGrant]:
     return CreditGrant.objects.filter(org=org).order_by("-created")
+
+
+def catalog_list() -> QuerySet[CatalogModel]:
+    """The model catalog is not tenant data: every org sees the same prices."""
+    return CatalogModel.objects.order_by("name")

@@ -20,9 +20,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from analytics import selectors as analytics_selectors
-from billing.models import Budget, CatalogModel
+from billing.models import Budget
 from billing.periods import period_start
-from billing.selectors import budget_get, budget_list, budgets_for_key, credit_balance, credit_grants
+from billing.selectors import (
+    budget_get,
+    budget_list,
+    budgets_for_key,
+    catalog_list,
+    credit_balance,
+    credit_grants,
+)
 from billing.services import budget_delete, budget_set
 from dashboard.api import serializers as api
 from dashboard.api.pagination import keyset_page
@@ -456,5 +463,5 @@ class ModelListView(OrgAPIView):
                    description="The model catalog, with list prices per million tokens.")
     def get(self, request: Request) -> Response:
         # Not tenant data: every org sees the same catalog (and billing has no selector for it yet).
-        catalog = CatalogModel.objects.order_by("name")
+        catalog = catalog_list()
         return Response({"results": api.CatalogModelSerializer(catalog, many=True).data, "next": None})
