@@ -9,19 +9,24 @@ never shrunk to squeeze a call in. Settling swaps the reservation for the real c
 
 from __future__ import annotations
 
+import asyncio
 import math
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
 from billing.counters import Bucket, CounterStore, RateCheck
 from billing.money import from_micros, to_micros
-from billing.periods import period_name, period_start
+from billing.periods import period_end, period_name, period_start
 from gateway.db import db_read
 from gateway.errors import budget_exceeded, rate_limited
 
 RESERVATION_TTL_S = 15 * 60
 MAX_SEED_ROUNDS = 3
+# A counter rebuilt from the ledger lives a day at most, and ends soon after its period: a
+# shortfall of the mirror (see billing.counters) does not last, and old periods do not pile up.
+SEED_TTL_S = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,35 @@ def _settled_micros(name: str, now: datetime) -> int:
 _settled_micros_async = db_read(_settled_micros)
 
 
+def _seed_ttl_s(name: str, now: datetime) -> float:
+    parts = name.split(":")
+    end = None if parts[1] == "credits" else period_end(parts[3], now)
+    if end is None:
+        return SEED_TTL_S
+    # Calls reserved just before the period ended still settle into its counter.
+    return min(SEED_TTL_S, (end - now).total_seconds() + RESERVATION_TTL_S)
+
+
+# Rebuilds in flight in this worker, per store and counter: a burst of calls that all find a
+# counter missing (after a flush, or when it expired) waits for one read of the ledger, rather
+# than each making its own.
+_rebuilding: weakref.WeakKeyDictionary[CounterStore, dict[str, asyncio.Future]] = weakref.WeakKeyDictionary()
+
+
+async def _seed_from_ledger(store: CounterStore, name: str, now: datetime) -> None:
+    await store.seed(name, await _settled_micros_async(name, now), ttl_s=_seed_ttl_s(name, now))
+
+
+async def _rebuild(store: CounterStore, name: str, now: datetime) -> None:
+    pending = _rebuilding.setdefault(store, {})
+    rebuild = pending.get(name)
+    if rebuild is None:
+        rebuild = pending[name] = asyncio.ensure_future(_seed_from_ledger(store, name, now))
+        rebuild.add_done_callback(lambda _: pending.pop(name, None))
+    # One caller giving up (its client went away) must not cancel the others' rebuild.
+    await asyncio.shield(rebuild)
+
+
 def _rate_headers(admission) -> dict[str, str]:
     """The ``x-ratelimit-*`` headers of the contract, for the windows the key has."""
     headers = {}
@@ -124,7 +158,7 @@ async def reserve(
         if admission.status != "missing":
             break
         for name in admission.missing:
-            await store.seed(name, await _settled_micros_async(name, moment))
+            await _rebuild(store, name, moment)
     headers = _rate_headers(admission)
     if admission.status == "budget":
         limit, remaining = from_micros(admission.limit), from_micros(max(admission.remaining, 0))

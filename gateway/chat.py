@@ -11,6 +11,7 @@ import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from analytics.models import RequestLog
 from analytics.records import prompt_meta
@@ -50,6 +51,8 @@ class Call:
     summary: CallSummary = field(default_factory=CallSummary)
     response: dict | None = None
     logged: bool = False
+    # Wall clock: the budget period the call is reserved in, and the row's date in the ledger.
+    arrived: float = field(default_factory=time.time)
 
     def headers(self) -> dict[str, str]:
         headers = {"x-nemo-request-id": self.request_id, "x-nemo-cache": self.cache_status}
@@ -96,7 +99,7 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
             prices=[link.price for link in links],
             prompt_tokens=request.prompt_bytes,
             output_tokens=(request.max_tokens or route.max_output_tokens) * request.n,
-            now=time.time(),
+            now=call.arrived,
         )
         try:
             served = await call_chain(store=state.store, session=state.session, route=route, body=request.body,
@@ -108,8 +111,8 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
         call.deployment = served.deployment.id
         call.provider = served.deployment.provider_name
         if request.stream:
-            settling, reservation = reservation, None
-            await _relay_stream(state, call, served, receive, send, settling)
+            await _relay_stream(state, call, served, receive, send, reservation)
+            reservation = None
         else:
             call.summary.take_completion(served.completion)
             call.summary.first_token_at = time.monotonic()
@@ -243,6 +246,7 @@ def _log_row(call: Call) -> RequestLog:
         ttft = int((summary.first_token_at - call.started) * 1000)
     return RequestLog(
         request_id=call.request_id,
+        created=datetime.fromtimestamp(call.arrived, UTC),
         org_id=snapshot.org_id,
         team_id=snapshot.team_id,
         key_id=snapshot.id,

@@ -1,0 +1,172 @@
+"""A worker killed mid-call leaves its reservation behind; the reaper releases it, exactly once.
+
+The gateway runs as a real separate process (uvicorn serving ``nemo.asgi:application``) on the
+test database and Redis, so that it can be SIGKILLed while the upstream hangs.
+"""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+import redis
+import yaml
+from django.conf import settings as django_settings
+from django.db import connection
+
+from analytics.models import RequestLog
+from billing.counters import counter_store_from_url
+from billing.reservations import RESERVATION_TTL_S
+from billing.tasks import reap_reservations
+from tests.budget.support import (
+    BODY,
+    ControlledOpenAI,
+    bucket_of,
+    in_background,
+    ledger_micros,
+    priced_routing,
+    reservation_micros,
+    wait_until,
+)
+from tests.fakes.behaviours import Hang
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    def __init__(self, routing_file: Path, redis_prefix: str) -> None:
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "nemo.settings",
+            "DATABASE_URL": _test_database_url(),
+            "REDIS_URL": django_settings.REDIS_URL,
+            "NEMO_REDIS_PREFIX": redis_prefix,
+            "NEMO_ROUTER_CONFIG": str(routing_file),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "nemo.asgi:application", "--host", "127.0.0.1",
+             "--port", self.url.rsplit(":", 1)[1], "--lifespan", "on", "--log-level", "warning"],
+            cwd=PROJECT, env=env,
+        )
+
+    def post(self, secret: str) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/chat/completions", content=BODY, timeout=30,
+                          headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
+
+    def wait_ready(self, secret: str) -> None:
+        def answers() -> bool:
+            assert self.process.poll() is None, "the gateway process exited"
+            try:
+                return httpx.get(f"{self.url}/v1/models", headers={"Authorization": f"Bearer {secret}"}).is_success
+            except httpx.TransportError:
+                return False
+
+        wait_until(answers, timeout_s=30, what="the gateway process")
+
+
+@pytest.fixture
+def start_worker(transactional_db, tmp_path, redis_prefix):
+    started: list[WorkerProcess] = []
+
+    def start(routing: dict) -> WorkerProcess:
+        routing_file = tmp_path / "routing.yaml"
+        routing_file.write_text(yaml.safe_dump(routing))
+        started.append(WorkerProcess(routing_file, redis_prefix))
+        return started[-1]
+
+    yield start
+    for worker in started:
+        worker.process.kill()
+        worker.process.wait()
+    client = redis.Redis.from_url(django_settings.REDIS_URL)
+    for key in client.scan_iter(match=f"{redis_prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "upstream-secret")
+    with ControlledOpenAI() as upstream:
+        yield upstream
+
+
+def on_store(redis_prefix: str, use):
+    """Runs ``use(store)`` on the shared counter store, as another worker would see it."""
+
+    async def run():
+        store = counter_store_from_url(django_settings.REDIS_URL, prefix=redis_prefix)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def reap_concurrently(now: float, reapers: int = 2) -> list[list[str]]:
+    start = threading.Barrier(reapers)
+
+    def reap() -> list[str]:
+        start.wait()
+        return reap_reservations(now=now)
+
+    joins = [in_background(reap) for _ in range(reapers)]
+    return [join() for join in joins]
+
+
+def test_a_killed_workers_reservation_is_released_once_by_the_reaper(start_worker, make_tenant, fake, redis_prefix):
+    tenant = make_tenant(key_budget=Decimal("3.00"))
+    names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
+    worker = start_worker(priced_routing(fake))
+    worker.wait_ready(tenant.secret)
+    assert worker.post(tenant.secret).status_code == 200
+    fake.script(Hang())
+    dying_call = in_background(worker.post, tenant.secret)
+    wait_until(lambda: fake.count == 2, what="the second call to reach the upstream")
+    pending = [rid.decode() for rid in redis.Redis.from_url(django_settings.REDIS_URL).zrange(
+        f"{redis_prefix}deadlines", 0, -1)]
+    held = on_store(redis_prefix, lambda store: store.reserved_total(names[0]))
+
+    worker.process.kill()
+    worker.process.wait()
+
+    with pytest.raises(httpx.TransportError):
+        dying_call()
+    assert (len(pending), held) == (1, reservation_micros())
+    # Before its deadline a reservation may belong to a call still running: it stays.
+    assert reap_reservations(now=time.time()) == []
+    past_deadline = time.time() + RESERVATION_TTL_S + 1
+    assert sorted(sum(reap_concurrently(past_deadline), [])) == pending
+    assert reap_reservations(now=past_deadline) == []
+    assert not RequestLog.objects.filter(request_id=pending[0]).exists()
+    settled_before = ledger_micros(org=tenant.org)
+    assert settled_before > 0
+    assert on_store(redis_prefix, lambda store: store.read(names)) == {name: settled_before for name in names}
+    assert on_store(redis_prefix, lambda store: store.reserved_total(names[0])) == 0
+    # The dead call can never be settled on top of its release.
+    assert on_store(redis_prefix, lambda store: store.settle(reservation_id=pending[0], actual_cost=5,
+                                                            actual_tokens=5)) is False

@@ -1,0 +1,106 @@
+"""Redis can be flushed at any moment: the counters are a mirror of the ledger (the log rows)
+and are rebuilt from it, so nothing is lost, nothing counted twice, and the budget still holds.
+
+The flush drops every key of this gateway's store (its own Redis prefix, or the whole
+in-process store), exactly what losing Redis does.
+"""
+
+import threading
+from decimal import Decimal
+
+import pytest
+
+from analytics.models import RequestLog
+from billing.money import to_micros
+from tests.budget.support import (
+    LONG_ANSWER,
+    ControlledOpenAI,
+    Held,
+    bucket_of,
+    counters,
+    in_background,
+    ledger_micros,
+    post_chat,
+    priced_routing,
+    reservation_micros,
+    reserved,
+    wait_until,
+)
+from tests.fakes.behaviours import Reply
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "upstream-secret")
+    with ControlledOpenAI() as upstream:
+        yield upstream
+
+
+def flush(gateway) -> None:
+    gateway.on_loop(lambda state: state.store.clear())
+
+
+def test_counters_flushed_between_calls_are_rebuilt_and_the_budget_still_holds(start_gateway, make_tenant, fake):
+    budget = Decimal("0.55")
+    tenant = make_tenant(key_budget=budget)
+    names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
+    gateway = start_gateway(priced_routing(fake))
+    fake.script(*[Reply(text=LONG_ANSWER)] * 8)
+
+    statuses = [post_chat(gateway, tenant.secret)[0] for _ in range(3)]
+    flush(gateway)
+    flushed = counters(gateway, names)
+    statuses += [post_chat(gateway, tenant.secret)[0] for _ in range(5)]
+
+    cost = to_micros(RequestLog.objects.filter(status=200).first().cost)
+    # Called one after another, call k fits while (k - 1) settled calls plus one worst case do.
+    fitting = 1 + (to_micros(budget) - reservation_micros()) // cost
+    assert flushed == {name: None for name in names}
+    assert statuses == [200] * fitting + [402] * (8 - fitting)
+    assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
+    assert ledger_micros(org=tenant.org) <= to_micros(budget)
+
+
+def test_a_flush_while_a_call_is_in_flight_counts_that_call_once(start_gateway, make_tenant, fake):
+    tenant = make_tenant(key_budget=Decimal("3.00"))
+    names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
+    gateway = start_gateway(priced_routing(fake))
+    post_chat(gateway, tenant.secret)
+    release = Held(released=threading.Event())
+    fake.script(release)
+    in_flight = in_background(post_chat, gateway, tenant.secret)
+    wait_until(lambda: fake.count == 2, what="the held call to reach the upstream")
+
+    flush(gateway)
+    # Another call meanwhile rebuilds the counters from the ledger, which lacks the held call.
+    rebuilt_by = post_chat(gateway, tenant.secret)
+    release.released.set()
+    held_status = in_flight()[0]
+
+    assert (rebuilt_by[0], held_status) == (200, 200)
+    assert RequestLog.objects.filter(status=200).count() == 3
+    assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
+    assert [reserved(gateway, name) for name in names] == [0, 0]
+
+
+def test_a_flush_while_a_call_is_in_flight_leaves_the_rebuild_to_the_ledger(start_gateway, make_tenant, fake):
+    tenant = make_tenant(key_budget=Decimal("3.00"))
+    names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
+    gateway = start_gateway(priced_routing(fake))
+    post_chat(gateway, tenant.secret)
+    release = Held(released=threading.Event())
+    fake.script(release)
+    in_flight = in_background(post_chat, gateway, tenant.secret)
+    wait_until(lambda: fake.count == 2, what="the held call to reach the upstream")
+
+    flush(gateway)
+    release.released.set()
+    held_status = in_flight()[0]
+    after_settle = counters(gateway, names)
+    next_status = post_chat(gateway, tenant.secret)[0]
+
+    assert (held_status, next_status) == (200, 200)
+    # Its settle found nothing to add to: the rebuild read the call's row instead.
+    assert after_settle == {name: None for name in names}
+    assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
+    assert [reserved(gateway, name) for name in names] == [0, 0]
