@@ -1,8 +1,21 @@
 """Celery tasks of billing."""
 
-from celery import shared_task
+from datetime import date, timedelta
 
+from celery import shared_task
+from django.utils import timezone
+
+from analytics.services import daily_spend_settle
 from billing.reaper import reservations_reap
+
+
+@shared_task(acks_late=True)
+def settle_daily_spend(day: str | None = None) -> int:
+    """Settles a UTC day (``YYYY-MM-DD``; by default yesterday and today) of the request log into
+    the billing ledger. Idempotent: each run replaces the day's rows."""
+    today = timezone.now().date()
+    days = [date.fromisoformat(day)] if day else [today - timedelta(days=1), today]
+    return sum(daily_spend_settle(day=each) for each in days)
 
 
 @shared_task(acks_late=True)
