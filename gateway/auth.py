@@ -8,6 +8,7 @@ also expire after a short while as a safety net.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -95,9 +96,14 @@ class KeyCache:
     def __init__(self, ttl_s: float = SNAPSHOT_TTL_S) -> None:
         self.ttl_s = ttl_s
         self._by_prefix: dict[str, KeySnapshot] = {}
+        self._loading: dict[str, asyncio.Future] = {}
+        # Bumped by every invalidation: a load that started before one must not be cached.
+        self._generation = 0
         self._load = db_read(_load_snapshot)
 
     def invalidate(self, *, prefix: str | None = None, org_id: int | None = None) -> None:
+        self._generation += 1
+        self._loading.clear()
         if prefix is not None:
             self._by_prefix.pop(prefix, None)
         if org_id is not None:
@@ -106,6 +112,15 @@ class KeyCache:
                     self._by_prefix.pop(cached_prefix, None)
         if prefix is None and org_id is None:
             self._by_prefix.clear()
+
+    async def _load_once(self, prefix: str) -> KeySnapshot | None:
+        """A burst of calls with a key this worker has not cached waits for one query."""
+        loading = self._loading.get(prefix)
+        if loading is None:
+            loading = self._loading[prefix] = asyncio.ensure_future(self._load(prefix))
+            loading.add_done_callback(lambda _: self._loading.pop(prefix, None))
+        # One caller giving up (its client went away) must not cancel the others' load.
+        return await asyncio.shield(loading)
 
     async def authenticate(self, authorization: str | None) -> KeySnapshot:
         if not authorization or not authorization.startswith("Bearer "):
@@ -117,10 +132,12 @@ class KeyCache:
         snapshot = self._by_prefix.get(prefix)
         now = time.monotonic()
         if snapshot is None or now - snapshot.loaded_at > self.ttl_s:
-            snapshot = await self._load(prefix)
+            generation = self._generation
+            snapshot = await self._load_once(prefix)
             if snapshot is None:
                 raise invalid_api_key()
-            self._by_prefix[prefix] = snapshot
+            if generation == self._generation:
+                self._by_prefix[prefix] = snapshot
         if not secrets.matches(secret, snapshot.secret_hash) or not snapshot.usable(time.time()):
             raise invalid_api_key()
         return snapshot
