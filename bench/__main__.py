@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,7 +31,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short runs (about a minute), for a smoke check")
     parser.add_argument("--duration", type=float, help="seconds of each measured wrk run (default 10, quick 2)")
     parser.add_argument("--warmup", type=float, help="seconds of wrk warm-up before each run (default 3, quick 1)")
-    parser.add_argument("--latency-duration", type=float, help="seconds of each fixed-rate run (default 6, quick 2)")
+    parser.add_argument("--latency-duration", type=float,
+                        help="seconds of each fixed-rate run, after a warm-up (default 5 after 1, quick 1.5 after 0.5)")
+    parser.add_argument("--light-rate", type=float, default=50.0,
+                        help="requests/s of the light-load latency runs (default 50)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--streams", type=int, default=2000, help="concurrent slow streams (default 2000)")
@@ -51,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     quick = args.quick
     args.duration = args.duration or (2.0 if quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
-    args.latency_duration = args.latency_duration or (2.0 if quick else 6.0)
+    args.latency_duration = args.latency_duration or (1.5 if quick else 5.0)
+    args.latency_warmup = 0.5 if quick else 1.0
     args.hold_seconds = args.hold_seconds or (3.0 if quick else 10.0)
     return args
 
@@ -77,7 +82,7 @@ def check_answers(name: str, url: str, *, key: str, model: str) -> dict:
     status, headers, body = _post(url, load.request_body(model=model, stream=False, serial=0), key)
     if status != 200 or b'"choices"' not in body or b'"usage"' not in body:
         raise RuntimeError(f"{name}: plain call answered {status}: {body[:500]!r}")
-    status, stream_headers, body = _post(url, load.request_body(model=model, stream=True, serial=1), key)
+    status, _, body = _post(url, load.request_body(model=model, stream=True, serial=1), key)
     if status != 200 or not body.rstrip().endswith(b"data: [DONE]") or b'"usage"' not in body:
         raise RuntimeError(f"{name}: streamed call answered {status}: {body[:800]!r}")
     return {name.lower(): value for name, value in headers.items() if name.lower().startswith("x-")}
@@ -139,6 +144,7 @@ class Run:
             "config": {
                 "quick": args.quick, "connections": args.connections, "threads": args.threads,
                 "duration_s": args.duration, "warmup_s": args.warmup, "latency_duration_s": args.latency_duration,
+                "latency_warmup_s": args.latency_warmup, "light_rate": args.light_rate,
                 "streams": args.streams, "hold_seconds": args.hold_seconds,
             },
             "environment": {
@@ -230,34 +236,38 @@ class Run:
                 runs[key] = {**run.as_dict(), "cpu": cpu}
                 log(f"  {mode:<13} {label:<16} {run.rps:>8.0f} req/s  p50 {run.p50_ms:.2f} ms  "
                     f"p99 {run.p99_ms:.2f} ms  errors {run.errors}")
-            if "gateway" in runs and "passthrough" in runs:
+            if "gateway" in runs and runs.get("passthrough", {}).get("rps"):
                 self.results["ratio"][mode] = round(runs["gateway"]["rps"] / runs["passthrough"]["rps"], 3)
 
     def measure_latency(self) -> None:
+        """Both servers and the upstream alone at the same fixed rates: half of the gateway's own
+        throughput (the pass-through's without a gateway), and a light load that shows the fixed
+        cost of a call without any queueing."""
         args = self.args
-        upstream = self.targets["upstream"]
         for stream, mode in ((False, "non-streamed"), (True, "streamed")):
-            runs = self.results["latency"].setdefault(mode, {})
-            for key in ("passthrough", "gateway"):
-                target = self.targets.get(key)
-                capacity = self.results["throughput"].get(mode, {}).get(key)
-                if target is None or capacity is None:
-                    continue
-                rate = max(1.0, capacity["rps"] / 2)
+            capacity = self.results["throughput"].get(mode, {})
+            reference = capacity.get("gateway") or capacity.get("passthrough")
+            if reference is None:
+                continue
+            half = max(1.0, reference["rps"] / 2)
+            for load_name, rate in (("half load", half), ("light load", min(args.light_rate, half))):
+                runs = self.results["latency"].setdefault(mode, {}).setdefault(load_name, {"rate": round(rate, 1)})
                 settings = {"model": gateway_setup.FAST_MODEL, "stream": stream, "rate": rate,
-                            "seconds": args.latency_duration, "warmup": min(1.0, args.latency_duration / 2)}
-                direct = clients.fixed_rate(upstream["url"] + "/v1/chat/completions", key=upstream["key"], **settings)
-                measured = clients.fixed_rate(target["url"] + "/v1/chat/completions", key=target["key"], **settings)
-                direct_summary, target_summary = direct.summary(), measured.summary()
-                runs[key] = {
-                    "direct": direct_summary,
-                    "target": target_summary,
-                    "added_p50_ms": round(target_summary["p50_ms"] - direct_summary["p50_ms"], 3),
-                    "added_p99_ms": round(target_summary["p99_ms"] - direct_summary["p99_ms"], 3),
-                }
-                log(f"  {mode:<13} {key:<16} at {rate:.0f}/s: p50 +{runs[key]['added_p50_ms']:.2f} ms, "
-                    f"p99 +{runs[key]['added_p99_ms']:.2f} ms (client start lag p99 "
-                    f"{target_summary['client_start_lag_p99_ms']:.2f} ms)")
+                            "seconds": args.latency_duration, "warmup": args.latency_warmup}
+                for key in ("upstream", "passthrough", "gateway"):
+                    target = self.targets.get(key)
+                    if target is not None:
+                        sample = clients.fixed_rate(target["url"] + "/v1/chat/completions", key=target["key"],
+                                                    **settings)
+                        runs[key] = sample.summary()
+                direct = runs["upstream"]
+                for key in ("passthrough", "gateway"):
+                    if key in runs:
+                        runs[key]["added_p50_ms"] = round(runs[key]["p50_ms"] - direct["p50_ms"], 3)
+                        runs[key]["added_p99_ms"] = round(runs[key]["p99_ms"] - direct["p99_ms"], 3)
+                        log(f"  {mode:<13} {load_name:<10} {rate:>6.0f}/s {key:<12} p50 "
+                            f"{runs[key]['added_p50_ms']:+.2f} ms, p99 {runs[key]['added_p99_ms']:+.2f} ms "
+                            f"(client start lag p99 {runs[key]['client_start_lag_p99_ms']:.2f} ms)")
 
     def measure_memory(self) -> None:
         args = self.args
@@ -364,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(args)
     try:
         run.execute()
+    except Exception as error:  # noqa: BLE001 - report what was measured before the failure
+        traceback.print_exc()
+        run.results["error"] = f"{type(error).__name__}: {error}"
     finally:
         processes.stop_all()
     run.results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -372,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.render(run.results))
     print(f"\nresults: {args.output}")
-    return 1 if run.results["gateway_error"] else 0
+    return 1 if run.results["gateway_error"] or run.results.get("error") else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ workers it forked; ``stop_all`` runs on every exit path, Ctrl-C included.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -83,15 +84,18 @@ class Server:
             )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+        """SIGTERM to the whole process group, SIGKILL after 10 s; workers left behind by a master
+        that died first are killed too."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+            self.process.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self._log.close()
 
 

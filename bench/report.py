@@ -52,26 +52,35 @@ def _throughput_rows(results: dict) -> list[str]:
     ]
 
 
+LOADS = ("half load", "light load")
+
+
 def _latency_rows(results: dict) -> list[str]:
     rows = []
     for mode in MODES:
-        for key, label in TARGETS[1:]:
-            run = results["latency"].get(mode, {}).get(key)
-            if run is None:
-                rows.append([mode, label, "not run", "", "", "", "", ""])
+        for load in LOADS:
+            runs = results["latency"].get(mode, {}).get(load)
+            if runs is None:
                 continue
-            target, direct = run["target"], run["direct"]
-            errors = sum(target["errors"].values()) + sum(direct["errors"].values())
-            rows.append([
-                mode, label, f"{target['rate']:.0f}", f"{run['added_p50_ms']:+.2f}", f"{run['added_p99_ms']:+.2f}",
-                f"{target['p50_ms']:.2f} / {target['p99_ms']:.2f}", f"{direct['p50_ms']:.2f} / {direct['p99_ms']:.2f}",
-                str(errors),
-            ])
+            direct = runs["upstream"]
+            for key, label in TARGETS[1:]:
+                run = runs.get(key)
+                if run is None:
+                    continue
+                errors = sum(run["errors"].values()) + sum(direct["errors"].values())
+                note = "client fell behind" if run["client_bound"] or direct["client_bound"] else ""
+                rows.append([
+                    mode, f"{load} {runs['rate']:.0f}/s", label, f"{run['added_p50_ms']:+.2f}",
+                    f"{run['added_p99_ms']:+.2f}", f"{run['p50_ms']:.2f} / {run['p99_ms']:.2f}",
+                    f"{direct['p50_ms']:.2f} / {direct['p99_ms']:.2f}", str(errors), note,
+                ])
+    if not rows:
+        return ["Added latency: not run"]
     return [
-        "Added latency at half load (fixed arrival rate = half of the target's own req/s above; added = the",
-        "target's percentile minus the same percentile of the upstream called directly at the same rate)",
-        *_table(["mode", "target", "rate/s", "p50 added ms", "p99 added ms", "target p50 / p99",
-                 "direct p50 / p99", "errors"], rows),
+        "Added latency (open loop at a fixed rate: half of the gateway's req/s above, and a light load; added =",
+        "the target's percentile minus the same percentile of the upstream called directly at the same rate)",
+        *_table(["mode", "load", "target", "p50 added ms", "p99 added ms", "target p50 / p99",
+                 "direct p50 / p99", "errors", ""], rows),
     ]
 
 
@@ -112,7 +121,7 @@ def verdicts(results: dict) -> list[tuple[bool | None, str]]:
              f"{mode} throughput gateway / pass-through {_number(ratio, '.2f')} (target >= {TARGET_RATIO:.2f})")
         )
     for mode in MODES:
-        run = results["latency"].get(mode, {}).get("gateway")
+        run = results["latency"].get(mode, {}).get("half load", {}).get("gateway")
         added = None if run is None else run["added_p50_ms"]
         lines.append(
             (None if added is None else added <= TARGET_ADDED_P50_MS,
@@ -164,6 +173,8 @@ def render(results: dict) -> str:
         lines.append(f"WARNING: {noise}")
     if results.get("gateway_error"):
         lines.append(f"GATEWAY NOT MEASURED: {results['gateway_error']}")
+    if results.get("error"):
+        lines.append(f"THE RUN STOPPED EARLY: {results['error']}")
     lines += ["", *_throughput_rows(results), "", *_latency_rows(results), "", *_memory_rows(results), ""]
     if results.get("request_log_rows") is not None:
         lines.append(f"Request log rows the gateway wrote during the run: {results['request_log_rows']}")
