@@ -145,6 +145,15 @@ class Admission:
         return self.status == "ok"
 
 
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    """What ``check_chain`` found: the links to skip, and those this caller probes. Only a probe's
+    outcome changes its circuit, so a success elsewhere needs no ``breaker_record``."""
+
+    skip: set[str]
+    probes: set[str]
+
+
 class CounterStore(abc.ABC):
     """The shared-state interface of the gateway. Every method is one atomic step."""
 
@@ -186,8 +195,11 @@ class CounterStore(abc.ABC):
     async def reserved_total(self, name: str) -> int:
         """The part of a counter held by outstanding reservations."""
 
-    @abc.abstractmethod
     async def unavailable(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> set[str]:
+        return (await self.check_chain(deployments, now, probe_lease_s=probe_lease_s)).skip
+
+    @abc.abstractmethod
+    async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
         """The links of a chain (in the order they will be tried) to skip: cooling down, circuit
         open, or half-open with its one probe taken. A circuit past its open period lets this
         caller probe it (for ``probe_lease_s``) only if it is the first usable link."""
@@ -472,9 +484,10 @@ class MemoryCounterStore(CounterStore):
         with self._lock:
             return self._reserved_sum(name)
 
-    def _skip(self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool) -> set[str]:
+    def _skip(self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool) -> ChainCheck:
         """See unavailable.lua."""
         skip: set[str] = set()
+        probes: set[str] = set()
         usable_found = False
         for deployment in deployments:
             breaker = self._breakers.get(deployment)
@@ -486,16 +499,17 @@ class MemoryCounterStore(CounterStore):
                 skip.add(deployment)
             else:
                 breaker.state, breaker.until = "half_open", now + probe_lease_s
+                probes.add(deployment)
                 usable_found = True
-        return skip
+        return ChainCheck(skip=skip, probes=probes)
 
-    async def unavailable(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> set[str]:
+    async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
         with self._lock:
             return self._skip(deployments, now, probe_lease_s, cooldowns=True)
 
     async def breaker_allow(self, deployment: str, now: float, *, probe_lease_s: float = 30.0) -> bool:
         with self._lock:
-            return not self._skip([deployment], now, probe_lease_s, cooldowns=False)
+            return not self._skip([deployment], now, probe_lease_s, cooldowns=False).skip
 
     async def breaker_record(
         self,
@@ -684,20 +698,22 @@ class RedisCounterStore(CounterStore):
     async def reserved_total(self, name: str) -> int:
         return int(await self._redis.hget(self._key("r", name), "total") or 0)
 
-    async def _skip(self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool) -> set[str]:
+    async def _skip(
+        self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool
+    ) -> ChainCheck:
         if not deployments:
-            return set()
-        reply = await self._unavailable(
+            return ChainCheck(skip=set(), probes=set())
+        skip, probes = await self._unavailable(
             keys=[self._key("cooldowns"), *(self._key("cb", d) for d in deployments)],
             args=[repr(now), repr(probe_lease_s), "1" if cooldowns else "0", *deployments],
         )
-        return {d.decode() for d in reply}
+        return ChainCheck(skip={d.decode() for d in skip}, probes={d.decode() for d in probes})
 
-    async def unavailable(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> set[str]:
+    async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
         return await self._skip(deployments, now, probe_lease_s, cooldowns=True)
 
     async def breaker_allow(self, deployment: str, now: float, *, probe_lease_s: float = 30.0) -> bool:
-        return not await self._skip([deployment], now, probe_lease_s, cooldowns=False)
+        return not (await self._skip([deployment], now, probe_lease_s, cooldowns=False)).skip
 
     async def breaker_record(
         self,

@@ -68,7 +68,8 @@ async def call_chain(
 ) -> Served:
     links = await order_links(store, route, eligible_links(route, tags=tags, needs_tools=needs_tools))
     now = time.time()
-    unavailable = await store.unavailable([d.id for d in links], now)
+    chain = await store.check_chain([d.id for d in links], now)
+    unavailable = chain.skip
     cooling = await store.cooldown_active(list(unavailable), now) if unavailable else set()
     attempts: list[Attempt] = []
     for link in links:
@@ -90,20 +91,28 @@ async def call_chain(
             latency_ms = int((time.monotonic() - started) * 1000)
             attempts.append(Attempt(link.id, error.outcome, latency_ms))
             if not error.retryable:
-                await store.breaker_record(link.id, True, time.time())
+                # The link answered; the request was at fault. A probe that got this far passed.
+                if link.id in chain.probes:
+                    await store.breaker_record(link.id, True, time.time())
                 raise ChainFailed(
                     GatewayError(error.status or 400, f"The upstream refused the request: {error.message}",
                                  type="invalid_request_error", code="upstream_rejected"),
                     attempts,
                 ) from error
             await store.breaker_record(link.id, False, time.time())
+            if route.routing == "latency":
+                # A link that times out is a slow link, not an unmeasured one.
+                await store.latency_record(link.id, latency_ms)
             if error.retry_after and error.status in (429, 503):
                 await store.cooldown_set(link.id, time.time() + error.retry_after)
             continue
         latency_ms = int((time.monotonic() - started) * 1000)
         attempts.append(Attempt(link.id, "ok", latency_ms))
-        await store.breaker_record(link.id, True, time.time())
-        await store.latency_record(link.id, latency_ms)
+        # A success changes nothing in a closed circuit; only a probe's success closes one.
+        if link.id in chain.probes:
+            await store.breaker_record(link.id, True, time.time())
+        if route.routing == "latency":
+            await store.latency_record(link.id, latency_ms)
         return result
     raise ChainFailed(upstream_failed(f"Every deployment of {route.name!r} failed: {attempts_header(attempts)}"),
                       attempts)

@@ -15,6 +15,7 @@ if ARGV[3] == '1' then
   cooldowns = redis.call('HMGET', KEYS[1], unpack(ARGV, 4))
 end
 local skip = {}
+local probes = {}
 local usable_found = false
 for i = 1, #KEYS - 1 do
   local deployment = ARGV[3 + i]
@@ -29,7 +30,8 @@ for i = 1, #KEYS - 1 do
     table.insert(skip, deployment)
   else
     redis.call('HSET', KEYS[1 + i], 'state', 'half_open', 'until', string.format('%.17g', now + lease))
+    table.insert(probes, deployment)
     usable_found = true
   end
 end
-return skip
+return {skip, probes}

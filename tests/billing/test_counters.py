@@ -420,6 +420,17 @@ async def test_unavailable_filters_a_chain_in_one_step(store: CounterStore) -> N
     assert taken == {"probe-due"}
 
 
+async def test_check_chain_names_the_probe_it_grants(store: CounterStore) -> None:
+    for _ in range(3):
+        await store.breaker_record("probe-due", False, NOW - 60, failure_threshold=3, open_s=30)
+
+    first = await store.check_chain(["probe-due", "healthy"], NOW + 1)
+    second = await store.check_chain(["probe-due", "healthy"], NOW + 1)
+
+    assert (first.skip, first.probes) == (set(), {"probe-due"})
+    assert (second.skip, second.probes) == ({"probe-due"}, set())
+
+
 async def test_cooldowns(store: CounterStore) -> None:
     await store.cooldown_set("flash-vertex", NOW + 10)
 
