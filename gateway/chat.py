@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from analytics.models import RequestLog
 from analytics.records import prompt_meta
 from billing.money import call_cost_micros, from_micros
 from billing.reservations import Reservation, reserve, settle
@@ -238,13 +237,14 @@ async def _finish(state: GatewayState, call: Call, reservation: Reservation | No
     await state.log_writer.write(_log_row(call))
 
 
-def _log_row(call: Call) -> RequestLog:
+def _log_row(call: Call) -> dict:
+    """The request-log row, as the log writer inserts it (columns by attribute name)."""
     snapshot, request, summary = call.snapshot, call.request, call.summary
     store_bodies = snapshot.org_store_prompts and request is not None
     ttft = None
     if summary.first_token_at is not None:
         ttft = int((summary.first_token_at - call.started) * 1000)
-    return RequestLog(
+    return dict(
         request_id=call.request_id,
         created=datetime.fromtimestamp(call.arrived, UTC),
         org_id=snapshot.org_id,
