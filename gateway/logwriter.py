@@ -86,22 +86,28 @@ def _insert_fields() -> tuple:
 
 
 def _commit(rows: list[dict]) -> None:
-    """One multi-row INSERT per batch. Rows are plain dicts of the log's columns: building model
-    instances and running the ORM's compiler would cost more than the rest of the insert."""
-    from analytics.models import RequestLog
-
+    """One INSERT statement for the batch, executed for every row in one round trip (psycopg's
+    pipeline mode). Rows are plain dicts of the log's columns: building model instances and
+    running the ORM's compiler would cost more than the rest of the insert. The statement's text
+    never changes, so the driver converts it once."""
     close_old_connections()
     fields = _insert_fields()
-    quote = connection.ops.quote_name
-    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    sql = (
-        f"INSERT INTO {quote(RequestLog._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"VALUES {', '.join([one_row] * len(rows))}"
-    )
     params = [
-        field.get_db_prep_save(row[field.attname] if field.attname in row else field.get_default(), connection)
+        [field.get_db_prep_save(row[field.attname] if field.attname in row else field.get_default(), connection)
+         for field in fields]
         for row in rows
-        for field in fields
     ]
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.executemany(_insert_sql(), params)
+
+
+@functools.cache
+def _insert_sql() -> str:
+    from analytics.models import RequestLog
+
+    quote = connection.ops.quote_name
+    fields = _insert_fields()
+    return (
+        f"INSERT INTO {quote(RequestLog._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
