@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,13 +19,15 @@ from billing.money import call_cost_micros, from_micros
 from billing.reservations import Reservation, reserve, settle
 from gateway import cache
 from gateway.auth import KeySnapshot
-from gateway.errors import GatewayError, model_not_allowed, model_not_found
+from gateway.errors import GatewayError, internal_error, model_not_allowed, model_not_found
 from gateway.http import SSE_DONE, header, read_body, send_json, sse_event, start_event_stream
 from gateway.providers.base import UpstreamError
 from gateway.request import ChatRequest, parse_chat_request
 from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links
 from gateway.state import GatewayState
 from gateway.streaming import CallSummary, completion_as_chunks
+
+logger = logging.getLogger(__name__)
 
 # A request the client gave up on; the nginx convention, since HTTP has no status for it.
 CLIENT_CLOSED = 499
@@ -137,10 +140,16 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
             await _finish(state, call, settling)
         await send_json(send, error.status, error.body(), headers)
     except Exception:
-        # A bug of ours: still leave the trail and release the reservation, then let it surface.
+        # A bug of ours, or Redis/the database gone: the client still gets an answer in the
+        # contract's shape, and the call still leaves its trail and releases its reservation.
+        logger.exception("request %s failed inside the gateway", call.request_id)
         call.status = 500
         call.error = "internal error"
-        raise
+        if call.snapshot is not None and not call.logged:
+            settling, reservation = reservation, None
+            await _finish(state, call, settling)
+        with contextlib.suppress(Exception):
+            await send_json(send, 500, internal_error(call.request_id).body(), call.headers())
     finally:
         if call.snapshot is not None and not call.logged:
             await _finish(state, call, reservation)
@@ -229,12 +238,15 @@ async def _relay_stream(
 
 
 async def _finish(state: GatewayState, call: Call, reservation: Reservation | None) -> None:
-    """Settle, then log. The row carries the cost: the request log is the ledger."""
-    if reservation is not None:
-        tokens = call.summary.prompt_tokens + call.summary.completion_tokens
-        await asyncio.shield(settle(state.store, reservation, cost_micros=call.cost_micros, tokens=tokens))
+    """Settle, then log. The row carries the cost: the request log is the ledger, so it is
+    written even if settling failed (Redis gone: the mirror is rebuilt from the rows)."""
     call.logged = True
-    await state.log_writer.write(_log_row(call))
+    try:
+        if reservation is not None:
+            tokens = call.summary.prompt_tokens + call.summary.completion_tokens
+            await asyncio.shield(settle(state.store, reservation, cost_micros=call.cost_micros, tokens=tokens))
+    finally:
+        await state.log_writer.write(_log_row(call))
 
 
 def _log_row(call: Call) -> dict:

@@ -56,3 +56,8 @@ def rate_limited(message: str, *, retry_after: float, headers: dict[str, str]) -
 
 def upstream_failed(message: str) -> GatewayError:
     return GatewayError(502, message, type="upstream_error", code="upstream_error")
+
+
+def internal_error(request_id: str) -> GatewayError:
+    return GatewayError(500, f"The gateway failed to handle this request ({request_id}); it has been logged.",
+                        type="api_error", code="internal_error")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
+
+import orjson
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
@@ -42,7 +43,7 @@ def _encode_headers(headers: dict[str, str], content_type: bytes) -> list[tuple[
 
 
 async def send_json(send, status: int, payload, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    body = orjson.dumps(payload)
     await send({
         "type": "http.response.start",
         "status": status,
@@ -60,7 +61,7 @@ async def start_event_stream(send, headers: dict[str, str]) -> None:
 
 
 def sse_event(payload: dict) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"

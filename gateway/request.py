@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+import orjson
 
 from gateway.errors import invalid_request
 
@@ -111,8 +112,8 @@ def _tags(body: dict, header_value: str | None) -> frozenset[str]:
 
 def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise invalid_request(f"The body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise invalid_request("The body must be a JSON object.")

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+import orjson
+
 from gateway.providers.base import (
     Provider,
     ProviderConfig,
@@ -44,7 +46,7 @@ class OpenAIProvider(Provider):
         headers = {"Content-Type": "application/json"}
         if self.api_key_env:
             headers["Authorization"] = f"Bearer {os.environ.get(self.api_key_env, '')}"
-        return UpstreamRequest(url=self.url, headers=headers, body=json.dumps(payload).encode())
+        return UpstreamRequest(url=self.url, headers=headers, body=orjson.dumps(payload))
 
     def parse_response(self, *, body: bytes, model: str) -> dict:
         answer = load_upstream_json(body)

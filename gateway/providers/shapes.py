@@ -9,6 +9,8 @@ import string
 import time
 from typing import Any
 
+import orjson
+
 from gateway.providers.base import UpstreamError
 
 # --- reading an OpenAI request -----------------------------------------------------------------
@@ -176,6 +178,6 @@ class ChunkMaker:
 def load_upstream_json(data: bytes | str) -> Any:
     """An upstream body that is not JSON is the upstream's fault, not the caller's."""
     try:
-        return json.loads(data)
+        return orjson.loads(data)
     except ValueError as exc:
         raise UpstreamError("server", f"malformed JSON from upstream: {exc}") from exc

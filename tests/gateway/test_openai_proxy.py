@@ -200,3 +200,20 @@ def test_unknown_fields_pass_through_to_the_upstream(gateway, tenant, fake):
     sent = fake.requests[0].json
     assert sent["seed"] == 7 and sent["logit_bias"] == {"50256": -100}
     assert "nemo_cache" not in sent and "tags" not in sent
+
+
+def test_a_failure_inside_the_gateway_is_a_500_in_the_openai_shape_and_still_logged(gateway, tenant, fake):
+    import redis
+
+    async def broken_admit(**_):
+        raise redis.ConnectionError("Redis went away")
+
+    gateway.app._state.store.admit = broken_admit
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {tenant.secret}"},
+                          json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "api_error"
+    assert fake.count == 0
+    row = RequestLog.objects.get(request_id=response.headers["x-nemo-request-id"])
+    assert (row.status, row.cost) == (500, 0)
