@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.providers.base import StreamDecoder, UpstreamError
+from gateway.providers.shapes import load_upstream_json
+
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
@@ -57,3 +60,35 @@ def _parse_block(block: bytes) -> SSEEvent | None:
     if not data_lines:
         return None
     return SSEEvent(event=event, data="\n".join(data_lines))
+
+
+class JSONEventDecoder(StreamDecoder):
+    """A stream of JSON events that ends with an explicit last event (Gemini's finish reasons,
+    Claude's ``message_stop``). Subclasses translate one event at a time and set
+    ``_finished`` on the last one; a stream that closes before it is a broken stream."""
+
+    unfinished = "stream ended before the answer finished"
+
+    def __init__(self) -> None:
+        self._sse = SSEParser()
+        self._finished = False
+
+    def feed(self, data: bytes) -> list[dict]:
+        return self._decode(self._sse.feed(data))
+
+    def finish(self) -> list[dict]:
+        chunks = self._decode(self._sse.finish())
+        if not self._finished:
+            raise UpstreamError("server", self.unfinished)
+        return chunks
+
+    def _decode(self, events: list[SSEEvent]) -> list[dict]:
+        chunks: list[dict] = []
+        for event in events:
+            if self._finished:
+                break
+            chunks += self._translate(load_upstream_json(event.data))
+        return chunks
+
+    def _translate(self, data) -> list[dict]:
+        raise NotImplementedError

@@ -26,7 +26,7 @@ from gateway.providers.shapes import (
     tool_call,
     usage,
 )
-from gateway.providers.sse import SSEEvent, SSEParser
+from gateway.providers.sse import JSONEventDecoder
 from gateway.providers.vertex import VertexProvider, json_or_none
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
@@ -241,32 +241,16 @@ def _usage(anthropic_usage: dict) -> dict:
     )
 
 
-class AnthropicStreamDecoder(StreamDecoder):
+class AnthropicStreamDecoder(JSONEventDecoder):
+    unfinished = "stream ended before message_stop"
+
     def __init__(self, *, model: str) -> None:
+        super().__init__()
         self.model = model
-        self._sse = SSEParser()
         self._chunks = ChunkMaker(id=new_completion_id(), model=model)
         self._usage: dict[str, int] = {}
         self._tool_call_index: dict[int, int] = {}
         self._stop_reason: str | None = None
-        self._finished = False
-
-    def feed(self, data: bytes) -> list[dict]:
-        return self._decode(self._sse.feed(data))
-
-    def finish(self) -> list[dict]:
-        chunks = self._decode(self._sse.finish())
-        if not self._finished:
-            raise UpstreamError("server", "stream ended before message_stop")
-        return chunks
-
-    def _decode(self, events: list[SSEEvent]) -> list[dict]:
-        chunks: list[dict] = []
-        for event in events:
-            if self._finished:
-                break
-            chunks += self._translate(load_upstream_json(event.data))
-        return chunks
 
     def _translate(self, data: dict) -> list[dict]:
         kind = data.get("type")

@@ -34,7 +34,7 @@ from gateway.providers.shapes import (
     tool_call,
     usage,
 )
-from gateway.providers.sse import SSEEvent, SSEParser
+from gateway.providers.sse import JSONEventDecoder
 from gateway.providers.vertex import VertexProvider, google_error, google_stream_error
 
 _SIGNED_ID = re.compile(r"^call_[A-Za-z0-9]{24}_sig_(?P<signature>[A-Za-z0-9_-]+)$")
@@ -342,39 +342,20 @@ def _completion_id(data: dict) -> str:
     return f"chatcmpl-{data['responseId']}" if data.get("responseId") else new_completion_id()
 
 
-class GeminiStreamDecoder(StreamDecoder):
+class GeminiStreamDecoder(JSONEventDecoder):
     """Gemini streams whole answers-so-far per candidate: text pieces, whole function calls,
     and the usage on the event that carries the finish reason."""
 
     def __init__(self, *, model: str) -> None:
+        super().__init__()
         self.model = model
-        self._sse = SSEParser()
         self._chunks: ChunkMaker | None = None
         self._tool_calls_so_far: dict[int, int] = {}
         self._unfinished: set[int] = set()
-        self._finished = False
-
-    def feed(self, data: bytes) -> list[dict]:
-        return self._decode(self._sse.feed(data))
-
-    def finish(self) -> list[dict]:
-        chunks = self._decode(self._sse.finish())
-        if not self._finished:
-            raise UpstreamError("server", "stream ended before the answer finished")
-        return chunks
-
-    def _decode(self, events: list[SSEEvent]) -> list[dict]:
-        chunks: list[dict] = []
-        for event in events:
-            if self._finished:
-                break
-            data = load_upstream_json(event.data)
-            if error := google_error(data):
-                raise google_stream_error(error)
-            chunks += self._translate(data)
-        return chunks
 
     def _translate(self, data: dict) -> list[dict]:
+        if error := google_error(data):
+            raise google_stream_error(error)
         if self._chunks is None:
             self._chunks = ChunkMaker(id=_completion_id(data), model=data.get("modelVersion") or self.model)
         maker = self._chunks
