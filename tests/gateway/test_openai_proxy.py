@@ -10,22 +10,7 @@ from analytics.models import RequestLog
 from tests.fakes.behaviours import Reply
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway.conftest import openai_routing
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "weather",
-        "description": "Weather of a city",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
-    },
-}
-TIME_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "local_time",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+from tests.gateway.tools import TIME_TOOL, WEATHER_TOOL
 
 
 @pytest.fixture

@@ -13,22 +13,8 @@ from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.behaviours import Hang, Reply
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.oauth import FakeTokenServer, write_service_account
+from tests.gateway.tools import TIME_TOOL, WEATHER_TOOL
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "weather",
-        "description": "Weather of a city",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
-    },
-}
-TIME_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "local_time",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 WIRE_FORMATS = {
     "vertex_gemini": (FakeGemini, "gemini-2.5-flash"),
     "vertex_anthropic": (FakeAnthropic, "claude-3-7-sonnet@20250219"),
