@@ -16,8 +16,10 @@ import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
 import psycopg
 from django.db import close_old_connections, connection
+from psycopg.types.json import Jsonb
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +78,15 @@ class LogWriter:
             self._async_connection = await psycopg.AsyncConnection.connect(**_connection_params(), autocommit=True)
         try:
             async with self._async_connection.cursor() as cursor:
-                await cursor.execute(_insert_sql(len(rows)), _params(rows))
+                if len(rows) == 1:
+                    # A quiet moment: one INSERT is one round trip (the driver caches its text).
+                    await cursor.execute(_insert_sql(1), _postgres_values(rows[0]))
+                else:
+                    # Under load: COPY has no statement text to parse per batch, and is still
+                    # one statement, so one transaction.
+                    async with cursor.copy(_copy_sql()) as copy:
+                        for row in rows:
+                            await copy.write_row(_postgres_values(row))
         except psycopg.OperationalError:
             # The connection broke: the next attempt opens a new one.
             await self._async_connection.close()
@@ -119,6 +129,39 @@ def _insert_fields() -> tuple:
     return tuple(
         field for field in RequestLog._meta.concrete_fields if not field.primary_key and not field.has_db_default()
     )
+
+
+@functools.cache
+def _copy_sql() -> str:
+    from analytics.models import RequestLog
+
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in _insert_fields())
+    return f"COPY {quote(RequestLog._meta.db_table)} ({columns}) FROM STDIN"
+
+
+@functools.cache
+def _json_columns() -> frozenset[str]:
+    from django.db.models import JSONField
+
+    return frozenset(f.attname for f in _insert_fields() if isinstance(f, JSONField))
+
+
+def _postgres_values(row: dict) -> list:
+    """A row's values as psycopg adapts them: the gateway's values are already of the columns'
+    types (int, str, bool, Decimal, aware datetime), only JSON needs wrapping."""
+    json_columns = _json_columns()
+    values = []
+    for field in _insert_fields():
+        value = row[field.attname] if field.attname in row else field.get_default()
+        if field.attname in json_columns and value is not None:
+            value = Jsonb(value, dumps=_dumps)
+        values.append(value)
+    return values
+
+
+def _dumps(value) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _params(rows: list[dict]) -> list:
