@@ -6,12 +6,14 @@ each change is audited. Credit grants are a ledger: added, never edited or delet
 
 from django import forms
 from django.contrib import admin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from billing.models import MONEY, Budget, CatalogModel, CreditGrant, DailySpend
 from billing.services import budget_delete, budget_set, credits_grant
 from keys.admin import ReadOnlyAdminMixin, staff_actor
+from keys.invalidation import catalog_changed
 
 
 class BudgetAdminForm(forms.ModelForm):
@@ -101,6 +103,11 @@ class CatalogModelAdmin(admin.ModelAdmin):
     list_editable = ["input_price", "cached_input_price", "output_price"]
     list_filter = ["vendor"]
     search_fields = ["name", "vendor"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        # Gateway workers price calls from their cached routing config: tell them to reload it.
+        transaction.on_commit(catalog_changed)
 
 
 @admin.register(DailySpend)

@@ -29,6 +29,21 @@ class GatewayState:
     keys: KeyCache
     log_writer: LogWriter
     listener: asyncio.Task | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def changed(self, *, prefix: str | None = None, org_id: int | None = None, catalog: bool = False) -> None:
+        """Something cached changed (see keys.invalidation); may be called from any thread."""
+        if catalog:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.reload_config()))
+        else:
+            self.keys.invalidate(prefix=prefix, org_id=org_id)
+
+    async def reload_config(self) -> None:
+        """New catalog prices reach the routing config; a call in flight keeps the one it began with."""
+        try:
+            self.config = await db_read(load_config)(settings.NEMO_ROUTER_CONFIG)
+        except Exception:  # noqa: BLE001 - keep serving with the config we have
+            logger.exception("could not reload the routing config; keeping the current one")
 
     @classmethod
     async def start(cls) -> GatewayState:
@@ -45,7 +60,8 @@ class GatewayState:
             keys=KeyCache(),
             log_writer=LogWriter(),
         )
-        invalidation.on_key_changed(state.keys.invalidate)
+        state.loop = asyncio.get_running_loop()
+        invalidation.on_key_changed(state.changed)
         if settings.REDIS_URL:
             state.listener = asyncio.get_running_loop().create_task(state._listen(settings.REDIS_URL))
         return state
@@ -64,7 +80,8 @@ class GatewayState:
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             data = json.loads(message["data"])
-                            self.keys.invalidate(prefix=data.get("prefix"), org_id=data.get("org_id"))
+                            self.changed(prefix=data.get("prefix"), org_id=data.get("org_id"),
+                                         catalog=bool(data.get("catalog")))
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - Redis went away: keep trying, keys also expire
@@ -74,7 +91,7 @@ class GatewayState:
                 await client.aclose()
 
     async def close(self) -> None:
-        invalidation.forget(self.keys.invalidate)
+        invalidation.forget(self.changed)
         if self.listener is not None:
             self.listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -77,3 +77,32 @@ def test_a_negative_timeout_is_refused():
 
     with pytest.raises(ConfigError, match="timeout_s must be positive"):
         build_config(raw, CATALOG)
+
+
+def test_a_catalog_price_change_reaches_a_running_gateway(start_gateway, make_tenant, monkeypatch, admin_client):
+    import time
+
+    from billing.models import CatalogModel
+    from tests.fakes.openai import FakeOpenAI
+    from tests.gateway.conftest import openai_routing
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "k")
+    with FakeOpenAI() as fake:
+        gateway = start_gateway(openai_routing(fake.base_url))
+        client = gateway.client(make_tenant().secret)
+        entry = CatalogModel.objects.get(name="gpt-4o")
+        admin_client.post(f"/admin/billing/catalogmodel/{entry.pk}/change/", {
+            "name": entry.name, "vendor": entry.vendor, "input_price": "250", "cached_input_price": "125",
+            "output_price": "1000", "context_window": entry.context_window,
+            "max_output_tokens": entry.max_output_tokens, "capabilities": '["tools", "streaming"]',
+        })
+        deadline = time.monotonic() + 5
+        while gateway.app._state.config.deployments["gpt4o-primary"].price.output != Decimal("1000"):
+            assert time.monotonic() < deadline, "the gateway kept the old price"
+            time.sleep(0.05)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+        usage = raw.parse().usage
+
+    expected = (Decimal(usage.prompt_tokens) * 250 + Decimal(usage.completion_tokens) * 1000) / 1_000_000
+    assert Decimal(raw.headers["x-nemo-cost"]) == expected.quantize(Decimal("0.000001"))
