@@ -52,6 +52,16 @@ def render_page(
     return render(request, template, page, status=status)
 
 
+def render_confirm(
+    request: HttpRequest, membership: Membership, *, title: str, text: str, button: str, cancel: str,
+    danger: bool = True,
+) -> HttpResponse:
+    """The page that asks before a POST changes something that cannot be taken back."""
+    return render_page(request, membership, "dashboard/confirm.html", {
+        "title": title, "text": text, "button": button, "cancel": cancel, "danger": danger,
+    })
+
+
 def choose_org(request: HttpRequest, org_id: int) -> Membership | None:
     """Makes ``org_id`` the current org if the user belongs to it."""
     membership = current_membership(request.user, org_id)

@@ -13,7 +13,7 @@ from analytics.selectors import key_spend
 from billing.models import Budget
 from billing.selectors import budget_list
 from dashboard.forms import KeyForm
-from dashboard.orgs import org_page, render_page
+from dashboard.orgs import org_page, render_confirm, render_page
 from dashboard.services import key_change, key_issue
 from keys.access import MANAGE
 from keys.audit import Actor
@@ -100,13 +100,14 @@ def key_revoke(request: HttpRequest, membership: Membership, pk: int) -> HttpRes
         virtual_key_revoke(key=key, actor=Actor.of_user(request.user))
         messages.success(request, f"Revoked {key.name} ({key.prefix}…). Calls with it are refused from now on.")
         return redirect("dashboard:keys")
-    return render_page(request, membership, "dashboard/confirm.html", {
-        "title": f"Revoke {key.name}?",
-        "text": f"Calls with {key.prefix}… will be refused at once. This cannot be undone.",
-        "button": "Revoke key",
-        "cancel": reverse("dashboard:key_detail", args=[key.pk]),
-        "danger": True,
-    })
+    return render_confirm(
+        request,
+        membership,
+        title=f"Revoke {key.name}?",
+        text=f"Calls with {key.prefix}… will be refused at once. This cannot be undone.",
+        button="Revoke key",
+        cancel=reverse("dashboard:key_detail", args=[key.pk]),
+    )
 
 
 @never_cache
@@ -120,12 +121,14 @@ def key_rotate(request: HttpRequest, membership: Membership, pk: int) -> HttpRes
         key, secret = virtual_key_rotate(key=key, actor=Actor.of_user(request.user))
         return render_page(request, membership, "dashboard/key_secret.html",
                            {"key": key, "secret": secret, "what": "rotated"})
-    return render_page(request, membership, "dashboard/confirm.html", {
-        "title": f"Rotate {key.name}?",
-        "text": (f"A new secret replaces {key.prefix}…; the old one stops working at once. "
-                 "Budget, limits and history stay with the key."),
-        "button": "Rotate secret",
-        "cancel": reverse("dashboard:key_detail", args=[key.pk]),
-        "danger": False,
-    })
+    return render_confirm(
+        request,
+        membership,
+        title=f"Rotate {key.name}?",
+        text=(f"A new secret replaces {key.prefix}…; the old one stops working at once. "
+              "Budget, limits and history stay with the key."),
+        button="Rotate secret",
+        cancel=reverse("dashboard:key_detail", args=[key.pk]),
+        danger=False,
+    )
 

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 from analytics.selectors import sink_get, sink_list
 from analytics.services import sink_create, sink_delete
 from dashboard.forms import InviteForm, OrgSettingsForm, SinkForm, TokenForm
-from dashboard.orgs import org_page, render_page
+from dashboard.orgs import org_page, render_confirm, render_page
 from dashboard.selectors import org_token_get
 from keys.access import MANAGE, OWN
 from keys.audit import Actor
@@ -74,13 +74,14 @@ def sink_remove(request: HttpRequest, membership: Membership, pk: int) -> HttpRe
         sink_delete(sink=sink, actor=Actor.of_user(request.user))
         messages.success(request, f"Removed the {sink.type} sink.")
         return redirect("dashboard:settings")
-    return render_page(request, membership, "dashboard/confirm.html", {
-        "title": f"Remove the {sink.type} sink?",
-        "text": "Calls not yet exported to it will not be sent.",
-        "button": "Remove sink",
-        "cancel": reverse("dashboard:settings"),
-        "danger": True,
-    })
+    return render_confirm(
+        request,
+        membership,
+        title=f"Remove the {sink.type} sink?",
+        text="Calls not yet exported to it will not be sent.",
+        button="Remove sink",
+        cancel=reverse("dashboard:settings"),
+    )
 
 
 @never_cache

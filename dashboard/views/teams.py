@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 from billing.models import Budget
 from billing.selectors import budget_list, budget_spent, credit_balance, credit_grants, spend_since
 from dashboard.forms import OrgBudgetForm, TeamForm
-from dashboard.orgs import org_page, render_page
+from dashboard.orgs import org_page, render_confirm, render_page
 from dashboard.services import org_budget_save, team_save
 from keys.access import MANAGE
 from keys.audit import Actor
@@ -102,13 +102,14 @@ def team_remove(request: HttpRequest, membership: Membership, pk: int) -> HttpRe
         team_delete(team=team, actor=Actor.of_user(request.user))
         messages.success(request, f"Deleted team {team.name}.")
         return redirect("dashboard:teams")
-    return render_page(request, membership, "dashboard/confirm.html", {
-        "title": f"Delete team {team.name}?",
-        "text": "Its budget goes with it; its keys stay, without a team.",
-        "button": "Delete team",
-        "cancel": reverse("dashboard:teams"),
-        "danger": True,
-    })
+    return render_confirm(
+        request,
+        membership,
+        title=f"Delete team {team.name}?",
+        text="Its budget goes with it; its keys stay, without a team.",
+        button="Delete team",
+        cancel=reverse("dashboard:teams"),
+    )
 
 
 @require_POST
