@@ -154,6 +154,10 @@ class InviteForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
 
 
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=200, help_text="What the script that uses it does.")
 

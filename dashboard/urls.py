@@ -38,4 +38,6 @@ urlpatterns = [
     path("settings/tokens/new/", settings.token_new, name="token_new"),
     path("settings/tokens/<int:pk>/revoke/", settings.token_revoke, name="token_revoke"),
     path("settings/members/invite/", settings.member_invite, name="member_invite"),
+    path("settings/members/<int:pk>/role/", settings.member_role, name="member_role"),
+    path("settings/members/<int:pk>/remove/", settings.member_remove, name="member_remove"),
 ]

@@ -61,6 +61,10 @@ def membership_get(*, user: AbstractBaseUser, org: Organization) -> Membership |
     return Membership.objects.filter(user=user, org=org).first()
 
 
+def membership_get_in_org(*, org: Organization, pk) -> Membership:
+    return _get_in_org(Membership.objects.select_related("org", "user"), org=org, pk=pk)
+
+
 def memberships_of(*, user: AbstractBaseUser) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("org").order_by("created")
 

@@ -71,6 +71,41 @@ def membership_add(*, org: Organization, user: AbstractBaseUser, role: str, acto
     return membership
 
 
+def _refuse_to_lose_the_last_owner(membership: Membership, doing: str) -> None:
+    """Raises if ``membership`` is its org's only owner: an org without an owner can no longer
+    manage its members. The org row is locked first so that two owners demoting each other at the
+    same time cannot both pass the check."""
+    Organization.objects.select_for_update().filter(pk=membership.org_id).first()
+    membership.refresh_from_db(fields=["role"])
+    if membership.role != Membership.Role.OWNER:
+        return
+    other_owners = Membership.objects.filter(org_id=membership.org_id, role=Membership.Role.OWNER)
+    if not other_owners.exclude(pk=membership.pk).exists():
+        raise ValueError(f"Cannot {doing} the organization's last owner; make someone else owner first.")
+
+
+@transaction.atomic
+def membership_change_role(*, membership: Membership, role: str, actor: Actor) -> Membership:
+    if role not in Membership.Role.values:
+        raise ValueError(f"Unknown role {role!r}; choose one of {', '.join(Membership.Role.values)}.")
+    if role != Membership.Role.OWNER:
+        _refuse_to_lose_the_last_owner(membership, "demote")
+    previous = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(org=membership.org, actor=actor, action="member.role", target=membership,
+                 data={"user": membership.user.get_username(), "from": previous, "role": role})
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: Actor) -> None:
+    _refuse_to_lose_the_last_owner(membership, "remove")
+    audit_record(org=membership.org, actor=actor, action="member.remove", target=membership,
+                 data={"user": membership.user.get_username(), "role": membership.role})
+    membership.delete()
+
+
 @transaction.atomic
 def invitation_create(*, org: Organization, email: str, role: str, actor: Actor) -> tuple[Invitation, str]:
     """An invitation link token, shown once; only its hash is stored."""

@@ -9,14 +9,21 @@ from django.views.decorators.http import require_POST
 
 from analytics.selectors import sink_get, sink_list
 from analytics.services import sink_create, sink_delete
-from dashboard.forms import InviteForm, OrgSettingsForm, SinkForm, TokenForm
+from dashboard.forms import InviteForm, MemberRoleForm, OrgSettingsForm, SinkForm, TokenForm
 from dashboard.orgs import org_page, render_confirm, render_page
 from dashboard.selectors import org_token_get
 from keys.access import MANAGE, OWN
 from keys.audit import Actor
 from keys.models import Membership
-from keys.selectors import member_list, org_token_list
-from keys.services import invitation_create, org_token_create, org_token_revoke, organization_settings_update
+from keys.selectors import member_list, membership_get_in_org, org_token_list
+from keys.services import (
+    invitation_create,
+    membership_change_role,
+    membership_remove,
+    org_token_create,
+    org_token_revoke,
+    organization_settings_update,
+)
 
 
 def _settings_page(request: HttpRequest, membership: Membership, status: int = 200, **forms) -> HttpResponse:
@@ -30,6 +37,7 @@ def _settings_page(request: HttpRequest, membership: Membership, status: int = 2
         "sinks": sink_list(org=org),
         "tokens": org_token_list(org=org),
         "members": member_list(org=org),
+        "roles": Membership.Role.values,
     }
     context.update(forms)
     return render_page(request, membership, "dashboard/settings.html", context, status=status)
@@ -128,3 +136,42 @@ def member_invite(request: HttpRequest, membership: Membership) -> HttpResponse:
                 f"{membership.org.name}, works once, and is shown only now.",
         "back": "dashboard:settings",
     })
+
+
+@require_POST
+@org_page(OWN)
+def member_role(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    member = membership_get_in_org(org=membership.org, pk=pk)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Choose a role: {', '.join(Membership.Role.values)}.")
+        return _settings_page(request, membership, status=400)
+    try:
+        membership_change_role(membership=member, role=form.cleaned_data["role"], actor=Actor.of_user(request.user))
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return _settings_page(request, membership, status=400)
+    messages.success(request, f"{member.user.get_username()} is now {member.role}.")
+    return redirect("dashboard:settings")
+
+
+@org_page(OWN)
+def member_remove(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    member = membership_get_in_org(org=membership.org, pk=pk)
+    username = member.user.get_username()
+    if request.method == "POST":
+        try:
+            membership_remove(membership=member, actor=Actor.of_user(request.user))
+        except ValueError as exc:
+            messages.error(request, str(exc))
+            return _settings_page(request, membership, status=400)
+        messages.success(request, f"Removed {username} from {membership.org.name}.")
+        return redirect("dashboard:settings")
+    return render_confirm(
+        request,
+        membership,
+        title=f"Remove {username}?",
+        text=f"They lose access to {membership.org.name}'s dashboard. Keys they created keep working.",
+        button="Remove member",
+        cancel=reverse("dashboard:settings"),
+    )

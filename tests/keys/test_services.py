@@ -12,6 +12,8 @@ from keys.services import (
     invitation_accept,
     invitation_create,
     membership_add,
+    membership_change_role,
+    membership_remove,
     org_token_create,
     org_token_revoke,
     organization_create,
@@ -100,6 +102,67 @@ def test_membership_add_is_audited(org, owner, outsider, actor):
     assert (event.actor_id, event.actor_label, event.target_type, event.data) == (
         owner.pk, "owner@example.com", "Membership", {"user": "outsider@example.com", "role": "admin"}
     )
+
+
+def _membership(org, user) -> Membership:
+    return Membership.objects.get(org=org, user=user)
+
+
+def test_membership_change_role_changes_it_and_is_audited(org, owner, teammate, actor):
+    membership = membership_change_role(membership=_membership(org, teammate), role=Membership.Role.ADMIN,
+                                        actor=actor)
+    assert _membership(org, teammate).role == Membership.Role.ADMIN
+    event = AuditEvent.objects.get(org=org, action="member.role")
+    assert (event.actor_id, event.target_type, event.target_id, event.data) == (
+        owner.pk, "Membership", str(membership.pk),
+        {"user": "mate@example.com", "from": "member", "role": "admin"},
+    )
+
+
+def test_membership_change_role_refuses_an_unknown_role(org, teammate, actor):
+    with pytest.raises(ValueError, match="Unknown role 'superuser'"):
+        membership_change_role(membership=_membership(org, teammate), role="superuser", actor=actor)
+    assert _membership(org, teammate).role == Membership.Role.MEMBER
+    assert not AuditEvent.objects.filter(org=org, action="member.role").exists()
+
+
+def test_membership_change_role_refuses_to_demote_the_last_owner(org, owner, actor):
+    with pytest.raises(ValueError, match="last owner"):
+        membership_change_role(membership=_membership(org, owner), role=Membership.Role.ADMIN, actor=actor)
+    assert _membership(org, owner).role == Membership.Role.OWNER
+    assert not AuditEvent.objects.filter(org=org, action="member.role").exists()
+
+
+def test_an_owner_may_be_demoted_once_there_is_another_owner(org, owner, teammate, actor):
+    membership_change_role(membership=_membership(org, teammate), role=Membership.Role.OWNER, actor=actor)
+    membership_change_role(membership=_membership(org, owner), role=Membership.Role.MEMBER, actor=actor)
+    assert _membership(org, owner).role == Membership.Role.MEMBER
+
+
+def test_the_last_owner_check_reads_the_stored_role_not_a_stale_one(org, owner, teammate, actor):
+    stale_teammate = _membership(org, teammate)
+    membership_change_role(membership=_membership(org, teammate), role=Membership.Role.OWNER, actor=actor)
+    membership_change_role(membership=_membership(org, owner), role=Membership.Role.ADMIN, actor=actor)
+    with pytest.raises(ValueError, match="last owner"):
+        membership_remove(membership=stale_teammate, actor=actor)
+    assert _membership(org, teammate).role == Membership.Role.OWNER
+
+
+def test_membership_remove_deletes_it_and_is_audited(org, owner, teammate, actor):
+    membership_pk = _membership(org, teammate).pk
+    membership_remove(membership=_membership(org, teammate), actor=actor)
+    assert not Membership.objects.filter(org=org, user=teammate).exists()
+    event = AuditEvent.objects.get(org=org, action="member.remove")
+    assert (event.actor_id, event.target_type, event.target_id, event.data) == (
+        owner.pk, "Membership", str(membership_pk), {"user": "mate@example.com", "role": "member"},
+    )
+
+
+def test_membership_remove_refuses_to_remove_the_last_owner(org, owner, actor):
+    with pytest.raises(ValueError, match="last owner"):
+        membership_remove(membership=_membership(org, owner), actor=actor)
+    assert _membership(org, owner).role == Membership.Role.OWNER
+    assert not AuditEvent.objects.filter(org=org, action="member.remove").exists()
 
 
 def test_invitation_create_is_audited(org, owner, actor):
