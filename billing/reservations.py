@@ -21,6 +21,7 @@ from billing.money import from_micros, to_micros
 from billing.periods import period_end, period_name, period_start
 from gateway.db import db_read
 from gateway.errors import budget_exceeded, rate_limited
+from gateway.singleflight import shared_run
 
 RESERVATION_TTL_S = 15 * 60
 MAX_SEED_ROUNDS = 3
@@ -108,13 +109,7 @@ async def _seed_from_ledger(store: CounterStore, name: str, now: datetime) -> No
 
 
 async def _rebuild(store: CounterStore, name: str, now: datetime) -> None:
-    pending = _rebuilding.setdefault(store, {})
-    rebuild = pending.get(name)
-    if rebuild is None:
-        rebuild = pending[name] = asyncio.ensure_future(_seed_from_ledger(store, name, now))
-        rebuild.add_done_callback(lambda _: pending.pop(name, None))
-    # One caller giving up (its client went away) must not cancel the others' rebuild.
-    await asyncio.shield(rebuild)
+    await shared_run(_rebuilding.setdefault(store, {}), name, lambda: _seed_from_ledger(store, name, now))
 
 
 def _rate_headers(admission) -> dict[str, str]:

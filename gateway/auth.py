@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from billing.money import to_micros
 from gateway.db import db_read
 from gateway.errors import invalid_api_key
+from gateway.singleflight import shared_run
 from keys import secrets
 
 SNAPSHOT_TTL_S = 30.0
@@ -113,15 +114,6 @@ class KeyCache:
         if prefix is None and org_id is None:
             self._by_prefix.clear()
 
-    async def _load_once(self, prefix: str) -> KeySnapshot | None:
-        """A burst of calls with a key this worker has not cached waits for one query."""
-        loading = self._loading.get(prefix)
-        if loading is None:
-            loading = self._loading[prefix] = asyncio.ensure_future(self._load(prefix))
-            loading.add_done_callback(lambda _: self._loading.pop(prefix, None))
-        # One caller giving up (its client went away) must not cancel the others' load.
-        return await asyncio.shield(loading)
-
     async def authenticate(self, authorization: str | None) -> KeySnapshot:
         if not authorization or not authorization.startswith("Bearer "):
             raise invalid_api_key("Missing API key: send Authorization: Bearer sk-nemo-…")
@@ -133,7 +125,8 @@ class KeyCache:
         now = time.monotonic()
         if snapshot is None or now - snapshot.loaded_at > self.ttl_s:
             generation = self._generation
-            snapshot = await self._load_once(prefix)
+            # A burst of calls with a key this worker has not cached waits for one query.
+            snapshot = await shared_run(self._loading, prefix, lambda: self._load(prefix))
             if snapshot is None:
                 raise invalid_api_key()
             if generation == self._generation:
