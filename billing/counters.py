@@ -73,7 +73,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, cast
 
-import redis.asyncio as aioredis
+from billing.pipelined import PipelinedRedis, Script
 
 # Every rate limit is per minute.
 WINDOW_S = 60.0
@@ -587,6 +587,15 @@ def _lua(*names: str) -> str:
     return "\n".join((_LUA_DIR / f"{name}.lua").read_text() for name in names)
 
 
+_ADMIT = Script(_lua("admit"))
+_SETTLE = Script(_lua("release", "settle"))
+_REAP = Script(_lua("release", "reap"))
+_CHARGE = Script(_lua("charge"))
+_UNAVAILABLE = Script(_lua("unavailable"))
+_BREAKER_RECORD = Script(_lua("breaker_record"))
+_LATENCY = Script(_lua("latency"))
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
@@ -601,22 +610,10 @@ class RedisCounterStore(CounterStore):
     """The shared store. ``prefix`` namespaces every key, so tests (or two deployments) can share
     one Redis and ``clear`` only their own keys."""
 
-    def __init__(self, url: str, *, prefix: str = "nemo:", max_connections: int = 4096) -> None:
-        # A plain pool: waiting on a bounded one cost every call a lock and a timer (about 6% of
-        # a worker's CPU in bench/), and under overload turned calls into errors after 20 s.
-        # Each connection serves one call at a time, so this is at most the calls in flight.
-        pool = aioredis.ConnectionPool.from_url(url, max_connections=max_connections)
-        self._redis = aioredis.Redis.from_pool(pool)
+    def __init__(self, url: str, *, prefix: str = "nemo:") -> None:
+        # One pipelined connection per worker (billing/pipelined.py says why).
+        self._redis = PipelinedRedis(url)
         self._prefix = prefix
-        # Registered once; each call is an EVALSHA (redis-py loads the script again after a
-        # restart or SCRIPT FLUSH).
-        self._admit = self._redis.register_script(_lua("admit"))
-        self._settle = self._redis.register_script(_lua("release", "settle"))
-        self._reap = self._redis.register_script(_lua("release", "reap"))
-        self._charge = self._redis.register_script(_lua("charge"))
-        self._unavailable = self._redis.register_script(_lua("unavailable"))
-        self._breaker_record = self._redis.register_script(_lua("breaker_record"))
-        self._latency_record = self._redis.register_script(_lua("latency"))
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -646,7 +643,7 @@ class RedisCounterStore(CounterStore):
             keys += [self._key("s", bucket.name), self._key("r", bucket.name)]
             args += [str(bucket.limit), str(bucket.amount)]
 
-        reply = [part.decode() for part in await self._admit(keys=keys, args=args)]
+        reply = [part.decode() for part in await self._redis.evalsha(_ADMIT, keys, args)]
         status, rest = reply[0], reply[7:]
         shown = Admission("ok", requests=_window(*reply[1:4]), tokens=_window(*reply[4:7]))
         if status == "ok":
@@ -661,7 +658,8 @@ class RedisCounterStore(CounterStore):
 
     async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int) -> bool:
         _check_money(actual_cost, "actual_cost")
-        settled = await self._settle(
+        settled = await self._redis.evalsha(
+            _SETTLE,
             keys=[self._key("res", reservation_id), self._key("deadlines")],
             args=[self._prefix, reservation_id, str(actual_cost), str(actual_tokens)],
         )
@@ -670,27 +668,30 @@ class RedisCounterStore(CounterStore):
     async def charge(self, *, names: Sequence[str], amount: int) -> None:
         _check_money(amount, "amount")
         if names and amount:
-            await self._charge(keys=[self._key("s", name) for name in names], args=[str(amount)])
+            await self._redis.evalsha(_CHARGE, keys=[self._key("s", name) for name in names], args=[str(amount)])
 
     async def reap(self, *, now: float) -> list[str]:
         released: list[str] = []
         while True:
-            reply = await self._reap(keys=[self._key("deadlines")], args=[self._prefix, repr(now), REAP_BATCH])
+            reply = await self._redis.evalsha(
+                _REAP, keys=[self._key("deadlines")], args=[self._prefix, repr(now), REAP_BATCH]
+            )
             released += [rid.decode() for rid in reply[1:]]
             if reply[0] < REAP_BATCH:
                 return released
 
     async def seed(self, name: str, value: int, *, ttl_s: float | None = None) -> bool:
         _check_money(value, "value")
-        px = math.ceil(ttl_s * 1000) if ttl_s is not None else None
-        return bool(await self._redis.set(self._key("s", name), value, nx=True, px=px))
+        expiry = ("PX", math.ceil(ttl_s * 1000)) if ttl_s is not None else ()
+        return await self._redis.execute("SET", self._key("s", name), value, "NX", *expiry) is not None
 
     async def read(self, names: Sequence[str]) -> dict[str, int | None]:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for name in names:
-                pipe.get(self._key("s", name))
-                pipe.hget(self._key("r", name), "total")
-            replies = await pipe.execute()
+        if not names:
+            return {}
+        commands = []
+        for name in names:
+            commands += [("GET", self._key("s", name)), ("HGET", self._key("r", name), "total")]
+        replies = await self._redis.transaction(commands)
         out: dict[str, int | None] = {}
         for i, name in enumerate(names):
             settled, reserved = replies[2 * i], replies[2 * i + 1]
@@ -698,14 +699,15 @@ class RedisCounterStore(CounterStore):
         return out
 
     async def reserved_total(self, name: str) -> int:
-        return int(await self._redis.hget(self._key("r", name), "total") or 0)
+        return int(await self._redis.execute("HGET", self._key("r", name), "total") or 0)
 
     async def _skip(
         self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool
     ) -> ChainCheck:
         if not deployments:
             return ChainCheck(skip=set(), probes=set())
-        skip, probes = await self._unavailable(
+        skip, probes = await self._redis.evalsha(
+            _UNAVAILABLE,
             keys=[self._key("cooldowns"), *(self._key("cb", d) for d in deployments)],
             args=[repr(now), repr(probe_lease_s), "1" if cooldowns else "0", *deployments],
         )
@@ -727,44 +729,46 @@ class RedisCounterStore(CounterStore):
         window_s: float = 30.0,
         open_s: float = 30.0,
     ) -> None:
-        await self._breaker_record(
+        await self._redis.evalsha(
+            _BREAKER_RECORD,
             keys=[self._key("cb", deployment)],
             args=["1" if ok else "0", repr(now), failure_threshold, repr(window_s), repr(open_s)],
         )
 
     async def cooldown_set(self, deployment: str, until: float) -> None:
-        await self._redis.hset(self._key("cooldowns"), deployment, repr(until))
+        await self._redis.execute("HSET", self._key("cooldowns"), deployment, repr(until))
 
     async def cooldown_active(self, deployments: Sequence[str], now: float) -> set[str]:
         if not deployments:
             return set()
-        untils = await self._redis.hmget(self._key("cooldowns"), list(deployments))
+        untils = await self._redis.execute("HMGET", self._key("cooldowns"), *deployments)
         return {d for d, until in zip(deployments, untils, strict=True) if until is not None and float(until) > now}
 
     async def latency_record(self, deployment: str, ms: float) -> None:
-        await self._latency_record(keys=[self._key("lat", deployment)], args=[repr(ms), repr(LATENCY_ALPHA)])
+        await self._redis.evalsha(_LATENCY, keys=[self._key("lat", deployment)], args=[repr(ms), repr(LATENCY_ALPHA)])
 
     async def latency_get(self, deployments: Sequence[str]) -> dict[str, float | None]:
         if not deployments:
             return {}
-        values = await self._redis.mget([self._key("lat", d) for d in deployments])
+        values = await self._redis.execute("MGET", *(self._key("lat", d) for d in deployments))
         return {d: None if v is None else float(v) for d, v in zip(deployments, values, strict=True)}
 
     async def cache_get(self, key: str) -> bytes | None:
-        return await self._redis.get(self._key("cache", key))
+        return await self._redis.execute("GET", self._key("cache", key))
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self._redis.set(self._key("cache", key), value, px=math.ceil(ttl_s * 1000))
+        await self._redis.execute("SET", self._key("cache", key), value, "PX", math.ceil(ttl_s * 1000))
 
     async def clear(self) -> None:
-        batch: list[bytes] = []
-        async for key in self._redis.scan_iter(match=_glob_escape(self._prefix) + "*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                await self._redis.unlink(*batch)
-                batch = []
-        if batch:
-            await self._redis.unlink(*batch)
+        cursor = b"0"
+        while True:
+            cursor, keys = await self._redis.execute(
+                "SCAN", cursor, "MATCH", _glob_escape(self._prefix) + "*", "COUNT", 1000
+            )
+            if keys:
+                await self._redis.execute("UNLINK", *keys)
+            if cursor == b"0":
+                return
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.close()
