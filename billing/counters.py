@@ -64,7 +64,6 @@ this needs one Redis, not a cluster, which is what the deployment runs.
 from __future__ import annotations
 
 import abc
-import json
 import math
 import threading
 import time
@@ -72,6 +71,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, cast
+
+import orjson
 
 from billing.pipelined import PipelinedRedis, Script
 
@@ -126,6 +127,15 @@ class RateWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainCheck:
+    """What ``check_chain`` found: the links to skip, and those this caller probes. Only a probe's
+    outcome changes its circuit, so a success elsewhere needs no ``breaker_record``."""
+
+    skip: set[str]
+    probes: set[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Admission:
     status: AdmitStatus
     requests: RateWindow | None = None
@@ -139,19 +149,12 @@ class Admission:
     # status == "rate_limited"
     which: RateLimited | None = None
     retry_after: float | None = None
+    # status == "ok" and a chain was passed: its check, made right after the reservation.
+    chain: ChainCheck | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-@dataclass(frozen=True, slots=True)
-class ChainCheck:
-    """What ``check_chain`` found: the links to skip, and those this caller probes. Only a probe's
-    outcome changes its circuit, so a success elsewhere needs no ``breaker_record``."""
-
-    skip: set[str]
-    probes: set[str]
 
 
 class CounterStore(abc.ABC):
@@ -159,11 +162,21 @@ class CounterStore(abc.ABC):
 
     @abc.abstractmethod
     async def admit(
-        self, *, reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck | None, now: float, ttl_s: float
+        self,
+        *,
+        reservation_id: str,
+        buckets: Sequence[Bucket],
+        rate: RateCheck | None,
+        now: float,
+        ttl_s: float,
+        chain: Sequence[str] = (),
+        probe_lease_s: float = 30.0,
     ) -> Admission:
         """Check the rate limits and reserve ``amount`` in every bucket, or change nothing.
 
-        The reservation lives until ``settle`` or, past ``now + ttl_s``, until ``reap``."""
+        The reservation lives until ``settle`` or, past ``now + ttl_s``, until ``reap``. With a
+        ``chain``, an admitted call also gets its ``check_chain`` in the same round trip (and a
+        refused one takes no probe)."""
 
     @abc.abstractmethod
     async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int) -> bool:
@@ -171,6 +184,14 @@ class CounterStore(abc.ABC):
         when the reservation is unknown: already settled, reaped, or lost with Redis. The gateway
         settles each call once, so there False means reaped or lost: ``charge`` the cost then.
         Call it before writing the call's log row (see the module doc)."""
+
+    async def settle_many(self, settlements: Sequence[tuple[str, int, int]]) -> list[bool]:
+        """``settle`` for each (reservation id, actual cost, actual tokens), in one round trip
+        where the store can."""
+        return [
+            await self.settle(reservation_id=rid, actual_cost=cost, actual_tokens=tokens)
+            for rid, cost, tokens in settlements
+        ]
 
     @abc.abstractmethod
     async def charge(self, *, names: Sequence[str], amount: int) -> None:
@@ -367,7 +388,15 @@ class MemoryCounterStore(CounterStore):
         return sum(self._reserved.get(name, {}).values())
 
     async def admit(
-        self, *, reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck | None, now: float, ttl_s: float
+        self,
+        *,
+        reservation_id: str,
+        buckets: Sequence[Bucket],
+        rate: RateCheck | None,
+        now: float,
+        ttl_s: float,
+        chain: Sequence[str] = (),
+        probe_lease_s: float = 30.0,
     ) -> Admission:
         _check_admit(reservation_id, buckets, rate)
         with self._lock:
@@ -422,6 +451,7 @@ class MemoryCounterStore(CounterStore):
                 shown,
                 requests=requests.state(moved=True) if requests else None,
                 tokens=tokens.state(moved=True) if tokens else None,
+                chain=self._skip(chain, now, probe_lease_s, cooldowns=True) if chain else None,
             )
 
     def _release(self, reservation_id: str, cost: int, tokens: int | None) -> None:
@@ -600,6 +630,11 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
+def _chain_check(reply: list) -> ChainCheck:
+    skip, probes = reply
+    return ChainCheck(skip={d.decode() for d in skip}, probes={d.decode() for d in probes})
+
+
 def _window(limit: str, remaining: str, reset: str) -> RateWindow | None:
     if not limit:
         return None
@@ -619,7 +654,15 @@ class RedisCounterStore(CounterStore):
         return self._prefix + ":".join(parts)
 
     async def admit(
-        self, *, reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck | None, now: float, ttl_s: float
+        self,
+        *,
+        reservation_id: str,
+        buckets: Sequence[Bucket],
+        rate: RateCheck | None,
+        now: float,
+        ttl_s: float,
+        chain: Sequence[str] = (),
+        probe_lease_s: float = 30.0,
     ) -> Admission:
         _check_admit(reservation_id, buckets, rate)
         rate_key = self._key("rl", rate.key) if rate else self._key("rl", "")
@@ -638,16 +681,31 @@ class RedisCounterStore(CounterStore):
                 record["ti"] = WINDOW_S / rate.tpm
             limits = [str(x) if x is not None else "" for x in (rate.rpm, rate.tpm, rate.max_parallel)]
             limits.append(str(rate.tokens))
-        args = [reservation_id, repr(now), repr(now + ttl_s), json.dumps(record), *limits]
+        args = [reservation_id, repr(now), repr(now + ttl_s), orjson.dumps(record), *limits]
         for bucket in buckets:
             keys += [self._key("s", bucket.name), self._key("r", bucket.name)]
             args += [str(bucket.limit), str(bucket.amount)]
 
-        reply = [part.decode() for part in await self._redis.evalsha(_ADMIT, keys, args)]
+        if chain:
+            # Right behind the admission, in the same write: Redis runs it next, and it grants a
+            # probe only if the reservation now exists.
+            admitted, checked = await self._redis.evalsha_many([
+                (_ADMIT, keys, args),
+                self._chain_call(chain, now, probe_lease_s, cooldowns=True, guard=keys[0]),
+            ])
+        else:
+            admitted, checked = await self._redis.evalsha(_ADMIT, keys, args), None
+        reply = [part.decode() for part in admitted]
         status, rest = reply[0], reply[7:]
-        shown = Admission("ok", requests=_window(*reply[1:4]), tokens=_window(*reply[4:7]))
+        requests, tokens = _window(*reply[1:4]), _window(*reply[4:7])
         if status == "ok":
-            return shown
+            if chain and checked is None:
+                # Redis had forgotten the admission script, so the check ran first and found no
+                # reservation: check again now that there is one.
+                checked = await self._redis.evalsha(*self._chain_call(chain, now, probe_lease_s, cooldowns=True,
+                                                                      guard=keys[0]))
+            return Admission("ok", requests=requests, tokens=tokens, chain=_chain_check(checked) if chain else None)
+        shown = Admission("ok", requests=requests, tokens=tokens)
         if status == "rate_limited":
             return replace(shown, status="rate_limited", which=cast(RateLimited, rest[0]), retry_after=float(rest[1]))
         if status == "missing":
@@ -664,6 +722,15 @@ class RedisCounterStore(CounterStore):
             args=[self._prefix, reservation_id, str(actual_cost), str(actual_tokens)],
         )
         return settled == 1
+
+    async def settle_many(self, settlements: Sequence[tuple[str, int, int]]) -> list[bool]:
+        for _, cost, _ in settlements:
+            _check_money(cost, "actual_cost")
+        replies = await self._redis.evalsha_many([
+            (_SETTLE, [self._key("res", rid), self._key("deadlines")], [self._prefix, rid, str(cost), str(tokens)])
+            for rid, cost, tokens in settlements
+        ])
+        return [reply == 1 for reply in replies]
 
     async def charge(self, *, names: Sequence[str], amount: int) -> None:
         _check_money(amount, "amount")
@@ -701,17 +768,20 @@ class RedisCounterStore(CounterStore):
     async def reserved_total(self, name: str) -> int:
         return int(await self._redis.execute("HGET", self._key("r", name), "total") or 0)
 
+    def _chain_call(
+        self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool, guard: str | None = None
+    ) -> tuple[Script, list, list]:
+        keys = [self._key("cooldowns"), *([guard] if guard else []), *(self._key("cb", d) for d in deployments)]
+        args = [repr(now), repr(probe_lease_s), "1" if cooldowns else "0", "1" if guard else "0", *deployments]
+        return _UNAVAILABLE, keys, args
+
     async def _skip(
         self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool
     ) -> ChainCheck:
         if not deployments:
             return ChainCheck(skip=set(), probes=set())
-        skip, probes = await self._redis.evalsha(
-            _UNAVAILABLE,
-            keys=[self._key("cooldowns"), *(self._key("cb", d) for d in deployments)],
-            args=[repr(now), repr(probe_lease_s), "1" if cooldowns else "0", *deployments],
-        )
-        return ChainCheck(skip={d.decode() for d in skip}, probes={d.decode() for d in probes})
+        return _chain_check(await self._redis.evalsha(*self._chain_call(deployments, now, probe_lease_s,
+                                                                        cooldowns=cooldowns)))
 
     async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
         return await self._skip(deployments, now, probe_lease_s, cooldowns=True)

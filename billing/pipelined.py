@@ -106,6 +106,7 @@ class PipelinedRedis:
         self._connecting: asyncio.Future | None = None
         self._pending: list[bytes] = []
         self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- connection --------------------------------------------------------------------------
 
@@ -122,7 +123,7 @@ class PipelinedRedis:
                 self._connecting = None
 
     async def _connect(self) -> _Protocol:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if self._path:
             _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), self._path)
         else:
@@ -146,13 +147,13 @@ class PipelinedRedis:
 
     def _send(self, protocol: _Protocol, packed: list[bytes]) -> asyncio.Future:
         """Queues commands for the next flush; the future gets their replies."""
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()
         protocol.waiters.append(_Waiter(future, len(packed)))
         if protocol is self._protocol:
             self._pending += packed
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
+                self._loop.call_soon(self._flush)
         else:  # the handshake of a connection not yet handed out
             protocol.transport.write(b"".join(packed))
         return future
@@ -164,7 +165,8 @@ class PipelinedRedis:
             self._pending.clear()
 
     async def _replies(self, packed: list[bytes]):
-        protocol = await self._connection()
+        # Connected (the usual case): no extra coroutine between the caller and its future.
+        protocol = self._protocol or await self._connection()
         return await self._send(protocol, packed)
 
     # -- commands ----------------------------------------------------------------------------
@@ -192,13 +194,30 @@ class PipelinedRedis:
         return replies[-1]
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]):
-        try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except RedisReplyError as error:
-            if not str(error).startswith("NOSCRIPT"):
-                raise
-        # EVAL runs the script and caches it: the next EVALSHA finds it.
-        return await self.execute("EVAL", script.source, len(keys), *keys, *args)
+        reply = await self._replies([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
+        if isinstance(reply, RedisReplyError) and str(reply).startswith("NOSCRIPT"):
+            # EVAL runs the script and caches it: the next EVALSHA finds it.
+            reply = await self._replies([hiredis.pack_command(("EVAL", script.source, len(keys), *keys, *args))])
+        if isinstance(reply, RedisReplyError):
+            raise reply
+        return reply
+
+    async def evalsha_many(self, calls: Sequence[tuple[Script, Sequence[Arg], Sequence[Arg]]]) -> list:
+        """Several scripts in one write, run by Redis one after the other. A call whose script
+        Redis had forgotten is sent again from source, after the others ran: a caller whose
+        calls depend on each other's order checks for that (see ``RedisCounterStore.admit``)."""
+        replies = await self.batch([("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args in calls])
+        forgotten = [i for i, reply in enumerate(replies)
+                     if isinstance(reply, RedisReplyError) and str(reply).startswith("NOSCRIPT")]
+        if forgotten:
+            again = await self.batch([("EVAL", calls[i][0].source, len(calls[i][1]), *calls[i][1], *calls[i][2])
+                                      for i in forgotten])
+            for i, reply in zip(forgotten, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, RedisReplyError):
+                raise reply
+        return replies
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None

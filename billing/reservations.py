@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import math
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
-from billing.counters import Bucket, CounterStore, RateCheck
+from billing.counters import Bucket, ChainCheck, CounterStore, RateCheck
 from billing.money import from_micros, to_micros
 from billing.periods import period_end, period_name, period_start
 from gateway.db import db_read
@@ -37,6 +38,8 @@ class Reservation:
     tokens: int
     bucket_names: tuple[str, ...]
     rate_headers: dict[str, str]
+    # The chain check made with the admission, when a chain was passed.
+    chain: ChainCheck | None = None
 
 
 def worst_case_micros(*, prompt_tokens: int, output_tokens: int, prices) -> int:
@@ -132,7 +135,10 @@ async def reserve(
     prompt_tokens: int,
     output_tokens: int,
     now: float,
+    chain: Sequence[str] = (),
 ) -> Reservation:
+    """Reserves the call's worst case, or raises the contract's 402 or 429. ``chain``: the
+    deployments the call may be served by, in order, checked in the same round trip."""
     amount = worst_case_micros(prompt_tokens=prompt_tokens, output_tokens=output_tokens, prices=prices)
     moment = datetime.fromtimestamp(now, UTC)
     buckets = [
@@ -149,7 +155,7 @@ async def reserve(
                          max_parallel=snapshot.max_parallel, tokens=tokens)
     for _ in range(MAX_SEED_ROUNDS):
         admission = await store.admit(reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
-                                      ttl_s=RESERVATION_TTL_S)
+                                      ttl_s=RESERVATION_TTL_S, chain=chain)
         if admission.status != "missing":
             break
         for name in admission.missing:
@@ -169,13 +175,28 @@ async def reserve(
     if admission.status != "ok":
         raise RuntimeError(f"the counter store kept answering {admission.status!r}")
     return Reservation(id=reservation_id, amount_micros=amount, tokens=tokens,
-                       bucket_names=tuple(b.name for b in buckets), rate_headers=headers)
+                       bucket_names=tuple(b.name for b in buckets), rate_headers=headers, chain=admission.chain)
 
 
-async def settle(store: CounterStore, reservation: Reservation, *, cost_micros: int, tokens: int) -> None:
-    """Swaps the reservation for the real cost. Runs before the log row is written: a counter
-    rebuilt from the ledger meanwhile cannot already hold this call (see billing.counters)."""
-    settled = await store.settle(reservation_id=reservation.id, actual_cost=cost_micros, actual_tokens=tokens)
-    if not settled and cost_micros:
-        # Redis lost the reservation (flushed or restarted): the cost still counts.
-        await store.charge(names=reservation.bucket_names, amount=cost_micros)
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A finished call's real cost and tokens, to swap for its reservation."""
+
+    reservation: Reservation
+    cost_micros: int
+    tokens: int
+
+
+async def settle(store: CounterStore, settlements: Sequence[Settlement]) -> None:
+    """Swaps each reservation for its call's real cost, all in one round trip. Runs before the
+    calls' log rows are written: a counter rebuilt from the ledger meanwhile cannot already hold
+    them (see billing.counters)."""
+    if not settlements:
+        return
+    settled = await store.settle_many(
+        [(s.reservation.id, s.cost_micros, s.tokens) for s in settlements]
+    )
+    for settlement, done in zip(settlements, settled, strict=True):
+        if not done and settlement.cost_micros:
+            # Redis lost the reservation (flushed or restarted): the cost still counts.
+            await store.charge(names=settlement.reservation.bucket_names, amount=settlement.cost_micros)

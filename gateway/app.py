@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -57,6 +58,8 @@ class GatewayApp:
                     logger.exception("the gateway could not start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                # Django, the config and the caches are loaded: keep the collector off them.
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.close()

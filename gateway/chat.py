@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 
 from analytics.records import prompt_meta
 from billing.money import call_cost_micros, from_micros
-from billing.reservations import Reservation, reserve, settle
+from billing.reservations import Reservation, Settlement, reserve
 from gateway import cache
 from gateway.auth import KeySnapshot
 from gateway.errors import GatewayError, internal_error, model_not_allowed, model_not_found
 from gateway.http import SSE_DONE, header, read_body, send_json, sse_event, start_event_stream
 from gateway.providers.base import UpstreamError
 from gateway.request import ChatRequest, parse_chat_request
-from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links
+from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links, order_links
 from gateway.state import GatewayState
 from gateway.streaming import CallSummary, completion_as_chunks
 
@@ -94,6 +94,7 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
                 await _answer_from_cache(state, call, cached, send)
                 return
 
+        links = await order_links(state.store, route, links)
         reservation = await reserve(
             state.store,
             reservation_id=call.request_id,
@@ -102,10 +103,11 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
             prompt_tokens=request.prompt_bytes,
             output_tokens=(request.max_tokens or route.max_output_tokens) * request.n,
             now=call.arrived,
+            chain=[link.id for link in links],
         )
         try:
-            served = await call_chain(store=state.store, session=state.session, route=route, body=request.body,
-                                      stream=request.stream, tags=request.tags, needs_tools=request.has_tools)
+            served = await call_chain(store=state.store, session=state.session, route=route, links=links,
+                                      chain=reservation.chain, body=request.body, stream=request.stream)
         except ChainFailed as failure:
             call.attempts = failure.attempts
             raise
@@ -238,15 +240,13 @@ async def _relay_stream(
 
 
 async def _finish(state: GatewayState, call: Call, reservation: Reservation | None) -> None:
-    """Settle, then log. The row carries the cost: the request log is the ledger, so it is
-    written even if settling failed (Redis gone: the mirror is rebuilt from the rows)."""
+    """Settle, then log: the log writer does both, in that order (gateway/logwriter.py)."""
     call.logged = True
-    try:
-        if reservation is not None:
-            tokens = call.summary.prompt_tokens + call.summary.completion_tokens
-            await asyncio.shield(settle(state.store, reservation, cost_micros=call.cost_micros, tokens=tokens))
-    finally:
-        await state.log_writer.write(_log_row(call))
+    settlement = None
+    if reservation is not None:
+        tokens = call.summary.prompt_tokens + call.summary.completion_tokens
+        settlement = Settlement(reservation, call.cost_micros, tokens)
+    await state.log_writer.write(_log_row(call), settlement)
 
 
 def _log_row(call: Call) -> dict:

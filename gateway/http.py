@@ -38,7 +38,8 @@ def header(scope, name: bytes) -> str | None:
 
 def _encode_headers(headers: dict[str, str], content_type: bytes) -> list[tuple[bytes, bytes]]:
     encoded = [(b"content-type", content_type)]
-    encoded.extend((k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items())
+    for name, value in headers.items():
+        encoded.append((name.lower().encode("latin-1"), str(value).encode("latin-1")))
     return encoded
 
 

@@ -2,7 +2,9 @@
 
 One INSERT per request would cost more than the rest of the hot path (DESIGN.md), so rows are
 written in group commits: every request hands its row to one committer and waits for the commit
-of the small batch it landed in. While one batch commits, the next one gathers.
+of the small batch it landed in. While one batch commits, the next one gathers. The committer
+also settles the batch's reservations first, in one Redis round trip, so a call's settle and its
+row are one hand-off for the request, not two.
 
 On PostgreSQL the committer talks to the database from the event loop itself (psycopg's async
 connection): handing each batch to a thread cost more latency than the commit. Other databases
@@ -19,7 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import psycopg
 from django.db import close_old_connections, connection
-from psycopg.types.json import Jsonb
+
+from billing.counters import CounterStore
+from billing.reservations import Settlement, settle
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +32,24 @@ COMMIT_RETRIES = 5
 
 
 class LogWriter:
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[object, asyncio.Future]] | None = None
+    """``store``: where the calls' reservations live; each batch settles them before its commit."""
+
+    def __init__(self, store: CounterStore | None = None) -> None:
+        self._store = store
+        self._queue: asyncio.Queue[tuple[dict, Settlement | None, asyncio.Future]] | None = None
         self._task: asyncio.Task | None = None
         # One thread, so the committer keeps one database connection.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-log")
         self._async_connection: psycopg.AsyncConnection | None = None
 
-    async def write(self, row) -> None:
-        """Returns once the row is committed; raises if it could not be."""
+    async def write(self, row: dict, settlement: Settlement | None = None) -> None:
+        """Settles the call (if given) and commits its row; returns once the row is committed,
+        raises if it could not be. Neither is undone if the caller is cancelled meanwhile."""
         if self._task is None or self._task.done():
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._run())
         done = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((row, done))
+        self._queue.put_nowait((row, settlement, done))
         await asyncio.shield(done)
 
     async def _run(self) -> None:
@@ -52,23 +60,34 @@ class LogWriter:
             await asyncio.sleep(0)
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            await self._settle([settlement for _, settlement, _ in batch if settlement is not None])
             error: BaseException | None = None
             for attempt in range(COMMIT_RETRIES):
                 try:
-                    await self._insert([row for row, _ in batch], loop)
+                    await self._insert([row for row, _, _ in batch], loop)
                     error = None
                     break
                 except Exception as exc:  # noqa: BLE001 - any database error: retry, then report
                     error = exc
                     logger.warning("request log commit failed (attempt %d): %s", attempt + 1, exc)
                     await asyncio.sleep(0.05 * 2**attempt)
-            for _, done in batch:
+            for _, _, done in batch:
                 if done.done():
                     continue
                 if error is None:
                     done.set_result(None)
                 else:
                     done.set_exception(error)
+
+    async def _settle(self, settlements: list[Settlement]) -> None:
+        """The rows carry the costs: the request log is the ledger, so they are written even if
+        settling failed (Redis gone: its mirror is rebuilt from the rows)."""
+        if not settlements:
+            return
+        try:
+            await settle(self._store, settlements)
+        except Exception:  # noqa: BLE001 - the rows still go in
+            logger.exception("settling %d calls failed; their log rows are written all the same", len(settlements))
 
     async def _insert(self, rows: list[dict], loop: asyncio.AbstractEventLoop) -> None:
         if connection.vendor != "postgresql":
@@ -141,27 +160,24 @@ def _copy_sql() -> str:
 
 
 @functools.cache
-def _json_columns() -> frozenset[str]:
+def _postgres_columns() -> tuple:
+    """(attribute, is JSON, field) of each column the gateway writes, in the COPY's order."""
     from django.db.models import JSONField
 
-    return frozenset(f.attname for f in _insert_fields() if isinstance(f, JSONField))
+    return tuple((f.attname, isinstance(f, JSONField), f) for f in _insert_fields())
 
 
 def _postgres_values(row: dict) -> list:
     """A row's values as psycopg adapts them: the gateway's values are already of the columns'
-    types (int, str, bool, Decimal, aware datetime), only JSON needs wrapping."""
-    json_columns = _json_columns()
+    types (int, str, bool, Decimal, aware datetime). JSON goes as its text, which PostgreSQL
+    reads into the jsonb column as it would any literal (psycopg sends str untyped)."""
     values = []
-    for field in _insert_fields():
-        value = row[field.attname] if field.attname in row else field.get_default()
-        if field.attname in json_columns and value is not None:
-            value = Jsonb(value, dumps=_dumps)
+    for name, is_json, field in _postgres_columns():
+        value = row[name] if name in row else field.get_default()
+        if is_json and value is not None:
+            value = orjson.dumps(value).decode()
         values.append(value)
     return values
-
-
-def _dumps(value) -> str:
-    return orjson.dumps(value).decode()
 
 
 def _params(rows: list[dict]) -> list:

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from billing.counters import ChainCheck
 from gateway.config import Deployment, ModelRoute
 from gateway.errors import GatewayError, invalid_request, upstream_failed
 from gateway.providers.base import UpstreamError
@@ -64,13 +65,12 @@ def attempts_header(attempts: list[Attempt]) -> str:
 
 
 async def call_chain(
-    *, store, session, route: ModelRoute, body: dict, stream: bool, tags: frozenset[str], needs_tools: bool
+    *, store, session, route: ModelRoute, links: list[Deployment], chain: ChainCheck, body: dict, stream: bool
 ) -> Served:
-    links = await order_links(store, route, eligible_links(route, tags=tags, needs_tools=needs_tools))
-    now = time.time()
-    chain = await store.check_chain([d.id for d in links], now)
+    """``links`` in the order to try them (``order_links``), ``chain`` their check (made with
+    the call's admission)."""
     unavailable = chain.skip
-    cooling = await store.cooldown_active(list(unavailable), now) if unavailable else set()
+    cooling = await store.cooldown_active(list(unavailable), time.time()) if unavailable else set()
     attempts: list[Attempt] = []
     for link in links:
         if link.id in unavailable:

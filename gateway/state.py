@@ -48,17 +48,21 @@ class GatewayState:
     @classmethod
     async def start(cls) -> GatewayState:
         config = await db_read(load_config)(settings.NEMO_ROUTER_CONFIG)
+        store = counter_store_from_url(settings.REDIS_URL, prefix=settings.NEMO_REDIS_PREFIX)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
+            # One session serves every tenant: a cookie an upstream sets for one call must not
+            # ride along on another tenant's.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         state = cls(
             config=config,
             session=session,
-            store=counter_store_from_url(settings.REDIS_URL, prefix=settings.NEMO_REDIS_PREFIX),
+            store=store,
             keys=KeyCache(),
-            log_writer=LogWriter(),
+            log_writer=LogWriter(store),
         )
         state.loop = asyncio.get_running_loop()
         invalidation.on_key_changed(state.changed)

@@ -172,6 +172,18 @@ async def test_settle_replaces_the_reservation_by_the_real_cost_once(store: Coun
     assert await store.reserved_total(KEY) == 0
 
 
+async def test_settle_many_settles_each_call_as_settle_would(store: CounterStore) -> None:
+    await store.seed(KEY, 100)
+    await admit(store, "r1", Bucket(KEY, 1_000, 400, "key"))
+    await admit(store, "r2", Bucket(KEY, 1_000, 300, "key"))
+
+    settled = await store.settle_many([("r1", 250, 0), ("unknown", 70, 0), ("r2", 5, 0)])
+
+    assert settled == [True, False, True]
+    assert await store.read([KEY]) == {KEY: 355}
+    assert await store.reserved_total(KEY) == 0
+
+
 async def test_two_reapers_release_each_stale_reservation_once(open_worker: OpenWorker) -> None:
     first, second = open_worker(), open_worker()
     await first.seed(KEY, 0)
@@ -429,6 +441,51 @@ async def test_check_chain_names_the_probe_it_grants(store: CounterStore) -> Non
 
     assert (first.skip, first.probes) == (set(), {"probe-due"})
     assert (second.skip, second.probes) == ({"probe-due"}, set())
+
+
+async def test_an_admitted_call_gets_its_chain_check_with_its_admission(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+    await store.cooldown_set("cooling", NOW + 10)
+    for _ in range(3):
+        await store.breaker_record("probe-due", False, NOW - 60, failure_threshold=3, open_s=30)
+
+    admission = await store.admit(reservation_id="r1", buckets=[Bucket(KEY, 1_000, 10, "key")], rate=None,
+                                  now=NOW + 1, ttl_s=300, chain=["cooling", "probe-due", "healthy"])
+    plain = await admit(store, "r2", Bucket(KEY, 1_000, 10, "key"), now=NOW + 1)
+
+    assert admission.ok and admission.chain is not None
+    assert (admission.chain.skip, admission.chain.probes) == ({"cooling"}, {"probe-due"})
+    assert plain.ok and plain.chain is None
+
+
+async def test_the_chain_check_is_right_after_redis_forgot_its_scripts(open_worker: OpenWorker) -> None:
+    store = open_worker()
+    if not isinstance(store, RedisCounterStore):
+        pytest.skip("Redis only: the in-process store has no script cache")
+    await store.seed(KEY, 0)
+    for _ in range(3):
+        await store.breaker_record("probe-due", False, NOW - 60, failure_threshold=3, open_s=30)
+    client = redis.Redis.from_url(REDIS_URL)
+    client.script_flush()
+    client.close()
+
+    admission = await store.admit(reservation_id="r1", buckets=[Bucket(KEY, 1_000, 10, "key")], rate=None,
+                                  now=NOW + 1, ttl_s=300, chain=["probe-due", "healthy"])
+
+    assert admission.ok and admission.chain.probes == {"probe-due"}
+
+
+async def test_a_refused_call_takes_no_probe(store: CounterStore) -> None:
+    await store.seed(KEY, 990)
+    for _ in range(3):
+        await store.breaker_record("probe-due", False, NOW - 60, failure_threshold=3, open_s=30)
+
+    refused = await store.admit(reservation_id="r1", buckets=[Bucket(KEY, 1_000, 50, "key")], rate=None,
+                                now=NOW + 1, ttl_s=300, chain=["probe-due", "healthy"])
+    later = await store.check_chain(["probe-due", "healthy"], NOW + 2)
+
+    assert refused.status == "budget" and refused.chain is None
+    assert later.probes == {"probe-due"}
 
 
 async def test_cooldowns(store: CounterStore) -> None:

@@ -7,6 +7,8 @@ import pytest
 from django.utils import timezone
 
 from analytics.models import RequestLog
+from billing.counters import Bucket, MemoryCounterStore
+from billing.reservations import Reservation, Settlement
 from gateway.logwriter import LogWriter
 
 
@@ -54,3 +56,61 @@ def test_a_burst_of_rows_is_committed_whole(make_tenant):
     assert seventh.tool_calls == [{"name": "search", "arguments": '{"page": 7}'}]
     assert (seventh.completion_tokens, seventh.request_body, seventh.cache) == (14, None, "skip")
     assert seventh.inserted is not None
+
+
+def reservation(n: int) -> Reservation:
+    return Reservation(id=f"res-{n}", amount_micros=1_000, tokens=0, bucket_names=("b:key:1:all",), rate_headers={})
+
+
+async def reserve_all(store: MemoryCounterStore, count: int) -> None:
+    await store.seed("b:key:1:all", 0)
+    for n in range(count):
+        admission = await store.admit(reservation_id=f"res-{n}", buckets=[Bucket("b:key:1:all", 10**9, 1_000, "key")],
+                                      rate=None, now=0.0, ttl_s=600)
+        assert admission.ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_settles_each_call_before_its_row_is_committed(make_tenant):
+    tenant = make_tenant()
+    store = MemoryCounterStore()
+    seen_at_commit: list[int] = []
+
+    async def burst() -> None:
+        await reserve_all(store, 20)
+        writer = LogWriter(store)
+        insert = writer._insert
+
+        async def insert_after_checking(rows, loop):
+            seen_at_commit.append(await store.reserved_total("b:key:1:all"))
+            await insert(rows, loop)
+
+        writer._insert = insert_after_checking
+        await asyncio.gather(*(writer.write(row(tenant, n), Settlement(reservation(n), 7 * n, 0)) for n in range(20)))
+        await writer.close()
+
+    asyncio.run(burst())
+
+    assert RequestLog.objects.filter(run_id="burst").count() == 20
+    assert asyncio.run(store.read(["b:key:1:all"])) == {"b:key:1:all": 7 * sum(range(20))}
+    assert seen_at_commit and seen_at_commit[-1] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_are_written_even_when_settling_fails(make_tenant):
+    tenant = make_tenant()
+    store = MemoryCounterStore()
+
+    async def broken_settle_many(settlements):
+        raise ConnectionError("Redis went away")
+
+    store.settle_many = broken_settle_many
+
+    async def one() -> None:
+        writer = LogWriter(store)
+        await writer.write(row(tenant, 3), Settlement(reservation(3), 21, 0))
+        await writer.close()
+
+    asyncio.run(one())
+
+    assert RequestLog.objects.get(request_id="req_burst_3").cost == Decimal("0.000369")
