@@ -14,6 +14,7 @@ connection): handing each batch to a thread cost more latency than the commit. O
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 COMMIT_RETRIES = 5
+# Batches committing at once (on PostgreSQL each has its own connection): while one waits on
+# the database, the next settles and commits, so the worker never idles behind one commit.
+COMMITTERS = 2
 
 
 class LogWriter:
@@ -37,40 +41,45 @@ class LogWriter:
     def __init__(self, store: CounterStore | None = None) -> None:
         self._store = store
         self._queue: asyncio.Queue[tuple[dict, Settlement | None, asyncio.Future]] | None = None
-        self._task: asyncio.Task | None = None
-        # One thread, so the committer keeps one database connection.
+        self._committers: list[asyncio.Task] = []
+        self._busy = 0
+        # One thread for the databases that have no async driver here (SQLite has one writer).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-log")
-        self._async_connection: psycopg.AsyncConnection | None = None
+        self._connections: list[psycopg.AsyncConnection] = []
 
     async def write(self, row: dict, settlement: Settlement | None = None) -> None:
         """Settles the call (if given) and commits its row; returns once the row is committed,
         raises if it could not be. Neither is undone if the caller is cancelled meanwhile."""
-        if self._task is None or self._task.done():
-            self._queue = asyncio.Queue()
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if not self._committers or any(task.done() for task in self._committers):
+            self._start()
         done = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((row, settlement, done))
         await asyncio.shield(done)
 
+    def _start(self) -> None:
+        for task in self._committers:
+            task.cancel()
+        waiting, self._queue = self._queue, asyncio.Queue()
+        while waiting is not None and not waiting.empty():
+            self._queue.put_nowait(waiting.get_nowait())
+        loop = asyncio.get_running_loop()
+        self._committers = [loop.create_task(self._run()) for _ in range(COMMITTERS)]
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        database: list[psycopg.AsyncConnection] = []  # this committer's connection, once opened
         while True:
             batch = [await self._queue.get()]
-            # Let requests finishing in the same tick join this batch.
-            await asyncio.sleep(0)
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._settle([settlement for _, settlement, _ in batch if settlement is not None])
-            error: BaseException | None = None
-            for attempt in range(COMMIT_RETRIES):
-                try:
-                    await self._insert([row for row, _, _ in batch], loop)
-                    error = None
-                    break
-                except Exception as exc:  # noqa: BLE001 - any database error: retry, then report
-                    error = exc
-                    logger.warning("request log commit failed (attempt %d): %s", attempt + 1, exc)
-                    await asyncio.sleep(0.05 * 2**attempt)
+            self._busy += 1
+            try:
+                # Let requests finishing in the same tick join this batch.
+                await asyncio.sleep(0)
+                while len(batch) < MAX_BATCH and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                await self._settle([settlement for _, settlement, _ in batch if settlement is not None])
+                error = await self._commit([row for row, _, _ in batch], database, loop)
+            finally:
+                self._busy -= 1
             for _, _, done in batch:
                 if done.done():
                     continue
@@ -89,14 +98,28 @@ class LogWriter:
         except Exception:  # noqa: BLE001 - the rows still go in
             logger.exception("settling %d calls failed; their log rows are written all the same", len(settlements))
 
-    async def _insert(self, rows: list[dict], loop: asyncio.AbstractEventLoop) -> None:
+    async def _commit(self, rows: list[dict], database: list, loop) -> BaseException | None:
+        error: BaseException | None = None
+        for attempt in range(COMMIT_RETRIES):
+            try:
+                await self._insert(rows, database, loop)
+                return None
+            except Exception as exc:  # noqa: BLE001 - any database error: retry, then report
+                error = exc
+                logger.warning("request log commit failed (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.05 * 2**attempt)
+        return error
+
+    async def _insert(self, rows: list[dict], database: list, loop: asyncio.AbstractEventLoop) -> None:
         if connection.vendor != "postgresql":
             await loop.run_in_executor(self._executor, _commit, rows)
             return
-        if self._async_connection is None or self._async_connection.closed:
-            self._async_connection = await psycopg.AsyncConnection.connect(**_connection_params(), autocommit=True)
+        if not database or database[0].closed:
+            opened = await psycopg.AsyncConnection.connect(**_connection_params(), autocommit=True)
+            self._connections.append(opened)
+            database[:] = [opened]
         try:
-            async with self._async_connection.cursor() as cursor:
+            async with database[0].cursor() as cursor:
                 if len(rows) == 1:
                     # A quiet moment: one INSERT is one round trip (the driver caches its text).
                     await cursor.execute(_insert_sql(1), _postgres_values(rows[0]))
@@ -108,16 +131,20 @@ class LogWriter:
                             await copy.write_row(_postgres_values(row))
         except psycopg.OperationalError:
             # The connection broke: the next attempt opens a new one.
-            await self._async_connection.close()
+            await database[0].close()
             raise
 
     async def close(self) -> None:
-        if self._task is not None:
-            while self._queue is not None and not self._queue.empty():
-                await asyncio.sleep(0.01)
-            self._task.cancel()
-        if self._async_connection is not None:
-            await self._async_connection.close()
+        """Commits what was handed over, then stops."""
+        while self._queue is not None and (not self._queue.empty() or self._busy):
+            await asyncio.sleep(0.01)
+        for task in self._committers:
+            task.cancel()
+        for task in self._committers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for opened in self._connections:
+            await opened.close()
         await asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
         self._executor.shutdown(wait=True)
 
@@ -210,3 +237,4 @@ def _insert_sql(row_count: int) -> str:
         f"INSERT INTO {quote(RequestLog._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
         f"VALUES {', '.join([one_row] * row_count)}"
     )
+

@@ -59,14 +59,14 @@ def test_a_burst_of_rows_is_committed_whole(make_tenant):
 
 
 def reservation(n: int) -> Reservation:
-    return Reservation(id=f"res-{n}", amount_micros=1_000, tokens=0, bucket_names=("b:key:1:all",), rate_headers={})
+    return Reservation(id=f"res-{n}", amount_micros=1_000, tokens=0, bucket_names=(f"b:key:{n}:all",), rate_headers={})
 
 
 async def reserve_all(store: MemoryCounterStore, count: int) -> None:
-    await store.seed("b:key:1:all", 0)
     for n in range(count):
-        admission = await store.admit(reservation_id=f"res-{n}", buckets=[Bucket("b:key:1:all", 10**9, 1_000, "key")],
-                                      rate=None, now=0.0, ttl_s=600)
+        await store.seed(f"b:key:{n}:all", 0)
+        bucket = Bucket(f"b:key:{n}:all", 10**9, 1_000, "key")
+        admission = await store.admit(reservation_id=f"res-{n}", buckets=[bucket], rate=None, now=0.0, ttl_s=600)
         assert admission.ok
 
 
@@ -74,16 +74,18 @@ async def reserve_all(store: MemoryCounterStore, count: int) -> None:
 def test_the_writer_settles_each_call_before_its_row_is_committed(make_tenant):
     tenant = make_tenant()
     store = MemoryCounterStore()
-    seen_at_commit: list[int] = []
+    held_at_commit: dict[str, int] = {}
 
     async def burst() -> None:
         await reserve_all(store, 20)
         writer = LogWriter(store)
         insert = writer._insert
 
-        async def insert_after_checking(rows, loop):
-            seen_at_commit.append(await store.reserved_total("b:key:1:all"))
-            await insert(rows, loop)
+        async def insert_after_checking(rows, *args):
+            for committed in rows:
+                n = committed["prompt_tokens"]
+                held_at_commit[committed["request_id"]] = await store.reserved_total(f"b:key:{n}:all")
+            await insert(rows, *args)
 
         writer._insert = insert_after_checking
         await asyncio.gather(*(writer.write(row(tenant, n), Settlement(reservation(n), 7 * n, 0)) for n in range(20)))
@@ -92,8 +94,9 @@ def test_the_writer_settles_each_call_before_its_row_is_committed(make_tenant):
     asyncio.run(burst())
 
     assert RequestLog.objects.filter(run_id="burst").count() == 20
-    assert asyncio.run(store.read(["b:key:1:all"])) == {"b:key:1:all": 7 * sum(range(20))}
-    assert seen_at_commit and seen_at_commit[-1] == 0
+    assert held_at_commit == {f"req_burst_{n}": 0 for n in range(20)}
+    counters = asyncio.run(store.read([f"b:key:{n}:all" for n in range(20)]))
+    assert counters == {f"b:key:{n}:all": 7 * n for n in range(20)}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -114,3 +117,26 @@ def test_rows_are_written_even_when_settling_fails(make_tenant):
     asyncio.run(one())
 
     assert RequestLog.objects.get(request_id="req_burst_3").cost == Decimal("0.000369")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_closing_waits_for_the_batches_being_committed(make_tenant):
+    tenant = make_tenant()
+
+    async def close_mid_commit() -> None:
+        writer = LogWriter()
+        insert = writer._insert
+
+        async def slow_insert(*args):
+            await asyncio.sleep(0.3)
+            await insert(*args)
+
+        writer._insert = slow_insert
+        writes = [asyncio.ensure_future(writer.write(row(tenant, n))) for n in range(5)]
+        await asyncio.sleep(0.05)  # the batch is taken and committing
+        await writer.close()
+        await asyncio.wait_for(asyncio.gather(*writes), 10)
+
+    asyncio.run(close_mid_commit())
+
+    assert RequestLog.objects.filter(run_id="burst").count() == 5
