@@ -689,10 +689,8 @@ class RedisCounterStore(CounterStore):
         if chain:
             # Right behind the admission, in the same write: Redis runs it next, and it grants a
             # probe only if the reservation now exists.
-            admitted, checked = await self._redis.evalsha_many([
-                (_ADMIT, keys, args),
-                self._chain_call(chain, now, probe_lease_s, cooldowns=True, guard=keys[0]),
-            ])
+            check = self._chain_call(chain, now, probe_lease_s, cooldowns=True, guard=keys[0])
+            admitted, checked = await self._redis.evalsha_many([(_ADMIT, keys, args), check])
         else:
             admitted, checked = await self._redis.evalsha(_ADMIT, keys, args), None
         reply = [part.decode() for part in admitted]
@@ -702,8 +700,7 @@ class RedisCounterStore(CounterStore):
             if chain and checked is None:
                 # Redis had forgotten the admission script, so the check ran first and found no
                 # reservation: check again now that there is one.
-                checked = await self._redis.evalsha(*self._chain_call(chain, now, probe_lease_s, cooldowns=True,
-                                                                      guard=keys[0]))
+                checked = await self._redis.evalsha(*check)
             return Admission("ok", requests=requests, tokens=tokens, chain=_chain_check(checked) if chain else None)
         shown = Admission("ok", requests=requests, tokens=tokens)
         if status == "rate_limited":
@@ -715,13 +712,7 @@ class RedisCounterStore(CounterStore):
         raise ValueError(f"reservation {reservation_id!r} already exists")
 
     async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int) -> bool:
-        _check_money(actual_cost, "actual_cost")
-        settled = await self._redis.evalsha(
-            _SETTLE,
-            keys=[self._key("res", reservation_id), self._key("deadlines")],
-            args=[self._prefix, reservation_id, str(actual_cost), str(actual_tokens)],
-        )
-        return settled == 1
+        return (await self.settle_many([(reservation_id, actual_cost, actual_tokens)]))[0]
 
     async def settle_many(self, settlements: Sequence[tuple[str, int, int]]) -> list[bool]:
         for _, cost, _ in settlements:

@@ -194,13 +194,7 @@ class PipelinedRedis:
         return replies[-1]
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]):
-        reply = await self._replies([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
-        if isinstance(reply, RedisReplyError) and str(reply).startswith("NOSCRIPT"):
-            # EVAL runs the script and caches it: the next EVALSHA finds it.
-            reply = await self._replies([hiredis.pack_command(("EVAL", script.source, len(keys), *keys, *args))])
-        if isinstance(reply, RedisReplyError):
-            raise reply
-        return reply
+        return (await self.evalsha_many([(script, keys, args)]))[0]
 
     async def evalsha_many(self, calls: Sequence[tuple[Script, Sequence[Arg], Sequence[Arg]]]) -> list:
         """Several scripts in one write, run by Redis one after the other. A call whose script
