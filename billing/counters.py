@@ -291,8 +291,10 @@ def _check_admit(reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck
     if len(set(names)) != len(names):
         raise ValueError(f"bucket names must be unique: {names}")
     for bucket in buckets:
-        _check_money(bucket.limit, f"limit of {bucket.name}")
-        _check_money(bucket.amount, f"amount of {bucket.name}")
+        # Checked inline first: this runs on every call, the messages only on a bug.
+        if type(bucket.limit) is not int or type(bucket.amount) is not int or bucket.limit < 0 or bucket.amount < 0:
+            _check_money(bucket.limit, f"limit of {bucket.name}")
+            _check_money(bucket.amount, f"amount of {bucket.name}")
     if rate is not None:
         for limit in (rate.rpm, rate.tpm, rate.max_parallel):
             if limit is not None and limit < 1:
@@ -617,11 +619,11 @@ def _lua(*names: str) -> str:
     return "\n".join((_LUA_DIR / f"{name}.lua").read_text() for name in names)
 
 
-_ADMIT = Script(_lua("admit"))
+_ADMIT = Script(_lua("chain", "admit"))
 _SETTLE = Script(_lua("release", "settle"))
 _REAP = Script(_lua("release", "reap"))
 _CHARGE = Script(_lua("charge"))
-_UNAVAILABLE = Script(_lua("unavailable"))
+_UNAVAILABLE = Script(_lua("chain", "unavailable"))
 _BREAKER_RECORD = Script(_lua("breaker_record"))
 _LATENCY = Script(_lua("latency"))
 
@@ -635,10 +637,52 @@ def _chain_check(reply: list) -> ChainCheck:
     return ChainCheck(skip={d.decode() for d in skip}, probes={d.decode() for d in probes})
 
 
-def _window(limit: str, remaining: str, reset: str) -> RateWindow | None:
+def _window(limit: bytes, remaining: bytes, reset: bytes) -> RateWindow | None:
     if not limit:
         return None
     return RateWindow(int(limit), int(remaining), float(reset))
+
+
+class _KeyNames:
+    """The Redis key names of one store, built once each: the hot path asks for the same few
+    (a key's windows, its buckets, its chain) on every call. Bucket names carry their period,
+    so old ones are dropped now and then rather than kept forever."""
+
+    MAX_BUCKETS = 10_000
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.deadlines = prefix + "deadlines"
+        self._rates: dict[str, tuple[str, str, str]] = {}
+        self._buckets: dict[str, tuple[str, str]] = {}
+        self._chains: dict[tuple[str, ...], list[str]] = {}
+
+    def rate(self, rate_key: str) -> tuple[str, str, str]:
+        """A key's request window, token window and set of calls in flight."""
+        names = self._rates.get(rate_key)
+        if names is None:
+            base = self.prefix + "rl:" + rate_key
+            names = self._rates[rate_key] = (base + ":req", base + ":tok", base + ":par")
+        return names
+
+    def bucket(self, name: str) -> tuple[str, str]:
+        """A bucket's settled counter and reserved hash."""
+        names = self._buckets.get(name)
+        if names is None:
+            if len(self._buckets) >= self.MAX_BUCKETS:
+                self._buckets.clear()
+            names = self._buckets[name] = (self.prefix + "s:" + name, self.prefix + "r:" + name)
+        return names
+
+    def chain(self, deployments: Sequence[str]) -> list[str]:
+        """The cooldowns hash, then each deployment's circuit breaker (chain.lua)."""
+        deployments = tuple(deployments)
+        names = self._chains.get(deployments)
+        if names is None:
+            names = [self.prefix + "cooldowns", *(self.prefix + "cb:" + d for d in deployments)]
+            if len(self._chains) < self.MAX_BUCKETS:
+                self._chains[deployments] = names
+        return names
 
 
 class RedisCounterStore(CounterStore):
@@ -649,6 +693,7 @@ class RedisCounterStore(CounterStore):
         # One pipelined connection per worker (billing/pipelined.py says why).
         self._redis = PipelinedRedis(url)
         self._prefix = prefix
+        self._names = _KeyNames(prefix)
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -665,14 +710,10 @@ class RedisCounterStore(CounterStore):
         probe_lease_s: float = 30.0,
     ) -> Admission:
         _check_admit(reservation_id, buckets, rate)
-        rate_key = self._key("rl", rate.key) if rate else self._key("rl", "")
-        keys = [
-            self._key("res", reservation_id),
-            self._key("deadlines"),
-            rate_key + ":req",
-            rate_key + ":tok",
-            rate_key + ":par",
-        ]
+        # The hot path's one round trip: key names are built once per worker (_names), and
+        # everything below is list building and number formatting.
+        keys = [self._prefix + "res:" + reservation_id, self._names.deadlines,
+                *self._names.rate(rate.key if rate else "")]
         record: dict[str, object] = {"b": [bucket.name for bucket in buckets]}
         limits = ["", "", "", "0"]
         if rate is not None:
@@ -681,33 +722,27 @@ class RedisCounterStore(CounterStore):
                 record["ti"] = WINDOW_S / rate.tpm
             limits = [str(x) if x is not None else "" for x in (rate.rpm, rate.tpm, rate.max_parallel)]
             limits.append(str(rate.tokens))
-        args = [reservation_id, repr(now), repr(now + ttl_s), orjson.dumps(record), *limits]
+        args = [reservation_id, repr(now), repr(now + ttl_s), orjson.dumps(record), *limits, len(buckets)]
         for bucket in buckets:
-            keys += [self._key("s", bucket.name), self._key("r", bucket.name)]
-            args += [str(bucket.limit), str(bucket.amount)]
-
+            keys += self._names.bucket(bucket.name)
+            args += (bucket.limit, bucket.amount)
         if chain:
-            # Right behind the admission, in the same write: Redis runs it next, and it grants a
-            # probe only if the reservation now exists.
-            check = self._chain_call(chain, now, probe_lease_s, cooldowns=True, guard=keys[0])
-            admitted, checked = await self._redis.evalsha_many([(_ADMIT, keys, args), check])
-        else:
-            admitted, checked = await self._redis.evalsha(_ADMIT, keys, args), None
-        reply = [part.decode() for part in admitted]
-        status, rest = reply[0], reply[7:]
+            keys += self._names.chain(chain)
+            args += (repr(probe_lease_s), *chain)
+
+        reply = await self._redis.evalsha(_ADMIT, keys, args)
+        status = reply[0]
         requests, tokens = _window(*reply[1:4]), _window(*reply[4:7])
-        if status == "ok":
-            if chain and checked is None:
-                # Redis had forgotten the admission script, so the check ran first and found no
-                # reservation: check again now that there is one.
-                checked = await self._redis.evalsha(*check)
-            return Admission("ok", requests=requests, tokens=tokens, chain=_chain_check(checked) if chain else None)
+        if status == b"ok":
+            return Admission("ok", requests=requests, tokens=tokens, chain=_chain_check(reply[7:9]) if chain else None)
         shown = Admission("ok", requests=requests, tokens=tokens)
-        if status == "rate_limited":
-            return replace(shown, status="rate_limited", which=cast(RateLimited, rest[0]), retry_after=float(rest[1]))
-        if status == "missing":
+        rest = reply[7:]
+        if status == b"rate_limited":
+            return replace(shown, status="rate_limited", which=cast(RateLimited, rest[0].decode()),
+                           retry_after=float(rest[1]))
+        if status == b"missing":
             return replace(shown, status="missing", missing=[buckets[int(i) - 1].name for i in rest])
-        if status == "budget":
+        if status == b"budget":
             return _budget_refusal(shown, buckets[int(rest[0]) - 1], int(rest[1]) + int(rest[2]))
         raise ValueError(f"reservation {reservation_id!r} already exists")
 
@@ -715,12 +750,14 @@ class RedisCounterStore(CounterStore):
         return (await self.settle_many([(reservation_id, actual_cost, actual_tokens)]))[0]
 
     async def settle_many(self, settlements: Sequence[tuple[str, int, int]]) -> list[bool]:
-        for _, cost, _ in settlements:
+        """One script call for the whole batch (settle.lua)."""
+        if not settlements:
+            return []
+        args: list = [self._prefix]
+        for rid, cost, tokens in settlements:
             _check_money(cost, "actual_cost")
-        replies = await self._redis.evalsha_many([
-            (_SETTLE, [self._key("res", rid), self._key("deadlines")], [self._prefix, rid, str(cost), str(tokens)])
-            for rid, cost, tokens in settlements
-        ])
+            args += (rid, cost, tokens)
+        replies = await self._redis.evalsha(_SETTLE, [self._names.deadlines], args)
         return [reply == 1 for reply in replies]
 
     async def charge(self, *, names: Sequence[str], amount: int) -> None:
@@ -759,20 +796,13 @@ class RedisCounterStore(CounterStore):
     async def reserved_total(self, name: str) -> int:
         return int(await self._redis.execute("HGET", self._key("r", name), "total") or 0)
 
-    def _chain_call(
-        self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool, guard: str | None = None
-    ) -> tuple[Script, list, list]:
-        keys = [self._key("cooldowns"), *([guard] if guard else []), *(self._key("cb", d) for d in deployments)]
-        args = [repr(now), repr(probe_lease_s), "1" if cooldowns else "0", "1" if guard else "0", *deployments]
-        return _UNAVAILABLE, keys, args
-
     async def _skip(
         self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool
     ) -> ChainCheck:
         if not deployments:
             return ChainCheck(skip=set(), probes=set())
-        return _chain_check(await self._redis.evalsha(*self._chain_call(deployments, now, probe_lease_s,
-                                                                        cooldowns=cooldowns)))
+        args = [repr(now), repr(probe_lease_s), "1" if cooldowns else "0", *deployments]
+        return _chain_check(await self._redis.evalsha(_UNAVAILABLE, self._names.chain(deployments), args))
 
     async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
         return await self._skip(deployments, now, probe_lease_s, cooldowns=True)

@@ -67,6 +67,28 @@ def credits_bucket_name(org_id: int) -> str:
     return f"b:credits:{org_id}"
 
 
+# (key snapshot, minute) -> (bucket name, limit, level) of each budget that applies, then the
+# credits. Periods start on a UTC midnight, so a bucket's name is the same all minute long; a
+# reloaded snapshot (new budgets) has a new ``loaded_at``, so it gets its own entry.
+_levels: dict[tuple[int, float, int], tuple[tuple[str, int, str], ...]] = {}
+_MAX_LEVELS = 10_000
+
+
+def _bucket_levels(snapshot, now: float) -> tuple[tuple[str, int, str], ...]:
+    cache_key = (snapshot.id, snapshot.loaded_at, int(now // 60))
+    levels = _levels.get(cache_key)
+    if levels is None:
+        moment = datetime.fromtimestamp(now, UTC)
+        levels = (
+            *((bucket_name(b.level, b.owner_id, b.period, moment), b.limit_micros, b.level) for b in snapshot.budgets),
+            (credits_bucket_name(snapshot.org_id), snapshot.credits_micros, "credits"),
+        )
+        if len(_levels) >= _MAX_LEVELS:
+            _levels.clear()
+        _levels[cache_key] = levels
+    return levels
+
+
 def _settled_micros(name: str, now: datetime) -> int:
     """What the ledger (the request log) says a counter should hold: settled spend only."""
     from billing.selectors import spend_since
@@ -140,14 +162,7 @@ async def reserve(
     """Reserves the call's worst case, or raises the contract's 402 or 429. ``chain``: the
     deployments the call may be served by, in order, checked in the same round trip."""
     amount = worst_case_micros(prompt_tokens=prompt_tokens, output_tokens=output_tokens, prices=prices)
-    moment = datetime.fromtimestamp(now, UTC)
-    buckets = [
-        Bucket(name=bucket_name(b.level, b.owner_id, b.period, moment), limit=b.limit_micros, amount=amount,
-               param=b.level)
-        for b in snapshot.budgets
-    ]
-    buckets.append(Bucket(name=credits_bucket_name(snapshot.org_id), limit=snapshot.credits_micros,
-                          amount=amount, param="credits"))
+    buckets = [Bucket(name, limit, amount, param) for name, limit, param in _bucket_levels(snapshot, now)]
     tokens = rate_tokens(prompt_bytes=prompt_tokens, output_tokens=output_tokens, tpm=snapshot.tpm_limit)
     rate = None
     if snapshot.rpm_limit or snapshot.tpm_limit or snapshot.max_parallel:
@@ -159,7 +174,7 @@ async def reserve(
         if admission.status != "missing":
             break
         for name in admission.missing:
-            await _rebuild(store, name, moment)
+            await _rebuild(store, name, datetime.fromtimestamp(now, UTC))
     headers = _rate_headers(admission)
     if admission.status == "budget":
         limit, remaining = from_micros(admission.limit), from_micros(max(admission.remaining, 0))

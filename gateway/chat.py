@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -66,7 +66,7 @@ class Call:
 
 
 async def handle_chat(state: GatewayState, scope, receive, send) -> None:
-    call = Call(request_id=f"req_{uuid.uuid4().hex}", started=time.monotonic(),
+    call = Call(request_id=f"req_{random.getrandbits(128):032x}", started=time.monotonic(),
                 run_id=(header(scope, b"x-nemo-run") or "")[:200])
     reservation: Reservation | None = None
     try:

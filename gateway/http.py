@@ -37,10 +37,9 @@ def header(scope, name: bytes) -> str | None:
 
 
 def _encode_headers(headers: dict[str, str], content_type: bytes) -> list[tuple[bytes, bytes]]:
-    encoded = [(b"content-type", content_type)]
-    for name, value in headers.items():
-        encoded.append((name.lower().encode("latin-1"), str(value).encode("latin-1")))
-    return encoded
+    """``headers``: lower-case names (as ASGI sends them) and str values."""
+    return [(b"content-type", content_type),
+            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())]
 
 
 async def send_json(send, status: int, payload, headers: dict[str, str] | None = None) -> None:

@@ -46,15 +46,17 @@ class LogWriter:
         # One thread for the databases that have no async driver here (SQLite has one writer).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-log")
         self._connections: list[psycopg.AsyncConnection] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def write(self, row: dict, settlement: Settlement | None = None) -> None:
         """Settles the call (if given) and commits its row; returns once the row is committed,
-        raises if it could not be. Neither is undone if the caller is cancelled meanwhile."""
+        raises if it could not be. Neither is undone if the caller is cancelled meanwhile: that
+        cancels only ``done``, which the committer then leaves alone."""
         if not self._committers or any(task.done() for task in self._committers):
             self._start()
-        done = asyncio.get_running_loop().create_future()
+        done = self._loop.create_future()
         self._queue.put_nowait((row, settlement, done))
-        await asyncio.shield(done)
+        await done
 
     def _start(self) -> None:
         for task in self._committers:
@@ -62,7 +64,7 @@ class LogWriter:
         waiting, self._queue = self._queue, asyncio.Queue()
         while waiting is not None and not waiting.empty():
             self._queue.put_nowait(waiting.get_nowait())
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._committers = [loop.create_task(self._run()) for _ in range(COMMITTERS)]
 
     async def _run(self) -> None:

@@ -1,21 +1,26 @@
 -- One hot-path step: check the key's rate limits and reserve at every budget level, or change
--- nothing at all.
+-- nothing at all; once reserved, check the chain the call may be served by (chain.lua), so a
+-- refused call never takes a circuit's probe.
 --
 -- KEYS[1] reservation record, KEYS[2] deadline index,
 -- KEYS[3] request window, KEYS[4] token window, KEYS[5] set of the key's calls in flight,
--- then for each bucket: its settled counter, its reserved hash.
+-- then for each bucket: its settled counter, its reserved hash;
+-- then, with a chain: the cooldowns hash, then each deployment's circuit breaker.
 -- ARGV[1] reservation id, ARGV[2] now, ARGV[3] deadline, ARGV[4] reservation record (JSON),
 -- ARGV[5] rpm, ARGV[6] tpm, ARGV[7] max parallel ('' = no such limit), ARGV[8] tokens,
--- then for each bucket: its limit, the amount to reserve.
+-- ARGV[9] number of buckets, then for each bucket: its limit, the amount to reserve;
+-- then, with a chain: the probe lease (s), then each deployment.
 --
 -- Reply: status, then requests limit/remaining/reset and tokens limit/remaining/reset ('' when
--- not limited), then: rate_limited -> which, retry after; budget -> bucket index, settled,
--- reserved; missing -> the indexes of the missing buckets.
+-- not limited), then: ok -> with a chain, its skip and probes lists; rate_limited -> which,
+-- retry after; budget -> bucket index, settled, reserved; missing -> the indexes of the
+-- missing buckets.
 local WINDOW = 60
 -- Slack (s) for float rounding: times near 2e9 s carry about 2.4e-7 s of it.
 local EPS = 1e-6
 local now = tonumber(ARGV[2])
 local deadline = tonumber(ARGV[3])
+local buckets = tonumber(ARGV[9])
 
 -- GCRA over a 60 s window: `tat` is the time at which the window would be full again. A call
 -- of weight `cost` fits if it pushes tat no further than one window ahead of now. This is a
@@ -71,7 +76,6 @@ if ARGV[7] ~= '' and redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[7]) then
   return reply('rate_limited', 'parallel', '1')
 end
 
-local buckets = (#KEYS - 5) / 2
 local settled = {}
 local missing = {}
 for i = 1, buckets do
@@ -88,8 +92,8 @@ end
 local reserved = {}
 for i = 1, buckets do
   reserved[i] = redis.call('HGET', KEYS[5 + 2 * i], 'total') or '0'
-  local limit = tonumber(ARGV[7 + 2 * i])
-  local amount = tonumber(ARGV[8 + 2 * i])
+  local limit = tonumber(ARGV[8 + 2 * i])
+  local amount = tonumber(ARGV[9 + 2 * i])
   if tonumber(settled[i]) + tonumber(reserved[i]) + amount > limit then
     return reply('budget', tostring(i), settled[i], reserved[i])
   end
@@ -97,8 +101,8 @@ end
 
 local id = ARGV[1]
 for i = 1, buckets do
-  redis.call('HSET', KEYS[5 + 2 * i], 'res:' .. id, ARGV[8 + 2 * i])
-  redis.call('HINCRBY', KEYS[5 + 2 * i], 'total', ARGV[8 + 2 * i])
+  redis.call('HSET', KEYS[5 + 2 * i], 'res:' .. id, ARGV[9 + 2 * i])
+  redis.call('HINCRBY', KEYS[5 + 2 * i], 'total', ARGV[9 + 2 * i])
 end
 -- A window key lives until it is full again; the token window at least until the deadline, so
 -- settle can still correct it.
@@ -116,4 +120,12 @@ if ARGV[7] ~= '' then
 end
 redis.call('SET', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], id)
-return reply('ok')
+local out = reply('ok')
+local chain_keys = 6 + 2 * buckets
+if #KEYS >= chain_keys then
+  local check = chain_check(KEYS[chain_keys], {unpack(KEYS, chain_keys + 1)}, {unpack(ARGV, 11 + 2 * buckets)},
+    now, tonumber(ARGV[10 + 2 * buckets]), true)
+  table.insert(out, check[1])
+  table.insert(out, check[2])
+end
+return out

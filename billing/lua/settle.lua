@@ -1,11 +1,21 @@
--- KEYS[1] reservation record, KEYS[2] deadline index
--- ARGV[1] key prefix, ARGV[2] reservation id, ARGV[3] real cost, ARGV[4] real tokens
--- The record is deleted in the same step, so a second settle (or a reaper) finds nothing.
-local record = redis.call('GET', KEYS[1])
-if not record then
-  return 0
+-- Settle calls, each in the same way (release.lua): the record is deleted in the same step, so
+-- a second settle (or a reaper) finds nothing.
+-- KEYS[1] deadline index
+-- ARGV[1] key prefix, then for each call: its reservation id, real cost, real tokens
+-- Reply: for each call, 1 if it was settled, 0 if its reservation was not found.
+local prefix = ARGV[1]
+local settled = {}
+for i = 2, #ARGV, 3 do
+  local id = ARGV[i]
+  local record_key = prefix .. 'res:' .. id
+  local record = redis.call('GET', record_key)
+  if record then
+    release(prefix, id, record, ARGV[i + 1], tonumber(ARGV[i + 2]))
+    redis.call('DEL', record_key)
+    redis.call('ZREM', KEYS[1], id)
+    table.insert(settled, 1)
+  else
+    table.insert(settled, 0)
+  end
 end
-release(ARGV[1], ARGV[2], record, ARGV[3], tonumber(ARGV[4]))
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-return 1
+return settled

@@ -116,6 +116,10 @@ class Provider:
         self.config = config
 
     # --- what an HTTP provider describes -------------------------------------------------
+    def credentials_ready(self) -> bool:
+        """False when ``prepare`` may first have to fetch credentials (a token to refresh)."""
+        return True
+
     async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
         raise NotImplementedError
 
@@ -132,14 +136,25 @@ class Provider:
     async def complete(
         self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float
     ) -> dict:
-        """One non-streamed call; the timeout covers the whole call, getting credentials included."""
+        """One non-streamed call; the timeout covers the whole call, getting credentials included.
+
+        The HTTP exchange runs on aiohttp's own timer (which the session arms for every request
+        anyway), so the usual call, with nothing to fetch first, starts no second one."""
+        started = time.monotonic()
         try:
-            async with asyncio.timeout(timeout_s):
+            if self.credentials_ready():
                 request = await self.prepare(body=body, model=model, stream=False)
-                async with session.post(request.url, data=request.body, headers=request.headers) as resp:
-                    raw = await resp.read()
-                    if resp.status >= 400:
-                        raise self.classify_error(status=resp.status, headers=resp.headers, body=raw)
+            else:
+                async with asyncio.timeout(timeout_s):
+                    request = await self.prepare(body=body, model=model, stream=False)
+            remaining = timeout_s - (time.monotonic() - started)
+            if remaining <= 0:
+                raise TimeoutError
+            async with session.post(request.url, data=request.body, headers=request.headers,
+                                    timeout=aiohttp.ClientTimeout(total=remaining)) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise self.classify_error(status=resp.status, headers=resp.headers, body=raw)
         except TimeoutError as exc:
             raise UpstreamError("timeout", f"no answer within {timeout_s}s") from exc
         except aiohttp.ClientError as exc:

@@ -36,15 +36,15 @@ class AccessTokenSource:
         self._transport = functools.partial(google.auth.transport.requests.Request(), timeout=TOKEN_REQUEST_TIMEOUT_S)
 
     async def token(self) -> str:
-        if not self._fresh():
+        if not self.fresh():
             async with self._lock:
                 # Another caller may have refreshed while this one waited for the lock.
-                if not self._fresh():
+                if not self.fresh():
                     await self._refresh()
         assert self._credentials is not None
         return self._credentials.token
 
-    def _fresh(self) -> bool:
+    def fresh(self) -> bool:
         credentials = self._credentials
         if credentials is None or not credentials.token:
             return False

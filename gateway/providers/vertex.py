@@ -28,6 +28,9 @@ class VertexProvider(Provider):
             f"/publishers/{self.publisher}/models/{model}:{method}"
         )
 
+    def credentials_ready(self) -> bool:
+        return self.tokens.fresh()
+
     async def auth_headers(self) -> dict[str, str]:
         token = await self.tokens.token()
         return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}

@@ -2,6 +2,7 @@ import asyncio
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gateway.providers.base import (
     Provider,
@@ -15,6 +16,9 @@ from gateway.providers.base import (
 
 class SlowToPrepare(Provider):
     """A provider whose credentials take forever, as behind a stuck token endpoint."""
+
+    def credentials_ready(self) -> bool:
+        return False
 
     async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
         await asyncio.sleep(10)
@@ -53,3 +57,43 @@ def test_only_a_problem_with_the_request_itself_stops_the_chain(
     error = classify_status(status, {}, "upstream said no")
 
     assert (error.kind, error.retryable, error.outcome) == (kind, retryable, outcome)
+
+
+class Plain(Provider):
+    """Credentials at hand: the call runs on aiohttp's timer alone."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(ProviderConfig(name="plain", type="test"))
+        self.url = url
+
+    async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
+        return UpstreamRequest(url=self.url, headers={}, body=b"{}")
+
+    def parse_response(self, *, body: bytes, model: str) -> dict:
+        raise AssertionError("the deadline should have passed")
+
+
+async def test_the_deadline_covers_an_answer_whose_body_stalls() -> None:
+    async def headers_then_nothing(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "100"})
+        await response.prepare(request)
+        await response.write(b'{"id": ')
+        await asyncio.sleep(10)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", headers_then_nothing)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(UpstreamError) as stalled:
+                await Plain(f"http://127.0.0.1:{port}/").complete(session, body={}, model="m", timeout_s=0.2)
+    finally:
+        await runner.cleanup()
+
+    # Past the deadline, not when the upstream gave up (that would be a broken answer).
+    assert stalled.value.kind == "timeout"
