@@ -10,10 +10,14 @@ from keys.models import Organization, Team, VirtualKey
 class RequestLog(models.Model):
     """One row per call to the proxy, written (with its settled cost) before the call is done."""
 
-    request_id = models.CharField(max_length=40, unique=True)
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="request_logs")
-    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL)
-    key = models.ForeignKey(VirtualKey, null=True, blank=True, on_delete=models.SET_NULL)
+    # Every call inserts a row here, so the table carries only what the product reads: no
+    # foreign-key constraints (each would look up and lock the org, team and key row of every
+    # insert; Django still applies on_delete) and no index the composites below already give.
+    request_id = models.CharField(max_length=40)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="request_logs",
+                            db_constraint=False, db_index=False)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False)
+    key = models.ForeignKey(VirtualKey, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False)
     key_prefix = models.CharField(max_length=24)
     run_id = models.CharField(max_length=200, blank=True, default="")
     model = models.CharField(max_length=120, help_text="The model the client asked for.")
@@ -57,6 +61,8 @@ class RequestLog(models.Model):
             models.Index(fields=["org", "status", "created", "id"], name="log_org_status_created"),
             models.Index(fields=["org", "id"], name="log_org_id"),
         ]
+        # A constraint rather than unique=True, which would add a second (LIKE) index.
+        constraints = [models.UniqueConstraint(fields=["request_id"], name="log_request_id_unique")]
 
     def __str__(self) -> str:
         return self.request_id
