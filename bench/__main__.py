@@ -156,12 +156,13 @@ class Run:
             "request_log_rows": None, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
-    def _pinning(self) -> str:
+    def _pinning(self, services_pinned: bool = False) -> str:
         if self.server_cpus is None:
             return "nothing pinned: servers, upstream and load generators share every CPU"
+        services = "with them" if services_pinned else "unpinned (no right to move them)"
         return (
             f"measured server on CPU {sorted(self.server_cpus)}, fake upstream and load generators on CPU "
-            f"{sorted(self.helper_cpus)}; Postgres and Redis unpinned"
+            f"{sorted(self.helper_cpus)}; Postgres and Redis {services}"
         )
 
     def start_upstream(self) -> None:
@@ -329,6 +330,8 @@ class Run:
         if self.helper_cpus:
             # This process runs the asyncio clients; keep it, and what it starts, off the server's CPU.
             os.sched_setaffinity(0, self.helper_cpus)
+            # Restored by processes.stop_all when the run ends, however it ends.
+            self.results["environment"]["pinning"] = self._pinning(bool(processes.pin_services(self.helper_cpus)))
         log(f"{self.results['environment']['pinning']}")
         self.results["idle_machine_busy_percent"] = _machine_busy_before_start()
         log(f"before starting, other processes kept {self.results['idle_machine_busy_percent']}% of a CPU busy")
