@@ -198,8 +198,8 @@ class PipelinedRedis:
 
     async def evalsha_many(self, calls: Sequence[tuple[Script, Sequence[Arg], Sequence[Arg]]]) -> list:
         """Several scripts in one write, run by Redis one after the other. A call whose script
-        Redis had forgotten is sent again from source, after the others ran: a caller whose
-        calls depend on each other's order checks for that (see ``RedisCounterStore.admit``)."""
+        Redis had forgotten is sent again from source, after the others ran, so calls that
+        depend on each other's order belong in one script (as admit.lua runs the chain check)."""
         replies = await self.batch([("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args in calls])
         forgotten = [i for i, reply in enumerate(replies)
                      if isinstance(reply, RedisReplyError) and str(reply).startswith("NOSCRIPT")]

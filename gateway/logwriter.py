@@ -190,10 +190,10 @@ def _copy_sql() -> str:
 
 @functools.cache
 def _postgres_columns() -> tuple:
-    """(attribute, is JSON, field) of each column the gateway writes, in the COPY's order."""
+    """(field, is JSON) of each column the gateway writes, in the COPY's order."""
     from django.db.models import JSONField
 
-    return tuple((f.attname, isinstance(f, JSONField), f) for f in _insert_fields())
+    return tuple((f, isinstance(f, JSONField)) for f in _insert_fields())
 
 
 def _postgres_values(row: dict) -> list:
@@ -201,8 +201,8 @@ def _postgres_values(row: dict) -> list:
     types (int, str, bool, Decimal, aware datetime). JSON goes as its text, which PostgreSQL
     reads into the jsonb column as it would any literal (psycopg sends str untyped)."""
     values = []
-    for name, is_json, field in _postgres_columns():
-        value = row[name] if name in row else field.get_default()
+    for field, is_json in _postgres_columns():
+        value = _row_value(row, field)
         if is_json and value is not None:
             value = orjson.dumps(value).decode()
         values.append(value)
@@ -211,11 +211,12 @@ def _postgres_values(row: dict) -> list:
 
 def _params(rows: list[dict]) -> list:
     fields = _insert_fields()
-    return [
-        field.get_db_prep_save(row[field.attname] if field.attname in row else field.get_default(), connection)
-        for row in rows
-        for field in fields
-    ]
+    return [field.get_db_prep_save(_row_value(row, field), connection) for row in rows for field in fields]
+
+
+def _row_value(row: dict, field):
+    """A row's value of a column, or the column's default when the row leaves it out."""
+    return row[field.attname] if field.attname in row else field.get_default()
 
 
 def _commit(rows: list[dict]) -> None:
