@@ -194,7 +194,15 @@ class PipelinedRedis:
         return replies[-1]
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]):
-        return (await self.evalsha_many([(script, keys, args)]))[0]
+        """One script call: the hot path's, so it awaits its reply directly (every coroutine
+        between a caller and its future is stepped through again when the reply comes)."""
+        protocol = self._protocol or await self._connection()
+        reply = await self._send(protocol, [hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
+        if isinstance(reply, RedisReplyError):
+            if not str(reply).startswith("NOSCRIPT"):
+                raise reply
+            reply = await self.execute("EVAL", script.source, len(keys), *keys, *args)
+        return reply
 
     async def evalsha_many(self, calls: Sequence[tuple[Script, Sequence[Arg], Sequence[Arg]]]) -> list:
         """Several scripts in one write, run by Redis one after the other. A call whose script

@@ -77,14 +77,14 @@ async def call_chain(
             attempts.append(Attempt(link.id, "cooldown" if link.id in cooling else "circuit_open", 0))
             continue
         started = time.monotonic()
-        upstream_body = {**body, "model": link.model}
+        # Each provider puts the link's own model id where its wire format wants it.
         try:
             if stream:
-                chunks = await link.provider.stream(session, body=upstream_body, model=link.model,
+                chunks = await link.provider.stream(session, body=body, model=link.model,
                                                     timeout_s=link.timeout_s)
                 result = Served(deployment=link, attempts=attempts, chunks=chunks)
             else:
-                completion = await link.provider.complete(session, body=upstream_body, model=link.model,
+                completion = await link.provider.complete(session, body=body, model=link.model,
                                                           timeout_s=link.timeout_s)
                 result = Served(deployment=link, attempts=attempts, completion=completion)
         except UpstreamError as error:
