@@ -3,8 +3,9 @@
 One INSERT per request would cost more than the rest of the hot path (DESIGN.md), so rows are
 written in group commits: every request hands its row to one committer and waits for the commit
 of the small batch it landed in. While one batch commits, the next one gathers. The committer
-also settles the batch's reservations first, in one Redis round trip, so a call's settle and its
-row are one hand-off for the request, not two.
+also settles the batch's reservations, in one Redis round trip that overlaps the start of the
+batch's COPY, and lets the COPY end (which commits the rows) only once the settle is done: a
+call's settle and its row are one hand-off for the request, in the order the ledger needs.
 
 On PostgreSQL the committer talks to the database from the event loop itself (psycopg's async
 connection): handing each batch to a thread cost more latency than the commit. Other databases
@@ -78,8 +79,10 @@ class LogWriter:
                 await asyncio.sleep(0)
                 while len(batch) < MAX_BATCH and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
-                await self._settle([settlement for _, settlement, _ in batch if settlement is not None])
-                error = await self._commit([row for row, _, _ in batch], database, loop)
+                # The settle goes out now; a batch's rows are committed only once it is done.
+                settled = loop.create_task(self._settle([s for _, s, _ in batch if s is not None]))
+                error = await self._commit([row for row, _, _ in batch], database, loop, settled)
+                await settled
             finally:
                 self._busy -= 1
             for _, _, done in batch:
@@ -100,11 +103,11 @@ class LogWriter:
         except Exception:  # noqa: BLE001 - the rows still go in
             logger.exception("settling %d calls failed; their log rows are written all the same", len(settlements))
 
-    async def _commit(self, rows: list[dict], database: list, loop) -> BaseException | None:
+    async def _commit(self, rows: list[dict], database: list, loop, settled: asyncio.Task) -> BaseException | None:
         error: BaseException | None = None
         for attempt in range(COMMIT_RETRIES):
             try:
-                await self._insert(rows, database, loop)
+                await self._insert(rows, database, loop, settled)
                 return None
             except Exception as exc:  # noqa: BLE001 - any database error: retry, then report
                 error = exc
@@ -112,8 +115,12 @@ class LogWriter:
                 await asyncio.sleep(0.05 * 2**attempt)
         return error
 
-    async def _insert(self, rows: list[dict], database: list, loop: asyncio.AbstractEventLoop) -> None:
+    async def _insert(
+        self, rows: list[dict], database: list, loop: asyncio.AbstractEventLoop, settled: asyncio.Task
+    ) -> None:
+        """Commits the rows, never before ``settled`` (their settle) is done."""
         if connection.vendor != "postgresql":
+            await asyncio.shield(settled)
             await loop.run_in_executor(self._executor, _commit, rows)
             return
         if not database or database[0].closed:
@@ -124,13 +131,16 @@ class LogWriter:
             async with database[0].cursor() as cursor:
                 if len(rows) == 1:
                     # A quiet moment: one INSERT is one round trip (the driver caches its text).
+                    await asyncio.shield(settled)
                     await cursor.execute(_insert_sql(1), _postgres_values(rows[0]))
                 else:
                     # Under load: COPY has no statement text to parse per batch, and is still
-                    # one statement, so one transaction.
+                    # one statement, so one transaction. Its start and rows go while Redis
+                    # settles; its end, which commits, waits for the settle.
                     async with cursor.copy(_copy_sql()) as copy:
                         for row in rows:
                             await copy.write_row(_postgres_values(row))
+                        await asyncio.shield(settled)
         except psycopg.OperationalError:
             # The connection broke: the next attempt opens a new one.
             await database[0].close()

@@ -1,9 +1,12 @@
 """The group-committed request log: every row of a burst lands whole, whatever the batch size."""
 
 import asyncio
+import threading
+import time
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from analytics.models import RequestLog
@@ -70,31 +73,57 @@ async def reserve_all(store: MemoryCounterStore, count: int) -> None:
         assert admission.ok
 
 
+class SlowToSettle(MemoryCounterStore):
+    """Settles after a pause, and tells which reservations it has settled so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settled: set[str] = set()
+
+    async def settle_many(self, settlements):
+        await asyncio.sleep(0.2)
+        done = await super().settle_many(settlements)
+        self.settled.update(rid for rid, _, _ in settlements)
+        return done
+
+
 @pytest.mark.django_db(transaction=True)
-def test_the_writer_settles_each_call_before_its_row_is_committed(make_tenant):
+def test_the_writer_commits_no_row_before_its_call_is_settled(make_tenant):
     tenant = make_tenant()
-    store = MemoryCounterStore()
-    held_at_commit: dict[str, int] = {}
+    store = SlowToSettle()
+    early: list[str] = []
+    writing = threading.Event()
+
+    def watch() -> None:
+        # From another connection, as a rebuild of a counter would read the ledger: a row seen
+        # committed must belong to a call already settled (rows first, then the settled set).
+        try:
+            while writing.is_set():
+                committed = list(RequestLog.objects.filter(run_id="burst").values_list("request_id", flat=True))
+                settled = set(store.settled)
+                early.extend(rid for rid in committed if rid.replace("req_burst_", "res-") not in settled)
+                time.sleep(0.005)
+        finally:
+            connection.close()
 
     async def burst() -> None:
         await reserve_all(store, 20)
         writer = LogWriter(store)
-        insert = writer._insert
-
-        async def insert_after_checking(rows, *args):
-            for committed in rows:
-                n = committed["prompt_tokens"]
-                held_at_commit[committed["request_id"]] = await store.reserved_total(f"b:key:{n}:all")
-            await insert(rows, *args)
-
-        writer._insert = insert_after_checking
         await asyncio.gather(*(writer.write(row(tenant, n), Settlement(reservation(n), 7 * n, 0)) for n in range(20)))
         await writer.close()
 
-    asyncio.run(burst())
+    writing.set()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        asyncio.run(burst())
+    finally:
+        writing.clear()
+        watcher.join()
 
     assert RequestLog.objects.filter(run_id="burst").count() == 20
-    assert held_at_commit == {f"req_burst_{n}": 0 for n in range(20)}
+    assert early == []
+    assert len(store.settled) == 20
     counters = asyncio.run(store.read([f"b:key:{n}:all" for n in range(20)]))
     assert counters == {f"b:key:{n}:all": 7 * n for n in range(20)}
 
