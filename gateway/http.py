@@ -38,8 +38,9 @@ def header(scope, name: bytes) -> str | None:
 
 def _encode_headers(headers: dict[str, str], content_type: bytes) -> list[tuple[bytes, bytes]]:
     """``headers``: lower-case names (as ASGI sends them) and str values."""
-    return [(b"content-type", content_type),
-            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())]
+    encoded = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    encoded.append((b"content-type", content_type))
+    return encoded
 
 
 async def send_json(send, status: int, payload, headers: dict[str, str] | None = None) -> None:
