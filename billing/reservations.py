@@ -44,7 +44,8 @@ class Reservation:
 
 def worst_case_micros(*, prompt_tokens: int, output_tokens: int, prices) -> int:
     """The dearest of the links' costs for this many tokens, rounded up to a micro-dollar."""
-    dearest = max(Decimal(prompt_tokens) * p.input + Decimal(output_tokens) * p.output for p in prices)
+    prompt, output = Decimal(prompt_tokens), Decimal(output_tokens)
+    dearest = max(prompt * p.input + output * p.output for p in prices)
     return int(dearest.to_integral_value(rounding=ROUND_CEILING))
 
 
@@ -67,17 +68,18 @@ def credits_bucket_name(org_id: int) -> str:
     return f"b:credits:{org_id}"
 
 
-# (key snapshot, minute) -> (bucket name, limit, level) of each budget that applies, then the
-# credits. Periods start on a UTC midnight, so a bucket's name is the same all minute long; a
-# reloaded snapshot (new budgets) has a new ``loaded_at``, so it gets its own entry.
-_levels: dict[tuple[int, float, int], tuple[tuple[str, int, str], ...]] = {}
+# (key snapshot, minute) -> ((bucket name, limit, level) of each budget that applies, then the
+# credits; and the bucket names alone). Periods start on a UTC midnight, so a bucket's name is
+# the same all minute long; a reloaded snapshot (new budgets) has a new ``loaded_at``, so it
+# gets its own entry.
+_levels: dict[tuple[int, float, int], tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]] = {}
 _MAX_LEVELS = 10_000
 
 
-def _bucket_levels(snapshot, now: float) -> tuple[tuple[str, int, str], ...]:
+def _bucket_levels(snapshot, now: float) -> tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]:
     cache_key = (snapshot.id, snapshot.loaded_at, int(now // 60))
-    levels = _levels.get(cache_key)
-    if levels is None:
+    cached = _levels.get(cache_key)
+    if cached is None:
         moment = datetime.fromtimestamp(now, UTC)
         levels = (
             *((bucket_name(b.level, b.owner_id, b.period, moment), b.limit_micros, b.level) for b in snapshot.budgets),
@@ -85,8 +87,8 @@ def _bucket_levels(snapshot, now: float) -> tuple[tuple[str, int, str], ...]:
         )
         if len(_levels) >= _MAX_LEVELS:
             _levels.clear()
-        _levels[cache_key] = levels
-    return levels
+        cached = _levels[cache_key] = (levels, tuple(name for name, _, _ in levels))
+    return cached
 
 
 def _settled_micros(name: str, now: datetime) -> int:
@@ -137,14 +139,21 @@ async def _rebuild(store: CounterStore, name: str, now: datetime) -> None:
     await shared_run(_rebuilding.setdefault(store, {}), name, lambda: _seed_from_ledger(store, name, now))
 
 
+_RATE_HEADER_NAMES = {
+    kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+    for kind in ("requests", "tokens")
+}
+
+
 def _rate_headers(admission) -> dict[str, str]:
     """The ``x-ratelimit-*`` headers of the contract, for the windows the key has."""
     headers = {}
     for kind, window in (("requests", admission.requests), ("tokens", admission.tokens)):
         if window is not None:
-            headers[f"x-ratelimit-limit-{kind}"] = str(window.limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(window.remaining, 0))
-            headers[f"x-ratelimit-reset-{kind}"] = f"{math.ceil(window.reset)}s"
+            limit, remaining, reset = _RATE_HEADER_NAMES[kind]
+            headers[limit] = str(window.limit)
+            headers[remaining] = str(max(window.remaining, 0))
+            headers[reset] = f"{math.ceil(window.reset)}s"
     return headers
 
 
@@ -162,7 +171,8 @@ async def reserve(
     """Reserves the call's worst case, or raises the contract's 402 or 429. ``chain``: the
     deployments the call may be served by, in order, checked in the same round trip."""
     amount = worst_case_micros(prompt_tokens=prompt_tokens, output_tokens=output_tokens, prices=prices)
-    buckets = [Bucket(name, limit, amount, param) for name, limit, param in _bucket_levels(snapshot, now)]
+    levels, names = _bucket_levels(snapshot, now)
+    buckets = [Bucket(name, limit, amount, param) for name, limit, param in levels]
     tokens = rate_tokens(prompt_bytes=prompt_tokens, output_tokens=output_tokens, tpm=snapshot.tpm_limit)
     rate = None
     if snapshot.rpm_limit or snapshot.tpm_limit or snapshot.max_parallel:
@@ -190,7 +200,7 @@ async def reserve(
     if admission.status != "ok":
         raise RuntimeError(f"the counter store kept answering {admission.status!r}")
     return Reservation(id=reservation_id, amount_micros=amount, tokens=tokens,
-                       bucket_names=tuple(b.name for b in buckets), rate_headers=headers, chain=admission.chain)
+                       bucket_names=names, rate_headers=headers, chain=admission.chain)
 
 
 @dataclass(frozen=True, slots=True)
