@@ -330,7 +330,7 @@ class Run:
         if self.helper_cpus:
             # This process runs the asyncio clients; keep it, and what it starts, off the server's CPU.
             os.sched_setaffinity(0, self.helper_cpus)
-            # Restored by processes.stop_all when the run ends, however it ends.
+            # Restored by processes.stop_all when the run ends, on an error or Ctrl-C too.
             self.results["environment"]["pinning"] = self._pinning(bool(processes.pin_services(self.helper_cpus)))
         log(f"{self.results['environment']['pinning']}")
         self.results["idle_machine_busy_percent"] = _machine_busy_before_start()
