@@ -648,14 +648,14 @@ class _KeyNames:
     (a key's windows, its buckets, its chain) on every call. Bucket names carry their period,
     so old ones are dropped now and then rather than kept forever."""
 
-    MAX_BUCKETS = 10_000
+    MAX_ENTRIES = 10_000
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.deadlines = prefix + "deadlines"
         self._rates: dict[str, tuple[str, str, str]] = {}
         self._buckets: dict[str, tuple[str, str]] = {}
-        self._chains: dict[tuple[str, ...], list[str]] = {}
+        self._chains: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def rate(self, rate_key: str) -> tuple[str, str, str]:
         """A key's request window, token window and set of calls in flight."""
@@ -669,18 +669,18 @@ class _KeyNames:
         """A bucket's settled counter and reserved hash."""
         names = self._buckets.get(name)
         if names is None:
-            if len(self._buckets) >= self.MAX_BUCKETS:
+            if len(self._buckets) >= self.MAX_ENTRIES:
                 self._buckets.clear()
             names = self._buckets[name] = (self.prefix + "s:" + name, self.prefix + "r:" + name)
         return names
 
-    def chain(self, deployments: Sequence[str]) -> list[str]:
+    def chain(self, deployments: Sequence[str]) -> tuple[str, ...]:
         """The cooldowns hash, then each deployment's circuit breaker (chain.lua)."""
         deployments = tuple(deployments)
         names = self._chains.get(deployments)
         if names is None:
-            names = [self.prefix + "cooldowns", *(self.prefix + "cb:" + d for d in deployments)]
-            if len(self._chains) < self.MAX_BUCKETS:
+            names = (self.prefix + "cooldowns", *(self.prefix + "cb:" + d for d in deployments))
+            if len(self._chains) < self.MAX_ENTRIES:
                 self._chains[deployments] = names
         return names
 
