@@ -194,32 +194,14 @@ class PipelinedRedis:
         return replies[-1]
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]):
-        """One script call: the hot path's, so it awaits its reply directly (every coroutine
-        between a caller and its future is stepped through again when the reply comes)."""
-        protocol = self._protocol or await self._connection()
-        reply = await self._send(protocol, [hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
+        """One script call, the hot path's: few coroutines between the caller and its future,
+        since each is stepped through again when the reply comes."""
+        reply = await self._replies([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
         if isinstance(reply, RedisReplyError):
             if not str(reply).startswith("NOSCRIPT"):
                 raise reply
             reply = await self.execute("EVAL", script.source, len(keys), *keys, *args)
         return reply
-
-    async def evalsha_many(self, calls: Sequence[tuple[Script, Sequence[Arg], Sequence[Arg]]]) -> list:
-        """Several scripts in one write, run by Redis one after the other. A call whose script
-        Redis had forgotten is sent again from source, after the others ran, so calls that
-        depend on each other's order belong in one script (as admit.lua runs the chain check)."""
-        replies = await self.batch([("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args in calls])
-        forgotten = [i for i, reply in enumerate(replies)
-                     if isinstance(reply, RedisReplyError) and str(reply).startswith("NOSCRIPT")]
-        if forgotten:
-            again = await self.batch([("EVAL", calls[i][0].source, len(calls[i][1]), *calls[i][1], *calls[i][2])
-                                      for i in forgotten])
-            for i, reply in zip(forgotten, again, strict=True):
-                replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, RedisReplyError):
-                raise reply
-        return replies
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None

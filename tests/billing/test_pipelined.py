@@ -91,19 +91,6 @@ async def test_a_script_runs_by_sha_and_is_sent_again_after_redis_forgets_it(cli
     assert sync_redis.script_exists(script.sha) == [True]
 
 
-async def test_of_scripts_sent_together_only_those_redis_forgot_run_again(client, prefix, sync_redis):
-    known = Script(f"-- {prefix} known\nreturn redis.call('INCR', KEYS[1])")
-    forgotten = Script(f"-- {prefix} forgotten\nreturn redis.call('INCRBY', KEYS[1], 10)")
-    await client.evalsha(known, [prefix + "warm"], [])  # Redis has `known`, not `forgotten`
-
-    replies = await client.evalsha_many([(known, [prefix + "a"], []), (forgotten, [prefix + "b"], []),
-                                         (known, [prefix + "c"], [])])
-
-    # Each ran once: `b` from source, after the others.
-    assert replies == [1, 10, 1]
-    assert sync_redis.mget([prefix + "a", prefix + "b", prefix + "c"]) == [b"1", b"10", b"1"]
-
-
 async def test_a_transaction_returns_the_replies_of_its_commands(client, prefix):
     replies = await client.transaction([("SET", prefix + "x", 1), ("INCRBY", prefix + "x", 41), ("GET", prefix + "x")])
 
