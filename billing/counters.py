@@ -652,17 +652,20 @@ class _KeyNames:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.deadlines = prefix + "deadlines"
+        self.deadlines = self.key("deadlines")
         self._rates: dict[str, tuple[str, str, str]] = {}
         self._buckets: dict[str, tuple[str, str]] = {}
         self._chains: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def key(self, *parts: str) -> str:
+        """Any key of the store (the layout is in the module's doc)."""
+        return self.prefix + ":".join(parts)
 
     def rate(self, rate_key: str) -> tuple[str, str, str]:
         """A key's request window, token window and set of calls in flight."""
         names = self._rates.get(rate_key)
         if names is None:
-            base = self.prefix + "rl:" + rate_key
-            names = self._rates[rate_key] = (base + ":req", base + ":tok", base + ":par")
+            names = self._rates[rate_key] = tuple(self.key("rl", rate_key, window) for window in ("req", "tok", "par"))
         return names
 
     def bucket(self, name: str) -> tuple[str, str]:
@@ -671,7 +674,7 @@ class _KeyNames:
         if names is None:
             if len(self._buckets) >= self.MAX_ENTRIES:
                 self._buckets.clear()
-            names = self._buckets[name] = (self.prefix + "s:" + name, self.prefix + "r:" + name)
+            names = self._buckets[name] = (self.key("s", name), self.key("r", name))
         return names
 
     def chain(self, deployments: Sequence[str]) -> tuple[str, ...]:
@@ -679,7 +682,7 @@ class _KeyNames:
         deployments = tuple(deployments)
         names = self._chains.get(deployments)
         if names is None:
-            names = (self.prefix + "cooldowns", *(self.prefix + "cb:" + d for d in deployments))
+            names = (self.key("cooldowns"), *(self.key("cb", d) for d in deployments))
             if len(self._chains) < self.MAX_ENTRIES:
                 self._chains[deployments] = names
         return names
@@ -696,7 +699,7 @@ class RedisCounterStore(CounterStore):
         self._names = _KeyNames(prefix)
 
     def _key(self, *parts: str) -> str:
-        return self._prefix + ":".join(parts)
+        return self._names.key(*parts)
 
     async def admit(
         self,
@@ -712,7 +715,7 @@ class RedisCounterStore(CounterStore):
         _check_admit(reservation_id, buckets, rate)
         # The hot path's one round trip: key names are built once per worker (_names), and
         # everything below is list building and number formatting.
-        keys = [self._prefix + "res:" + reservation_id, self._names.deadlines,
+        keys = [self._key("res", reservation_id), self._names.deadlines,
                 *self._names.rate(rate.key if rate else "")]
         record: dict[str, object] = {"b": [bucket.name for bucket in buckets]}
         limits = ["", "", "", "0"]
