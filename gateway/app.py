@@ -62,9 +62,9 @@ class GatewayApp:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 # Django, the config and the caches are loaded: keep the collector off them. With
-                # dozens of calls in flight, the default threshold
-                # (700 objects) had the collector walk the live ones over and over: ~5% of a
-                # loaded worker. Most of what a call allocates is freed by reference counting anyway.
+                # dozens of calls in flight, the default threshold (700 objects) had the collector
+                # walk the live ones over and over: ~5% of a loaded worker. Most of what a call
+                # allocates is freed by reference counting anyway.
                 gc.freeze()
                 gc.set_threshold(GC_THRESHOLD, 10, 10)
                 await send({"type": "lifespan.startup.complete"})
