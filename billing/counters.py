@@ -67,7 +67,7 @@ import abc
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, cast
@@ -752,16 +752,14 @@ class RedisCounterStore(CounterStore):
     async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int) -> bool:
         return (await self.settle_many([(reservation_id, actual_cost, actual_tokens)]))[0]
 
-    async def settle_many(self, settlements: Sequence[tuple[str, int, int]]) -> list[bool]:
-        """One script call for the whole batch (settle.lua)."""
-        if not settlements:
-            return []
+    def settle_many(self, settlements: Sequence[tuple[str, int, int]]) -> Awaitable[list[bool]]:
+        """One script call for the whole batch (settle.lua), written before this returns (see
+        ``PipelinedRedis.evalsha``): the log writer starts it and goes on with its COPY."""
         args: list = [self._prefix]
         for rid, cost, tokens in settlements:
             _check_money(cost, "actual_cost")
             args += (rid, cost, tokens)
-        replies = await self._redis.evalsha(_SETTLE, [self._names.deadlines], args)
-        return [reply == 1 for reply in replies]
+        return _settled(self._redis.evalsha(_SETTLE, [self._names.deadlines], args) if settlements else None)
 
     async def charge(self, *, names: Sequence[str], amount: int) -> None:
         _check_money(amount, "amount")
@@ -866,3 +864,7 @@ class RedisCounterStore(CounterStore):
 
     async def close(self) -> None:
         await self._redis.close()
+
+
+async def _settled(replies: Awaitable[list[int]] | None) -> list[bool]:
+    return [reply == 1 for reply in await replies] if replies is not None else []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
@@ -212,16 +212,18 @@ class Settlement:
     tokens: int
 
 
-async def settle(store: CounterStore, settlements: Sequence[Settlement]) -> None:
+def settle(store: CounterStore, settlements: Sequence[Settlement]) -> Awaitable[None]:
     """Swaps each reservation for its call's real cost, all in one round trip. Runs before the
     calls' log rows are written: a counter rebuilt from the ledger meanwhile cannot already hold
-    them (see billing.counters)."""
-    if not settlements:
-        return
-    settled = await store.settle_many(
-        [(s.reservation.id, s.cost_micros, s.tokens) for s in settlements]
-    )
-    for settlement, done in zip(settlements, settled, strict=True):
+    them (see billing.counters). The store's call starts here (on Redis, it is written before
+    this returns); awaiting the result waits for its reply."""
+    settling = store.settle_many([(s.reservation.id, s.cost_micros, s.tokens) for s in settlements])
+    return _charge_unsettled(store, settlements, settling)
+
+
+async def _charge_unsettled(store: CounterStore, settlements: Sequence[Settlement],
+                            settling: Awaitable[list[bool]]) -> None:
+    for settlement, done in zip(settlements, await settling, strict=True):
         if not done and settlement.cost_micros:
             # Redis lost the reservation (flushed or restarted): the cost still counts.
             await store.charge(names=settlement.reservation.bucket_names, amount=settlement.cost_micros)

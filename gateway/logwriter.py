@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
@@ -80,7 +81,7 @@ class LogWriter:
                 while len(batch) < MAX_BATCH and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                 # The settle goes out now; a batch's rows are committed only once it is done.
-                settled = loop.create_task(self._settle([s for _, s, _ in batch if s is not None]))
+                settled = loop.create_task(self._settle(self._start_settle([s for _, s, _ in batch if s is not None])))
                 error = await self._commit([row for row, _, _ in batch], database, loop, settled)
                 await settled
             finally:
@@ -93,15 +94,26 @@ class LogWriter:
                 else:
                     done.set_exception(error)
 
-    async def _settle(self, settlements: list[Settlement]) -> None:
-        """The rows carry the costs: the request log is the ledger, so they are written even if
-        settling failed (Redis gone: its mirror is rebuilt from the rows)."""
+    def _start_settle(self, settlements: list[Settlement]) -> Awaitable[None] | None:
+        """Sends the batch's settle before its COPY starts (its Redis call is written here, not a
+        turn of the event loop later in a task): the COPY's end waits for its reply."""
         if not settlements:
-            return
+            return None
         try:
-            await settle(self._store, settlements)
+            return settle(self._store, settlements)
         except Exception:  # noqa: BLE001 - the rows still go in
             logger.exception("settling %d calls failed; their log rows are written all the same", len(settlements))
+            return None
+
+    async def _settle(self, settling: Awaitable[None] | None) -> None:
+        """The rows carry the costs: the request log is the ledger, so they are written even if
+        settling failed (Redis gone: its mirror is rebuilt from the rows)."""
+        if settling is None:
+            return
+        try:
+            await settling
+        except Exception:  # noqa: BLE001 - the rows still go in
+            logger.exception("settling calls failed; their log rows are written all the same")
 
     async def _commit(self, rows: list[dict], database: list, loop, settled: asyncio.Task) -> BaseException | None:
         error: BaseException | None = None

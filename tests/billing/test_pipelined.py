@@ -3,6 +3,7 @@ error replies, scripts after a flush, a lost connection, and the database of the
 
 import asyncio
 import os
+import time
 import uuid
 
 import pytest
@@ -89,6 +90,20 @@ async def test_a_script_runs_by_sha_and_is_sent_again_after_redis_forgets_it(cli
 
     assert await client.evalsha(script, [prefix + "n"], [2]) == 7
     assert sync_redis.script_exists(script.sha) == [True]
+
+
+async def test_a_script_call_is_written_before_evalsha_returns(client, prefix, sync_redis):
+    script = Script(f"-- {prefix}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    assert await client.evalsha(script, [prefix + "n"], [1]) == 1  # connected, script loaded
+
+    call = client.evalsha(script, [prefix + "n"], [10])
+    # The event loop does not run meanwhile: only a write made inside evalsha reaches Redis.
+    for _ in range(100):
+        if sync_redis.get(prefix + "n") == b"11":
+            break
+        time.sleep(0.01)
+    assert sync_redis.get(prefix + "n") == b"11"
+    assert await call == 11
 
 
 async def test_a_transaction_returns_the_replies_of_its_commands(client, prefix):

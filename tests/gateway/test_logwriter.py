@@ -6,6 +6,7 @@ import time
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -169,3 +170,50 @@ def test_closing_waits_for_the_batches_being_committed(make_tenant):
     asyncio.run(close_mid_commit())
 
     assert RequestLog.objects.filter(run_id="burst").count() == 5
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_the_settle_is_on_its_way_to_redis_before_the_batch_is_committed(make_tenant, redis_prefix):
+    """The settle is written as the batch is taken, not a turn of the event loop later, so its
+    round trip overlaps the COPY's start instead of running behind it."""
+    import redis
+
+    from billing.counters import RedisCounterStore
+
+    tenant = make_tenant()
+    seen_settled_before_commit: list[bool] = []
+    counters: dict = {}
+    sync_redis = redis.Redis.from_url(settings.REDIS_URL)
+
+    async def one() -> None:
+        store = RedisCounterStore(settings.REDIS_URL, prefix=redis_prefix)
+        await reserve_all(store, 1)
+        writer = LogWriter(store)
+        insert = writer._insert
+
+        async def insert_once_settled(*args):
+            # The event loop is blocked here: the settle can only have left if it was written
+            # before this commit began.
+            deadline = time.monotonic() + 2
+            while sync_redis.exists(f"{redis_prefix}res:res-0") and time.monotonic() < deadline:
+                time.sleep(0.005)
+            seen_settled_before_commit.append(not sync_redis.exists(f"{redis_prefix}res:res-0"))
+            await insert(*args)
+
+        writer._insert = insert_once_settled
+        await writer.write(row(tenant, 0), Settlement(reservation(0), 7, 0))
+        await writer.close()
+        counters.update(await store.read(["b:key:0:all"]))
+        await store.close()
+
+    try:
+        asyncio.run(one())
+    finally:
+        for key in sync_redis.scan_iter(match=redis_prefix + "*"):
+            sync_redis.delete(key)
+        sync_redis.close()
+
+    assert seen_settled_before_commit == [True]
+    assert counters == {"b:key:0:all": 7}
+    assert RequestLog.objects.filter(request_id="req_burst_0").count() == 1
