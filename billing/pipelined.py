@@ -7,8 +7,8 @@ gateway worker's CPU under load in ``bench/``. Here every command is written to 
 connection as soon as it is issued, and the replies, which Redis sends in the order it received
 the commands, are matched to their callers by a FIFO of futures. (Gathering the commands of one
 turn of the event loop into one write saved a syscall or two per call but held each command until
-the loop's next turn, a millisecond under load.) Encoding
-and parsing are hiredis's (``pack_command`` and ``Reader``), the same parser redis-py uses.
+the loop's next turn, a millisecond under load.) Encoding and parsing are hiredis's
+(``pack_command`` and ``Reader``), the same parser redis-py uses.
 
 The connection is opened on first use and again after it is lost: the calls in flight when it
 breaks fail with ``ConnectionError`` (the gateway answers 500 and still logs them), later calls
