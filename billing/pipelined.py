@@ -146,6 +146,8 @@ class PipelinedRedis:
 
     def _send(self, protocol: _Protocol, packed: list[bytes]) -> asyncio.Future:
         """Writes the commands at once; the future gets their replies."""
+        if protocol.transport.is_closing():  # lost, and not yet told: as for the calls in flight
+            raise ConnectionError("Redis connection lost: closing")
         future = self._loop.create_future()
         protocol.waiters.append(_Waiter(future, len(packed)))
         protocol.transport.write(packed[0] if len(packed) == 1 else b"".join(packed))

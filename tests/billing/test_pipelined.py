@@ -126,6 +126,18 @@ async def test_a_lost_connection_fails_the_calls_in_flight_and_the_next_call_rec
     assert await client.execute("PING") == b"PONG"
 
 
+async def test_a_call_on_a_closing_connection_fails_at_once_and_the_next_one_reconnects(client, prefix):
+    assert await client.execute("PING") == b"PONG"
+    client._protocol.transport.close()  # lost; the loop has not yet said so
+
+    # Refused at once (a closing transport would drop the write), not left waiting for the loss
+    # to be reported.
+    with pytest.raises(ConnectionError, match="closing"):
+        await client.execute("PING")
+    await asyncio.sleep(0.05)
+    assert await client.execute("PING") == b"PONG"
+
+
 async def test_the_database_of_the_url_is_selected(sync_redis, prefix):
     other_db = (sync_redis.connection_pool.connection_kwargs.get("db", 0) + 1) % 16
     base = REDIS_URL.rsplit("/", 1)[0]
