@@ -6,12 +6,14 @@ See bench/README.md for what is measured and how to read it.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.metadata
 import importlib.util
 import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -29,10 +31,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (about a minute), for a smoke check")
-    parser.add_argument("--duration", type=float, help="seconds of each measured wrk run (default 10, quick 2)")
-    parser.add_argument("--warmup", type=float, help="seconds of wrk warm-up before each run (default 3, quick 1)")
+    parser.add_argument("--rounds", type=int,
+                        help="rounds of every throughput and latency measurement, the targets taking turns in each; "
+                             "the figures reported are the median round's (default 3, quick 1)")
+    parser.add_argument("--duration", type=float, help="seconds of each measured wrk run (default 5, quick 2)")
+    parser.add_argument("--warmup", type=float, help="seconds of wrk warm-up before each run (default 2, quick 1)")
     parser.add_argument("--latency-duration", type=float,
-                        help="seconds of each fixed-rate run, after a warm-up (default 5 after 1, quick 1.5 after 0.5)")
+                        help="seconds of each fixed-rate run, after a warm-up (default 3 after 1, quick 1.5 after 0.5)")
     parser.add_argument("--light-rate", type=float, default=50.0,
                         help="requests/s of the light-load latency runs (default 50)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
@@ -53,9 +58,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="start everything, print the URLs and the key, and wait for Ctrl-C (for profiling)")
     args = parser.parse_args(argv)
     quick = args.quick
-    args.duration = args.duration or (2.0 if quick else 10.0)
-    args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
-    args.latency_duration = args.latency_duration or (1.5 if quick else 5.0)
+    args.rounds = max(1, args.rounds or (1 if quick else 3))
+    args.duration = args.duration or (2.0 if quick else 5.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
+    args.latency_duration = args.latency_duration or (1.5 if quick else 3.0)
     args.latency_warmup = 0.5 if quick else 1.0
     args.hold_seconds = args.hold_seconds or (3.0 if quick else 10.0)
     return args
@@ -135,6 +141,20 @@ def _worker_rss(master: processes.Server) -> tuple[list[int], int]:
     return workers, sum(processes.rss_kib(pid) for pid in workers)
 
 
+def _median_by(rounds: list[dict], field: str) -> dict:
+    """The round whose ``field`` is the median (of an even number, the upper middle one: for an
+    added latency, the worse)."""
+    ordered = sorted(rounds, key=lambda run: run[field])
+    return dict(ordered[len(ordered) // 2])
+
+
+def _summed_errors(rounds: list[dict]) -> dict:
+    errors: collections.Counter = collections.Counter()
+    for summary in rounds:
+        errors.update(summary["errors"])
+    return dict(errors)
+
+
 class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -142,7 +162,7 @@ class Run:
         self.targets: dict[str, dict] = {}
         self.results: dict = {
             "config": {
-                "quick": args.quick, "connections": args.connections, "threads": args.threads,
+                "quick": args.quick, "rounds": args.rounds, "connections": args.connections, "threads": args.threads,
                 "duration_s": args.duration, "warmup_s": args.warmup, "latency_duration_s": args.latency_duration,
                 "latency_warmup_s": args.latency_warmup, "light_rate": args.light_rate,
                 "streams": args.streams, "hold_seconds": args.hold_seconds,
@@ -152,7 +172,7 @@ class Run:
                 "python": platform.python_version(), "server_stack": server_stack(), "commit": _git_commit(),
                 "pinning": self._pinning(),
             },
-            "throughput": {}, "ratio": {}, "latency": {}, "memory": {}, "gateway_error": None,
+            "throughput": {}, "ratio": {}, "ratio_rounds": {}, "latency": {}, "memory": {}, "gateway_error": None,
             "request_log_rows": None, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
@@ -216,34 +236,49 @@ class Run:
         self.targets["gateway"] = {"url": url, "key": secret, "server": server, "held_path": "/v1/chat/completions"}
 
     def measure_throughput(self) -> None:
+        """wrk against each target, in rounds: the targets take turns within a round, so a ratio
+        compares runs a few seconds apart, and the median round's figures are reported (on a
+        shared machine one run can be 20% off the next)."""
         args = self.args
         for stream, mode in ((False, "non-streamed"), (True, "streamed")):
+            rounds: dict[str, list[dict]] = {}
+            for number in range(1, args.rounds + 1):
+                for key, label in report.TARGETS:
+                    target = self.targets.get(key)
+                    if target is None:
+                        continue
+                    settings = {
+                        "base_url": target["url"], "path": "/v1/chat/completions", "model": gateway_setup.FAST_MODEL,
+                        "key": target["key"], "stream": stream, "connections": args.connections,
+                        "threads": args.threads, "cpus": self.helper_cpus,
+                    }
+                    if args.warmup:
+                        load.wrk_run(seconds=args.warmup, **settings)
+                    before = processes.cpu_snapshot()
+                    run = load.wrk_run(seconds=args.duration, **settings)
+                    cpu = processes.cpu_usage(before, processes.cpu_snapshot(), server_cpus=self.server_cpus,
+                                              helper_cpus=self.helper_cpus)
+                    rounds.setdefault(key, []).append({**run.as_dict(), "cpu": cpu})
+                    log(f"  {mode:<13} round {number}/{args.rounds} {label:<16} {run.rps:>8.0f} req/s  "
+                        f"p50 {run.p50_ms:.2f} ms  p99 {run.p99_ms:.2f} ms  errors {run.errors}")
             runs = self.results["throughput"].setdefault(mode, {})
-            for key, label in report.TARGETS:
-                target = self.targets.get(key)
-                if target is None:
-                    continue
-                settings = {
-                    "base_url": target["url"], "path": "/v1/chat/completions", "model": gateway_setup.FAST_MODEL,
-                    "key": target["key"], "stream": stream, "connections": args.connections,
-                    "threads": args.threads, "cpus": self.helper_cpus,
-                }
-                if args.warmup:
-                    load.wrk_run(seconds=args.warmup, **settings)
-                before = processes.cpu_snapshot()
-                run = load.wrk_run(seconds=args.duration, **settings)
-                cpu = processes.cpu_usage(before, processes.cpu_snapshot(), server_cpus=self.server_cpus,
-                                          helper_cpus=self.helper_cpus)
-                runs[key] = {**run.as_dict(), "cpu": cpu}
-                log(f"  {mode:<13} {label:<16} {run.rps:>8.0f} req/s  p50 {run.p50_ms:.2f} ms  "
-                    f"p99 {run.p99_ms:.2f} ms  errors {run.errors}")
-            if "gateway" in runs and runs.get("passthrough", {}).get("rps"):
-                self.results["ratio"][mode] = round(runs["gateway"]["rps"] / runs["passthrough"]["rps"], 3)
+            for key, measured in rounds.items():
+                runs[key] = {**_median_by(measured, "rps"), "errors": sum(run["errors"] for run in measured),
+                             "rounds_rps": [run["rps"] for run in measured]}
+            if "gateway" in rounds and "passthrough" in rounds:
+                ratios = [gateway["rps"] / passthrough["rps"]
+                          for gateway, passthrough in zip(rounds["gateway"], rounds["passthrough"], strict=True)
+                          if passthrough["rps"]]
+                if ratios:
+                    self.results["ratio"][mode] = round(statistics.median(ratios), 3)
+                    self.results["ratio_rounds"][mode] = [round(ratio, 3) for ratio in ratios]
 
     def measure_latency(self) -> None:
         """Both servers and the upstream alone at the same fixed rates: half of the gateway's own
         throughput (the pass-through's without a gateway), and a light load that shows the fixed
-        cost of a call without any queueing."""
+        cost of a call without any queueing. In rounds, as throughput: each round runs the
+        upstream, then the pass-through, then the gateway, and a target's added latency in a round
+        is measured against the upstream of that round; the median round is reported."""
         args = self.args
         for stream, mode in ((False, "non-streamed"), (True, "streamed")):
             capacity = self.results["throughput"].get(mode, {})
@@ -252,23 +287,33 @@ class Run:
                 continue
             half = max(1.0, reference["rps"] / 2)
             for load_name, rate in (("half load", half), ("light load", min(args.light_rate, half))):
-                runs = self.results["latency"].setdefault(mode, {}).setdefault(load_name, {"rate": round(rate, 1)})
                 settings = {"model": gateway_setup.FAST_MODEL, "stream": stream, "rate": rate,
                             "seconds": args.latency_duration, "warmup": args.latency_warmup}
-                for key in ("upstream", "passthrough", "gateway"):
-                    target = self.targets.get(key)
-                    if target is not None:
-                        sample = clients.fixed_rate(target["url"] + "/v1/chat/completions", key=target["key"],
-                                                    **settings)
-                        runs[key] = sample.summary()
-                direct = runs["upstream"]
-                for key in ("passthrough", "gateway"):
-                    if key in runs:
-                        runs[key]["added_p50_ms"] = round(runs[key]["p50_ms"] - direct["p50_ms"], 3)
-                        runs[key]["added_p99_ms"] = round(runs[key]["p99_ms"] - direct["p99_ms"], 3)
-                        log(f"  {mode:<13} {load_name:<10} {rate:>6.0f}/s {key:<12} p50 "
-                            f"{runs[key]['added_p50_ms']:+.2f} ms, p99 {runs[key]['added_p99_ms']:+.2f} ms "
-                            f"(client start lag p99 {runs[key]['client_start_lag_p99_ms']:.2f} ms)")
+                rounds: dict[str, list[dict]] = {}
+                for number in range(1, args.rounds + 1):
+                    measured: dict[str, dict] = {}
+                    for key in ("upstream", "passthrough", "gateway"):
+                        target = self.targets.get(key)
+                        if target is not None:
+                            sample = clients.fixed_rate(target["url"] + "/v1/chat/completions", key=target["key"],
+                                                        **settings)
+                            measured[key] = sample.summary()
+                    direct = measured["upstream"]
+                    for key, summary in measured.items():
+                        if key != "upstream":
+                            summary["added_p50_ms"] = round(summary["p50_ms"] - direct["p50_ms"], 3)
+                            summary["added_p99_ms"] = round(summary["p99_ms"] - direct["p99_ms"], 3)
+                            log(f"  {mode:<13} {load_name:<10} {rate:>6.0f}/s round {number}/{args.rounds} {key:<12} "
+                                f"p50 {summary['added_p50_ms']:+.2f} ms, p99 {summary['added_p99_ms']:+.2f} ms "
+                                f"(client start lag p99 {summary['client_start_lag_p99_ms']:.2f} ms)")
+                        rounds.setdefault(key, []).append(summary)
+                runs = self.results["latency"].setdefault(mode, {}).setdefault(load_name, {"rate": round(rate, 1)})
+                for key, measured_rounds in rounds.items():
+                    by = "p50_ms" if key == "upstream" else "added_p50_ms"
+                    runs[key] = {**_median_by(measured_rounds, by),
+                                 "errors": _summed_errors(measured_rounds),
+                                 "client_bound": any(summary["client_bound"] for summary in measured_rounds),
+                                 "rounds_p50_ms": [summary[by] for summary in measured_rounds]}
 
     def measure_memory(self) -> None:
         args = self.args

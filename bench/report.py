@@ -45,10 +45,14 @@ def _throughput_rows(results: dict) -> list[str]:
             rows.append([mode, label, f"{run['rps']:.0f}", f"{run['p50_ms']:.2f}", f"{run['p99_ms']:.2f}",
                          str(run["errors"]), _cpu(run)])
         rows.append([mode, "gateway / pass-through", _number(results["ratio"].get(mode), ".2f"), "", "", "", ""])
+    rounds = [f"{mode} {', '.join(f'{ratio:.2f}' for ratio in ratios)}"
+              for mode, ratios in results.get("ratio_rounds", {}).items() if len(ratios) > 1]
     return [
         f"Throughput (wrk, closed loop, {config['connections']} connections, {config['threads']} thread(s), "
-        f"{config['duration_s']:g} s measured after {config['warmup_s']:g} s warm-up)",
+        f"{config['duration_s']:g} s measured after {config['warmup_s']:g} s warm-up; the median of "
+        f"{config.get('rounds', 1)} round(s), the targets taking turns in each)",
         *_table(["mode", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU: server / helpers  outside"], rows),
+        *([f"gateway / pass-through in each round: {'; '.join(rounds)}"] if rounds else []),
     ]
 
 
@@ -69,18 +73,21 @@ def _latency_rows(results: dict) -> list[str]:
                     continue
                 errors = sum(run["errors"].values()) + sum(direct["errors"].values())
                 note = "client fell behind" if run["client_bound"] or direct["client_bound"] else ""
+                rounds = run.get("rounds_p50_ms") or []
                 rows.append([
                     mode, f"{load} {runs['rate']:.0f}/s", label, f"{run['added_p50_ms']:+.2f}",
                     f"{run['added_p99_ms']:+.2f}", f"{run['p50_ms']:.2f} / {run['p99_ms']:.2f}",
-                    f"{direct['p50_ms']:.2f} / {direct['p99_ms']:.2f}", str(errors), note,
+                    f"{direct['p50_ms']:.2f} / {direct['p99_ms']:.2f}", str(errors),
+                    " ".join(f"{added:+.2f}" for added in rounds) if len(rounds) > 1 else "", note,
                 ])
     if not rows:
         return ["Added latency: not run"]
     return [
         "Added latency (open loop at a fixed rate: half of the gateway's req/s above, and a light load; added =",
-        "the target's percentile minus the same percentile of the upstream called directly at the same rate)",
+        "the target's percentile minus the same percentile of the upstream called directly at the same rate, in",
+        f"the same round; the median of {results['config'].get('rounds', 1)} round(s))",
         *_table(["mode", "load", "target", "p50 added ms", "p99 added ms", "target p50 / p99",
-                 "direct p50 / p99", "errors", ""], rows),
+                 "direct p50 / p99", "errors", "p50 added, each round", ""], rows),
     ]
 
 
