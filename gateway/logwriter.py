@@ -81,7 +81,8 @@ class LogWriter:
                 while len(batch) < MAX_BATCH and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                 # The settle goes out now; a batch's rows are committed only once it is done.
-                settled = loop.create_task(self._settle(self._start_settle([s for _, s, _ in batch if s is not None])))
+                settlements = [s for _, s, _ in batch if s is not None]
+                settled = loop.create_task(self._settle(self._start_settle(settlements), len(settlements)))
                 error = await self._commit([row for row, _, _ in batch], database, loop, settled)
                 await settled
             finally:
@@ -105,7 +106,7 @@ class LogWriter:
             logger.exception("settling %d calls failed; their log rows are written all the same", len(settlements))
             return None
 
-    async def _settle(self, settling: Awaitable[None] | None) -> None:
+    async def _settle(self, settling: Awaitable[None] | None, count: int) -> None:
         """The rows carry the costs: the request log is the ledger, so they are written even if
         settling failed (Redis gone: its mirror is rebuilt from the rows)."""
         if settling is None:
@@ -113,7 +114,7 @@ class LogWriter:
         try:
             await settling
         except Exception:  # noqa: BLE001 - the rows still go in
-            logger.exception("settling calls failed; their log rows are written all the same")
+            logger.exception("settling %d calls failed; their log rows are written all the same", count)
 
     async def _commit(self, rows: list[dict], database: list, loop, settled: asyncio.Task) -> BaseException | None:
         error: BaseException | None = None
