@@ -646,35 +646,34 @@ def _window(limit: bytes, remaining: bytes, reset: bytes) -> RateWindow | None:
 class _KeyNames:
     """The Redis key names of one store, built once each: the hot path asks for the same few
     (a key's windows, its buckets, its chain) on every call. Bucket names carry their period,
-    so old ones are dropped now and then rather than kept forever."""
+    so a table that fills up is emptied rather than kept growing."""
 
     MAX_ENTRIES = 10_000
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.deadlines = self.key("deadlines")
-        self._rates: dict[str, tuple[str, str, str]] = {}
-        self._buckets: dict[str, tuple[str, str]] = {}
+        self._rates: dict[str, tuple[str, ...]] = {}
+        self._buckets: dict[str, tuple[str, ...]] = {}
         self._chains: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def key(self, *parts: str) -> str:
         """Any key of the store (the layout is in the module's doc)."""
         return self.prefix + ":".join(parts)
 
-    def rate(self, rate_key: str) -> tuple[str, str, str]:
+    def rate(self, rate_key: str) -> tuple[str, ...]:
         """A key's request window, token window and set of calls in flight."""
         names = self._rates.get(rate_key)
         if names is None:
-            names = self._rates[rate_key] = tuple(self.key("rl", rate_key, window) for window in ("req", "tok", "par"))
+            windows = tuple(self.key("rl", rate_key, window) for window in ("req", "tok", "par"))
+            names = self._remember(self._rates, rate_key, windows)
         return names
 
-    def bucket(self, name: str) -> tuple[str, str]:
+    def bucket(self, name: str) -> tuple[str, ...]:
         """A bucket's settled counter and reserved hash."""
         names = self._buckets.get(name)
         if names is None:
-            if len(self._buckets) >= self.MAX_ENTRIES:
-                self._buckets.clear()
-            names = self._buckets[name] = (self.key("s", name), self.key("r", name))
+            names = self._remember(self._buckets, name, (self.key("s", name), self.key("r", name)))
         return names
 
     def chain(self, deployments: Sequence[str]) -> tuple[str, ...]:
@@ -682,9 +681,14 @@ class _KeyNames:
         deployments = tuple(deployments)
         names = self._chains.get(deployments)
         if names is None:
-            names = (self.key("cooldowns"), *(self.key("cb", d) for d in deployments))
-            if len(self._chains) < self.MAX_ENTRIES:
-                self._chains[deployments] = names
+            names = self._remember(self._chains, deployments,
+                                   (self.key("cooldowns"), *(self.key("cb", d) for d in deployments)))
+        return names
+
+    def _remember(self, table: dict, key, names: tuple[str, ...]) -> tuple[str, ...]:
+        if len(table) >= self.MAX_ENTRIES:
+            table.clear()
+        table[key] = names
         return names
 
 

@@ -264,4 +264,3 @@ def _insert_sql(row_count: int) -> str:
         f"INSERT INTO {quote(RequestLog._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
         f"VALUES {', '.join([one_row] * row_count)}"
     )
-
