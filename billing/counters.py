@@ -25,18 +25,22 @@ lagging replica at any time. So a bucket's counter is kept in two parts:
 What can be lost, and what happens then:
 
 * A settled counter alone (it expired, or was rebuilt): outstanding reservations are still in
-  ``r:``; their settle adds the real cost to the new counter. That is right as long as the
-  caller **settles here before it writes the call's log row**: a rebuild that ran before the
-  settle read Postgres before the row existed, so it cannot have counted the call already.
+  ``r:``; their settle adds the real cost to the new counter, unless the rebuild has counted the
+  call already. The gateway **commits a call's log row before it settles here**, so a rebuild in
+  between read the row. Each commit of log rows has a *position* and each rebuild's read a
+  *snapshot* (``analytics.ledger``): ``seed`` keeps the snapshot next to the counter (``sx:``),
+  a settle passes the position of the commit that wrote its calls' rows, and the cost goes only
+  to counters whose snapshot did not see that commit.
 * Everything (flush, restart): a settle finds no reservation, returns False and changes nothing,
-  so nothing is counted twice and no counter goes below its settled part. The caller then passes
-  the real cost to ``charge``, which adds it to the counters that have been rebuilt since (they
-  cannot contain the call either, for the same reason) and skips those still missing (their
-  rebuild will read the row). Only a call settled between a rebuild's read of Postgres and its
-  ``SET NX`` can be missed, which is the width of one query.
+  so no counter goes below its settled part. The caller then passes the real cost and the
+  position to ``charge``, which adds it to the counters rebuilt since whose snapshot did not see
+  the row, and skips those still missing (their rebuild will read the row). Only a call whose
+  row is committed after a rebuild's read and charged before the rebuild's ``SET NX`` can be
+  missed, which is the width of one query.
 * A lagging replica after a failover: a consistent earlier state. Reservations it lacks behave
   as after a flush; reservations settled in the lost milliseconds reappear and the reaper
   releases them at cost 0, so their cost is missing from the mirror until its next rebuild.
+  The same holds for a worker that dies between its commit and its settle (a millisecond).
 
 The mirror can thus only ever fall short by the calls in flight at a loss, never count a call
 twice; seeding with a ``ttl_s`` bounds how long such a shortfall lasts. Redis must evict, if at
@@ -46,6 +50,7 @@ windows and seeded counters, each safe to lose; reservations carry no TTL and ar
 Key layout (prefix ``nemo:`` by default)::
 
     s:<bucket>            string  settled spend, micro-dollars
+    sx:<bucket>           string  the ledger snapshot s:<bucket> was rebuilt at, same TTL
     r:<bucket>            hash    res:<id> -> amount of each outstanding reservation, total -> sum
     res:<id>              string  reservation record (JSON: buckets, rate key, tokens reserved)
     deadlines             zset    reservation id -> deadline, for the reaper
@@ -64,6 +69,7 @@ this needs one Redis, not a cluster, which is what the deployment runs.
 from __future__ import annotations
 
 import abc
+import asyncio
 import math
 import threading
 import time
@@ -74,6 +80,7 @@ from typing import Literal, cast
 
 import orjson
 
+from analytics.ledger import seen
 from billing.pipelined import PipelinedRedis, Script
 
 # Every rate limit is per minute.
@@ -179,23 +186,24 @@ class CounterStore(abc.ABC):
         refused one takes no probe)."""
 
     @abc.abstractmethod
-    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int) -> bool:
+    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int,
+                     position: int | None = None) -> bool:
         """Replace the reservation by the real cost and token count. False, and nothing changed,
         when the reservation is unknown: already settled, reaped, or lost with Redis. The gateway
         settles each call once, so there False means reaped or lost: ``charge`` the cost then.
-        Call it before writing the call's log row (see the module doc)."""
-
-    async def settle_many(self, settlements: Sequence[tuple[str, int, int]]) -> list[bool]:
-        """``settle`` for each (reservation id, actual cost, actual tokens), in one round trip
-        where the store can."""
-        return [
-            await self.settle(reservation_id=rid, actual_cost=cost, actual_tokens=tokens)
-            for rid, cost, tokens in settlements
-        ]
+        ``position``: the commit that wrote the call's log row (see the module doc)."""
 
     @abc.abstractmethod
-    async def charge(self, *, names: Sequence[str], amount: int) -> None:
-        """Add a settled cost whose reservation is gone to those counters that exist."""
+    def settle_many(self, settlements: Sequence[tuple[str, int, int]], position: int | None = None
+                    ) -> Awaitable[list[bool]]:
+        """``settle`` for each (reservation id, actual cost, actual tokens), in one step. The
+        store has it before this returns (on Redis: written to the connection); awaiting the
+        result waits for the answer."""
+
+    @abc.abstractmethod
+    async def charge(self, *, names: Sequence[str], amount: int, position: int | None = None) -> None:
+        """Add a settled cost whose reservation is gone to those counters that exist, but for
+        those rebuilt from a ledger that already held its row (committed at ``position``)."""
 
     @abc.abstractmethod
     async def reap(self, *, now: float) -> list[str]:
@@ -203,10 +211,10 @@ class CounterStore(abc.ABC):
         released once, however many reapers run."""
 
     @abc.abstractmethod
-    async def seed(self, name: str, value: int, *, ttl_s: float | None = None) -> bool:
-        """Set a missing settled counter from the ledger; a counter someone else seeded first is
-        kept (False). With ``ttl_s`` it expires and is rebuilt from the ledger again, which also
-        keeps old periods from piling up."""
+    async def seed(self, name: str, value: int, *, ttl_s: float | None = None, snapshot: str | None = None) -> bool:
+        """Set a missing settled counter from the ledger, read at ``snapshot``; a counter someone
+        else seeded first is kept (False). With ``ttl_s`` it expires and is rebuilt from the ledger
+        again, which also keeps old periods from piling up."""
 
     @abc.abstractmethod
     async def read(self, names: Sequence[str]) -> dict[str, int | None]:
@@ -371,6 +379,8 @@ class MemoryCounterStore(CounterStore):
         self._settled: dict[str, int] = {}
         # Expiry of seeded counters and cache entries runs on the monotonic clock, like Redis TTLs.
         self._settled_expires: dict[str, float] = {}
+        # The snapshot each counter was rebuilt at (analytics.ledger).
+        self._snapshots: dict[str, str] = {}
         self._reserved: dict[str, dict[str, int]] = {}
         self._reservations: dict[str, _Reservation] = {}
         self._tat: dict[tuple[str, str], float] = {}
@@ -384,7 +394,13 @@ class MemoryCounterStore(CounterStore):
         expires = self._settled_expires.get(name)
         if expires is not None and expires <= time.monotonic():
             del self._settled[name], self._settled_expires[name]
+            self._snapshots.pop(name, None)
         return self._settled.get(name)
+
+    def _add_settled(self, name: str, cost: int, position: int | None) -> None:
+        """See ledger.lua."""
+        if cost and self._settled_value(name) is not None and not seen(self._snapshots.get(name), position):
+            self._settled[name] += cost
 
     def _reserved_sum(self, name: str) -> int:
         return sum(self._reserved.get(name, {}).values())
@@ -456,7 +472,7 @@ class MemoryCounterStore(CounterStore):
                 chain=self._skip(chain, now, probe_lease_s, cooldowns=True) if chain else None,
             )
 
-    def _release(self, reservation_id: str, cost: int, tokens: int | None) -> None:
+    def _release(self, reservation_id: str, cost: int, tokens: int | None, position: int | None = None) -> None:
         """See release.lua."""
         reservation = self._reservations.pop(reservation_id)
         for name in reservation.buckets:
@@ -464,28 +480,40 @@ class MemoryCounterStore(CounterStore):
             entries.pop(reservation_id, None)
             if not entries:
                 self._reserved.pop(name, None)
-            if self._settled_value(name) is not None:
-                self._settled[name] += cost
+            self._add_settled(name, cost, position)
         if reservation.rate_key is not None:
             self._in_flight.get(reservation.rate_key, set()).discard(reservation_id)
             token_key = (reservation.rate_key, "tok")
             if reservation.token_interval and tokens is not None and token_key in self._tat:
                 self._tat[token_key] += (tokens - reservation.tokens) * reservation.token_interval
 
-    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int) -> bool:
+    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int,
+                     position: int | None = None) -> bool:
+        return self._settle(reservation_id, actual_cost, actual_tokens, position)
+
+    def _settle(self, reservation_id: str, actual_cost: int, actual_tokens: int, position: int | None) -> bool:
         _check_money(actual_cost, "actual_cost")
         with self._lock:
             if reservation_id not in self._reservations:
                 return False
-            self._release(reservation_id, actual_cost, actual_tokens)
+            self._release(reservation_id, actual_cost, actual_tokens, position)
             return True
 
-    async def charge(self, *, names: Sequence[str], amount: int) -> None:
+    def settle_many(self, settlements: Sequence[tuple[str, int, int]], position: int | None = None
+                    ) -> Awaitable[list[bool]]:
+        """Settled before this returns, like Redis's (its answer is ready at once)."""
+        answer = asyncio.get_running_loop().create_future()
+        try:
+            answer.set_result([self._settle(rid, cost, tokens, position) for rid, cost, tokens in settlements])
+        except Exception as error:  # noqa: BLE001 - given to whoever awaits the answer, as Redis's would be
+            answer.set_exception(error)
+        return answer
+
+    async def charge(self, *, names: Sequence[str], amount: int, position: int | None = None) -> None:
         _check_money(amount, "amount")
         with self._lock:
             for name in names:
-                if self._settled_value(name) is not None:
-                    self._settled[name] += amount
+                self._add_settled(name, amount, position)
 
     async def reap(self, *, now: float) -> list[str]:
         with self._lock:
@@ -494,7 +522,7 @@ class MemoryCounterStore(CounterStore):
                 self._release(reservation_id, 0, None)
             return due
 
-    async def seed(self, name: str, value: int, *, ttl_s: float | None = None) -> bool:
+    async def seed(self, name: str, value: int, *, ttl_s: float | None = None, snapshot: str | None = None) -> bool:
         _check_money(value, "value")
         with self._lock:
             if self._settled_value(name) is not None:
@@ -502,6 +530,10 @@ class MemoryCounterStore(CounterStore):
             self._settled[name] = value
             if ttl_s is not None:
                 self._settled_expires[name] = time.monotonic() + ttl_s
+            if snapshot:
+                self._snapshots[name] = snapshot
+            else:
+                self._snapshots.pop(name, None)
             return True
 
     async def read(self, names: Sequence[str]) -> dict[str, int | None]:
@@ -620,9 +652,10 @@ def _lua(*names: str) -> str:
 
 
 _ADMIT = Script(_lua("chain", "admit"))
-_SETTLE = Script(_lua("release", "settle"))
-_REAP = Script(_lua("release", "reap"))
-_CHARGE = Script(_lua("charge"))
+_SETTLE = Script(_lua("ledger", "release", "settle"))
+_REAP = Script(_lua("ledger", "release", "reap"))
+_CHARGE = Script(_lua("ledger", "charge"))
+_SEED = Script(_lua("seed"))
 _UNAVAILABLE = Script(_lua("chain", "unavailable"))
 _BREAKER_RECORD = Script(_lua("breaker_record"))
 _LATENCY = Script(_lua("latency"))
@@ -753,22 +786,25 @@ class RedisCounterStore(CounterStore):
             return _budget_refusal(shown, buckets[int(rest[0]) - 1], int(rest[1]) + int(rest[2]))
         raise ValueError(f"reservation {reservation_id!r} already exists")
 
-    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int) -> bool:
-        return (await self.settle_many([(reservation_id, actual_cost, actual_tokens)]))[0]
+    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int,
+                     position: int | None = None) -> bool:
+        return (await self.settle_many([(reservation_id, actual_cost, actual_tokens)], position))[0]
 
-    def settle_many(self, settlements: Sequence[tuple[str, int, int]]) -> Awaitable[list[bool]]:
+    def settle_many(self, settlements: Sequence[tuple[str, int, int]], position: int | None = None
+                    ) -> Awaitable[list[bool]]:
         """One script call for the whole batch (settle.lua), written before this returns (see
-        ``PipelinedRedis.evalsha``): the log writer starts it and goes on with its COPY."""
-        args: list = [self._prefix]
+        ``PipelinedRedis.evalsha``): the log writer sends it and answers its callers."""
+        args: list = [self._prefix, "" if position is None else position]
         for rid, cost, tokens in settlements:
             _check_money(cost, "actual_cost")
             args += (rid, cost, tokens)
         return _settled(self._redis.evalsha(_SETTLE, [self._names.deadlines], args) if settlements else None)
 
-    async def charge(self, *, names: Sequence[str], amount: int) -> None:
+    async def charge(self, *, names: Sequence[str], amount: int, position: int | None = None) -> None:
         _check_money(amount, "amount")
         if names and amount:
-            await self._redis.evalsha(_CHARGE, keys=[self._key("s", name) for name in names], args=[str(amount)])
+            keys = [self._key("s", name) for name in names] + [self._key("sx", name) for name in names]
+            await self._redis.evalsha(_CHARGE, keys=keys, args=[str(amount), "" if position is None else position])
 
     async def reap(self, *, now: float) -> list[str]:
         released: list[str] = []
@@ -780,10 +816,11 @@ class RedisCounterStore(CounterStore):
             if reply[0] < REAP_BATCH:
                 return released
 
-    async def seed(self, name: str, value: int, *, ttl_s: float | None = None) -> bool:
+    async def seed(self, name: str, value: int, *, ttl_s: float | None = None, snapshot: str | None = None) -> bool:
         _check_money(value, "value")
-        expiry = ("PX", math.ceil(ttl_s * 1000)) if ttl_s is not None else ()
-        return await self._redis.execute("SET", self._key("s", name), value, "NX", *expiry) is not None
+        expiry = "" if ttl_s is None else math.ceil(ttl_s * 1000)
+        keys = [self._key("s", name), self._key("sx", name)]
+        return await self._redis.evalsha(_SEED, keys, [value, expiry, snapshot or ""]) == 1
 
     async def read(self, names: Sequence[str]) -> dict[str, int | None]:
         if not names:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
+from analytics.ledger import read_with_snapshot
 from billing.counters import Bucket, ChainCheck, CounterStore, RateCheck
 from billing.money import from_micros, to_micros
 from billing.periods import period_end, period_name, period_start
@@ -91,8 +92,13 @@ def _bucket_levels(snapshot, now: float) -> tuple[tuple[tuple[str, int, str], ..
     return cached
 
 
-def _settled_micros(name: str, now: datetime) -> int:
-    """What the ledger (the request log) says a counter should hold: settled spend only."""
+def _settled_micros(name: str, now: datetime) -> tuple[int, str]:
+    """What the ledger (the request log) says a counter should hold, settled spend only, with the
+    snapshot it was read at (analytics.ledger)."""
+    return read_with_snapshot(lambda: _ledger_micros(name, now))
+
+
+def _ledger_micros(name: str, now: datetime) -> int:
     from billing.selectors import spend_since
 
     parts = name.split(":")
@@ -132,7 +138,8 @@ _rebuilding: weakref.WeakKeyDictionary[CounterStore, dict[str, asyncio.Future]] 
 
 
 async def _seed_from_ledger(store: CounterStore, name: str, now: datetime) -> None:
-    await store.seed(name, await _settled_micros_async(name, now), ttl_s=_seed_ttl_s(name, now))
+    value, snapshot = await _settled_micros_async(name, now)
+    await store.seed(name, value, ttl_s=_seed_ttl_s(name, now), snapshot=snapshot)
 
 
 async def _rebuild(store: CounterStore, name: str, now: datetime) -> None:
@@ -212,18 +219,21 @@ class Settlement:
     tokens: int
 
 
-def settle(store: CounterStore, settlements: Sequence[Settlement]) -> Awaitable[None]:
-    """Swaps each reservation for its call's real cost, all in one round trip. Runs before the
-    calls' log rows are written: a counter rebuilt from the ledger meanwhile cannot already hold
-    them (see billing.counters). The store's call starts here (on Redis, it is written before
-    this returns); awaiting the result waits for its reply."""
-    settling = store.settle_many([(s.reservation.id, s.cost_micros, s.tokens) for s in settlements])
-    return _charge_unsettled(store, settlements, settling)
+def settle(store: CounterStore, settlements: Sequence[Settlement], position: int | None) -> Awaitable[None]:
+    """Swaps each reservation for its call's real cost, all in one round trip. Runs once the
+    calls' log rows are committed, at ``position`` (None: they could not be): a counter rebuilt
+    from the ledger meanwhile already holds them and is left as it is (see billing.counters). The
+    store has the settle when this returns (on Redis, it is written); awaiting the result waits
+    for its reply."""
+    settling = store.settle_many([(s.reservation.id, s.cost_micros, s.tokens) for s in settlements], position)
+    return _charge_unsettled(store, settlements, settling, position)
 
 
 async def _charge_unsettled(store: CounterStore, settlements: Sequence[Settlement],
-                            settling: Awaitable[list[bool]]) -> None:
+                            settling: Awaitable[list[bool]], position: int | None) -> None:
     for settlement, done in zip(settlements, await settling, strict=True):
         if not done and settlement.cost_micros:
-            # Redis lost the reservation (flushed or restarted): the cost still counts.
-            await store.charge(names=settlement.reservation.bucket_names, amount=settlement.cost_micros)
+            # Redis lost the reservation (flushed or restarted), or the reaper released it: the
+            # cost still counts.
+            await store.charge(names=settlement.reservation.bucket_names, amount=settlement.cost_micros,
+                               position=position)

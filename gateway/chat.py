@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions``: authenticate → limit and reserve → route and call → settle → log.
+"""``POST /v1/chat/completions``: authenticate → limit and reserve → route and call → log → settle.
 
 Each step is a module of its own; this file only strings them together, so a request can be
 followed from top to bottom.
@@ -190,7 +190,7 @@ async def _relay_stream(
     state: GatewayState, call: Call, served: Served, receive, send, reservation: Reservation
 ) -> None:
     """Sends the upstream's chunks as they come and notices a client that goes away. The call
-    is settled and logged before the stream's last event, so it is durable once the client is done."""
+    is logged (and its settle sent) before the stream's last event, so it is durable once the client is done."""
     await start_event_stream(send, {**call.headers(), **reservation.rate_headers})
     include_usage = call.request.include_usage
 
@@ -240,7 +240,8 @@ async def _relay_stream(
 
 
 async def _finish(state: GatewayState, call: Call, reservation: Reservation | None) -> None:
-    """Settle, then log: the log writer does both, in that order (gateway/logwriter.py)."""
+    """Log, then settle: the log writer does both, in that order, and returns once the row is
+    committed (gateway/logwriter.py)."""
     call.logged = True
     settlement = None
     if reservation is not None:

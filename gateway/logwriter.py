@@ -2,10 +2,14 @@
 
 One INSERT per request would cost more than the rest of the hot path (DESIGN.md), so rows are
 written in group commits: every request hands its row to one committer and waits for the commit
-of the small batch it landed in. While one batch commits, the next one gathers. The committer
-also settles the batch's reservations, in one Redis round trip that overlaps the start of the
-batch's COPY, and lets the COPY end (which commits the rows) only once the settle is done: a
-call's settle and its row are one hand-off for the request, in the order the ledger needs.
+of the small batch it landed in. While one batch commits, the next one gathers. Each batch is one
+statement, so one round trip and one transaction.
+
+The committer also settles the batch's reservations, in one Redis call, once the rows are
+committed: the rows are the ledger, and the settle tells the counter store which commit wrote
+them (analytics.ledger), so a counter rebuilt from the ledger in between counts the calls once.
+The settle is sent before the callers are answered, so the call's next request finds its
+reservation gone, but they do not wait for its reply: a call's only wait here is its commit.
 
 On PostgreSQL the committer talks to the database from the event loop itself (psycopg's async
 connection): handing each batch to a thread cost more latency than the commit. Other databases
@@ -25,6 +29,7 @@ import orjson
 import psycopg
 from django.db import close_old_connections, connection
 
+from analytics.ledger import POSITION_SQL, commit_in_turn
 from billing.counters import CounterStore
 from billing.reservations import Settlement, settle
 
@@ -38,7 +43,7 @@ COMMITTERS = 2
 
 
 class LogWriter:
-    """``store``: where the calls' reservations live; each batch settles them before its commit."""
+    """``store``: where the calls' reservations live; each batch settles them after its commit."""
 
     def __init__(self, store: CounterStore | None = None) -> None:
         self._store = store
@@ -80,29 +85,29 @@ class LogWriter:
                 await asyncio.sleep(0)
                 while len(batch) < MAX_BATCH and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
-                # The settle goes out now; a batch's rows are committed only once it is done.
+                position, error = await self._commit([row for row, _, _ in batch], database, loop)
+                # A batch that could not be committed is settled all the same: its calls ran.
                 settlements = [s for _, s, _ in batch if s is not None]
-                settled = loop.create_task(self._settle(self._start_settle(settlements), len(settlements)))
-                error = await self._commit([row for row, _, _ in batch], database, loop, settled)
-                await settled
+                settling = self._start_settle(settlements, position)
+                for _, _, done in batch:
+                    if done.done():
+                        continue
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(error)
+                await self._settle(settling, len(settlements))
             finally:
                 self._busy -= 1
-            for _, _, done in batch:
-                if done.done():
-                    continue
-                if error is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(error)
 
-    def _start_settle(self, settlements: list[Settlement]) -> Awaitable[None] | None:
-        """Sends the batch's settle before its COPY starts (its Redis call is written here, not a
-        turn of the event loop later in a task): the COPY's end waits for its reply."""
+    def _start_settle(self, settlements: list[Settlement], position: int | None) -> Awaitable[None] | None:
+        """Sends the batch's settle (its Redis call is written here, before the callers are
+        answered); the committer waits for the reply after answering them."""
         if not settlements:
             return None
         try:
-            return settle(self._store, settlements)
-        except Exception:  # noqa: BLE001 - the rows still go in
+            return settle(self._store, settlements, position)
+        except Exception:  # noqa: BLE001 - the rows are in; Redis's mirror is rebuilt from them
             logger.exception("settling %d calls failed; their log rows are written all the same", len(settlements))
             return None
 
@@ -116,26 +121,22 @@ class LogWriter:
         except Exception:  # noqa: BLE001 - the rows still go in
             logger.exception("settling %d calls failed; their log rows are written all the same", count)
 
-    async def _commit(self, rows: list[dict], database: list, loop, settled: asyncio.Task) -> BaseException | None:
+    async def _commit(self, rows: list[dict], database: list, loop) -> tuple[int | None, BaseException | None]:
+        """The commit's position (analytics.ledger), or the error that stopped it."""
         error: BaseException | None = None
         for attempt in range(COMMIT_RETRIES):
             try:
-                await self._insert(rows, database, loop, settled)
-                return None
+                return await self._insert(rows, database, loop), None
             except Exception as exc:  # noqa: BLE001 - any database error: retry, then report
                 error = exc
                 logger.warning("request log commit failed (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(0.05 * 2**attempt)
-        return error
+        return None, error
 
-    async def _insert(
-        self, rows: list[dict], database: list, loop: asyncio.AbstractEventLoop, settled: asyncio.Task
-    ) -> None:
-        """Commits the rows, never before ``settled`` (their settle) is done."""
+    async def _insert(self, rows: list[dict], database: list, loop: asyncio.AbstractEventLoop) -> int:
+        """Commits the rows and returns the commit's position."""
         if connection.vendor != "postgresql":
-            await asyncio.shield(settled)
-            await loop.run_in_executor(self._executor, _commit, rows)
-            return
+            return await loop.run_in_executor(self._executor, _commit, rows)
         if not database or database[0].closed:
             opened = await psycopg.AsyncConnection.connect(**_connection_params(), autocommit=True)
             self._connections.append(opened)
@@ -143,17 +144,18 @@ class LogWriter:
         try:
             async with database[0].cursor() as cursor:
                 if len(rows) == 1:
-                    # A quiet moment: one INSERT is one round trip (the driver caches its text).
-                    await asyncio.shield(settled)
-                    await cursor.execute(_insert_sql(1), _postgres_values(rows[0]))
+                    # One statement in autocommit: one round trip, one transaction, whose id comes
+                    # back with it.
+                    await cursor.execute(_insert_returning_position_sql(), _postgres_values(rows[0]))
                 else:
-                    # Under load: COPY has no statement text to parse per batch, and is still
-                    # one statement, so one transaction. Its start and rows go while Redis
-                    # settles; its end, which commits, waits for the settle.
-                    async with cursor.copy(_copy_sql()) as copy:
-                        for row in rows:
-                            await copy.write_row(_postgres_values(row))
-                        await asyncio.shield(settled)
+                    # One prepared INSERT per row, pipelined: the statements up to the pipeline's
+                    # sync are one implicit transaction, so still one round trip and one commit
+                    # (a multi-row VALUES cost 3x the CPU at 10 rows; COPY cannot tell its
+                    # transaction's id without a round trip of its own).
+                    async with database[0].pipeline():
+                        await cursor.executemany(_insert_sql(1), [_postgres_values(row) for row in rows])
+                        await cursor.execute(f"SELECT {POSITION_SQL}")
+                return int((await cursor.fetchone())[0])
         except psycopg.OperationalError:
             # The connection broke: the next attempt opens a new one.
             await database[0].close()
@@ -203,17 +205,8 @@ def _insert_fields() -> tuple:
 
 
 @functools.cache
-def _copy_sql() -> str:
-    from analytics.models import RequestLog
-
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in _insert_fields())
-    return f"COPY {quote(RequestLog._meta.db_table)} ({columns}) FROM STDIN"
-
-
-@functools.cache
 def _postgres_columns() -> tuple:
-    """(attribute, is JSON, field) of each column the gateway writes, in the COPY's order."""
+    """(attribute, is JSON, field) of each column the gateway writes, in the INSERT's order."""
     from django.db.models import JSONField
 
     return tuple((f.attname, isinstance(f, JSONField), f) for f in _insert_fields())
@@ -243,14 +236,23 @@ def _row_value(row: dict, field):
     return row[field.attname] if field.attname in row else field.get_default()
 
 
-def _commit(rows: list[dict]) -> None:
+def _commit(rows: list[dict]) -> int:
     """One multi-row INSERT for the batch, in autocommit: a single statement is its own
     transaction, so the batch costs one round trip and one commit. Rows are plain dicts of the
     log's columns: building model instances and running the ORM's compiler would cost more than
-    the rest of the insert."""
+    the rest of the insert. Returns the commit's position (analytics.ledger)."""
     close_old_connections()
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(len(rows)), _params(rows))
+
+    def insert() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(_insert_sql(len(rows)), _params(rows))
+
+    return commit_in_turn(insert)
+
+
+@functools.cache
+def _insert_returning_position_sql() -> str:
+    return f"{_insert_sql(1)} RETURNING {POSITION_SQL}"
 
 
 @functools.cache

@@ -3,11 +3,12 @@
 -- Each bucket forgets the reservation's own entry, so a reserved total is only ever lowered
 -- by an amount it really holds: if the reserved hash was lost and rebuilt meanwhile, the entry
 -- is not there and nothing is subtracted (the total can never go negative).
--- The real cost goes to the settled counter only when that counter exists. A missing counter
--- is rebuilt from the ledger (SET NX); creating it here would leave a counter holding just this
--- call, which the rebuild could then no longer replace.
+-- The real cost goes to the settled counter only when that counter exists and was not rebuilt
+-- from a ledger that already held the call's row (committed at `position`; ledger.lua). A
+-- missing counter is rebuilt from the ledger (SET NX); creating it here would leave a counter
+-- holding just this call, which the rebuild could then no longer replace.
 -- `tokens` is nil when the real count is unknown (a reaped call): the estimate then stands.
-local function release(prefix, id, record, cost, tokens)
+local function release(prefix, id, record, cost, tokens, position)
   local rec = cjson.decode(record)
   for _, name in ipairs(rec.b) do
     local reserved_key = prefix .. 'r:' .. name
@@ -22,10 +23,7 @@ local function release(prefix, id, record, cost, tokens)
         redis.call('DEL', reserved_key)
       end
     end
-    local settled_key = prefix .. 's:' .. name
-    if cost ~= '0' and redis.call('EXISTS', settled_key) == 1 then
-      redis.call('INCRBY', settled_key, cost)
-    end
+    add_settled(prefix .. 's:' .. name, prefix .. 'sx:' .. name, cost, position)
   end
   if rec.rk then
     local window = prefix .. 'rl:' .. rec.rk

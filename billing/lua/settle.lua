@@ -1,16 +1,18 @@
 -- Settle calls, each in the same way (release.lua): the record is deleted in the same step, so
 -- a second settle (or a reaper) finds nothing.
 -- KEYS[1] deadline index
--- ARGV[1] key prefix, then for each call: its reservation id, real cost, real tokens
+-- ARGV[1] key prefix, ARGV[2] the position of the commit that wrote the calls' log rows ('' if
+-- none did), then for each call: its reservation id, real cost, real tokens
 -- Reply: for each call, 1 if it was settled, 0 if its reservation was not found.
 local prefix = ARGV[1]
+local position = tonumber(ARGV[2])
 local settled = {}
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local id = ARGV[i]
   local record_key = prefix .. 'res:' .. id
   local record = redis.call('GET', record_key)
   if record then
-    release(prefix, id, record, ARGV[i + 1], tonumber(ARGV[i + 2]))
+    release(prefix, id, record, ARGV[i + 1], tonumber(ARGV[i + 2]), position)
     redis.call('DEL', record_key)
     redis.call('ZREM', KEYS[1], id)
     table.insert(settled, 1)

@@ -235,16 +235,72 @@ async def test_after_a_flush_in_flight_calls_neither_count_twice_nor_go_negative
 
     await store.clear()
     assert (await admit(store, "after", Bucket(KEY, 1_000, 400, "key"))).status == "missing"
-    await store.seed(KEY, 0)  # the ledger has no row for the call in flight yet
+    await store.seed(KEY, 0, snapshot="110:110:")  # the ledger has no row for the call in flight yet
     await admit(store, "after", Bucket(KEY, 1_000, 400, "key"))
 
     # The in-flight call's reservation went with the flush: its settle changes nothing...
     assert await store.settle(reservation_id="in-flight", actual_cost=300, actual_tokens=0) is False
     assert await store.read([KEY]) == {KEY: 400}
-    # ...and the caller charges its real cost before writing its log row.
-    await store.charge(names=[KEY], amount=300)
+    # ...and the caller charges its real cost; its log row was not in the rebuild's snapshot.
+    await store.charge(names=[KEY], amount=300, position=120)
     assert await store.settle(reservation_id="after", actual_cost=100, actual_tokens=0) is True
     assert await store.read([KEY]) == {KEY: 400}
+    assert await store.reserved_total(KEY) == 0
+
+
+# A rebuild that read the ledger at this snapshot saw every commit before 100, and those of
+# 100 - 104 but for 102, still running then.
+SNAPSHOT = "100:105:102"
+
+
+@pytest.mark.parametrize(("position", "counted_by_the_rebuild"), [
+    (57, True), (100, True), (104, True), (102, False), (105, False), (300, False), (None, False),
+])
+async def test_a_settle_adds_its_cost_only_if_the_rebuild_did_not_count_its_row(
+    store: CounterStore, position: int | None, counted_by_the_rebuild: bool
+) -> None:
+    await store.seed(KEY, 0, ttl_s=0.05)
+    await store.seed(TEAM, 0)
+    await admit(store, "committed", Bucket(KEY, 10_000, 400, "key"), Bucket(TEAM, 10_000, 400, "team"))
+    await asyncio.sleep(0.15)
+    # The key's counter expired and was rebuilt from the ledger, holding whatever it saw; the
+    # team's counter was never rebuilt and has no snapshot.
+    await store.seed(KEY, 1_000 if counted_by_the_rebuild else 700, snapshot=SNAPSHOT)
+
+    assert await store.settle(reservation_id="committed", actual_cost=300, actual_tokens=0, position=position)
+    assert await store.read([KEY, TEAM]) == {KEY: 1_000, TEAM: 300}
+
+
+@pytest.mark.parametrize(("position", "counted_by_the_rebuild"), [(99, True), (102, False), (None, False)])
+async def test_a_charge_skips_the_counters_whose_rebuild_counted_its_row(
+    store: CounterStore, position: int | None, counted_by_the_rebuild: bool
+) -> None:
+    await store.seed(KEY, 1_000 if counted_by_the_rebuild else 700, snapshot=SNAPSHOT)
+    await store.seed(TEAM, 700)
+
+    await store.charge(names=[KEY, TEAM, ORG], amount=300, position=position)
+
+    assert await store.read([KEY, TEAM, ORG]) == {KEY: 1_000, TEAM: 1_000, ORG: None}
+
+
+async def test_a_counter_rebuilt_again_forgets_its_old_snapshot(store: CounterStore) -> None:
+    await store.seed(KEY, 0, ttl_s=0.05, snapshot=SNAPSHOT)
+    await asyncio.sleep(0.15)
+    await store.seed(KEY, 0)  # read where commits have no positions
+    await store.charge(names=[KEY], amount=300, position=57)
+
+    assert await store.read([KEY]) == {KEY: 300}
+
+
+async def test_settle_many_settles_a_batch_committed_at_one_position(store: CounterStore) -> None:
+    await store.seed(KEY, 0, ttl_s=0.05)
+    await admit(store, "a", Bucket(KEY, 10_000, 400, "key"))
+    await admit(store, "b", Bucket(KEY, 10_000, 400, "key"))
+    await asyncio.sleep(0.15)
+    await store.seed(KEY, 500, snapshot=SNAPSHOT)  # the rebuild saw the batch's commit (103)
+
+    assert await store.settle_many([("a", 200, 0), ("b", 300, 0)], 103) == [True, True]
+    assert await store.read([KEY]) == {KEY: 500}
     assert await store.reserved_total(KEY) == 0
 
 

@@ -74,59 +74,95 @@ async def reserve_all(store: MemoryCounterStore, count: int) -> None:
         assert admission.ok
 
 
-class SlowToSettle(MemoryCounterStore):
-    """Settles after a pause, and tells which reservations it has settled so far."""
+class WatchedStore(MemoryCounterStore):
+    """Notes, as each batch is settled, which of its calls' rows are committed, from another
+    connection (as a rebuild of a counter would read the ledger), and the commit's position."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.settled: set[str] = set()
+        self.events: list[str] = []
+        self.committed_at_settle: dict[str, bool] = {}
+        self.positions: list[int | None] = []
 
-    async def settle_many(self, settlements):
-        await asyncio.sleep(0.2)
-        done = await super().settle_many(settlements)
-        self.settled.update(rid for rid, _, _ in settlements)
-        return done
+    def settle_many(self, settlements, position=None):
+        ids = [rid.replace("res-", "req_burst_") for rid, _, _ in settlements]
+        found: set[str] = set()
+
+        def look() -> None:
+            try:
+                found.update(RequestLog.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
+            finally:
+                connection.close()
+
+        reader = threading.Thread(target=look)
+        reader.start()
+        reader.join()
+        self.committed_at_settle.update({rid: rid in found for rid in ids})
+        self.events += [f"settled {rid}" for rid in ids]
+        self.positions.append(position)
+        return super().settle_many(settlements, position)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_writer_commits_no_row_before_its_call_is_settled(make_tenant):
+def test_each_call_is_settled_once_its_row_is_committed_and_before_it_is_answered(make_tenant):
     tenant = make_tenant()
-    store = SlowToSettle()
-    early: list[str] = []
-    writing = threading.Event()
+    store = WatchedStore()
 
-    def watch() -> None:
-        # From another connection, as a rebuild of a counter would read the ledger: a row seen
-        # committed must belong to a call already settled (rows first, then the settled set).
-        try:
-            while writing.is_set():
-                committed = list(RequestLog.objects.filter(run_id="burst").values_list("request_id", flat=True))
-                settled = set(store.settled)
-                early.extend(rid for rid in committed if rid.replace("req_burst_", "res-") not in settled)
-                time.sleep(0.005)
-        finally:
-            connection.close()
+    async def one(writer: LogWriter, n: int) -> None:
+        await writer.write(row(tenant, n), Settlement(reservation(n), 7 * n, 0))
+        store.events.append(f"answered req_burst_{n}")
 
     async def burst() -> None:
         await reserve_all(store, 20)
         writer = LogWriter(store)
-        await asyncio.gather(*(writer.write(row(tenant, n), Settlement(reservation(n), 7 * n, 0)) for n in range(20)))
+        await one(writer, 0)
+        await asyncio.gather(*(one(writer, n) for n in range(1, 20)))
         await writer.close()
 
-    writing.set()
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        asyncio.run(burst())
-    finally:
-        writing.clear()
-        watcher.join()
+    asyncio.run(burst())
 
     assert RequestLog.objects.filter(run_id="burst").count() == 20
-    assert early == []
-    assert len(store.settled) == 20
+    assert store.committed_at_settle == {f"req_burst_{n}": True for n in range(20)}
+    for n in range(20):
+        assert store.events.index(f"settled req_burst_{n}") < store.events.index(f"answered req_burst_{n}")
+    # Every batch tells the store which commit wrote it; commits come in order.
+    assert None not in store.positions and store.positions == sorted(store.positions)
     counters = asyncio.run(store.read([f"b:key:{n}:all" for n in range(20)]))
     assert counters == {f"b:key:{n}:all": 7 * n for n in range(20)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_is_answered_without_waiting_for_its_settles_reply(make_tenant):
+    tenant = make_tenant()
+    answered: list[bool] = []
+
+    async def one() -> None:
+        reply_held = asyncio.Event()
+
+        class SlowToReply(MemoryCounterStore):
+            def settle_many(self, settlements, position=None):
+                reply = super().settle_many(settlements, position)
+
+                async def later():
+                    await reply_held.wait()
+                    return await reply
+
+                return asyncio.ensure_future(later())
+
+        store = SlowToReply()
+        await reserve_all(store, 1)
+        writer = LogWriter(store)
+        try:
+            await asyncio.wait_for(writer.write(row(tenant, 0), Settlement(reservation(0), 7, 0)), 5)
+            answered.append(True)
+        finally:
+            reply_held.set()
+            await writer.close()
+
+    asyncio.run(one())
+
+    assert answered == [True]
+    assert RequestLog.objects.filter(request_id="req_burst_0").count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -134,7 +170,7 @@ def test_rows_are_written_even_when_settling_fails(make_tenant):
     tenant = make_tenant()
     store = MemoryCounterStore()
 
-    async def broken_settle_many(settlements):
+    async def broken_settle_many(settlements, position=None):
         raise ConnectionError("Redis went away")
 
     store.settle_many = broken_settle_many
@@ -174,15 +210,18 @@ def test_closing_waits_for_the_batches_being_committed(make_tenant):
 
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
-def test_the_settle_is_on_its_way_to_redis_before_the_batch_is_committed(make_tenant, redis_prefix):
-    """The settle is written as the batch is taken, not a turn of the event loop later, so its
-    round trip overlaps the COPY's start instead of running behind it."""
+def test_the_settle_reaches_redis_before_the_call_is_answered_and_the_call_does_not_wait_for_its_reply(
+    make_tenant, redis_prefix
+):
+    """The settle is written to Redis as the batch's callers are answered: the call's next
+    request finds its reservation gone (its parallel slot free), and the answer does not wait
+    for the settle's reply."""
     import redis
 
     from billing.counters import _SETTLE, RedisCounterStore
 
     tenant = make_tenant()
-    seen_settled_before_commit: list[bool] = []
+    settled_when_answered: list[bool] = []
     counters: dict = {}
     sync_redis = redis.Redis.from_url(settings.REDIS_URL)
 
@@ -194,19 +233,13 @@ def test_the_settle_is_on_its_way_to_redis_before_the_batch_is_committed(make_te
         store = RedisCounterStore(settings.REDIS_URL, prefix=redis_prefix)
         await reserve_all(store, 1)
         writer = LogWriter(store)
-        insert = writer._insert
-
-        async def insert_once_settled(*args):
-            # The event loop is blocked here: the settle can only have left if it was written
-            # before this commit began.
-            deadline = time.monotonic() + 2
-            while sync_redis.exists(f"{redis_prefix}res:res-0") and time.monotonic() < deadline:
-                time.sleep(0.005)
-            seen_settled_before_commit.append(not sync_redis.exists(f"{redis_prefix}res:res-0"))
-            await insert(*args)
-
-        writer._insert = insert_once_settled
         await writer.write(row(tenant, 0), Settlement(reservation(0), 7, 0))
+        # The event loop is blocked from here: the reservation can only go if the settle was
+        # written before the call was answered.
+        deadline = time.monotonic() + 2
+        while sync_redis.exists(f"{redis_prefix}res:res-0") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        settled_when_answered.append(not sync_redis.exists(f"{redis_prefix}res:res-0"))
         await writer.close()
         counters.update(await store.read(["b:key:0:all"]))
         await store.close()
@@ -218,6 +251,92 @@ def test_the_settle_is_on_its_way_to_redis_before_the_batch_is_committed(make_te
             sync_redis.delete(key)
         sync_redis.close()
 
-    assert seen_settled_before_commit == [True]
+    assert settled_when_answered == [True]
     assert counters == {"b:key:0:all": 7}
     assert RequestLog.objects.filter(request_id="req_burst_0").count() == 1
+
+
+@pytest.mark.parametrize("kind", ["memory", pytest.param("redis-server", marks=pytest.mark.redis)])
+@pytest.mark.django_db(transaction=True)
+def test_a_counter_rebuilt_between_a_commit_and_its_settle_counts_the_call_once(make_tenant, redis_prefix, kind):
+    """The rows are committed before their settle. A counter that Redis lost meanwhile and that
+    another call rebuilt from the ledger already holds the row: the settle must not add it again."""
+    from billing.counters import RedisCounterStore
+    from billing.reservations import _rebuild, credits_bucket_name
+
+    tenant = make_tenant()
+    name = credits_bucket_name(tenant.org.pk)
+    cost = 123 * 7  # the row's cost, Decimal("0.000123") * 7, in micro-dollars
+
+    def rebuilt_before_settling(base: type):
+        class Store(base):
+            def settle_many(self, settlements, position=None):
+                async def rebuild_then_settle():
+                    await _rebuild(self, name, timezone.now())
+                    return await base.settle_many(self, settlements, position)
+
+                return asyncio.ensure_future(rebuild_then_settle())
+
+        return Store
+
+    async def one() -> tuple[dict, int]:
+        if kind == "memory":
+            store = rebuilt_before_settling(MemoryCounterStore)()
+        else:
+            store = rebuilt_before_settling(RedisCounterStore)(settings.REDIS_URL, prefix=redis_prefix)
+        try:
+            # The counter expires while the call is in flight; its reservation stays.
+            await store.seed(name, 0, ttl_s=0.05)
+            admitted = await store.admit(reservation_id="res-7", buckets=[Bucket(name, 10**9, 5_000, "credits")],
+                                         rate=None, now=time.time(), ttl_s=600)
+            assert admitted.ok
+            await asyncio.sleep(0.15)
+            writer = LogWriter(store)
+            held = Reservation(id="res-7", amount_micros=5_000, tokens=0, bucket_names=(name,), rate_headers={})
+            await writer.write(row(tenant, 7), Settlement(held, cost, 0))
+            await writer.close()
+            return await store.read([name]), await store.reserved_total(name)
+        finally:
+            await store.clear()
+            await store.close()
+
+    counter, reserved = asyncio.run(one())
+
+    assert RequestLog.objects.get(request_id="req_burst_7").cost == Decimal("0.000861")
+    assert (counter, reserved) == ({name: cost}, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_is_one_transaction_whose_position_comes_back(make_tenant):
+    """A batch's rows commit together or not at all, and the position the committer reports is
+    their transaction's (PostgreSQL: the id in each row's ``xmin``)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: elsewhere a position is a count of this process's commits")
+    tenant = make_tenant()
+    positions: list[int] = []
+
+    async def batches() -> list[BaseException | None]:
+        writer = LogWriter()
+        database: list = []
+        loop = asyncio.get_running_loop()
+        positions.append(await writer._insert([row(tenant, 0)], database, loop))
+        positions.append(await writer._insert([row(tenant, n) for n in range(1, 6)], database, loop))
+        broken = [row(tenant, 6), {**row(tenant, 7), "status": "not a number"}, row(tenant, 8)]
+        outcome = await asyncio.gather(writer._insert(broken, database, loop), return_exceptions=True)
+        # The connection is still good for the next batch.
+        positions.append(await writer._insert([row(tenant, 9), row(tenant, 10)], database, loop))
+        await writer.close()
+        return outcome
+
+    failed = asyncio.run(batches())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT request_id, xmin::text FROM analytics_requestlog WHERE run_id = 'burst'")
+        xmin = dict(cursor.fetchall())
+
+    assert isinstance(failed[0], Exception)
+    assert sorted(xmin) == sorted(f"req_burst_{n}" for n in (0, 1, 2, 3, 4, 5, 9, 10))
+    # xmin is the transaction id without its epoch: the position's low 32 bits.
+    assert int(xmin["req_burst_0"]) == positions[0] % 2**32
+    assert {int(xmin[f"req_burst_{n}"]) for n in range(1, 6)} == {positions[1] % 2**32}
+    assert {int(xmin["req_burst_9"]), int(xmin["req_burst_10"])} == {positions[2] % 2**32}
+    assert positions[0] < positions[1] < positions[2]

@@ -1,0 +1,74 @@
+"""Which commits of the request log a read of it saw.
+
+The request log is the ledger, and Redis's budget counters mirror it (``billing.counters``). The
+gateway commits a call's row first and settles its reservation in Redis after, so a counter
+rebuilt from the ledger in between has already counted the call when its settle comes. To count
+it once, every commit of log rows has a *position* and every read that rebuilds a counter a
+*snapshot*; the counter keeps its snapshot, and a settle adds its cost only to counters whose
+snapshot did not see the commit.
+
+On PostgreSQL a position is the committing transaction's id (``pg_current_xact_id()``, an
+``xid8``) and a snapshot is ``pg_current_snapshot()`` as text, ``xmin:xmax:xip,...``: a
+transaction is seen if it ended before the snapshot was taken, that is below ``xmin``, or below
+``xmax`` and not in the list of those still running. The counter store's scripts apply the same
+rule (``billing/lua/ledger.lua``).
+
+Other databases (the embedded SQLite, served by one process) have no transaction ids: there the
+log's commits and the reads that rebuild counters take turns under one lock, and positions are
+this process's count of commits, written as a snapshot of the same shape.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import connection, transaction
+
+T = TypeVar("T")
+
+# In a statement that writes log rows (``WITH written AS (INSERT ...) SELECT POSITION_SQL``).
+POSITION_SQL = "pg_current_xact_id()::text"
+
+_turns = threading.Lock()
+_commits = 0
+
+
+def seen(snapshot: str | None, position: int | None) -> bool:
+    """Whether a read at ``snapshot`` saw the commit at ``position`` (None: unknown, not seen)."""
+    if not snapshot or position is None:
+        return False
+    xmin, xmax, running = snapshot.split(":")
+    if position < int(xmin):
+        return True
+    return position < int(xmax) and str(position) not in running.split(",")
+
+
+def commit_in_turn(write: Callable[[], None]) -> int:
+    """Runs ``write`` (a commit of log rows to a database without transaction ids) and returns
+    its position. Commits and ``read_with_snapshot`` take turns, so a read saw exactly the
+    commits counted before it."""
+    global _commits
+    with _turns:
+        write()
+        _commits += 1
+        return _commits
+
+
+def read_with_snapshot(read: Callable[[], T]) -> tuple[T, str]:
+    """``read()``'s result and the snapshot it read the ledger at."""
+    if connection.vendor != "postgresql":
+        with _turns:
+            return read(), f"{_commits + 1}:{_commits + 1}:"
+    # One snapshot for the whole read: its first statement takes it, every later one reuses it.
+    # Inside a caller's transaction the isolation level can no longer be chosen; the snapshot
+    # is then taken first, so the read may see more commits than it says (counted twice at worst).
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            if outermost:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute("SELECT pg_current_snapshot()::text")
+            snapshot = cursor.fetchone()[0]
+        return read(), snapshot

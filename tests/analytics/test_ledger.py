@@ -1,0 +1,71 @@
+"""Commit positions and read snapshots of the request log (analytics.ledger): a read saw exactly
+the commits that ended before it."""
+
+import pytest
+from django.db import connection
+
+from analytics.ledger import commit_in_turn, read_with_snapshot, seen
+
+
+@pytest.mark.parametrize(("snapshot", "position", "expected"), [
+    ("100:105:102,103", 99, True),
+    ("100:105:102,103", 100, True),
+    ("100:105:102,103", 102, False),
+    ("100:105:102,103", 103, False),
+    ("100:105:102,103", 104, True),
+    ("100:105:102,103", 105, False),
+    ("7:7:", 6, True),
+    ("7:7:", 7, False),
+    ("100:105:102", None, False),
+    (None, 57, False),
+    ("", 57, False),
+])
+def test_seen(snapshot, position, expected):
+    assert seen(snapshot, position) is expected
+
+
+def _commit() -> int:
+    """One committed transaction of this database, and its position."""
+    if connection.vendor != "postgresql":
+        return commit_in_turn(lambda: None)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_xact_id()::text")
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_sees_the_commits_before_it_and_none_after():
+    before = _commit()
+    value, snapshot = read_with_snapshot(lambda: "read")
+    after = _commit()
+
+    assert value == "read"
+    assert seen(snapshot, before)
+    assert not seen(snapshot, after)
+    assert seen(read_with_snapshot(lambda: None)[1], after)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_keeps_one_snapshot_throughout():
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: elsewhere commits wait for the read")
+    from django.db import connections
+
+    def read() -> tuple[str, str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_snapshot()::text")
+            first = cursor.fetchone()[0]
+            # Another connection commits while the read goes on.
+            other = connections.create_connection("default")
+            try:
+                other.set_autocommit(True)
+                with other.cursor() as elsewhere:
+                    elsewhere.execute("SELECT pg_current_xact_id()")
+            finally:
+                other.close()
+            cursor.execute("SELECT pg_current_snapshot()::text")
+            return first, cursor.fetchone()[0]
+
+    (first, second), snapshot = read_with_snapshot(read)
+
+    assert first == second == snapshot
