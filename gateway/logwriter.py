@@ -50,6 +50,8 @@ class LogWriter:
         self._queue: asyncio.Queue[tuple[dict, Settlement | None, asyncio.Future]] | None = None
         self._committers: list[asyncio.Task] = []
         self._busy = 0
+        # Settles whose replies are awaited apart from their committers (asyncio holds tasks weakly).
+        self._settling: set[asyncio.Task] = set()
         # One thread for the databases that have no async driver here (SQLite has one writer).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-log")
         self._connections: list[psycopg.AsyncConnection] = []
@@ -96,13 +98,17 @@ class LogWriter:
                         done.set_result(None)
                     else:
                         done.set_exception(error)
-                await self._settle(settling, len(settlements))
+                if settling is not None:
+                    # The committer goes on to the next batch meanwhile.
+                    reply = loop.create_task(self._settle(settling, len(settlements)))
+                    self._settling.add(reply)
+                    reply.add_done_callback(self._settling.discard)
             finally:
                 self._busy -= 1
 
     def _start_settle(self, settlements: list[Settlement], position: int | None) -> Awaitable[None] | None:
         """Sends the batch's settle (its Redis call is written here, before the callers are
-        answered); the committer waits for the reply after answering them."""
+        answered); its reply is awaited in a task of its own."""
         if not settlements:
             return None
         try:
@@ -111,11 +117,9 @@ class LogWriter:
             logger.exception("settling %d calls failed; their log rows are written all the same", len(settlements))
             return None
 
-    async def _settle(self, settling: Awaitable[None] | None, count: int) -> None:
+    async def _settle(self, settling: Awaitable[None], count: int) -> None:
         """The rows carry the costs: the request log is the ledger, so they are written even if
         settling failed (Redis gone: its mirror is rebuilt from the rows)."""
-        if settling is None:
-            return
         try:
             await settling
         except Exception:  # noqa: BLE001 - the rows still go in
@@ -165,6 +169,7 @@ class LogWriter:
         """Commits what was handed over, then stops."""
         while self._queue is not None and (not self._queue.empty() or self._busy):
             await asyncio.sleep(0.01)
+        await asyncio.gather(*self._settling)
         for task in self._committers:
             task.cancel()
         for task in self._committers:
