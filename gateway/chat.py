@@ -195,11 +195,15 @@ async def _relay_stream(
     include_usage = call.request.include_usage
 
     async def pump() -> None:
-        async for chunk in served.chunks:
-            call.summary.take_chunk(chunk)
-            if not chunk.get("choices") and not include_usage:
-                continue
-            await send({"type": "http.response.body", "body": sse_event(chunk), "more_body": True})
+        # What one upstream read brought goes out in one write: nothing waits for more.
+        async for batch in served.chunks.batches():
+            events = []
+            for chunk in batch:
+                call.summary.take_chunk(chunk)
+                if chunk.get("choices") or include_usage:
+                    events.append(sse_event(chunk))
+            if events:
+                await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
 
     async def watch_disconnect() -> None:
         while (await receive())["type"] != "http.disconnect":

@@ -9,13 +9,12 @@ the request log.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from billing.counters import ChainCheck
 from gateway.config import Deployment, ModelRoute
 from gateway.errors import GatewayError, invalid_request, upstream_failed
-from gateway.providers.base import UpstreamError
+from gateway.providers.base import ChunkStream, UpstreamError
 
 
 @dataclass(slots=True)
@@ -41,7 +40,7 @@ class Served:
     deployment: Deployment
     attempts: list[Attempt]
     completion: dict | None = None
-    chunks: AsyncIterator[dict] | None = None
+    chunks: ChunkStream | None = None
 
 
 def eligible_links(route: ModelRoute, *, tags: frozenset[str], needs_tools: bool) -> list[Deployment]:

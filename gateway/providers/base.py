@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -109,6 +109,26 @@ class StreamDecoder:
         raise NotImplementedError
 
 
+class ChunkStream:
+    """The rest of a streamed call: its chunks one by one (``async for``), or as they came, one
+    upstream read's worth at a time (``batches()``), so that a relay can pass on together what
+    arrived together. Either way the chunks are the same."""
+
+    def __init__(self, batches: AsyncGenerator[list[dict], None]) -> None:
+        self._batches = batches
+
+    def batches(self) -> AsyncGenerator[list[dict], None]:
+        return self._batches
+
+    async def __aiter__(self) -> AsyncIterator[dict]:
+        async for batch in self._batches:
+            for chunk in batch:
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self._batches.aclose()
+
+
 class Provider:
     """Base of every provider. ``model`` is the provider's own model id of the deployment."""
 
@@ -163,7 +183,7 @@ class Provider:
 
     async def stream(
         self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float
-    ) -> AsyncIterator[dict]:
+    ) -> ChunkStream:
         """A streamed call; the timeout covers the time to the first byte.
 
         The first chunk is awaited before this returns, so a failure before anything could be
@@ -200,15 +220,15 @@ class Provider:
             if resp is not None:
                 resp.close()
             raise
-        return _rest_of_stream(resp, decoder, first)
+        return ChunkStream(_rest_of_stream(resp, decoder, first))
 
 
 async def _rest_of_stream(
     resp: aiohttp.ClientResponse, decoder: StreamDecoder, first: list[dict]
-) -> AsyncIterator[dict]:
+) -> AsyncGenerator[list[dict], None]:
+    """The chunks of each read, as they come."""
     try:
-        for chunk in first:
-            yield chunk
+        yield first
         while True:
             try:
                 data = await resp.content.readany()
@@ -216,9 +236,9 @@ async def _rest_of_stream(
                 raise UpstreamError("connect", f"stream broke: {exc}") from exc
             if not data:
                 break
-            for chunk in decoder.feed(data):
-                yield chunk
-        for chunk in decoder.finish():
-            yield chunk
+            if chunks := decoder.feed(data):
+                yield chunks
+        if chunks := decoder.finish():
+            yield chunks
     finally:
         resp.close()

@@ -12,12 +12,12 @@ import asyncio
 import json
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
 
-from gateway.providers.base import Provider, ProviderConfig, UpstreamError, classify_status
+from gateway.providers.base import ChunkStream, Provider, ProviderConfig, UpstreamError, classify_status
 from gateway.providers.shapes import (
     ChunkMaker,
     choice,
@@ -50,9 +50,9 @@ class MockProvider(Provider):
 
     async def stream(
         self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float
-    ) -> AsyncIterator[dict]:
+    ) -> ChunkStream:
         await self._behave_like_an_upstream(timeout_s)
-        return _replay(_as_chunks(mock_answer(body, model=model)))
+        return ChunkStream(_replay(_as_chunks(mock_answer(body, model=model))))
 
     async def _behave_like_an_upstream(self, timeout_s: float) -> None:
         if self.latency_s > timeout_s:
@@ -139,6 +139,7 @@ def _pieces(text: str) -> list[str]:
     return [text[start : start + size] for start in range(0, len(text), size)]
 
 
-async def _replay(chunks: list[dict]) -> AsyncIterator[dict]:
+async def _replay(chunks: list[dict]) -> AsyncGenerator[list[dict], None]:
+    """One chunk at a time, each written separately as a real upstream's would be."""
     for chunk in chunks:
-        yield chunk
+        yield [chunk]

@@ -1,4 +1,5 @@
 import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -97,3 +98,43 @@ async def test_the_deadline_covers_an_answer_whose_body_stalls() -> None:
 
     # Past the deadline, not when the upstream gave up (that would be a broken answer).
     assert stalled.value.kind == "timeout"
+
+
+def _event(n: int, finish_reason: str | None = None) -> bytes:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": f"part {n}"}, "finish_reason": finish_reason}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def test_a_stream_keeps_what_arrived_together_together() -> None:
+    """The relay passes on in one write what one upstream read brought (``batches()``), and a
+    reader that wants the chunks one by one gets the same chunks."""
+    from gateway.providers.openai import OpenAIProvider
+
+    async def two_then_one(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_event(1) + _event(2))
+        await asyncio.sleep(0.1)
+        await response.write(_event(3, "stop") + b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", two_then_one)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    provider = OpenAIProvider(ProviderConfig(name="up", type="openai", options={"base_url": f"http://127.0.0.1:{port}/v1"}))
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    try:
+        async with aiohttp.ClientSession() as session:
+            batched = [batch async for batch in (await provider.stream(session, body=body, model="m", timeout_s=5)).batches()]
+            one_by_one = [chunk async for chunk in await provider.stream(session, body=body, model="m", timeout_s=5)]
+    finally:
+        await runner.cleanup()
+
+    texts = [[chunk["choices"][0]["delta"].get("content") for chunk in batch if chunk["choices"]] for batch in batched]
+    assert texts[:2] == [["part 1", "part 2"], ["part 3"]]
+    assert [chunk for batch in batched for chunk in batch] == one_by_one
