@@ -46,6 +46,9 @@ class SSEParser:
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:
+    if block.startswith(b"data:") and b"\n" not in block:
+        # Nearly every event: one data line (what the general case below makes of it too).
+        return SSEEvent(event="message", data=block[5:].removeprefix(b" ").decode("utf-8", "replace"))
     event = "message"
     data_lines = []
     for line in block.decode("utf-8", "replace").split("\n"):

@@ -53,3 +53,11 @@ def test_it_returns_nothing_at_the_end_of_a_complete_stream() -> None:
     parser.feed(b"data: one\r\n\r\n")
 
     assert parser.finish() == []
+
+
+def test_a_lone_data_line_reads_as_it_would_among_other_lines() -> None:
+    for data in (b"data: one", b"data:one", b"data:  two spaces  ", b"data: caf\xc3\xa9", b"data: bad \xff byte", b"data:"):
+        alone = SSEParser().feed(data + b"\n\n")
+        with_a_comment = SSEParser().feed(b": comment\n" + data + b"\n\n")
+
+        assert alone == with_a_comment
