@@ -2,8 +2,8 @@
 
 One INSERT per request would cost more than the rest of the hot path (DESIGN.md), so rows are
 written in group commits: every request hands its row to one committer and waits for the commit
-of the small batch it landed in. While one batch commits, the next one gathers. Each batch is one
-statement, so one round trip and one transaction.
+of the small batch it landed in. While one batch commits, the next one gathers. Each batch costs
+one round trip and is one transaction.
 
 The committer also settles the batch's reservations, in one Redis call, once the rows are
 committed: the rows are the ledger, and the settle tells the counter store which commit wrote

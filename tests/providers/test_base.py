@@ -130,7 +130,8 @@ async def test_a_stream_keeps_what_arrived_together_together() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     try:
         async with aiohttp.ClientSession() as session:
-            batched = [batch async for batch in (await provider.stream(session, body=body, model="m", timeout_s=5)).batches()]
+            stream = await provider.stream(session, body=body, model="m", timeout_s=5)
+            batched = [batch async for batch in stream.batches()]
             one_by_one = [chunk async for chunk in await provider.stream(session, body=body, model="m", timeout_s=5)]
     finally:
         await runner.cleanup()

@@ -56,7 +56,8 @@ def test_it_returns_nothing_at_the_end_of_a_complete_stream() -> None:
 
 
 def test_a_lone_data_line_reads_as_it_would_among_other_lines() -> None:
-    for data in (b"data: one", b"data:one", b"data:  two spaces  ", b"data: caf\xc3\xa9", b"data: bad \xff byte", b"data:"):
+    lines = (b"data: one", b"data:one", b"data:  two spaces  ", b"data: caf\xc3\xa9", b"data: bad \xff byte", b"data:")
+    for data in lines:
         alone = SSEParser().feed(data + b"\n\n")
         with_a_comment = SSEParser().feed(b": comment\n" + data + b"\n\n")
 
