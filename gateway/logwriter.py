@@ -78,7 +78,7 @@ class LogWriter:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        database: list[psycopg.AsyncConnection] = []  # this committer's connection, once opened
+        database = _OwnConnection(self._connections)
         while True:
             batch = [await self._queue.get()]
             self._busy += 1
@@ -125,7 +125,9 @@ class LogWriter:
         except Exception:  # noqa: BLE001 - the rows still go in
             logger.exception("settling %d calls failed; their log rows are written all the same", count)
 
-    async def _commit(self, rows: list[dict], database: list, loop) -> tuple[int | None, BaseException | None]:
+    async def _commit(
+        self, rows: list[dict], database: _OwnConnection, loop
+    ) -> tuple[int | None, BaseException | None]:
         """The commit's position (analytics.ledger), or the error that stopped it."""
         error: BaseException | None = None
         for attempt in range(COMMIT_RETRIES):
@@ -137,16 +139,13 @@ class LogWriter:
                 await asyncio.sleep(0.05 * 2**attempt)
         return None, error
 
-    async def _insert(self, rows: list[dict], database: list, loop: asyncio.AbstractEventLoop) -> int:
+    async def _insert(self, rows: list[dict], database: _OwnConnection, loop: asyncio.AbstractEventLoop) -> int:
         """Commits the rows and returns the commit's position."""
         if connection.vendor != "postgresql":
             return await loop.run_in_executor(self._executor, _commit, rows)
-        if not database or database[0].closed:
-            opened = await psycopg.AsyncConnection.connect(**_connection_params(), autocommit=True)
-            self._connections.append(opened)
-            database[:] = [opened]
+        postgres = await database.get()
         try:
-            async with database[0].cursor() as cursor:
+            async with postgres.cursor() as cursor:
                 if len(rows) == 1:
                     # One statement in autocommit: one round trip, one transaction, whose id comes
                     # back with it.
@@ -156,13 +155,13 @@ class LogWriter:
                     # sync are one implicit transaction, so still one round trip and one commit
                     # (a multi-row VALUES cost 3x the CPU at 10 rows; COPY cannot tell its
                     # transaction's id without a round trip of its own).
-                    async with database[0].pipeline():
+                    async with postgres.pipeline():
                         await cursor.executemany(_insert_sql(1), [_postgres_values(row) for row in rows])
                         await cursor.execute(f"SELECT {POSITION_SQL}")
                 return int((await cursor.fetchone())[0])
         except psycopg.OperationalError:
             # The connection broke: the next attempt opens a new one.
-            await database[0].close()
+            await postgres.close()
             raise
 
     async def close(self) -> None:
@@ -179,6 +178,21 @@ class LogWriter:
             await opened.close()
         await asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
         self._executor.shutdown(wait=True)
+
+
+class _OwnConnection:
+    """A committer's own PostgreSQL connection: opened when first needed, and again once it broke.
+    ``opened`` keeps every connection the writer opened, for it to close."""
+
+    def __init__(self, opened: list[psycopg.AsyncConnection]) -> None:
+        self._opened = opened
+        self._current: psycopg.AsyncConnection | None = None
+
+    async def get(self) -> psycopg.AsyncConnection:
+        if self._current is None or self._current.closed:
+            self._current = await psycopg.AsyncConnection.connect(**_connection_params(), autocommit=True)
+            self._opened.append(self._current)
+        return self._current
 
 
 def _connection_params() -> dict:

@@ -13,7 +13,7 @@ from django.utils import timezone
 from analytics.models import RequestLog
 from billing.counters import Bucket, MemoryCounterStore
 from billing.reservations import Reservation, Settlement
-from gateway.logwriter import LogWriter
+from gateway.logwriter import LogWriter, _OwnConnection
 
 
 def row(tenant, n: int) -> dict:
@@ -317,7 +317,7 @@ def test_a_batch_is_one_transaction_whose_position_comes_back(make_tenant):
 
     async def batches() -> list[BaseException | None]:
         writer = LogWriter()
-        database: list = []
+        database = _OwnConnection(writer._connections)
         loop = asyncio.get_running_loop()
         positions.append(await writer._insert([row(tenant, 0)], database, loop))
         positions.append(await writer._insert([row(tenant, n) for n in range(1, 6)], database, loop))
