@@ -17,9 +17,10 @@ Released at cost 0, with no log row, on purpose:
   so such a call is still counted exactly once.
 
 So whatever the upstream billed for a reaped call is ours, not the customer's. Every reaped id
-is logged at WARNING so that it can be matched against a provider's invoice. (A worker that dies
-in the millisecond between committing a call's row and settling it leaves a row: that cost is in
-the ledger, and missing only from Redis's mirror until the counter is next rebuilt.)
+is logged at WARNING so that it can be matched against a provider's invoice. (A worker killed
+between its commit's reply and writing the settle, a few microseconds of its own code, leaves a
+row: that cost is in the ledger, and missing only from Redis's mirror until the counter is next
+rebuilt.)
 
 Without Redis the counters live inside the gateway process: a dead worker took its reservations
 with it, and a live one settles its own. A separate process has nothing to reap, so the reaper
