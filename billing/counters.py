@@ -40,8 +40,8 @@ What can be lost, and what happens then:
 * A lagging replica after a failover: a consistent earlier state. Reservations it lacks behave
   as after a flush; reservations settled in the lost milliseconds reappear and the reaper
   releases them at cost 0, so their cost is missing from the mirror until its next rebuild.
-  The same holds for a worker killed between its commit's reply and writing its settle (a few
-  microseconds of its own code: the settle is written as soon as the commit answers).
+  The same holds for a worker killed between its commit's reply and writing its settle (one turn
+  of its event loop at most: nothing is awaited in between).
 
 The mirror can thus only ever fall short by the calls in flight at a loss, never count a call
 twice; seeding with a ``ttl_s`` bounds how long such a shortfall lasts. Redis must evict, if at

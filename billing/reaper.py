@@ -18,7 +18,7 @@ Released at cost 0, with no log row, on purpose:
 
 So whatever the upstream billed for a reaped call is ours, not the customer's. Every reaped id
 is logged at WARNING so that it can be matched against a provider's invoice. (A worker killed
-between its commit's reply and writing the settle, a few microseconds of its own code, leaves a
+between its commit's reply and writing the settle, one turn of its event loop at most, leaves a
 row: that cost is in the ledger, and missing only from Redis's mirror until the counter is next
 rebuilt.)
 
