@@ -205,32 +205,34 @@ async def _relay_stream(
             if events:
                 await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
 
+    client_left = False
+
     async def watch_disconnect() -> None:
+        nonlocal client_left
         while (await receive())["type"] != "http.disconnect":
             pass
+        client_left = True
+        # The upstream read the pump waits on ends at once (in an UpstreamError).
+        served.chunks.abort()
 
-    pumping = asyncio.ensure_future(pump())
+    # The pump runs in this task; only the watch gets a task of its own.
     watching = asyncio.ensure_future(watch_disconnect())
     ending = SSE_DONE
     try:
-        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
-        if not pumping.done():
-            pumping.cancel()
+        await pump()
+    except UpstreamError as broken:
+        if client_left:
             call.status = CLIENT_CLOSED
             call.error = "the client disconnected mid-stream"
             ending = b""
-        elif isinstance(pumping.exception(), UpstreamError):
+        else:
             call.status = 502
-            call.error = f"the upstream stream broke: {pumping.exception().message}"
+            call.error = f"the upstream stream broke: {broken.message}"
             call.attempts[-1].outcome = "broken_stream"
             failure = GatewayError(502, call.error, type="upstream_error", code="upstream_error")
             ending = sse_event(failure.body()) + SSE_DONE
-        else:
-            pumping.result()
     finally:
         watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError, UpstreamError):
-            await pumping
         with contextlib.suppress(Exception):
             await served.chunks.aclose()
     # Tokens the client did not wait for were still generated; charge a fair estimate of them.

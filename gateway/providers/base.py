@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -114,8 +114,15 @@ class ChunkStream:
     upstream read's worth at a time (``batches()``), so that a relay can pass on together what
     arrived together. Either way the chunks are the same."""
 
-    def __init__(self, batches: AsyncGenerator[list[dict], None]) -> None:
+    def __init__(self, batches: AsyncGenerator[list[dict], None], abort: Callable[[], object] | None = None) -> None:
         self._batches = batches
+        self._abort = abort
+
+    def abort(self) -> None:
+        """Hangs up on the upstream (the client left): a read in progress ends at once, in an
+        UpstreamError. A stream with nothing to hang up on runs to its end."""
+        if self._abort is not None:
+            self._abort()
 
     def batches(self) -> AsyncGenerator[list[dict], None]:
         return self._batches
@@ -220,7 +227,7 @@ class Provider:
             if resp is not None:
                 resp.close()
             raise
-        return ChunkStream(_rest_of_stream(resp, decoder, first))
+        return ChunkStream(_rest_of_stream(resp, decoder, first), abort=resp.close)
 
 
 async def _rest_of_stream(

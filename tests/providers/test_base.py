@@ -139,3 +139,40 @@ async def test_a_stream_keeps_what_arrived_together_together() -> None:
     texts = [[chunk["choices"][0]["delta"].get("content") for chunk in batch if chunk["choices"]] for batch in batched]
     assert texts[:2] == [["part 1", "part 2"], ["part 3"]]
     assert [chunk for batch in batched for chunk in batch] == one_by_one
+
+
+async def test_aborting_a_stream_ends_the_read_in_progress_at_once() -> None:
+    """A client that leaves hangs up on the upstream: the relay's wait for the next chunk ends
+    in an UpstreamError, not when the model next speaks."""
+    from gateway.providers.openai import OpenAIProvider
+
+    async def one_then_silence(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_event(1))
+        await asyncio.sleep(30)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", one_then_silence)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    provider = OpenAIProvider(ProviderConfig(name="up", type="openai", options={"base_url": f"http://127.0.0.1:{port}/v1"}))
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    try:
+        async with aiohttp.ClientSession() as session:
+            stream = await provider.stream(session, body=body, model="m", timeout_s=5)
+            batches = stream.batches()
+            first = await anext(batches)
+            waiting = asyncio.ensure_future(anext(batches))
+            await asyncio.sleep(0.1)
+            stream.abort()
+            with pytest.raises(UpstreamError):
+                await asyncio.wait_for(waiting, 2)
+    finally:
+        await runner.cleanup()
+
+    assert first[0]["choices"][0]["delta"]["content"] == "part 1"
