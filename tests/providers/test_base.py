@@ -1,5 +1,7 @@
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -74,6 +76,21 @@ class Plain(Provider):
         raise AssertionError("the deadline should have passed")
 
 
+@contextlib.asynccontextmanager
+async def serving(path: str, handler) -> AsyncIterator[str]:
+    """An aiohttp server on a free port that answers POST ``path`` with ``handler``: its URL."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
 async def test_the_deadline_covers_an_answer_whose_body_stalls() -> None:
     async def headers_then_nothing(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "100"})
@@ -82,22 +99,21 @@ async def test_the_deadline_covers_an_answer_whose_body_stalls() -> None:
         await asyncio.sleep(10)
         return response
 
-    app = web.Application()
-    app.router.add_post("/", headers_then_nothing)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        async with aiohttp.ClientSession() as session:
-            with pytest.raises(UpstreamError) as stalled:
-                await Plain(f"http://127.0.0.1:{port}/").complete(session, body={}, model="m", timeout_s=0.2)
-    finally:
-        await runner.cleanup()
+    async with serving("/", headers_then_nothing) as url, aiohttp.ClientSession() as session:
+        with pytest.raises(UpstreamError) as stalled:
+            await Plain(url + "/").complete(session, body={}, model="m", timeout_s=0.2)
 
     # Past the deadline, not when the upstream gave up (that would be a broken answer).
     assert stalled.value.kind == "timeout"
+
+
+STREAM_BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+def openai_at(url: str):
+    from gateway.providers.openai import OpenAIProvider
+
+    return OpenAIProvider(ProviderConfig(name="up", type="openai", options={"base_url": url + "/v1"}))
 
 
 def _event(n: int, finish_reason: str | None = None) -> bytes:
@@ -109,7 +125,6 @@ def _event(n: int, finish_reason: str | None = None) -> bytes:
 async def test_a_stream_keeps_what_arrived_together_together() -> None:
     """The relay passes on in one write what one upstream read brought (``batches()``), and a
     reader that wants the chunks one by one gets the same chunks."""
-    from gateway.providers.openai import OpenAIProvider
 
     async def two_then_one(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -119,22 +134,11 @@ async def test_a_stream_keeps_what_arrived_together_together() -> None:
         await response.write(_event(3, "stop") + b"data: [DONE]\n\n")
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", two_then_one)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    provider = OpenAIProvider(ProviderConfig(name="up", type="openai", options={"base_url": f"http://127.0.0.1:{port}/v1"}))
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    try:
-        async with aiohttp.ClientSession() as session:
-            stream = await provider.stream(session, body=body, model="m", timeout_s=5)
-            batched = [batch async for batch in stream.batches()]
-            one_by_one = [chunk async for chunk in await provider.stream(session, body=body, model="m", timeout_s=5)]
-    finally:
-        await runner.cleanup()
+    async with serving("/v1/chat/completions", two_then_one) as url, aiohttp.ClientSession() as session:
+        provider = openai_at(url)
+        stream = await provider.stream(session, body=STREAM_BODY, model="m", timeout_s=5)
+        batched = [batch async for batch in stream.batches()]
+        one_by_one = [chunk async for chunk in await provider.stream(session, body=STREAM_BODY, model="m", timeout_s=5)]
 
     texts = [[chunk["choices"][0]["delta"].get("content") for chunk in batch if chunk["choices"]] for batch in batched]
     assert texts[:2] == [["part 1", "part 2"], ["part 3"]]
@@ -144,7 +148,6 @@ async def test_a_stream_keeps_what_arrived_together_together() -> None:
 async def test_aborting_a_stream_ends_the_read_in_progress_at_once() -> None:
     """A client that leaves hangs up on the upstream: the relay's wait for the next chunk ends
     in an UpstreamError, not when the model next speaks."""
-    from gateway.providers.openai import OpenAIProvider
 
     async def one_then_silence(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -153,26 +156,14 @@ async def test_aborting_a_stream_ends_the_read_in_progress_at_once() -> None:
         await asyncio.sleep(30)
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", one_then_silence)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    provider = OpenAIProvider(ProviderConfig(name="up", type="openai", options={"base_url": f"http://127.0.0.1:{port}/v1"}))
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    try:
-        async with aiohttp.ClientSession() as session:
-            stream = await provider.stream(session, body=body, model="m", timeout_s=5)
-            batches = stream.batches()
-            first = await anext(batches)
-            waiting = asyncio.ensure_future(anext(batches))
-            await asyncio.sleep(0.1)
-            stream.abort()
-            with pytest.raises(UpstreamError):
-                await asyncio.wait_for(waiting, 2)
-    finally:
-        await runner.cleanup()
+    async with serving("/v1/chat/completions", one_then_silence) as url, aiohttp.ClientSession() as session:
+        stream = await openai_at(url).stream(session, body=STREAM_BODY, model="m", timeout_s=5)
+        batches = stream.batches()
+        first = await anext(batches)
+        waiting = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0.1)
+        stream.abort()
+        with pytest.raises(UpstreamError):
+            await asyncio.wait_for(waiting, 2)
 
     assert first[0]["choices"][0]["delta"]["content"] == "part 1"
