@@ -28,7 +28,7 @@ from django.db import connection, transaction
 
 T = TypeVar("T")
 
-# In a statement that writes log rows (``WITH written AS (INSERT ...) SELECT POSITION_SQL``).
+# Selected in the transaction that writes log rows (``INSERT ... RETURNING``, or a ``SELECT`` in its pipeline).
 POSITION_SQL = "pg_current_xact_id()::text"
 
 _turns = threading.Lock()
