@@ -139,7 +139,9 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
             headers.update(reservation.rate_headers)
         if call.snapshot is not None:
             settling, reservation = reservation, None
-            await _finish(state, call, settling)
+            if not await _finished(state, call, settling):
+                # Its row could not be written: the call did not complete (DESIGN.md).
+                error, headers = internal_error(call.request_id), call.headers()
         await send_json(send, error.status, error.body(), headers)
     except Exception:
         # A bug of ours, or Redis/the database gone: the client still gets an answer in the
@@ -149,7 +151,7 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
         call.error = "internal error"
         if call.snapshot is not None and not call.logged:
             settling, reservation = reservation, None
-            await _finish(state, call, settling)
+            await _finished(state, call, settling)
         with contextlib.suppress(Exception):
             await send_json(send, 500, internal_error(call.request_id).body(), call.headers())
     finally:
@@ -254,6 +256,16 @@ async def _finish(state: GatewayState, call: Call, reservation: Reservation | No
         tokens = call.summary.prompt_tokens + call.summary.completion_tokens
         settlement = Settlement(reservation, call.cost_micros, tokens)
     await state.log_writer.write(_log_row(call), settlement)
+
+
+async def _finished(state: GatewayState, call: Call, reservation: Reservation | None) -> bool:
+    """``_finish``, telling rather than raising that the row could not be written."""
+    try:
+        await _finish(state, call, reservation)
+    except Exception:
+        logger.exception("request %s could not be logged", call.request_id)
+        return False
+    return True
 
 
 def _log_row(call: Call) -> dict:

@@ -11,9 +11,14 @@ them (analytics.ledger), so a counter rebuilt from the ledger in between counts 
 The settle is sent before the callers are answered, so the call's next request finds its
 reservation gone, but they do not wait for its reply: a call's only wait here is its commit.
 
-On PostgreSQL the committer talks to the database from the event loop itself (psycopg's async
-connection): handing each batch to a thread cost more latency than the commit. Other databases
-(the embedded SQLite) get a thread of their own.
+On PostgreSQL the committer talks to the database from the event loop itself, through prepared
+statements in pipeline mode (gateway/pgpipeline.py): handing each batch to a thread cost more
+latency than the commit, and psycopg's async cursor twice the CPU. Other databases (the embedded
+SQLite) get a thread of their own.
+
+Every call is logged, whatever its client or upstream sent: values are fitted to their columns
+(``_fit``), and a row the database refuses all the same is committed apart from the rest of its
+batch, so it fails its own call only.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 
+import django.db
 import orjson
 import psycopg
 from django.db import close_old_connections, connection
@@ -32,6 +38,7 @@ from django.db import close_old_connections, connection
 from analytics.ledger import POSITION_SQL, commit_in_turn
 from billing.counters import CounterStore
 from billing.reservations import Settlement, settle
+from gateway.pgpipeline import PipelinedPostgres
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +47,9 @@ COMMIT_RETRIES = 5
 # Batches committing at once (on PostgreSQL each has its own connection): while one waits on
 # the database, the next settles and commits, so the worker never idles behind one commit.
 COMMITTERS = 2
+# What the database says of rows it will never take, however often they are sent (a lost
+# connection or a lock is tried again).
+REFUSED = (psycopg.DataError, psycopg.IntegrityError, django.db.DataError, django.db.IntegrityError)
 
 
 class LogWriter:
@@ -87,24 +97,27 @@ class LogWriter:
                 await asyncio.sleep(0)
                 while len(batch) < MAX_BATCH and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
-                position, error = await self._commit([row for row, _, _ in batch], database, loop)
-                # A batch that could not be committed is settled all the same: its calls ran.
-                settlements = [s for _, s, _ in batch if s is not None]
-                settling = self._start_settle(settlements, position)
-                for _, _, done in batch:
-                    if done.done():
-                        continue
-                    if error is None:
-                        done.set_result(None)
-                    else:
-                        done.set_exception(error)
-                if settling is not None:
-                    # The committer goes on to the next batch meanwhile.
-                    reply = loop.create_task(self._settle(settling, len(settlements)))
-                    self._settling.add(reply)
-                    reply.add_done_callback(self._settling.discard)
+                for part, position, error in await self._commit_batch(batch, database, loop):
+                    self._answer(part, position, error, loop)
             finally:
                 self._busy -= 1
+
+    def _answer(self, part: list, position: int | None, error: BaseException | None, loop) -> None:
+        """Settles the calls of a commit (one that failed too: its calls ran) and answers them."""
+        settlements = [s for _, s, _ in part if s is not None]
+        settling = self._start_settle(settlements, position)
+        for _, _, done in part:
+            if done.done():
+                continue
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+        if settling is not None:
+            # The committer goes on to the next batch meanwhile.
+            reply = loop.create_task(self._settle(settling, len(settlements)))
+            self._settling.add(reply)
+            reply.add_done_callback(self._settling.discard)
 
     def _start_settle(self, settlements: list[Settlement], position: int | None) -> Awaitable[None] | None:
         """Sends the batch's settle (its Redis call is written here, before the callers are
@@ -125,15 +138,30 @@ class LogWriter:
         except Exception:  # noqa: BLE001 - the rows still go in
             logger.exception("settling %d calls failed; their log rows are written all the same", count)
 
+    async def _commit_batch(self, batch: list, database: _OwnConnection, loop) -> list[tuple]:
+        """(entries, position, error) of each commit the batch took: one, unless the database
+        refused a row, which then must not fail the calls it shared the batch with: each row is
+        committed alone."""
+        position, error = await self._commit([row for row, _, _ in batch], database, loop)
+        if error is None or len(batch) == 1 or not isinstance(error, REFUSED):
+            return [(batch, position, error)]
+        logger.warning("the database refused a batch of %d log rows (%s); committing them one by one",
+                       len(batch), error)
+        return [([entry], *await self._commit([entry[0]], database, loop)) for entry in batch]
+
     async def _commit(
         self, rows: list[dict], database: _OwnConnection, loop
     ) -> tuple[int | None, BaseException | None]:
-        """The commit's position (analytics.ledger), or the error that stopped it."""
+        """The commit's position (analytics.ledger), or the error that stopped it. A lost
+        connection is tried again; rows the database refuses are not."""
         error: BaseException | None = None
         for attempt in range(COMMIT_RETRIES):
             try:
                 return await self._insert(rows, database, loop), None
-            except Exception as exc:  # noqa: BLE001 - any database error: retry, then report
+            except REFUSED as exc:
+                logger.error("the database refused %d log rows: %s", len(rows), exc)
+                return None, exc
+            except Exception as exc:  # noqa: BLE001 - any other database error: retry, then report
                 error = exc
                 logger.warning("request log commit failed (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(0.05 * 2**attempt)
@@ -144,25 +172,17 @@ class LogWriter:
         if connection.vendor != "postgresql":
             return await loop.run_in_executor(self._executor, _commit, rows)
         postgres = await database.get()
-        try:
-            async with postgres.cursor() as cursor:
-                if len(rows) == 1:
-                    # One statement in autocommit: one round trip, one transaction, whose id comes
-                    # back with it.
-                    await cursor.execute(_insert_returning_position_sql(), _postgres_values(rows[0]))
-                else:
-                    # One prepared INSERT per row, pipelined: the statements up to the pipeline's
-                    # sync are one implicit transaction, so still one round trip and one commit
-                    # (a multi-row VALUES cost 3x the CPU at 10 rows; COPY cannot tell its
-                    # transaction's id without a round trip of its own).
-                    async with postgres.pipeline():
-                        await cursor.executemany(_insert_sql(1), [_postgres_values(row) for row in rows])
-                        await cursor.execute(f"SELECT {POSITION_SQL}")
-                return int((await cursor.fetchone())[0])
-        except psycopg.OperationalError:
-            # The connection broke: the next attempt opens a new one.
-            await postgres.close()
-            raise
+        if len(rows) == 1:
+            # One statement: one transaction, whose id comes back with it.
+            results = await postgres.execute([(_INSERT_RETURNING_POSITION, _postgres_params(rows[0]))])
+        else:
+            # One INSERT per row, and the transaction's id, before one sync: one implicit
+            # transaction and one round trip (a multi-row VALUES cost 3x the CPU at 10 rows; COPY
+            # cannot tell its transaction's id without a round trip of its own).
+            results = await postgres.execute(
+                [(_INSERT, _postgres_params(row)) for row in rows] + [(_POSITION, None)]
+            )
+        return int(results[-1].get_value(0, 0))
 
     async def close(self) -> None:
         """Commits what was handed over, then stops."""
@@ -184,13 +204,15 @@ class _OwnConnection:
     """A committer's own PostgreSQL connection: opened when first needed, and again once it broke.
     ``opened`` keeps every connection the writer opened, for it to close."""
 
-    def __init__(self, opened: list[psycopg.AsyncConnection]) -> None:
+    def __init__(self, opened: list[PipelinedPostgres]) -> None:
         self._opened = opened
-        self._current: psycopg.AsyncConnection | None = None
+        self._current: PipelinedPostgres | None = None
 
-    async def get(self) -> psycopg.AsyncConnection:
+    async def get(self) -> PipelinedPostgres:
         if self._current is None or self._current.closed:
-            self._current = await psycopg.AsyncConnection.connect(**_connection_params(), autocommit=True)
+            if self._current is not None:
+                await self._current.close()
+            self._current = await PipelinedPostgres.connect(_connection_params(), _statements())
             self._opened.append(self._current)
         return self._current
 
@@ -224,35 +246,87 @@ def _insert_fields() -> tuple:
 
 
 @functools.cache
-def _postgres_columns() -> tuple:
-    """(attribute, is JSON, field) of each column the gateway writes, in the INSERT's order."""
-    from django.db.models import JSONField
+def _columns() -> tuple[tuple[str, str, object, tuple | None], ...]:
+    """(attribute, kind, field, bounds) of each column the gateway writes, in the INSERT's order:
+    what ``_fit`` needs to make any value of a call fit its column."""
+    from django.db.models import BooleanField, CharField, DateTimeField, IntegerField, JSONField, TextField
 
-    return tuple((f.attname, isinstance(f, JSONField), f) for f in _insert_fields())
+    columns = []
+    for field in _insert_fields():
+        bounds = None
+        if isinstance(field, JSONField):
+            kind = "json"
+        elif isinstance(field, BooleanField):
+            kind = "bool"
+        elif isinstance(field, IntegerField):
+            kind, bounds = "int", connection.ops.integer_field_range(field.get_internal_type())
+        elif isinstance(field, (CharField, TextField)):
+            kind, bounds = "text", field.max_length
+        elif isinstance(field, DateTimeField):
+            kind = "datetime"
+        else:
+            kind = "other"
+        columns.append((field.attname, kind, field, bounds))
+    return tuple(columns)
 
 
-def _postgres_values(row: dict) -> list:
-    """A row's values as psycopg adapts them: the gateway's values are already of the columns'
-    types (int, str, bool, Decimal, aware datetime). JSON goes as its text, which PostgreSQL
-    reads into the jsonb column as it would any literal (psycopg sends str untyped)."""
-    values = []
-    for name, is_json, field in _postgres_columns():
-        # _row_value, inlined: this runs for every column of every row.
-        value = row[name] if name in row else field.get_default()
-        if is_json and value is not None:
-            value = orjson.dumps(value).decode()
-        values.append(value)
-    return values
+def _fit(value, kind: str, bounds):
+    """A value as its column takes it. Text: no NUL (PostgreSQL's text cannot hold one) and no
+    longer than the column (a client's model name can be any length); JSON: its text, without
+    ``\\u0000`` (jsonb refuses it); integers: within the column's range (an upstream's usage can
+    say anything). A call is logged whatever its client or upstream sent."""
+    if value is None:
+        return None
+    if kind == "text":
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        return value if bounds is None or len(value) <= bounds else value[:bounds]
+    if kind == "json":
+        text = orjson.dumps(value)
+        return orjson.dumps(_without_nul(value)) if b"\\u0000" in text else text
+    if kind == "int":
+        low, high = bounds
+        return value if low <= value <= high else max(low, min(high, value))
+    return value
+
+
+def _without_nul(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(item) for item in value]
+    return value
+
+
+def _postgres_params(row: dict) -> list[bytes | None]:
+    """A row's values as text parameters of the prepared INSERT: the gateway's values are of the
+    columns' types already (int, str, bool, Decimal, aware datetime)."""
+    params = []
+    for name, kind, field, bounds in _columns():
+        value = _fit(row[name] if name in row else field.get_default(), kind, bounds)
+        if value is None or kind == "json":
+            params.append(value)
+        elif kind == "bool":
+            params.append(b"t" if value else b"f")
+        elif kind == "text":
+            params.append(value.encode())
+        elif kind == "datetime":
+            params.append(value.isoformat().encode())
+        else:
+            params.append(str(value).encode())
+    return params
 
 
 def _params(rows: list[dict]) -> list:
-    fields = _insert_fields()
-    return [field.get_db_prep_save(_row_value(row, field), connection) for row in rows for field in fields]
-
-
-def _row_value(row: dict, field):
-    """A row's value of a column, or the column's default when the row leaves it out."""
-    return row[field.attname] if field.attname in row else field.get_default()
+    params = []
+    for row in rows:
+        for name, kind, field, bounds in _columns():
+            value = _fit(row[name] if name in row else field.get_default(), kind, bounds)
+            params.append(value.decode() if kind == "json" and value is not None else
+                          field.get_db_prep_save(value, connection))
+    return params
 
 
 def _commit(rows: list[dict]) -> int:
@@ -269,19 +343,31 @@ def _commit(rows: list[dict]) -> int:
     return commit_in_turn(insert)
 
 
-@functools.cache
-def _insert_returning_position_sql() -> str:
-    return f"{_insert_sql(1)} RETURNING {POSITION_SQL}"
+_INSERT = b"nemo_log_insert"
+_INSERT_RETURNING_POSITION = b"nemo_log_insert_position"
+_POSITION = b"nemo_log_position"
 
 
 @functools.cache
-def _insert_sql(row_count: int) -> str:
+def _statements() -> dict[bytes, str]:
+    """The log writer's prepared statements on PostgreSQL (placeholders ``$n``)."""
+    insert = _insert_sql(1, "${}")
+    return {_INSERT: insert, _INSERT_RETURNING_POSITION: f"{insert} RETURNING {POSITION_SQL}",
+            _POSITION: f"SELECT {POSITION_SQL}"}
+
+
+@functools.cache
+def _insert_sql(row_count: int, placeholder: str = "%s") -> str:
+    """``placeholder``: ``%s`` for a DB-API cursor, ``${}`` for PostgreSQL's numbered parameters."""
     from analytics.models import RequestLog
 
     quote = connection.ops.quote_name
     fields = _insert_fields()
-    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    numbers = iter(range(1, row_count * len(fields) + 1))
+    rows = ", ".join(
+        "(" + ", ".join(placeholder.format(next(numbers)) for _ in fields) + ")" for _ in range(row_count)
+    )
     return (
         f"INSERT INTO {quote(RequestLog._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"VALUES {', '.join([one_row] * row_count)}"
+        f"VALUES {rows}"
     )

@@ -5,6 +5,7 @@ import threading
 import time
 from decimal import Decimal
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -13,7 +14,7 @@ from django.utils import timezone
 from analytics.models import RequestLog
 from billing.counters import Bucket, MemoryCounterStore
 from billing.reservations import Reservation, Settlement
-from gateway.logwriter import LogWriter, _OwnConnection
+from gateway.logwriter import REFUSED, LogWriter, _OwnConnection
 
 
 def row(tenant, n: int) -> dict:
@@ -321,7 +322,8 @@ def test_a_batch_is_one_transaction_whose_position_comes_back(make_tenant):
         loop = asyncio.get_running_loop()
         positions.append(await writer._insert([row(tenant, 0)], database, loop))
         positions.append(await writer._insert([row(tenant, n) for n in range(1, 6)], database, loop))
-        broken = [row(tenant, 6), {**row(tenant, 7), "status": "not a number"}, row(tenant, 8)]
+        # More dollars than the cost column holds: the database refuses the second statement.
+        broken = [row(tenant, 6), {**row(tenant, 7), "cost": Decimal("1e15")}, row(tenant, 8)]
         outcome = await asyncio.gather(writer._insert(broken, database, loop), return_exceptions=True)
         # The connection is still good for the next batch.
         positions.append(await writer._insert([row(tenant, 9), row(tenant, 10)], database, loop))
@@ -333,10 +335,92 @@ def test_a_batch_is_one_transaction_whose_position_comes_back(make_tenant):
         cursor.execute("SELECT request_id, xmin::text FROM analytics_requestlog WHERE run_id = 'burst'")
         xmin = dict(cursor.fetchall())
 
-    assert isinstance(failed[0], Exception)
+    assert isinstance(failed[0], psycopg.errors.NumericValueOutOfRange)
     assert sorted(xmin) == sorted(f"req_burst_{n}" for n in (0, 1, 2, 3, 4, 5, 9, 10))
     # xmin is the transaction id without its epoch: the position's low 32 bits.
     assert int(xmin["req_burst_0"]) == positions[0] % 2**32
     assert {int(xmin[f"req_burst_{n}"]) for n in range(1, 6)} == {positions[1] % 2**32}
     assert {int(xmin["req_burst_9"]), int(xmin["req_burst_10"])} == {positions[2] % 2**32}
     assert positions[0] < positions[1] < positions[2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_is_logged_whatever_its_client_or_upstream_sent(make_tenant):
+    tenant = make_tenant()
+    odd = {
+        **row(tenant, 1),
+        "model": "m" * 500,
+        "run_id": "run\x00one",
+        "prompt_tokens": -5,
+        "completion_tokens": 2**40,
+        "prompt_meta": {"roles\x00": ["user\x00"]},
+        "request_body": {"messages": [{"role": "user", "content": "a\x00b"}]},
+    }
+
+    async def write() -> None:
+        writer = LogWriter()
+        await writer.write(odd)
+        await writer.close()
+
+    asyncio.run(write())
+    logged = RequestLog.objects.get(request_id="req_burst_1")
+
+    assert (logged.model, logged.run_id) == ("m" * 120, "run\ufffdone")
+    assert logged.prompt_tokens == 0
+    assert logged.completion_tokens == min(2**40, connection.ops.integer_field_range("PositiveIntegerField")[1])
+    assert logged.prompt_meta == {"roles\ufffd": ["user\ufffd"]}
+    assert logged.request_body == {"messages": [{"role": "user", "content": "a\ufffdb"}]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_the_database_refuses_fails_its_own_call_only(make_tenant, caplog):
+    tenant = make_tenant()
+    store = WatchedStore()
+
+    async def burst() -> list[BaseException | None]:
+        await reserve_all(store, 8)
+        writer = LogWriter(store)
+        await writer.write(row(tenant, 0))
+        # req_burst_0 again: the unique request id refuses it, not the rows it is committed with.
+        rows = [row(tenant, n if n != 4 else 0) for n in range(1, 8)]
+        writes = [writer.write(r, Settlement(reservation(n), 100, 1)) for n, r in enumerate(rows, start=1)]
+        outcome = await asyncio.gather(*writes, return_exceptions=True)
+        await writer.close()
+        return outcome
+
+    outcome = asyncio.run(burst())
+
+    assert isinstance(outcome[3], REFUSED)
+    assert outcome[:3] + outcome[4:] == [None] * 6
+    assert "committing them one by one" in caplog.text
+    assert sorted(RequestLog.objects.filter(run_id="burst").values_list("request_id", flat=True)) == [
+        f"req_burst_{n}" for n in (0, 1, 2, 3, 5, 6, 7)]
+    # Every call ran, so every call is settled, the refused one too.
+    assert sorted(store.events) == sorted(f"settled req_burst_{n}" for n in range(1, 8))
+
+
+def terminate(backend_pids: list[int]) -> None:
+    try:
+        with connection.cursor() as cursor:
+            for pid in backend_pids:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committer_whose_connection_was_lost_opens_another(make_tenant):
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no connection to lose")
+    tenant = make_tenant()
+
+    async def write() -> None:
+        writer = LogWriter()
+        await writer.write(row(tenant, 1))
+        await asyncio.to_thread(terminate, [opened._pgconn.backend_pid for opened in writer._connections])
+        await asyncio.gather(*(writer.write(row(tenant, n)) for n in range(2, 6)))
+        await writer.close()
+
+    asyncio.run(write())
+
+    assert RequestLog.objects.filter(run_id="burst").count() == 5

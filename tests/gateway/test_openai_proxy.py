@@ -202,3 +202,28 @@ def test_a_failure_inside_the_gateway_is_a_500_in_the_openai_shape_and_still_log
     assert fake.count == 0
     row = RequestLog.objects.get(request_id=response.headers["x-nemo-request-id"])
     assert (row.status, row.cost) == (500, 0)
+
+
+@pytest.mark.parametrize("model", ["x" * 500, "gpt-4o\x00"])
+def test_a_model_name_no_column_could_hold_gets_its_404_and_its_log_row(gateway, tenant, fake, model):
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {tenant.secret}"},
+                          json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+    row = RequestLog.objects.get(request_id=response.headers["x-nemo-request-id"])
+    assert (row.status, row.model) == (404, model.replace("\x00", "\ufffd")[:120])
+
+
+def test_a_prompt_with_a_nul_character_is_answered_and_stored(gateway, make_tenant, fake):
+    tenant = make_tenant()
+    tenant.org.store_prompts = True
+    tenant.org.save(update_fields=["store_prompts"])
+
+    raw = gateway.client(tenant.secret).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi\x00there"}])
+
+    assert raw.parse().choices[0].message.content == "Fake answer to: hi\x00there"
+    row = RequestLog.objects.get(request_id=raw.headers["x-nemo-request-id"])
+    assert row.request_body["messages"][0]["content"] == "hi\ufffdthere"
+    assert row.response_body["choices"][0]["message"]["content"] == "Fake answer to: hi\ufffdthere"
