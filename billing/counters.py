@@ -101,7 +101,10 @@ AdmitStatus = Literal["ok", "budget", "rate_limited", "missing"]
 RateLimited = Literal["requests", "tokens", "parallel"]
 
 
-@dataclass(frozen=True, slots=True)
+# The values a call carries through the hot path are plain dataclasses, not frozen ones: a frozen
+# dataclass sets each field through object.__setattr__ (4x the cost of its __init__), and every
+# call makes a dozen of them, a stream a dozen more.
+@dataclass(slots=True)
 class Bucket:
     """One budget level of a call. ``name`` includes the period (``b:key:42:2026-11``), so a new
     period is a new counter and nothing is ever reset."""
@@ -112,7 +115,7 @@ class Bucket:
     param: BudgetParam
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateCheck:
     """The limits of one virtual key; ``None`` means no such limit. ``tokens`` is the call's
     worst case, reserved now and corrected when the call settles."""
@@ -124,7 +127,7 @@ class RateCheck:
     tokens: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateWindow:
     """What the ``x-ratelimit-*-requests`` / ``-tokens`` headers report: the limit, what is left
     of it now, and the seconds until the window is full again."""
@@ -134,7 +137,7 @@ class RateWindow:
     reset: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChainCheck:
     """What ``check_chain`` found: the links to skip, and those this caller probes. Only a probe's
     outcome changes its circuit, so a success elsewhere needs no ``breaker_record``."""
@@ -143,7 +146,7 @@ class ChainCheck:
     probes: set[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admission:
     status: AdmitStatus
     requests: RateWindow | None = None

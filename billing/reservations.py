@@ -32,7 +32,7 @@ MAX_SEED_ROUNDS = 3
 SEED_TTL_S = 24 * 3600
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see billing.counters.Bucket
 class Reservation:
     id: str
     amount_micros: int
@@ -210,7 +210,7 @@ async def reserve(
                        bucket_names=names, rate_headers=headers, chain=admission.chain)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settlement:
     """A finished call's real cost and tokens, to swap for its reservation."""
 

@@ -56,10 +56,14 @@ class CallSummary:
                                           "arguments": function.get("arguments", "")}
 
     def take_chunk(self, chunk: dict) -> None:
-        self.take_usage(chunk.get("usage"))
-        self.response_id = self.response_id or chunk.get("id", "")
-        self.created = self.created or chunk.get("created", 0)
-        self.model = self.model or chunk.get("model", "")
+        if usage := chunk.get("usage"):
+            self.take_usage(usage)
+        if not self.response_id:
+            self.response_id = chunk.get("id", "")
+        if not self.created:
+            self.created = chunk.get("created", 0)
+        if not self.model:
+            self.model = chunk.get("model", "")
         for choice in chunk.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue

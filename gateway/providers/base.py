@@ -27,7 +27,7 @@ class ProviderConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see billing.counters.Bucket
 class UpstreamRequest:
     url: str
     headers: dict[str, str]

@@ -125,12 +125,14 @@ class OpenAIStreamDecoder(StreamDecoder):
                 raise UpstreamError("server", f"unexpected event: {event.data[:200]}")
             if "error" in chunk:
                 raise _stream_error(chunk["error"])
-            if chunk.get("usage"):
-                self._usage_chunk = {**chunk, "choices": []}
-            chunk.pop("usage", None)
-            if not chunk.get("choices"):
+            if (usage := chunk.pop("usage", None)) is not None:
+                if usage:
+                    self._usage_chunk = {**chunk, "usage": usage, "choices": []}
+            choices = chunk.get("choices")
+            if not choices:
                 continue
-            self._finished = self._finished or any(choice.get("finish_reason") for choice in chunk["choices"])
+            if not self._finished:
+                self._finished = any(choice.get("finish_reason") for choice in choices)
             chunks.append(chunk)
         return chunks
 

@@ -13,7 +13,7 @@ from gateway.providers.base import StreamDecoder, UpstreamError
 from gateway.providers.shapes import load_upstream_json
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see billing.counters.Bucket
 class SSEEvent:
     event: str
     data: str
@@ -30,13 +30,8 @@ class SSEParser:
         self._held_cr = b"\r" if data.endswith(b"\r") else b""
         if self._held_cr:
             data = data[:-1]
-        self._buffer += data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        events = []
-        while (end := self._buffer.find(b"\n\n")) != -1:
-            block, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-            if event := _parse_block(block):
-                events.append(event)
-        return events
+        *blocks, self._buffer = (self._buffer + data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")).split(b"\n\n")
+        return [event for block in blocks if (event := _parse_block(block))]
 
     def finish(self) -> list[SSEEvent]:
         """The last event, when the upstream closed without the blank line that ends it."""
@@ -48,7 +43,7 @@ class SSEParser:
 def _parse_block(block: bytes) -> SSEEvent | None:
     if block.startswith(b"data:") and b"\n" not in block:
         # Nearly every event: one data line (what the general case below makes of it too).
-        return SSEEvent(event="message", data=block[5:].removeprefix(b" ").decode("utf-8", "replace"))
+        return SSEEvent("message", block[5:].removeprefix(b" ").decode("utf-8", "replace"))
     event = "message"
     data_lines = []
     for line in block.decode("utf-8", "replace").split("\n"):
