@@ -124,6 +124,16 @@ def test_an_unknown_key_gets_401(gateway):
     assert caught.value.body["code"] == "invalid_api_key"
 
 
+def test_a_secret_that_shares_a_known_keys_prefix_gets_401(gateway, tenant):
+    gateway.client(tenant.secret).models.list()
+    # The same prefix (the lookup key), the last character of the secret changed.
+    forged = tenant.secret[:-1] + ("A" if tenant.secret[-1] != "A" else "B")
+
+    with pytest.raises(openai.AuthenticationError):
+        gateway.client(forged).models.list()
+    assert [m.id for m in gateway.client(tenant.secret).models.list().data]
+
+
 def test_a_revoked_key_gets_401_on_the_next_call(gateway, tenant):
     from keys.audit import Actor
     from keys.services import virtual_key_revoke
