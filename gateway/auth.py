@@ -3,9 +3,9 @@
 Keys are cached per worker as immutable snapshots (key, org settings and the budgets that apply),
 so an authenticated call costs no query; and once a snapshot's secret has been checked against its
 stored HMAC, later calls compare a SHA-256 of the secret they send with the one that passed
-(OpenSSL's HMAC by digest name cost ~2 µs hot and far more on a loaded worker's cold caches). A change to a key, its budgets or its org
-drops the snapshot at once in this process and, through Redis, in every other worker; entries
-also expire after a short while as a safety net.
+(OpenSSL's HMAC by digest name cost ~2 µs hot and far more on a loaded worker's cold caches).
+A change to a key, its budgets or its org drops the snapshot at once in this process and, through
+Redis, in every other worker; entries also expire after a short while as a safety net.
 """
 
 from __future__ import annotations

@@ -192,11 +192,16 @@ async def _relay_stream(
     state: GatewayState, call: Call, served: Served, receive, send, reservation: Reservation
 ) -> None:
     """Sends the upstream's chunks as they come and notices a client that goes away. The call
-    is logged (and its settle sent) before the stream's last event, so it is durable once the client is done."""
+    is logged (and its settle sent) before the answer's last events, so it is durable once the
+    client is done."""
     await start_event_stream(send, {**call.headers(), **reservation.rate_headers})
     include_usage = call.request.include_usage
+    # The events of the read that ended the answer: they go out with the stream's end, once the
+    # call is logged (the client waits for that end anyway), in one write instead of two.
+    held = b""
 
     async def pump() -> None:
+        nonlocal held
         # What one upstream read brought goes out in one write: nothing waits for more.
         async for batch in served.chunks.batches():
             events = []
@@ -204,7 +209,11 @@ async def _relay_stream(
                 call.summary.take_chunk(chunk)
                 if chunk.get("choices") or include_usage:
                     events.append(sse_event(chunk))
-            if events:
+            if not events:
+                continue
+            if served.chunks.complete:
+                held += b"".join(events)
+            else:
                 await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
 
     client_left = False
@@ -226,7 +235,6 @@ async def _relay_stream(
         if client_left:
             call.status = CLIENT_CLOSED
             call.error = "the client disconnected mid-stream"
-            ending = b""
         else:
             call.status = 502
             call.error = f"the upstream stream broke: {broken.message}"
@@ -242,9 +250,9 @@ async def _relay_stream(
     call.cost_micros = _cost(served, call.summary)
     call.response = call.summary.as_completion()
     await _finish(state, call, reservation)
-    if ending:
+    if not client_left:
         with contextlib.suppress(OSError):
-            await send({"type": "http.response.body", "body": ending})
+            await send({"type": "http.response.body", "body": held + ending})
 
 
 async def _finish(state: GatewayState, call: Call, reservation: Reservation | None) -> None:

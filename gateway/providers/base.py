@@ -108,15 +108,27 @@ class StreamDecoder:
     def finish(self) -> list[dict]:
         raise NotImplementedError
 
+    @property
+    def complete(self) -> bool:
+        """The upstream has said its last word: nothing after it would reach the client."""
+        return False
+
 
 class ChunkStream:
     """The rest of a streamed call: its chunks one by one (``async for``), or as they came, one
     upstream read's worth at a time (``batches()``), so that a relay can pass on together what
-    arrived together. Either way the chunks are the same."""
+    arrived together. Either way the chunks are the same. ``complete`` tells, after a batch, that
+    it held the answer's end (its decoder's ``complete``)."""
 
-    def __init__(self, batches: AsyncGenerator[list[dict], None], abort: Callable[[], object] | None = None) -> None:
+    def __init__(self, batches: AsyncGenerator[list[dict], None], abort: Callable[[], object] | None = None,
+                 decoder: StreamDecoder | None = None) -> None:
         self._batches = batches
         self._abort = abort
+        self._decoder = decoder
+
+    @property
+    def complete(self) -> bool:
+        return self._decoder is not None and self._decoder.complete
 
     def abort(self) -> None:
         """Hangs up on the upstream (the client left): a read in progress ends at once, in an
@@ -227,7 +239,7 @@ class Provider:
             if resp is not None:
                 resp.close()
             raise
-        return ChunkStream(_rest_of_stream(resp, decoder, first), abort=resp.close)
+        return ChunkStream(_rest_of_stream(resp, decoder, first), abort=resp.close, decoder=decoder)
 
 
 async def _rest_of_stream(

@@ -112,6 +112,10 @@ class OpenAIStreamDecoder(StreamDecoder):
     def finish(self) -> list[dict]:
         return self._decode(self._sse.finish()) + self._end()
 
+    @property
+    def complete(self) -> bool:
+        return self._ended
+
     def _decode(self, events: list[SSEEvent]) -> list[dict]:
         chunks: list[dict] = []
         for event in events:

@@ -80,6 +80,10 @@ class JSONEventDecoder(StreamDecoder):
             raise UpstreamError("server", self.unfinished)
         return chunks
 
+    @property
+    def complete(self) -> bool:
+        return self._finished
+
     def _decode(self, events: list[SSEEvent]) -> list[dict]:
         chunks: list[dict] = []
         for event in events:

@@ -1,5 +1,6 @@
 """The proxy through the real ``openai`` package, against a fake OpenAI-compatible upstream."""
 
+import asyncio
 import json
 
 import httpx
@@ -7,7 +8,7 @@ import openai
 import pytest
 
 from analytics.models import RequestLog
-from tests.fakes.behaviours import Reply
+from tests.fakes.behaviours import Raw, Reply
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway.conftest import openai_routing
 from tests.gateway.tools import TIME_TOOL, WEATHER_TOOL
@@ -237,3 +238,38 @@ def test_a_prompt_with_a_nul_character_is_answered_and_stored(gateway, make_tena
     row = RequestLog.objects.get(request_id=raw.headers["x-nemo-request-id"])
     assert row.request_body["messages"][0]["content"] == "hi\ufffdthere"
     assert row.response_body["choices"][0]["message"]["content"] == "Fake answer to: hi\ufffdthere"
+
+
+def test_the_answers_last_events_reach_the_client_once_the_call_is_logged(gateway, tenant, fake):
+    """The read that ends the answer is passed on with the stream's end, after the call's row is
+    committed: a client that has the answer has its trail."""
+    def event(choices, **extra) -> str:
+        chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                 "choices": choices, **extra}
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    fake.script(Raw(content_type="text/event-stream", body="".join([
+        event([{"index": 0, "delta": {"role": "assistant", "content": "All done"}, "finish_reason": None}]),
+        event([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        event([], usage=usage),
+        "data: [DONE]\n\n",
+    ])))
+    writer = gateway.app._state.log_writer
+    insert = writer._insert
+
+    async def slow_insert(*args):
+        await asyncio.sleep(0.3)
+        return await insert(*args)
+
+    writer._insert = slow_insert
+    stream = gateway.client(tenant.secret).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+
+    first = next(iter(stream))
+    logged = list(RequestLog.objects.filter(org=tenant.org).values_list("status", "completion_tokens"))
+    rest = list(stream)
+
+    assert first.choices[0].delta.content == "All done"
+    assert logged == [(200, 2)]
+    assert rest[-1].choices[0].finish_reason == "stop"
