@@ -278,6 +278,8 @@ def _fit(value, kind: str, bounds):
     if value is None:
         return None
     if kind == "text":
+        if not isinstance(value, str):
+            value = str(value)  # an upstream's finish reason, say, may be a number
         if "\x00" in value:
             value = value.replace("\x00", "\ufffd")
         return value if bounds is None or len(value) <= bounds else value[:bounds]

@@ -351,6 +351,7 @@ def test_a_call_is_logged_whatever_its_client_or_upstream_sent(make_tenant):
         **row(tenant, 1),
         "model": "m" * 500,
         "run_id": "run\x00one",
+        "finish_reason": 7,
         "prompt_tokens": -5,
         "completion_tokens": 2**40,
         "prompt_meta": {"roles\x00": ["user\x00"]},
@@ -365,7 +366,7 @@ def test_a_call_is_logged_whatever_its_client_or_upstream_sent(make_tenant):
     asyncio.run(write())
     logged = RequestLog.objects.get(request_id="req_burst_1")
 
-    assert (logged.model, logged.run_id) == ("m" * 120, "run\ufffdone")
+    assert (logged.model, logged.run_id, logged.finish_reason) == ("m" * 120, "run\ufffdone", "7")
     assert logged.prompt_tokens == 0
     assert logged.completion_tokens == min(2**40, connection.ops.integer_field_range("PositiveIntegerField")[1])
     assert logged.prompt_meta == {"roles\ufffd": ["user\ufffd"]}
