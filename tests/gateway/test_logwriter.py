@@ -383,7 +383,8 @@ def test_a_row_the_database_refuses_fails_its_own_call_only(make_tenant, caplog)
         writer = LogWriter(store)
         await writer.write(row(tenant, 0))
         # req_burst_0 again: the unique request id refuses it, not the rows it is committed with.
-        rows = [row(tenant, n if n != 4 else 0) for n in range(1, 8)]
+        rows = [row(tenant, 1), row(tenant, 2), row(tenant, 3), row(tenant, 0), row(tenant, 5), row(tenant, 6),
+                row(tenant, 7)]
         writes = [writer.write(r, Settlement(reservation(n), 100, 1)) for n, r in enumerate(rows, start=1)]
         outcome = await asyncio.gather(*writes, return_exceptions=True)
         await writer.close()
