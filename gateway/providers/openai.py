@@ -18,7 +18,7 @@ from gateway.providers.base import (
     classify_status,
 )
 from gateway.providers.shapes import load_upstream_json
-from gateway.providers.sse import SSEEvent, SSEParser
+from gateway.providers.sse import SSEParser
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # OpenAI rejects longer tool call ids; ids minted by other wire formats may be longer.
@@ -107,26 +107,30 @@ class OpenAIStreamDecoder(StreamDecoder):
         self._usage_chunk: dict | None = None
 
     def feed(self, data: bytes) -> list[dict]:
-        return self._decode(self._sse.feed(data))
+        return self._decode(self._sse.feed_data(data))
 
     def finish(self) -> list[dict]:
-        return self._decode(self._sse.finish()) + self._end()
+        return self._decode(self._sse.finish_data()) + self._end()
 
     @property
     def complete(self) -> bool:
         return self._ended
 
-    def _decode(self, events: list[SSEEvent]) -> list[dict]:
+    def _decode(self, events: list[bytes]) -> list[dict]:
         chunks: list[dict] = []
-        for event in events:
+        for data in events:
             if self._ended:
                 break
-            if event.data.strip() == "[DONE]":
+            if data.strip() == b"[DONE]":
                 chunks += self._end()
                 continue
-            chunk = load_upstream_json(event.data)
+            try:
+                chunk = orjson.loads(data)
+            except ValueError:
+                # Read as text first, as any other event: bytes that are not UTF-8 are replaced.
+                chunk = load_upstream_json(data.decode("utf-8", "replace"))
             if not isinstance(chunk, dict):
-                raise UpstreamError("server", f"unexpected event: {event.data[:200]}")
+                raise UpstreamError("server", f"unexpected event: {data[:200].decode('utf-8', 'replace')}")
             if "error" in chunk:
                 raise _stream_error(chunk["error"])
             if (usage := chunk.pop("usage", None)) is not None:
@@ -136,7 +140,10 @@ class OpenAIStreamDecoder(StreamDecoder):
             if not choices:
                 continue
             if not self._finished:
-                self._finished = any(choice.get("finish_reason") for choice in choices)
+                for choice in choices:
+                    if choice.get("finish_reason"):
+                        self._finished = True
+                        break
             chunks.append(chunk)
         return chunks
 

@@ -25,19 +25,41 @@ class SSEParser:
         self._held_cr = b""
 
     def feed(self, data: bytes) -> list[SSEEvent]:
+        return [event for block in self._blocks(data) if (event := _parse_block(block))]
+
+    def finish(self) -> list[SSEEvent]:
+        """The last event, when the upstream closed without the blank line that ends it."""
+        event = _parse_block(self._last_block())
+        return [event] if event else []
+
+    def feed_data(self, data: bytes) -> list[bytes]:
+        """Only the data of each event, as bytes, for a decoder that reads no event names: an
+        event of one ``data:`` line (nearly all) is not decoded into text nor made an SSEEvent."""
+        return [found for block in self._blocks(data) if (found := _data_of(block)) is not None]
+
+    def finish_data(self) -> list[bytes]:
+        found = _data_of(self._last_block())
+        return [] if found is None else [found]
+
+    def _blocks(self, data: bytes) -> list[bytes]:
         data = self._held_cr + data
         # A trailing CR may be the first half of a CRLF; wait for the next read to decide.
         self._held_cr = b"\r" if data.endswith(b"\r") else b""
         if self._held_cr:
             data = data[:-1]
         *blocks, self._buffer = (self._buffer + data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")).split(b"\n\n")
-        return [event for block in blocks if (event := _parse_block(block))]
+        return blocks
 
-    def finish(self) -> list[SSEEvent]:
-        """The last event, when the upstream closed without the blank line that ends it."""
+    def _last_block(self) -> bytes:
         block, self._buffer, self._held_cr = self._buffer, b"", b""
-        event = _parse_block(block.strip(b"\n"))
-        return [event] if event else []
+        return block.strip(b"\n")
+
+
+def _data_of(block: bytes) -> bytes | None:
+    if block.startswith(b"data:") and b"\n" not in block:
+        return block[5:].removeprefix(b" ")
+    event = _parse_block(block)
+    return None if event is None else event.data.encode()
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:

@@ -140,6 +140,15 @@ def test_it_moves_usage_sent_beside_choices_to_a_final_chunk_of_its_own(provider
     assert chunks[-1] == {"id": "c1", "choices": [], "usage": usage}
 
 
+def test_it_reads_bytes_that_are_not_utf8_in_an_event_as_replacement_characters(provider: Provider) -> None:
+    body = b'data: {"id": "c1", "choices": [{"index": 0, "delta": {"content": "caf\xe9"}, "finish_reason": "stop"}]}'
+    body += b"\n\ndata: [DONE]\n\n"
+
+    chunks = decode(provider.stream_decoder(model="gpt-4o"), body)
+
+    assert chunks[0]["choices"][0]["delta"]["content"] == "caf\ufffd"
+
+
 def test_it_makes_up_no_usage_when_the_server_sends_none(provider: Provider) -> None:
     body = sse(_chunk({"content": "Hi"}, "stop"), "[DONE]")
 

@@ -62,3 +62,12 @@ def test_a_lone_data_line_reads_as_it_would_among_other_lines() -> None:
         with_a_comment = SSEParser().feed(b": comment\n" + data + b"\n\n")
 
         assert alone == with_a_comment
+
+
+def test_it_gives_a_decoder_that_reads_no_event_names_the_data_of_each_event_as_bytes() -> None:
+    parser = SSEParser()
+    body = b': keep-alive\r\n\r\nevent: ping\r\ndata: first\r\ndata: caf\xc3\xa9\r\n\r\n'
+    body += b'data: {"a": 1}\r\n\r\ndata: last'
+
+    assert parser.feed_data(body) == [b"first\ncaf\xc3\xa9", b'{"a": 1}']
+    assert parser.finish_data() == [b"last"]
