@@ -64,7 +64,7 @@ class LogWriter:
         self._settling: set[asyncio.Task] = set()
         # One thread for the databases that have no async driver here (SQLite has one writer).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-log")
-        self._connections: list[psycopg.AsyncConnection] = []
+        self._connections: list[PipelinedPostgres] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def write(self, row: dict, settlement: Settlement | None = None) -> None:
@@ -212,6 +212,7 @@ class _OwnConnection:
         if self._current is None or self._current.closed:
             if self._current is not None:
                 await self._current.close()
+                self._opened.remove(self._current)
             self._current = await PipelinedPostgres.connect(_connection_params(), _statements())
             self._opened.append(self._current)
         return self._current
@@ -307,6 +308,8 @@ def _postgres_params(row: dict) -> list[bytes | None]:
     columns' types already (int, str, bool, Decimal, aware datetime)."""
     params = []
     for name, kind, field, bounds in _columns():
+        # The row's value or the column's default, as in _params; inline: this runs for every
+        # column of every row.
         value = _fit(row[name] if name in row else field.get_default(), kind, bounds)
         if value is None or kind == "json":
             params.append(value)

@@ -133,9 +133,8 @@ class OpenAIStreamDecoder(StreamDecoder):
                 raise UpstreamError("server", f"unexpected event: {data[:200].decode('utf-8', 'replace')}")
             if "error" in chunk:
                 raise _stream_error(chunk["error"])
-            if (usage := chunk.pop("usage", None)) is not None:
-                if usage:
-                    self._usage_chunk = {**chunk, "usage": usage, "choices": []}
+            if usage := chunk.pop("usage", None):
+                self._usage_chunk = {**chunk, "usage": usage, "choices": []}
             choices = chunk.get("choices")
             if not choices:
                 continue

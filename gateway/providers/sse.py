@@ -55,17 +55,24 @@ class SSEParser:
         return block.strip(b"\n")
 
 
-def _data_of(block: bytes) -> bytes | None:
+def _one_data_line(block: bytes) -> bytes | None:
+    """The data of an event that is one ``data:`` line (nearly every event; what the general
+    case of ``_parse_block`` makes of it too), or None for any other block."""
     if block.startswith(b"data:") and b"\n" not in block:
         return block[5:].removeprefix(b" ")
+    return None
+
+
+def _data_of(block: bytes) -> bytes | None:
+    if (data := _one_data_line(block)) is not None:
+        return data
     event = _parse_block(block)
     return None if event is None else event.data.encode()
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:
-    if block.startswith(b"data:") and b"\n" not in block:
-        # Nearly every event: one data line (what the general case below makes of it too).
-        return SSEEvent("message", block[5:].removeprefix(b" ").decode("utf-8", "replace"))
+    if (data := _one_data_line(block)) is not None:
+        return SSEEvent("message", data.decode("utf-8", "replace"))
     event = "message"
     data_lines = []
     for line in block.decode("utf-8", "replace").split("\n"):
