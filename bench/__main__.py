@@ -26,6 +26,9 @@ from bench import clients, gateway_setup, load, processes, report
 
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
+# The gateway runs as a latency-minded deployment would: polling for 2 ms after activity
+# (NEMO_BUSY_POLL_US; off by default in the product). ``--busy-poll-us 0`` measures it off.
+BUSY_POLL_US = 2000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=2000, help="concurrent slow streams (default 2000)")
     parser.add_argument("--hold-seconds", type=float,
                         help="how long every stream is held open together, once all are open (default 10, quick 3)")
+    parser.add_argument("--busy-poll-us", type=int, default=BUSY_POLL_US,
+                        help="the gateway's NEMO_BUSY_POLL_US (gateway/busypoll.py; default %(default)s, 0: off)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the measured server to its own CPU")
     parser.add_argument("--skip-gateway", action="store_true", help="measure the upstream and the pass-through only")
     parser.add_argument("--skip-throughput", action="store_true", help="skip wrk (and so the latency runs)")
@@ -165,7 +170,7 @@ class Run:
                 "quick": args.quick, "rounds": args.rounds, "connections": args.connections, "threads": args.threads,
                 "duration_s": args.duration, "warmup_s": args.warmup, "latency_duration_s": args.latency_duration,
                 "latency_warmup_s": args.latency_warmup, "light_rate": args.light_rate,
-                "streams": args.streams, "hold_seconds": args.hold_seconds,
+                "streams": args.streams, "hold_seconds": args.hold_seconds, "busy_poll_us": args.busy_poll_us,
             },
             "environment": {
                 "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "kernel": platform.release(),
@@ -219,7 +224,7 @@ class Run:
         env = {
             **os.environ, "DATABASE_URL": args.database_url, "REDIS_URL": args.redis_url,
             "NEMO_ROUTER_CONFIG": str(routing), "DEBUG": "0", "SECRET_KEY": "nemo-bench-secret-key-not-for-production",
-            gateway_setup.UPSTREAM_KEY_ENV: gateway_setup.UPSTREAM_KEY,
+            gateway_setup.UPSTREAM_KEY_ENV: gateway_setup.UPSTREAM_KEY, "NEMO_BUSY_POLL_US": str(args.busy_poll_us),
         }
         gateway_setup.recreate_database(args.database_url)
         gateway_setup.flush_redis_db(args.redis_url)

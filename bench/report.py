@@ -167,6 +167,12 @@ def _noise(results: dict) -> str | None:
             "the figures are low and noisy, run again on a quiet machine")
 
 
+def _busy_poll(window_us: int) -> str:
+    if not window_us:
+        return "busy polling off (NEMO_BUSY_POLL_US=0)"
+    return f"busy polling for {window_us} us after activity (NEMO_BUSY_POLL_US={window_us})"
+
+
 def render(results: dict) -> str:
     env = results["environment"]
     lines = [
@@ -174,6 +180,7 @@ def render(results: dict) -> str:
         f"machine: {env['cpus']} CPUs ({env['cpu_model']}), commit {env['commit']}",
         f"pinning: {env['pinning']}",
         f"servers: {env['server_stack']}, 1 worker each",
+        f"gateway: {_busy_poll(results['config'].get('busy_poll_us', 0))}",
     ]
     noise = _noise(results)
     if noise:

@@ -75,6 +75,7 @@ class GatewayApp:
 
     async def _route(self, scope, receive, send) -> None:
         state = await self.state()
+        state.busy_poll.poke()
         path, method = scope["path"].rstrip("/"), scope["method"]
         if path == "/v1/chat/completions" and method == "POST":
             await handle_chat(state, scope, receive, send)

@@ -111,6 +111,7 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
         except ChainFailed as failure:
             call.attempts = failure.attempts
             raise
+        state.busy_poll.poke()
         call.attempts = served.attempts
         call.deployment = served.deployment.id
         call.provider = served.deployment.provider_name

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import django.db
@@ -53,10 +53,13 @@ REFUSED = (psycopg.DataError, psycopg.IntegrityError, django.db.DataError, djang
 
 
 class LogWriter:
-    """``store``: where the calls' reservations live; each batch settles them after its commit."""
+    """``store``: where the calls' reservations live; each batch settles them after its commit.
+    ``poke``: told of every row handed over (gateway/busypoll.py: the commit's reply is awaited
+    polling)."""
 
-    def __init__(self, store: CounterStore | None = None) -> None:
+    def __init__(self, store: CounterStore | None = None, *, poke: Callable[[], None] = lambda: None) -> None:
         self._store = store
+        self._poke = poke
         self._queue: asyncio.Queue[tuple[dict, Settlement | None, asyncio.Future]] | None = None
         self._committers: list[asyncio.Task] = []
         self._busy = 0
@@ -75,6 +78,7 @@ class LogWriter:
             self._start()
         done = self._loop.create_future()
         self._queue.put_nowait((row, settlement, done))
+        self._poke()
         await done
 
     def _start(self) -> None:

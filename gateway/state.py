@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from django.conf import settings
 
 from billing.counters import CounterStore, counter_store_from_url
 from gateway.auth import KeyCache
+from gateway.busypoll import BusyPoll
 from gateway.config import RoutingConfig, load_config
 from gateway.db import db_read
 from gateway.logwriter import LogWriter
@@ -30,6 +31,7 @@ class GatewayState:
     log_writer: LogWriter
     listener: asyncio.Task | None = None
     loop: asyncio.AbstractEventLoop | None = None
+    busy_poll: BusyPoll = field(default_factory=lambda: BusyPoll(0))
 
     def changed(self, *, prefix: str | None = None, org_id: int | None = None, catalog: bool = False) -> None:
         """Something cached changed (see keys.invalidation); may be called from any thread."""
@@ -57,14 +59,17 @@ class GatewayState:
             # ride along on another tenant's.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        busy_poll = BusyPoll(settings.NEMO_BUSY_POLL_US)
         state = cls(
             config=config,
             session=session,
             store=store,
             keys=KeyCache(),
-            log_writer=LogWriter(store),
+            log_writer=LogWriter(store, poke=busy_poll.poke),
+            busy_poll=busy_poll,
         )
         state.loop = asyncio.get_running_loop()
+        busy_poll.start()
         invalidation.on_key_changed(state.changed)
         if settings.REDIS_URL:
             state.listener = asyncio.get_running_loop().create_task(state._listen(settings.REDIS_URL))
@@ -101,5 +106,6 @@ class GatewayState:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.listener
         await self.log_writer.close()
+        await self.busy_poll.close()
         await self.session.close()
         await self.store.close()

@@ -83,6 +83,11 @@ if NEMO_ROUTER_CONFIG and not Path(NEMO_ROUTER_CONFIG).is_file():
     raise ImproperlyConfigured(f"NEMO_ROUTER_CONFIG points at {NEMO_ROUTER_CONFIG!r}, which is not a file")
 NEMO_SIGNUP_CREDITS = "5.00"
 NEMO_LOG_RETENTION_MONTHS = _read("NEMO_LOG_RETENTION_MONTHS", env.int, 13)
+# Microseconds a gateway worker keeps polling after activity instead of sleeping (gateway/busypoll.py):
+# lower latency for a busier CPU. 0, the default, is off.
+NEMO_BUSY_POLL_US = _read("NEMO_BUSY_POLL_US", env.int, 0)
+if not 0 <= NEMO_BUSY_POLL_US <= 1_000_000:
+    raise ImproperlyConfigured(f"NEMO_BUSY_POLL_US must be 0 (off) to 1000000 microseconds, not {NEMO_BUSY_POLL_US}")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
