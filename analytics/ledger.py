@@ -30,6 +30,8 @@ T = TypeVar("T")
 
 # Selected in the transaction that writes log rows (``INSERT ... RETURNING``, or a ``SELECT`` in its pipeline).
 POSITION_SQL = "pg_current_xact_id()::text"
+# Selected with a row, to tell later which commit wrote it (``row_position``).
+ROW_POSITION_SQL = "xmin::text, pg_snapshot_xmax(pg_current_snapshot())::text"
 
 _turns = threading.Lock()
 _commits = 0
@@ -43,6 +45,15 @@ def seen(snapshot: str | None, position: int | None) -> bool:
     if position < int(xmin):
         return True
     return position < int(xmax) and str(position) not in running.split(",")
+
+
+def row_position(xmin: int, xmax: int) -> int:
+    """The position of the commit that wrote a row, from the row's ``xmin`` (that transaction's
+    id without its epoch) and the ``xmax`` of a snapshot taken after it committed (every id
+    below it has been handed out): ``xmax``'s epoch, or the one before if the row's id is not
+    below ``xmax``'s within the epoch."""
+    position = (xmax >> 32) << 32 | xmin
+    return position if position < xmax else position - 2**32
 
 
 def commit_in_turn(write: Callable[[], None]) -> int:

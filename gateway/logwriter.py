@@ -18,7 +18,9 @@ SQLite) get a thread of their own.
 
 Every call is logged, whatever its client or upstream sent: values are fitted to their columns
 (``_fit``), and a row the database refuses all the same is committed apart from the rest of its
-batch, so it fails its own call only.
+batch, so it fails its own call only. A connection lost in a commit is tried again on another,
+after looking up which of the rows the lost commit wrote all the same (its reply is what was
+lost): those are answered, and settled with that commit's position, not written twice.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import orjson
 import psycopg
 from django.db import close_old_connections, connection
 
-from analytics.ledger import POSITION_SQL, commit_in_turn
+from analytics.ledger import POSITION_SQL, ROW_POSITION_SQL, commit_in_turn, row_position
 from billing.counters import CounterStore
 from billing.reservations import Settlement, settle
 from gateway.pgpipeline import PipelinedPostgres
@@ -143,33 +145,66 @@ class LogWriter:
             logger.exception("settling %d calls failed; their log rows are written all the same", count)
 
     async def _commit_batch(self, batch: list, database: _OwnConnection, loop) -> list[tuple]:
-        """(entries, position, error) of each commit the batch took: one, unless the database
-        refused a row, which then must not fail the calls it shared the batch with: each row is
-        committed alone."""
-        position, error = await self._commit([row for row, _, _ in batch], database, loop)
-        if error is None or len(batch) == 1 or not isinstance(error, REFUSED):
-            return [(batch, position, error)]
-        logger.warning("the database refused a batch of %d log rows (%s); committing them one by one",
-                       len(batch), error)
-        return [([entry], *await self._commit([entry[0]], database, loop)) for entry in batch]
+        """(entries, position, error) of each commit the batch took: one, unless a commit whose
+        reply was lost had taken part of it, or the database refused a row, which then must not
+        fail the calls it shared the batch with: each row is committed alone."""
+        parts = []
+        for part, position, error in await self._commit(batch, database, loop):
+            if error is None or len(part) == 1 or not isinstance(error, REFUSED):
+                parts.append((part, position, error))
+                continue
+            logger.warning("the database refused a batch of %d log rows (%s); committing them one by one",
+                           len(part), error)
+            for entry in part:
+                parts += await self._commit([entry], database, loop)
+        return parts
 
-    async def _commit(
-        self, rows: list[dict], database: _OwnConnection, loop
-    ) -> tuple[int | None, BaseException | None]:
-        """The commit's position (analytics.ledger), or the error that stopped it. A lost
-        connection is tried again; rows the database refuses are not."""
+    async def _commit(self, entries: list, database: _OwnConnection, loop) -> list[tuple]:
+        """(entries, position, error) of the commits that took these entries (analytics.ledger),
+        or the error that stopped them. A lost connection is tried again; rows the database
+        refuses are not. A connection lost while committing may have lost only the commit's
+        reply: before trying again, the rows already in the log are looked up, and are answered
+        with the position of the commit that wrote them rather than written twice."""
         error: BaseException | None = None
+        committed: list[tuple] = []
         for attempt in range(COMMIT_RETRIES):
             try:
-                return await self._insert(rows, database, loop), None
+                if error is not None:
+                    landed, entries = await self._landed(entries, database, loop)
+                    committed += landed
+                    if not entries:
+                        return committed
+                return [*committed, (entries, await self._insert([row for row, _, _ in entries], database, loop), None)]
             except REFUSED as exc:
-                logger.error("the database refused %d log rows: %s", len(rows), exc)
-                return None, exc
+                logger.error("the database refused %d log rows: %s", len(entries), exc)
+                return [*committed, (entries, None, exc)]
             except Exception as exc:  # noqa: BLE001 - any other database error: retry, then report
                 error = exc
                 logger.warning("request log commit failed (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(0.05 * 2**attempt)
-        return None, error
+        return [*committed, (entries, None, error)]
+
+    async def _landed(self, entries: list, database: _OwnConnection, loop) -> tuple[list[tuple], list]:
+        """Of entries whose commit failed, ([(entries, position, None)] of those a commit wrote all
+        the same, the others). Only PostgreSQL can lose a commit's reply: SQLite commits here."""
+        if connection.vendor != "postgresql":
+            return [], entries
+        postgres = await database.get()
+        ids = [row["request_id"] for row, _, _ in entries]
+        (result,) = await postgres.execute([(_LANDED, [_text_array(ids)])])
+        positions = {
+            result.get_value(n, 0).decode(): row_position(int(result.get_value(n, 1)), int(result.get_value(n, 2)))
+            for n in range(result.ntuples)
+        }
+        if not positions:
+            return [], entries
+        logger.warning("%d of %d log rows were committed although the reply was lost", len(positions), len(entries))
+        by_position: dict[int, list] = {}
+        for entry in entries:
+            if entry[0]["request_id"] in positions:
+                by_position.setdefault(positions[entry[0]["request_id"]], []).append(entry)
+        landed = [(part, position, None) for position, part in by_position.items()]
+        return landed, [entry for entry in entries if entry[0]["request_id"] not in positions]
 
     async def _insert(self, rows: list[dict], database: _OwnConnection, loop: asyncio.AbstractEventLoop) -> int:
         """Commits the rows and returns the commit's position."""
@@ -355,14 +390,25 @@ def _commit(rows: list[dict]) -> int:
 _INSERT = b"nemo_log_insert"
 _INSERT_RETURNING_POSITION = b"nemo_log_insert_position"
 _POSITION = b"nemo_log_position"
+_LANDED = b"nemo_log_landed"
+
+
+def _text_array(values: list[str]) -> bytes:
+    """A PostgreSQL array literal of these strings."""
+    quoted = ('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
+    return ("{" + ",".join(quoted) + "}").encode()
 
 
 @functools.cache
 def _statements() -> dict[bytes, str]:
     """The log writer's prepared statements on PostgreSQL (placeholders ``$n``)."""
+    from analytics.models import RequestLog
+
     insert = _insert_sql(1, "${}")
     return {_INSERT: insert, _INSERT_RETURNING_POSITION: f"{insert} RETURNING {POSITION_SQL}",
-            _POSITION: f"SELECT {POSITION_SQL}"}
+            _POSITION: f"SELECT {POSITION_SQL}",
+            _LANDED: f"SELECT request_id, {ROW_POSITION_SQL} FROM {RequestLog._meta.db_table} "
+                     f"WHERE request_id = ANY($1::text[])"}
 
 
 @functools.cache

@@ -4,7 +4,7 @@ the commits that ended before it."""
 import pytest
 from django.db import connection
 
-from analytics.ledger import commit_in_turn, read_with_snapshot, seen
+from analytics.ledger import commit_in_turn, read_with_snapshot, row_position, seen
 
 
 @pytest.mark.parametrize(("snapshot", "position", "expected"), [
@@ -22,6 +22,20 @@ from analytics.ledger import commit_in_turn, read_with_snapshot, seen
 ])
 def test_seen(snapshot, position, expected):
     assert seen(snapshot, position) is expected
+
+
+EPOCH = 2**32
+
+
+@pytest.mark.parametrize(("xmin", "xmax", "expected"), [
+    (700, 900, 700),  # epoch 0
+    (700, 3 * EPOCH + 900, 3 * EPOCH + 700),  # the snapshot's epoch
+    (EPOCH - 5, 3 * EPOCH + 900, 3 * EPOCH - 5),  # written before the ids wrapped into xmax's epoch
+    (899, 3 * EPOCH + 900, 3 * EPOCH + 899),  # the last id handed out
+    (900, 3 * EPOCH + 900, 2 * EPOCH + 900),  # xmax's own id is not handed out yet: the epoch before
+])
+def test_a_rows_position_is_its_xmin_in_the_epoch_of_a_later_snapshot(xmin, xmax, expected):
+    assert row_position(xmin, xmax) == expected
 
 
 def _commit() -> int:

@@ -14,6 +14,7 @@ from django.utils import timezone
 from analytics.models import RequestLog
 from billing.counters import Bucket, MemoryCounterStore
 from billing.reservations import Reservation, Settlement
+from gateway import logwriter
 from gateway.logwriter import REFUSED, LogWriter, _OwnConnection
 
 
@@ -84,6 +85,7 @@ class WatchedStore(MemoryCounterStore):
         self.events: list[str] = []
         self.committed_at_settle: dict[str, bool] = {}
         self.positions: list[int | None] = []
+        self.position_of: dict[str, int | None] = {}
 
     def settle_many(self, settlements, position=None):
         ids = [rid.replace("res-", "req_burst_") for rid, _, _ in settlements]
@@ -101,6 +103,7 @@ class WatchedStore(MemoryCounterStore):
         self.committed_at_settle.update({rid: rid in found for rid in ids})
         self.events += [f"settled {rid}" for rid in ids]
         self.positions.append(position)
+        self.position_of.update(dict.fromkeys(ids, position))
         return super().settle_many(settlements, position)
 
 
@@ -426,3 +429,89 @@ def test_a_committer_whose_connection_was_lost_opens_another(make_tenant):
     asyncio.run(write())
 
     assert RequestLog.objects.filter(run_id="burst").count() == 5
+
+
+class ReplyDropper:
+    """A TCP relay to PostgreSQL that, once armed, hangs up instead of passing on the server's
+    next reply: what the server was sent happened (a commit), and the client never hears of it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.armed = False
+        self.dropped = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._relays: list[tuple[asyncio.Task, asyncio.StreamWriter]] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self._server.close()
+        for task, writer in self._relays:
+            writer.close()
+            await task
+
+    async def _relay(self, client_reader, client_writer) -> None:
+        self._relays.append((asyncio.current_task(), client_writer))
+        server_reader, server_writer = await asyncio.open_connection(*self.target)
+
+        async def pump(reader, writer, replies: bool) -> None:
+            while data := await reader.read(65536):
+                if replies and self.armed:
+                    self.armed = False
+                    self.dropped += 1
+                    break
+                writer.write(data)
+            client_writer.close()
+            server_writer.close()
+
+        await asyncio.gather(pump(client_reader, server_writer, False), pump(server_reader, client_writer, True),
+                             return_exceptions=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_whose_reply_was_lost_is_not_written_twice_and_its_calls_succeed(make_tenant, monkeypatch):
+    """The connection breaks after the server committed a batch and before its reply arrived:
+    the committer finds the rows in the log, answers their calls with the position of the commit
+    that wrote them, and writes nothing twice."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite commits in the process")
+    tenant = make_tenant()
+    store = WatchedStore()
+    params = logwriter._connection_params()
+    relay = ReplyDropper(params.get("host", "127.0.0.1"), int(params.get("port", 5432)))
+    monkeypatch.setattr(logwriter, "_connection_params", lambda: {**params, "host": "127.0.0.1",
+                                                                   "port": relay.port, "sslmode": "disable"})
+
+    async def write() -> list:
+        await relay.start()
+        await reserve_all(store, 6)
+        writer = LogWriter(store)
+        await writer.write(row(tenant, 0), Settlement(reservation(0), 1, 0))
+        relay.armed = True
+        # One lone row, then a batch of several whose reply is lost together.
+        outcomes = await asyncio.gather(writer.write(row(tenant, 1), Settlement(reservation(1), 1, 0)),
+                                        return_exceptions=True)
+        relay.armed = True
+        outcomes += await asyncio.gather(
+            *(writer.write(row(tenant, n), Settlement(reservation(n), 1, 0)) for n in range(2, 6)),
+            return_exceptions=True)
+        await writer.close()
+        await relay.close()
+        return outcomes
+
+    outcomes = asyncio.run(write())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT request_id, xmin::text FROM analytics_requestlog WHERE run_id = 'burst'")
+        xmin = dict(cursor.fetchall())
+
+    assert relay.dropped == 2
+    assert outcomes == [None] * 5
+    assert sorted(xmin) == [f"req_burst_{n}" for n in range(6)]  # each once: request ids are unique
+    # Every call was settled once, with the position of the commit that wrote its row.
+    assert sorted(store.events) == [f"settled req_burst_{n}" for n in range(6)]
+    assert {rid: position % 2**32 for rid, position in store.position_of.items()} == {
+        rid: int(x) for rid, x in xmin.items()}
+    assert store.committed_at_settle == {f"req_burst_{n}": True for n in range(6)}
