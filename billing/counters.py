@@ -38,10 +38,11 @@ What can be lost, and what happens then:
   row is committed after a rebuild's read and charged before the rebuild's ``SET NX`` can be
   missed, which is the width of one query.
 * A lagging replica after a failover: a consistent earlier state. Reservations it lacks behave
-  as after a flush; reservations settled in the lost milliseconds reappear and the reaper
-  releases them at cost 0, so their cost is missing from the mirror until its next rebuild.
-  The same holds for a worker killed between its commit's reply and writing its settle (one turn
-  of its event loop at most: nothing is awaited in between).
+  as after a flush; reservations settled in the lost milliseconds reappear, hold their amounts
+  until their deadline, and are then settled by the reaper with the costs of their log rows
+  (``reap_settled``, billing.reaper). The same holds for a worker killed between its commit's
+  reply and writing its settle (one turn of its event loop at most: nothing is awaited in
+  between).
 
 The mirror can thus only ever fall short by the calls in flight at a loss, never count a call
 twice; seeding with a ``ttl_s`` bounds how long such a shortfall lasts. Redis must evict, if at
@@ -54,6 +55,7 @@ Key layout (prefix ``nemo:`` by default)::
     sx:<bucket>           string  the ledger snapshot s:<bucket> was rebuilt at, same TTL
     r:<bucket>            hash    res:<id> -> amount of each outstanding reservation, total -> sum
     res:<id>              string  reservation record (JSON: buckets, rate key, tokens reserved)
+    reaped:<id>           string  the reaper settled <id> from its log row (reap_settled), for an hour
     deadlines             zset    reservation id -> deadline, for the reaper
     rl:<key>:req          string  request window (GCRA: when the window is full again)
     rl:<key>:tok          string  token window, same
@@ -95,6 +97,10 @@ LATENCY_ALPHA = 0.2
 PARALLEL_RETRY_AFTER_S = 1.0
 # Reservations released per reap step, so one step never blocks Redis for long.
 REAP_BATCH = 500
+# How long a reservation the reaper settled from its log row stays marked (``reaped:<id>``), so
+# that its call's own late settle is not charged again: far longer than a settle can lag its
+# commit (it is written in the same turn of the worker's loop).
+REAPED_MARK_S = 3600
 
 BudgetParam = Literal["key", "team", "org", "credits"]
 AdmitStatus = Literal["ok", "budget", "rate_limited", "missing"]
@@ -193,8 +199,10 @@ class CounterStore(abc.ABC):
     async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int,
                      position: int | None = None) -> bool:
         """Replace the reservation by the real cost and token count. False, and nothing changed,
-        when the reservation is unknown: already settled, reaped, or lost with Redis. The gateway
-        settles each call once, so there False means reaped or lost: ``charge`` the cost then.
+        when the reservation is unknown: already settled, reaped at cost 0, or lost with Redis.
+        The gateway settles each call once, so there False means reaped or lost: ``charge`` the
+        cost then. True, and nothing changed, when the reaper settled it from its log row
+        already (``reap_settled``).
         ``position``: the commit that wrote the call's log row (see the module doc)."""
 
     @abc.abstractmethod
@@ -213,6 +221,17 @@ class CounterStore(abc.ABC):
     async def reap(self, *, now: float) -> list[str]:
         """Release every reservation past its deadline at cost 0 and return their ids. Each is
         released once, however many reapers run."""
+
+    @abc.abstractmethod
+    async def due(self, *, now: float) -> list[str]:
+        """The reservations past their deadline (``reap`` would release them)."""
+
+    @abc.abstractmethod
+    async def reap_settled(self, settlements: Sequence[tuple[str, int, int]], position: int | None) -> list[bool]:
+        """Settle reservations past their deadline whose calls' log rows are in the ledger
+        (committed at ``position``), with their real costs, as ``settle_many`` would (False: gone
+        already). Their calls' own settle, should it still come, then reports each settled (True)
+        and so is not charged again (``billing.reservations.settle``)."""
 
     @abc.abstractmethod
     async def seed(self, name: str, value: int, *, ttl_s: float | None = None, snapshot: str | None = None) -> bool:
@@ -387,6 +406,8 @@ class MemoryCounterStore(CounterStore):
         self._snapshots: dict[str, str] = {}
         self._reserved: dict[str, dict[str, int]] = {}
         self._reservations: dict[str, _Reservation] = {}
+        # Reservations the reaper settled from their log rows, until when (reap_settled).
+        self._reaped: dict[str, float] = {}
         self._tat: dict[tuple[str, str], float] = {}
         self._in_flight: dict[str, set[str]] = {}
         self._breakers: dict[str, _Breaker] = {}
@@ -499,7 +520,7 @@ class MemoryCounterStore(CounterStore):
         _check_money(actual_cost, "actual_cost")
         with self._lock:
             if reservation_id not in self._reservations:
-                return False
+                return self._reaped.get(reservation_id, 0) > time.monotonic()
             self._release(reservation_id, actual_cost, actual_tokens, position)
             return True
 
@@ -525,6 +546,21 @@ class MemoryCounterStore(CounterStore):
             for reservation_id in due:
                 self._release(reservation_id, 0, None)
             return due
+
+    async def due(self, *, now: float) -> list[str]:
+        with self._lock:
+            return [rid for rid, reservation in self._reservations.items() if reservation.deadline <= now]
+
+    async def reap_settled(self, settlements: Sequence[tuple[str, int, int]], position: int | None) -> list[bool]:
+        done = []
+        with self._lock:
+            for rid, cost, tokens in settlements:
+                _check_money(cost, "actual_cost")
+                done.append(rid in self._reservations)
+                if done[-1]:
+                    self._release(rid, cost, tokens, position)
+                    self._reaped[rid] = time.monotonic() + REAPED_MARK_S
+            return done
 
     async def seed(self, name: str, value: int, *, ttl_s: float | None = None, snapshot: str | None = None) -> bool:
         _check_money(value, "value")
@@ -658,6 +694,7 @@ def _lua(*names: str) -> str:
 _ADMIT = Script(_lua("chain", "admit"))
 _SETTLE = Script(_lua("ledger", "release", "settle"))
 _REAP = Script(_lua("ledger", "release", "reap"))
+_REAP_SETTLED = Script(_lua("ledger", "release", "reap_settled"))
 _CHARGE = Script(_lua("ledger", "charge"))
 _SEED = Script(_lua("seed"))
 _UNAVAILABLE = Script(_lua("chain", "unavailable"))
@@ -810,6 +847,18 @@ class RedisCounterStore(CounterStore):
             keys = [self._key("s", name) for name in names] + [self._key("sx", name) for name in names]
             await self._redis.evalsha(_CHARGE, keys=keys, args=[str(amount), "" if position is None else position])
 
+    async def due(self, *, now: float) -> list[str]:
+        return [rid.decode() for rid in await self._redis.execute("ZRANGEBYSCORE", self._names.deadlines, "-inf",
+                                                                  repr(now))]
+
+    async def reap_settled(self, settlements: Sequence[tuple[str, int, int]], position: int | None) -> list[bool]:
+        args: list = [self._prefix, "" if position is None else position, REAPED_MARK_S]
+        for rid, cost, tokens in settlements:
+            _check_money(cost, "actual_cost")
+            args += (rid, cost, tokens)
+        return await _settled(self._redis.evalsha(_REAP_SETTLED, [self._names.deadlines], args)
+                              if settlements else None)
+
     async def reap(self, *, now: float) -> list[str]:
         released: list[str] = []
         while True:
@@ -912,4 +961,5 @@ class RedisCounterStore(CounterStore):
 
 
 async def _settled(replies: Awaitable[list[int]] | None) -> list[bool]:
-    return [reply == 1 for reply in await replies] if replies is not None else []
+    """1: settled now; 2: settled by the reaper already (settle.lua); 0: no such reservation."""
+    return [reply != 0 for reply in await replies] if replies is not None else []

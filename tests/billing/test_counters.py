@@ -199,6 +199,40 @@ async def test_two_reapers_release_each_stale_reservation_once(open_worker: Open
     assert await first.reap(now=NOW + 30) == []
 
 
+async def test_the_reaper_settles_a_logged_call_with_its_cost_and_its_late_settle_charges_nothing(
+    store: CounterStore,
+) -> None:
+    await store.seed(KEY, 0)
+    await admit(store, "logged", Bucket(KEY, 1_000, 100, "key"), ttl_s=10)
+    await admit(store, "unlogged", Bucket(KEY, 1_000, 100, "key"), ttl_s=10)
+    await admit(store, "live", Bucket(KEY, 1_000, 100, "key"), ttl_s=600)
+
+    assert sorted(await store.due(now=NOW + 30)) == ["logged", "unlogged"]
+    assert await store.reap_settled([("logged", 80, 5), ("never-reserved", 9, 1)], None) == [True, False]
+    # The call's own settle comes after all: told it is settled, so nothing is charged twice.
+    late = await store.settle_many([("logged", 80, 5)])
+
+    assert late == [True]
+    assert await store.reap_settled([("logged", 80, 5)], None) == [False]
+    assert await store.read([KEY]) == {KEY: 80 + 2 * 100}
+    assert await store.due(now=NOW + 30) == ["unlogged"]
+    assert await store.reap(now=NOW + 30) == ["unlogged"]
+    assert await store.read([KEY]) == {KEY: 80 + 100}
+    # A call reaped at cost 0 is still reported unknown, so its late settle charges its cost.
+    assert await store.settle_many([("unlogged", 30, 5)]) == [False]
+
+
+async def test_the_reapers_settle_adds_nothing_to_a_counter_rebuilt_after_the_rows_commit(store: CounterStore) -> None:
+    await store.seed(KEY, 0, ttl_s=0.05)
+    await admit(store, "logged", Bucket(KEY, 1_000, 100, "key"), ttl_s=10)
+    await asyncio.sleep(0.1)
+    # Rebuilt from a ledger that held the row (committed at position 7): the row's cost is in.
+    assert await store.seed(KEY, 80, snapshot="8:8:")
+
+    assert await store.reap_settled([("logged", 80, 5)], 7) == [True]
+    assert await store.read([KEY]) == {KEY: 80}
+
+
 async def test_a_reaped_call_frees_its_parallel_slot(store: CounterStore) -> None:
     rate = RateCheck("k1", rpm=None, tpm=None, max_parallel=1, tokens=0)
     await admit(store, "stuck", rate=rate, ttl_s=10)

@@ -24,16 +24,21 @@ from django.db import connection
 
 from analytics.models import RequestLog
 from billing.counters import counter_store_from_url
+from billing.money import to_micros
 from billing.reservations import RESERVATION_TTL_S
 from billing.tasks import reap_reservations
+from gateway.logwriter import LogWriter
 from tests.budget.support import (
     BODY,
     ControlledOpenAI,
     bucket_of,
+    counters,
     in_background,
     ledger_micros,
+    post_chat,
     priced_routing,
     reservation_micros,
+    reserved,
     wait_until,
 )
 from tests.fakes.behaviours import Hang
@@ -170,3 +175,35 @@ def test_a_killed_workers_reservation_is_released_once_by_the_reaper(start_worke
     # The dead call can never be settled on top of its release.
     assert on_store(redis_prefix, lambda store: store.settle(reservation_id=pending[0], actual_cost=5,
                                                             actual_tokens=5)) is False
+
+
+def test_a_call_logged_but_never_settled_is_settled_by_the_reaper_at_its_cost(start_gateway, make_tenant, fake):
+    """The worker died between committing a call's row and sending its settle: the reservation
+    is left, and the ledger holds the cost. The reaper settles it with that cost, so the budget
+    counters match the ledger again without waiting for a rebuild, and counts it once."""
+    tenant = make_tenant(key_budget=Decimal("3.00"))
+    names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
+    gateway = start_gateway(priced_routing(fake))
+    assert post_chat(gateway, tenant.secret)[0] == 200
+    send_settle = LogWriter._start_settle
+    LogWriter._start_settle = lambda writer, settlements, position: None  # the worker "dies" after its commit
+    try:
+        status, headers, _ = post_chat(gateway, tenant.secret)
+    finally:
+        LogWriter._start_settle = send_settle
+    request_id = headers["x-nemo-request-id"]
+    held = reserved(gateway, names[0])
+
+    assert (status, held) == (200, reservation_micros())
+    assert RequestLog.objects.filter(request_id=request_id).exists()
+    assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) - to_micros(
+        RequestLog.objects.get(request_id=request_id).cost) + held for name in names}
+    assert reap_reservations(now=time.time()) == []
+    past_deadline = time.time() + RESERVATION_TTL_S + 1
+    assert sorted(sum(reap_concurrently(past_deadline), [])) == [request_id]
+    assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
+    assert [reserved(gateway, name) for name in names] == [0, 0]
+    # The dead worker's settle cannot count the call a second time.
+    assert gateway.on_loop(lambda state: state.store.settle(reservation_id=request_id, actual_cost=5,
+                                                            actual_tokens=5)) is True
+    assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
