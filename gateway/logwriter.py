@@ -325,7 +325,8 @@ def _fit(value, kind: str, bounds):
         return value if bounds is None or len(value) <= bounds else value[:bounds]
     if kind == "json":
         text = orjson.dumps(value)
-        return orjson.dumps(_without_nul(value)) if b"\\u0000" in text else text
+        # find, not ``in`` (see gateway/providers/sse.py's _one_data_line).
+        return orjson.dumps(_without_nul(value)) if text.find(b"\\u0000") >= 0 else text
     if kind == "int":
         low, high = bounds
         return value if low <= value <= high else max(low, min(high, value))
