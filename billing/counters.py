@@ -554,12 +554,14 @@ class MemoryCounterStore(CounterStore):
     async def reap_settled(self, settlements: Sequence[tuple[str, int, int]], position: int | None) -> list[bool]:
         done = []
         with self._lock:
+            now = time.monotonic()
+            self._reaped = {rid: until for rid, until in self._reaped.items() if until > now}
             for rid, cost, tokens in settlements:
                 _check_money(cost, "actual_cost")
                 done.append(rid in self._reservations)
                 if done[-1]:
                     self._release(rid, cost, tokens, position)
-                    self._reaped[rid] = time.monotonic() + REAPED_MARK_S
+                    self._reaped[rid] = now + REAPED_MARK_S
             return done
 
     async def seed(self, name: str, value: int, *, ttl_s: float | None = None, snapshot: str | None = None) -> bool:
