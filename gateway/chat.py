@@ -227,8 +227,20 @@ async def _relay_stream(
         # The upstream read the pump waits on ends at once (in an UpstreamError).
         served.chunks.abort()
 
-    # The pump runs in this task; only the watch gets a task of its own.
-    watching = asyncio.ensure_future(watch_disconnect())
+    # The pump runs in this task; only the watch gets a task of its own, from the first time the
+    # pump has to wait for the upstream (a client that left meanwhile is seen then): a stream
+    # whose answer is in by then needs no watch.
+    watching: asyncio.Future | None = None
+
+    def watch() -> None:
+        nonlocal watching
+        if watching is None:
+            watching = asyncio.ensure_future(watch_disconnect())
+
+    if served.chunks.signals_waits:
+        served.chunks.on_wait = watch
+    else:
+        watch()
     ending = SSE_DONE
     try:
         await pump()
@@ -243,7 +255,8 @@ async def _relay_stream(
             failure = GatewayError(502, call.error, type="upstream_error", code="upstream_error")
             ending = sse_event(failure.body()) + SSE_DONE
     finally:
-        watching.cancel()
+        if watching is not None:
+            watching.cancel()
         with contextlib.suppress(Exception):
             await served.chunks.aclose()
     # Tokens the client did not wait for were still generated; charge a fair estimate of them.

@@ -120,11 +120,16 @@ class ChunkStream:
     arrived together. Either way the chunks are the same. ``complete`` tells, after a batch, that
     it held the answer's end (its decoder's ``complete``)."""
 
+    # Whether ``on_wait`` is called before every read that has to wait for the upstream (a relay
+    # then watches for a client that leaves only while there is something to wait for).
+    signals_waits = False
+
     def __init__(self, batches: AsyncGenerator[list[dict], None], abort: Callable[[], object] | None = None,
                  decoder: StreamDecoder | None = None) -> None:
         self._batches = batches
         self._abort = abort
         self._decoder = decoder
+        self.on_wait: Callable[[], object] = _nothing
 
     @property
     def complete(self) -> bool:
@@ -239,25 +244,42 @@ class Provider:
             if resp is not None:
                 resp.close()
             raise
-        return ChunkStream(_rest_of_stream(resp, decoder, first), abort=resp.close, decoder=decoder)
+        return UpstreamChunkStream(resp, decoder, first)
 
 
-async def _rest_of_stream(
-    resp: aiohttp.ClientResponse, decoder: StreamDecoder, first: list[dict]
-) -> AsyncGenerator[list[dict], None]:
-    """The chunks of each read, as they come."""
-    try:
-        yield first
-        while True:
-            try:
-                data = await resp.content.readany()
-            except (aiohttp.ClientError, ConnectionError) as exc:
-                raise UpstreamError("connect", f"stream broke: {exc}") from exc
-            if not data:
-                break
-            if chunks := decoder.feed(data):
+class UpstreamChunkStream(ChunkStream):
+    """The rest of an upstream's streamed response: the chunks of each read, as they come. What
+    has arrived already is taken without waiting; ``on_wait`` is called before a read that must
+    wait (under load a fast upstream's whole answer is often in by then, and nothing waits)."""
+
+    signals_waits = True
+
+    def __init__(self, resp: aiohttp.ClientResponse, decoder: StreamDecoder, first: list[dict]) -> None:
+        super().__init__(self._read(resp, decoder, first), abort=resp.close, decoder=decoder)
+
+    async def _read(
+        self, resp: aiohttp.ClientResponse, decoder: StreamDecoder, first: list[dict]
+    ) -> AsyncGenerator[list[dict], None]:
+        content = resp.content
+        try:
+            yield first
+            while True:
+                try:
+                    data = content.read_nowait()
+                    if not data and not content.at_eof():
+                        self.on_wait()
+                        data = await content.readany()
+                except (aiohttp.ClientError, ConnectionError) as exc:
+                    raise UpstreamError("connect", f"stream broke: {exc}") from exc
+                if not data:
+                    break
+                if chunks := decoder.feed(data):
+                    yield chunks
+            if chunks := decoder.finish():
                 yield chunks
-        if chunks := decoder.finish():
-            yield chunks
-    finally:
-        resp.close()
+        finally:
+            resp.close()
+
+
+def _nothing() -> None:
+    pass
