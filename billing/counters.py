@@ -542,14 +542,17 @@ class MemoryCounterStore(CounterStore):
 
     async def reap(self, *, now: float) -> list[str]:
         with self._lock:
-            due = [rid for rid, reservation in self._reservations.items() if reservation.deadline <= now]
+            due = self._due(now)
             for reservation_id in due:
                 self._release(reservation_id, 0, None)
             return due
 
     async def due(self, *, now: float) -> list[str]:
         with self._lock:
-            return [rid for rid, reservation in self._reservations.items() if reservation.deadline <= now]
+            return self._due(now)
+
+    def _due(self, now: float) -> list[str]:
+        return [rid for rid, reservation in self._reservations.items() if reservation.deadline <= now]
 
     async def reap_settled(self, settlements: Sequence[tuple[str, int, int]], position: int | None) -> list[bool]:
         done = []

@@ -1,6 +1,6 @@
 -- The reaper's settle of calls whose log rows are in the ledger although their reservations are
 -- past their deadline (the worker died between its commit and its settle, or a failover lost
--- the settle): as settle.lua, with the rows' costs, and each settled reservation is marked
+-- the settle): as settle.lua (settle_one), with the rows' costs, and each settled reservation is marked
 -- (reaped:<id>) for ARGV[3] seconds, so that the call's own settle, should it still come, is told
 -- it was settled (settle.lua replies 2) and does not charge the cost again.
 -- KEYS[1] deadline index
@@ -12,12 +12,7 @@ local position = tonumber(ARGV[2])
 local settled = {}
 for i = 4, #ARGV, 3 do
   local id = ARGV[i]
-  local record_key = prefix .. 'res:' .. id
-  local record = redis.call('GET', record_key)
-  if record then
-    release(prefix, id, record, ARGV[i + 1], tonumber(ARGV[i + 2]), position)
-    redis.call('DEL', record_key)
-    redis.call('ZREM', KEYS[1], id)
+  if settle_one(prefix, KEYS[1], id, ARGV[i + 1], tonumber(ARGV[i + 2]), position) then
     redis.call('SET', prefix .. 'reaped:' .. id, '1', 'EX', ARGV[3])
     table.insert(settled, 1)
   else

@@ -1,4 +1,4 @@
--- Shared by settle.lua and reap.lua (prepended to each): undo one reservation.
+-- Shared by settle.lua, reap_settled.lua and reap.lua (prepended to each): undo one reservation.
 --
 -- Each bucket forgets the reservation's own entry, so a reserved total is only ever lowered
 -- by an amount it really holds: if the reserved hash was lost and rebuilt meanwhile, the entry
@@ -43,4 +43,19 @@ local function release(prefix, id, record, cost, tokens, position)
       end
     end
   end
+end
+
+-- Settles one call (settle.lua, reap_settled.lua) if its reservation is still there: the
+-- reservation released with the real cost, its record and deadline deleted in the same step, so
+-- a second settle (or a reaper) finds nothing. Returns whether it was there.
+local function settle_one(prefix, deadlines, id, cost, tokens, position)
+  local record_key = prefix .. 'res:' .. id
+  local record = redis.call('GET', record_key)
+  if not record then
+    return false
+  end
+  release(prefix, id, record, cost, tokens, position)
+  redis.call('DEL', record_key)
+  redis.call('ZREM', deadlines, id)
+  return true
 end

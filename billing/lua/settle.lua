@@ -1,5 +1,4 @@
--- Settle calls, each in the same way (release.lua): the record is deleted in the same step, so
--- a second settle (or a reaper) finds nothing.
+-- Settle calls, each in the same way (settle_one, release.lua).
 -- KEYS[1] deadline index
 -- ARGV[1] key prefix, ARGV[2] the position of the commit that wrote the calls' log rows ('' if
 -- none did), then for each call: its reservation id, real cost, real tokens
@@ -10,12 +9,7 @@ local position = tonumber(ARGV[2])
 local settled = {}
 for i = 3, #ARGV, 3 do
   local id = ARGV[i]
-  local record_key = prefix .. 'res:' .. id
-  local record = redis.call('GET', record_key)
-  if record then
-    release(prefix, id, record, ARGV[i + 1], tonumber(ARGV[i + 2]), position)
-    redis.call('DEL', record_key)
-    redis.call('ZREM', KEYS[1], id)
+  if settle_one(prefix, KEYS[1], id, ARGV[i + 1], tonumber(ARGV[i + 2]), position) then
     table.insert(settled, 1)
   elseif redis.call('EXISTS', prefix .. 'reaped:' .. id) == 1 then
     table.insert(settled, 2)
