@@ -1,7 +1,9 @@
 """Busy polling (NEMO_BUSY_POLL_US): the loop keeps turning after activity, and only then."""
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from analytics.models import RequestLog
 from gateway.busypoll import BusyPoll
@@ -9,6 +11,16 @@ from tests.fakes.openai import FakeOpenAI
 from tests.gateway.conftest import openai_routing
 
 WINDOW_US = 20_000
+
+
+@contextlib.asynccontextmanager
+async def running(window_us: int = WINDOW_US) -> AsyncIterator[BusyPoll]:
+    poll = BusyPoll(window_us)
+    poll.start()
+    try:
+        yield poll
+    finally:
+        await poll.close()
 
 
 async def turns_over(poll: BusyPoll, seconds: float) -> int:
@@ -19,17 +31,13 @@ async def turns_over(poll: BusyPoll, seconds: float) -> int:
 
 def test_it_sleeps_until_poked_and_again_once_the_window_has_passed():
     async def scenario():
-        poll = BusyPoll(WINDOW_US)
-        poll.start()
-        try:
+        async with running() as poll:
             idle = await turns_over(poll, 0.05)
             poll.poke()
             polling = await turns_over(poll, 0.01)
             await asyncio.sleep(0.1)
             after_the_window = await turns_over(poll, 0.1)
             return idle, polling, after_the_window
-        finally:
-            await poll.close()
 
     idle, polling, after_the_window = asyncio.run(scenario())
 
@@ -40,44 +48,34 @@ def test_it_sleeps_until_poked_and_again_once_the_window_has_passed():
 
 def test_work_on_the_loop_without_a_poke_does_not_keep_it_polling():
     async def scenario():
-        poll = BusyPoll(WINDOW_US)
-        poll.start()
-        try:
+        async with running() as poll:
             poll.poke()
             # Something else runs on the loop every 5 ms for 0.2 s (ten windows), never poking.
             for _ in range(40):
                 time.sleep(0.0002)
                 await asyncio.sleep(0.005)
             return await turns_over(poll, 0.1)
-        finally:
-            await poll.close()
 
     assert asyncio.run(scenario()) == 0
 
 
 def test_a_poke_while_polling_restarts_the_window():
     async def scenario():
-        poll = BusyPoll(WINDOW_US)
-        poll.start()
-        try:
+        async with running() as poll:
             poll.poke()
             for _ in range(10):  # 0.15 s of pokes, every 15 ms: each within the last one's window
                 await asyncio.sleep(0.015)
                 poll.poke()
             return await turns_over(poll, 0.01)
-        finally:
-            await poll.close()
 
     assert asyncio.run(scenario()) > 0
 
 
 def test_off_it_never_polls():
     async def scenario():
-        poll = BusyPoll(0)
-        poll.start()
-        poll.poke()
-        await asyncio.sleep(0.01)
-        await poll.close()
+        async with running(0) as poll:
+            poll.poke()
+            await asyncio.sleep(0.01)
         return poll.turns
 
     assert asyncio.run(scenario()) == 0

@@ -310,6 +310,13 @@ def test_a_counter_rebuilt_between_a_commit_and_its_settle_counts_the_call_once(
     assert (counter, reserved) == ({name: cost}, 0)
 
 
+def burst_xmins() -> dict[str, str]:
+    """The committed burst rows' ``xmin``: the id of the transaction that wrote each."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT request_id, xmin::text FROM analytics_requestlog WHERE run_id = 'burst'")
+        return dict(cursor.fetchall())
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_is_one_transaction_whose_position_comes_back(make_tenant):
     """A batch's rows commit together or not at all, and the position the committer reports is
@@ -334,9 +341,7 @@ def test_a_batch_is_one_transaction_whose_position_comes_back(make_tenant):
         return outcome
 
     failed = asyncio.run(batches())
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT request_id, xmin::text FROM analytics_requestlog WHERE run_id = 'burst'")
-        xmin = dict(cursor.fetchall())
+    xmin = burst_xmins()
 
     assert isinstance(failed[0], psycopg.errors.NumericValueOutOfRange)
     assert sorted(xmin) == sorted(f"req_burst_{n}" for n in (0, 1, 2, 3, 4, 5, 9, 10))
@@ -503,9 +508,7 @@ def test_a_commit_whose_reply_was_lost_is_not_written_twice_and_its_calls_succee
         return outcomes
 
     outcomes = asyncio.run(write())
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT request_id, xmin::text FROM analytics_requestlog WHERE run_id = 'burst'")
-        xmin = dict(cursor.fetchall())
+    xmin = burst_xmins()
 
     assert relay.dropped == 2
     assert outcomes == [None] * 5
