@@ -203,13 +203,14 @@ async def _relay_stream(
 
     async def pump() -> None:
         nonlocal held
-        # What one upstream read brought goes out in one write: nothing waits for more.
-        async for batch in served.chunks.batches():
+        # What one upstream read brought goes out in one write: nothing waits for more. A chunk
+        # the upstream framed as it goes to the client is sent as it came, not encoded again.
+        async for batch in served.chunks.events():
             events = []
-            for chunk in batch:
+            for chunk, encoded in batch:
                 call.summary.take_chunk(chunk)
                 if chunk.get("choices") or include_usage:
-                    events.append(sse_event(chunk))
+                    events.append(encoded or sse_event(chunk))
             if not events:
                 continue
             if served.chunks.complete:

@@ -16,13 +16,18 @@ class CallSummary:
     completion_tokens: int = 0
     cached_tokens: int = 0
     finish_reason: str = ""
-    content: str = ""
+    # The answer's text as it came (a stream's pieces are joined once, not at every chunk).
+    content_parts: list[str] = field(default_factory=list)
     tool_calls: dict[int, dict] = field(default_factory=dict)
     first_token_at: float | None = None
     has_usage: bool = False
     response_id: str = ""
     created: int = 0
     model: str = ""
+
+    @property
+    def content(self) -> str:
+        return "".join(self.content_parts)
 
     def tool_call_list(self) -> list[dict]:
         return [
@@ -49,7 +54,7 @@ class CallSummary:
             first = choices[0]
             self.finish_reason = first.get("finish_reason") or ""
             message = first.get("message") or {}
-            self.content = message.get("content") or ""
+            self.content_parts = [message.get("content") or ""]
             for index, call in enumerate(message.get("tool_calls") or []):
                 function = call.get("function") or {}
                 self.tool_calls[index] = {"id": call.get("id", ""), "name": function.get("name", ""),
@@ -64,30 +69,36 @@ class CallSummary:
             self.created = chunk.get("created", 0)
         if not self.model:
             self.model = chunk.get("model", "")
-        for choice in chunk.get("choices") or []:
+        for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content")
-            if text:
-                self.content += text
-            for call in delta.get("tool_calls") or []:
-                slot = self.tool_calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
-                slot["id"] = slot["id"] or call.get("id") or ""
-                function = call.get("function") or {}
-                slot["name"] = slot["name"] or function.get("name") or ""
-                slot["arguments"] += function.get("arguments") or ""
-            if (text or delta.get("tool_calls")) and self.first_token_at is None:
-                self.first_token_at = time.monotonic()
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
+            if delta := choice.get("delta"):
+                text = delta.get("content")
+                calls = delta.get("tool_calls")
+                if text:
+                    self.content_parts.append(text)
+                if calls:
+                    self._take_tool_calls(calls)
+                if (text or calls) and self.first_token_at is None:
+                    self.first_token_at = time.monotonic()
+            if reason := choice.get("finish_reason"):
+                self.finish_reason = reason
+
+    def _take_tool_calls(self, calls: list[dict]) -> None:
+        for call in calls:
+            slot = self.tool_calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
+            slot["id"] = slot["id"] or call.get("id") or ""
+            function = call.get("function") or {}
+            slot["name"] = slot["name"] or function.get("name") or ""
+            slot["arguments"] += function.get("arguments") or ""
 
     def estimate_usage(self, *, prompt_tokens: int) -> None:
         """For a stream cut short before its usage arrived: a fair estimate of what was used."""
         if self.has_usage:
             return
         self.prompt_tokens = prompt_tokens
-        produced = len(self.content) + sum(len(c["arguments"]) + len(c["name"]) for c in self.tool_calls.values())
+        produced = sum(map(len, self.content_parts))
+        produced += sum(len(c["arguments"]) + len(c["name"]) for c in self.tool_calls.values())
         self.completion_tokens = max(1, (produced + 3) // 4)
 
     def as_completion(self) -> dict:

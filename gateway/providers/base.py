@@ -93,13 +93,21 @@ def classify_status(status: int, headers: Any, message: str) -> UpstreamError:
     return UpstreamError("client", message, status=status)
 
 
+# A chunk of the answer as the relay takes it: the chunk, and its SSE event as the upstream
+# framed it when the chunk is the upstream's own, unchanged (the relay sends those bytes on
+# instead of encoding the chunk again), else None.
+Event = tuple[dict, bytes | None]
+
+
 class StreamDecoder:
     """Turns the upstream's stream bytes into OpenAI ``chat.completion.chunk`` dicts.
 
     ``feed`` may be called with any slice of the byte stream (events split across reads);
     ``finish`` is called once the upstream closed. The decoder always emits a final usage chunk
     (``choices: []``); the gateway drops it when the client did not ask for usage.
-    Errors sent inside the stream raise :class:`UpstreamError`.
+    Errors sent inside the stream raise :class:`UpstreamError`. ``feed_events`` and
+    ``finish_events`` are the same with each chunk's event (``Event``): a decoder that passes
+    the upstream's chunks through gives their bytes; a translating one gives None.
     """
 
     def feed(self, data: bytes) -> list[dict]:
@@ -107,6 +115,12 @@ class StreamDecoder:
 
     def finish(self) -> list[dict]:
         raise NotImplementedError
+
+    def feed_events(self, data: bytes) -> list[Event]:
+        return [(chunk, None) for chunk in self.feed(data)]
+
+    def finish_events(self) -> list[Event]:
+        return [(chunk, None) for chunk in self.finish()]
 
     @property
     def complete(self) -> bool:
@@ -116,17 +130,18 @@ class StreamDecoder:
 
 class ChunkStream:
     """The rest of a streamed call: its chunks one by one (``async for``), or as they came, one
-    upstream read's worth at a time (``batches()``), so that a relay can pass on together what
-    arrived together. Either way the chunks are the same. ``complete`` tells, after a batch, that
-    it held the answer's end (its decoder's ``complete``)."""
+    upstream read's worth at a time (``batches()``; ``events()`` with each chunk's ``Event``), so
+    that a relay can pass on together what arrived together. Either way the chunks are the same.
+    ``complete`` tells, after a batch, that it held the answer's end (its decoder's
+    ``complete``)."""
 
     # Whether ``on_wait`` is called before every read that has to wait for the upstream (a relay
     # then watches for a client that leaves only while there is something to wait for).
     signals_waits = False
 
-    def __init__(self, batches: AsyncGenerator[list[dict], None], abort: Callable[[], object] | None = None,
+    def __init__(self, events: AsyncGenerator[list[Event], None], abort: Callable[[], object] | None = None,
                  decoder: StreamDecoder | None = None) -> None:
-        self._batches = batches
+        self._events = events
         self._abort = abort
         self._decoder = decoder
         self.on_wait: Callable[[], object] = _nothing
@@ -141,16 +156,20 @@ class ChunkStream:
         if self._abort is not None:
             self._abort()
 
-    def batches(self) -> AsyncGenerator[list[dict], None]:
-        return self._batches
+    def events(self) -> AsyncGenerator[list[Event], None]:
+        return self._events
+
+    async def batches(self) -> AsyncIterator[list[dict]]:
+        async for events in self._events:
+            yield [chunk for chunk, _ in events]
 
     async def __aiter__(self) -> AsyncIterator[dict]:
-        async for batch in self._batches:
-            for chunk in batch:
+        async for events in self._events:
+            for chunk, _ in events:
                 yield chunk
 
     async def aclose(self) -> None:
-        await self._batches.aclose()
+        await self._events.aclose()
 
 
 class Provider:
@@ -170,7 +189,8 @@ class Provider:
     def parse_response(self, *, body: bytes, model: str) -> dict:
         raise NotImplementedError
 
-    def stream_decoder(self, *, model: str) -> StreamDecoder:
+    def stream_decoder(self, *, model: str, body: dict) -> StreamDecoder:
+        """``body``: the client's request, for a decoder whose output depends on what it asked."""
         raise NotImplementedError
 
     def classify_error(self, *, status: int, headers: Any, body: bytes) -> UpstreamError:
@@ -213,7 +233,7 @@ class Provider:
         The first chunk is awaited before this returns, so a failure before anything could be
         sent to the client raises here and the router may still fall back.
         """
-        decoder = self.stream_decoder(model=model)
+        decoder = self.stream_decoder(model=model, body=body)
         resp: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout(timeout_s):
@@ -223,13 +243,13 @@ class Provider:
                     raw = await resp.read()
                     resp.release()
                     raise self.classify_error(status=resp.status, headers=resp.headers, body=raw)
-                first: list[dict] = []
+                first: list[Event] = []
                 while not first:
                     data = await resp.content.readany()
                     if not data:
-                        first = decoder.finish()
+                        first = decoder.finish_events()
                         break
-                    first = decoder.feed(data)
+                    first = decoder.feed_events(data)
                 if not first:
                     raise UpstreamError("server", "stream closed before any event")
         except TimeoutError as exc:
@@ -254,12 +274,12 @@ class UpstreamChunkStream(ChunkStream):
 
     signals_waits = True
 
-    def __init__(self, resp: aiohttp.ClientResponse, decoder: StreamDecoder, first: list[dict]) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, decoder: StreamDecoder, first: list[Event]) -> None:
         super().__init__(self._read(resp, decoder, first), abort=resp.close, decoder=decoder)
 
     async def _read(
-        self, resp: aiohttp.ClientResponse, decoder: StreamDecoder, first: list[dict]
-    ) -> AsyncGenerator[list[dict], None]:
+        self, resp: aiohttp.ClientResponse, decoder: StreamDecoder, first: list[Event]
+    ) -> AsyncGenerator[list[Event], None]:
         content = resp.content
         try:
             yield first
@@ -273,10 +293,10 @@ class UpstreamChunkStream(ChunkStream):
                     raise UpstreamError("connect", f"stream broke: {exc}") from exc
                 if not data:
                     break
-                if chunks := decoder.feed(data):
-                    yield chunks
-            if chunks := decoder.finish():
-                yield chunks
+                if events := decoder.feed_events(data):
+                    yield events
+            if events := decoder.finish_events():
+                yield events
         finally:
             resp.close()
 

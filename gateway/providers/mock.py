@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.providers.base import ChunkStream, Provider, ProviderConfig, UpstreamError, classify_status
+from gateway.providers.base import ChunkStream, Event, Provider, ProviderConfig, UpstreamError, classify_status
 from gateway.providers.shapes import (
     ChunkMaker,
     choice,
@@ -139,7 +139,7 @@ def _pieces(text: str) -> list[str]:
     return [text[start : start + size] for start in range(0, len(text), size)]
 
 
-async def _replay(chunks: list[dict]) -> AsyncGenerator[list[dict], None]:
+async def _replay(chunks: list[dict]) -> AsyncGenerator[list[Event], None]:
     """One chunk at a time, each written separately as a real upstream's would be."""
     for chunk in chunks:
-        yield [chunk]
+        yield [(chunk, None)]

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from gateway.providers.base import (
+    Event,
     Provider,
     ProviderConfig,
     StreamDecoder,
@@ -54,8 +55,8 @@ class OpenAIProvider(Provider):
             raise UpstreamError("server", f"unexpected answer: {body[:200]!r}")
         return answer
 
-    def stream_decoder(self, *, model: str) -> StreamDecoder:
-        return OpenAIStreamDecoder()
+    def stream_decoder(self, *, model: str, body: dict) -> StreamDecoder:
+        return OpenAIStreamDecoder(include_usage=bool((body.get("stream_options") or {}).get("include_usage")))
 
     def classify_error(self, *, status: int, headers: Any, body: bytes) -> UpstreamError:
         return classify_status(status, headers, error_message(body))
@@ -96,46 +97,69 @@ def _fit_tool_call_ids(messages: list[dict]) -> list[dict]:
 class OpenAIStreamDecoder(StreamDecoder):
     """Passes chunks through; holds the usage back so it always comes last, on its own chunk.
 
+    A chunk goes on as the upstream's own bytes unless it had to change: the usage taken off a
+    chunk that also carries choices, or the ``"usage": null`` OpenAI puts on every chunk once
+    usage is asked for, which the gateway always asks for and the client may not have
+    (``include_usage``: it did).
+
     A compatible server that ignores ``include_usage`` sends none: then no usage chunk is made
     up here, and the gateway estimates the usage as for a stream cut short.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, include_usage: bool = False) -> None:
+        self._include_usage = include_usage
         self._sse = SSEParser()
         self._finished = False
         self._ended = False
-        self._usage_chunk: dict | None = None
+        self._usage_event: Event | None = None
 
     def feed(self, data: bytes) -> list[dict]:
-        return self._decode(self._sse.feed_data(data))
+        return [chunk for chunk, _ in self.feed_events(data)]
 
     def finish(self) -> list[dict]:
+        return [chunk for chunk, _ in self.finish_events()]
+
+    def feed_events(self, data: bytes) -> list[Event]:
+        return self._decode(self._sse.feed_data(data))
+
+    def finish_events(self) -> list[Event]:
         return self._decode(self._sse.finish_data()) + self._end()
 
     @property
     def complete(self) -> bool:
         return self._ended
 
-    def _decode(self, events: list[bytes]) -> list[dict]:
-        chunks: list[dict] = []
-        for data in events:
+    def _decode(self, found: list[bytes]) -> list[Event]:
+        events: list[Event] = []
+        for data in found:
             if self._ended:
                 break
-            if data.strip() == b"[DONE]":
-                chunks += self._end()
+            # A chunk is an object: only what does not start like one may be the end.
+            if data[:1] != b"{" and data.strip() == b"[DONE]":
+                events += self._end()
                 continue
+            # Sent on as it came, unless an event's data was of several lines (then its chunk is
+            # encoded again rather than framed in one line again).
+            encoded = None if self._sse.joined_lines else b"data: " + data + b"\n\n"
             try:
                 chunk = orjson.loads(data)
             except ValueError:
                 # Read as text first, as any other event: bytes that are not UTF-8 are replaced.
-                chunk = load_upstream_json(data.decode("utf-8", "replace"))
+                chunk, encoded = load_upstream_json(data.decode("utf-8", "replace")), None
             if not isinstance(chunk, dict):
                 raise UpstreamError("server", f"unexpected event: {data[:200].decode('utf-8', 'replace')}")
             if "error" in chunk:
                 raise _stream_error(chunk["error"])
-            if usage := chunk.pop("usage", None):
-                self._usage_chunk = {**chunk, "usage": usage, "choices": []}
             choices = chunk.get("choices")
+            usage = chunk.get("usage")
+            if usage is not None:
+                del chunk["usage"]
+                # The usage chunk as OpenAI sends it has no choices: then it goes on unchanged.
+                self._usage_event = ({**chunk, "usage": usage, "choices": []}, encoded if choices == [] else None)
+                encoded = None
+            elif "usage" in chunk and not self._include_usage:
+                del chunk["usage"]
+                encoded = None
             if not choices:
                 continue
             if not self._finished:
@@ -143,16 +167,16 @@ class OpenAIStreamDecoder(StreamDecoder):
                     if choice.get("finish_reason"):
                         self._finished = True
                         break
-            chunks.append(chunk)
-        return chunks
+            events.append((chunk, encoded))
+        return events
 
-    def _end(self) -> list[dict]:
+    def _end(self) -> list[Event]:
         if self._ended:
             return []
         if not self._finished:
             raise UpstreamError("server", "stream ended before the answer finished")
         self._ended = True
-        return [self._usage_chunk] if self._usage_chunk is not None else []
+        return [self._usage_event] if self._usage_event is not None else []
 
 
 def _stream_error(error: Any) -> UpstreamError:

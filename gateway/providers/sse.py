@@ -23,6 +23,9 @@ class SSEParser:
     def __init__(self) -> None:
         self._buffer = b""
         self._held_cr = b""
+        # Whether an event's data so far was of several lines (``feed_data``): such data cannot
+        # be framed again as one ``data:`` line.
+        self.joined_lines = False
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         return [event for block in self._blocks(data) if (event := _parse_block(block))]
@@ -34,12 +37,29 @@ class SSEParser:
 
     def feed_data(self, data: bytes) -> list[bytes]:
         """Only the data of each event, as bytes, for a decoder that reads no event names: an
-        event of one ``data:`` line (nearly all) is not decoded into text nor made an SSEEvent."""
-        return [found for block in self._blocks(data) if (found := _data_of(block)) is not None]
+        event of one ``data:`` line (nearly all) is not decoded into text nor made an SSEEvent.
+        A stream without CRs (OpenAI's) is split as it is, and each such event's data taken
+        in place, with no call per event."""
+        if self._held_cr or data.find(b"\r") >= 0:
+            return [found for block in self._blocks(data) if (found := self._data_of(block)) is not None]
+        *blocks, self._buffer = (self._buffer + data).split(b"\n\n")
+        found = []
+        for block in blocks:
+            if block.startswith(b"data: ") and block.find(b"\n") < 0:
+                found.append(block[6:])
+            elif (data := self._data_of(block)) is not None:
+                found.append(data)
+        return found
 
     def finish_data(self) -> list[bytes]:
-        found = _data_of(self._last_block())
+        found = self._data_of(self._last_block())
         return [] if found is None else [found]
+
+    def _data_of(self, block: bytes) -> bytes | None:
+        found = _data_of(block)
+        if found is not None and found.find(b"\n") >= 0:
+            self.joined_lines = True
+        return found
 
     def _blocks(self, data: bytes) -> list[bytes]:
         data = self._held_cr + data

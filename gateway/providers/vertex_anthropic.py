@@ -76,7 +76,7 @@ class VertexAnthropicProvider(VertexProvider):
             raise anthropic_error(data.get("error") or {})
         return translate_response(data, model=model)
 
-    def stream_decoder(self, *, model: str) -> StreamDecoder:
+    def stream_decoder(self, *, model: str, body: dict) -> StreamDecoder:
         return AnthropicStreamDecoder(model=model)
 
     def classify_error(self, *, status: int, headers: Any, body: bytes) -> UpstreamError:

@@ -75,7 +75,7 @@ class VertexGeminiProvider(VertexProvider):
             raise google_stream_error(error)
         return translate_response(data, model=model)
 
-    def stream_decoder(self, *, model: str) -> StreamDecoder:
+    def stream_decoder(self, *, model: str, body: dict) -> StreamDecoder:
         return GeminiStreamDecoder(model=model)
 
 

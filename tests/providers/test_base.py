@@ -27,7 +27,7 @@ class SlowToPrepare(Provider):
         await asyncio.sleep(10)
         raise AssertionError("the deadline should have passed")
 
-    def stream_decoder(self, *, model: str) -> StreamDecoder:
+    def stream_decoder(self, *, model: str, body: dict) -> StreamDecoder:
         return StreamDecoder()
 
 

@@ -95,7 +95,7 @@ def test_it_returns_the_recorded_answer_as_it_came(provider: Provider) -> None:
 def test_it_decodes_the_recorded_parallel_tool_call_stream(provider: Provider) -> None:
     body = cassette(OPENAI, "multi_tool_streaming")[0].response_body.encode()
 
-    chunks = decode(provider.stream_decoder(model="gpt-4o"), body)
+    chunks = decode(provider.stream_decoder(model="gpt-4o", body={}), body)
 
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert streamed_tool_calls(chunks) == [
@@ -111,8 +111,8 @@ def test_it_decodes_the_recorded_parallel_tool_call_stream(provider: Provider) -
 def test_it_decodes_recorded_streams_the_same_in_any_slicing(provider: Provider, name: str) -> None:
     body = cassette(OPENAI, name)[0].response_body.encode()
 
-    whole = decode(provider.stream_decoder(model="gpt-4o"), body)
-    sliced = decode_in_slices(provider.stream_decoder(model="gpt-4o"), body, seed=len(name))
+    whole = decode(provider.stream_decoder(model="gpt-4o", body={}), body)
+    sliced = decode_in_slices(provider.stream_decoder(model="gpt-4o", body={}), body, seed=len(name))
 
     assert sliced == whole
 
@@ -120,7 +120,7 @@ def test_it_decodes_recorded_streams_the_same_in_any_slicing(provider: Provider,
 def test_it_decodes_a_stream_separated_by_crlf(provider: Provider) -> None:
     body = cassette(OPENAI, "simple_streaming")[0].response_body.replace("\n", "\r\n").encode()
 
-    chunks = decode(provider.stream_decoder(model="gpt-4o"), body)
+    chunks = decode(provider.stream_decoder(model="gpt-4o", body={}), body)
 
     assert streamed_text(chunks) == "Olá!"
     assert chunks[-1]["usage"]["completion_tokens"] == 2
@@ -134,7 +134,7 @@ def test_it_moves_usage_sent_beside_choices_to_a_final_chunk_of_its_own(provider
     usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
     body = sse(_chunk({"role": "assistant", "content": "Hi"}), _chunk({}, "stop", usage=usage), "[DONE]")
 
-    chunks = decode(provider.stream_decoder(model="gpt-4o"), body)
+    chunks = decode(provider.stream_decoder(model="gpt-4o", body={}), body)
 
     assert "usage" not in chunks[1]
     assert chunks[-1] == {"id": "c1", "choices": [], "usage": usage}
@@ -144,7 +144,7 @@ def test_it_reads_bytes_that_are_not_utf8_in_an_event_as_replacement_characters(
     body = b'data: {"id": "c1", "choices": [{"index": 0, "delta": {"content": "caf\xe9"}, "finish_reason": "stop"}]}'
     body += b"\n\ndata: [DONE]\n\n"
 
-    chunks = decode(provider.stream_decoder(model="gpt-4o"), body)
+    chunks = decode(provider.stream_decoder(model="gpt-4o", body={}), body)
 
     assert chunks[0]["choices"][0]["delta"]["content"] == "caf\ufffd"
 
@@ -152,14 +152,14 @@ def test_it_reads_bytes_that_are_not_utf8_in_an_event_as_replacement_characters(
 def test_it_makes_up_no_usage_when_the_server_sends_none(provider: Provider) -> None:
     body = sse(_chunk({"content": "Hi"}, "stop"), "[DONE]")
 
-    chunks = decode(provider.stream_decoder(model="gpt-4o"), body)
+    chunks = decode(provider.stream_decoder(model="gpt-4o", body={}), body)
 
     assert chunks == [_chunk({"content": "Hi"}, "stop")]
 
 
 def test_it_raises_when_the_stream_ends_before_the_answer_finished(provider: Provider) -> None:
     events = cassette(OPENAI, "simple_streaming")[0].response_body.encode().split(b"\n\n")
-    decoder = provider.stream_decoder(model="gpt-4o")
+    decoder = provider.stream_decoder(model="gpt-4o", body={})
     # The role chunk and both pieces of text, then nothing: no finish_reason, no usage.
     decoder.feed(b"\n\n".join(events[:3]) + b"\n\n")
 
@@ -170,7 +170,7 @@ def test_it_raises_when_the_stream_ends_before_the_answer_finished(provider: Pro
 
 
 def test_it_raises_an_error_sent_inside_the_stream(provider: Provider) -> None:
-    decoder = provider.stream_decoder(model="gpt-4o")
+    decoder = provider.stream_decoder(model="gpt-4o", body={})
 
     with pytest.raises(UpstreamError) as raised:
         decoder.feed(b'data: {"error": {"message": "The server had an error", "type": "server_error"}}\n\n')
@@ -192,3 +192,50 @@ def test_it_classifies_error_bodies(provider: Provider, status: int, body: bytes
     error = provider.classify_error(status=status, headers={}, body=body)
 
     assert (error.kind, error.status, error.message) == (kind, status, message)
+
+
+def _events(provider: Provider, body: bytes, *, include_usage: bool) -> list:
+    decoder = provider.stream_decoder(model="gpt-4o", body={"stream_options": {"include_usage": include_usage}})
+    return decoder.feed_events(body) + decoder.finish_events()
+
+
+def test_recorded_chunks_go_on_as_their_own_bytes_when_the_client_asked_for_usage(provider: Provider) -> None:
+    body = cassette(OPENAI, "simple_streaming")[0].response_body.encode()
+    sent = [line + b"\n\n" for line in body.split(b"\n\n") if line.startswith(b"data: {")]
+
+    events = _events(provider, body, include_usage=True)
+
+    assert [encoded for _, encoded in events] == sent
+    assert [json.loads(encoded[6:]) for _, encoded in events[:-1]] == [chunk for chunk, _ in events[:-1]]
+
+
+def test_chunks_lose_the_null_usage_the_client_did_not_ask_for_and_are_encoded_again(provider: Provider) -> None:
+    body = cassette(OPENAI, "simple_streaming")[0].response_body.encode()
+
+    events = _events(provider, body, include_usage=False)
+
+    assert [encoded for _, encoded in events[:-1]] == [None] * (len(events) - 1)
+    assert all("usage" not in chunk for chunk, _ in events[:-1])
+    assert events[-1][0]["usage"]["total_tokens"] == 22 and events[-1][1] is not None
+
+
+def test_a_chunk_that_had_to_change_has_no_bytes_of_its_own(provider: Provider) -> None:
+    usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    # The usage beside choices is taken off its chunk and sent apart, on a chunk made here.
+    body = sse(_chunk({"content": "Hi"}), _chunk({}, "stop", usage=usage), "[DONE]")
+
+    events = _events(provider, body, include_usage=True)
+
+    assert events[0][1] == body.split(b"\n\n")[0] + b"\n\n"
+    assert [encoded for _, encoded in events[1:]] == [None, None]
+
+
+def test_an_event_of_several_data_lines_or_of_bytes_that_are_not_utf8_is_encoded_again(provider: Provider) -> None:
+    body = b'data: {"id": "c1",\ndata: "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": null}]}\n\n'
+    body += b'data: {"id": "c1", "choices": [{"index": 0, "delta": {"content": "caf\xe9"}, "finish_reason": "stop"}]}'
+    body += b"\n\ndata: [DONE]\n\n"
+
+    events = _events(provider, body, include_usage=True)
+
+    assert [chunk["choices"][0]["delta"]["content"] for chunk, _ in events] == ["a", "caf\ufffd"]
+    assert [encoded for _, encoded in events] == [None, None]

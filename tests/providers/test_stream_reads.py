@@ -39,7 +39,7 @@ def open_stream(first: bytes) -> tuple[aiohttp.StreamReader, UpstreamChunkStream
     protocol.connection_made(asyncio.Transport())
     content = aiohttp.StreamReader(protocol, 2**16, loop=loop)
     decoder = OpenAIStreamDecoder()
-    stream = UpstreamChunkStream(Response(content), decoder, decoder.feed(first))
+    stream = UpstreamChunkStream(Response(content), decoder, decoder.feed_events(first))
     waits: list[str] = []
     stream.on_wait = lambda: waits.append("wait")
     return content, stream, waits
