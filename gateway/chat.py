@@ -258,16 +258,22 @@ async def _relay_stream(
     finally:
         if watching is not None:
             watching.cancel()
-        with contextlib.suppress(Exception):
+        # try/except rather than contextlib.suppress on this path: a context manager object and
+        # three calls per stream (~4 k instructions each).
+        try:
             await served.chunks.aclose()
+        except Exception:
+            pass
     # Tokens the client did not wait for were still generated; charge a fair estimate of them.
     call.summary.estimate_usage(prompt_tokens=call.request.prompt_bytes // 4)
     call.cost_micros = _cost(served, call.summary)
     call.response = call.summary.as_completion()
     await _finish(state, call, reservation)
     if not client_left:
-        with contextlib.suppress(OSError):
+        try:
             await send({"type": "http.response.body", "body": held + ending})
+        except OSError:
+            pass
 
 
 async def _finish(state: GatewayState, call: Call, reservation: Reservation | None) -> None:
