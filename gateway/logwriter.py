@@ -71,6 +71,9 @@ class LogWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-log")
         self._connections: list[PipelinedPostgres] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Read once: ``connection.vendor`` goes through three ``__getattr__`` proxies (Django's
+        # and asgiref's), each a formatted AttributeError, at every batch.
+        self._on_postgres = connection.vendor == "postgresql"
 
     async def write(self, row: dict, settlement: Settlement | None = None) -> None:
         """Settles the call (if given) and commits its row; returns once the row is committed,
@@ -187,7 +190,7 @@ class LogWriter:
     async def _landed(self, entries: list, database: _OwnConnection, loop) -> tuple[list[tuple], list]:
         """Of entries whose commit failed, ([(entries, position, None)] of those a commit wrote all
         the same, the others). Only PostgreSQL can lose a commit's reply: SQLite commits here."""
-        if connection.vendor != "postgresql":
+        if not self._on_postgres:
             return [], entries
         postgres = await database.get()
         ids = [row["request_id"] for row, _, _ in entries]
@@ -208,7 +211,7 @@ class LogWriter:
 
     async def _insert(self, rows: list[dict], database: _OwnConnection, loop: asyncio.AbstractEventLoop) -> int:
         """Commits the rows and returns the commit's position."""
-        if connection.vendor != "postgresql":
+        if not self._on_postgres:
             return await loop.run_in_executor(self._executor, _commit, rows)
         postgres = await database.get()
         if len(rows) == 1:
