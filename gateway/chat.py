@@ -236,7 +236,7 @@ async def _relay_stream(
     def watch() -> None:
         nonlocal watching
         if watching is None:
-            watching = asyncio.ensure_future(watch_disconnect())
+            watching = asyncio.create_task(watch_disconnect())
 
     if served.chunks.signals_waits:
         served.chunks.on_wait = watch
