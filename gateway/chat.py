@@ -195,11 +195,20 @@ async def _relay_stream(
     """Sends the upstream's chunks as they come and notices a client that goes away. The call
     is logged (and its settle sent) before the answer's last events, so it is durable once the
     client is done."""
-    await start_event_stream(send, {**call.headers(), **reservation.rate_headers})
     include_usage = call.request.include_usage
     # The events of the read that ended the answer: they go out with the stream's end, once the
     # call is logged (the client waits for that end anyway), in one write instead of two.
     held = b""
+    # The response's head goes out with its first events, in the same turn of the loop, so the
+    # two leave in one write (an answer that is all in at once: head and answer after the log).
+    head: dict[str, str] | None = {**call.headers(), **reservation.rate_headers}
+
+    async def write(body: bytes, *, more: bool) -> None:
+        nonlocal head
+        if head is not None:
+            await start_event_stream(send, head)
+            head = None
+        await send({"type": "http.response.body", "body": body, "more_body": more})
 
     async def pump() -> None:
         nonlocal held
@@ -216,7 +225,7 @@ async def _relay_stream(
             if served.chunks.complete:
                 held += b"".join(events)
             else:
-                await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
+                await write(b"".join(events), more=True)
 
     client_left = False
 
@@ -271,7 +280,7 @@ async def _relay_stream(
     await _finish(state, call, reservation)
     if not client_left:
         try:
-            await send({"type": "http.response.body", "body": held + ending})
+            await write(held + ending, more=False)
         except OSError:
             pass
 

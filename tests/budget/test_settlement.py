@@ -76,12 +76,18 @@ def test_an_upstream_dying_mid_stream_is_settled_at_what_it_sent(start_gateway, 
 
 
 def test_a_bug_of_ours_mid_stream_still_releases_the_reservation(start_gateway, tenant, fake, monkeypatch):
+    """The first event has gone out (the upstream's events come 0.3 s apart) when the relay breaks."""
     gateway = start_gateway(priced_routing(fake))
+    take_chunk = CallSummary.take_chunk
+    taken = []
 
-    def broken(summary, chunk):
-        raise RuntimeError("injected fault")
+    def broken_after_the_first(summary, chunk):
+        taken.append(chunk)
+        if len(taken) > 1:
+            raise RuntimeError("injected fault")
+        take_chunk(summary, chunk)
 
-    monkeypatch.setattr(CallSummary, "take_chunk", broken)
+    monkeypatch.setattr(CallSummary, "take_chunk", broken_after_the_first)
 
     with pytest.raises(aiohttp.ClientPayloadError):
         post_chat(gateway, tenant.secret, chat_body(stream=True))
@@ -89,6 +95,26 @@ def test_a_bug_of_ours_mid_stream_still_releases_the_reservation(start_gateway, 
     wait_until(lambda: RequestLog.objects.exists(), what="the log row")
     row = RequestLog.objects.get()
     assert row.status == 500
+    check_settled_as_logged(gateway, tenant, row)
+
+
+def test_a_bug_of_ours_before_a_stream_sent_anything_is_a_500_in_the_openai_shape(
+        start_gateway, tenant, fake, monkeypatch):
+    """The response's head goes out with the first events: a relay that breaks before them can
+    still answer an error the client can read."""
+    gateway = start_gateway(priced_routing(fake))
+
+    def broken(summary, chunk):
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(CallSummary, "take_chunk", broken)
+
+    status, headers, body = post_chat(gateway, tenant.secret, chat_body(stream=True))
+
+    wait_until(lambda: RequestLog.objects.exists(), what="the log row")
+    row = RequestLog.objects.get()
+    assert (status, body["error"]["code"], row.status) == (500, "internal_error", 500)
+    assert headers["x-nemo-request-id"] == row.request_id
     check_settled_as_logged(gateway, tenant, row)
 
 
