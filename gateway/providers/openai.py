@@ -152,12 +152,12 @@ class OpenAIStreamDecoder(StreamDecoder):
                 raise _stream_error(chunk["error"])
             choices = chunk.get("choices")
             usage = chunk.get("usage")
-            if usage is not None:
+            if usage:
                 del chunk["usage"]
                 # The usage chunk as OpenAI sends it has no choices: then it goes on unchanged.
                 self._usage_event = ({**chunk, "usage": usage, "choices": []}, encoded if choices == [] else None)
                 encoded = None
-            elif "usage" in chunk and not self._include_usage:
+            elif "usage" in chunk and (usage is not None or not self._include_usage):
                 del chunk["usage"]
                 encoded = None
             if not choices:

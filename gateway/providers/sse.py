@@ -23,8 +23,8 @@ class SSEParser:
     def __init__(self) -> None:
         self._buffer = b""
         self._held_cr = b""
-        # Whether an event's data so far was of several lines (``feed_data``): such data cannot
-        # be framed again as one ``data:`` line.
+        # Whether the data of some event so far was of several lines (``feed_data``): such data
+        # cannot be framed again as one ``data:`` line.
         self.joined_lines = False
 
     def feed(self, data: bytes) -> list[SSEEvent]:
@@ -47,8 +47,8 @@ class SSEParser:
         for block in blocks:
             if block.startswith(b"data: ") and block.find(b"\n") < 0:
                 found.append(block[6:])
-            elif (data := self._data_of(block)) is not None:
-                found.append(data)
+            elif (other := self._data_of(block)) is not None:
+                found.append(other)
         return found
 
     def finish_data(self) -> list[bytes]:
