@@ -38,21 +38,24 @@ class SSEParser:
     def feed_data(self, data: bytes) -> list[bytes]:
         """Only the data of each event, as bytes, for a decoder that reads no event names: an
         event of one ``data:`` line (nearly all) is not decoded into text nor made an SSEEvent.
-        A stream without CRs (OpenAI's) is split as it is, and each such event's data taken
-        in place, with no call per event."""
+        What arrived of a stream without CRs (OpenAI's) whose events are all one ``data: `` line
+        each is split in one go, with no call per event."""
         if self._held_cr or data.find(b"\r") >= 0:
             return [found for block in self._blocks(data) if (found := self._data_of(block)) is not None]
-        *blocks, self._buffer = (self._buffer + data).split(b"\n\n")
-        found = []
-        for block in blocks:
-            if block.startswith(b"data: ") and block.find(b"\n") < 0:
-                found.append(block[6:])
-            elif (other := self._data_of(block)) is not None:
-                found.append(other)
-        return found
+        text = self._buffer + data
+        end = text.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = text
+            return []
+        events, self._buffer = text[:end], text[end + 2:]
+        # Every newline is in a separator followed by "data: ": no other line, no empty event.
+        if events.startswith(b"data: ") and events.count(b"\n") == 2 * events.count(b"\n\ndata: "):
+            return events[6:].split(b"\n\ndata: ")
+        return [found for block in events.split(b"\n\n") if (found := self._data_of(block)) is not None]
 
     def finish_data(self) -> list[bytes]:
-        found = self._data_of(self._last_block())
+        # Nearly always the stream ended with its blank line, and nothing is left.
+        found = self._data_of(block) if (block := self._last_block()) else None
         return [] if found is None else [found]
 
     def _data_of(self, block: bytes) -> bytes | None:

@@ -1,3 +1,7 @@
+import random
+
+import pytest
+
 from gateway.providers.sse import SSEEvent, SSEParser
 
 
@@ -71,3 +75,26 @@ def test_it_gives_a_decoder_that_reads_no_event_names_the_data_of_each_event_as_
 
     assert parser.feed_data(body) == [b"first\ncaf\xc3\xa9", b'{"a": 1}']
     assert parser.finish_data() == [b"last"]
+
+
+@pytest.mark.parametrize("body", [
+    b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n',
+    b': keep-alive\n\ndata: {"a": 1}\n\n\n\ndata:{"b": 2}\n\n'
+    b'event: ping\ndata: first\ndata: second\n\ndata:  padded\n\n',
+    b'data: {"a": 1}\n\ndata: {"b"',
+])
+def test_a_stream_without_crs_gives_the_same_data_read_whole_or_in_any_slices(body: bytes) -> None:
+    """Such a stream of one-line ``data: `` events is split in one go; anything else in it (a
+    comment, an empty event, another field, ``data:`` without its space) falls back to reading
+    each event: the data are the same as the general parser's, however the reads are cut."""
+    general = [event.data.encode() for event in SSEParser().feed(body)]
+    rng = random.Random(len(body))
+
+    for _ in range(20):
+        parser, found, start = SSEParser(), [], 0
+        while start < len(body):
+            end = start + rng.randint(1, 40)
+            found += parser.feed_data(body[start:end])
+            start = end
+        assert found == general
+    assert SSEParser().feed_data(body) == general
