@@ -78,16 +78,13 @@ def test_an_upstream_dying_mid_stream_is_settled_at_what_it_sent(start_gateway, 
 def test_a_bug_of_ours_mid_stream_still_releases_the_reservation(start_gateway, tenant, fake, monkeypatch):
     """The first event has gone out (the upstream's events come 0.3 s apart) when the relay breaks."""
     gateway = start_gateway(priced_routing(fake))
-    take_chunk = CallSummary.take_chunk
-    taken = []
 
-    def broken_after_the_first(summary, chunk):
-        taken.append(chunk)
-        if len(taken) > 1:
-            raise RuntimeError("injected fault")
-        take_chunk(summary, chunk)
+    def broken(summary, chunk):
+        raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(CallSummary, "take_chunk", broken_after_the_first)
+    # The first chunk is taken as usual; every one after it breaks.
+    takers = iter([CallSummary.take_chunk])
+    monkeypatch.setattr(CallSummary, "take_chunk", lambda summary, chunk: next(takers, broken)(summary, chunk))
 
     with pytest.raises(aiohttp.ClientPayloadError):
         post_chat(gateway, tenant.secret, chat_body(stream=True))

@@ -275,28 +275,42 @@ def test_the_answers_last_events_reach_the_client_once_the_call_is_logged(gatewa
     assert rest[-1].choices[0].finish_reason == "stop"
 
 
-@pytest.mark.parametrize("include_usage", [True, False])
-def test_a_streamed_chunk_reaches_the_client_as_the_upstream_sent_it(gateway, tenant, fake, include_usage):
-    """The upstream's own bytes go on, not its chunks encoded again (its spacing and its fields
-    are kept); the ``"usage": null`` that the gateway's own request for usage puts on each chunk
-    stays only for a client that asked for usage, as OpenAI would have sent it."""
-    content = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-               "choices": [{"index": 0, "delta": {"content": "Olá"}, "finish_reason": None}], "usage": None,
-               "obfuscation": "x1"}
-    finish = {**content, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-    usage = {**content, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
-    fake.script(Raw(content_type="text/event-stream", body="".join(
-        f"data: {json.dumps(chunk)}\n\n" for chunk in (content, finish, usage)) + "data: [DONE]\n\n"))
+CONTENT_CHUNK = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                 "choices": [{"index": 0, "delta": {"content": "Olá"}, "finish_reason": None}], "usage": None,
+                 "obfuscation": "x1"}
+FINISH_CHUNK = {**CONTENT_CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+USAGE_CHUNK = {**CONTENT_CHUNK, "choices": [],
+               "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
 
+
+def stream_events_through(gateway, tenant, fake, *, include_usage: bool) -> list[str]:
+    """The events the client receives when the upstream sends OpenAI's chunks (``json.dumps``
+    spacing, a ``"usage": null`` on each, a field of its own) as they are written here."""
+    fake.script(Raw(content_type="text/event-stream", body="".join(
+        f"data: {json.dumps(chunk)}\n\n" for chunk in (CONTENT_CHUNK, FINISH_CHUNK, USAGE_CHUNK)) + "data: [DONE]\n\n"))
     response = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {tenant.secret}"},
                           json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True,
                                 "stream_options": {"include_usage": include_usage}})
-    events = [line for line in response.text.split("\n\n") if line]
+    return [event for event in response.text.split("\n\n") if event]
 
-    if include_usage:
-        assert events == [f"data: {json.dumps(chunk)}" for chunk in (content, finish, usage)] + ["data: [DONE]"]
-    else:
-        without_usage = [{k: v for k, v in chunk.items() if k != "usage"} for chunk in (content, finish)]
-        assert [json.loads(event.removeprefix("data: ")) for event in events[:-1]] == without_usage
-        assert events[-1] == "data: [DONE]"
+
+def test_a_streamed_chunk_reaches_the_client_as_the_upstream_sent_it(gateway, tenant, fake):
+    """The upstream's own bytes go on, not its chunks encoded again: its spacing and its fields
+    are kept, and for a client that asked for usage, the ``"usage": null`` on each chunk too, as
+    OpenAI would have sent it."""
+    events = stream_events_through(gateway, tenant, fake, include_usage=True)
+
+    assert events == [f"data: {json.dumps(chunk)}" for chunk in (CONTENT_CHUNK, FINISH_CHUNK, USAGE_CHUNK)] + [
+        "data: [DONE]"]
+    assert RequestLog.objects.get().completion_tokens == 1
+
+
+def test_a_client_that_did_not_ask_for_usage_gets_chunks_without_the_null_usage(gateway, tenant, fake):
+    """The gateway asks every upstream for usage (it settles the bill); the ``"usage": null``
+    that puts on each chunk is taken off for a client that did not ask, with the usage chunk."""
+    events = stream_events_through(gateway, tenant, fake, include_usage=False)
+
+    without_usage = [{k: v for k, v in chunk.items() if k != "usage"} for chunk in (CONTENT_CHUNK, FINISH_CHUNK)]
+    assert [json.loads(event.removeprefix("data: ")) for event in events[:-1]] == without_usage
+    assert events[-1] == "data: [DONE]"
     assert RequestLog.objects.get().completion_tokens == 1
