@@ -41,17 +41,19 @@ class SSEParser:
         What arrived of a stream without CRs (OpenAI's) whose events are all one ``data: `` line
         each is split in one go, with no call per event."""
         if self._held_cr or data.find(b"\r") >= 0:
-            return [found for block in self._blocks(data) if (found := self._data_of(block)) is not None]
-        text = self._buffer + data
-        end = text.rfind(b"\n\n")
-        if end < 0:
-            self._buffer = text
-            return []
-        events, self._buffer = text[:end], text[end + 2:]
-        # Every newline is in a separator followed by "data: ": no other line, no empty event.
-        if events.startswith(b"data: ") and events.count(b"\n") == 2 * events.count(b"\n\ndata: "):
-            return events[6:].split(b"\n\ndata: ")
-        return [found for block in events.split(b"\n\n") if (found := self._data_of(block)) is not None]
+            blocks = self._blocks(data)
+        else:
+            text = self._buffer + data
+            end = text.rfind(b"\n\n")
+            if end < 0:
+                self._buffer = text
+                return []
+            events, self._buffer = text[:end], text[end + 2:]
+            # Every newline is in a separator followed by "data: ": no other line, no empty event.
+            if events.startswith(b"data: ") and events.count(b"\n") == 2 * events.count(b"\n\ndata: "):
+                return events[6:].split(b"\n\ndata: ")
+            blocks = events.split(b"\n\n")
+        return [found for block in blocks if (found := self._data_of(block)) is not None]
 
     def finish_data(self) -> list[bytes]:
         # Nearly always the stream ended with its blank line, and nothing is left.
