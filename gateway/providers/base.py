@@ -130,8 +130,8 @@ class StreamDecoder:
 
 class ChunkStream:
     """The rest of a streamed call: its chunks one by one (``async for``), or as they came, one
-    upstream read's worth at a time (``batches()``; ``events()`` with each chunk's ``Event``), so
-    that a relay can pass on together what arrived together. Either way the chunks are the same.
+    upstream read's worth at a time, each chunk with its ``Event`` (``events()``), so that a relay
+    can pass on together what arrived together. Either way the chunks are the same.
     ``complete`` tells, after a batch, that it held the answer's end (its decoder's
     ``complete``)."""
 
@@ -158,10 +158,6 @@ class ChunkStream:
 
     def events(self) -> AsyncGenerator[list[Event], None]:
         return self._events
-
-    async def batches(self) -> AsyncIterator[list[dict]]:
-        async for events in self._events:
-            yield [chunk for chunk, _ in events]
 
     async def __aiter__(self) -> AsyncIterator[dict]:
         async for events in self._events:

@@ -123,7 +123,7 @@ def _event(n: int, finish_reason: str | None = None) -> bytes:
 
 
 async def test_a_stream_keeps_what_arrived_together_together() -> None:
-    """The relay passes on in one write what one upstream read brought (``batches()``), and a
+    """The relay passes on in one write what one upstream read brought (``events()``), and a
     reader that wants the chunks one by one gets the same chunks."""
 
     async def two_then_one(request: web.Request) -> web.StreamResponse:
@@ -137,7 +137,7 @@ async def test_a_stream_keeps_what_arrived_together_together() -> None:
     async with serving("/v1/chat/completions", two_then_one) as url, aiohttp.ClientSession() as session:
         provider = openai_at(url)
         stream = await provider.stream(session, body=STREAM_BODY, model="m", timeout_s=5)
-        batched = [batch async for batch in stream.batches()]
+        batched = [[chunk for chunk, _ in events] async for events in stream.events()]
         one_by_one = [chunk async for chunk in await provider.stream(session, body=STREAM_BODY, model="m", timeout_s=5)]
 
     texts = [[chunk["choices"][0]["delta"].get("content") for chunk in batch if chunk["choices"]] for batch in batched]
@@ -158,7 +158,7 @@ async def test_aborting_a_stream_ends_the_read_in_progress_at_once() -> None:
 
     async with serving("/v1/chat/completions", one_then_silence) as url, aiohttp.ClientSession() as session:
         stream = await openai_at(url).stream(session, body=STREAM_BODY, model="m", timeout_s=5)
-        batches = stream.batches()
+        batches = stream.events()
         first = await anext(batches)
         waiting = asyncio.ensure_future(anext(batches))
         await asyncio.sleep(0.1)
@@ -166,4 +166,4 @@ async def test_aborting_a_stream_ends_the_read_in_progress_at_once() -> None:
         with pytest.raises(UpstreamError):
             await asyncio.wait_for(waiting, 2)
 
-    assert first[0]["choices"][0]["delta"]["content"] == "part 1"
+    assert first[0][0]["choices"][0]["delta"]["content"] == "part 1"

@@ -29,7 +29,7 @@ class Response:
 
 
 async def read_all(stream: UpstreamChunkStream) -> list[list[dict]]:
-    return [batch async for batch in stream.batches()]
+    return [[chunk for chunk, _ in events] async for events in stream.events()]
 
 
 def open_stream(first: bytes) -> tuple[aiohttp.StreamReader, UpstreamChunkStream, list[str]]:
