@@ -43,6 +43,38 @@ async def test_the_deadline_covers_preparing_the_request() -> None:
     assert (plain.value.kind, streamed.value.kind) == ("timeout", "timeout")
 
 
+async def test_a_cancellation_from_outside_is_not_taken_for_the_deadline() -> None:
+    """A task cancelled while its stream starts (its client left) is cancelled, not timed out."""
+    provider = SlowToPrepare(ProviderConfig(name="slow", type="test"))
+
+    async with aiohttp.ClientSession() as session:
+        starting = asyncio.ensure_future(provider.stream(session, body={}, model="m", timeout_s=5))
+        await asyncio.sleep(0.05)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+
+
+async def test_the_deadline_takes_back_only_its_own_cancellation() -> None:
+    """A task that had been cancelled once before its stream timed out: the timeout is told
+    apart from that cancellation, and the task's count of cancellations is left as it was."""
+    provider = SlowToPrepare(ProviderConfig(name="slow", type="test"))
+
+    async def cancelled_before_starting() -> int:
+        task = asyncio.current_task()
+        task.cancel()
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            pass
+        with pytest.raises(UpstreamError):
+            async with aiohttp.ClientSession() as session:
+                await provider.stream(session, body={}, model="m", timeout_s=0.05)
+        return task.cancelling()
+
+    assert await asyncio.ensure_future(cancelled_before_starting()) == 1
+
+
 @pytest.mark.parametrize(
     ("status", "kind", "retryable", "outcome"),
     [
@@ -167,3 +199,21 @@ async def test_aborting_a_stream_ends_the_read_in_progress_at_once() -> None:
             await asyncio.wait_for(waiting, 2)
 
     assert first[0][0]["choices"][0]["delta"]["content"] == "part 1"
+
+
+async def test_a_stream_that_started_in_time_outlives_its_first_byte_deadline() -> None:
+    """The deadline is for the first byte: a stream whose rest takes longer is read to its end."""
+
+    async def one_then_the_rest_later(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_event(1))
+        await asyncio.sleep(0.3)
+        await response.write(_event(2, "stop") + b"data: [DONE]\n\n")
+        return response
+
+    async with serving("/v1/chat/completions", one_then_the_rest_later) as url, aiohttp.ClientSession() as session:
+        stream = await openai_at(url).stream(session, body=STREAM_BODY, model="m", timeout_s=0.1)
+        chunks = [chunk async for chunk in stream]
+
+    assert [chunk["choices"][0]["delta"].get("content") for chunk in chunks if chunk["choices"]] == ["part 1", "part 2"]
