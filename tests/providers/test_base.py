@@ -63,10 +63,8 @@ async def test_the_deadline_takes_back_only_its_own_cancellation() -> None:
     async def cancelled_before_starting() -> int:
         task = asyncio.current_task()
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(1)
-        except asyncio.CancelledError:
-            pass
         with pytest.raises(UpstreamError):
             async with aiohttp.ClientSession() as session:
                 await provider.stream(session, body={}, model="m", timeout_s=0.05)
