@@ -251,16 +251,13 @@ class Provider:
                     raise UpstreamError("server", "stream closed before any event")
             finally:
                 timed_out = deadline.disarm()
-        except asyncio.CancelledError as exc:
+        except (asyncio.CancelledError, TimeoutError) as exc:
             if resp is not None:
                 resp.close()
-            if not timed_out:
+            # A TimeoutError is aiohttp's own (its connect timeouts); a cancellation only the
+            # deadline's.
+            if isinstance(exc, asyncio.CancelledError) and not timed_out:
                 raise
-            raise UpstreamError("timeout", f"no first byte within {timeout_s}s") from exc
-        except TimeoutError as exc:
-            # aiohttp's own connect timeouts.
-            if resp is not None:
-                resp.close()
             raise UpstreamError("timeout", f"no first byte within {timeout_s}s") from exc
         except aiohttp.ClientError as exc:
             if resp is not None:
