@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+import django.db
+import psycopg
 from django.db import connection, transaction
 
 T = TypeVar("T")
@@ -32,6 +34,11 @@ T = TypeVar("T")
 POSITION_SQL = "pg_current_xact_id()::text"
 # Selected with a row, to tell later which commit wrote it (``row_position``).
 ROW_POSITION_SQL = "xmin::text, pg_snapshot_xmax(pg_current_snapshot())::text"
+
+# The database could not be reached (down, restarting, failed over), as Django and psycopg say
+# it: a call that meets one of these before anything was sent upstream is refused with a 503.
+DATABASE_ERRORS = (django.db.OperationalError, django.db.InterfaceError, psycopg.OperationalError,
+                   psycopg.InterfaceError)
 
 _turns = threading.Lock()
 _commits = 0

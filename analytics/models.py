@@ -33,6 +33,10 @@ class RequestLog(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    overshoot = models.DecimalField(
+        max_digits=18, decimal_places=6, default=0,
+        help_text="What the cost came to above the call's reservation (an upstream that ignored the output cap "
+        "sent with it): charged all the same. Zero for every call the upstream kept within its cap.")
     finish_reason = models.CharField(max_length=40, blank=True, default="")
     tool_calls = models.JSONField(default=list, blank=True)
     tools_offered = models.JSONField(default=list, blank=True)

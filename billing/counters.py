@@ -76,6 +76,7 @@ import asyncio
 import math
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -101,9 +102,20 @@ REAP_BATCH = 500
 # that its call's own late settle is not charged again: far longer than a settle can lag its
 # commit (it is written in the same turn of the worker's loop).
 REAPED_MARK_S = 3600
+# After the store lost its state, how long every admission waits for the live workers to put
+# their calls in flight back (epoch.lua): several heartbeats, for a loaded machine's slack.
+RECOVERY_HOLD_S = 3.0
+# How long a cost settled while its counter was missing waits for that counter's rebuild
+# (ledger.lua's add_settled): far longer than a rebuild's read of the ledger takes.
+PENDING_S = 600
+# How often a worker's heartbeat (``keepalive``) looks for a lost store.
+KEEPALIVE_S = 0.5
 
 BudgetParam = Literal["key", "team", "org", "credits"]
-AdmitStatus = Literal["ok", "budget", "rate_limited", "missing"]
+AdmitStatus = Literal["ok", "budget", "rate_limited", "missing", "hold"]
+# (reservation id, real cost, real tokens, the reservation's bucket names): what ``settle_many``
+# takes for each call. The names let a call whose reservation was lost still be charged.
+Settle = tuple[str, int, int, Sequence[str]]
 RateLimited = Literal["requests", "tokens", "parallel"]
 
 
@@ -163,7 +175,7 @@ class Admission:
     remaining: int | None = None
     # status == "missing": counters to rebuild from the ledger (``seed``) before admitting again.
     missing: list[str] = field(default_factory=list)
-    # status == "rate_limited"
+    # status == "rate_limited", or "hold" (the store is being recovered, see epoch.lua)
     which: RateLimited | None = None
     retry_after: float | None = None
     # status == "ok" and a chain was passed: its check, made right after the reservation.
@@ -188,34 +200,40 @@ class CounterStore(abc.ABC):
         ttl_s: float,
         chain: Sequence[str] = (),
         probe_lease_s: float = 30.0,
+        trail: dict | None = None,
     ) -> Admission:
         """Check the rate limits and reserve ``amount`` in every bucket, or change nothing.
 
-        The reservation lives until ``settle`` or, past ``now + ttl_s``, until ``reap``. With a
-        ``chain``, an admitted call also gets its ``check_chain`` in the same round trip (and a
-        refused one takes no probe)."""
+        The reservation lives until ``settle`` or, past its deadline, until ``reap``; its deadline
+        is ``now + ttl_s``, pushed back by every ``keepalive`` of this store while it is open, so
+        only a dead worker's calls reach it. With a ``chain``, an admitted call also gets its
+        ``check_chain`` in the same round trip (and a refused one takes no probe). ``trail``:
+        what the reaper needs to log the call should its worker die (``trails``).
+
+        After the store lost its state (a flush, a restart), the first admission or heartbeat
+        that notices puts this worker's calls in flight back; admissions answer ``hold`` (retry
+        after ``retry_after`` seconds) while the other workers put back theirs (epoch.lua)."""
 
     @abc.abstractmethod
     async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int,
-                     position: int | None = None) -> bool:
-        """Replace the reservation by the real cost and token count. False, and nothing changed,
-        when the reservation is unknown: already settled, reaped at cost 0, or lost with Redis.
-        The gateway settles each call once, so there False means reaped or lost: ``charge`` the
-        cost then. True, and nothing changed, when the reaper settled it from its log row
-        already (``reap_settled``).
-        ``position``: the commit that wrote the call's log row (see the module doc)."""
+                     position: int | None = None, names: Sequence[str] = ()) -> bool:
+        """``settle_many`` for one call."""
 
     @abc.abstractmethod
-    def settle_many(self, settlements: Sequence[tuple[str, int, int]], position: int | None = None
-                    ) -> Awaitable[list[bool]]:
-        """``settle`` for each (reservation id, actual cost, actual tokens), in one step. The
-        store has it before this returns (on Redis: written to the connection); awaiting the
-        result waits for the answer."""
+    def settle_many(self, settlements: Sequence[Settle], position: int | None = None, *,
+                    charge_missing: bool = True) -> Awaitable[list[bool]]:
+        """Replace each reservation by its call's real cost and token count, all in one step, and
+        say for each whether its cost is accounted for. ``position``: the commit that wrote the
+        calls' log rows (see the module doc).
 
-    @abc.abstractmethod
-    async def charge(self, *, names: Sequence[str], amount: int, position: int | None = None) -> None:
-        """Add a settled cost whose reservation is gone to those counters that exist, but for
-        those rebuilt from a ledger that already held its row (committed at ``position``)."""
+        True: settled now; or settled by the reaper from its log row already (``reap_settled``:
+        nothing changes); or its reservation was gone (lost with the store) and, with
+        ``charge_missing``, its cost went to the counters of the buckets named, but for those
+        rebuilt from a ledger that held its row. False: its reservation was gone and nothing
+        was charged. A settle tried again after its reply was lost passes
+        ``charge_missing=False``: the first may have taken.
+        The store has the settle before this returns (on Redis: written to the connection), and
+        forgets the calls as in flight; awaiting the result waits for the answer."""
 
     @abc.abstractmethod
     async def reap(self, *, now: float) -> list[str]:
@@ -227,11 +245,25 @@ class CounterStore(abc.ABC):
         """The reservations past their deadline (``reap`` would release them)."""
 
     @abc.abstractmethod
+    async def trails(self, reservation_ids: Sequence[str]) -> dict[str, dict]:
+        """The ``trail`` each of these reservations was admitted with, for those that are still
+        there and have one."""
+
+    @abc.abstractmethod
     async def reap_settled(self, settlements: Sequence[tuple[str, int, int]], position: int | None) -> list[bool]:
         """Settle reservations past their deadline whose calls' log rows are in the ledger
         (committed at ``position``), with their real costs, as ``settle_many`` would (False: gone
         already). Their calls' own settle, should it still come, then reports each settled (True)
         and so is not charged again (``billing.reservations.settle``)."""
+
+    @abc.abstractmethod
+    async def keepalive(self, *, now: float) -> None:
+        """This worker's heartbeat, every ``KEEPALIVE_S``: notices a store that lost its state
+        and puts this worker's calls in flight back, and pushes back their deadlines."""
+
+    @abc.abstractmethod
+    def open_reservations(self) -> list[str]:
+        """The reservations this store (this worker) made and has not settled yet."""
 
     @abc.abstractmethod
     async def seed(self, name: str, value: int, *, ttl_s: float | None = None, snapshot: str | None = None) -> bool:
@@ -300,10 +332,11 @@ class CounterStore(abc.ABC):
     async def close(self) -> None: ...
 
 
-def counter_store_from_url(url: str | None, *, prefix: str = "nemo:") -> CounterStore:
+def counter_store_from_url(url: str | None, *, prefix: str = "nemo:",
+                           recovery_hold_s: float = RECOVERY_HOLD_S) -> CounterStore:
     """Redis when a URL is configured, otherwise the in-process store (one worker only)."""
     if url:
-        return RedisCounterStore(url, prefix=prefix)
+        return RedisCounterStore(url, prefix=prefix, recovery_hold_s=recovery_hold_s)
     return MemoryCounterStore()
 
 
@@ -352,6 +385,31 @@ class _Reservation:
     tokens: int
     token_interval: float | None
     deadline: float
+    amounts: dict[str, int] = field(default_factory=dict)
+    trail: dict | None = None
+
+
+@dataclass(slots=True)
+class _Held:
+    """A reservation as the worker that made it remembers it, in Redis's terms (``_Open``)."""
+
+    record: bytes
+    buckets: tuple[tuple[str, int], ...]
+    parallel_key: str
+    ttl_s: float
+    deadline: float
+    renew_at: float
+
+
+@dataclass(slots=True)
+class _Open:
+    """A reservation as its worker remembers it, to put it back should the store lose it and to
+    push back its deadline while the call runs."""
+
+    reservation: _Reservation
+    ttl_s: float
+    renew_at: float
+    parallel: bool = False
 
 
 @dataclass(slots=True)
@@ -392,18 +450,31 @@ def _gcra(tat: float | None, limit: int, cost: int, now: float) -> _Window:
 
 class MemoryCounterStore(CounterStore):
     """The embedded store: plain dicts in one process. No method awaits part-way, so each is
-    atomic under asyncio; the lock covers callers on other threads (Django's sync views)."""
+    atomic under asyncio; the lock covers callers on other threads (Django's sync views).
 
-    def __init__(self) -> None:
+    ``clear`` loses the store's state as a flush loses Redis's; what a worker knows of its own
+    calls in flight (``_open``, ``_seen_epoch``) is the worker's, not the store's, and survives
+    it, so recovery follows the same steps as on Redis (epoch.lua)."""
+
+    def __init__(self, *, recovery_hold_s: float = 0.0) -> None:
+        # One process holds every call in flight, and puts them back before it admits again:
+        # there is no other worker to wait for (``recovery_hold_s`` is for the contract tests).
         self._lock = threading.Lock()
+        self._recovery_hold_s = recovery_hold_s
+        self._open: dict[str, _Open] = {}
+        self._seen_epoch = ""
         self._reset()
 
     def _reset(self) -> None:
+        self._epoch: str | None = None
+        self._hold_until = 0.0
         self._settled: dict[str, int] = {}
         # Expiry of seeded counters and cache entries runs on the monotonic clock, like Redis TTLs.
         self._settled_expires: dict[str, float] = {}
         # The snapshot each counter was rebuilt at (analytics.ledger).
         self._snapshots: dict[str, str] = {}
+        # Costs settled while their counter was missing, for its rebuild: (position, cost, until).
+        self._pending: dict[str, list[tuple[int, int, float]]] = {}
         self._reserved: dict[str, dict[str, int]] = {}
         self._reservations: dict[str, _Reservation] = {}
         # Reservations the reaper settled from their log rows, until when (reap_settled).
@@ -424,11 +495,46 @@ class MemoryCounterStore(CounterStore):
 
     def _add_settled(self, name: str, cost: int, position: int | None) -> None:
         """See ledger.lua."""
-        if cost and self._settled_value(name) is not None and not seen(self._snapshots.get(name), position):
-            self._settled[name] += cost
+        if not cost:
+            return
+        if self._settled_value(name) is not None:
+            if not seen(self._snapshots.get(name), position):
+                self._settled[name] += cost
+        elif position is not None:
+            self._pending.setdefault(name, []).append((position, cost, time.monotonic() + PENDING_S))
 
     def _reserved_sum(self, name: str) -> int:
         return sum(self._reserved.get(name, {}).values())
+
+    def _lost(self, fresh: str) -> bool:
+        """See epoch.lua: whether this worker must put its calls in flight back first."""
+        if self._epoch is None:
+            self._epoch = fresh
+            if not self._seen_epoch:
+                self._seen_epoch = fresh
+                return False
+            self._hold_until = time.monotonic() + self._recovery_hold_s
+        elif not self._seen_epoch:
+            self._seen_epoch = self._epoch
+            return False
+        elif self._epoch == self._seen_epoch:
+            return False
+        elif self._hold_until <= time.monotonic():
+            self._hold_until = time.monotonic() + self._recovery_hold_s
+        self._restore()
+        self._seen_epoch = self._epoch
+        return True
+
+    def _restore(self) -> None:
+        """See restore.lua."""
+        for reservation_id, opened in self._open.items():
+            if reservation_id in self._reservations or reservation_id in self._reaped:
+                continue
+            self._reservations[reservation_id] = replace(opened.reservation)
+            for name, amount in opened.reservation.amounts.items():
+                self._reserved.setdefault(name, {}).setdefault(reservation_id, amount)
+            if opened.parallel:
+                self._in_flight.setdefault(opened.reservation.rate_key, set()).add(reservation_id)
 
     async def admit(
         self,
@@ -440,9 +546,14 @@ class MemoryCounterStore(CounterStore):
         ttl_s: float,
         chain: Sequence[str] = (),
         probe_lease_s: float = 30.0,
+        trail: dict | None = None,
     ) -> Admission:
         _check_admit(reservation_id, buckets, rate)
         with self._lock:
+            self._lost(reservation_id)
+            hold = self._hold_until - time.monotonic()
+            if hold > 0:
+                return Admission("hold", retry_after=hold)
             requests = tokens = None
             if rate is not None and rate.rpm is not None:
                 requests = _gcra(self._tat.get((rate.key, "req")), rate.rpm, 1, now)
@@ -456,7 +567,8 @@ class MemoryCounterStore(CounterStore):
                 tokens=tokens.state(moved=False) if tokens else None,
             )
             if reservation_id in self._reservations:
-                raise ValueError(f"reservation {reservation_id!r} already exists")
+                # This very admission, tried again: it is in already.
+                return replace(shown, chain=self._skip(chain, now, probe_lease_s, cooldowns=True) if chain else None)
             if requests and not requests.ok:
                 return replace(shown, status="rate_limited", which="requests", retry_after=requests.retry_after)
             if tokens and not tokens.ok:
@@ -483,13 +595,17 @@ class MemoryCounterStore(CounterStore):
                     self._tat[(rate.key, "tok")] = tokens.after
                 if rate.max_parallel is not None:
                     self._in_flight.setdefault(rate.key, set()).add(reservation_id)
-            self._reservations[reservation_id] = _Reservation(
+            reservation = self._reservations[reservation_id] = _Reservation(
                 buckets=[bucket.name for bucket in buckets],
                 rate_key=rate.key if rate else None,
                 tokens=rate.tokens if rate else 0,
                 token_interval=WINDOW_S / rate.tpm if rate and rate.tpm else None,
                 deadline=now + ttl_s,
+                amounts={bucket.name: bucket.amount for bucket in buckets},
+                trail=trail,
             )
+            self._open[reservation_id] = _Open(replace(reservation), ttl_s, now + ttl_s / 3,
+                                               parallel=bool(rate and rate.max_parallel is not None))
             return replace(
                 shown,
                 requests=requests.state(moved=True) if requests else None,
@@ -513,32 +629,35 @@ class MemoryCounterStore(CounterStore):
                 self._tat[token_key] += (tokens - reservation.tokens) * reservation.token_interval
 
     async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int,
-                     position: int | None = None) -> bool:
-        return self._settle(reservation_id, actual_cost, actual_tokens, position)
+                     position: int | None = None, names: Sequence[str] = ()) -> bool:
+        return (await self.settle_many([(reservation_id, actual_cost, actual_tokens, names)], position))[0]
 
-    def _settle(self, reservation_id: str, actual_cost: int, actual_tokens: int, position: int | None) -> bool:
+    def _settle(self, settlement: Settle, position: int | None, charge_missing: bool) -> bool:
+        """See settle.lua."""
+        reservation_id, actual_cost, actual_tokens, names = settlement
         _check_money(actual_cost, "actual_cost")
-        with self._lock:
-            if reservation_id not in self._reservations:
-                return self._reaped.get(reservation_id, 0) > time.monotonic()
+        self._open.pop(reservation_id, None)
+        if reservation_id in self._reservations:
             self._release(reservation_id, actual_cost, actual_tokens, position)
             return True
+        if self._reaped.get(reservation_id, 0) > time.monotonic():
+            return True
+        if not charge_missing or not names:
+            return False
+        for name in names:
+            self._add_settled(name, actual_cost, position)
+        return True
 
-    def settle_many(self, settlements: Sequence[tuple[str, int, int]], position: int | None = None
-                    ) -> Awaitable[list[bool]]:
+    def settle_many(self, settlements: Sequence[Settle], position: int | None = None, *,
+                    charge_missing: bool = True) -> Awaitable[list[bool]]:
         """Settled before this returns, like Redis's (its answer is ready at once)."""
         answer = asyncio.get_running_loop().create_future()
         try:
-            answer.set_result([self._settle(rid, cost, tokens, position) for rid, cost, tokens in settlements])
+            with self._lock:
+                answer.set_result([self._settle(settlement, position, charge_missing) for settlement in settlements])
         except Exception as error:  # noqa: BLE001 - given to whoever awaits the answer, as Redis's would be
             answer.set_exception(error)
         return answer
-
-    async def charge(self, *, names: Sequence[str], amount: int, position: int | None = None) -> None:
-        _check_money(amount, "amount")
-        with self._lock:
-            for name in names:
-                self._add_settled(name, amount, position)
 
     async def reap(self, *, now: float) -> list[str]:
         with self._lock:
@@ -554,6 +673,12 @@ class MemoryCounterStore(CounterStore):
     def _due(self, now: float) -> list[str]:
         return [rid for rid, reservation in self._reservations.items() if reservation.deadline <= now]
 
+    async def trails(self, reservation_ids: Sequence[str]) -> dict[str, dict]:
+        with self._lock:
+            found = {rid: self._reservations.get(rid) for rid in reservation_ids}
+            return {rid: dict(reservation.trail) for rid, reservation in found.items()
+                    if reservation is not None and reservation.trail}
+
     async def reap_settled(self, settlements: Sequence[tuple[str, int, int]], position: int | None) -> list[bool]:
         done = []
         with self._lock:
@@ -567,14 +692,30 @@ class MemoryCounterStore(CounterStore):
                     self._reaped[rid] = now + REAPED_MARK_S
             return done
 
+    async def keepalive(self, *, now: float) -> None:
+        with self._lock:
+            if self._lost(f"keepalive-{uuid.uuid4().hex}"):
+                return
+            for reservation_id, opened in self._open.items():
+                reservation = self._reservations.get(reservation_id)
+                if opened.renew_at <= now and reservation is not None:
+                    reservation.deadline = opened.reservation.deadline = now + opened.ttl_s
+                    opened.renew_at = now + opened.ttl_s / 3
+
+    def open_reservations(self) -> list[str]:
+        return list(self._open)
+
     async def seed(self, name: str, value: int, *, ttl_s: float | None = None, snapshot: str | None = None) -> bool:
         _check_money(value, "value")
         with self._lock:
             if self._settled_value(name) is not None:
                 return False
-            self._settled[name] = value
+            now = time.monotonic()
+            waiting = [cost for position, cost, until in self._pending.pop(name, [])
+                       if until > now and not seen(snapshot, position)]
+            self._settled[name] = value + sum(waiting)
             if ttl_s is not None:
-                self._settled_expires[name] = time.monotonic() + ttl_s
+                self._settled_expires[name] = now + ttl_s
             if snapshot:
                 self._snapshots[name] = snapshot
             else:
@@ -696,12 +837,15 @@ def _lua(*names: str) -> str:
     return "\n".join((_LUA_DIR / f"{name}.lua").read_text() for name in names)
 
 
-_ADMIT = Script(_lua("chain", "admit"))
+_ADMIT = Script(_lua("chain", "epoch", "admit"))
+# Where admit.lua takes the epoch its worker last saw.
+_EPOCH_ARG = 9
+_KEEPALIVE = Script(_lua("epoch", "keepalive"))
+_RESTORE = Script(_lua("restore"))
 _SETTLE = Script(_lua("ledger", "release", "settle"))
 _REAP = Script(_lua("ledger", "release", "reap"))
 _REAP_SETTLED = Script(_lua("ledger", "release", "reap_settled"))
-_CHARGE = Script(_lua("ledger", "charge"))
-_SEED = Script(_lua("seed"))
+_SEED = Script(_lua("ledger", "seed"))
 _UNAVAILABLE = Script(_lua("chain", "unavailable"))
 _BREAKER_RECORD = Script(_lua("breaker_record"))
 _LATENCY = Script(_lua("latency"))
@@ -732,6 +876,8 @@ class _KeyNames:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.deadlines = self.key("deadlines")
+        self.epoch = self.key("epoch")
+        self.hold = self.key("hold")
         self._rates: dict[str, tuple[str, ...]] = {}
         self._buckets: dict[str, tuple[str, ...]] = {}
         self._chains: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -773,13 +919,21 @@ class _KeyNames:
 
 class RedisCounterStore(CounterStore):
     """The shared store. ``prefix`` namespaces every key, so tests (or two deployments) can share
-    one Redis and ``clear`` only their own keys."""
+    one Redis and ``clear`` only their own keys.
 
-    def __init__(self, url: str, *, prefix: str = "nemo:") -> None:
+    Each worker's store also remembers the reservations it made and has not settled (``_open``):
+    to push back their deadlines while their calls run, and to put them back should Redis lose
+    them (epoch.lua)."""
+
+    def __init__(self, url: str, *, prefix: str = "nemo:", recovery_hold_s: float = RECOVERY_HOLD_S) -> None:
         # One pipelined connection per worker (billing/pipelined.py says why).
         self._redis = PipelinedRedis(url)
         self._prefix = prefix
         self._names = _KeyNames(prefix)
+        self._hold_ms = max(1, round(recovery_hold_s * 1000))
+        self._open: dict[str, _Held] = {}
+        # The store's epoch as this worker last saw it (b"": none yet).
+        self._epoch = b""
 
     def _key(self, *parts: str) -> str:
         return self._names.key(*parts)
@@ -794,12 +948,14 @@ class RedisCounterStore(CounterStore):
         ttl_s: float,
         chain: Sequence[str] = (),
         probe_lease_s: float = 30.0,
+        trail: dict | None = None,
     ) -> Admission:
         _check_admit(reservation_id, buckets, rate)
         # The hot path's one round trip: key names are built once per worker (_names), and
         # everything below is list building and number formatting.
-        keys = [self._key("res", reservation_id), self._names.deadlines,
-                *self._names.rate(rate.key if rate else "")]
+        rate_keys = self._names.rate(rate.key if rate else "")
+        keys = [self._key("res", reservation_id), self._names.deadlines, self._names.epoch, self._names.hold,
+                *rate_keys]
         record: dict[str, object] = {"b": [bucket.name for bucket in buckets]}
         limits = ["", "", "", "0"]
         if rate is not None:
@@ -808,7 +964,13 @@ class RedisCounterStore(CounterStore):
                 record["ti"] = WINDOW_S / rate.tpm
             limits = [str(x) if x is not None else "" for x in (rate.rpm, rate.tpm, rate.max_parallel)]
             limits.append(str(rate.tokens))
-        args = [reservation_id, repr(now), repr(now + ttl_s), orjson.dumps(record), *limits, len(buckets)]
+        if trail is not None:
+            record["c"] = trail
+        packed = orjson.dumps(record)
+        deadline = now + ttl_s
+        # The epoch this worker saw goes at EPOCH_ARG; the call's own id stands for a new epoch.
+        args = [reservation_id, repr(now), repr(deadline), packed, *limits, len(buckets), self._epoch,
+                reservation_id, self._hold_ms]
         for bucket in buckets:
             keys += self._names.bucket(bucket.name)
             args += (bucket.limit, bucket.amount)
@@ -817,44 +979,85 @@ class RedisCounterStore(CounterStore):
             args += (repr(probe_lease_s), *chain)
 
         reply = await self._redis.evalsha(_ADMIT, keys, args)
+        if reply[0] == b"lost":
+            # Redis lost its state: this worker's calls in flight go back before it admits more.
+            await self._restore(reply[7])
+            args[_EPOCH_ARG] = self._epoch
+            reply = await self._redis.evalsha(_ADMIT, keys, args)
         status = reply[0]
-        requests, tokens = _window(*reply[1:4]), _window(*reply[4:7])
         if status == b"ok":
-            return Admission("ok", requests=requests, tokens=tokens, chain=_chain_check(reply[7:9]) if chain else None)
-        shown = Admission("ok", requests=requests, tokens=tokens)
+            if reply[7] != self._epoch:
+                self._epoch = reply[7]
+            parallel = rate_keys[2] if rate is not None and rate.max_parallel is not None else ""
+            self._open[reservation_id] = _Held(packed, tuple((b.name, b.amount) for b in buckets), parallel,
+                                               ttl_s, deadline, now + ttl_s / 3)
+            return Admission("ok", requests=_window(*reply[1:4]), tokens=_window(*reply[4:7]),
+                             chain=_chain_check(reply[8:10]) if chain else None)
+        if status in (b"hold", b"lost"):
+            return Admission("hold", retry_after=int(reply[7]) / 1000 if status == b"hold" else self._hold_ms / 1000)
+        shown = Admission("ok", requests=_window(*reply[1:4]), tokens=_window(*reply[4:7]))
         rest = reply[7:]
         if status == b"rate_limited":
             return replace(shown, status="rate_limited", which=cast(RateLimited, rest[0].decode()),
                            retry_after=float(rest[1]))
         if status == b"missing":
             return replace(shown, status="missing", missing=[buckets[int(i) - 1].name for i in rest])
-        if status == b"budget":
-            return _budget_refusal(shown, buckets[int(rest[0]) - 1], int(rest[1]) + int(rest[2]))
-        raise ValueError(f"reservation {reservation_id!r} already exists")
+        return _budget_refusal(shown, buckets[int(rest[0]) - 1], int(rest[1]) + int(rest[2]))
+
+    async def _restore(self, epoch: bytes) -> None:
+        """Puts this worker's calls in flight back into a store that lost them (restore.lua)."""
+        args: list = [self._prefix]
+        for reservation_id, held in self._open.items():
+            args += (reservation_id, repr(held.deadline), held.record, held.parallel_key, len(held.buckets))
+            for name, amount in held.buckets:
+                args += (name, amount)
+        if len(args) > 1:
+            await self._redis.evalsha(_RESTORE, [self._names.deadlines], args)
+        self._epoch = epoch
+
+    async def keepalive(self, *, now: float) -> None:
+        renewals: list = []
+        for reservation_id, held in self._open.items():
+            if held.renew_at <= now:
+                held.deadline, held.renew_at = now + held.ttl_s, now + held.ttl_s / 3
+                renewals += (repr(held.deadline), reservation_id)
+        keys = [self._names.epoch, self._names.hold, self._names.deadlines]
+        status, epoch = await self._redis.evalsha(_KEEPALIVE, keys,
+                                                  [self._epoch, uuid.uuid4().hex, self._hold_ms, *renewals])
+        if status == b"lost":
+            await self._restore(epoch)
+        else:
+            self._epoch = epoch
+
+    def open_reservations(self) -> list[str]:
+        return list(self._open)
 
     async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int,
-                     position: int | None = None) -> bool:
-        return (await self.settle_many([(reservation_id, actual_cost, actual_tokens)], position))[0]
+                     position: int | None = None, names: Sequence[str] = ()) -> bool:
+        return (await self.settle_many([(reservation_id, actual_cost, actual_tokens, names)], position))[0]
 
-    def settle_many(self, settlements: Sequence[tuple[str, int, int]], position: int | None = None
-                    ) -> Awaitable[list[bool]]:
+    def settle_many(self, settlements: Sequence[Settle], position: int | None = None, *,
+                    charge_missing: bool = True) -> Awaitable[list[bool]]:
         """One script call for the whole batch (settle.lua), written before this returns (see
         ``PipelinedRedis.evalsha``): the log writer sends it and answers its callers."""
-        args: list = [self._prefix, "" if position is None else position]
-        for rid, cost, tokens in settlements:
+        args: list = [self._prefix, "" if position is None else position, "1" if charge_missing else "0"]
+        for rid, cost, tokens, names in settlements:
             _check_money(cost, "actual_cost")
-            args += (rid, cost, tokens)
+            self._open.pop(rid, None)
+            args += (rid, cost, tokens, len(names), *names)
         return _settled(self._redis.evalsha(_SETTLE, [self._names.deadlines], args) if settlements else None)
-
-    async def charge(self, *, names: Sequence[str], amount: int, position: int | None = None) -> None:
-        _check_money(amount, "amount")
-        if names and amount:
-            keys = [self._key("s", name) for name in names] + [self._key("sx", name) for name in names]
-            await self._redis.evalsha(_CHARGE, keys=keys, args=[str(amount), "" if position is None else position])
 
     async def due(self, *, now: float) -> list[str]:
         return [rid.decode() for rid in await self._redis.execute("ZRANGEBYSCORE", self._names.deadlines, "-inf",
                                                                   repr(now))]
+
+    async def trails(self, reservation_ids: Sequence[str]) -> dict[str, dict]:
+        if not reservation_ids:
+            return {}
+        records = await self._redis.execute("MGET", *(self._key("res", rid) for rid in reservation_ids))
+        found = {rid: orjson.loads(record).get("c") for rid, record in zip(reservation_ids, records, strict=True)
+                 if record is not None}
+        return {rid: trail for rid, trail in found.items() if trail}
 
     async def reap_settled(self, settlements: Sequence[tuple[str, int, int]], position: int | None) -> list[bool]:
         args: list = [self._prefix, "" if position is None else position, REAPED_MARK_S]
@@ -877,7 +1080,7 @@ class RedisCounterStore(CounterStore):
     async def seed(self, name: str, value: int, *, ttl_s: float | None = None, snapshot: str | None = None) -> bool:
         _check_money(value, "value")
         expiry = "" if ttl_s is None else math.ceil(ttl_s * 1000)
-        keys = [self._key("s", name), self._key("sx", name)]
+        keys = [self._key("s", name), self._key("sx", name), self._key("pc", name)]
         return await self._redis.evalsha(_SEED, keys, [value, expiry, snapshot or ""]) == 1
 
     async def read(self, names: Sequence[str]) -> dict[str, int | None]:
@@ -966,5 +1169,5 @@ class RedisCounterStore(CounterStore):
 
 
 async def _settled(replies: Awaitable[list[int]] | None) -> list[bool]:
-    """1: settled now; 2: settled by the reaper already (settle.lua); 0: no such reservation."""
+    """1: settled now; 2: settled by the reaper already; 3: gone, and charged (settle.lua); 0: gone."""
     return [reply != 0 for reply in await replies] if replies is not None else []

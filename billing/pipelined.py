@@ -11,9 +11,12 @@ the loop's next turn, a millisecond under load.) Encoding and parsing are hiredi
 (``pack_command`` and ``Reader``), the same parser redis-py uses.
 
 The connection is opened on first use and again after it is lost: the calls in flight when it
-breaks fail with ``ConnectionError`` (the gateway answers 500 and still logs them), later calls
-reconnect. Only what the counter store needs is here: commands, scripts by SHA with a fallback to
-the source, and MULTI/EXEC batches. Pub/sub stays on redis-py (``gateway/state.py``).
+breaks fail with ``ConnectionError``, later calls reconnect. A server that stops answering (a
+frozen process, a network gone quiet) is a lost connection too: replies come in order, so once
+the oldest waits longer than ``REPLY_TIMEOUT_S`` the connection is closed and every caller on
+it fails, rather than waiting forever; connecting gives up after ``CONNECT_TIMEOUT_S``. Only
+what the counter store needs is here: commands, scripts by SHA with a fallback to the source,
+and MULTI/EXEC batches. Pub/sub stays on redis-py (``gateway/state.py``).
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ import asyncio
 import collections
 import hashlib
 import ssl
+import time
 from collections.abc import Awaitable, Sequence
 
 import hiredis
 from redis.connection import parse_url
 
 Arg = str | bytes | int | float
+
+# Every command here is a key lookup or a short script: a reply this late means the server or
+# the network is gone.
+REPLY_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 3.0
 
 
 class RedisReplyError(Exception):
@@ -47,12 +56,13 @@ class Script:
 class _Waiter:
     """A caller waiting for ``count`` replies; one reply is passed on bare, several as a list."""
 
-    __slots__ = ("future", "count", "replies")
+    __slots__ = ("future", "count", "replies", "sent")
 
     def __init__(self, future: asyncio.Future, count: int) -> None:
         self.future = future
         self.count = count
         self.replies: list = []
+        self.sent = time.monotonic()
 
 
 class _Protocol(asyncio.Protocol):
@@ -62,9 +72,27 @@ class _Protocol(asyncio.Protocol):
         self.waiters: collections.deque[_Waiter] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.timed_out = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+
+    def watch(self) -> None:
+        """Arms the check of the oldest reply, unless it is armed."""
+        if self.watchdog is None:
+            self.watchdog = asyncio.get_running_loop().call_later(REPLY_TIMEOUT_S, self._check_replies)
+
+    def _check_replies(self) -> None:
+        self.watchdog = None
+        if not self.waiters:
+            return
+        late = time.monotonic() - self.waiters[0].sent
+        if late < REPLY_TIMEOUT_S:
+            self.watchdog = asyncio.get_running_loop().call_later(REPLY_TIMEOUT_S - late, self._check_replies)
+            return
+        self.timed_out = True
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -80,7 +108,10 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._lost(self)
-        error = ConnectionError(f"Redis connection lost: {exc or 'closed by the server'}")
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        why = f"no reply in {REPLY_TIMEOUT_S:g} s" if self.timed_out else exc or "closed by the server"
+        error = ConnectionError(f"Redis connection lost: {why}")
         while self.waiters:
             future = self.waiters.popleft().future
             if not future.done():
@@ -125,10 +156,11 @@ class PipelinedRedis:
     async def _connect(self) -> _Protocol:
         loop = self._loop = asyncio.get_running_loop()
         if self._path:
-            _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), self._path)
+            opening = loop.create_unix_connection(lambda: _Protocol(self), self._path)
         else:
             context = ssl.create_default_context() if self._tls else None
-            _, protocol = await loop.create_connection(lambda: _Protocol(self), self._host, self._port, ssl=context)
+            opening = loop.create_connection(lambda: _Protocol(self), self._host, self._port, ssl=context)
+        _, protocol = await asyncio.wait_for(opening, CONNECT_TIMEOUT_S)
         try:
             for command in self._setup:
                 await self._send(protocol, [hiredis.pack_command(command)])
@@ -150,6 +182,7 @@ class PipelinedRedis:
             raise ConnectionError("Redis connection lost: closing")
         future = self._loop.create_future()
         protocol.waiters.append(_Waiter(future, len(packed)))
+        protocol.watch()
         protocol.transport.write(packed[0] if len(packed) == 1 else b"".join(packed))
         return future
 

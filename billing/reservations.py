@@ -11,22 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import weakref
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
-from analytics.ledger import read_with_snapshot
+from analytics.ledger import DATABASE_ERRORS, read_with_snapshot
 from billing.counters import Bucket, ChainCheck, CounterStore, RateCheck
 from billing.money import from_micros, to_micros
 from billing.periods import period_end, period_name, period_start
 from gateway.db import db_read
-from gateway.errors import budget_exceeded, rate_limited
+from gateway.errors import budget_exceeded, rate_limited, service_unavailable
 from gateway.singleflight import shared_run
 
-RESERVATION_TTL_S = 15 * 60
+# A reservation's deadline, pushed back every RESERVATION_TTL_S / 3 by its worker's heartbeat
+# while the call runs (CounterStore.keepalive): only a dead worker's calls reach it.
+RESERVATION_TTL_S = 120
 MAX_SEED_ROUNDS = 3
+# Through an outage of the counter store, an admission is tried again for this long, from
+# STORE_RETRY_S apart up to MAX_STORE_RETRY_S apart.
+STORE_WAIT_S = 5.0
+STORE_RETRY_S = 0.05
+MAX_STORE_RETRY_S = 0.5
+# Redis gone (refused, reset, timed out) as the pipelined client reports it.
+STORE_ERRORS = (ConnectionError, OSError, asyncio.TimeoutError)
 # A counter rebuilt from the ledger lives a day at most, and ends soon after its period: a
 # shortfall of the mirror (see billing.counters) does not last, and old periods do not pile up.
 SEED_TTL_S = 24 * 3600
@@ -174,9 +184,12 @@ async def reserve(
     output_tokens: int,
     now: float,
     chain: Sequence[str] = (),
+    trail: dict | None = None,
 ) -> Reservation:
-    """Reserves the call's worst case, or raises the contract's 402 or 429. ``chain``: the
-    deployments the call may be served by, in order, checked in the same round trip."""
+    """Reserves the call's worst case, or raises the contract's 402 or 429 (503 when the counters
+    or the ledger cannot be reached). ``chain``: the deployments the call may be served by, in
+    order, checked in the same round trip. ``trail``: what the call's log row says of it, for the
+    reaper to write that row should the call's worker die (billing.reaper)."""
     amount = worst_case_micros(prompt_tokens=prompt_tokens, output_tokens=output_tokens, prices=prices)
     levels, names = _bucket_levels(snapshot, now)
     buckets = [Bucket(name, limit, amount, param) for name, limit, param in levels]
@@ -185,13 +198,11 @@ async def reserve(
     if snapshot.rpm_limit or snapshot.tpm_limit or snapshot.max_parallel:
         rate = RateCheck(key=f"k:{snapshot.id}", rpm=snapshot.rpm_limit, tpm=snapshot.tpm_limit,
                          max_parallel=snapshot.max_parallel, tokens=tokens)
-    for _ in range(MAX_SEED_ROUNDS):
-        admission = await store.admit(reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
-                                      ttl_s=RESERVATION_TTL_S, chain=chain)
-        if admission.status != "missing":
-            break
-        for name in admission.missing:
-            await _rebuild(store, name, datetime.fromtimestamp(now, UTC))
+    if trail is not None:
+        trail = {**trail, "amount": amount, "org_id": snapshot.org_id, "team_id": snapshot.team_id,
+                 "key_id": snapshot.id, "key_prefix": snapshot.prefix, "created": now}
+    admission = await _admit(store, reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
+                             chain=chain, trail=trail)
     headers = _rate_headers(admission)
     if admission.status == "budget":
         limit, remaining = from_micros(admission.limit), from_micros(max(admission.remaining, 0))
@@ -210,6 +221,44 @@ async def reserve(
                        bucket_names=names, rate_headers=headers, chain=admission.chain)
 
 
+async def _admit(store: CounterStore, *, reservation_id: str, buckets: list[Bucket], rate: RateCheck | None,
+                 now: float, chain: Sequence[str], trail: dict | None):
+    """The store's admission, after the counters it lacks are rebuilt from the ledger, once a
+    recovery's hold is over (billing/lua/epoch.lua), and through a short outage of the store: a
+    Redis restarting for a second costs the call a second, not an error. Past ``STORE_WAIT_S``
+    the call is refused before anything is sent upstream."""
+    give_up = time.monotonic() + STORE_WAIT_S
+    backoff = STORE_RETRY_S
+    rebuilds = 0
+    while True:
+        try:
+            admission = await store.admit(reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
+                                          ttl_s=RESERVATION_TTL_S, chain=chain, trail=trail)
+        except STORE_ERRORS as error:
+            if time.monotonic() + backoff > give_up:
+                raise service_unavailable("The gateway's counters cannot be reached; nothing was sent upstream.",
+                                          code="counters_unavailable") from error
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_STORE_RETRY_S)
+            continue
+        if admission.status == "hold":
+            wait = min(admission.retry_after, max(0.0, give_up - time.monotonic()))
+            if wait <= 0:
+                raise service_unavailable("The gateway's counters are being recovered; nothing was sent upstream.",
+                                          code="counters_unavailable")
+            await asyncio.sleep(wait)
+            continue
+        if admission.status != "missing" or rebuilds == MAX_SEED_ROUNDS:
+            return admission
+        rebuilds += 1
+        for name in admission.missing:
+            try:
+                await _rebuild(store, name, datetime.fromtimestamp(now, UTC))
+            except DATABASE_ERRORS as error:
+                raise service_unavailable("The ledger cannot be read to rebuild a budget counter; nothing was "
+                                          "sent upstream.", code="database_unavailable") from error
+
+
 @dataclass(slots=True)
 class Settlement:
     """A finished call's real cost and tokens, to swap for its reservation."""
@@ -219,21 +268,14 @@ class Settlement:
     tokens: int
 
 
-def settle(store: CounterStore, settlements: Sequence[Settlement], position: int | None) -> Awaitable[None]:
+def settle(store: CounterStore, settlements: Sequence[Settlement], position: int | None, *,
+           charge_missing: bool = True) -> Awaitable[list[bool]]:
     """Swaps each reservation for its call's real cost, all in one round trip. Runs once the
     calls' log rows are committed, at ``position`` (None: they could not be): a counter rebuilt
-    from the ledger meanwhile already holds them and is left as it is (see billing.counters). The
-    store has the settle when this returns (on Redis, it is written); awaiting the result waits
-    for its reply."""
-    settling = store.settle_many([(s.reservation.id, s.cost_micros, s.tokens) for s in settlements], position)
-    return _charge_unsettled(store, settlements, settling, position)
-
-
-async def _charge_unsettled(store: CounterStore, settlements: Sequence[Settlement],
-                            settling: Awaitable[list[bool]], position: int | None) -> None:
-    for settlement, done in zip(settlements, await settling, strict=True):
-        if not done and settlement.cost_micros:
-            # Redis lost the reservation (flushed or restarted), or the reaper released it: the
-            # cost still counts.
-            await store.charge(names=settlement.reservation.bucket_names, amount=settlement.cost_micros,
-                               position=position)
+    from the ledger meanwhile already holds them and is left as it is, and a call whose
+    reservation Redis lost is charged in the same step (see billing.counters). The store has the
+    settle when this returns (on Redis, it is written); awaiting the result waits for its reply.
+    ``charge_missing``: False for a settle tried again after its reply was lost."""
+    return store.settle_many(
+        [(s.reservation.id, s.cost_micros, s.tokens, s.reservation.bucket_names) for s in settlements],
+        position, charge_missing=charge_missing)

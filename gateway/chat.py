@@ -14,12 +14,19 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from analytics.ledger import DATABASE_ERRORS
 from analytics.records import prompt_meta
 from billing.money import call_cost_micros, from_micros
 from billing.reservations import Reservation, Settlement, reserve
 from gateway import cache
 from gateway.auth import KeySnapshot
-from gateway.errors import GatewayError, internal_error, model_not_allowed, model_not_found
+from gateway.errors import (
+    GatewayError,
+    internal_error,
+    model_not_allowed,
+    model_not_found,
+    service_unavailable,
+)
 from gateway.http import SSE_DONE, header, read_body, send_json, sse_event, start_event_stream
 from gateway.providers.base import UpstreamError
 from gateway.request import ChatRequest, parse_chat_request
@@ -50,6 +57,9 @@ class Call:
     status: int = 200
     error: str = ""
     cost_micros: int = 0
+    # What the call's real cost came to above what it reserved (an upstream that ignored the
+    # output cap): charged all the same, and shown on its row.
+    overshoot_micros: int = 0
     summary: CallSummary = field(default_factory=CallSummary)
     response: dict | None = None
     logged: bool = False
@@ -70,7 +80,10 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
                 run_id=(header(scope, b"x-nemo-run") or "")[:200])
     reservation: Reservation | None = None
     try:
-        call.snapshot = await state.keys.authenticate(header(scope, b"authorization"))
+        try:
+            call.snapshot = await state.keys.authenticate(header(scope, b"authorization"))
+        except DATABASE_ERRORS as error:
+            raise _database_unavailable() from error
         try:
             raw = await read_body(receive)
         except ConnectionResetError as gone:
@@ -84,6 +97,9 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
         if not call.snapshot.may_use(request.model):
             raise model_not_allowed(request.model)
         links = eligible_links(route, tags=request.tags, needs_tools=request.has_tools)
+        if not state.log_writer.available:
+            # Nothing is served that could not be logged.
+            raise _database_unavailable()
 
         cache_key = None
         if cache.cache_wanted(request_choice=request.use_cache, org_default=call.snapshot.org_cache_enabled):
@@ -95,19 +111,24 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
                 return
 
         links = await order_links(state.store, route, links)
+        # A call that names no output limit is sent one: the output reserved for it.
+        output_cap = None if request.max_tokens else route.max_output_tokens
         reservation = await reserve(
             state.store,
             reservation_id=call.request_id,
             snapshot=call.snapshot,
             prices=[link.price for link in links],
             prompt_tokens=request.prompt_bytes,
-            output_tokens=(request.max_tokens or route.max_output_tokens) * request.n,
+            output_tokens=(request.max_tokens or output_cap) * request.n,
             now=call.arrived,
             chain=[link.id for link in links],
+            trail={"endpoint": "chat.completions", "model": call.model, "run_id": call.run_id,
+                   "stream": request.stream, "deployments": [link.id for link in links]},
         )
         try:
             served = await call_chain(store=state.store, session=state.session, route=route, links=links,
-                                      chain=reservation.chain, body=request.body, stream=request.stream)
+                                      chain=reservation.chain, body=request.body, stream=request.stream,
+                                      output_cap=output_cap)
         except ChainFailed as failure:
             call.attempts = failure.attempts
             raise
@@ -121,7 +142,7 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
         else:
             call.summary.take_completion(served.completion)
             call.summary.first_token_at = time.monotonic()
-            call.cost_micros = _cost(served, call.summary)
+            _charge(call, served, reservation)
             call.response = served.completion
             headers = {**call.headers(), **reservation.rate_headers, "x-nemo-cost": str(from_micros(call.cost_micros))}
             settling, reservation = reservation, None
@@ -140,7 +161,11 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
             headers.update(reservation.rate_headers)
         if call.snapshot is not None:
             settling, reservation = reservation, None
-            if not await _finished(state, call, settling):
+            if settling is None and not state.log_writer.available:
+                # Refused before any upstream while the database is away: the row waits for it,
+                # the client does not.
+                _submit(state, call)
+            elif not await _finished(state, call, settling):
                 # Its row could not be written: the call did not complete (DESIGN.md).
                 error, headers = internal_error(call.request_id), call.headers()
         await send_json(send, error.status, error.body(), headers)
@@ -158,6 +183,22 @@ async def handle_chat(state: GatewayState, scope, receive, send) -> None:
     finally:
         if call.snapshot is not None and not call.logged:
             await _finish(state, call, reservation)
+
+
+def _database_unavailable() -> GatewayError:
+    return service_unavailable("The request log's database cannot be reached; nothing was sent upstream.",
+                               code="database_unavailable")
+
+
+def _charge(call: Call, served: Served, reservation: Reservation) -> None:
+    """The call's real cost, and what of it its reservation did not cover: the output cap is
+    always sent, so only an upstream that ignored it can go over, and then the whole real cost
+    is still charged (the budget's next calls are refused until it is back in bounds)."""
+    call.cost_micros = _cost(served, call.summary)
+    call.overshoot_micros = max(0, call.cost_micros - reservation.amount_micros)
+    if call.overshoot_micros:
+        logger.warning("request %s cost %d micro-dollars more than it reserved (%d): %s ignored its output cap",
+                       call.request_id, call.overshoot_micros, reservation.amount_micros, call.deployment)
 
 
 def _cost(served: Served, summary: CallSummary) -> int:
@@ -275,7 +316,7 @@ async def _relay_stream(
             pass
     # Tokens the client did not wait for were still generated; charge a fair estimate of them.
     call.summary.estimate_usage(prompt_tokens=call.request.prompt_bytes // 4)
-    call.cost_micros = _cost(served, call.summary)
+    _charge(call, served, reservation)
     call.response = call.summary.as_completion()
     await _finish(state, call, reservation)
     if not client_left:
@@ -294,6 +335,12 @@ async def _finish(state: GatewayState, call: Call, reservation: Reservation | No
         tokens = call.summary.prompt_tokens + call.summary.completion_tokens
         settlement = Settlement(reservation, call.cost_micros, tokens)
     await state.log_writer.write(_log_row(call), settlement)
+
+
+def _submit(state: GatewayState, call: Call) -> None:
+    """The row of a call that reserved nothing, handed over without waiting for its commit."""
+    call.logged = True
+    state.log_writer.submit(_log_row(call))
 
 
 async def _finished(state: GatewayState, call: Call, reservation: Reservation | None) -> bool:
@@ -334,6 +381,7 @@ def _log_row(call: Call) -> dict:
         completion_tokens=summary.completion_tokens,
         cached_tokens=summary.cached_tokens,
         cost=from_micros(call.cost_micros),
+        overshoot=from_micros(call.overshoot_micros),
         finish_reason=summary.finish_reason,
         tool_calls=summary.tool_call_list(),
         tools_offered=[t["function"]["name"] for t in (request.body.get("tools") or [])] if request else [],

@@ -58,6 +58,13 @@ def upstream_failed(message: str) -> GatewayError:
     return GatewayError(502, message, type="upstream_error", code="upstream_error")
 
 
+def service_unavailable(message: str, *, code: str, retry_after_s: int = 1) -> GatewayError:
+    """The gateway cannot keep its promises right now (its database or counters are unreachable):
+    the call is refused before anything is sent upstream, and the client may retry."""
+    return GatewayError(503, message, type="service_unavailable_error", code=code,
+                        headers={"retry-after": str(retry_after_s)})
+
+
 def internal_error(request_id: str) -> GatewayError:
     return GatewayError(500, f"The gateway failed to handle this request ({request_id}); it has been logged.",
                         type="api_error", code="internal_error")

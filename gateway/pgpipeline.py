@@ -13,6 +13,9 @@ Parameters go as text, in the connection's encoding (UTF-8, asked for at connect
 server from the prepared statement. Statements up to a sync are one implicit transaction: if one
 fails, none of them is committed, and the first error is raised as psycopg raises it. A broken
 connection fails the batch in flight with ``psycopg.OperationalError``; the owner opens another.
+So does a server that stops answering: a batch unanswered after ``EXCHANGE_TIMEOUT_S`` breaks
+its connection (an insert of log rows never waits that long on a live server), and connecting
+gives up after ``CONNECT_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from psycopg import pq
 
 Params = Sequence[bytes | None] | None
 ExecStatus = pq.ExecStatus
+
+EXCHANGE_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5
 
 
 class PipelinedPostgres:
@@ -44,7 +50,8 @@ class PipelinedPostgres:
     @classmethod
     async def connect(cls, params: dict, statements: dict[bytes, str]) -> PipelinedPostgres:
         """Opens a connection in autocommit and prepares ``statements`` (name: SQL with ``$n``)."""
-        connection = await psycopg.AsyncConnection.connect(**params, autocommit=True, client_encoding="utf-8")
+        connection = await psycopg.AsyncConnection.connect(**{"connect_timeout": CONNECT_TIMEOUT_S, **params},
+                                                           autocommit=True, client_encoding="utf-8")
         client = cls(connection)
         try:
             for name, sql in statements.items():
@@ -84,12 +91,16 @@ class PipelinedPostgres:
                 self._loop.add_writer(self._socket, self._writable)
         except psycopg.Error as exc:
             self._break(exc)
+        timer = self._loop.call_later(EXCHANGE_TIMEOUT_S, self._break, psycopg.OperationalError(
+            f"the server did not answer in {EXCHANGE_TIMEOUT_S:g} s"))
         try:
             results = await waiting
         except asyncio.CancelledError:
             # The batch's outcome will never be read: nothing else can use this connection.
             self._break(psycopg.OperationalError("a batch was cancelled in flight"))
             raise
+        finally:
+            timer.cancel()
         for result in results:
             if result.status == ExecStatus.FATAL_ERROR:
                 raise psycopg.errors.error_from_result(result, encoding="utf-8")

@@ -4,17 +4,24 @@ A link is skipped while its circuit is open or it cools down after a provider's 
 A timeout, connection error, 5xx or 429 moves the call to the next link; a 4xx that is the
 client's fault is answered as it is. Every attempt is recorded for the response headers and
 the request log.
+
+What an attempt teaches the shared state (a circuit's failures, a cooldown, a latency) is
+advice for later calls: if Redis cannot take it, the call goes on without it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from billing.counters import ChainCheck
 from gateway.config import Deployment, ModelRoute
 from gateway.errors import GatewayError, invalid_request, upstream_failed
 from gateway.providers.base import ChunkStream, UpstreamError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -54,7 +61,11 @@ def eligible_links(route: ModelRoute, *, tags: frozenset[str], needs_tools: bool
 async def order_links(store, route: ModelRoute, links: list[Deployment]) -> list[Deployment]:
     if route.routing != "latency":
         return links
-    latencies = await store.latency_get([d.id for d in links])
+    try:
+        latencies = await store.latency_get([d.id for d in links])
+    except Exception as error:  # noqa: BLE001 - the chain's own order then
+        logger.warning("the router could not read the links' latencies: %s", error)
+        return links
     # Unmeasured links go first, so every link gets measured; the chain order breaks ties.
     return sorted(links, key=lambda d: latencies.get(d.id) or 0.0)
 
@@ -63,13 +74,27 @@ def attempts_header(attempts: list[Attempt]) -> str:
     return ", ".join(f"{a.deployment}:{a.outcome}" for a in attempts)
 
 
+async def _advise(update: Awaitable[None]) -> None:
+    try:
+        await update
+    except Exception as error:  # noqa: BLE001 - advice for later calls; this one goes on
+        logger.warning("the router could not record an attempt's outcome: %s", error)
+
+
 async def call_chain(
-    *, store, session, route: ModelRoute, links: list[Deployment], chain: ChainCheck, body: dict, stream: bool
+    *, store, session, route: ModelRoute, links: list[Deployment], chain: ChainCheck, body: dict, stream: bool,
+    output_cap: int | None = None,
 ) -> Served:
     """``links`` in the order to try them (``order_links``), ``chain`` their check (made with
-    the call's admission)."""
+    the call's admission). ``output_cap``: the output limit to send a call whose client named
+    none (``Provider.prepare``)."""
     unavailable = chain.skip
-    cooling = await store.cooldown_active(list(unavailable), time.time()) if unavailable else set()
+    cooling = set()
+    if unavailable:
+        try:
+            cooling = await store.cooldown_active(list(unavailable), time.time())
+        except Exception as error:  # noqa: BLE001 - only the attempt's label depends on it
+            logger.warning("the router could not read the cooldowns: %s", error)
     attempts: list[Attempt] = []
     for link in links:
         if link.id in unavailable:
@@ -80,11 +105,11 @@ async def call_chain(
         try:
             if stream:
                 chunks = await link.provider.stream(session, body=body, model=link.model,
-                                                    timeout_s=link.timeout_s)
+                                                    timeout_s=link.timeout_s, output_cap=output_cap)
                 result = Served(deployment=link, attempts=attempts, chunks=chunks)
             else:
                 completion = await link.provider.complete(session, body=body, model=link.model,
-                                                          timeout_s=link.timeout_s)
+                                                          timeout_s=link.timeout_s, output_cap=output_cap)
                 result = Served(deployment=link, attempts=attempts, completion=completion)
         except UpstreamError as error:
             latency_ms = int((time.monotonic() - started) * 1000)
@@ -92,26 +117,26 @@ async def call_chain(
             if not error.retryable:
                 # The link answered; the request was at fault. A probe that got this far passed.
                 if link.id in chain.probes:
-                    await store.breaker_record(link.id, True, time.time())
+                    await _advise(store.breaker_record(link.id, True, time.time()))
                 raise ChainFailed(
                     GatewayError(error.status or 400, f"The upstream refused the request: {error.message}",
                                  type="invalid_request_error", code="upstream_rejected"),
                     attempts,
                 ) from error
-            await store.breaker_record(link.id, False, time.time())
+            await _advise(store.breaker_record(link.id, False, time.time()))
             if route.routing == "latency":
                 # A link that times out is a slow link, not an unmeasured one.
-                await store.latency_record(link.id, latency_ms)
+                await _advise(store.latency_record(link.id, latency_ms))
             if error.retry_after and error.status in (429, 503):
-                await store.cooldown_set(link.id, time.time() + error.retry_after)
+                await _advise(store.cooldown_set(link.id, time.time() + error.retry_after))
             continue
         latency_ms = int((time.monotonic() - started) * 1000)
         attempts.append(Attempt(link.id, "ok", latency_ms))
         # A success changes nothing in a closed circuit; only a probe's success closes one.
         if link.id in chain.probes:
-            await store.breaker_record(link.id, True, time.time())
+            await _advise(store.breaker_record(link.id, True, time.time()))
         if route.routing == "latency":
-            await store.latency_record(link.id, latency_ms)
+            await _advise(store.latency_record(link.id, latency_ms))
         return result
     raise ChainFailed(upstream_failed(f"Every deployment of {route.name!r} failed: {attempts_header(attempts)}"),
                       attempts)

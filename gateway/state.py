@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
 from django.conf import settings
 
-from billing.counters import CounterStore, counter_store_from_url
+from billing.counters import KEEPALIVE_S, CounterStore, counter_store_from_url
 from gateway.auth import KeyCache
 from gateway.busypoll import BusyPoll
 from gateway.config import RoutingConfig, load_config
@@ -30,6 +31,7 @@ class GatewayState:
     keys: KeyCache
     log_writer: LogWriter
     listener: asyncio.Task | None = None
+    heartbeat: asyncio.Task | None = None
     loop: asyncio.AbstractEventLoop | None = None
     busy_poll: BusyPoll = field(default_factory=lambda: BusyPoll(0))
 
@@ -50,7 +52,8 @@ class GatewayState:
     @classmethod
     async def start(cls) -> GatewayState:
         config = await db_read(load_config)(settings.NEMO_ROUTER_CONFIG)
-        store = counter_store_from_url(settings.REDIS_URL, prefix=settings.NEMO_REDIS_PREFIX)
+        store = counter_store_from_url(settings.REDIS_URL, prefix=settings.NEMO_REDIS_PREFIX,
+                                       recovery_hold_s=settings.NEMO_RECOVERY_HOLD_S)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None),
@@ -73,7 +76,23 @@ class GatewayState:
         invalidation.on_key_changed(state.changed)
         if settings.REDIS_URL:
             state.listener = asyncio.get_running_loop().create_task(state._listen(settings.REDIS_URL))
+        state.heartbeat = asyncio.get_running_loop().create_task(state._beat())
         return state
+
+    async def _beat(self) -> None:
+        """The counter store's heartbeat (``CounterStore.keepalive``): this worker's calls in flight
+        keep their reservations, and get them back should Redis lose them."""
+        failing = False
+        while True:
+            await asyncio.sleep(KEEPALIVE_S)
+            try:
+                await self.store.keepalive(now=time.time())
+            except Exception as error:  # noqa: BLE001 - Redis away: the next beat tries again
+                if not failing:
+                    logger.warning("the counter store's heartbeat failed: %s", error)
+                failing = True
+            else:
+                failing = False
 
     async def _listen(self, url: str) -> None:
         """Drops cached keys other processes changed (keys.invalidation publishes)."""
@@ -101,10 +120,11 @@ class GatewayState:
 
     async def close(self) -> None:
         invalidation.forget(self.changed)
-        if self.listener is not None:
-            self.listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.listener
+        for task in (self.listener, self.heartbeat):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.log_writer.close()
         await self.busy_poll.close()
         await self.session.close()

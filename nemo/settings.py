@@ -65,6 +65,12 @@ if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 
 # Namespace of the gateway's keys in Redis (counters, circuit state, cache).
 NEMO_REDIS_PREFIX = _read("NEMO_REDIS_PREFIX", env.str, "nemo:")
+# After Redis lost its state (a flush, a restart without persistence), how long admissions wait
+# for every live worker to put its calls in flight back (billing/lua/epoch.lua): a few of the
+# workers' half-second heartbeats.
+NEMO_RECOVERY_HOLD_S = _read("NEMO_RECOVERY_HOLD_S", env.float, 3.0)
+if not 0.5 <= NEMO_RECOVERY_HOLD_S <= 60:
+    raise ImproperlyConfigured(f"NEMO_RECOVERY_HOLD_S must be 0.5 to 60 seconds, not {NEMO_RECOVERY_HOLD_S}")
 
 CELERY_BROKER_URL = _read("CELERY_BROKER_URL", env.str, "") or REDIS_URL
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL

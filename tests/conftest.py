@@ -5,6 +5,7 @@ does not have them, in CI they must run.
 """
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -12,6 +13,7 @@ from django.conf import settings
 from keys.audit import Actor
 from keys.models import Membership
 from keys.services import membership_add, organization_create
+from tests.faults.servers import PostgresCluster, RedisServer
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -23,6 +25,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)"))
         if "redis" in item.keywords and not settings.REDIS_URL and not IN_CI:
             item.add_marker(pytest.mark.skip(reason="needs Redis (set REDIS_URL)"))
+
+
+@pytest.fixture(scope="session")
+def own_postgres() -> Iterator[PostgresCluster]:
+    """A migrated PostgreSQL cluster of the test session's own, for tests that stop or restart it
+    (a test that stops it starts it again); never the shared one."""
+    cluster = PostgresCluster().create()
+    cluster.migrate()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop, restart or flush it."""
+    server = RedisServer().start()
+    yield server
+    server.destroy()
 
 
 @pytest.fixture

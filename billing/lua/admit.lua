@@ -2,25 +2,29 @@
 -- nothing at all; once reserved, check the chain the call may be served by (chain.lua), so a
 -- refused call never takes a circuit's probe.
 --
--- KEYS[1] reservation record, KEYS[2] deadline index,
--- KEYS[3] request window, KEYS[4] token window, KEYS[5] set of the key's calls in flight,
--- then for each bucket: its settled counter, its reserved hash;
+-- KEYS[1] reservation record, KEYS[2] deadline index, KEYS[3] the store's epoch, KEYS[4] the
+-- recovery hold, KEYS[5] request window, KEYS[6] token window, KEYS[7] set of the key's calls in
+-- flight, then for each bucket: its settled counter, its reserved hash;
 -- then, with a chain: the cooldowns hash, then each deployment's circuit breaker.
 -- ARGV[1] reservation id, ARGV[2] now, ARGV[3] deadline, ARGV[4] reservation record (JSON),
 -- ARGV[5] rpm, ARGV[6] tpm, ARGV[7] max parallel ('' = no such limit), ARGV[8] tokens,
--- ARGV[9] number of buckets, then for each bucket: its limit, the amount to reserve;
+-- ARGV[9] number of buckets, ARGV[10] the epoch this worker last saw ('' if none yet),
+-- ARGV[11] a new epoch, should the store have lost its own, ARGV[12] the hold after a loss (ms),
+-- then for each bucket: its limit, the amount to reserve;
 -- then, with a chain: the probe lease (s), then each deployment.
 --
 -- Reply: status, then requests limit/remaining/reset and tokens limit/remaining/reset ('' when
--- not limited), then: ok -> with a chain, its skip and probes lists; rate_limited -> which,
--- retry after; budget -> bucket index, settled, reserved; missing -> the indexes of the
--- missing buckets.
+-- not limited), then: ok -> the epoch, then with a chain its skip and probes lists;
+-- rate_limited -> which, retry after; budget -> bucket index, settled, reserved; missing -> the
+-- indexes of the missing buckets; lost -> the store's epoch now; hold -> its milliseconds left.
 local WINDOW = 60
 -- Slack (s) for float rounding: times near 2e9 s carry about 2.4e-7 s of it.
 local EPS = 1e-6
 local now = tonumber(ARGV[2])
 local deadline = tonumber(ARGV[3])
 local buckets = tonumber(ARGV[9])
+local FIRST_BUCKET_KEY = 7
+local FIRST_BUCKET_ARG = 12
 
 -- GCRA over a 60 s window: `tat` is the time at which the window would be full again. A call
 -- of weight `cost` fits if it pushes tat no further than one window ahead of now. This is a
@@ -38,8 +42,21 @@ local function check(key, limit_arg, cost)
   return w
 end
 
-local requests = check(KEYS[3], ARGV[5], 1)
-local tokens = check(KEYS[4], ARGV[6], tonumber(ARGV[8]))
+-- The reservations in flight live only here: once they are lost (a flush, a restart without
+-- persistence), admitting on top of a rebuilt counter could spend past a budget. The loss shows
+-- as a missing or changed epoch (epoch.lua); the worker that sees it restores its own calls in
+-- flight, and every admission waits out the hold meanwhile, so the others can restore theirs.
+local epoch, lost = epoch_check(KEYS[3], KEYS[4], ARGV[10], ARGV[11], ARGV[12])
+if lost then
+  return {'lost', '', '', '', '', '', '', epoch}
+end
+local hold = redis.call('PTTL', KEYS[4])
+if hold > 0 then
+  return {'hold', '', '', '', '', '', '', tostring(hold)}
+end
+
+local requests = check(KEYS[5], ARGV[5], 1)
+local tokens = check(KEYS[6], ARGV[6], tonumber(ARGV[8]))
 
 -- The headers show each window as it stands after this step: moved only if the call is in.
 local function reply(status, ...)
@@ -62,8 +79,20 @@ local function reply(status, ...)
   return out
 end
 
+local function with_chain(out)
+  local chain_keys = FIRST_BUCKET_KEY + 1 + 2 * buckets
+  if #KEYS >= chain_keys then
+    local check = chain_check(KEYS[chain_keys], {unpack(KEYS, chain_keys + 1)},
+      {unpack(ARGV, FIRST_BUCKET_ARG + 2 + 2 * buckets)}, now, tonumber(ARGV[FIRST_BUCKET_ARG + 1 + 2 * buckets]), true)
+    table.insert(out, check[1])
+    table.insert(out, check[2])
+  end
+  return out
+end
+
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return reply('duplicate')
+  -- This very admission, tried again after its reply was lost: it is in already.
+  return with_chain(reply('ok', epoch))
 end
 if requests and not requests.ok then
   return reply('rate_limited', 'requests', string.format('%.17g', requests.retry))
@@ -71,7 +100,7 @@ end
 if tokens and not tokens.ok then
   return reply('rate_limited', 'tokens', string.format('%.17g', tokens.retry))
 end
-if ARGV[7] ~= '' and redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[7]) then
+if ARGV[7] ~= '' and redis.call('SCARD', KEYS[7]) >= tonumber(ARGV[7]) then
   -- Nothing times a slot's release; the client is told to try again shortly.
   return reply('rate_limited', 'parallel', '1')
 end
@@ -79,7 +108,7 @@ end
 local settled = {}
 local missing = {}
 for i = 1, buckets do
-  settled[i] = redis.call('GET', KEYS[4 + 2 * i])
+  settled[i] = redis.call('GET', KEYS[FIRST_BUCKET_KEY - 1 + 2 * i])
   if not settled[i] then
     table.insert(missing, tostring(i))
   end
@@ -91,9 +120,9 @@ end
 -- for integers up to 2^53 micro-dollars (about 9 billion dollars).
 local reserved = {}
 for i = 1, buckets do
-  reserved[i] = redis.call('HGET', KEYS[5 + 2 * i], 'total') or '0'
-  local limit = tonumber(ARGV[8 + 2 * i])
-  local amount = tonumber(ARGV[9 + 2 * i])
+  reserved[i] = redis.call('HGET', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total') or '0'
+  local limit = tonumber(ARGV[FIRST_BUCKET_ARG - 1 + 2 * i])
+  local amount = tonumber(ARGV[FIRST_BUCKET_ARG + 2 * i])
   if tonumber(settled[i]) + tonumber(reserved[i]) + amount > limit then
     return reply('budget', tostring(i), settled[i], reserved[i])
   end
@@ -101,31 +130,23 @@ end
 
 local id = ARGV[1]
 for i = 1, buckets do
-  redis.call('HSET', KEYS[5 + 2 * i], 'res:' .. id, ARGV[9 + 2 * i])
-  redis.call('HINCRBY', KEYS[5 + 2 * i], 'total', ARGV[9 + 2 * i])
+  redis.call('HSET', KEYS[FIRST_BUCKET_KEY + 2 * i], 'res:' .. id, ARGV[FIRST_BUCKET_ARG + 2 * i])
+  redis.call('HINCRBY', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total', ARGV[FIRST_BUCKET_ARG + 2 * i])
 end
 -- A window key lives until it is full again; the token window at least until the deadline, so
 -- settle can still correct it.
 if requests then
-  redis.call('SET', KEYS[3], string.format('%.17g', requests.after),
+  redis.call('SET', KEYS[5], string.format('%.17g', requests.after),
     'PX', math.ceil((requests.after - now + 1) * 1000))
 end
 if tokens and tokens.cost > 0 then
   local ttl = math.ceil((math.max(tokens.after, deadline) - now + 1) * 1000)
-  redis.call('SET', KEYS[4], string.format('%.17g', tokens.after),
-    'PX', math.max(ttl, redis.call('PTTL', KEYS[4])))
+  redis.call('SET', KEYS[6], string.format('%.17g', tokens.after),
+    'PX', math.max(ttl, redis.call('PTTL', KEYS[6])))
 end
 if ARGV[7] ~= '' then
-  redis.call('SADD', KEYS[5], id)
+  redis.call('SADD', KEYS[7], id)
 end
 redis.call('SET', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], id)
-local out = reply('ok')
-local chain_keys = 6 + 2 * buckets
-if #KEYS >= chain_keys then
-  local check = chain_check(KEYS[chain_keys], {unpack(KEYS, chain_keys + 1)}, {unpack(ARGV, 11 + 2 * buckets)},
-    now, tonumber(ARGV[10 + 2 * buckets]), true)
-  table.insert(out, check[1])
-  table.insert(out, check[2])
-end
-return out
+return with_chain(reply('ok', epoch))

@@ -8,7 +8,7 @@ for _, id in ipairs(due) do
   local record_key = ARGV[1] .. 'res:' .. id
   local record = redis.call('GET', record_key)
   if record then
-    release(ARGV[1], id, record, '0', nil, nil)
+    release(ARGV[1], id, record, '0', nil, '')
     redis.call('DEL', record_key)
     table.insert(reply, id)
   end

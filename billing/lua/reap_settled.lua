@@ -8,7 +8,7 @@
 -- the marks live (s), then for each call: its reservation id, real cost, real tokens
 -- Reply: for each call, 1 if it was settled, 0 if its reservation was gone.
 local prefix = ARGV[1]
-local position = tonumber(ARGV[2])
+local position = ARGV[2]
 local settled = {}
 for i = 4, #ARGV, 3 do
   local id = ARGV[i]

@@ -3,12 +3,10 @@
 -- Each bucket forgets the reservation's own entry, so a reserved total is only ever lowered
 -- by an amount it really holds: if the reserved hash was lost and rebuilt meanwhile, the entry
 -- is not there and nothing is subtracted (the total can never go negative).
--- The real cost goes to the settled counter only when that counter exists and was not rebuilt
--- from a ledger that already held the call's row (committed at `position`; ledger.lua). A
--- missing counter is rebuilt from the ledger (SET NX); creating it here would leave a counter
--- holding just this call, which the rebuild could then no longer replace.
+-- The real cost goes to the settled counter as ledger.lua's add_settled says (`position_arg`:
+-- the commit that wrote the call's log row, '' if none did).
 -- `tokens` is nil when the real count is unknown (a reaped call): the estimate then stands.
-local function release(prefix, id, record, cost, tokens, position)
+local function release(prefix, id, record, cost, tokens, position_arg)
   local rec = cjson.decode(record)
   for _, name in ipairs(rec.b) do
     local reserved_key = prefix .. 'r:' .. name
@@ -23,7 +21,7 @@ local function release(prefix, id, record, cost, tokens, position)
         redis.call('DEL', reserved_key)
       end
     end
-    add_settled(prefix .. 's:' .. name, prefix .. 'sx:' .. name, cost, position)
+    add_settled(prefix, name, cost, position_arg)
   end
   if rec.rk then
     local window = prefix .. 'rl:' .. rec.rk
@@ -48,13 +46,13 @@ end
 -- Settles one call (settle.lua, reap_settled.lua) if its reservation is still there: the
 -- reservation released with the real cost, its record and deadline deleted in the same step, so
 -- a second settle (or a reaper) finds nothing. Returns whether it was there.
-local function settle_one(prefix, deadlines, id, cost, tokens, position)
+local function settle_one(prefix, deadlines, id, cost, tokens, position_arg)
   local record_key = prefix .. 'res:' .. id
   local record = redis.call('GET', record_key)
   if not record then
     return false
   end
-  release(prefix, id, record, cost, tokens, position)
+  release(prefix, id, record, cost, tokens, position_arg)
   redis.call('DEL', record_key)
   redis.call('ZREM', deadlines, id)
   return true

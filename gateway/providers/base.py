@@ -179,7 +179,10 @@ class Provider:
         """False when ``prepare`` may first have to fetch credentials (a token to refresh)."""
         return True
 
-    async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
+    async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
+        """``output_cap``: the output limit the gateway reserved for a call whose client named
+        none; it goes upstream in the wire format's own field, so no answer can cost more than
+        was reserved for it."""
         raise NotImplementedError
 
     def parse_response(self, *, body: bytes, model: str) -> dict:
@@ -194,7 +197,8 @@ class Provider:
 
     # --- the shared plumbing ---------------------------------------------------------------
     async def complete(
-        self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float
+        self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float,
+        output_cap: int | None = None,
     ) -> dict:
         """One non-streamed call; the timeout covers the whole call, getting credentials included.
 
@@ -203,10 +207,10 @@ class Provider:
         started = time.monotonic()
         try:
             if self.credentials_ready():
-                request = await self.prepare(body=body, model=model, stream=False)
+                request = await self.prepare(body=body, model=model, stream=False, output_cap=output_cap)
             else:
                 async with asyncio.timeout(timeout_s):
-                    request = await self.prepare(body=body, model=model, stream=False)
+                    request = await self.prepare(body=body, model=model, stream=False, output_cap=output_cap)
             remaining = timeout_s - (time.monotonic() - started)
             if remaining <= 0:
                 raise TimeoutError
@@ -222,7 +226,8 @@ class Provider:
         return self.parse_response(body=raw, model=model)
 
     async def stream(
-        self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float
+        self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float,
+        output_cap: int | None = None,
     ) -> ChunkStream:
         """A streamed call; the timeout covers the time to the first byte.
 
@@ -234,7 +239,7 @@ class Provider:
         deadline = Deadline(timeout_s)
         try:
             try:
-                request = await self.prepare(body=body, model=model, stream=True)
+                request = await self.prepare(body=body, model=model, stream=True, output_cap=output_cap)
                 resp = await session.post(request.url, data=request.body, headers=request.headers)
                 if resp.status >= 400:
                     raw = await resp.read()

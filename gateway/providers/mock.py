@@ -23,6 +23,7 @@ from gateway.providers.shapes import (
     choice,
     completion,
     estimate_tokens,
+    max_output_tokens,
     message_texts,
     new_completion_id,
     new_tool_call_id,
@@ -44,15 +45,17 @@ class MockProvider(Provider):
         self.fail_rate = float(options.get("fail_rate", 0))
         self.fail_status = int(options.get("fail_status", 503))
 
-    async def complete(self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float) -> dict:
+    async def complete(self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float,
+                       output_cap: int | None = None) -> dict:
         await self._behave_like_an_upstream(timeout_s)
-        return mock_answer(body, model=model)
+        return mock_answer(body, model=model, output_cap=output_cap)
 
     async def stream(
-        self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float
+        self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float,
+        output_cap: int | None = None,
     ) -> ChunkStream:
         await self._behave_like_an_upstream(timeout_s)
-        return ChunkStream(_replay(_as_chunks(mock_answer(body, model=model))))
+        return ChunkStream(_replay(_as_chunks(mock_answer(body, model=model, output_cap=output_cap))))
 
     async def _behave_like_an_upstream(self, timeout_s: float) -> None:
         if self.latency_s > timeout_s:
@@ -63,7 +66,7 @@ class MockProvider(Provider):
             raise classify_status(self.fail_status, None, f"mock failure ({self.fail_status})")
 
 
-def mock_answer(body: dict, *, model: str) -> dict:
+def mock_answer(body: dict, *, model: str, output_cap: int | None = None) -> dict:
     messages = body.get("messages") or []
     last = messages[-1] if messages else {}
     functions = request_functions(body)
@@ -79,13 +82,18 @@ def mock_answer(body: dict, *, model: str) -> dict:
         text = f"Mock answer to: {''.join(message_texts(last.get('content')))}"
     written = text + "".join(call["function"]["arguments"] for call in tool_calls)
     finish_reason = "tool_calls" if tool_calls else "stop"
+    # An answer stops at its output limit, as a real model's does (about four characters a token).
+    limit = max_output_tokens(body) or output_cap
+    if limit and estimate_tokens(written) > limit:
+        text, finish_reason = text[: limit * 4], "length"
+        written = text + "".join(call["function"]["arguments"] for call in tool_calls)
     return completion(
         id=new_completion_id(),
         model=model,
         choices=[choice(index=0, text=text, tool_calls=tool_calls, finish_reason=finish_reason)],
         usage=usage(
             prompt_tokens=estimate_tokens(json.dumps(messages) + json.dumps(functions)),
-            completion_tokens=estimate_tokens(written),
+            completion_tokens=min(estimate_tokens(written), limit) if limit else estimate_tokens(written),
         ),
     )
 

@@ -18,7 +18,7 @@ from gateway.providers.base import (
     UpstreamRequest,
     classify_status,
 )
-from gateway.providers.shapes import load_upstream_json
+from gateway.providers.shapes import load_upstream_json, max_output_tokens
 from gateway.providers.sse import SSEParser
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -34,9 +34,14 @@ class OpenAIProvider(Provider):
         base_url = config.options.get("base_url") or DEFAULT_BASE_URL
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.api_key_env: str | None = config.options.get("api_key_env")
+        # Where the gateway's own output cap goes (a client's own limit passes as it came):
+        # OpenAI's current field by default; older compatible servers know only max_tokens.
+        self.max_tokens_field: str = config.options.get("max_tokens_field") or "max_completion_tokens"
 
-    async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
+    async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
         payload = {**body, "model": model, "messages": _fit_tool_call_ids(body.get("messages", []))}
+        if output_cap is not None and max_output_tokens(body) is None:
+            payload[self.max_tokens_field] = output_cap
         if stream:
             # Usage settles the bill, so it is requested whatever the client asked for.
             payload["stream"] = True

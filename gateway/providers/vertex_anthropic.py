@@ -60,8 +60,8 @@ _NOT_IN_TOOL_USE_ID = re.compile(r"[^A-Za-z0-9_-]")
 class VertexAnthropicProvider(VertexProvider):
     publisher = "anthropic"
 
-    async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
-        payload = translate_request(body)
+    async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
+        payload = translate_request(body, output_cap=output_cap)
         if stream:
             payload["stream"] = True
         return UpstreamRequest(
@@ -95,11 +95,11 @@ def anthropic_error(error: dict, *, status: int | None = None, headers: Any = No
 # --- OpenAI request -> Messages request ------------------------------------------------------
 
 
-def translate_request(body: dict) -> dict:
+def translate_request(body: dict, *, output_cap: int | None = None) -> dict:
     system, messages = _messages(body.get("messages") or [])
     payload: dict[str, Any] = {
         "anthropic_version": ANTHROPIC_VERSION,
-        "max_tokens": max_output_tokens(body) or DEFAULT_MAX_TOKENS,
+        "max_tokens": max_output_tokens(body) or min(output_cap or DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS),
         "messages": messages,
     }
     if system:

@@ -60,8 +60,8 @@ _SCHEMA_FORMATS = {"STRING": {"enum", "date-time"}, "INTEGER": {"int32", "int64"
 class VertexGeminiProvider(VertexProvider):
     publisher = "google"
 
-    async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
-        payload = translate_request(body)
+    async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
+        payload = translate_request(body, output_cap=output_cap)
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return UpstreamRequest(
             url=self.model_url(model, method),
@@ -100,12 +100,12 @@ def signature_from_tool_call_id(call_id: str) -> str | None:
 # --- OpenAI request -> Gemini request --------------------------------------------------------
 
 
-def translate_request(body: dict) -> dict:
+def translate_request(body: dict, *, output_cap: int | None = None) -> dict:
     system_parts, contents = _contents(body.get("messages") or [])
     payload: dict[str, Any] = {"contents": contents}
     if system_parts:
         payload["systemInstruction"] = {"role": "user", "parts": system_parts}
-    if generation_config := _generation_config(body):
+    if generation_config := _generation_config(body, output_cap):
         payload["generationConfig"] = generation_config
     if functions := request_functions(body):
         payload["tools"] = [{"functionDeclarations": [_function_declaration(f) for f in functions]}]
@@ -183,9 +183,9 @@ def _function_call_part(call: dict) -> dict:
     return part
 
 
-def _generation_config(body: dict) -> dict:
+def _generation_config(body: dict, output_cap: int | None) -> dict:
     config = {gemini: body[openai] for openai, gemini in _GENERATION_FIELDS.items() if body.get(openai) is not None}
-    if max_tokens := max_output_tokens(body):
+    if max_tokens := max_output_tokens(body) or output_cap:
         config["maxOutputTokens"] = max_tokens
     if stop := stop_sequences(body):
         config["stopSequences"] = stop

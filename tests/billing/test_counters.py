@@ -35,6 +35,8 @@ ORG = "b:org:3:2026-11"
 CREDITS = "b:credits:3"
 
 OpenWorker = Callable[[], CounterStore]
+# The recovery hold after a lost store (billing/lua/epoch.lua), short for the tests.
+HOLD_S = 0.2
 
 
 def _redis_reachable() -> bool:
@@ -54,7 +56,7 @@ async def open_worker(request: pytest.FixtureRequest) -> AsyncIterator[OpenWorke
     """Opens the store as one more gateway worker sees it: in Redis a separate client and
     connection pool on the same keys; in-process the one store every worker of the process uses."""
     if request.param == "memory":
-        shared = MemoryCounterStore()
+        shared = MemoryCounterStore(recovery_hold_s=HOLD_S)
         yield lambda: shared
         return
     if not IN_CI and not _redis_reachable():
@@ -63,7 +65,7 @@ async def open_worker(request: pytest.FixtureRequest) -> AsyncIterator[OpenWorke
     opened: list[RedisCounterStore] = []
 
     def open_redis_worker() -> CounterStore:
-        opened.append(RedisCounterStore(REDIS_URL, prefix=prefix))
+        opened.append(RedisCounterStore(REDIS_URL, prefix=prefix, recovery_hold_s=HOLD_S))
         return opened[-1]
 
     yield open_redis_worker
@@ -177,7 +179,7 @@ async def test_settle_many_settles_each_call_as_settle_would(store: CounterStore
     await admit(store, "r1", Bucket(KEY, 1_000, 400, "key"))
     await admit(store, "r2", Bucket(KEY, 1_000, 300, "key"))
 
-    settled = await store.settle_many([("r1", 250, 0), ("unknown", 70, 0), ("r2", 5, 0)])
+    settled = await store.settle_many([("r1", 250, 0, [KEY]), ("unknown", 70, 0, []), ("r2", 5, 0, [KEY])])
 
     assert settled == [True, False, True]
     assert await store.read([KEY]) == {KEY: 355}
@@ -210,7 +212,7 @@ async def test_the_reaper_settles_a_logged_call_with_its_cost_and_its_late_settl
     assert sorted(await store.due(now=NOW + 30)) == ["logged", "unlogged"]
     assert await store.reap_settled([("logged", 80, 5), ("never-reserved", 9, 1)], None) == [True, False]
     # The call's own settle comes after all: told it is settled, so nothing is charged twice.
-    late = await store.settle_many([("logged", 80, 5)])
+    late = await store.settle_many([("logged", 80, 5, [KEY])])
 
     assert late == [True]
     assert await store.reap_settled([("logged", 80, 5)], None) == [False]
@@ -219,7 +221,7 @@ async def test_the_reaper_settles_a_logged_call_with_its_cost_and_its_late_settl
     assert await store.reap(now=NOW + 30) == ["unlogged"]
     assert await store.read([KEY]) == {KEY: 80 + 100}
     # A call reaped at cost 0 is still reported unknown, so its late settle charges its cost.
-    assert await store.settle_many([("unlogged", 30, 5)]) == [False]
+    assert await store.settle_many([("unlogged", 30, 5, [])]) == [False]
 
 
 async def test_the_reapers_settle_adds_nothing_to_a_counter_rebuilt_after_the_rows_commit(store: CounterStore) -> None:
@@ -263,23 +265,71 @@ async def test_seed_keeps_the_counter_someone_else_seeded_first(open_worker: Ope
     assert await second.read([KEY, TEAM]) == {KEY: 500, TEAM: None}
 
 
-async def test_after_a_flush_in_flight_calls_neither_count_twice_nor_go_negative(store: CounterStore) -> None:
+async def test_after_a_flush_every_workers_calls_in_flight_are_put_back_before_more_are_admitted(
+    open_worker: OpenWorker,
+) -> None:
+    first, second = open_worker(), open_worker()
+    await first.seed(KEY, 0)
+    await admit(first, "in-flight", Bucket(KEY, 1_000, 600, "key"))
+    await admit(second, "earlier", Bucket(KEY, 1_000, 100, "key"))
+    await second.settle(reservation_id="earlier", actual_cost=100, actual_tokens=0, position=105, names=[KEY])
+
+    await first.clear()
+    held = await admit(second, "after", Bucket(KEY, 1_000, 600, "key"))
+    # The first worker's heartbeat notices the loss and puts its call in flight back.
+    await first.keepalive(now=NOW)
+    await asyncio.sleep(HOLD_S + 0.05)
+    missing = await admit(second, "after", Bucket(KEY, 1_000, 600, "key"))
+    await second.seed(KEY, 100, snapshot=SNAPSHOT)  # the ledger holds the settled call only
+    refused = await admit(second, "after", Bucket(KEY, 1_000, 600, "key"))
+    await first.settle(reservation_id="in-flight", actual_cost=500, actual_tokens=0, position=110, names=[KEY])
+
+    assert (held.status, missing.status, refused.status) == ("hold", "missing", "budget")
+    assert (refused.limit, refused.remaining) == (1_000, 300)
+    assert await first.read([KEY]) == {KEY: 600}
+    assert await first.reserved_total(KEY) == 0
+    assert first.open_reservations() == second.open_reservations() == []
+
+
+async def test_a_worker_that_just_started_admits_at_once_on_a_new_store(open_worker: OpenWorker) -> None:
+    store = open_worker()
     await store.seed(KEY, 0)
-    await admit(store, "in-flight", Bucket(KEY, 1_000, 400, "key"))
 
-    await store.clear()
-    assert (await admit(store, "after", Bucket(KEY, 1_000, 400, "key"))).status == "missing"
-    await store.seed(KEY, 0, snapshot="110:110:")  # the ledger has no row for the call in flight yet
-    await admit(store, "after", Bucket(KEY, 1_000, 400, "key"))
+    assert (await admit(store, "first", Bucket(KEY, 1_000, 100, "key"))).status == "ok"
+    assert store.open_reservations() == ["first"]
 
-    # The in-flight call's reservation went with the flush: its settle changes nothing...
-    assert await store.settle(reservation_id="in-flight", actual_cost=300, actual_tokens=0) is False
+
+async def test_a_heartbeat_pushes_back_the_deadlines_of_the_calls_in_flight(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+    await admit(store, "running", Bucket(KEY, 1_000, 100, "key"), ttl_s=30)
+    await admit(store, "settled", Bucket(KEY, 1_000, 100, "key"), ttl_s=30)
+    await store.settle(reservation_id="settled", actual_cost=50, actual_tokens=0, names=[KEY])
+
+    await store.keepalive(now=NOW + 20)
+
+    assert await store.due(now=NOW + 45) == []
+    assert await store.due(now=NOW + 50) == ["running"]
+    assert store.open_reservations() == ["running"]
+
+
+async def test_an_admission_tried_again_after_its_reply_was_lost_reserves_once(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+
+    first = await admit(store, "r1", Bucket(KEY, 1_000, 400, "key"))
+    again = await admit(store, "r1", Bucket(KEY, 1_000, 400, "key"))
+
+    assert (first.status, again.status) == ("ok", "ok")
     assert await store.read([KEY]) == {KEY: 400}
-    # ...and the caller charges its real cost; its log row was not in the rebuild's snapshot.
-    await store.charge(names=[KEY], amount=300, position=120)
-    assert await store.settle(reservation_id="after", actual_cost=100, actual_tokens=0) is True
-    assert await store.read([KEY]) == {KEY: 400}
-    assert await store.reserved_total(KEY) == 0
+
+
+async def test_a_reservation_keeps_the_trail_its_call_was_admitted_with(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+    trail = {"model": "gpt-4o", "org_id": 3, "amount": 100}
+    await store.admit(reservation_id="r1", buckets=[Bucket(KEY, 1_000, 100, "key")], rate=None, now=NOW, ttl_s=30,
+                      trail=trail)
+    await admit(store, "bare", Bucket(KEY, 1_000, 100, "key"))
+
+    assert await store.trails(["r1", "bare", "unknown"]) == {"r1": trail}
 
 
 # A rebuild that read the ledger at this snapshot saw every commit before 100, and those of
@@ -306,14 +356,16 @@ async def test_a_settle_adds_its_cost_only_if_the_rebuild_did_not_count_its_row(
 
 
 @pytest.mark.parametrize(("position", "counted_by_the_rebuild"), [(99, True), (102, False), (None, False)])
-async def test_a_charge_skips_the_counters_whose_rebuild_counted_its_row(
+async def test_a_lost_reservations_settle_skips_the_counters_whose_rebuild_counted_its_row(
     store: CounterStore, position: int | None, counted_by_the_rebuild: bool
 ) -> None:
     await store.seed(KEY, 1_000 if counted_by_the_rebuild else 700, snapshot=SNAPSHOT)
     await store.seed(TEAM, 700)
 
-    await store.charge(names=[KEY, TEAM, ORG], amount=300, position=position)
+    charged = await store.settle(reservation_id="lost", actual_cost=300, actual_tokens=0, position=position,
+                                 names=[KEY, TEAM, ORG])
 
+    assert charged is True
     assert await store.read([KEY, TEAM, ORG]) == {KEY: 1_000, TEAM: 1_000, ORG: None}
 
 
@@ -321,7 +373,7 @@ async def test_a_counter_rebuilt_again_forgets_its_old_snapshot(store: CounterSt
     await store.seed(KEY, 0, ttl_s=0.05, snapshot=SNAPSHOT)
     await asyncio.sleep(0.15)
     await store.seed(KEY, 0)  # read where commits have no positions
-    await store.charge(names=[KEY], amount=300, position=57)
+    await store.settle(reservation_id="lost", actual_cost=300, actual_tokens=0, position=57, names=[KEY])
 
     assert await store.read([KEY]) == {KEY: 300}
 
@@ -333,16 +385,41 @@ async def test_settle_many_settles_a_batch_committed_at_one_position(store: Coun
     await asyncio.sleep(0.15)
     await store.seed(KEY, 500, snapshot=SNAPSHOT)  # the rebuild saw the batch's commit (103)
 
-    assert await store.settle_many([("a", 200, 0), ("b", 300, 0)], 103) == [True, True]
+    assert await store.settle_many([("a", 200, 0, [KEY]), ("b", 300, 0, [KEY])], 103) == [True, True]
     assert await store.read([KEY]) == {KEY: 500}
     assert await store.reserved_total(KEY) == 0
 
 
-async def test_a_charge_leaves_a_missing_counter_to_its_rebuild(store: CounterStore) -> None:
-    await store.charge(names=[KEY], amount=300)
+async def test_a_lost_reservations_settle_leaves_a_missing_counter_to_its_rebuild(store: CounterStore) -> None:
+    await store.settle(reservation_id="lost", actual_cost=300, actual_tokens=0, names=[KEY])
 
     assert await store.read([KEY]) == {KEY: None}
     assert await store.seed(KEY, 0) is True
+    # Its commit's position unknown (it was never committed), nothing waited for the rebuild.
+    assert await store.read([KEY]) == {KEY: 0}
+
+
+@pytest.mark.parametrize(("position", "seen_by_the_rebuild", "counter"), [(57, True, 700), (120, False, 1_000)])
+async def test_a_cost_settled_while_its_counter_was_missing_waits_for_the_rebuild(
+    store: CounterStore, position: int, seen_by_the_rebuild: bool, counter: int
+) -> None:
+    """The rebuild read the ledger (at SNAPSHOT) before or after the call's commit, and set the
+    counter after the call's settle found it missing: the call counts once either way."""
+    await store.settle(reservation_id="lost", actual_cost=300, actual_tokens=0, position=position, names=[KEY])
+    await store.seed(KEY, 700, snapshot=SNAPSHOT)
+
+    assert await store.read([KEY]) == {KEY: counter}
+
+
+async def test_a_settle_tried_again_charges_nothing_for_a_reservation_gone(store: CounterStore) -> None:
+    await store.seed(KEY, 100)
+    await admit(store, "r1", Bucket(KEY, 1_000, 400, "key"))
+    await store.settle(reservation_id="r1", actual_cost=250, actual_tokens=0, names=[KEY])
+
+    again = await store.settle_many([("r1", 250, 0, [KEY])], charge_missing=False)
+
+    assert again == [False]
+    assert await store.read([KEY]) == {KEY: 350}
 
 
 async def test_a_rebuilt_counter_still_counts_the_reservations_in_flight(store: CounterStore) -> None:
@@ -378,15 +455,6 @@ async def test_money_must_be_whole_micro_dollars(store: CounterStore) -> None:
 
     with pytest.raises(TypeError):
         await admit(store, "r1", Bucket(KEY, 1_000, 0.5, "key"))  # type: ignore[arg-type]
-
-
-async def test_a_reservation_id_cannot_be_reused_while_outstanding(store: CounterStore) -> None:
-    await store.seed(KEY, 0)
-    await admit(store, "r1", Bucket(KEY, 1_000, 100, "key"))
-
-    with pytest.raises(ValueError):
-        await admit(store, "r1", Bucket(KEY, 1_000, 100, "key"))
-    assert await store.read([KEY]) == {KEY: 100}
 
 
 # ---- rate limits -----------------------------------------------------------------------------

@@ -143,7 +143,9 @@ def reap_concurrently(now: float, reapers: int = 2) -> list[list[str]]:
     return [join() for join in joins]
 
 
-def test_a_killed_workers_reservation_is_released_once_by_the_reaper(start_worker, make_tenant, fake, redis_prefix):
+def test_a_killed_workers_call_is_logged_and_charged_its_reservation_once_by_the_reaper(
+    start_worker, make_tenant, fake, redis_prefix
+):
     tenant = make_tenant(key_budget=Decimal("3.00"))
     names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
     worker = start_worker(priced_routing(fake))
@@ -167,14 +169,20 @@ def test_a_killed_workers_reservation_is_released_once_by_the_reaper(start_worke
     past_deadline = time.time() + RESERVATION_TTL_S + 1
     assert sorted(sum(reap_concurrently(past_deadline), [])) == pending
     assert reap_reservations(now=past_deadline) == []
-    assert not RequestLog.objects.filter(request_id=pending[0]).exists()
-    settled_before = ledger_micros(org=tenant.org)
-    assert settled_before > 0
-    assert on_store(redis_prefix, lambda store: store.read(names)) == {name: settled_before for name in names}
+    # The call reached the upstream, so it has its row: what it reserved is what it costs.
+    lost = RequestLog.objects.get(request_id=pending[0])
+    assert (lost.status, lost.attempts[0]["outcome"]) == (500, "worker_lost")
+    assert to_micros(lost.cost) == reservation_micros()
+    assert (lost.key_id, lost.org_id, lost.model, lost.deployment) == (tenant.key.pk, tenant.org.pk, "gpt-4o", "")
+    assert RequestLog.objects.filter(org=tenant.org).count() == fake.count == 2
+    assert on_store(redis_prefix, lambda store: store.read(names)) == {name: ledger_micros(org=tenant.org)
+                                                                       for name in names}
     assert on_store(redis_prefix, lambda store: store.reserved_total(names[0])) == 0
-    # The dead call can never be settled on top of its release.
+    # The dead call's own settle, should it come after all, charges nothing more.
     assert on_store(redis_prefix, lambda store: store.settle(reservation_id=pending[0], actual_cost=5,
-                                                            actual_tokens=5)) is False
+                                                            actual_tokens=5, names=names)) is True
+    assert on_store(redis_prefix, lambda store: store.read(names)) == {name: ledger_micros(org=tenant.org)
+                                                                       for name in names}
 
 
 def test_a_call_logged_but_never_settled_is_settled_by_the_reaper_at_its_cost(start_gateway, make_tenant, fake):
@@ -205,5 +213,5 @@ def test_a_call_logged_but_never_settled_is_settled_by_the_reaper_at_its_cost(st
     assert [reserved(gateway, name) for name in names] == [0, 0]
     # The dead worker's settle cannot count the call a second time.
     assert gateway.on_loop(lambda state: state.store.settle(reservation_id=request_id, actual_cost=5,
-                                                            actual_tokens=5)) is True
+                                                            actual_tokens=5, names=names)) is True
     assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}

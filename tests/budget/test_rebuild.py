@@ -5,13 +5,16 @@ The flush drops every key of this gateway's store (its own Redis prefix, or the 
 in-process store), exactly what losing Redis does.
 """
 
+import asyncio
 import threading
 from decimal import Decimal
 
 import pytest
 
 from analytics.models import RequestLog
-from billing.money import to_micros
+from billing import reservations
+from billing.counters import MemoryCounterStore, RedisCounterStore
+from billing.money import from_micros, to_micros
 from tests.budget.support import (
     LONG_ANSWER,
     ControlledOpenAI,
@@ -102,5 +105,98 @@ def test_a_flush_while_a_call_is_in_flight_leaves_the_rebuild_to_the_ledger(star
     assert (held_status, next_status) == (200, 200)
     # Its settle found nothing to add to: the rebuild read the call's row instead.
     assert after_settle == {name: None for name in names}
+    assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
+    assert [reserved(gateway, name) for name in names] == [0, 0]
+
+
+def test_a_flush_while_calls_are_in_flight_does_not_let_spend_pass_the_budget(start_gateway, make_tenant, fake):
+    """The budget fits two reservations, both held by calls in flight when Redis loses
+    everything: the reservations come back before a third call is admitted, so it is refused."""
+    budget = from_micros(2 * reservation_micros() + reservation_micros() // 2)
+    tenant = make_tenant(key_budget=budget)
+    names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
+    gateway = start_gateway(priced_routing(fake))
+    release = Held(released=threading.Event())
+    fake.script(release, release, Reply(text=LONG_ANSWER))
+    in_flight = [in_background(post_chat, gateway, tenant.secret) for _ in range(2)]
+    wait_until(lambda: fake.count == 2, what="both calls to reach the upstream")
+
+    flush(gateway)
+    third = post_chat(gateway, tenant.secret)
+    release.released.set()
+    held_statuses = [join()[0] for join in in_flight]
+
+    assert (third[0], third[2]["error"]["param"], held_statuses) == (402, "key", [200, 200])
+    assert fake.count == 2
+    assert ledger_micros(org=tenant.org) <= to_micros(budget)
+    assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
+    assert [reserved(gateway, name) for name in names] == [0, 0]
+
+
+def test_after_a_flush_a_call_is_counted_by_the_time_it_is_answered(start_gateway, make_tenant, fake, monkeypatch):
+    """Its settle, and the charge of a reservation Redis lost, are one step: nothing of the call
+    is still on its way to the counters once its client has the answer. (The charge is slowed
+    where it ever was a step of its own, so that it would show.)"""
+    tenant = make_tenant(key_budget=Decimal("3.00"))
+    names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
+    gateway = start_gateway(priced_routing(fake))
+    for store_type in (MemoryCounterStore, RedisCounterStore):
+        slowed = getattr(store_type, "charge", None)
+        monkeypatch.setattr(store_type, "charge", slow(slowed), raising=False)
+    post_chat(gateway, tenant.secret)
+    release = Held(released=threading.Event())
+    fake.script(release)
+    in_flight = in_background(post_chat, gateway, tenant.secret)
+    wait_until(lambda: fake.count == 2, what="the held call to reach the upstream")
+
+    flush(gateway)
+    post_chat(gateway, tenant.secret)
+    release.released.set()
+    in_flight()
+
+    assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
+
+
+def slow(charge):
+    async def slowly(*args, **kwargs):
+        await asyncio.sleep(0.5)
+        return await charge(*args, **kwargs)
+
+    return slowly
+
+
+def test_a_call_settled_while_its_counter_is_being_rebuilt_is_counted_once(start_gateway, make_tenant, fake,
+                                                                            monkeypatch):
+    """The rebuild read the ledger before the call's row was committed, and sets the counter
+    after the call's settle found it missing: the call's cost waits for the rebuild, which adds
+    it, its read not having seen the row."""
+    tenant = make_tenant(key_budget=Decimal("3.00"))
+    names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
+    gateway = start_gateway(priced_routing(fake))
+    post_chat(gateway, tenant.secret)
+    release = Held(released=threading.Event())
+    fake.script(release)
+    held = in_background(post_chat, gateway, tenant.secret)
+    wait_until(lambda: fake.count == 2, what="the held call to reach the upstream")
+    read, seed = threading.Event(), threading.Event()
+    read_ledger = reservations._settled_micros_async
+
+    async def read_then_wait_to_seed(name, now):
+        found = await read_ledger(name, now)
+        read.set()
+        await asyncio.to_thread(seed.wait, 10)
+        return found
+
+    monkeypatch.setattr(reservations, "_settled_micros_async", read_then_wait_to_seed)
+    flush(gateway)
+    rebuilding = in_background(post_chat, gateway, tenant.secret)
+    wait_until(read.is_set, what="the rebuild's read of the ledger")
+    release.released.set()
+    held_status = held()[0]
+    seed.set()
+    rebuilt_by = rebuilding()[0]
+
+    assert (held_status, rebuilt_by) == (200, 200)
+    assert RequestLog.objects.filter(status=200).count() == 3
     assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
     assert [reserved(gateway, name) for name in names] == [0, 0]

@@ -20,6 +20,7 @@ from tests.budget.support import (
     counters,
     post_chat,
     priced_routing,
+    reservation_micros,
     reserved,
     wait_until,
 )
@@ -143,3 +144,44 @@ def test_the_cost_header_is_the_rows_cost_with_cached_input_at_its_own_price(sta
     assert (status, headers["x-nemo-cost"]) == (200, "0.002500")
     assert (row.cost, row.cached_tokens) == (Decimal("0.002500"), 400)
     check_settled_as_logged(gateway, tenant, row)
+
+
+def test_a_call_that_names_no_output_limit_is_sent_the_one_it_reserved(start_gateway, make_tenant, fake):
+    # At this routing's price the whole of gpt-4o's output costs $16.38.
+    tenant = make_tenant(credits=Decimal("50.00"), key_budget=Decimal("20.00"))
+    gateway = start_gateway(priced_routing(fake))
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}).encode()
+
+    status, headers, _ = post_chat(gateway, tenant.secret, body)
+
+    sent = fake.requests[-1].json
+    row = RequestLog.objects.get(request_id=headers["x-nemo-request-id"])
+    assert status == 200
+    # gpt-4o's maximum output (the catalog), the field OpenAI's servers take.
+    assert (sent["max_completion_tokens"], "max_tokens" in sent) == (16_384, False)
+    assert row.overshoot == 0
+
+
+def test_an_answer_past_its_output_cap_is_charged_in_full_flagged_and_stops_the_key(start_gateway, make_tenant,
+                                                                                   fake):
+    """An upstream that ignores max_tokens: the ledger holds what the call really cost, its row
+    says by how much that passed the reservation, and the key is refused until its budget is
+    back in bounds."""
+    body = chat_body(max_tokens=1)
+    tenant = make_tenant(key_budget=Decimal("0.05"))
+    gateway = start_gateway(priced_routing(fake))
+    fake.script(Reply(text=LONG_ANSWER), Reply(text="short"))
+
+    first = post_chat(gateway, tenant.secret, body)
+    second = post_chat(gateway, tenant.secret, body)
+
+    row = RequestLog.objects.get(request_id=first[1]["x-nemo-request-id"])
+    real_cost = to_micros(row.cost)
+    names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
+    assert (first[0], second[0], second[2]["error"]["param"]) == (200, 402, "key")
+    assert fake.requests[0].json["max_tokens"] == 1
+    # The prices are micro-dollars per token.
+    assert real_cost == row.completion_tokens * OUTPUT_PRICE + row.prompt_tokens * INPUT_PRICE
+    assert to_micros(row.overshoot) == real_cost - reservation_micros(body, max_tokens=1) > 0
+    assert counters(gateway, names) == {name: real_cost for name in names}
+    assert [reserved(gateway, name) for name in names] == [0, 0]

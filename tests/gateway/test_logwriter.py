@@ -87,8 +87,8 @@ class WatchedStore(MemoryCounterStore):
         self.positions: list[int | None] = []
         self.position_of: dict[str, int | None] = {}
 
-    def settle_many(self, settlements, position=None):
-        ids = [rid.replace("res-", "req_burst_") for rid, _, _ in settlements]
+    def settle_many(self, settlements, position=None, **options):
+        ids = [rid.replace("res-", "req_burst_") for rid, *_ in settlements]
         found: set[str] = set()
 
         def look() -> None:
@@ -104,7 +104,7 @@ class WatchedStore(MemoryCounterStore):
         self.events += [f"settled {rid}" for rid in ids]
         self.positions.append(position)
         self.position_of.update(dict.fromkeys(ids, position))
-        return super().settle_many(settlements, position)
+        return super().settle_many(settlements, position, **options)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -144,8 +144,8 @@ def test_a_call_is_answered_without_waiting_for_its_settles_reply(make_tenant):
         reply_held = asyncio.Event()
 
         class SlowToReply(MemoryCounterStore):
-            def settle_many(self, settlements, position=None):
-                reply = super().settle_many(settlements, position)
+            def settle_many(self, settlements, position=None, **options):
+                reply = super().settle_many(settlements, position, **options)
 
                 async def later():
                     await reply_held.wait()
@@ -174,7 +174,7 @@ def test_rows_are_written_even_when_settling_fails(make_tenant):
     tenant = make_tenant()
     store = MemoryCounterStore()
 
-    async def broken_settle_many(settlements, position=None):
+    async def broken_settle_many(settlements, position=None, **options):
         raise ConnectionError("Redis went away")
 
     store.settle_many = broken_settle_many
@@ -274,10 +274,10 @@ def test_a_counter_rebuilt_between_a_commit_and_its_settle_counts_the_call_once(
 
     def rebuilt_before_settling(base: type):
         class Store(base):
-            def settle_many(self, settlements, position=None):
+            def settle_many(self, settlements, position=None, **options):
                 async def rebuild_then_settle():
                     await _rebuild(self, name, timezone.now())
-                    return await base.settle_many(self, settlements, position)
+                    return await base.settle_many(self, settlements, position, **options)
 
                 return asyncio.ensure_future(rebuild_then_settle())
 

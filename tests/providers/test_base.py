@@ -23,7 +23,7 @@ class SlowToPrepare(Provider):
     def credentials_ready(self) -> bool:
         return False
 
-    async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
+    async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
         await asyncio.sleep(10)
         raise AssertionError("the deadline should have passed")
 
@@ -99,7 +99,7 @@ class Plain(Provider):
         super().__init__(ProviderConfig(name="plain", type="test"))
         self.url = url
 
-    async def prepare(self, *, body: dict, model: str, stream: bool) -> UpstreamRequest:
+    async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
         return UpstreamRequest(url=self.url, headers={}, body=b"{}")
 
     def parse_response(self, *, body: bytes, model: str) -> dict:
