@@ -57,7 +57,18 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The gateway writes from several threads; wait for the lock rather than fail.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = 60
+    # A pool per process instead of persistent connections. Under ASGI each request runs in a
+    # context of its own: a connection kept past its request (CONN_MAX_AGE > 0) was never reused,
+    # only left open, and requests at once each opened another, until max_connections ran out.
+    # A request borrows a pooled connection and hands it back when it ends; beyond the pool's
+    # size, requests wait for one (Django's docs: no persistent connections under ASGI).
+    NEMO_DB_POOL_SIZE = _read("NEMO_DB_POOL_SIZE", env.int, 10)
+    if NEMO_DB_POOL_SIZE < 1:
+        raise ImproperlyConfigured(f"NEMO_DB_POOL_SIZE must be at least 1, not {NEMO_DB_POOL_SIZE}")
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A pooled connection may have died with a database restart: check it before handing it out.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 0, "max_size": NEMO_DB_POOL_SIZE}
 
 REDIS_URL = _read("REDIS_URL", env.str, "") or None
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):

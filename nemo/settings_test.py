@@ -6,6 +6,3 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tasks run in the test process even when REDIS_URL gives Celery a broker; the tests that need a
 # real worker start one themselves.
 CELERY_TASK_ALWAYS_EAGER = True
-# Servers started by the tests answer from threads; each request closes its connection, so
-# none is left open when the test database is dropped.
-DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

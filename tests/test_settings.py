@@ -34,6 +34,7 @@ CASES = {
     "negative busy poll": {"NEMO_BUSY_POLL_US": "-5"},
     "busy poll not a number": {"NEMO_BUSY_POLL_US": "fast"},
     "bad database url": {"DATABASE_URL": "nonsense://x"},
+    "empty database pool": {"DATABASE_URL": "postgres://nemo@127.0.0.1:5432/nemo", "NEMO_DB_POOL_SIZE": "0"},
     "bad debug": {"DEBUG": "maybe"},
     "no secret key in production": {"NEMO_REQUIRE_SECRET_KEY": "true"},
 }
@@ -111,6 +112,7 @@ def test_a_router_config_that_exists_is_taken(runs):
         ("busy poll not a number", "NEMO_BUSY_POLL_US"),
         ("no secret key in production", "SECRET_KEY"),
         ("bad database url", "DATABASE_URL"),
+        ("empty database pool", "NEMO_DB_POOL_SIZE"),
         ("bad debug", "DEBUG"),
     ],
 )
