@@ -35,12 +35,18 @@ def _strict_bool(name: str, default: bool) -> bool:
 
 
 DEBUG = _strict_bool("DEBUG", False)
+# A fixed key for local development (DEBUG=true): key hashes are HMACs over SECRET_KEY, so it must
+# stay the same across restarts. It is public, so production refuses to fall back to it, and
+# `check --deploy` flags it when it is set by hand (keys/checks.py).
+NEMO_DEVELOPMENT_SECRET_KEY = "nemo-dev-insecure-secret-key-change-me-in-production"
 SECRET_KEY = _read("SECRET_KEY", env.str, "")
 if not SECRET_KEY:
-    if not DEBUG and _strict_bool("NEMO_REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("SECRET_KEY must be set in production")
-    # A fixed development key: key hashes depend on it, so it must stay stable across restarts.
-    SECRET_KEY = "nemo-dev-insecure-secret-key-change-me-in-production"
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (it keys the hashes of every API key); "
+            "DEBUG=true runs with a development key"
+        )
+    SECRET_KEY = NEMO_DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = _read("ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "testserver"])
 
 DATABASE_URL = _read("DATABASE_URL", env.str, f"sqlite:///{BASE_DIR / 'nemo.sqlite3'}")

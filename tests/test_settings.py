@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Key hashes are HMACs over it: it must not change from one release to the next.
+DEVELOPMENT_SECRET_KEY = "nemo-dev-insecure-secret-key-change-me-in-production"
 
 SHOW_SETTINGS = """
 import django
@@ -22,11 +24,16 @@ print(settings.CELERY_BROKER_URL)
 print(settings.CELERY_TASK_ALWAYS_EAGER)
 print(settings.NEMO_ROUTER_CONFIG)
 print(settings.DEBUG)
+print(settings.SECRET_KEY)
 """
 
 
+# Every case runs with this key unless it says otherwise: production refuses to start without one.
+SECRET_KEY = "test-settings-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+
 CASES = {
     "no environment": {},
+    "development": {"SECRET_KEY": "", "DEBUG": "true"},
     "redis": {"REDIS_URL": "redis://127.0.0.1:6379/5"},
     "missing router config": {"NEMO_ROUTER_CONFIG": "/does/not/exist"},
     "bad redis url": {"REDIS_URL": "http://x"},
@@ -36,7 +43,8 @@ CASES = {
     "bad database url": {"DATABASE_URL": "nonsense://x"},
     "empty database pool": {"DATABASE_URL": "postgres://nemo@127.0.0.1:5432/nemo", "NEMO_DB_POOL_SIZE": "0"},
     "bad debug": {"DEBUG": "maybe"},
-    "no secret key in production": {"NEMO_REQUIRE_SECRET_KEY": "true"},
+    "no secret key in production": {"SECRET_KEY": ""},
+    "no secret key with debug off": {"SECRET_KEY": "", "DEBUG": "false"},
 }
 
 
@@ -45,7 +53,7 @@ def start_django(**environ: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", SHOW_SETTINGS],
         cwd=PROJECT_DIR,
-        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "nemo.settings", **environ},
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "nemo.settings", "SECRET_KEY": SECRET_KEY, **environ},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -71,7 +79,7 @@ def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
 
 
-def test_with_no_environment_it_runs_on_sqlite_with_in_process_state_and_eager_tasks(runs):
+def test_with_only_a_secret_key_it_runs_on_sqlite_with_in_process_state_and_eager_tasks(runs):
     started = runs["no environment"]
     assert started.returncode == 0, started.stderr
     assert started.stdout.splitlines() == [
@@ -82,7 +90,14 @@ def test_with_no_environment_it_runs_on_sqlite_with_in_process_state_and_eager_t
         "True",
         "None",
         "False",
+        SECRET_KEY,
     ]
+
+
+def test_with_debug_on_and_no_secret_key_it_runs_with_the_fixed_development_key(runs):
+    started = runs["development"]
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.splitlines()[6:] == ["True", DEVELOPMENT_SECRET_KEY]
 
 
 def test_redis_url_moves_cache_and_celery_to_redis(runs):
@@ -111,6 +126,7 @@ def test_a_router_config_that_exists_is_taken(runs):
         ("negative busy poll", "NEMO_BUSY_POLL_US"),
         ("busy poll not a number", "NEMO_BUSY_POLL_US"),
         ("no secret key in production", "SECRET_KEY"),
+        ("no secret key with debug off", "SECRET_KEY"),
         ("bad database url", "DATABASE_URL"),
         ("empty database pool", "NEMO_DB_POOL_SIZE"),
         ("bad debug", "DEBUG"),
@@ -121,3 +137,28 @@ def test_a_bad_value_stops_start_up_with_a_message_naming_the_variable(runs, cas
     assert started.returncode != 0
     # The last line is the error itself; the traceback above it quotes settings.py and so names every variable.
     assert variable in last_line(started.stderr)
+
+
+def check_deploy(**environ: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=PROJECT_DIR,
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "nemo.settings", **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_deploy_flags_the_development_key():
+    checked = check_deploy(DEBUG="true")
+
+    assert checked.returncode != 0
+    assert "nemo.E001" in checked.stderr
+    assert "SECRET_KEY is the public development key" in checked.stderr
+
+
+def test_check_deploy_passes_a_real_secret_key():
+    checked = check_deploy(SECRET_KEY=SECRET_KEY)
+
+    assert "nemo.E001" not in checked.stdout + checked.stderr
