@@ -49,6 +49,20 @@ if not SECRET_KEY:
     SECRET_KEY = NEMO_DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = _read("ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "testserver"])
 
+# HTTPS in production (DEBUG off): session and CSRF cookies only over HTTPS, plain HTTP redirected,
+# and browsers told to keep to HTTPS for a year (HSTS). Each can be set. Behind a proxy that
+# terminates TLS, trust its X-Forwarded-Proto only if it overwrites whatever the client sent.
+SECURE_SSL_REDIRECT = _strict_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = _strict_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = _strict_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = _read("SECURE_HSTS_SECONDS", env.int, 0 if DEBUG else 365 * 24 * 3600)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured(f"SECURE_HSTS_SECONDS must be 0 (off) or more, not {SECURE_HSTS_SECONDS}")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _strict_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if _strict_bool("NEMO_TRUST_X_FORWARDED_PROTO", False) else None
+)
+
 DATABASE_URL = _read("DATABASE_URL", env.str, f"sqlite:///{BASE_DIR / 'nemo.sqlite3'}")
 _scheme = DATABASE_URL.split("://", 1)[0] if "://" in DATABASE_URL else None
 if _scheme not in environ.Env.DB_SCHEMES:

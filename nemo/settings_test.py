@@ -1,4 +1,4 @@
-"""Test settings: the real settings, with a fast password hasher."""
+"""Test settings: the real settings, with a fast password hasher, over plain HTTP."""
 
 import os
 
@@ -13,3 +13,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tasks run in the test process even when REDIS_URL gives Celery a broker; the tests that need a
 # real worker start one themselves.
 CELERY_TASK_ALWAYS_EAGER = True
+# Django's test client and the browser tests' live server speak plain HTTP (tests/test_settings.py
+# checks the production defaults).
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False

@@ -25,6 +25,12 @@ print(settings.CELERY_TASK_ALWAYS_EAGER)
 print(settings.NEMO_ROUTER_CONFIG)
 print(settings.DEBUG)
 print(settings.SECRET_KEY)
+print(settings.SECURE_SSL_REDIRECT)
+print(settings.SESSION_COOKIE_SECURE)
+print(settings.CSRF_COOKIE_SECURE)
+print(settings.SECURE_HSTS_SECONDS)
+print(settings.SECURE_HSTS_INCLUDE_SUBDOMAINS)
+print(settings.SECURE_PROXY_SSL_HEADER)
 """
 
 
@@ -43,6 +49,14 @@ CASES = {
     "bad database url": {"DATABASE_URL": "nonsense://x"},
     "empty database pool": {"DATABASE_URL": "postgres://nemo@127.0.0.1:5432/nemo", "NEMO_DB_POOL_SIZE": "0"},
     "bad debug": {"DEBUG": "maybe"},
+    "https settings": {
+        "SECURE_SSL_REDIRECT": "false", "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false",
+        "SECURE_HSTS_SECONDS": "3600", "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true", "NEMO_TRUST_X_FORWARDED_PROTO": "true",
+    },
+    "bad hsts seconds": {"SECURE_HSTS_SECONDS": "a year"},
+    "negative hsts seconds": {"SECURE_HSTS_SECONDS": "-1"},
+    "bad ssl redirect": {"SECURE_SSL_REDIRECT": "sometimes"},
+    "bad proxy header flag": {"NEMO_TRUST_X_FORWARDED_PROTO": "proxy"},
     "no secret key in production": {"SECRET_KEY": ""},
     "no secret key with debug off": {"SECRET_KEY": "", "DEBUG": "false"},
 }
@@ -82,7 +96,7 @@ def last_line(text: str) -> str:
 def test_with_only_a_secret_key_it_runs_on_sqlite_with_in_process_state_and_eager_tasks(runs):
     started = runs["no environment"]
     assert started.returncode == 0, started.stderr
-    assert started.stdout.splitlines() == [
+    assert started.stdout.splitlines()[:8] == [
         "django.db.backends.sqlite3",
         "django.core.cache.backends.locmem.LocMemCache",
         "None",
@@ -97,7 +111,27 @@ def test_with_only_a_secret_key_it_runs_on_sqlite_with_in_process_state_and_eage
 def test_with_debug_on_and_no_secret_key_it_runs_with_the_fixed_development_key(runs):
     started = runs["development"]
     assert started.returncode == 0, started.stderr
-    assert started.stdout.splitlines()[6:] == ["True", DEVELOPMENT_SECRET_KEY]
+    assert started.stdout.splitlines()[6:8] == ["True", DEVELOPMENT_SECRET_KEY]
+
+
+def test_production_sends_cookies_over_https_only_redirects_to_https_and_asks_for_hsts(runs):
+    started = runs["no environment"]
+    assert started.returncode == 0, started.stderr
+    # Redirect, secure session and CSRF cookies, a year of HSTS, subdomains left out, no proxy trusted.
+    assert started.stdout.splitlines()[8:] == ["True", "True", "True", "31536000", "False", "None"]
+
+
+def test_with_debug_on_plain_http_works_for_local_development(runs):
+    started = runs["development"]
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.splitlines()[8:] == ["False", "False", "False", "0", "False", "None"]
+
+
+def test_each_https_setting_can_be_set_and_a_tls_terminating_proxy_trusted(runs):
+    started = runs["https settings"]
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.splitlines()[8:] == [
+        "False", "False", "False", "3600", "True", "('HTTP_X_FORWARDED_PROTO', 'https')"]
 
 
 def test_redis_url_moves_cache_and_celery_to_redis(runs):
@@ -130,6 +164,10 @@ def test_a_router_config_that_exists_is_taken(runs):
         ("bad database url", "DATABASE_URL"),
         ("empty database pool", "NEMO_DB_POOL_SIZE"),
         ("bad debug", "DEBUG"),
+        ("bad hsts seconds", "SECURE_HSTS_SECONDS"),
+        ("negative hsts seconds", "SECURE_HSTS_SECONDS"),
+        ("bad ssl redirect", "SECURE_SSL_REDIRECT"),
+        ("bad proxy header flag", "NEMO_TRUST_X_FORWARDED_PROTO"),
     ],
 )
 def test_a_bad_value_stops_start_up_with_a_message_naming_the_variable(runs, case, variable):
