@@ -62,6 +62,15 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = _strict_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", 
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if _strict_bool("NEMO_TRUST_X_FORWARDED_PROTO", False) else None
 )
+# The client's address is the last of X-Forwarded-For (the one the proxy appended), not the proxy's.
+NEMO_TRUST_X_FORWARDED_FOR = _strict_bool("NEMO_TRUST_X_FORWARDED_FOR", False)
+
+# Sign-in throttle of the dashboard and the admin (dashboard/logins.py): this many failures for one
+# username or from one address within the window, and sign-in is refused until the window passes.
+NEMO_LOGIN_MAX_FAILURES = _read("NEMO_LOGIN_MAX_FAILURES", env.int, 5)
+NEMO_LOGIN_WINDOW_S = 60 * _read("NEMO_LOGIN_WINDOW_MINUTES", env.int, 15)
+if NEMO_LOGIN_MAX_FAILURES < 1 or NEMO_LOGIN_WINDOW_S < 60:
+    raise ImproperlyConfigured("NEMO_LOGIN_MAX_FAILURES and NEMO_LOGIN_WINDOW_MINUTES must be at least 1")
 
 DATABASE_URL = _read("DATABASE_URL", env.str, f"sqlite:///{BASE_DIR / 'nemo.sqlite3'}")
 _scheme = DATABASE_URL.split("://", 1)[0] if "://" in DATABASE_URL else None

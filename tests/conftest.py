@@ -5,6 +5,7 @@ does not have them, in CI they must run.
 """
 
 import os
+import uuid
 
 import pytest
 from django.conf import settings
@@ -23,6 +24,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)"))
         if "redis" in item.keywords and not settings.REDIS_URL and not IN_CI:
             item.add_marker(pytest.mark.skip(reason="needs Redis (set REDIS_URL)"))
+
+
+@pytest.fixture(autouse=True)
+def cache_of_its_own(settings) -> None:
+    """Each test gets a namespace of its own in Django's cache (Redis when configured): the failed
+    sign-ins one test counted must not refuse another's."""
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"nemo-test-{uuid.uuid4().hex[:10]}"}}
 
 
 @pytest.fixture

@@ -57,6 +57,9 @@ CASES = {
     "negative hsts seconds": {"SECURE_HSTS_SECONDS": "-1"},
     "bad ssl redirect": {"SECURE_SSL_REDIRECT": "sometimes"},
     "bad proxy header flag": {"NEMO_TRUST_X_FORWARDED_PROTO": "proxy"},
+    "bad forwarded for flag": {"NEMO_TRUST_X_FORWARDED_FOR": "proxy"},
+    "no sign-in failures allowed": {"NEMO_LOGIN_MAX_FAILURES": "0"},
+    "sign-in window not a number": {"NEMO_LOGIN_WINDOW_MINUTES": "a while"},
     "no secret key in production": {"SECRET_KEY": ""},
     "no secret key with debug off": {"SECRET_KEY": "", "DEBUG": "false"},
 }
@@ -168,6 +171,9 @@ def test_a_router_config_that_exists_is_taken(runs):
         ("negative hsts seconds", "SECURE_HSTS_SECONDS"),
         ("bad ssl redirect", "SECURE_SSL_REDIRECT"),
         ("bad proxy header flag", "NEMO_TRUST_X_FORWARDED_PROTO"),
+        ("bad forwarded for flag", "NEMO_TRUST_X_FORWARDED_FOR"),
+        ("no sign-in failures allowed", "NEMO_LOGIN_MAX_FAILURES"),
+        ("sign-in window not a number", "NEMO_LOGIN_WINDOW_MINUTES"),
     ],
 )
 def test_a_bad_value_stops_start_up_with_a_message_naming_the_variable(runs, case, variable):
