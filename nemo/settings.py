@@ -122,6 +122,9 @@ NEMO_ROUTER_CONFIG = _read("NEMO_ROUTER_CONFIG", env.str, "") or None
 if NEMO_ROUTER_CONFIG and not Path(NEMO_ROUTER_CONFIG).is_file():
     raise ImproperlyConfigured(f"NEMO_ROUTER_CONFIG points at {NEMO_ROUTER_CONFIG!r}, which is not a file")
 NEMO_SIGNUP_CREDITS = "5.00"
+# Export sinks may reach private, loopback and link-local addresses, over plain http too
+# (analytics/exporters/destinations.py): for self-hosted services on the operator's own network.
+NEMO_SINK_ALLOW_PRIVATE = _strict_bool("NEMO_SINK_ALLOW_PRIVATE", False)
 NEMO_LOG_RETENTION_MONTHS = _read("NEMO_LOG_RETENTION_MONTHS", env.int, 13)
 # Microseconds a gateway worker keeps polling after activity instead of sleeping (gateway/busypoll.py):
 # lower latency for a busier CPU. 0, the default, is off.
