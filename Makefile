@@ -10,7 +10,7 @@ WORKERS ?= 1
 
 # Trying it out locally runs with DEBUG on (and so the fixed development SECRET_KEY) unless DEBUG
 # is set; production refuses to start without a SECRET_KEY of its own.
-run demo serve: export DEBUG ?= true
+run demo serve worker: export DEBUG ?= true
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
