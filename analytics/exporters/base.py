@@ -102,4 +102,4 @@ def post_json(url: str, payload, *, headers: dict | None = None, auth: tuple[str
 def describe_failure(service: str, response: httpx.Response) -> str:
     """The status and its standard phrase, nothing the server wrote: the sink's page shows this to
     the tenant, and the answer may be an internal service's (when private addresses are allowed)."""
-    return f"{service} answered {response.status_code} {httpx.codes.get_reason_phrase(response.status_code)}"
+    return f"{service} answered {response.status_code} {httpx.codes.get_reason_phrase(response.status_code)}".rstrip()

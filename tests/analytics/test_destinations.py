@@ -136,7 +136,7 @@ def test_the_connection_goes_to_the_address_that_was_checked_not_to_a_second_loo
 
 def test_over_https_the_certificate_is_checked_against_the_name_not_the_address(org, key, resolving, monkeypatch):
     resolving({SINK_HOST: [PUBLIC_ADDRESS]})
-    handshakes: list[tuple[str, str]] = []
+    handshakes: list[str] = []
 
     class Stream:
         def start_tls(self, ssl_context, server_hostname=None, timeout=None):
