@@ -8,6 +8,10 @@ WORKERS ?= 1
 
 .PHONY: run test install migrate demo serve worker bench lint
 
+# Trying it out locally runs with DEBUG on (and so the fixed development SECRET_KEY) unless DEBUG
+# is set; production refuses to start without a SECRET_KEY of its own.
+run demo serve worker: export DEBUG ?= true
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 

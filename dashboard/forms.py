@@ -4,6 +4,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.password_validation import validate_password
@@ -12,6 +13,7 @@ from django.utils import timezone
 from analytics.exporters import EXPORTERS
 from analytics.models import ExportSink
 from billing.models import Budget
+from dashboard.logins import login_failure_record, login_paused, login_success_record
 from gateway.config import load_config
 from keys.models import Membership, Organization
 from keys.selectors import key_list, team_list
@@ -45,7 +47,34 @@ class EmailField(forms.EmailField):
         return super().clean(value).lower()
 
 
-class LoginForm(AuthenticationForm):
+class ThrottledLoginMixin:
+    """Sign-in through an AuthenticationForm, refused while the throttle says so (dashboard.logins)."""
+
+    def clean(self):
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if not (username and password):
+            return super().clean()
+        if login_paused(request=self.request, username=username):
+            minutes = max(1, settings.NEMO_LOGIN_WINDOW_S // 60)
+            raise forms.ValidationError(
+                f"Too many failed sign-in attempts: sign-in is paused for this account or address for up to "
+                f"{minutes} minutes. Try again later.",
+                code="throttled",
+            )
+        try:
+            cleaned = super().clean()
+        except forms.ValidationError:
+            login_failure_record(request=self.request, username=username)
+            raise
+        login_success_record(request=self.request, username=username)
+        return cleaned
+
+
+class AdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
+    pass
+
+
+class LoginForm(ThrottledLoginMixin, AuthenticationForm):
     username = forms.CharField(label="Email", widget=forms.EmailInput(attrs={"autofocus": True,
                                                                            "autocomplete": "email"}))
 

@@ -6,6 +6,11 @@ stored HMAC, later calls compare a SHA-256 of the secret they send with the one 
 (OpenSSL's HMAC by digest name cost ~2 µs hot and far more on a loaded worker's cold caches).
 A change to a key, its budgets or its org drops the snapshot at once in this process and, through
 Redis, in every other worker; entries also expire after a short while as a safety net.
+
+Keys that do not exist cost little too. A secret that does not have the shape of ours is refused
+without a lookup; a prefix that loaded no key is remembered as unknown for a while (a new key
+announces its prefix, which forgets it); and only a few loads run at once, so a flood of random
+keys waits for them instead of taking every database connection.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from billing.money import to_micros
@@ -23,6 +30,12 @@ from gateway.singleflight import shared_run
 from keys import secrets
 
 SNAPSHOT_TTL_S = 30.0
+# A flood of one unknown key costs one query per while.
+UNKNOWN_TTL_S = 10.0
+# Random prefixes must not grow a worker's memory without bound: past this, the oldest go first.
+MAX_UNKNOWN = 10_000
+# Each load holds a database connection while it runs.
+MAX_LOADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,15 +111,30 @@ def _load_snapshot(prefix: str) -> KeySnapshot | None:
 
 
 class KeyCache:
-    def __init__(self, ttl_s: float = SNAPSHOT_TTL_S) -> None:
+    def __init__(
+        self,
+        ttl_s: float = SNAPSHOT_TTL_S,
+        *,
+        load: Callable[[str], Awaitable[KeySnapshot | None]] | None = None,
+        unknown_ttl_s: float = UNKNOWN_TTL_S,
+        max_unknown: int = MAX_UNKNOWN,
+        max_loads: int = MAX_LOADS,
+    ) -> None:
         self.ttl_s = ttl_s
+        self.unknown_ttl_s = unknown_ttl_s
+        self.max_unknown = max_unknown
         self._by_prefix: dict[str, KeySnapshot] = {}
         # prefix: (the snapshot, SHA-256 of the secret that passed its HMAC check).
         self._verified: dict[str, tuple[KeySnapshot, bytes]] = {}
+        # prefix: when it loaded no key (monotonic), oldest first. Invalidations come from other
+        # threads, and evicting the oldest takes more than one step: hence the lock.
+        self._unknown: dict[str, float] = {}
+        self._unknown_lock = threading.Lock()
         self._loading: dict[str, asyncio.Future] = {}
+        self._loads = asyncio.Semaphore(max_loads)
         # Bumped by every invalidation: a load that started before one must not be cached.
         self._generation = 0
-        self._load = db_read(_load_snapshot)
+        self._load = load or db_read(_load_snapshot)
 
     def invalidate(self, *, prefix: str | None = None, org_id: int | None = None) -> None:
         self._generation += 1
@@ -114,6 +142,8 @@ class KeyCache:
         if prefix is not None:
             self._by_prefix.pop(prefix, None)
             self._verified.pop(prefix, None)
+            with self._unknown_lock:
+                self._unknown.pop(prefix, None)
         if org_id is not None:
             for cached_prefix, snapshot in list(self._by_prefix.items()):
                 if snapshot.org_id == org_id:
@@ -121,27 +151,49 @@ class KeyCache:
         if prefix is None and org_id is None:
             self._by_prefix.clear()
             self._verified.clear()
+            with self._unknown_lock:
+                self._unknown.clear()
 
     async def authenticate(self, authorization: str | None) -> KeySnapshot:
         if not authorization or not authorization.startswith("Bearer "):
             raise invalid_api_key("Missing API key: send Authorization: Bearer sk-nemo-…")
         secret = authorization[7:].strip()
-        if not secret.startswith(secrets.KEY_SCHEME):
+        if not secrets.is_well_formed(secret, secrets.KEY_SCHEME):
             raise invalid_api_key()
         prefix = secrets.prefix_of(secret, secrets.KEY_SCHEME)
         snapshot = self._by_prefix.get(prefix)
         now = time.monotonic()
         if snapshot is None or now - snapshot.loaded_at > self.ttl_s:
+            if self._known_unknown(prefix, now):
+                raise invalid_api_key()
             generation = self._generation
             # A burst of calls with a key this worker has not cached waits for one query.
-            snapshot = await shared_run(self._loading, prefix, lambda: self._load(prefix))
+            snapshot = await shared_run(self._loading, prefix, lambda: self._load_one(prefix))
             if snapshot is None:
+                if generation == self._generation:
+                    self._remember_unknown(prefix)
                 raise invalid_api_key()
             if generation == self._generation:
                 self._by_prefix[prefix] = snapshot
         if not self._matches(prefix, secret, snapshot) or not snapshot.usable(time.time()):
             raise invalid_api_key()
         return snapshot
+
+    async def _load_one(self, prefix: str) -> KeySnapshot | None:
+        async with self._loads:
+            return await self._load(prefix)
+
+    def _known_unknown(self, prefix: str, now: float) -> bool:
+        since = self._unknown.get(prefix)
+        return since is not None and now - since < self.unknown_ttl_s
+
+    def _remember_unknown(self, prefix: str) -> None:
+        self._by_prefix.pop(prefix, None)
+        with self._unknown_lock:
+            self._unknown.pop(prefix, None)
+            while self._unknown and len(self._unknown) >= self.max_unknown:
+                del self._unknown[next(iter(self._unknown))]
+            self._unknown[prefix] = time.monotonic()
 
     def _matches(self, prefix: str, secret: str, snapshot: KeySnapshot) -> bool:
         fingerprint = hashlib.sha256(secret.encode()).digest()

@@ -7,6 +7,7 @@ and compared in constant time.
 
 import hashlib
 import hmac
+import re
 import secrets as stdlib_secrets
 
 from django.conf import settings
@@ -14,13 +15,22 @@ from django.conf import settings
 KEY_SCHEME = "sk-nemo-"
 TOKEN_SCHEME = "nm-"
 PREFIX_LENGTH = 12
+BODY_BYTES = 32
+# What token_urlsafe makes of BODY_BYTES: unpadded base64url, 43 characters.
+_BODY = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def generate(scheme: str) -> tuple[str, str]:
     """A new secret and its lookup prefix. 256 bits of randomness."""
-    body = stdlib_secrets.token_urlsafe(32)
+    body = stdlib_secrets.token_urlsafe(BODY_BYTES)
     secret = scheme + body
     return secret, prefix_of(secret, scheme)
+
+
+def is_well_formed(secret: str, scheme: str) -> bool:
+    """Whether ``secret`` has the shape ``generate`` gives it: anything else is no secret of ours,
+    and is refused without a lookup."""
+    return secret.startswith(scheme) and _BODY.fullmatch(secret, len(scheme)) is not None
 
 
 def prefix_of(secret: str, scheme: str) -> str:

@@ -184,6 +184,8 @@ def virtual_key_create(
         created_by=actor.user,
     )
     audit_record(org=org, actor=actor, action="key.create", target=key, data={"name": name, "prefix": prefix})
+    # Workers remember prefixes that had no key for a while: this one has one now.
+    transaction.on_commit(lambda: key_changed(prefix=prefix))
     return key, secret
 
 
@@ -232,6 +234,7 @@ def virtual_key_rotate(*, key: VirtualKey, actor: Actor) -> tuple[VirtualKey, st
     audit_record(org=key.org, actor=actor, action="key.rotate", target=key,
                  data={"old_prefix": old_prefix, "prefix": prefix})
     transaction.on_commit(lambda: key_changed(prefix=old_prefix))
+    transaction.on_commit(lambda: key_changed(prefix=prefix))
     return key, secret
 
 

@@ -35,13 +35,42 @@ def _strict_bool(name: str, default: bool) -> bool:
 
 
 DEBUG = _strict_bool("DEBUG", False)
+# A fixed key for local development (DEBUG=true): key hashes are HMACs over SECRET_KEY, so it must
+# stay the same across restarts. It is public, so production refuses to fall back to it, and
+# `check --deploy` flags it when it is set by hand (keys/checks.py).
+NEMO_DEVELOPMENT_SECRET_KEY = "nemo-dev-insecure-secret-key-change-me-in-production"
 SECRET_KEY = _read("SECRET_KEY", env.str, "")
 if not SECRET_KEY:
-    if not DEBUG and _strict_bool("NEMO_REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("SECRET_KEY must be set in production")
-    # A fixed development key: key hashes depend on it, so it must stay stable across restarts.
-    SECRET_KEY = "nemo-dev-insecure-secret-key-change-me-in-production"
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (it keys the hashes of every API key); "
+            "DEBUG=true runs with a development key"
+        )
+    SECRET_KEY = NEMO_DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = _read("ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "testserver"])
+
+# HTTPS in production (DEBUG off): session and CSRF cookies only over HTTPS, plain HTTP redirected,
+# and browsers told to keep to HTTPS for a year (HSTS). Each can be set. Behind a proxy that
+# terminates TLS, trust its X-Forwarded-Proto only if it overwrites whatever the client sent.
+SECURE_SSL_REDIRECT = _strict_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = _strict_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = _strict_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = _read("SECURE_HSTS_SECONDS", env.int, 0 if DEBUG else 365 * 24 * 3600)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured(f"SECURE_HSTS_SECONDS must be 0 (off) or more, not {SECURE_HSTS_SECONDS}")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _strict_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if _strict_bool("NEMO_TRUST_X_FORWARDED_PROTO", False) else None
+)
+# The client's address is the last of X-Forwarded-For (the one the proxy appended), not the proxy's.
+NEMO_TRUST_X_FORWARDED_FOR = _strict_bool("NEMO_TRUST_X_FORWARDED_FOR", False)
+
+# Sign-in throttle of the dashboard and the admin (dashboard/logins.py): this many failures for one
+# username or from one address within the window, and sign-in is refused until the window passes.
+NEMO_LOGIN_MAX_FAILURES = _read("NEMO_LOGIN_MAX_FAILURES", env.int, 5)
+NEMO_LOGIN_WINDOW_S = 60 * _read("NEMO_LOGIN_WINDOW_MINUTES", env.int, 15)
+if NEMO_LOGIN_MAX_FAILURES < 1 or NEMO_LOGIN_WINDOW_S < 60:
+    raise ImproperlyConfigured("NEMO_LOGIN_MAX_FAILURES and NEMO_LOGIN_WINDOW_MINUTES must be at least 1")
 
 DATABASE_URL = _read("DATABASE_URL", env.str, f"sqlite:///{BASE_DIR / 'nemo.sqlite3'}")
 _scheme = DATABASE_URL.split("://", 1)[0] if "://" in DATABASE_URL else None
@@ -57,7 +86,18 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The gateway writes from several threads; wait for the lock rather than fail.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = 60
+    # A pool per process instead of persistent connections. Under ASGI each request runs in a
+    # context of its own: a connection kept past its request (CONN_MAX_AGE > 0) was never reused,
+    # only left open, and requests at once each opened another, until max_connections ran out.
+    # A request borrows a pooled connection and hands it back when it ends; beyond the pool's
+    # size, requests wait for one (Django's docs: no persistent connections under ASGI).
+    NEMO_DB_POOL_SIZE = _read("NEMO_DB_POOL_SIZE", env.int, 10)
+    if NEMO_DB_POOL_SIZE < 1:
+        raise ImproperlyConfigured(f"NEMO_DB_POOL_SIZE must be at least 1, not {NEMO_DB_POOL_SIZE}")
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A pooled connection may have died with a database restart: check it before handing it out.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 0, "max_size": NEMO_DB_POOL_SIZE}
 
 REDIS_URL = _read("REDIS_URL", env.str, "") or None
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -88,6 +128,9 @@ NEMO_ROUTER_CONFIG = _read("NEMO_ROUTER_CONFIG", env.str, "") or None
 if NEMO_ROUTER_CONFIG and not Path(NEMO_ROUTER_CONFIG).is_file():
     raise ImproperlyConfigured(f"NEMO_ROUTER_CONFIG points at {NEMO_ROUTER_CONFIG!r}, which is not a file")
 NEMO_SIGNUP_CREDITS = "5.00"
+# Export sinks may reach private, loopback and link-local addresses, over plain http too
+# (analytics/exporters/destinations.py): for self-hosted services on the operator's own network.
+NEMO_SINK_ALLOW_PRIVATE = _strict_bool("NEMO_SINK_ALLOW_PRIVATE", False)
 NEMO_LOG_RETENTION_MONTHS = _read("NEMO_LOG_RETENTION_MONTHS", env.int, 13)
 # Microseconds a gateway worker keeps polling after activity instead of sleeping (gateway/busypoll.py):
 # lower latency for a busier CPU. 0, the default, is off.

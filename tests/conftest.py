@@ -5,6 +5,7 @@ does not have them, in CI they must run.
 """
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -43,6 +44,13 @@ def own_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(autouse=True)
+def cache_of_its_own(settings) -> None:
+    """Each test gets a namespace of its own in Django's cache (Redis when configured): the failed
+    sign-ins one test counted must not refuse another's."""
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"nemo-test-{uuid.uuid4().hex[:10]}"}}
 
 
 @pytest.fixture

@@ -154,7 +154,8 @@ def test_demo_run_twice_reuses_the_demo_org():
 
 
 def manage(*args: str, database_url: str) -> subprocess.CompletedProcess:
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DATABASE_URL": database_url}
+    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DATABASE_URL": database_url,
+               "SECRET_KEY": os.environ["SECRET_KEY"]}
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env=environ, capture_output=True, text=True,
         timeout=120,

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Key hashes are HMACs over it: it must not change from one release to the next.
+DEVELOPMENT_SECRET_KEY = "nemo-dev-insecure-secret-key-change-me-in-production"
 
 SHOW_SETTINGS = """
 import django
@@ -22,11 +24,22 @@ print(settings.CELERY_BROKER_URL)
 print(settings.CELERY_TASK_ALWAYS_EAGER)
 print(settings.NEMO_ROUTER_CONFIG)
 print(settings.DEBUG)
+print(settings.SECRET_KEY)
+print(settings.SECURE_SSL_REDIRECT)
+print(settings.SESSION_COOKIE_SECURE)
+print(settings.CSRF_COOKIE_SECURE)
+print(settings.SECURE_HSTS_SECONDS)
+print(settings.SECURE_HSTS_INCLUDE_SUBDOMAINS)
+print(settings.SECURE_PROXY_SSL_HEADER)
 """
 
 
+# Every case runs with this key unless it says otherwise: production refuses to start without one.
+SECRET_KEY = "test-settings-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+
 CASES = {
     "no environment": {},
+    "development": {"SECRET_KEY": "", "DEBUG": "true"},
     "redis": {"REDIS_URL": "redis://127.0.0.1:6379/5"},
     "missing router config": {"NEMO_ROUTER_CONFIG": "/does/not/exist"},
     "bad redis url": {"REDIS_URL": "http://x"},
@@ -34,8 +47,22 @@ CASES = {
     "negative busy poll": {"NEMO_BUSY_POLL_US": "-5"},
     "busy poll not a number": {"NEMO_BUSY_POLL_US": "fast"},
     "bad database url": {"DATABASE_URL": "nonsense://x"},
+    "empty database pool": {"DATABASE_URL": "postgres://nemo@127.0.0.1:5432/nemo", "NEMO_DB_POOL_SIZE": "0"},
     "bad debug": {"DEBUG": "maybe"},
-    "no secret key in production": {"NEMO_REQUIRE_SECRET_KEY": "true"},
+    "https settings": {
+        "SECURE_SSL_REDIRECT": "false", "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false",
+        "SECURE_HSTS_SECONDS": "3600", "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true", "NEMO_TRUST_X_FORWARDED_PROTO": "true",
+    },
+    "bad hsts seconds": {"SECURE_HSTS_SECONDS": "a year"},
+    "negative hsts seconds": {"SECURE_HSTS_SECONDS": "-1"},
+    "bad ssl redirect": {"SECURE_SSL_REDIRECT": "sometimes"},
+    "bad proxy header flag": {"NEMO_TRUST_X_FORWARDED_PROTO": "proxy"},
+    "bad forwarded for flag": {"NEMO_TRUST_X_FORWARDED_FOR": "proxy"},
+    "bad private sinks flag": {"NEMO_SINK_ALLOW_PRIVATE": "internal"},
+    "no sign-in failures allowed": {"NEMO_LOGIN_MAX_FAILURES": "0"},
+    "sign-in window not a number": {"NEMO_LOGIN_WINDOW_MINUTES": "a while"},
+    "no secret key in production": {"SECRET_KEY": ""},
+    "no secret key with debug off": {"SECRET_KEY": "", "DEBUG": "false"},
 }
 
 
@@ -44,7 +71,7 @@ def start_django(**environ: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", SHOW_SETTINGS],
         cwd=PROJECT_DIR,
-        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "nemo.settings", **environ},
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "nemo.settings", "SECRET_KEY": SECRET_KEY, **environ},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -70,10 +97,10 @@ def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
 
 
-def test_with_no_environment_it_runs_on_sqlite_with_in_process_state_and_eager_tasks(runs):
+def test_with_only_a_secret_key_it_runs_on_sqlite_with_in_process_state_and_eager_tasks(runs):
     started = runs["no environment"]
     assert started.returncode == 0, started.stderr
-    assert started.stdout.splitlines() == [
+    assert started.stdout.splitlines()[:8] == [
         "django.db.backends.sqlite3",
         "django.core.cache.backends.locmem.LocMemCache",
         "None",
@@ -81,7 +108,34 @@ def test_with_no_environment_it_runs_on_sqlite_with_in_process_state_and_eager_t
         "True",
         "None",
         "False",
+        SECRET_KEY,
     ]
+
+
+def test_with_debug_on_and_no_secret_key_it_runs_with_the_fixed_development_key(runs):
+    started = runs["development"]
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.splitlines()[6:8] == ["True", DEVELOPMENT_SECRET_KEY]
+
+
+def test_production_sends_cookies_over_https_only_redirects_to_https_and_asks_for_hsts(runs):
+    started = runs["no environment"]
+    assert started.returncode == 0, started.stderr
+    # Redirect, secure session and CSRF cookies, a year of HSTS, subdomains left out, no proxy trusted.
+    assert started.stdout.splitlines()[8:] == ["True", "True", "True", "31536000", "False", "None"]
+
+
+def test_with_debug_on_plain_http_works_for_local_development(runs):
+    started = runs["development"]
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.splitlines()[8:] == ["False", "False", "False", "0", "False", "None"]
+
+
+def test_each_https_setting_can_be_set_and_a_tls_terminating_proxy_trusted(runs):
+    started = runs["https settings"]
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.splitlines()[8:] == [
+        "False", "False", "False", "3600", "True", "('HTTP_X_FORWARDED_PROTO', 'https')"]
 
 
 def test_redis_url_moves_cache_and_celery_to_redis(runs):
@@ -110,8 +164,18 @@ def test_a_router_config_that_exists_is_taken(runs):
         ("negative busy poll", "NEMO_BUSY_POLL_US"),
         ("busy poll not a number", "NEMO_BUSY_POLL_US"),
         ("no secret key in production", "SECRET_KEY"),
+        ("no secret key with debug off", "SECRET_KEY"),
         ("bad database url", "DATABASE_URL"),
+        ("empty database pool", "NEMO_DB_POOL_SIZE"),
         ("bad debug", "DEBUG"),
+        ("bad hsts seconds", "SECURE_HSTS_SECONDS"),
+        ("negative hsts seconds", "SECURE_HSTS_SECONDS"),
+        ("bad ssl redirect", "SECURE_SSL_REDIRECT"),
+        ("bad proxy header flag", "NEMO_TRUST_X_FORWARDED_PROTO"),
+        ("bad forwarded for flag", "NEMO_TRUST_X_FORWARDED_FOR"),
+        ("bad private sinks flag", "NEMO_SINK_ALLOW_PRIVATE"),
+        ("no sign-in failures allowed", "NEMO_LOGIN_MAX_FAILURES"),
+        ("sign-in window not a number", "NEMO_LOGIN_WINDOW_MINUTES"),
     ],
 )
 def test_a_bad_value_stops_start_up_with_a_message_naming_the_variable(runs, case, variable):
@@ -119,3 +183,28 @@ def test_a_bad_value_stops_start_up_with_a_message_naming_the_variable(runs, cas
     assert started.returncode != 0
     # The last line is the error itself; the traceback above it quotes settings.py and so names every variable.
     assert variable in last_line(started.stderr)
+
+
+def check_deploy(**environ: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=PROJECT_DIR,
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "nemo.settings", **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_deploy_flags_the_development_key():
+    checked = check_deploy(DEBUG="true")
+
+    assert checked.returncode != 0
+    assert "nemo.E001" in checked.stderr
+    assert "SECRET_KEY is the public development key" in checked.stderr
+
+
+def test_check_deploy_passes_a_real_secret_key():
+    checked = check_deploy(SECRET_KEY=SECRET_KEY)
+
+    assert "nemo.E001" not in checked.stdout + checked.stderr

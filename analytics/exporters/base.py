@@ -6,10 +6,10 @@ Exporters run in Celery workers only, never on the hot path; the sync httpx clie
 import functools
 import json
 from collections.abc import Iterable, Iterator
-from urllib.parse import urlsplit
 
 import httpx
 
+from analytics.exporters.destinations import DestinationRefused, SinkTransport, url_refusal
 from analytics.models import ExportSink, RequestLog
 
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -47,9 +47,9 @@ class Exporter:
             raise ValueError(f"a {cls.type} sink needs {', '.join(missing)}")
         url = cleaned.get("url")
         if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"url must be an http(s) URL, not {url!r}")
+            refusal = url_refusal(url)
+            if refusal:
+                raise ValueError(refusal)
             cleaned["url"] = url.rstrip("/")
         return cleaned
 
@@ -81,19 +81,25 @@ def chunks_by_size(items: Iterable, *, max_bytes: int, max_items: int) -> Iterat
 @functools.cache
 def _client() -> httpx.Client:
     # One pooled client per worker process, made on first use (after Celery forked): building one
-    # per request costs a TLS context each time.
-    return httpx.Client(timeout=HTTP_TIMEOUT)
+    # per request costs a TLS context each time. Its transport checks where each request goes
+    # (destinations.py); given a transport, httpx takes no proxy from the environment either.
+    return httpx.Client(timeout=HTTP_TIMEOUT, transport=SinkTransport())
 
 
 def post_json(url: str, payload, *, headers: dict | None = None, auth: tuple[str, str] | None = None) -> httpx.Response:
-    """POSTs JSON; a network failure becomes an ExportError (the caller judges the status)."""
+    """POSTs JSON; a network failure or a refused destination becomes an ExportError (the caller
+    judges the status)."""
     try:
         return _client().post(
             url, content=dumps(payload), auth=auth, headers={"Content-Type": "application/json", **(headers or {})}
         )
+    except DestinationRefused as exc:
+        raise ExportError(str(exc)) from exc
     except httpx.HTTPError as exc:
         raise ExportError(f"{url}: {type(exc).__name__}: {exc}") from exc
 
 
 def describe_failure(service: str, response: httpx.Response) -> str:
-    return f"{service} answered {response.status_code}: {response.text[:300]}"
+    """The status and its standard phrase, nothing the server wrote: the sink's page shows this to
+    the tenant, and the answer may be an internal service's (when private addresses are allowed)."""
+    return f"{service} answered {response.status_code} {httpx.codes.get_reason_phrase(response.status_code)}".rstrip()

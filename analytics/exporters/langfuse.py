@@ -25,6 +25,7 @@ DEFAULT_URL = "https://cloud.langfuse.com"
 INGESTION_PATH = "/api/public/ingestion"
 # Langfuse takes up to 3.5 MB per request; stay clear of it.
 MAX_REQUEST_BYTES = 3_000_000
+MAX_MESSAGE_CHARS = 100
 _NAMESPACE = uuid.UUID("5b0f2c1e-7a4d-4e8b-9c36-2f1d0e6a9b47")
 
 
@@ -85,8 +86,10 @@ class LangfuseExporter(Exporter):
             except ValueError as exc:
                 raise ExportError(describe_failure("Langfuse", response)) from exc
             if errors:
+                # The service's own words, kept short: they end up on the sink's page.
                 shown = "; ".join(
-                    f"{error.get('id')}: {error.get('status')} {error.get('message') or error.get('error', '')}"
+                    f"{error.get('id')}: {error.get('status')} "
+                    f"{str(error.get('message') or error.get('error', ''))[:MAX_MESSAGE_CHARS]}"
                     for error in errors[:3]
                 )
                 raise ExportError(f"Langfuse rejected {len(errors)} of {len(batch)} events: {shown}")

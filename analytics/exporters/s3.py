@@ -8,6 +8,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from analytics.exporters import destinations
 from analytics.exporters.base import Exporter, ExportError, dumps
 from analytics.models import RequestLog
 from analytics.serializers import log_row_dict
@@ -18,6 +19,17 @@ def object_key(prefix: str, rows: list[RequestLog]) -> str:
     path = f"{first.created:%Y/%m/%d}/{first.pk}-{rows[-1].pk}.jsonl"
     prefix = prefix.strip("/")
     return f"{prefix}/{path}" if prefix else path
+
+
+def _check_destination(request, **kwargs) -> None:
+    """botocore's before-send: a custom endpoint is checked right before each request, retries too
+    (botocore resolves the name itself, so this cannot pin the address it connects to)."""
+    try:
+        destinations.check_url(request.url)
+    except destinations.DestinationRefused as exc:
+        raise ExportError(str(exc)) from exc
+    except OSError as exc:
+        raise ExportError(f"could not resolve the S3 endpoint: {exc}") from exc
 
 
 class S3Exporter(Exporter):
@@ -51,4 +63,7 @@ class S3Exporter(Exporter):
         if self.config.get("access_key_id"):
             options["aws_access_key_id"] = self.config["access_key_id"]
             options["aws_secret_access_key"] = self.config.get("secret_access_key")
-        return boto3.client("s3", **options)
+        client = boto3.client("s3", **options)
+        if self.config.get("url"):
+            client.meta.events.register("before-send.s3", _check_destination)
+        return client

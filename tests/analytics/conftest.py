@@ -25,3 +25,10 @@ def other_key(other_org):
 def no_lag(settings):
     """Rows are exportable as soon as they are written (the safety lag has its own tests)."""
     settings.NEMO_EXPORT_SAFETY_LAG = timedelta(0)
+
+
+@pytest.fixture
+def private_sinks(settings):
+    """The fake services listen on 127.0.0.1 over http: the operator's choice lets sinks reach them
+    (tests/analytics/test_destinations.py is about the refusals)."""
+    settings.NEMO_SINK_ALLOW_PRIVATE = True

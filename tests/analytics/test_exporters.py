@@ -14,7 +14,7 @@ from analytics.services import sink_create, sink_export_batch
 from tests.analytics.factories import make_log
 from tests.analytics.fakes import FakeDatadog, FakeLangfuse
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_lag")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_lag", "private_sinks")]
 
 NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 

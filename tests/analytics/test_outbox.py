@@ -14,6 +14,8 @@ from analytics.tasks import export_all_sinks, export_sink
 from tests.analytics.factories import make_log
 from tests.analytics.fakes import FakeDatadog
 
+pytestmark = pytest.mark.usefixtures("private_sinks")
+
 LONG_AGO = timedelta(minutes=1)
 
 

@@ -35,6 +35,8 @@ def start_worker(queue: str, log: Path) -> subprocess.Popen:
         "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        # The fake sink listens on 127.0.0.1.
+        "NEMO_SINK_ALLOW_PRIVATE": "true",
     }
     command = [sys.executable, "-m", "celery", "-A", "nemo", "worker", "--pool", "solo", "--queues", queue,
                "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "info"]
@@ -51,6 +53,7 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
 @pytest.mark.redis
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("private_sinks")
 def test_a_real_worker_exports_the_committed_log_to_the_sink(org, key, system_actor, monkeypatch, tmp_path):
     rows = [make_log(org, key, inserted=timezone.now() - timedelta(minutes=1)) for _ in range(3)]
     queue = f"nemo-test-{uuid.uuid4().hex}"

@@ -1,4 +1,5 @@
 import re
+import time
 from decimal import Decimal
 
 import pytest
@@ -64,6 +65,91 @@ def test_log_in_takes_the_email_in_any_case(owner, org):
 
     assert response.status_code == 302
     assert client.get("/keys/").status_code == 200
+
+
+THROTTLED = "Too many failed sign-in attempts"
+WRONG = "Please enter a correct username and password"
+
+
+def sign_in(client: Client, username: str, password: str, ip: str = "198.51.100.7") -> str:
+    """Posts the log-in form from ``ip`` and returns the page (empty when it signed in)."""
+    return client.post("/login/", {"username": username, "password": password}, REMOTE_ADDR=ip).content.decode()
+
+
+def signed_in(client: Client) -> bool:
+    return client.get("/keys/").status_code == 200
+
+
+def test_after_five_wrong_passwords_even_the_right_one_is_refused(owner, org):
+    client = Client()
+    failures = [WRONG in sign_in(client, "owner@example.com", f"guess-{n}") for n in range(5)]
+
+    refused = sign_in(client, "owner@example.com", "pw-owner-123")
+
+    assert failures == [True] * 5
+    assert THROTTLED in refused
+    assert not signed_in(client)
+
+
+def test_the_pause_holds_for_the_username_from_another_address(owner, org):
+    for n in range(5):
+        sign_in(Client(), "Owner@Example.com", f"guess-{n}", ip="198.51.100.7")
+    client = Client()
+
+    refused = sign_in(client, "owner@example.com", "pw-owner-123", ip="203.0.113.9")
+
+    assert THROTTLED in refused
+    assert not signed_in(client)
+
+
+def test_the_pause_holds_for_the_address_whatever_the_username(owner, org):
+    for n in range(5):
+        sign_in(Client(), f"someone-{n}@example.com", "guess", ip="198.51.100.7")
+    from_there, from_elsewhere = Client(), Client()
+
+    refused = sign_in(from_there, "owner@example.com", "pw-owner-123", ip="198.51.100.7")
+    sign_in(from_elsewhere, "owner@example.com", "pw-owner-123", ip="203.0.113.9")
+
+    assert THROTTLED in refused
+    assert (signed_in(from_there), signed_in(from_elsewhere)) == (False, True)
+
+
+def test_a_successful_sign_in_clears_the_usernames_failures(owner, org):
+    for n in range(4):
+        sign_in(Client(), "owner@example.com", f"guess-{n}", ip=f"198.51.100.{n}")
+    sign_in(Client(), "owner@example.com", "pw-owner-123", ip="198.51.100.50")
+    for n in range(4):
+        sign_in(Client(), "owner@example.com", f"guess-{n}", ip=f"198.51.100.{10 + n}")
+    client = Client()
+
+    sign_in(client, "owner@example.com", "pw-owner-123", ip="198.51.100.60")
+
+    assert signed_in(client)
+
+
+def test_the_pause_ends_when_its_window_has_passed(owner, org, settings):
+    settings.NEMO_LOGIN_WINDOW_S = 1
+    for n in range(5):
+        sign_in(Client(), "owner@example.com", f"guess-{n}")
+    client = Client()
+
+    time.sleep(1.5)
+    sign_in(client, "owner@example.com", "pw-owner-123")
+
+    assert signed_in(client)
+
+
+def test_behind_a_trusted_proxy_the_address_is_the_one_it_forwarded(owner, org, settings):
+    settings.NEMO_TRUST_X_FORWARDED_FOR = True
+    for n in range(5):
+        Client().post("/login/", {"username": f"someone-{n}@example.com", "password": "guess"},
+                      REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="spoofed, 198.51.100.7")
+    client = Client()
+
+    client.post("/login/", {"username": "owner@example.com", "password": "pw-owner-123"},
+                REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.7, 203.0.113.9")
+
+    assert signed_in(client)
 
 
 def test_log_out_ends_the_session(owner_client):

@@ -98,6 +98,27 @@ def test_people_who_are_not_staff_are_sent_to_the_admin_login(client, owner, app
     assert (response.status_code, response.url.split("?")[0]) == (302, reverse("admin:login"))
 
 
+def test_the_admin_login_refuses_even_the_right_password_after_five_wrong_ones(client, django_user_model):
+    django_user_model.objects.create_superuser(username="staff@example.com", password="pw-staff-123")
+    login = reverse("admin:login")
+    failures = [client.post(login, {"username": "staff@example.com", "password": f"guess-{n}"}).status_code
+                for n in range(5)]
+
+    refused = client.post(login, {"username": "staff@example.com", "password": "pw-staff-123"})
+
+    assert failures == [200] * 5
+    assert "Too many failed sign-in attempts" in refused.content.decode()
+    assert client.get(changelist("keys", "organization")).status_code == 302
+
+
+def test_the_admin_login_still_signs_staff_in(client, django_user_model):
+    django_user_model.objects.create_superuser(username="staff@example.com", password="pw-staff-123")
+
+    client.post(reverse("admin:login"), {"username": "staff@example.com", "password": "pw-staff-123"})
+
+    assert client.get(changelist("keys", "organization")).status_code == 200
+
+
 def test_the_org_page_shows_members_keys_budgets_grants_and_recent_calls(admin_client, org, key, call, everything):
     response = admin_client.get(reverse("admin:keys_organization_change", args=[org.pk]))
     page = response.content.decode()

@@ -13,7 +13,7 @@ from django.utils import timezone
 from billing.models import Budget
 from billing.services import budget_set
 from keys.models import AuditEvent, OrgToken, VirtualKey
-from keys.secrets import KEY_SCHEME, generate
+from keys.secrets import KEY_SCHEME, TOKEN_SCHEME, generate, is_well_formed
 from keys.selectors import key_authenticate, org_token_authenticate
 from keys.services import (
     org_token_create,
@@ -186,3 +186,8 @@ def test_a_revoked_org_token_is_refused(org, system_actor):
 def test_a_key_secret_is_not_an_org_token(key_and_secret):
     _, secret = key_and_secret
     assert org_token_authenticate(secret) is None
+
+
+@pytest.mark.parametrize("scheme", [KEY_SCHEME, TOKEN_SCHEME])
+def test_every_generated_secret_has_the_shape_the_gateway_accepts(scheme):
+    assert all(is_well_formed(generate(scheme)[0], scheme) for _ in range(200))

@@ -6,6 +6,7 @@ import pytest
 
 from billing.models import CreditGrant
 from billing.selectors import credit_balance
+from keys import invalidation
 from keys.audit import Actor
 from keys.models import AuditEvent, Membership, Team
 from keys.services import (
@@ -267,6 +268,36 @@ def test_virtual_key_rotate_is_audited_with_both_prefixes(org, owner, actor):
     virtual_key_rotate(key=key, actor=actor)
     assert audit_row(org, "key.rotate") == (owner.pk, "owner@example.com", "VirtualKey", str(key.pk))
     assert AuditEvent.objects.get(org=org, action="key.rotate").data == {"old_prefix": old_prefix, "prefix": key.prefix}
+
+
+@pytest.fixture
+def announced():
+    """The prefixes this process's workers are told changed (keys.invalidation)."""
+    prefixes: list[str | None] = []
+
+    def listener(*, prefix, org_id, catalog) -> None:
+        prefixes.append(prefix)
+
+    invalidation.on_key_changed(listener)
+    yield prefixes
+    invalidation.forget(listener)
+
+
+def test_a_new_key_announces_its_prefix_once_committed(org, actor, announced, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        key, _ = virtual_key_create(org=org, name="agent", actor=actor)
+
+    assert announced == [key.prefix]
+
+
+def test_rotating_a_key_announces_the_old_prefix_and_the_new(org, actor, announced, django_capture_on_commit_callbacks):
+    key, _ = virtual_key_create(org=org, name="agent", actor=actor)
+    old_prefix = key.prefix
+
+    with django_capture_on_commit_callbacks(execute=True):
+        virtual_key_rotate(key=key, actor=actor)
+
+    assert announced == [old_prefix, key.prefix]
 
 
 def test_org_token_create_is_audited(org, owner, actor):
