@@ -30,33 +30,44 @@ What can be lost, and what happens then:
   between read the row. Each commit of log rows has a *position* and each rebuild's read a
   *snapshot* (``analytics.ledger``): ``seed`` keeps the snapshot next to the counter (``sx:``),
   a settle passes the position of the commit that wrote its calls' rows, and the cost goes only
-  to counters whose snapshot did not see that commit.
-* Everything (flush, restart): a settle finds no reservation, returns False and changes nothing,
-  so no counter goes below its settled part. The caller then passes the real cost and the
-  position to ``charge``, which adds it to the counters rebuilt since whose snapshot did not see
-  the row, and skips those still missing (their rebuild will read the row). Only a call whose
-  row is committed after a rebuild's read and charged before the rebuild's ``SET NX`` can be
-  missed, which is the width of one query.
+  to counters whose snapshot did not see that commit. A cost settled while its counter is
+  missing waits beside it (``pc:``) for the rebuild, which adds it unless its read saw the
+  commit: a rebuild that read the ledger before the commit and set the counter after the settle
+  still counts the call, once.
+* Everything (flush, restart): the reservations in flight would be lost with it, and admitting
+  on top of counters rebuilt from the ledger could spend past a budget. So each worker's store
+  remembers the reservations it made (``_open``), and Redis keeps an *epoch* (epoch.lua): the
+  first admission or heartbeat (``keepalive``, every ``KEEPALIVE_S``) that finds it gone starts a
+  *hold* of ``RECOVERY_HOLD_S``, during which every admission waits while each live worker puts
+  its own calls in flight back (restore.lua). A settle that finds no reservation all the same (a
+  worker that died with the flush) charges the call's cost to its buckets in the same step,
+  with the same rules as above. A settle whose reply was lost is sent again, charging nothing
+  for a reservation it no longer finds (``charge_missing=False``): the first may have taken.
 * A lagging replica after a failover: a consistent earlier state. Reservations it lacks behave
   as after a flush; reservations settled in the lost milliseconds reappear, hold their amounts
   until their deadline, and are then settled by the reaper with the costs of their log rows
   (``reap_settled``, billing.reaper). The same holds for a worker killed between its commit's
   reply and writing its settle (one turn of its event loop at most: nothing is awaited in
-  between).
+  between). A worker killed mid-call stops pushing back its reservations' deadlines; the reaper
+  then writes their calls' rows from the ``trail`` each was admitted with.
 
-The mirror can thus only ever fall short by the calls in flight at a loss, never count a call
-twice; seeding with a ``ttl_s`` bounds how long such a shortfall lasts. Redis must evict, if at
-all, only keys with a TTL (``maxmemory-policy volatile-*``): those are cache entries, rate
-windows and seeded counters, each safe to lose; reservations carry no TTL and are never evicted.
+The mirror can thus only ever fall short by the calls in flight of a worker that died with a
+loss, never count a call twice; seeding with a ``ttl_s`` bounds how long such a shortfall lasts.
+Redis must evict, if at all, only keys with a TTL (``maxmemory-policy volatile-*``): those are
+cache entries, rate windows and seeded counters, each safe to lose; reservations and the epoch
+carry no TTL and are never evicted.
 
 Key layout (prefix ``nemo:`` by default)::
 
     s:<bucket>            string  settled spend, micro-dollars
     sx:<bucket>           string  the ledger snapshot s:<bucket> was rebuilt at, same TTL
     r:<bucket>            hash    res:<id> -> amount of each outstanding reservation, total -> sum
-    res:<id>              string  reservation record (JSON: buckets, rate key, tokens reserved)
+    pc:<bucket>           list    "position:cost" settled while s:<bucket> was missing, for its rebuild
+    res:<id>              string  reservation record (JSON: buckets, rate key, tokens reserved, trail)
     reaped:<id>           string  the reaper settled <id> from its log row (reap_settled), for an hour
     deadlines             zset    reservation id -> deadline, for the reaper
+    epoch                 string  the store's epoch (epoch.lua), no TTL: gone means Redis lost its state
+    hold                  string  after a loss, admissions wait while this lives
     rl:<key>:req          string  request window (GCRA: when the window is full again)
     rl:<key>:tok          string  token window, same
     rl:<key>:par          set     ids of the key's calls in flight

@@ -7,8 +7,9 @@ import gc
 import logging
 import time
 
+from analytics.ledger import DATABASE_ERRORS
 from gateway.chat import handle_chat
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, service_unavailable
 from gateway.http import header, send_json
 from gateway.state import GatewayState
 
@@ -89,9 +90,13 @@ class GatewayApp:
 async def handle_models(state: GatewayState, scope, send) -> None:
     """The models this key may use, in OpenAI's list shape."""
     try:
-        snapshot = await state.keys.authenticate(header(scope, b"authorization"))
+        try:
+            snapshot = await state.keys.authenticate(header(scope, b"authorization"))
+        except DATABASE_ERRORS as lost:
+            raise service_unavailable("The gateway's database cannot be reached to check this key.",
+                                      code="database_unavailable") from lost
     except GatewayError as error:
-        await send_json(send, error.status, error.body())
+        await send_json(send, error.status, error.body(), error.headers)
         return
     created = int(time.time())
     data = [

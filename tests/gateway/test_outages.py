@@ -6,11 +6,13 @@ import asyncio
 import threading
 from decimal import Decimal
 
+import django.db
+import httpx
 import pytest
 from django.utils import timezone
 
 from billing.money import from_micros
-from gateway import logwriter
+from gateway import auth, logwriter
 from gateway.logwriter import LogWriter
 from tests.budget.support import (
     ControlledOpenAI,
@@ -164,3 +166,20 @@ def test_calls_in_flight_keep_their_reservations_across_a_redis_restart(gateway_
     assert (third[0], third[2]["error"]["param"]) == (402, "key")
     assert [join()[0] for join in in_flight] == [200, 200]
     assert fake.count == 2
+
+
+def test_a_key_that_cannot_be_checked_while_the_database_is_away_is_refused_with_a_503(start_gateway, make_tenant,
+                                                                                       fake, monkeypatch):
+    def database_away(prefix):
+        raise django.db.OperationalError("connection refused")
+
+    monkeypatch.setattr(auth, "_load_snapshot", database_away)
+    tenant = make_tenant()
+    gateway = start_gateway(priced_routing(fake))
+
+    chat = post_chat(gateway, tenant.secret)
+    models = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {tenant.secret}"})
+
+    assert (chat[0], chat[2]["error"]["code"], chat[1]["retry-after"]) == (503, "database_unavailable", "1")
+    assert (models.status_code, models.json()["error"]["code"]) == (503, "database_unavailable")
+    assert fake.count == 0
