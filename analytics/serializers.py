@@ -32,6 +32,7 @@ def log_row_dict(row: RequestLog, *, bodies: bool = False) -> dict:
         "completion_tokens": row.completion_tokens,
         "cached_tokens": row.cached_tokens,
         "cost": money_string(row.cost),
+        "overshoot": money_string(row.overshoot),
         "finish_reason": row.finish_reason,
         "tool_calls": row.tool_calls,
         "tools_offered": row.tools_offered,

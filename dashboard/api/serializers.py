@@ -244,6 +244,8 @@ class LogRowSerializer(serializers.Serializer):
     completion_tokens = serializers.IntegerField()
     cached_tokens = serializers.IntegerField()
     cost = MoneyField()
+    overshoot = MoneyField(help_text="What the cost came to above the call's reservation: an upstream that ignored "
+                           "the output cap sent with the call. Charged all the same; 0 for nearly every call.")
     finish_reason = serializers.CharField(allow_blank=True)
     tool_calls = ToolCallSerializer(many=True)
     tools_offered = serializers.JSONField(help_text="The tools the request offered the model.")

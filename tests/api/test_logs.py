@@ -159,3 +159,11 @@ def test_one_call_shows_its_bodies_when_they_were_stored(api, key):
     body = api.get(f"/api/v1/logs/{row.request_id}").json()
 
     assert (body["request_body"], body["response_body"]) == (request_body, response_body)
+
+
+def test_a_call_that_cost_more_than_it_reserved_shows_by_how_much(api, key):
+    make_log(key.org, key, cost=Decimal("0.009000"), overshoot=Decimal("0.001500"))
+
+    row = api.get("/api/v1/logs").json()["results"][0]
+
+    assert (row["cost"], row["overshoot"]) == ("0.009000", "0.001500")

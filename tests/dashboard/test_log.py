@@ -175,3 +175,14 @@ def test_an_outsider_gets_404_for_another_orgs_call(outsider_client, key, make_l
 
 def test_a_call_that_does_not_exist_is_404(owner_client):
     assert owner_client.get("/log/req_nope/").status_code == 404
+
+
+def test_a_call_that_cost_more_than_it_reserved_says_so(owner_client, key, make_log):
+    over = make_log(key, cost=Decimal("0.009000"), overshoot=Decimal("0.001500"))
+    within = make_log(key, cost=Decimal("0.009000"))
+
+    over_page = owner_client.get(f"/log/{over.request_id}/").content.decode()
+    within_page = owner_client.get(f"/log/{within.request_id}/").content.decode()
+
+    assert "Over its reservation" in over_page
+    assert "Over its reservation" not in within_page
