@@ -234,29 +234,34 @@ async def _admit(store: CounterStore, *, reservation_id: str, buckets: list[Buck
         try:
             admission = await store.admit(reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
                                           ttl_s=RESERVATION_TTL_S, chain=chain, trail=trail)
+            if admission.status == "missing" and rebuilds < MAX_SEED_ROUNDS:
+                await _rebuild_all(store, admission.missing, now)
+                rebuilds += 1
+                continue
         except STORE_ERRORS as error:
+            # The admission or a rebuild's seed met Redis away.
             if time.monotonic() + backoff > give_up:
                 raise service_unavailable("The gateway's counters cannot be reached; nothing was sent upstream.",
                                           code="counters_unavailable") from error
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_STORE_RETRY_S)
             continue
-        if admission.status == "hold":
-            wait = min(admission.retry_after, max(0.0, give_up - time.monotonic()))
-            if wait <= 0:
-                raise service_unavailable("The gateway's counters are being recovered; nothing was sent upstream.",
-                                          code="counters_unavailable")
-            await asyncio.sleep(wait)
-            continue
-        if admission.status != "missing" or rebuilds == MAX_SEED_ROUNDS:
+        if admission.status != "hold":
             return admission
-        rebuilds += 1
-        for name in admission.missing:
-            try:
-                await _rebuild(store, name, datetime.fromtimestamp(now, UTC))
-            except DATABASE_ERRORS as error:
-                raise service_unavailable("The ledger cannot be read to rebuild a budget counter; nothing was "
-                                          "sent upstream.", code="database_unavailable") from error
+        wait = min(admission.retry_after, max(0.0, give_up - time.monotonic()))
+        if wait <= 0:
+            raise service_unavailable("The gateway's counters are being recovered; nothing was sent upstream.",
+                                      code="counters_unavailable")
+        await asyncio.sleep(wait)
+
+
+async def _rebuild_all(store: CounterStore, names: Sequence[str], now: float) -> None:
+    for name in names:
+        try:
+            await _rebuild(store, name, datetime.fromtimestamp(now, UTC))
+        except DATABASE_ERRORS as error:
+            raise service_unavailable("The ledger cannot be read to rebuild a budget counter; nothing was "
+                                      "sent upstream.", code="database_unavailable") from error
 
 
 @dataclass(slots=True)
