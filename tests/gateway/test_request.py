@@ -132,3 +132,33 @@ def test_a_value_of_the_wrong_type_is_a_400_naming_it_logged_and_not_sent(gatewa
     row = RequestLog.objects.get(request_id=response.headers["x-nemo-request-id"])
     assert (row.status, row.cost) == (400, 0)
     assert reserved(gateway, bucket_of("credits", tenant)) == 0
+
+
+def padded_to(size: int) -> bytes:
+    """A valid request of exactly ``size`` bytes."""
+    empty = json.dumps(body(messages=[{"role": "user", "content": ""}])).encode()
+    return json.dumps(body(messages=[{"role": "user", "content": "x" * (size - len(empty))}])).encode()
+
+
+@pytest.fixture
+def small_limit_gateway(start_gateway, fake, settings):
+    settings.NEMO_MAX_BODY_MB = 1
+    return start_gateway(openai_routing(fake.base_url))
+
+
+def test_a_body_over_the_limit_is_a_413_logged_and_not_sent(small_limit_gateway, tenant, fake):
+    response = post(small_limit_gateway, tenant.secret, padded_to(1024 * 1024 + 1))
+
+    error = response.json()["error"]
+    assert (response.status_code, error["type"], error["code"]) == (413, "invalid_request_error", "request_too_large")
+    assert set(error) == ERROR_FIELDS
+    assert fake.count == 0
+    row = RequestLog.objects.get(request_id=response.headers["x-nemo-request-id"])
+    assert (row.status, row.cost) == (413, 0)
+
+
+def test_a_body_right_at_the_limit_is_served(small_limit_gateway, tenant, fake):
+    response = post(small_limit_gateway, tenant.secret, padded_to(1024 * 1024))
+
+    assert response.status_code == 200
+    assert fake.count == 1
