@@ -1,6 +1,6 @@
 """Input of the dashboard's pages. Forms validate and convert; the services do the writing."""
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
 from django.conf import settings
@@ -258,7 +258,8 @@ class SpendForm(forms.Form):
         until = self.cleaned_data.get("until") if self.is_valid() else None
         start = (datetime.combine(since, time.min, UTC) if since
                  else datetime.combine(timezone.now().date() - timedelta(days=SPEND_DAYS - 1), time.min, UTC))
-        end = datetime.combine(until + timedelta(days=1), time.min, UTC) if until else None
+        # Up to the calendar's last day is up to no end at all (there is no day after it).
+        end = datetime.combine(until + timedelta(days=1), time.min, UTC) if until and until < date.max else None
         return start, end
 
     def group(self) -> str:

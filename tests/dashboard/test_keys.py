@@ -260,3 +260,7 @@ def test_the_model_choices_are_the_names_the_routing_file_serves(owner_client, s
 
     assert 'value="support-default"' in page
     assert 'value="gemini-2.5-pro"' not in page
+
+
+def test_a_key_id_beyond_any_row_is_404(owner_client):
+    assert owner_client.get("/keys/99999999999999999999/").status_code == 404

@@ -175,3 +175,8 @@ def test_an_outsider_gets_404_for_another_orgs_call(outsider_client, key, make_l
 
 def test_a_call_that_does_not_exist_is_404(owner_client):
     assert owner_client.get("/log/req_nope/").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/log/%00/", "/log/req%00x/"])
+def test_a_call_id_no_row_can_have_is_404_too(owner_client, path):
+    assert owner_client.get(path).status_code == 404
