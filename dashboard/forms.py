@@ -13,7 +13,7 @@ from analytics.exporters import EXPORTERS
 from analytics.models import ExportSink
 from billing.models import Budget
 from gateway.config import load_config
-from keys.models import Membership, Organization
+from keys.models import MAX_KEY_LIMIT, Membership, Organization
 from keys.selectors import key_list, team_list
 
 EMAIL_TAKEN = "There is already an account with this email; sign in instead."
@@ -35,7 +35,8 @@ def _datetime_field(label: str) -> forms.DateTimeField:
 
 
 def _limit_field(label: str) -> forms.IntegerField:
-    return forms.IntegerField(label=label, required=False, min_value=1, help_text="Empty: no limit.")
+    return forms.IntegerField(label=label, required=False, min_value=1, max_value=MAX_KEY_LIMIT,
+                              help_text="Empty: no limit.")
 
 
 class EmailField(forms.EmailField):

@@ -69,3 +69,29 @@ def test_a_key_filter_beyond_any_id_finds_nothing(api, log):
     response = api.get(f"/api/v1/logs?key={BEYOND_BIGINT}")
 
     assert (response.status_code, response.json()["results"]) == (200, [])
+
+
+@pytest.mark.parametrize("field, value", [
+    ("rpm_limit", 2**31),
+    ("tpm_limit", 2**63),
+    ("max_parallel", 2**64),
+    ("metadata", {"owner": "a\x00b"}),
+    ("metadata", {"a\x00b": "owner"}),
+    ("metadata", {"owner": "\ud800"}),
+    ("metadata", {"owner": json.loads("[" * 40 + "]" * 40)}),
+    ("metadata", {"owner": json.loads("[" * 900 + "]" * 900)}),
+])
+def test_a_key_field_no_column_could_hold_is_a_400_naming_it(api, field, value):
+    # ensure_ascii: a lone surrogate travels as its \ud800 escape, as a client would send it.
+    response = api.post("/api/v1/keys", data=json.dumps({"name": "agent", field: value}),
+                        content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == field
+
+
+def test_a_body_nested_deeper_than_json_decoders_go_is_a_400(api):
+    response = api.post("/api/v1/teams", data=b"[" * 100_000, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
