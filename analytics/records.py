@@ -1,14 +1,27 @@
 """What the gateway records about a call besides its numbers: the shape of the prompt and the
 tool calls the model made. Pure functions of OpenAI-shaped messages, cheap enough for the hot path.
+
+They run on every call, after its answer, to write its log row: whatever a message holds, they
+never raise (a value of the wrong type counts as absent), or the call would lose its trail.
 """
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _text_size(content) -> int:
     if isinstance(content, str):
         return len(content)
     if isinstance(content, list):
-        return sum(len(part.get("text") or "") for part in content if isinstance(part, dict))
+        return sum(len(_text(part.get("text"))) for part in content if isinstance(part, dict))
     return 0
+
+
+def _call(function) -> dict:
+    if not isinstance(function, dict):
+        return {"name": "", "arguments": ""}
+    return {"name": _text(function.get("name")), "arguments": _text(function.get("arguments"))}
 
 
 def tool_calls_of(message: dict) -> list[dict]:
@@ -17,11 +30,11 @@ def tool_calls_of(message: dict) -> list[dict]:
     Arguments stay the JSON string the model produced: it may not even be valid JSON, and the
     log should show what the model said, not what we could parse.
     """
-    functions = [call.get("function") or {} for call in message.get("tool_calls") or [] if isinstance(call, dict)]
-    found = [{"name": function.get("name", ""), "arguments": function.get("arguments", "")} for function in functions]
+    calls = message.get("tool_calls")
+    found = [_call(call.get("function")) for call in calls if isinstance(call, dict)] if isinstance(calls, list) else []
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
-        found.append({"name": legacy.get("name", ""), "arguments": legacy.get("arguments", "")})
+        found.append(_call(legacy))
     return found
 
 
@@ -30,13 +43,12 @@ def prompt_meta(messages: list[dict]) -> dict:
 
     Kept for every call, so a run can be understood even when the org does not store prompts.
     """
-    sizes = []
+    roles, sizes = [], []
     for message in messages:
+        if not isinstance(message, dict):
+            message = {}
         size = _text_size(message.get("content"))
-        size += sum(len(call["name"]) + len(call["arguments"] or "") for call in tool_calls_of(message))
+        size += sum(len(call["name"]) + len(call["arguments"]) for call in tool_calls_of(message))
+        roles.append(_text(message.get("role")))
         sizes.append(size)
-    return {
-        "messages": len(messages),
-        "roles": [message.get("role", "") for message in messages],
-        "sizes": sizes,
-    }
+    return {"messages": len(messages), "roles": roles, "sizes": sizes}

@@ -9,6 +9,7 @@ ledger for the days before the org's oldest remaining log row and the log for th
 """
 
 import base64
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -134,11 +135,16 @@ def log_list(
     return LogPage(rows=page, next_cursor=None)
 
 
+def _no_row_has(text: str) -> bool:
+    """PostgreSQL's text holds no NUL: no row has such a value, and asking for one fails the query."""
+    return "\x00" in text
+
+
 def log_get(*, org: Organization, request_id: str) -> RequestLog:
-    try:
-        return RequestLog.objects.select_related("key", "team").get(org=org, request_id=request_id)
-    except RequestLog.DoesNotExist as exc:
-        raise Http404("No such request.") from exc
+    if not _no_row_has(request_id):
+        with contextlib.suppress(RequestLog.DoesNotExist):
+            return RequestLog.objects.select_related("key", "team").get(org=org, request_id=request_id)
+    raise Http404("No such request.")
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -147,7 +153,7 @@ def run_get(*, org: Organization, run_id: str) -> RunSummary:
     """A run replayed: its calls in the order they were made, which fell back, what it cost."""
     steps = list(
         RequestLog.objects.filter(org=org, run_id=run_id).select_related("key").order_by("created", "id")
-    ) if run_id else []
+    ) if run_id and not _no_row_has(run_id) else []
     if not steps:
         raise Http404("No such run.")
     key = steps[0].key
@@ -220,7 +226,10 @@ def run_list(*, org: Organization, key_id: int | None = None, limit: int = 50) -
 
 def _first_day_on_or_after(moment: datetime) -> date:
     moment = moment.astimezone(UTC)
-    return moment.date() if moment.time() == time(0) else moment.date() + timedelta(days=1)
+    if moment.time() == time(0) or moment.date() == date.max:
+        # The calendar's last day has no next one; no ledger row can be of it anyway.
+        return moment.date()
+    return moment.date() + timedelta(days=1)
 
 
 def _log_first_day(org_id: int) -> date | None:

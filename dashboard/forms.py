@@ -1,6 +1,6 @@
 """Input of the dashboard's pages. Forms validate and convert; the services do the writing."""
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
 from django.conf import settings
@@ -15,7 +15,7 @@ from analytics.models import ExportSink
 from billing.models import Budget
 from dashboard.logins import login_failure_record, login_paused, login_success_record
 from gateway.config import load_config
-from keys.models import Membership, Organization
+from keys.models import MAX_KEY_LIMIT, Membership, Organization
 from keys.selectors import key_list, team_list
 
 EMAIL_TAKEN = "There is already an account with this email; sign in instead."
@@ -37,7 +37,8 @@ def _datetime_field(label: str) -> forms.DateTimeField:
 
 
 def _limit_field(label: str) -> forms.IntegerField:
-    return forms.IntegerField(label=label, required=False, min_value=1, help_text="Empty: no limit.")
+    return forms.IntegerField(label=label, required=False, min_value=1, max_value=MAX_KEY_LIMIT,
+                              help_text="Empty: no limit.")
 
 
 class EmailField(forms.EmailField):
@@ -287,7 +288,8 @@ class SpendForm(forms.Form):
         until = self.cleaned_data.get("until") if self.is_valid() else None
         start = (datetime.combine(since, time.min, UTC) if since
                  else datetime.combine(timezone.now().date() - timedelta(days=SPEND_DAYS - 1), time.min, UTC))
-        end = datetime.combine(until + timedelta(days=1), time.min, UTC) if until else None
+        # Up to the calendar's last day is up to no end at all (there is no day after it).
+        end = datetime.combine(until + timedelta(days=1), time.min, UTC) if until and until < date.max else None
         return start, end
 
     def group(self) -> str:

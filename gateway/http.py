@@ -5,15 +5,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import orjson
+from django.conf import settings
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
+from gateway.errors import GatewayError
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(GatewayError):
+    """A GatewayError, so the endpoint answers it (and logs the call) as it answers any refusal."""
+
+    def __init__(self, limit_mb: int) -> None:
+        super().__init__(413, f"The request body is larger than the limit of {limit_mb} MiB.",
+                         type="invalid_request_error", code="request_too_large")
 
 
 async def read_body(receive) -> bytes:
+    """The whole body; a body over ``NEMO_MAX_BODY_MB`` raises BodyTooLarge as soon as its
+    chunks go past it (the rest is never read)."""
+    limit_mb = settings.NEMO_MAX_BODY_MB
+    limit = limit_mb * 1024 * 1024
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -22,8 +31,8 @@ async def read_body(receive) -> bytes:
             raise ConnectionResetError("client went away before sending its request")
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BodyTooLarge
+        if size > limit:
+            raise BodyTooLarge(limit_mb)
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)

@@ -1,16 +1,35 @@
-"""Parsing and checking a Chat Completions request: anything malformed is a 400, never a 500."""
+"""Parsing and checking a Chat Completions request: anything malformed is a 400, never a 500.
+
+Every value that a provider's translation, the response cache or the request log reads is
+checked here for its type, once, before anything is reserved or sent: a text part of ``5`` that
+only fails in the log, after the upstream served the call, is a call nobody pays for and nobody
+sees. Fields the gateway does not know pass through to the upstream unchecked.
+
+A check returns ``None`` or a ``Problem``, (where, relative to the value checked, what it must
+be); the caller that knows the path prefixes it. So the usual, valid request builds no strings.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from gateway.errors import invalid_request
+from gateway.providers.shapes import MAX_NESTING
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 NEMO_FIELDS = ("tags", "nemo_cache")
 MAX_N = 16
+# Gemini's maxOutputTokens is an int32; no model writes more, and the reservation stays a sane number.
+MAX_OUTPUT_TOKENS = 2**31 - 1
+TOOL_CHOICES = ("none", "auto", "required")
+RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+
+Problem = tuple[str, str] | None
+Check = type | Callable[[Any], Problem]
 
 
 @dataclass(slots=True)
@@ -34,6 +53,12 @@ class ChatRequest:
         return bool(self.body.get("tools"))
 
 
+# --- checks of one value ------------------------------------------------------------------------
+
+# A check is a type (the value must be an instance: tested inline, no call) or a function.
+_EXPECTED = {str: "a string", bool: "a boolean", dict: "an object", list: "a list"}
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -42,69 +67,299 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_message(index: int, message) -> None:
-    where = f"messages[{index}]"
-    if not isinstance(message, dict):
-        raise invalid_request(f"{where} must be an object", param=where)
-    role = message.get("role")
-    if role not in ROLES:
-        raise invalid_request(f"{where}.role must be one of {', '.join(sorted(ROLES))}", param=f"{where}.role")
-    content = message.get("content")
-    if content is not None and not isinstance(content, str | list):
-        raise invalid_request(f"{where}.content must be a string or a list of parts", param=f"{where}.content")
-    if isinstance(content, list) and not all(isinstance(p, dict) and "type" in p for p in content):
-        raise invalid_request(f"{where}.content parts must be objects with a type", param=f"{where}.content")
-    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-        raise invalid_request(f"{where}.tool_call_id is required for a tool message", param=f"{where}.tool_call_id")
-    tool_calls = message.get("tool_calls")
-    if tool_calls is not None:
-        if role != "assistant" or not isinstance(tool_calls, list):
-            raise invalid_request(f"{where}.tool_calls must be a list on an assistant message",
-                                  param=f"{where}.tool_calls")
-        for call in tool_calls:
-            function = call.get("function") if isinstance(call, dict) else None
-            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                raise invalid_request(f"{where}.tool_calls entries need a function name", param=f"{where}.tool_calls")
-    if content is None and role != "assistant":
-        raise invalid_request(f"{where}.content is required", param=f"{where}.content")
+def _problem(check: Check, value) -> Problem:
+    if type(check) is type:
+        return None if isinstance(value, check) else ("", _EXPECTED[check])
+    return check(value)
 
 
-def _check_tools(tools) -> None:
-    if not isinstance(tools, list):
-        raise invalid_request("tools must be a list", param="tools")
-    for index, tool in enumerate(tools):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict) \
-                or not isinstance(function.get("name"), str) or not function["name"]:
-            raise invalid_request(f"tools[{index}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
-                                  param=f"tools[{index}]")
+def _integer(low: int, high: int) -> Check:
+    return lambda value: None if _is_int(value) and low <= value <= high else ("", f"an integer from {low} to {high}")
 
 
-def _positive_int(body: dict, name: str) -> int | None:
-    value = body.get(name)
-    if value is None:
+def _number(low: float, high: float) -> Check:
+    return lambda value: None if _is_number(value) and low <= value <= high else ("", f"a number from {low} to {high}")
+
+
+def _fields(checks: dict[str, Check], value: dict, required: tuple[str, ...] = ()) -> Problem:
+    """The first problem of an object's fields that have a check: a required one missing, or a
+    field of the wrong type (a field that is null counts as left out). No check takes None, so
+    what it says of None says what a missing field must be."""
+    for name in required:
+        if value.get(name) is None:
+            return f".{name}", _problem(checks[name], None)[1]
+    for name, field in value.items():
+        check = checks.get(name)
+        if check is None or field is None:
+            continue
+        if type(check) is type:
+            if not isinstance(field, check):
+                return f".{name}", _EXPECTED[check]
+        elif (problem := check(field)) is not None:
+            return f".{name}{problem[0]}", problem[1]
+    return None
+
+
+def _object_with(checks: dict[str, Check], *, required: tuple[str, ...] = ()) -> Check:
+    return lambda value: _fields(checks, value, required) if isinstance(value, dict) else ("", "an object")
+
+
+def _stop(value) -> Problem:
+    if isinstance(value, str) or (isinstance(value, list) and len(value) <= 4
+                                  and all(isinstance(item, str) for item in value)):
         return None
-    if not _is_int(value) or value < 1:
-        raise invalid_request(f"{name} must be a positive integer", param=name)
-    return value
+    return "", "a string or a list of up to 4 strings"
 
 
-def _range(body: dict, name: str, low: float, high: float) -> None:
-    value = body.get(name)
-    if value is not None and (not _is_number(value) or not low <= value <= high):
-        raise invalid_request(f"{name} must be a number from {low} to {high}", param=name)
+def _metadata(value) -> Problem:
+    if isinstance(value, dict) and all(isinstance(item, str) for item in value.values()):
+        return None
+    return "", "an object of strings"
 
 
-def _tags(body: dict, header_value: str | None) -> frozenset[str]:
-    raw = body.get("tags")
-    if raw is None:
-        tags: list[str] = []
-    elif isinstance(raw, str):
-        tags = [raw]
-    elif isinstance(raw, list) and all(isinstance(t, str) for t in raw):
-        tags = raw
-    else:
-        raise invalid_request("tags must be a list of strings", param="tags")
+def _logit_bias(value) -> Problem:
+    if isinstance(value, dict) and all(_is_number(bias) and -100 <= bias <= 100 for bias in value.values()):
+        return None
+    return "", "an object of token ids to numbers from -100 to 100"
+
+
+def _tags(value) -> Problem:
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(tag, str) for tag in value)):
+        return None
+    return "", "a list of strings"
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+_image_url_object = _object_with({"url": str, "detail": str}, required=("url",))
+
+
+def _image_url(value) -> Problem:
+    # A bare URL string is what some clients send; every provider takes it.
+    return None if isinstance(value, str) else _image_url_object(value)
+
+
+# What each provider reads of a content part, by its type. Parts of other types pass: an
+# OpenAI-compatible upstream may know them, and the other translators refuse them by name.
+_PART_FIELDS: dict[str, Check] = {
+    "text": _object_with({"text": str}, required=("text",)),
+    "image_url": _object_with({"image_url": _image_url}, required=("image_url",)),
+    "input_audio": _object_with({"input_audio": _object_with({"data": str, "format": str},
+                                                             required=("data", "format"))},
+                                required=("input_audio",)),
+    "file": _object_with({"file": _object_with({"file_data": str, "file_id": str, "filename": str})},
+                         required=("file",)),
+    "refusal": _object_with({"refusal": str}, required=("refusal",)),
+}
+
+
+def _content(value) -> Problem:
+    if isinstance(value, str):
+        return None
+    if not isinstance(value, list):
+        return "", "a string or a list of parts"
+    for position, part in enumerate(value):
+        if not isinstance(part, dict):
+            return f"[{position}]", "an object"
+        kind = part.get("type")
+        # Text, the usual part, is checked inline.
+        if kind == "text" and isinstance(part.get("text"), str):
+            continue
+        if not isinstance(kind, str):
+            return f"[{position}].type", "a string"
+        check = _PART_FIELDS.get(kind)
+        if check is not None and (problem := check(part)) is not None:
+            return f"[{position}]{problem[0]}", problem[1]
+    return None
+
+
+def _function_call(value) -> Problem:
+    """A call the model asked for, ``{"name", "arguments"}``; the arguments are a JSON string."""
+    if not isinstance(value, dict):
+        return "", "an object"
+    if not isinstance(value.get("name"), str):
+        return ".name", "a string"
+    arguments = value.get("arguments")
+    if arguments is not None and not isinstance(arguments, str):
+        return ".arguments", "a string (of JSON)"
+    return None
+
+
+def _tool_call(value) -> Problem:
+    if not isinstance(value, dict):
+        return "", "an object"
+    call_id = value.get("id")
+    if call_id is not None and not isinstance(call_id, str):
+        return ".id", "a string"
+    if value.get("type") not in (None, "function"):
+        return ".type", '"function"'
+    if (problem := _function_call(value.get("function"))) is not None:
+        return f".function{problem[0]}", problem[1]
+    return None
+
+
+def _tool_calls(value) -> Problem:
+    if not isinstance(value, list):
+        return "", "a list"
+    for position, call in enumerate(value):
+        if (problem := _tool_call(call)) is not None:
+            return f"[{position}]{problem[0]}", problem[1]
+    return None
+
+
+# The fields of a message besides its role and content that a translation or the log reads.
+_MESSAGE_FIELDS: dict[str, Check] = {
+    "name": str,
+    "tool_call_id": str,
+    "tool_calls": _tool_calls,
+    "function_call": _function_call,
+    "refusal": str,
+}
+
+
+def _message(message) -> Problem:
+    if not isinstance(message, dict):
+        return "", "an object"
+    role = message.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        return ".role", f"one of {', '.join(sorted(ROLES))}"
+    content = message.get("content")
+    if content is None:
+        if role != "assistant":
+            return ".content", "a string or a list of parts"
+    elif (problem := _content(content)) is not None:
+        return f".content{problem[0]}", problem[1]
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        return ".tool_call_id", "a string (the id of the tool call answered)"
+    if len(message) == 2 and content is not None:
+        # A role and a content, the usual message: nothing else to check.
+        return None
+    if role != "assistant" and message.get("tool_calls") is not None:
+        return ".tool_calls", "only on an assistant message"
+    return _fields(_MESSAGE_FIELDS, message)
+
+
+def _messages(value) -> Problem:
+    if not isinstance(value, list) or not value:
+        return "", "a non-empty list"
+    for index, message in enumerate(value):
+        if (problem := _message(message)) is not None:
+            return f"[{index}]{problem[0]}", problem[1]
+    return None
+
+
+# --- tools ----------------------------------------------------------------------------------------
+
+_FUNCTION_FIELDS: dict[str, Check] = {"description": str, "parameters": dict, "strict": bool}
+
+
+def _tool(value) -> Problem:
+    if not isinstance(value, dict) or value.get("type") != "function":
+        return "", "{'type': 'function', 'function': {'name': ...}}"
+    function = value.get("function")
+    if not isinstance(function, dict):
+        return ".function", "an object"
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        return ".function.name", "a non-empty string"
+    if (problem := _fields(_FUNCTION_FIELDS, function)) is not None:
+        return f".function{problem[0]}", problem[1]
+    return None
+
+
+def _tools(value) -> Problem:
+    if not isinstance(value, list):
+        return "", "a list"
+    for index, tool in enumerate(value):
+        if (problem := _tool(tool)) is not None:
+            return f"[{index}]{problem[0]}", problem[1]
+    return None
+
+
+_function_named = _object_with({"function": _object_with({"name": str}, required=("name",))}, required=("function",))
+
+
+def _tool_choice(value) -> Problem:
+    if isinstance(value, str):
+        return None if value in TOOL_CHOICES else ("", f"one of {', '.join(TOOL_CHOICES)} or a function to call")
+    if not isinstance(value, dict):
+        return "", f"one of {', '.join(TOOL_CHOICES)} or a function to call"
+    if value.get("type") != "function":
+        return ".type", '"function"'
+    return _function_named(value)
+
+
+_json_schema_format = _object_with({"json_schema": _object_with({"name": str, "description": str, "schema": dict,
+                                                         "strict": bool})}, required=("json_schema",))
+
+
+def _response_format(value) -> Problem:
+    if not isinstance(value, dict):
+        return "", "an object"
+    kind = value.get("type")
+    if kind not in RESPONSE_FORMATS:
+        return ".type", f"one of {', '.join(RESPONSE_FORMATS)}"
+    if kind == "json_schema":
+        return _json_schema_format(value)
+    return None
+
+
+# --- the body -----------------------------------------------------------------------------------
+
+# The checks of the body's fields, looked up for each field the body has (most have a few).
+_BODY_FIELDS: dict[str, Check] = {
+    "messages": _messages,
+    "tools": _tools,
+    "tool_choice": _tool_choice,
+    "parallel_tool_calls": bool,
+    "response_format": _response_format,
+    "stream": bool,
+    "stream_options": _object_with({"include_usage": bool}),
+    "max_tokens": _integer(1, MAX_OUTPUT_TOKENS),
+    "max_completion_tokens": _integer(1, MAX_OUTPUT_TOKENS),
+    "n": _integer(1, MAX_N),
+    "temperature": _number(0, 2),
+    "top_p": _number(0, 1),
+    "presence_penalty": _number(-2, 2),
+    "frequency_penalty": _number(-2, 2),
+    "seed": _integer(-(2**63), 2**63 - 1),
+    "logprobs": bool,
+    "top_logprobs": _integer(0, 20),
+    "logit_bias": _logit_bias,
+    "stop": _stop,
+    "user": str,
+    "metadata": _metadata,
+    "store": bool,
+    "tags": _tags,
+    "nemo_cache": bool,
+}
+
+
+def _check_nesting(raw: bytes, body: dict) -> None:
+    # Counting brackets is cheap and bounds the depth: only a body with that many is encoded.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING:
+        return
+    try:
+        orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise invalid_request(f"The body is nested more than {MAX_NESTING} levels deep.") from exc
+
+
+def _check_body(body: dict) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid_request("model is required", param="model")
+    if body.get("messages") is None:
+        raise invalid_request("messages must be a non-empty list", param="messages")
+    for name, value in body.items():
+        check = _BODY_FIELDS.get(name)
+        if check is not None and value is not None and (problem := _problem(check, value)) is not None:
+            where, expected = problem
+            raise invalid_request(f"{name}{where} must be {expected}", param=f"{name}{where}")
+
+
+def _tag_set(raw, header_value: str | None) -> frozenset[str]:
+    tags = [] if raw is None else [raw] if isinstance(raw, str) else raw
     if header_value:
         tags = [*tags, *header_value.split(",")]
     return frozenset(t.strip() for t in tags if t.strip())
@@ -117,49 +372,21 @@ def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
         raise invalid_request(f"The body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise invalid_request("The body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid_request("model is required", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise invalid_request("messages must be a non-empty list", param="messages")
-    for index, message in enumerate(messages):
-        _check_message(index, message)
-    if body.get("tools") is not None:
-        _check_tools(body["tools"])
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise invalid_request("stream must be a boolean", param="stream")
+    _check_body(body)
+    _check_nesting(raw, body)
     stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise invalid_request("stream_options must be an object", param="stream_options")
-    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
-    n = _positive_int(body, "n") or 1
-    if n > MAX_N:
-        raise invalid_request(f"n must be at most {MAX_N}", param="n")
-    _range(body, "temperature", 0, 2)
-    _range(body, "top_p", 0, 1)
-    stop = body.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (
-            isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
-        raise invalid_request("stop must be a string or a list of up to 4 strings", param="stop")
-    response_format = body.get("response_format")
-    if response_format is not None and not (isinstance(response_format, dict) and "type" in response_format):
-        raise invalid_request("response_format must be an object with a type", param="response_format")
-    use_cache = body.get("nemo_cache")
-    if use_cache is not None and not isinstance(use_cache, bool):
-        raise invalid_request("nemo_cache must be a boolean", param="nemo_cache")
-    tags = _tags(body, tags_header)
-    upstream_body = {k: v for k, v in body.items() if k not in NEMO_FIELDS}
+    upstream_body = body
+    if "tags" in body or "nemo_cache" in body:
+        upstream_body = {k: v for k, v in body.items() if k not in NEMO_FIELDS}
     return ChatRequest(
         body=upstream_body,
-        model=model,
-        stream=stream,
+        model=body["model"],
+        stream=body.get("stream") or False,
         include_usage=bool(stream_options and stream_options.get("include_usage")),
-        max_tokens=max_tokens,
-        n=n,
-        tags=tags,
-        use_cache=use_cache,
+        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+        n=body.get("n") or 1,
+        tags=_tag_set(body.get("tags"), tags_header),
+        use_cache=body.get("nemo_cache"),
         # A byte-level tokenizer never makes more tokens than bytes, and the raw body holds the
         # whole prompt (messages and tools), so its size bounds the prompt tokens.
         prompt_bytes=len(raw),

@@ -71,6 +71,11 @@ class Invitation(models.Model):
         return f"invitation of {self.email} to {self.org}"
 
 
+# The largest rate or parallel limit a key can hold: its columns are PositiveIntegerFields,
+# 32-bit on every database Django supports.
+MAX_KEY_LIMIT = 2**31 - 1
+
+
 class VirtualKey(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="keys")
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="keys")

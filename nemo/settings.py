@@ -138,6 +138,11 @@ NEMO_BUSY_POLL_US = _read("NEMO_BUSY_POLL_US", env.int, 0)
 if not 0 <= NEMO_BUSY_POLL_US <= 1_000_000:
     raise ImproperlyConfigured(f"NEMO_BUSY_POLL_US must be 0 (off) to 1000000 microseconds, not {NEMO_BUSY_POLL_US}")
 
+# The largest request body the proxy reads, in MiB; a larger one is a 413 (CONTRACT.md).
+NEMO_MAX_BODY_MB = _read("NEMO_MAX_BODY_MB", env.int, 32)
+if not 1 <= NEMO_MAX_BODY_MB <= 1024:
+    raise ImproperlyConfigured(f"NEMO_MAX_BODY_MB must be 1 to 1024 (MiB), not {NEMO_MAX_BODY_MB}")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

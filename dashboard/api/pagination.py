@@ -32,9 +32,13 @@ def _decode(cursor: str, model: type[Model], fields: list[str]) -> list:
         values = json.loads(raw)
         if not isinstance(values, list) or len(values) != len(fields):
             raise ValueError("wrong number of values")
-        return [model._meta.get_field(name).to_python(value) for name, value in zip(fields, values, strict=True)]
+        decoded = [model._meta.get_field(name).to_python(value) for name, value in zip(fields, values, strict=True)]
     except (ValueError, TypeError, DjangoValidationError) as exc:  # bad base64, JSON and values are all ValueErrors
         raise ValueError("bad cursor") from exc
+    # No row holds a NUL (PostgreSQL's text cannot), so no list gave out a cursor with one.
+    if any(isinstance(value, str) and "\x00" in value for value in decoded):
+        raise ValueError("bad cursor")
+    return decoded
 
 
 def _after(ordering: tuple[str, ...], values: list) -> Q:

@@ -13,11 +13,13 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from dashboard.api.auth import OrgTokenUser
+from dashboard.api.parsers import JSONParser
 from keys.access import MANAGE, READ, current_membership, require
 from keys.audit import Actor
 from keys.models import Membership, Organization
@@ -69,6 +71,8 @@ class OrgAPIView(APIView):
     # comment, not a docstring: the schema would show a docstring as each endpoint's description.)
 
     access: OrgAccess
+    # DRF's defaults, with a JSON parser that refuses a body nested too deeply as bad input.
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)

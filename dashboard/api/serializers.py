@@ -12,6 +12,11 @@ from rest_framework import serializers
 from analytics.serializers import log_row_dict
 from billing.models import Budget
 from dashboard.api.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from keys.models import MAX_KEY_LIMIT
+
+# How deep a key's metadata may nest: far more than any label needs, far less than what the
+# database's JSON encoder can take.
+MAX_METADATA_DEPTH = 32
 
 
 class MoneyField(serializers.DecimalField):
@@ -120,6 +125,30 @@ class BudgetUpdateInputSerializer(serializers.Serializer):
 
 # --- keys -------------------------------------------------------------------------------------
 
+def _has_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, which JSON's \ud800 escape can carry
+        return False
+    return True
+
+
+def storable_json(value, depth: int = 0) -> None:
+    """What PostgreSQL's jsonb holds: no NUL and no lone surrogate in any string, key or value,
+    and a nesting its encoder can write."""
+    if depth > MAX_METADATA_DEPTH:
+        raise serializers.ValidationError(f"Nested more than {MAX_METADATA_DEPTH} levels deep.")
+    if isinstance(value, str) and ("\x00" in value or not _has_utf8(value)):
+        raise serializers.ValidationError("Strings may not hold NUL or lone surrogate characters.")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            storable_json(key, depth + 1)
+            storable_json(item, depth + 1)
+    if isinstance(value, list):
+        for item in value:
+            storable_json(item, depth + 1)
+
+
 class KeyInputSerializer(serializers.Serializer):
     """A key to issue (or, in a PATCH, the fields to change)."""
 
@@ -128,11 +157,11 @@ class KeyInputSerializer(serializers.Serializer):
     allowed_models = serializers.ListField(
         child=serializers.CharField(max_length=120), required=False, help_text="Empty: every model."
     )
-    rpm_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    tpm_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    max_parallel = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    rpm_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_KEY_LIMIT)
+    tpm_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_KEY_LIMIT)
+    max_parallel = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_KEY_LIMIT)
     expires = serializers.DateTimeField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False)
+    metadata = serializers.DictField(required=False, validators=[storable_json])
     budget = MoneyField(required=False, allow_null=True, min_value=0,
                         help_text="The key's own budget in USD; null (on change) removes it.")
     budget_period = PeriodField(required=False,

@@ -112,17 +112,24 @@ def example_arguments(schema: dict) -> dict:
     return example_value({**schema, "type": "object"})
 
 
-def example_value(schema: dict) -> Any:
-    if schema.get("enum"):
-        return schema["enum"][0]
+def example_value(schema) -> Any:
+    """A value a schema takes; what a client's schema holds that is not a schema counts as absent."""
+    if not isinstance(schema, dict):
+        return "example"
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((name for name in kind if name != "null"), None)
     # Type names are case-insensitive: OpenAPI-style schemas spell them in upper case.
-    kind = (kind or "string").lower()
+    kind = kind.lower() if isinstance(kind, str) else "string"
     if kind == "object":
-        properties = schema.get("properties") or {}
-        return {name: example_value(properties[name]) for name in schema.get("required", []) if name in properties}
+        properties, required = schema.get("properties"), schema.get("required")
+        if not isinstance(properties, dict) or not isinstance(required, list):
+            return {}
+        return {name: example_value(properties[name]) for name in required
+                if isinstance(name, str) and name in properties}
     return _EXAMPLE_VALUES.get(kind, "example")
 
 

@@ -15,6 +15,10 @@ from gateway.providers.base import UpstreamError
 
 # --- reading an OpenAI request -----------------------------------------------------------------
 
+# As deep as orjson writes JSON (an OpenAI upstream's body, the log row's request body): a body
+# or tool call arguments nested deeper could be parsed but never sent on nor logged.
+MAX_NESTING = 255
+
 
 def invalid_request(message: str) -> UpstreamError:
     """A request no upstream of this wire format can take: the caller has to change it."""
@@ -66,10 +70,16 @@ def parse_arguments(arguments: str | None) -> dict:
         return {}
     try:
         parsed = json.loads(arguments)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise invalid_request(f"tool call arguments are not valid JSON: {arguments[:100]}") from exc
     if not isinstance(parsed, dict):
         raise invalid_request("tool call arguments must be a JSON object")
+    # Counting brackets is cheap and bounds the depth: only arguments with that many are encoded.
+    if arguments.count("[") + arguments.count("{") > MAX_NESTING:
+        try:
+            orjson.dumps(parsed)
+        except orjson.JSONEncodeError as exc:
+            raise invalid_request(f"tool call arguments are nested more than {MAX_NESTING} levels deep") from exc
     return parsed
 
 

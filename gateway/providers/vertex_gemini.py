@@ -54,7 +54,12 @@ _SCHEMA_FIELDS = {
     "minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties",
     "propertyOrdering",
 }  # fmt: skip
-_SCHEMA_FORMATS = {"STRING": {"enum", "date-time"}, "INTEGER": {"int32", "int64"}, "NUMBER": {"float", "double"}}
+# Tuples, not sets: a client's format may be a list, which no set can be asked about.
+_SCHEMA_FORMATS = {"STRING": ("enum", "date-time"), "INTEGER": ("int32", "int64"), "NUMBER": ("float", "double")}
+# How deep a converted schema may nest, and how many schemas it may inline to: each definition
+# naming the next one twice would double a small schema at every level.
+MAX_SCHEMA_DEPTH = 64
+MAX_SCHEMA_NODES = 10_000
 
 
 class VertexGeminiProvider(VertexProvider):
@@ -217,57 +222,108 @@ def _function_calling_config(tool_choice: str | dict) -> dict:
 def gemini_schema(schema: dict) -> dict:
     """JSON Schema as Gemini takes it: upper-case types, ``nullable`` instead of a null type,
     ``anyOf`` for unions, ``$ref`` inlined, string enums, unknown keywords dropped."""
-    return _convert_schema(schema, schema.get("$defs") or schema.get("definitions") or {}, frozenset())
+    return _SchemaConversion(schema).convert(schema, frozenset(), 0)
 
 
-def _convert_schema(schema: dict, definitions: dict, expanding: frozenset[str]) -> dict:
-    if "$ref" in schema:
-        name = schema["$ref"].rsplit("/", 1)[-1]
+class _SchemaConversion:
+    """The conversion of one client's schema, which may hold anything: what it cannot read, or
+    what would not end (``$ref`` chains, definitions that multiply), is the client's 400."""
+
+    def __init__(self, root: dict) -> None:
+        definitions = root.get("$defs") or root.get("definitions") or {}
+        if not isinstance(definitions, dict):
+            raise _malformed("$defs must be an object of schemas")
+        self.definitions = definitions
+        self.converted = 0
+
+    def convert(self, schema, expanding: frozenset[str], depth: int) -> dict:
+        self.converted += 1
+        if depth > MAX_SCHEMA_DEPTH or self.converted > MAX_SCHEMA_NODES:
+            raise _malformed(f"it nests more than {MAX_SCHEMA_DEPTH} levels or inlines to more than "
+                             f"{MAX_SCHEMA_NODES} schemas")
+        if not isinstance(schema, dict):
+            raise _malformed("a schema must be an object")
+        if "$ref" in schema:
+            return self._inline(schema, expanding, depth)
+
+        converted = {key: schema[key] for key in _SCHEMA_FIELDS if key in schema}
+        types = _type_names(schema)
+        if "null" in types:
+            types.remove("null")
+            converted["nullable"] = True
+        if len(types) == 1:
+            converted["type"] = types[0].upper()
+        elif types:
+            converted["anyOf"] = [{"type": kind.upper()} for kind in types]
+
+        variants = _schema_list(schema, "anyOf") or _schema_list(schema, "oneOf")
+        non_null = [variant for variant in variants if not _is_null_schema(variant)]
+        if len(non_null) < len(variants):
+            converted["nullable"] = True
+        every = _schema_list(schema, "allOf")
+        if len(non_null) == 1 or len(every) == 1:
+            only = non_null[0] if len(non_null) == 1 else every[0]
+            converted = {**self.convert(only, expanding, depth + 1), **converted}
+        elif non_null:
+            converted["anyOf"] = [self.convert(variant, expanding, depth + 1) for variant in non_null]
+
+        # Gemini only enumerates strings.
+        values = [schema["const"]] if "const" in schema else _schema_list(schema, "enum")
+        if values and all(isinstance(value, str) for value in values):
+            converted["enum"] = values
+        if schema.get("format") in _SCHEMA_FORMATS.get(converted.get("type", ""), ()):
+            converted["format"] = schema["format"]
+        properties = schema.get("properties")
+        if isinstance(properties, dict):
+            converted["properties"] = {
+                name: self.convert(sub, expanding, depth + 1) for name, sub in properties.items()
+            }
+            required = _schema_list(schema, "required")
+            converted["required"] = [name for name in required if isinstance(name, str) and name in properties]
+            if not converted["required"]:
+                del converted["required"]
+        if "properties" in converted and "type" not in converted:
+            converted["type"] = "OBJECT"
+        if isinstance(schema.get("items"), dict):
+            converted["items"] = self.convert(schema["items"], expanding, depth + 1)
+        return converted
+
+    def _inline(self, schema: dict, expanding: frozenset[str], depth: int) -> dict:
+        reference = schema["$ref"]
+        if not isinstance(reference, str):
+            raise _malformed("$ref must be a string")
+        name = reference.rsplit("/", 1)[-1]
         # A recursive definition cannot be inlined; its inner level becomes a free object.
         if name in expanding:
             return {"type": "OBJECT"}
+        definition = self.definitions.get(name, {})
+        if not isinstance(definition, dict):
+            raise _malformed(f"the definition {name!r} must be a schema")
         siblings = {key: value for key, value in schema.items() if key != "$ref"}
-        return _convert_schema({**definitions.get(name, {}), **siblings}, definitions, expanding | {name})
+        return self.convert({**definition, **siblings}, expanding | {name}, depth + 1)
 
-    converted = {key: schema[key] for key in _SCHEMA_FIELDS if key in schema}
+
+def _malformed(reason: str) -> UpstreamError:
+    return invalid_request(f"the JSON schema is not one that can be sent to Gemini: {reason}")
+
+
+def _is_null_schema(schema) -> bool:
+    return isinstance(schema, dict) and schema.get("type") == "null"
+
+
+def _type_names(schema: dict) -> list[str]:
     types = schema.get("type") or []
-    types = [types] if isinstance(types, str) else list(types)
-    if "null" in types:
-        types.remove("null")
-        converted["nullable"] = True
-    if len(types) == 1:
-        converted["type"] = types[0].upper()
-    elif types:
-        converted["anyOf"] = [{"type": kind.upper()} for kind in types]
+    types = [types] if isinstance(types, str) else types
+    if not isinstance(types, list) or not all(isinstance(kind, str) for kind in types):
+        raise _malformed("type must be a type name or a list of them")
+    return list(types)
 
-    variants = schema.get("anyOf") or schema.get("oneOf") or []
-    non_null = [variant for variant in variants if variant.get("type") != "null"]
-    if len(non_null) < len(variants):
-        converted["nullable"] = True
-    if len(non_null) == 1 or len(schema.get("allOf") or []) == 1:
-        only = non_null[0] if len(non_null) == 1 else schema["allOf"][0]
-        converted = {**_convert_schema(only, definitions, expanding), **converted}
-    elif non_null:
-        converted["anyOf"] = [_convert_schema(variant, definitions, expanding) for variant in non_null]
 
-    # Gemini only enumerates strings.
-    values = [schema["const"]] if "const" in schema else schema.get("enum") or []
-    if values and all(isinstance(value, str) for value in values):
-        converted["enum"] = values
-    if schema.get("format") in _SCHEMA_FORMATS.get(converted.get("type", ""), ()):
-        converted["format"] = schema["format"]
-    if isinstance(schema.get("properties"), dict):
-        converted["properties"] = {
-            name: _convert_schema(sub, definitions, expanding) for name, sub in schema["properties"].items()
-        }
-        converted["required"] = [name for name in schema.get("required", []) if name in schema["properties"]]
-        if not converted["required"]:
-            del converted["required"]
-    if "properties" in converted and "type" not in converted:
-        converted["type"] = "OBJECT"
-    if isinstance(schema.get("items"), dict):
-        converted["items"] = _convert_schema(schema["items"], definitions, expanding)
-    return converted
+def _schema_list(schema: dict, keyword: str) -> list:
+    value = schema.get(keyword) or []
+    if not isinstance(value, list):
+        raise _malformed(f"{keyword} must be a list")
+    return value
 
 
 # --- Gemini answer -> OpenAI answer -----------------------------------------------------------

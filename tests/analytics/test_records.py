@@ -1,3 +1,5 @@
+import pytest
+
 from analytics.records import prompt_meta, tool_calls_of
 
 ASSISTANT = {
@@ -34,3 +36,35 @@ def test_prompt_meta_counts_messages_roles_and_characters():
         "roles": ["system", "user", "assistant", "tool"],
         "sizes": [9, 2, len("search") + 14 + len("fetch") + 12, 12],
     }
+
+
+ODD_MESSAGES = [
+    {"role": "user", "content": [{"type": "text", "text": 5}]},
+    {"role": "user", "content": [{"type": "text", "text": ["a"]}, "part", None]},
+    {"role": "user", "content": 5},
+    {"role": "assistant", "tool_calls": [{"function": {"name": "search", "arguments": 5}}]},
+    {"role": "assistant", "tool_calls": [{"function": {"name": 5, "arguments": {"q": 1}}}, "call", {"function": 5}]},
+    {"role": "assistant", "tool_calls": "calls", "function_call": {"name": None, "arguments": []}},
+    {"role": 5, "content": "x"},
+    "not a message",
+]
+
+
+@pytest.mark.parametrize("message", ODD_MESSAGES)
+def test_prompt_meta_never_fails_whatever_a_message_holds(message):
+    meta = prompt_meta([message])
+
+    assert meta["messages"] == 1 and len(meta["roles"]) == len(meta["sizes"]) == 1
+
+
+def test_what_is_not_text_counts_for_nothing():
+    messages = [{"role": "user", "content": [{"type": "text", "text": 5}, {"type": "text", "text": "Hi"}]},
+                {"role": "assistant", "tool_calls": [{"function": {"name": "search", "arguments": 5}}]}]
+
+    assert prompt_meta(messages)["sizes"] == [2, len("search")]
+
+
+def test_tool_calls_of_keeps_only_string_names_and_arguments():
+    message = {"role": "assistant", "tool_calls": [{"function": {"name": 5, "arguments": {"q": 1}}}, "call"]}
+
+    assert tool_calls_of(message) == [{"name": "", "arguments": ""}]

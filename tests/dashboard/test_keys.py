@@ -260,3 +260,15 @@ def test_the_model_choices_are_the_names_the_routing_file_serves(owner_client, s
 
     assert 'value="support-default"' in page
     assert 'value="gemini-2.5-pro"' not in page
+
+
+def test_a_key_id_beyond_any_row_is_404(owner_client):
+    assert owner_client.get("/keys/99999999999999999999/").status_code == 404
+
+
+@pytest.mark.parametrize("field", ["rpm_limit", "tpm_limit", "max_parallel"])
+def test_a_limit_beyond_what_a_key_can_hold_is_refused_with_the_form(owner_client, org, field):
+    response = owner_client.post("/keys/new/", {**NEW_KEY, field: str(2**31)})
+
+    assert response.status_code == 200
+    assert not VirtualKey.objects.filter(org=org, name="support-bot").exists()

@@ -186,3 +186,8 @@ def test_a_call_that_cost_more_than_it_reserved_says_so(owner_client, key, make_
 
     assert "Over its reservation" in over_page
     assert "Over its reservation" not in within_page
+
+
+@pytest.mark.parametrize("path", ["/log/%00/", "/log/req%00x/"])
+def test_a_call_id_no_row_can_have_is_404_too(owner_client, path):
+    assert owner_client.get(path).status_code == 404

@@ -106,3 +106,8 @@ def test_a_run_id_with_spaces_and_question_marks_is_linked_and_opens(owner_clien
 
     assert response.status_code == 200
     assert "nightly batch #3?x=1" in response.content.decode()
+
+
+@pytest.mark.parametrize("path", ["/runs/%00x", "/runs/crew/%00"])
+def test_a_run_id_no_row_can_have_is_404(owner_client, path):
+    assert owner_client.get(path).status_code == 404

@@ -124,3 +124,9 @@ def test_an_outsider_exports_only_their_own_spend(outsider_client, spent):
     rows = list(csv.reader(io.StringIO(outsider_client.get("/spend.csv?group_by=model").content.decode())))
 
     assert rows == [["group", "cost", "calls", "prompt_tokens", "completion_tokens"]]
+
+
+@pytest.mark.parametrize("path", ["/spend/?until=9999-12-31", "/spend.csv?until=9999-12-31",
+                                  "/spend/?since=9999-12-31"])
+def test_a_range_to_the_end_of_the_calendar_is_shown(owner_client, spent, path):
+    assert owner_client.get(path).status_code == 200

@@ -145,3 +145,13 @@ def test_example_arguments_fill_nested_required_objects_and_nullable_types() -> 
     }
 
     assert example_arguments(schema) == {"place": {"lat": 1.5}, "note": "example", "tags": []}
+
+
+@pytest.mark.parametrize("parameters, arguments", [
+    ({"type": "object", "properties": {"city": "string"}, "required": ["city"]}, {"city": "example"}),
+    ({"type": "object", "properties": {"city": {"type": 5, "enum": "xy"}}, "required": ["city", 7]},
+     {"city": "example"}),
+    ({"type": "object", "properties": [], "required": {"city": 1}}, {}),
+])
+def test_example_arguments_are_made_whatever_the_schema_holds(parameters: dict, arguments: dict) -> None:
+    assert example_arguments(parameters) == arguments

@@ -282,6 +282,51 @@ def test_it_cuts_a_recursive_schema_at_its_second_level() -> None:
     }
 
 
+def _chain_of_refs(length: int, *, named_twice: bool) -> dict:
+    """Definitions D0 … D{length}, each naming the next once (a chain) or twice (doubling)."""
+    def step(number: int) -> dict:
+        reference = {"$ref": f"#/$defs/D{number + 1}"}
+        return {"type": "object", "properties": {"a": reference, "b": reference} if named_twice else {"a": reference}}
+
+    return {"$ref": "#/$defs/D0", "$defs": {f"D{number}": step(number) for number in range(length)}}
+
+
+@pytest.mark.parametrize("schema", [
+    pytest.param({"type": 5}, id="type not a name"),
+    pytest.param({"type": ["string", None]}, id="type list not of names"),
+    pytest.param({"type": "object", "properties": {"city": "string"}}, id="property not a schema"),
+    pytest.param({"type": "object", "properties": {"city": {"type": "string"}}, "required": "city"},
+                 id="required not a list"),
+    pytest.param({"anyOf": {"type": "string"}}, id="anyOf not a list"),
+    pytest.param({"allOf": [5]}, id="allOf not of schemas"),
+    pytest.param({"enum": 5}, id="enum not a list"),
+    pytest.param({"$ref": 5}, id="ref not a string"),
+    pytest.param({"$ref": "#/$defs/Place", "$defs": {"Place": "object"}}, id="definition not a schema"),
+    pytest.param({"$defs": ["Place"]}, id="defs not an object"),
+    pytest.param(_chain_of_refs(200, named_twice=False), id="a chain of refs too long"),
+    pytest.param(_chain_of_refs(30, named_twice=True), id="refs that double at every level"),
+])
+def test_a_schema_it_cannot_convert_is_the_clients_400(schema: dict) -> None:
+    with pytest.raises(UpstreamError) as raised:
+        gemini_schema(schema)
+
+    assert (raised.value.kind, raised.value.status) == ("client", 400)
+
+
+def test_a_format_of_any_type_is_left_out() -> None:
+    assert gemini_schema({"type": "string", "format": ["date"]}) == {"type": "STRING"}
+
+
+def test_it_refuses_tool_call_arguments_nested_deeper_than_it_can_send() -> None:
+    arguments = '{"a": ' + "[" * 300 + "]" * 300 + "}"
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+
+    with pytest.raises(UpstreamError) as raised:
+        translate_request({"messages": [{"role": "assistant", "content": None, "tool_calls": [call]}]})
+
+    assert raised.value.kind == "client"
+
+
 async def test_it_posts_to_the_vertex_model_url_with_an_access_token(
     token_server: FakeTokenServer, service_account: str
 ) -> None:
