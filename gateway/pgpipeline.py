@@ -42,6 +42,10 @@ class PipelinedPostgres:
         self._waiting: asyncio.Future | None = None
         self._results: list[pq.abc.PGresult] = []
         self._ends_due = 0  # statements of the batch in flight whose results have not ended yet
+        self._sent_at = 0.0  # when the batch in flight was sent (the loop's clock)
+        # One check of the batch in flight at a time, not a timer per batch: a cancelled timer
+        # stays in the loop's heap until it would have fired, and a batch takes a millisecond.
+        self._watchdog: asyncio.TimerHandle | None = None
         self.broken: BaseException | None = None
         self._pgconn.nonblocking = 1
         self._pgconn.enter_pipeline_mode()
@@ -91,20 +95,29 @@ class PipelinedPostgres:
                 self._loop.add_writer(self._socket, self._writable)
         except psycopg.Error as exc:
             self._break(exc)
-        timer = self._loop.call_later(EXCHANGE_TIMEOUT_S, self._break, psycopg.OperationalError(
-            f"the server did not answer in {EXCHANGE_TIMEOUT_S:g} s"))
+        self._sent_at = self._loop.time()
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(EXCHANGE_TIMEOUT_S, self._check_answer)
         try:
             results = await waiting
         except asyncio.CancelledError:
             # The batch's outcome will never be read: nothing else can use this connection.
             self._break(psycopg.OperationalError("a batch was cancelled in flight"))
             raise
-        finally:
-            timer.cancel()
         for result in results:
             if result.status == ExecStatus.FATAL_ERROR:
                 raise psycopg.errors.error_from_result(result, encoding="utf-8")
         return results
+
+    def _check_answer(self) -> None:
+        self._watchdog = None
+        if self._waiting is None or self.broken is not None:
+            return
+        late = self._loop.time() - self._sent_at
+        if late >= EXCHANGE_TIMEOUT_S:
+            self._break(psycopg.OperationalError(f"the server did not answer in {EXCHANGE_TIMEOUT_S:g} s"))
+        else:
+            self._watchdog = self._loop.call_later(EXCHANGE_TIMEOUT_S - late, self._check_answer)
 
     def _writable(self) -> None:
         try:
@@ -135,6 +148,9 @@ class PipelinedPostgres:
                 self._results.append(result)
 
     def _break(self, exc: BaseException) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self.broken is None:
             self.broken = exc if isinstance(exc, psycopg.OperationalError) else psycopg.OperationalError(str(exc))
             self._loop.remove_reader(self._socket)
