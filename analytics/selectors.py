@@ -12,7 +12,7 @@ import base64
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
@@ -301,6 +301,13 @@ def spend_total(
     totals = _spend(org_id=org_id, since=since, until=until, team_id=team_id,
                     key_ids=None if key_id is None else [key_id])
     return _money(totals[None]["cost"]) if totals else _money(ZERO)
+
+
+def settled_spend_micros(*, org_id: int, since: datetime | None, key_id: int | None = None,
+                         team_id: int | None = None) -> int:
+    """``spend_total`` in micro-dollars, since a moment (None: all time): what a budget counter holds."""
+    total = spend_total(org_id=org_id, since=since, key_id=key_id, team_id=team_id)
+    return int((total * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
 
 
 def _spend_label(group_by: str, group, names: dict) -> str:

@@ -27,7 +27,7 @@ from billing.counters import counter_store_from_url
 from billing.money import to_micros
 from billing.reservations import RESERVATION_TTL_S
 from billing.tasks import reap_reservations
-from gateway.logwriter import LogWriter
+from gateway.recorder import Recorder
 from tests.budget.support import (
     BODY,
     ControlledOpenAI,
@@ -193,12 +193,12 @@ def test_a_call_logged_but_never_settled_is_settled_by_the_reaper_at_its_cost(st
     names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
     gateway = start_gateway(priced_routing(fake))
     assert post_chat(gateway, tenant.secret)[0] == 200
-    send_settle = LogWriter._start_settle
-    LogWriter._start_settle = lambda writer, settlements, position: None  # the worker "dies" after its commit
+    send_settle = Recorder._start_settle
+    Recorder._start_settle = lambda writer, settlements, position: None  # the worker "dies" after its commit
     try:
         status, headers, _ = post_chat(gateway, tenant.secret)
     finally:
-        LogWriter._start_settle = send_settle
+        Recorder._start_settle = send_settle
     request_id = headers["x-nemo-request-id"]
     held = reserved(gateway, names[0])
 

@@ -9,7 +9,7 @@ import pytest
 
 from analytics.models import RequestLog
 from billing.money import to_micros
-from gateway.streaming import CallSummary
+from gateway.summary import CallSummary
 from tests.budget.support import (
     INPUT_PRICE,
     LONG_ANSWER,

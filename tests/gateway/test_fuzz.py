@@ -193,7 +193,7 @@ def gateway(request, start_gateway, tmp_path):
 def request_ids_of_their_own(monkeypatch):
     """Hypothesis seeds the global ``random`` for every example, and the gateway draws its request
     ids from it: without a generator of their own, every example would get the same ids."""
-    monkeypatch.setattr("gateway.chat.random", random.SystemRandom())
+    monkeypatch.setattr("gateway.pipeline.random", random.SystemRandom())
 
 
 def test_no_request_body_gets_a_5xx_and_every_call_is_logged_once(gateway, make_tenant):

@@ -255,7 +255,7 @@ def test_the_answers_last_events_reach_the_client_once_the_call_is_logged(gatewa
         event([], usage=usage),
         "data: [DONE]\n\n",
     ])))
-    writer = gateway.app._state.log_writer
+    writer = gateway.app._state.recorder
     insert = writer._insert
 
     async def slow_insert(*args):
