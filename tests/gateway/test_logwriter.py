@@ -12,8 +12,8 @@ from django.db import connection
 from django.utils import timezone
 
 from analytics.models import RequestLog
-from billing.counters import Bucket, MemoryCounterStore
 from billing.reservations import Reservation, Settlement
+from counters import Bucket, MemoryCounterStore
 from gateway import logwriter
 from gateway.logwriter import REFUSED, LogWriter, _OwnConnection
 
@@ -222,7 +222,8 @@ def test_the_settle_reaches_redis_before_the_call_is_answered_and_the_call_does_
     for the settle's reply."""
     import redis
 
-    from billing.counters import _SETTLE, RedisCounterStore
+    from counters import RedisCounterStore
+    from counters.redis import _SETTLE
 
     tenant = make_tenant()
     settled_when_answered: list[bool] = []
@@ -265,8 +266,8 @@ def test_the_settle_reaches_redis_before_the_call_is_answered_and_the_call_does_
 def test_a_counter_rebuilt_between_a_commit_and_its_settle_counts_the_call_once(make_tenant, redis_prefix, kind):
     """The rows are committed before their settle. A counter that Redis lost meanwhile and that
     another call rebuilt from the ledger already holds the row: the settle must not add it again."""
-    from billing.counters import RedisCounterStore
     from billing.reservations import _rebuild, credits_bucket_name
+    from counters import RedisCounterStore
 
     tenant = make_tenant()
     name = credits_bucket_name(tenant.org.pk)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis
 
-from billing.counters import (
+from counters import (
     Admission,
     Bucket,
     CounterStore,
@@ -21,6 +21,7 @@ from billing.counters import (
     RateCheck,
     RateWindow,
     RedisCounterStore,
+    seen,
 )
 
 # Outside CI a developer's REDIS_URL may point at real data: every test writes under its own
@@ -35,7 +36,7 @@ ORG = "b:org:3:2026-11"
 CREDITS = "b:credits:3"
 
 OpenWorker = Callable[[], CounterStore]
-# The recovery hold after a lost store (billing/lua/epoch.lua), short for the tests.
+# The recovery hold after a lost store (counters/lua/epoch.lua), short for the tests.
 HOLD_S = 0.2
 
 
@@ -330,6 +331,23 @@ async def test_a_reservation_keeps_the_trail_its_call_was_admitted_with(store: C
     await admit(store, "bare", Bucket(KEY, 1_000, 100, "key"))
 
     assert await store.trails(["r1", "bare", "unknown"]) == {"r1": trail}
+
+
+@pytest.mark.parametrize(("snapshot", "position", "expected"), [
+    ("100:105:102,103", 99, True),
+    ("100:105:102,103", 100, True),
+    ("100:105:102,103", 102, False),
+    ("100:105:102,103", 103, False),
+    ("100:105:102,103", 104, True),
+    ("100:105:102,103", 105, False),
+    ("7:7:", 6, True),
+    ("7:7:", 7, False),
+    ("100:105:102", None, False),
+    (None, 57, False),
+    ("", 57, False),
+])
+def test_seen_tells_whether_a_read_at_a_snapshot_saw_a_commit(snapshot, position, expected):
+    assert seen(snapshot, position) is expected
 
 
 # A rebuild that read the ledger at this snapshot saw every commit before 100, and those of
