@@ -221,7 +221,7 @@ class MemoryCounterStore(CounterStore):
             )
             if reservation_id in self._reservations:
                 # This very admission, tried again: it is in already.
-                return replace(shown, chain=self._skip(chain, now, probe_lease_s, cooldowns=True) if chain else None)
+                return replace(shown, chain=self._skip(chain, now, probe_lease_s) if chain else None)
             if requests and not requests.ok:
                 return replace(shown, status="rate_limited", which="requests", retry_after=requests.retry_after)
             if tokens and not tokens.ok:
@@ -263,7 +263,7 @@ class MemoryCounterStore(CounterStore):
                 shown,
                 requests=requests.state(moved=True) if requests else None,
                 tokens=tokens.state(moved=True) if tokens else None,
-                chain=self._skip(chain, now, probe_lease_s, cooldowns=True) if chain else None,
+                chain=self._skip(chain, now, probe_lease_s) if chain else None,
             )
 
     def _release(self, reservation_id: str, cost: int, tokens: int | None, position: int | None = None) -> None:
@@ -280,10 +280,6 @@ class MemoryCounterStore(CounterStore):
             token_key = (reservation.rate_key, "tok")
             if reservation.token_interval and tokens is not None and token_key in self._tat:
                 self._tat[token_key] += (tokens - reservation.tokens) * reservation.token_interval
-
-    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int,
-                     position: int | None = None, names: Sequence[str] = ()) -> bool:
-        return (await self.settle_many([(reservation_id, actual_cost, actual_tokens, names)], position))[0]
 
     def _settle(self, settlement: Settle, position: int | None, charge_missing: bool) -> bool:
         """See settle.lua."""
@@ -383,18 +379,14 @@ class MemoryCounterStore(CounterStore):
                 out[name] = None if settled is None else settled + self._reserved_sum(name)
             return out
 
-    async def reserved_total(self, name: str) -> int:
-        with self._lock:
-            return self._reserved_sum(name)
-
-    def _skip(self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool) -> ChainCheck:
-        """See unavailable.lua."""
+    def _skip(self, deployments: Sequence[str], now: float, probe_lease_s: float) -> ChainCheck:
+        """See chain.lua."""
         skip: set[str] = set()
         probes: set[str] = set()
         usable_found = False
         for deployment in deployments:
             breaker = self._breakers.get(deployment)
-            if cooldowns and self._cooldowns.get(deployment, 0.0) > now:
+            if self._cooldowns.get(deployment, 0.0) > now:
                 skip.add(deployment)
             elif breaker is None or breaker.state == "closed":
                 usable_found = True
@@ -408,11 +400,7 @@ class MemoryCounterStore(CounterStore):
 
     async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
         with self._lock:
-            return self._skip(deployments, now, probe_lease_s, cooldowns=True)
-
-    async def breaker_allow(self, deployment: str, now: float, *, probe_lease_s: float = 30.0) -> bool:
-        with self._lock:
-            return not self._skip([deployment], now, probe_lease_s, cooldowns=False).skip
+            return self._skip(deployments, now, probe_lease_s)
 
     async def breaker_record(
         self,

@@ -276,10 +276,6 @@ class RedisCounterStore(CounterStore):
     def open_reservations(self) -> list[str]:
         return list(self._open)
 
-    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int,
-                     position: int | None = None, names: Sequence[str] = ()) -> bool:
-        return (await self.settle_many([(reservation_id, actual_cost, actual_tokens, names)], position))[0]
-
     def settle_many(self, settlements: Sequence[Settle], position: int | None = None, *,
                     charge_missing: bool = True) -> Awaitable[list[bool]]:
         """One script call for the whole batch (settle.lua), written before this returns (see
@@ -340,22 +336,11 @@ class RedisCounterStore(CounterStore):
             out[name] = None if settled is None else int(settled) + int(reserved or 0)
         return out
 
-    async def reserved_total(self, name: str) -> int:
-        return int(await self._redis.execute("HGET", self._key("r", name), "total") or 0)
-
-    async def _skip(
-        self, deployments: Sequence[str], now: float, probe_lease_s: float, *, cooldowns: bool
-    ) -> ChainCheck:
+    async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
         if not deployments:
             return ChainCheck(skip=set(), probes=set())
-        args = [repr(now), repr(probe_lease_s), "1" if cooldowns else "0", *deployments]
+        args = [repr(now), repr(probe_lease_s), "1", *deployments]
         return _chain_check(await self._redis.evalsha(_UNAVAILABLE, self._names.chain(deployments), args))
-
-    async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
-        return await self._skip(deployments, now, probe_lease_s, cooldowns=True)
-
-    async def breaker_allow(self, deployment: str, now: float, *, probe_lease_s: float = 30.0) -> bool:
-        return not (await self._skip([deployment], now, probe_lease_s, cooldowns=False)).skip
 
     async def breaker_record(
         self,

@@ -175,11 +175,6 @@ class CounterStore(abc.ABC):
         after ``retry_after`` seconds) while the other workers put back theirs (epoch.lua)."""
 
     @abc.abstractmethod
-    async def settle(self, *, reservation_id: str, actual_cost: int, actual_tokens: int,
-                     position: int | None = None, names: Sequence[str] = ()) -> bool:
-        """``settle_many`` for one call."""
-
-    @abc.abstractmethod
     def settle_many(self, settlements: Sequence[Settle], position: int | None = None, *,
                     charge_missing: bool = True) -> Awaitable[list[bool]]:
         """Replace each reservation by its call's real cost and token count, all in one step, and
@@ -236,21 +231,10 @@ class CounterStore(abc.ABC):
         """Each counter as admission sees it (settled + reserved); None when missing."""
 
     @abc.abstractmethod
-    async def reserved_total(self, name: str) -> int:
-        """The part of a counter held by outstanding reservations."""
-
-    async def unavailable(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> set[str]:
-        return (await self.check_chain(deployments, now, probe_lease_s=probe_lease_s)).skip
-
-    @abc.abstractmethod
     async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
         """The links of a chain (in the order they will be tried) to skip: cooling down, circuit
         open, or half-open with its one probe taken. A circuit past its open period lets this
         caller probe it (for ``probe_lease_s``) only if it is the first usable link."""
-
-    @abc.abstractmethod
-    async def breaker_allow(self, deployment: str, now: float, *, probe_lease_s: float = 30.0) -> bool:
-        """The circuit alone: closed, or this caller is its one probe."""
 
     @abc.abstractmethod
     async def breaker_record(
