@@ -398,10 +398,6 @@ class MemoryCounterStore(CounterStore):
                 usable_found = True
         return ChainCheck(skip=skip, probes=probes)
 
-    async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
-        with self._lock:
-            return self._skip(deployments, now, probe_lease_s)
-
     async def breaker_record(
         self,
         deployment: str,

@@ -77,7 +77,6 @@ _SETTLE = Script(_lua("ledger", "release", "settle"))
 _REAP = Script(_lua("ledger", "release", "reap"))
 _REAP_SETTLED = Script(_lua("ledger", "release", "reap_settled"))
 _SEED = Script(_lua("ledger", "seed"))
-_UNAVAILABLE = Script(_lua("chain", "unavailable"))
 _BREAKER_RECORD = Script(_lua("breaker_record"))
 _LATENCY = Script(_lua("latency"))
 
@@ -335,12 +334,6 @@ class RedisCounterStore(CounterStore):
             settled, reserved = replies[2 * i], replies[2 * i + 1]
             out[name] = None if settled is None else int(settled) + int(reserved or 0)
         return out
-
-    async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
-        if not deployments:
-            return ChainCheck(skip=set(), probes=set())
-        args = [repr(now), repr(probe_lease_s), "1", *deployments]
-        return _chain_check(await self._redis.evalsha(_UNAVAILABLE, self._names.chain(deployments), args))
 
     async def breaker_record(
         self,

@@ -117,8 +117,8 @@ class RateWindow:
 
 @dataclass(slots=True)
 class ChainCheck:
-    """What ``check_chain`` found: the links to skip, and those this caller probes. Only a probe's
-    outcome changes its circuit, so a success elsewhere needs no ``breaker_record``."""
+    """What an admission's chain check found: the links to skip, and those this caller probes.
+    Only a probe's outcome changes its circuit, so a success elsewhere needs no ``breaker_record``."""
 
     skip: set[str]
     probes: set[str]
@@ -164,11 +164,16 @@ class CounterStore(abc.ABC):
     ) -> Admission:
         """Check the rate limits and reserve ``amount`` in every bucket, or change nothing.
 
-        The reservation lives until ``settle`` or, past its deadline, until ``reap``; its deadline
-        is ``now + ttl_s``, pushed back by every ``keepalive`` of this store while it is open, so
-        only a dead worker's calls reach it. With a ``chain``, an admitted call also gets its
-        ``check_chain`` in the same round trip (and a refused one takes no probe). ``trail``:
-        what the reaper needs to log the call should its worker die (``trails``).
+        The reservation lives until ``settle_many`` or, past its deadline, until ``reap``; its
+        deadline is ``now + ttl_s``, pushed back by every ``keepalive`` of this store while it is
+        open, so only a dead worker's calls reach it. ``trail``: what the reaper needs to log the
+        call should its worker die (``trails``).
+
+        With a ``chain`` (deployments in the order they will be tried), an admitted call also gets
+        its check in the same round trip (a refused one takes no probe): the links to skip,
+        cooling down, circuit open, or half-open with its one probe taken. A circuit past its open
+        period lets this caller probe it (for ``probe_lease_s``) only if it is the first usable
+        link.
 
         After the store lost its state (a flush, a restart), the first admission or heartbeat
         that notices puts this worker's calls in flight back; admissions answer ``hold`` (retry
@@ -229,12 +234,6 @@ class CounterStore(abc.ABC):
     @abc.abstractmethod
     async def read(self, names: Sequence[str]) -> dict[str, int | None]:
         """Each counter as admission sees it (settled + reserved); None when missing."""
-
-    @abc.abstractmethod
-    async def check_chain(self, deployments: Sequence[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
-        """The links of a chain (in the order they will be tried) to skip: cooling down, circuit
-        open, or half-open with its one probe taken. A circuit past its open period lets this
-        caller probe it (for ``probe_lease_s``) only if it is the first usable link."""
 
     @abc.abstractmethod
     async def breaker_record(

@@ -620,12 +620,12 @@ async def test_the_chain_check_filters_a_chain_in_one_step(store: CounterStore) 
     assert taken.skip == {"probe-due"}
 
 
-async def test_check_chain_names_the_probe_it_grants(store: CounterStore) -> None:
+async def test_the_chain_check_names_the_probe_it_grants(store: CounterStore) -> None:
     for _ in range(3):
         await store.breaker_record("probe-due", False, NOW - 60, failure_threshold=3, open_s=30)
 
-    first = await store.check_chain(["probe-due", "healthy"], NOW + 1)
-    second = await store.check_chain(["probe-due", "healthy"], NOW + 1)
+    first = await chain_check(store, ["probe-due", "healthy"], NOW + 1)
+    second = await chain_check(store, ["probe-due", "healthy"], NOW + 1)
 
     assert (first.skip, first.probes) == (set(), {"probe-due"})
     assert (second.skip, second.probes) == ({"probe-due"}, set())
@@ -670,7 +670,7 @@ async def test_a_refused_call_takes_no_probe(store: CounterStore) -> None:
 
     refused = await store.admit(reservation_id="r1", buckets=[Bucket(KEY, 1_000, 50, "key")], rate=None,
                                 now=NOW + 1, ttl_s=300, chain=["probe-due", "healthy"])
-    later = await store.check_chain(["probe-due", "healthy"], NOW + 2)
+    later = await chain_check(store, ["probe-due", "healthy"], NOW + 2)
 
     assert refused.status == "budget" and refused.chain is None
     assert later.probes == {"probe-due"}
