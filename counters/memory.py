@@ -1,9 +1,9 @@
-"""The in-process store: the counters of one worker process, for the embedded default (no
-``REDIS_URL``). Each method is the twin of a Lua script of the Redis store (its docstring names
-it), and passes the same contract tests (``tests/counters/test_store.py``).
+"""The in-process store: the counters of one process, for the embedded default (no ``REDIS_URL``,
+one worker). Its steps are those of the Redis store's Lua scripts, done on dicts (each names the
+script it follows), and it passes the same contract tests (``tests/counters/test_store.py``).
 
-Longer than our other modules on purpose: it is one class, whose methods share one lock and one
-state, mirroring ``lua/`` script by script; split, a reader would lose that one-to-one reading.
+Over 400 lines on purpose: it is one class whose methods share one lock and one state; split up,
+it would no longer read side by side with ``lua/``, script by script.
 """
 
 from __future__ import annotations
