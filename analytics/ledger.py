@@ -1,6 +1,6 @@
 """Which commits of the request log a read of it saw.
 
-The request log is the ledger, and Redis's budget counters mirror it (``billing.counters``). The
+The request log is the ledger, and Redis's budget counters mirror it (``counters``). The
 gateway commits a call's row first and settles its reservation in Redis after, so a counter
 rebuilt from the ledger in between has already counted the call when its settle comes. To count
 it once, every commit of log rows has a *position* and every read that rebuilds a counter a
@@ -10,8 +10,8 @@ snapshot did not see the commit.
 On PostgreSQL a position is the committing transaction's id (``pg_current_xact_id()``, an
 ``xid8``) and a snapshot is ``pg_current_snapshot()`` as text, ``xmin:xmax:xip,...``: a
 transaction is seen if it ended before the snapshot was taken, that is below ``xmin``, or below
-``xmax`` and not in the list of those still running. The counter store's scripts apply the same
-rule (``billing/lua/ledger.lua``).
+``xmax`` and not in the list of those still running. The counter stores apply that rule
+(``counters.seen``, and ``counters/lua/ledger.lua`` inside Redis).
 
 Other databases (the embedded SQLite, served by one process) have no transaction ids: there the
 log's commits and the reads that rebuild counters take turns under one lock, and positions are
@@ -42,16 +42,6 @@ DATABASE_ERRORS = (django.db.OperationalError, django.db.InterfaceError, psycopg
 
 _turns = threading.Lock()
 _commits = 0
-
-
-def seen(snapshot: str | None, position: int | None) -> bool:
-    """Whether a read at ``snapshot`` saw the commit at ``position`` (None: unknown, not seen)."""
-    if not snapshot or position is None:
-        return False
-    xmin, xmax, running = snapshot.split(":")
-    if position < int(xmin):
-        return True
-    return position < int(xmax) and str(position) not in running.split(",")
 
 
 def row_position(xmin: int, xmax: int) -> int:

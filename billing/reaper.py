@@ -43,8 +43,8 @@ from django.db import connection
 
 from analytics.ledger import ROW_POSITION_SQL, row_position
 from analytics.models import RequestLog
-from billing.counters import CounterStore, counter_store_from_url
 from billing.money import from_micros, to_micros
+from counters import CounterStore, counter_store_from_url
 
 logger = logging.getLogger(__name__)
 

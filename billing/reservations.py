@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
 from analytics.ledger import DATABASE_ERRORS, read_with_snapshot
-from billing.counters import Bucket, ChainCheck, CounterStore, RateCheck
 from billing.money import from_micros, to_micros
 from billing.periods import period_end, period_name, period_start
+from counters import Bucket, ChainCheck, CounterStore, RateCheck
 from gateway.db import db_read
 from gateway.errors import budget_exceeded, rate_limited, service_unavailable
 from gateway.singleflight import shared_run

@@ -47,9 +47,9 @@ import psycopg
 from django.db import close_old_connections, connection
 
 from analytics.ledger import DATABASE_ERRORS, POSITION_SQL, ROW_POSITION_SQL, commit_in_turn, row_position
-from billing.counters import CounterStore
 from billing.reaper import WORKER_LOST
 from billing.reservations import STORE_ERRORS, Settlement, settle
+from counters import CounterStore
 from gateway.pgpipeline import PipelinedPostgres
 
 logger = logging.getLogger(__name__)

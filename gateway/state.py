@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from django.conf import settings
 
-from billing.counters import KEEPALIVE_S, CounterStore, counter_store_from_url
+from counters import KEEPALIVE_S, CounterStore, counter_store_from_url
 from gateway.auth import KeyCache
 from gateway.busypoll import BusyPoll
 from gateway.config import RoutingConfig, load_config

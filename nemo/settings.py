@@ -106,7 +106,7 @@ if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 # Namespace of the gateway's keys in Redis (counters, circuit state, cache).
 NEMO_REDIS_PREFIX = _read("NEMO_REDIS_PREFIX", env.str, "nemo:")
 # After Redis lost its state (a flush, a restart without persistence), how long admissions wait
-# for every live worker to put its calls in flight back (billing/lua/epoch.lua): a few of the
+# for every live worker to put its calls in flight back (counters/lua/epoch.lua): a few of the
 # workers' half-second heartbeats.
 NEMO_RECOVERY_HOLD_S = _read("NEMO_RECOVERY_HOLD_S", env.float, 3.0)
 if not 0.5 <= NEMO_RECOVERY_HOLD_S <= 60:

@@ -70,7 +70,7 @@ class RunningGateway:
 def redis_prefix(settings) -> str:
     prefix = f"nemo-test-{uuid.uuid4().hex[:10]}:"
     settings.NEMO_REDIS_PREFIX = prefix
-    # A flush's recovery hold (billing/lua/epoch.lua), short: one gateway restores at once.
+    # A flush's recovery hold (counters/lua/epoch.lua), short: one gateway restores at once.
     settings.NEMO_RECOVERY_HOLD_S = 0.5
     return prefix
 
