@@ -14,7 +14,7 @@ import pytest
 from analytics.models import RequestLog
 from billing import reservations
 from billing.counters import MemoryCounterStore, RedisCounterStore
-from billing.money import from_micros, to_micros
+from money import from_micros, to_micros
 from tests.budget.support import (
     LONG_ANSWER,
     ControlledOpenAI,
