@@ -13,8 +13,8 @@ from django.conf import settings
 
 from billing.services import organization_create_with_credits
 from keys.audit import Actor
-from keys.models import Membership
-from keys.services import membership_add
+from keys.models import Membership, Team
+from keys.services import membership_add, team_create
 from tests.faults.servers import PostgresCluster, RedisServer
 
 IN_CI = bool(os.environ.get("CI"))
@@ -82,6 +82,11 @@ def org(owner, teammate, system_actor):
     org = organization_create_with_credits(name="Acme", owner=owner, actor=system_actor)
     membership_add(org=org, user=teammate, role=Membership.Role.MEMBER, actor=system_actor)
     return org
+
+
+@pytest.fixture
+def team(org, system_actor) -> Team:
+    return team_create(org=org, name="research", actor=system_actor)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The management API (``/api/v1/``): thin views over the services and selectors of keys,
-billing and analytics.
+billing and analytics, and over dashboard.selectors where spend is weighed against budgets or
+credits.
 
 Every view is an ``OrgAPIView``: by the time a handler runs, ``self.access`` names the caller's
 org, role and audit actor. Objects are only fetched through org-scoped selectors, so another

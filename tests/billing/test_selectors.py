@@ -13,11 +13,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def team(org, system_actor):
-    return team_create(org=org, name="research", actor=system_actor)
-
-
-@pytest.fixture
 def key(org, team):
     return make_key(org, "agent", team=team)
 

@@ -25,11 +25,6 @@ def key(org, system_actor):
     return key
 
 
-@pytest.fixture
-def team(org, system_actor):
-    return team_create(org=org, name="research", actor=system_actor)
-
-
 def audit_row(org, action: str) -> tuple:
     """The one audit row of this action in the org: (actor, actor label, target type, target id)."""
     return AuditEvent.objects.filter(org=org, action=action).values_list(

@@ -8,15 +8,10 @@ import pytest
 from billing.models import Budget
 from billing.services import budget_set, credits_grant
 from dashboard.selectors import budget_spent, credit_balance, key_spend, run_with_budget
-from keys.services import organization_create, team_create
+from keys.services import organization_create
 from tests.analytics.factories import make_key
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def team(org, system_actor):
-    return team_create(org=org, name="research", actor=system_actor)
 
 
 @pytest.fixture

@@ -34,11 +34,6 @@ ADMIN_PAGES = [
 
 
 @pytest.fixture
-def team(org, system_actor) -> Team:
-    return team_create(org=org, name="research", actor=system_actor)
-
-
-@pytest.fixture
 def key_and_secret(org, team, system_actor) -> tuple[VirtualKey, str]:
     return virtual_key_create(org=org, name="researcher", team=team, actor=system_actor)
 
