@@ -1,38 +1,9 @@
-"""Money arithmetic: Decimal USD at the edges, integer micro-dollars inside the hot path."""
+"""Moved to the ``money`` package (below billing and analytics, which both count in it).
 
-from decimal import ROUND_CEILING, Decimal
+Kept only for the imports of ``gateway/`` and ``billing/reservations.py`` until they name
+``money``; then this file goes.
+"""
 
-MICROS_PER_USD = 1_000_000
-_MICRO = Decimal("0.000001")
+from money import MICROS_PER_USD, call_cost_micros, from_micros, to_micros, token_cost_micros
 
-
-def to_micros(usd: Decimal | str | int) -> int:
-    return int((Decimal(usd) * MICROS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
-
-
-def from_micros(micros: int) -> Decimal:
-    return (Decimal(micros) / MICROS_PER_USD).quantize(_MICRO)
-
-
-def token_cost_micros(tokens: int, price_per_million: Decimal) -> Decimal:
-    """Exact cost of tokens in micro-dollars (may be fractional; round once per call)."""
-    return Decimal(tokens) * Decimal(price_per_million)
-
-
-def call_cost_micros(
-    *,
-    prompt_tokens: int,
-    cached_tokens: int,
-    completion_tokens: int,
-    input_price: Decimal,
-    cached_input_price: Decimal,
-    output_price: Decimal,
-) -> int:
-    """A call's cost in whole micro-dollars, rounded up once so the ledger never under-counts."""
-    uncached = max(prompt_tokens - cached_tokens, 0)
-    exact = (
-        token_cost_micros(uncached, input_price)
-        + token_cost_micros(min(cached_tokens, prompt_tokens), cached_input_price)
-        + token_cost_micros(completion_tokens, output_price)
-    )
-    return int(exact.to_integral_value(rounding=ROUND_CEILING))
+__all__ = ["MICROS_PER_USD", "call_cost_micros", "from_micros", "to_micros", "token_cost_micros"]

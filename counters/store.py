@@ -40,7 +40,7 @@ What can be lost, and what happens then:
 * A lagging replica after a failover: a consistent earlier state. Reservations it lacks behave
   as after a flush; reservations settled in the lost milliseconds reappear, hold their amounts
   until their deadline, and are then settled by the reaper with the costs of their log rows
-  (``reap_settled``, billing.reaper). The same holds for a worker killed between its commit's
+  (``reap_settled``, analytics.reaper). The same holds for a worker killed between its commit's
   reply and writing its settle (one turn of its event loop at most: nothing is awaited in
   between). A worker killed mid-call stops pushing back its reservations' deadlines; the reaper
   then writes their calls' rows from the ``trail`` each was admitted with.

@@ -19,9 +19,9 @@ from aiohttp import web
 from django.db.models import Sum
 
 from analytics.models import RequestLog
-from billing.money import to_micros
 from billing.reservations import bucket_name, credits_bucket_name, worst_case_micros
 from gateway.config import Price
+from money import to_micros
 from tests.fakes.behaviours import Behaviour, Reply
 from tests.fakes.openai import FakeOpenAI
 

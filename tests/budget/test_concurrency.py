@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 
 from analytics.models import RequestLog
-from billing.money import from_micros, to_micros
+from money import from_micros, to_micros
 from tests.budget.support import (
     LONG_ANSWER,
     ControlledOpenAI,

@@ -24,11 +24,11 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from analytics.models import RequestLog
-from billing.money import to_micros
+from analytics.tasks import reap_reservations
 from billing.reservations import RESERVATION_TTL_S
-from billing.tasks import reap_reservations
 from counters import counter_store_from_url
 from gateway.logwriter import LogWriter
+from money import to_micros
 from tests.budget.support import (
     BODY,
     ControlledOpenAI,

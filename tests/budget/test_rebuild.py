@@ -13,8 +13,8 @@ import pytest
 
 from analytics.models import RequestLog
 from billing import reservations
-from billing.money import from_micros, to_micros
 from counters import MemoryCounterStore, RedisCounterStore
+from money import from_micros, to_micros
 from tests.budget.support import (
     LONG_ANSWER,
     ControlledOpenAI,

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from analytics.models import RequestLog
-from billing.money import to_micros
 from gateway.streaming import CallSummary
+from money import to_micros
 from tests.budget.support import (
     INPUT_PRICE,
     LONG_ANSWER,

@@ -21,10 +21,10 @@ import yaml
 from django.conf import settings as django_settings
 
 from billing.catalog import catalog_sync
-from billing.services import budget_set
+from billing.services import budget_set, organization_create_with_credits
 from gateway.app import GatewayApp
 from keys.audit import Actor
-from keys.services import organization_create, team_create, virtual_key_create
+from keys.services import team_create, virtual_key_create
 
 
 def _free_port() -> int:
@@ -128,7 +128,7 @@ def make_tenant(transactional_db) -> Callable[..., Tenant]:
         period: str = "none",
         **key_options,
     ) -> Tenant:
-        org = organization_create(name=name, credits=credits, actor=actor)
+        org = organization_create_with_credits(name=name, credits=credits, actor=actor)
         team = team_create(org=org, name="agents", actor=actor) if team_budget is not None else None
         key, secret = virtual_key_create(org=org, name="agent", team=team, actor=actor, **key_options)
         if key_budget is not None:
