@@ -41,8 +41,10 @@ worker: install
 lint: install
 	$(BIN)/ruff check .
 
+# The layers are a contract (pyproject.toml, [tool.importlinter]): checked after ruff, before the tests.
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

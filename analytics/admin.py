@@ -1,6 +1,6 @@
-"""The support staff's admin for the request log and the export sinks.
+"""The support staff's admin for the request log, its daily rollup and the export sinks.
 
-The request log is the ledger: staff may read it, never add, edit or delete a row.
+The request log is the ledger: staff may read it and its rollup, never add, edit or delete a row.
 """
 
 from django.contrib import admin
@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html_join
 
-from analytics.models import ExportSink, RequestLog
+from analytics.models import DailySpend, ExportSink, RequestLog
 from keys.admin import ReadOnlyAdminMixin
 
 
@@ -113,3 +113,13 @@ class ExportSinkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             for name, value in sorted(sink.config.items())
         }
         return format_html_join("", "<div>{}: {}</div>", shown.items()) or "—"
+
+
+@admin.register(DailySpend)
+class DailySpendAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["day", "org", "team", "key", "model", "cost", "calls", "prompt_tokens", "completion_tokens"]
+    list_select_related = ["org", "team", "key"]
+    list_filter = ["model"]
+    search_fields = ["org__name", "model", "key__prefix"]
+    date_hierarchy = "day"
+    ordering = ["-day", "org"]

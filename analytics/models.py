@@ -1,4 +1,4 @@
-"""The request log — which is also the ledger — and the export sinks that read it."""
+"""The request log — which is also the ledger —, its daily rollup, and the export sinks that read it."""
 
 from django.db import models
 from django.db.models.functions import Now
@@ -106,3 +106,30 @@ class ExportSink(models.Model):
     @property
     def healthy(self) -> bool:
         return self.consecutive_failures == 0
+
+
+class DailySpend(models.Model):
+    """The daily ledger: the request log rolled up by UTC day, one day's settled spend per org,
+    team, key and model.
+
+    Written from the log (the source of truth) by analytics.services.daily_spend_settle, replaced
+    whole for a day so running it twice changes nothing; once a day is pruned from the log, its
+    row here is all that is left of it. Its table kept billing's name when the model moved here.
+    """
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="daily_spend")
+    day = models.DateField()
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL)
+    key = models.ForeignKey(VirtualKey, null=True, blank=True, on_delete=models.SET_NULL)
+    model = models.CharField(max_length=120)
+    cost = models.DecimalField(max_digits=18, decimal_places=6)
+    calls = models.PositiveIntegerField()
+    prompt_tokens = models.BigIntegerField()
+    completion_tokens = models.BigIntegerField()
+
+    class Meta:
+        db_table = "billing_dailyspend"
+        indexes = [models.Index(fields=["org", "day"], name="billing_dai_org_id_25ed9d_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model}: ${self.cost}"

@@ -4,25 +4,27 @@ Every function takes the org and filters by it first; a missing object and anoth
 raise the same Http404.
 
 Spend is summed from the request log (the ledger). Log rows older than the retention period are
-pruned, day by day, after their day was settled into billing.DailySpend; so spend reads the
-ledger for the days before the org's oldest remaining log row and the log for the rest.
+pruned, day by day, after their day was settled into the daily ledger (DailySpend); so spend
+reads the daily ledger for the days before the org's oldest remaining log row and the log for
+the rest. Reading spend is this module's job alone: billing never reads the log, and is handed
+``settled_spend_micros`` where it rebuilds a budget's counter. What weighs spend against budgets
+or credits (billing's) is read above both apps, in dashboard.selectors.
 """
 
 import base64
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.http import Http404
 from django.utils import timezone
 
-from analytics.models import ExportSink, RequestLog
-from billing.models import Budget, DailySpend
-from billing.periods import period_start
+from analytics.models import DailySpend, ExportSink, RequestLog
 from keys.models import Organization, Team, VirtualKey
+from money import to_micros
 
 MAX_PAGE = 500
 # How many of the newest log rows run_list looks through to find the most recent runs.
@@ -47,8 +49,6 @@ class RunSummary:
     fallback_steps: list[int]
     status: str
     spend: Decimal
-    budget: Decimal | None
-    budget_period: str | None
     tool_calls_logged: int
     first: datetime
     last: datetime
@@ -156,18 +156,14 @@ def run_get(*, org: Organization, run_id: str) -> RunSummary:
     ) if run_id and not _no_row_has(run_id) else []
     if not steps:
         raise Http404("No such run.")
-    key = steps[0].key
-    budget = Budget.objects.filter(org=org, scope=Budget.Scope.KEY, key=key).first() if key else None
     return RunSummary(
         run_id=run_id,
-        key=key,
+        key=steps[0].key,
         steps=steps,
         steps_count=len(steps),
         fallback_steps=[number for number, step in enumerate(steps, start=1) if len(step.attempts) > 1],
         status=_run_status(steps[-1].status),
         spend=_money(sum((step.cost for step in steps), ZERO)),
-        budget=budget.amount if budget else None,
-        budget_period=budget.period if budget else None,
         tool_calls_logged=sum(1 for step in steps if step.tool_calls),
         first=steps[0].created,
         last=steps[-1].created,
@@ -305,9 +301,10 @@ def spend_total(
 
 def settled_spend_micros(*, org_id: int, since: datetime | None, key_id: int | None = None,
                          team_id: int | None = None) -> int:
-    """``spend_total`` in micro-dollars, since a moment (None: all time): what a budget counter holds."""
-    total = spend_total(org_id=org_id, since=since, key_id=key_id, team_id=team_id)
-    return int((total * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
+    """Settled spend of an org (or one of its keys or teams) since a moment (all time with None),
+    in integer micro-dollars, pruned days included: what a budget's counter is rebuilt to.
+    Synchronous (it queries the database); the gateway runs it in a thread."""
+    return to_micros(spend_total(org_id=org_id, since=since, key_id=key_id, team_id=team_id))
 
 
 def _spend_label(group_by: str, group, names: dict) -> str:
@@ -346,21 +343,11 @@ def spend_rows(
     return sorted(rows, key=lambda row: (-row["cost"], row["group"]))
 
 
-def key_spend(*, org: Organization, now: datetime | None = None) -> dict[int, Decimal]:
-    """Spend of every key of the org in its budget's current period (all time without a budget)."""
-    now = now or timezone.now()
-    periods = dict(
-        Budget.objects.filter(org=org, scope=Budget.Scope.KEY).values_list("key_id", "period")
-    )
-    keys_by_start: dict[datetime | None, list[int]] = {}
-    for key_id in VirtualKey.objects.filter(org=org).values_list("pk", flat=True):
-        start = period_start(periods.get(key_id, Budget.Period.NONE), now)
-        keys_by_start.setdefault(start, []).append(key_id)
-    spent = {}
-    for start, key_ids in keys_by_start.items():
-        totals = _spend(org_id=org.pk, group_by="key", since=start, key_ids=key_ids)
-        spent.update({key_id: _money(totals.get(key_id, {}).get("cost")) for key_id in key_ids})
-    return spent
+def spend_by_key(*, org: Organization, key_ids: list[int], since: datetime | None) -> dict[int, Decimal]:
+    """Spend of each of these keys of the org since a moment (all time with None), zero for a key
+    that spent nothing."""
+    totals = _spend(org_id=org.pk, group_by="key", since=since, key_ids=key_ids)
+    return {key_id: _money(totals.get(key_id, {}).get("cost")) for key_id in key_ids}
 
 
 # --- export sinks ---------------------------------------------------------------------------------

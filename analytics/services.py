@@ -31,8 +31,7 @@ from django.db.models.functions import Now, TruncDate
 from django.utils import timezone
 
 from analytics.exporters import EXPORTERS, ExportError, clean_config, exporter_for, redacted_config
-from analytics.models import ExportSink, RequestLog
-from billing.models import DailySpend
+from analytics.models import DailySpend, ExportSink, RequestLog
 from keys.audit import Actor, audit_record
 from keys.models import Organization
 
@@ -178,8 +177,9 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
 
 @transaction.atomic
 def daily_spend_settle(*, day: date, org_ids: list[int] | None = None) -> int:
-    """Replaces a UTC day's ledger rows (billing.DailySpend) with the request log's totals per org,
-    team, key and model, and returns how many rows it wrote. Running it again writes the same rows.
+    """Replaces a UTC day's rows of the daily ledger (DailySpend) with the request log's totals per
+    org, team, key and model, and returns how many rows it wrote. Running it again writes the same
+    rows.
 
     Orgs without log rows that day are left alone: either they had no calls, or the day was pruned
     and the ledger is all that is left of it.

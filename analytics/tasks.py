@@ -1,11 +1,16 @@
-"""Celery tasks of the request log: exports and retention. Each takes ids, loads, calls a service;
-each is safe to run twice, so a redelivered task does no harm (hence acks_late)."""
+"""Celery tasks of the request log: exports, the daily ledger, retention and the reaper of
+calls whose worker died. Each takes ids, loads, calls a service; each is safe to run twice, so a
+redelivered task does no harm (hence acks_late)."""
+
+from datetime import date, timedelta
 
 from celery import shared_task
+from django.utils import timezone
 
 from analytics.models import ExportSink
+from analytics.reaper import reservations_reap
 from analytics.selectors import sinks_due
-from analytics.services import request_logs_prune, sink_export
+from analytics.services import daily_spend_settle, request_logs_prune, sink_export
 
 
 @shared_task(acks_late=True)
@@ -28,3 +33,19 @@ def export_sink(sink_id: int) -> int:
 @shared_task(acks_late=True)
 def prune_request_logs() -> int:
     return request_logs_prune()
+
+
+@shared_task(acks_late=True)
+def settle_daily_spend(day: str | None = None) -> int:
+    """Settles a UTC day (``YYYY-MM-DD``; by default yesterday and today) of the request log into
+    the daily ledger. Idempotent: each run replaces the day's rows."""
+    today = timezone.now().date()
+    days = [date.fromisoformat(day)] if day else [today - timedelta(days=1), today]
+    return sum(daily_spend_settle(day=each) for each in days)
+
+
+@shared_task(acks_late=True)
+def reap_reservations(now: float | None = None) -> list[str]:
+    """Beat, every minute: releases the reservations of calls that died with their worker (see
+    analytics.reaper). Safe to run twice or concurrently: each reservation is released once."""
+    return reservations_reap(now=now)

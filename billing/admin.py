@@ -1,4 +1,4 @@
-"""The support staff's admin for prices, budgets, credits and the spend ledger.
+"""The support staff's admin for prices, budgets and credits.
 
 Budgets and credits change only through billing.services, with the staff user as the actor, so
 each change is audited. Credit grants are a ledger: added, never edited or deleted.
@@ -10,9 +10,9 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from billing.models import MONEY, Budget, CatalogModel, CreditGrant, DailySpend
+from billing.models import MONEY, Budget, CatalogModel, CreditGrant
 from billing.services import budget_delete, budget_set, credits_grant
-from keys.admin import ReadOnlyAdminMixin, staff_actor
+from keys.admin import staff_actor
 from keys.invalidation import catalog_changed
 
 
@@ -108,13 +108,3 @@ class CatalogModelAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         # Gateway workers price calls from their cached routing config: tell them to reload it.
         transaction.on_commit(catalog_changed)
-
-
-@admin.register(DailySpend)
-class DailySpendAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["day", "org", "team", "key", "model", "cost", "calls", "prompt_tokens", "completion_tokens"]
-    list_select_related = ["org", "team", "key"]
-    list_filter = ["model"]
-    search_fields = ["org__name", "model", "key__prefix"]
-    date_hierarchy = "day"
-    ordering = ["-day", "org"]

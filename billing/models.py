@@ -1,7 +1,9 @@
-"""Prices, budgets, credits and the daily spend ledger.
+"""Prices, budgets and credits.
 
 Money is Decimal in USD with six places (one micro-dollar); the hot path counts in integer
-micro-dollars, so a settled cost is always a whole number of micro-dollars.
+micro-dollars, so a settled cost is always a whole number of micro-dollars. What was spent is
+not billing's to store: the request log is the ledger, and its daily rollup (``DailySpend``) is
+analytics' too.
 """
 
 from django.conf import settings
@@ -76,27 +78,3 @@ class CreditGrant(models.Model):
 
     def __str__(self) -> str:
         return f"${self.amount} to {self.org} ({self.reason})"
-
-
-class DailySpend(models.Model):
-    """The billing ledger: one day's settled spend per org, team, key and model.
-
-    Written by a Celery task from the request log (the source of truth), replaced whole for a
-    day so running it twice changes nothing.
-    """
-
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="daily_spend")
-    day = models.DateField()
-    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL)
-    key = models.ForeignKey(VirtualKey, null=True, blank=True, on_delete=models.SET_NULL)
-    model = models.CharField(max_length=120)
-    cost = models.DecimalField(**MONEY)
-    calls = models.PositiveIntegerField()
-    prompt_tokens = models.BigIntegerField()
-    completion_tokens = models.BigIntegerField()
-
-    class Meta:
-        indexes = [models.Index(fields=["org", "day"])]
-
-    def __str__(self) -> str:
-        return f"{self.day} {self.model}: ${self.cost}"

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
-from billing.counters import Bucket, ChainCheck, CounterStore, RateCheck
-from billing.money import from_micros
 from billing.periods import period_end, period_name, period_start
+from counters import Bucket, ChainCheck, CounterStore, RateCheck
+from money import from_micros
 
 # A reservation's deadline, pushed back every RESERVATION_TTL_S / 3 by its worker's heartbeat
 # while the call runs (CounterStore.keepalive): only a dead worker's calls reach it.
@@ -37,7 +37,7 @@ MAX_STORE_RETRY_S = 0.5
 # Redis gone (refused, reset, timed out) as the pipelined client reports it.
 STORE_ERRORS = (ConnectionError, OSError, asyncio.TimeoutError)
 # A counter rebuilt from the ledger lives a day at most, and ends soon after its period: a
-# shortfall of the mirror (see billing.counters) does not last, and old periods do not pile up.
+# shortfall of the mirror (see counters) does not last, and old periods do not pile up.
 SEED_TTL_S = 24 * 3600
 
 
@@ -72,7 +72,7 @@ class LedgerUnavailable(Refused):
     """A counter had to be rebuilt from the ledger, and the ledger could not be read."""
 
 
-@dataclass(slots=True)  # not frozen: see billing.counters.Bucket
+@dataclass(slots=True)  # not frozen: see counters.Bucket
 class Reservation:
     id: str
     amount_micros: int
@@ -191,7 +191,7 @@ class Admissions:
         size, reserved as that many tokens (no tokenizer counts more tokens than bytes).
         ``chain``: the deployments the call may be served by, in order, checked in the same round
         trip. ``trail``: what the call's log row says of it, for the reaper to write that row
-        should the call's worker die (billing.reaper)."""
+        should the call's worker die (analytics.reaper)."""
         amount = worst_case_micros(prompt_tokens=prompt_bytes, output_tokens=output_tokens, prices=prices)
         levels, names = self._bucket_levels(snapshot, now)
         buckets = [Bucket(name, limit, amount, param) for name, limit, param in levels]
@@ -240,7 +240,7 @@ class Admissions:
     async def _admit(self, *, reservation_id: str, buckets: list[Bucket], rate: RateCheck | None,
                      now: float, chain: Sequence[str], trail: dict | None):
         """The store's admission, after the counters it lacks are rebuilt from the ledger, once a
-        recovery's hold is over (billing/lua/epoch.lua), and through a short outage of the store:
+        recovery's hold is over (counters/lua/epoch.lua), and through a short outage of the store:
         a Redis restarting for a second costs the call a second, not an error. Past
         ``STORE_WAIT_S`` the call is refused before anything is sent upstream."""
         give_up = time.monotonic() + STORE_WAIT_S
@@ -284,7 +284,7 @@ def settle(store: CounterStore, settlements: Sequence[Settlement], position: int
     """Swaps each reservation for its call's real cost, all in one round trip. Runs once the
     calls' log rows are committed, at ``position`` (None: they could not be): a counter rebuilt
     from the ledger meanwhile already holds them and is left as it is, and a call whose
-    reservation Redis lost is charged in the same step (see billing.counters). The store has the
+    reservation Redis lost is charged in the same step (see counters). The store has the
     settle when this returns (on Redis, it is written); awaiting the result waits for its reply.
     ``charge_missing``: False for a settle tried again after its reply was lost."""
     return store.settle_many(

@@ -1,15 +1,17 @@
-"""Reads of budgets, credits and spend. The request log is the ledger: spend is summed from it."""
+"""Reads of budgets, credits and the catalog.
 
-from datetime import datetime
+Spend is not read here: the request log is the ledger, and summing it is analytics' job
+(analytics.selectors). Reads that weigh spend against budgets or credits are composed above both
+apps (dashboard.selectors). A budget's counter is rebuilt from the ledger by the gateway
+(gateway/rebuild.py), which reads it through analytics.selectors.settled_spend_micros.
+"""
+
 from decimal import Decimal
 
 from django.db.models import QuerySet, Sum
 from django.http import Http404
-from django.utils import timezone
 
-from analytics.selectors import spend_total
 from billing.models import Budget, CatalogModel, CreditGrant
-from billing.periods import period_start
 from keys.models import Organization
 
 ZERO = Decimal("0")
@@ -39,28 +41,8 @@ def budgets_for_key(*, key) -> dict[str, Budget]:
     return found
 
 
-def spend_since(*, org_id: int, since: datetime | None, key_id: int | None = None,
-                team_id: int | None = None) -> Decimal:
-    """Settled spend since a moment: the log's rows, plus the ledger's days the log was pruned of."""
-    return spend_total(org_id=org_id, since=since, key_id=key_id, team_id=team_id)
-
-
-def budget_spent(*, budget: Budget, now: datetime | None = None) -> Decimal:
-    since = period_start(budget.period, now or timezone.now())
-    return spend_since(
-        org_id=budget.org_id,
-        since=since,
-        key_id=budget.key_id if budget.scope == Budget.Scope.KEY else None,
-        team_id=budget.team_id if budget.scope == Budget.Scope.TEAM else None,
-    )
-
-
 def credits_granted(*, org_id: int) -> Decimal:
     return CreditGrant.objects.filter(org_id=org_id).aggregate(total=Sum("amount"))["total"] or ZERO
-
-
-def credit_balance(*, org: Organization) -> Decimal:
-    return credits_granted(org_id=org.pk) - spend_since(org_id=org.pk, since=None)
 
 
 def credit_grants(*, org: Organization) -> QuerySet[CreditGrant]:

@@ -1,13 +1,17 @@
-"""Writes to budgets and credits, each with its audit event."""
+"""Writes to budgets and credits, each with its audit event, and the opening of an org with its
+sign-up credits (keys creates the org; the credits are billing's)."""
 
 from decimal import Decimal
 
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from billing.models import Budget, CreditGrant
 from keys.audit import Actor, audit_record
 from keys.invalidation import key_changed
 from keys.models import Organization, Team, VirtualKey
+from keys.services import organization_create
 
 
 @transaction.atomic
@@ -19,6 +23,23 @@ def credits_grant(*, org: Organization, amount: Decimal, reason: str, actor: Act
                  data={"amount": str(grant.amount), "reason": reason})
     transaction.on_commit(lambda: key_changed(org_id=org.pk))
     return grant
+
+
+@transaction.atomic
+def organization_create_with_credits(
+    *,
+    name: str,
+    actor: Actor,
+    owner: AbstractBaseUser | None = None,
+    credits: Decimal | None = None,
+) -> Organization:
+    """A new org (keys.services.organization_create) with its sign-up credits ($5.00 unless told
+    otherwise): how sign-up, createorg and the support admin open an org."""
+    org = organization_create(name=name, owner=owner, actor=actor)
+    amount = Decimal(settings.NEMO_SIGNUP_CREDITS) if credits is None else credits
+    if amount:
+        credits_grant(org=org, amount=amount, reason="sign-up credits", actor=actor)
+    return org
 
 
 @transaction.atomic

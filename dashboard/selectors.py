@@ -1,8 +1,23 @@
-"""Reads the dashboard needs that no app offers yet, scoped by org like every tenant read."""
+"""Reads that join apps which may not import each other, scoped by org like every tenant read.
+
+Billing holds budgets and credits, analytics reads spend from the request log, and neither
+imports the other; what weighs one against the other (a budget's spend this period, the credit
+balance, a run against its key's budget) is read here, above both, for the dashboard, the API
+and the support admin. Also the reads the dashboard needs that no app offers.
+"""
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import Decimal
 
 from django.http import Http404
+from django.utils import timezone
 
-from keys.models import Organization, OrgToken
+from analytics.selectors import RunSummary, run_get, spend_by_key, spend_total
+from billing.models import Budget
+from billing.periods import period_start
+from billing.selectors import credits_granted
+from keys.models import Organization, OrgToken, VirtualKey
 from keys.selectors import org_token_list
 
 
@@ -11,3 +26,51 @@ def org_token_get(*, org: Organization, pk: int) -> OrgToken:
     if token is None:
         raise Http404("No such token.")
     return token
+
+
+def credit_balance(*, org: Organization) -> Decimal:
+    """What is left of the org's credits: every grant less everything it spent."""
+    return credits_granted(org_id=org.pk) - spend_total(org_id=org.pk)
+
+
+def budget_spent(*, budget: Budget, now: datetime | None = None) -> Decimal:
+    """What counts against the budget: its owner's spend since its period began (all of it
+    without a period)."""
+    return spend_total(
+        org_id=budget.org_id,
+        since=period_start(budget.period, now or timezone.now()),
+        key_id=budget.key_id if budget.scope == Budget.Scope.KEY else None,
+        team_id=budget.team_id if budget.scope == Budget.Scope.TEAM else None,
+    )
+
+
+def key_spend(*, org: Organization, now: datetime | None = None) -> dict[int, Decimal]:
+    """Spend of every key of the org in its budget's current period (all time without a budget)."""
+    now = now or timezone.now()
+    periods = dict(Budget.objects.filter(org=org, scope=Budget.Scope.KEY).values_list("key_id", "period"))
+    keys_by_start: dict[datetime | None, list[int]] = {}
+    for key_id in VirtualKey.objects.filter(org=org).values_list("pk", flat=True):
+        start = period_start(periods.get(key_id, Budget.Period.NONE), now)
+        keys_by_start.setdefault(start, []).append(key_id)
+    spent: dict[int, Decimal] = {}
+    for start, key_ids in keys_by_start.items():
+        spent.update(spend_by_key(org=org, key_ids=key_ids, since=start))
+    return spent
+
+
+@dataclass
+class BudgetedRun(RunSummary):
+    """A run with its key's budget, as the run page and the API show it."""
+
+    budget: Decimal | None
+    budget_period: str | None
+
+
+def run_with_budget(*, org: Organization, run_id: str) -> BudgetedRun:
+    run = run_get(org=org, run_id=run_id)
+    budget = Budget.objects.filter(org=org, scope=Budget.Scope.KEY, key=run.key).first() if run.key else None
+    return BudgetedRun(
+        **{field.name: getattr(run, field.name) for field in fields(run)},
+        budget=budget.amount if budget else None,
+        budget_period=budget.period if budget else None,
+    )

@@ -13,12 +13,11 @@ from django.db import transaction
 
 from billing.models import Budget
 from billing.selectors import budgets_for_key
-from billing.services import budget_delete, budget_set
+from billing.services import budget_delete, budget_set, organization_create_with_credits
 from keys.audit import Actor
 from keys.models import Membership, Organization, Team, VirtualKey
 from keys.services import (
     invitation_accept,
-    organization_create,
     team_create,
     team_update,
     virtual_key_create,
@@ -35,7 +34,7 @@ def account_create(*, email: str, password: str) -> AbstractBaseUser:
 def account_signup(*, email: str, password: str, org_name: str) -> tuple[AbstractBaseUser, Organization]:
     """A new user owning a new org with the sign-up credits."""
     user = account_create(email=email, password=password)
-    org = organization_create(name=org_name, owner=user, actor=Actor.of_user(user))
+    org = organization_create_with_credits(name=org_name, owner=user, actor=Actor.of_user(user))
     return user, org
 
 

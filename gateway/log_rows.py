@@ -13,7 +13,7 @@ import orjson
 from django.db import close_old_connections, connection
 
 from analytics.ledger import POSITION_SQL, ROW_POSITION_SQL, commit_in_turn
-from billing.reaper import WORKER_LOST
+from analytics.reaper import WORKER_LOST
 
 
 def connection_params() -> dict:

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 
 from analytics.ledger import DATABASE_ERRORS
 from analytics.records import prompt_meta
-from billing.money import call_cost_micros, from_micros
 from billing.reservations import Refused, Reservation, Settlement
 from gateway import cache
 from gateway.auth import KeySnapshot
@@ -39,6 +38,7 @@ from gateway.relay import StreamRelay, replay
 from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links, order_links
 from gateway.state import GatewayState
 from gateway.summary import CallSummary
+from money import call_cost_micros, from_micros
 
 logger = logging.getLogger(__name__)
 

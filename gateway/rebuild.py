@@ -14,8 +14,8 @@ from datetime import datetime
 
 from analytics.ledger import DATABASE_ERRORS, read_with_snapshot
 from analytics.selectors import settled_spend_micros
-from billing.counters import CounterStore
 from billing.reservations import LedgerUnavailable, bucket_spend, seed_ttl_s
+from counters import CounterStore
 from gateway.db import db_read
 from gateway.singleflight import shared_run
 from keys.models import Team, VirtualKey

@@ -47,8 +47,8 @@ import psycopg
 from django.db import close_old_connections, connection
 
 from analytics.ledger import DATABASE_ERRORS, row_position
-from billing.counters import CounterStore
 from billing.reservations import STORE_ERRORS, Settlement, settle
+from counters import CounterStore
 from gateway import log_rows
 from gateway.pgpipeline import PipelinedPostgres
 
@@ -306,7 +306,7 @@ class Recorder:
                 self._found()
                 if isinstance(exc, psycopg.errors.UniqueViolation):
                     # The row of a call whose worker was taken for dead may be in already: the
-                    # reaper wrote it (billing.reaper), and it stands; those calls are answered.
+                    # reaper wrote it (analytics.reaper), and it stands; those calls are answered.
                     reaped, entries = await self._landed(entries, database, loop, log_rows.REAPED)
                     committed += reaped
                     if reaped:

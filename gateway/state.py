@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from django.conf import settings
 
-from billing.counters import KEEPALIVE_S, CounterStore, counter_store_from_url
 from billing.reservations import Admissions
+from counters import KEEPALIVE_S, CounterStore, counter_store_from_url
 from gateway.auth import KeyCache
 from gateway.busypoll import BusyPoll
 from gateway.config import RoutingConfig, load_config
@@ -77,7 +77,7 @@ class GatewayState:
         )
         state.loop = asyncio.get_running_loop()
         busy_poll.start()
-        invalidation.on_key_changed(state.changed)
+        invalidation.listen(state.changed)
         if settings.REDIS_URL:
             state.listener = asyncio.get_running_loop().create_task(state._listen(settings.REDIS_URL))
         state.heartbeat = asyncio.get_running_loop().create_task(state._beat())

@@ -7,7 +7,7 @@ budgets, sinks and settings; an owner also manages members.
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 
-from keys.models import Membership, Organization
+from keys.models import Membership
 
 READ = "read"
 MANAGE = "manage"
@@ -37,7 +37,3 @@ def current_membership(user: AbstractBaseUser, org_id: int | None = None) -> Mem
         if chosen is not None:
             return chosen
     return memberships.first()
-
-
-def org_of(membership: Membership) -> Organization:
-    return membership.org

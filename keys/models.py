@@ -53,10 +53,6 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.org} ({self.role})"
 
-    @property
-    def can_manage(self) -> bool:
-        return self.role in (self.Role.OWNER, self.Role.ADMIN)
-
 
 class Invitation(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")

@@ -3,9 +3,7 @@
 import secrets as stdlib_secrets
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import Decimal
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -26,23 +24,13 @@ def _unique_slug(name: str) -> str:
 
 
 @transaction.atomic
-def organization_create(
-    *,
-    name: str,
-    actor: Actor,
-    owner: AbstractBaseUser | None = None,
-    credits: Decimal | None = None,
-) -> Organization:
-    """A new org with its sign-up credits ($5.00 unless told otherwise)."""
-    from billing.services import credits_grant
-
+def organization_create(*, name: str, actor: Actor, owner: AbstractBaseUser | None = None) -> Organization:
+    """A new org, without credits: billing.services.organization_create_with_credits also grants
+    the sign-up credits, which are billing's."""
     org = Organization.objects.create(name=name, slug=_unique_slug(name))
     audit_record(org=org, actor=actor, action="org.create", target=org, data={"name": name})
     if owner is not None:
         membership_add(org=org, user=owner, role=Membership.Role.OWNER, actor=actor)
-    amount = Decimal(settings.NEMO_SIGNUP_CREDITS) if credits is None else credits
-    if amount:
-        credits_grant(org=org, amount=amount, reason="sign-up credits", actor=actor)
     return org
 
 

@@ -106,7 +106,7 @@ if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 # Namespace of the gateway's keys in Redis (counters, circuit state, cache).
 NEMO_REDIS_PREFIX = _read("NEMO_REDIS_PREFIX", env.str, "nemo:")
 # After Redis lost its state (a flush, a restart without persistence), how long admissions wait
-# for every live worker to put its calls in flight back (billing/lua/epoch.lua): a few of the
+# for every live worker to put its calls in flight back (counters/lua/epoch.lua): a few of the
 # workers' half-second heartbeats.
 NEMO_RECOVERY_HOLD_S = _read("NEMO_RECOVERY_HOLD_S", env.float, 3.0)
 if not 0.5 <= NEMO_RECOVERY_HOLD_S <= 60:
@@ -118,8 +118,8 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-reservations": {"task": "billing.tasks.reap_reservations", "schedule": 60.0},
-    "settle-daily-spend": {"task": "billing.tasks.settle_daily_spend", "schedule": 3600.0},
+    "reap-stale-reservations": {"task": "analytics.tasks.reap_reservations", "schedule": 60.0},
+    "settle-daily-spend": {"task": "analytics.tasks.settle_daily_spend", "schedule": 3600.0},
     "export-logs": {"task": "analytics.tasks.export_all_sinks", "schedule": 30.0},
     "prune-logs": {"task": "analytics.tasks.prune_request_logs", "schedule": 86400.0},
 }

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
+from billing.services import organization_create_with_credits
 from keys.audit import Actor
-from keys.models import Membership
-from keys.services import membership_add, organization_create
+from keys.models import Membership, Team
+from keys.services import membership_add, team_create
 from tests.faults.servers import PostgresCluster, RedisServer
 
 IN_CI = bool(os.environ.get("CI"))
@@ -78,11 +79,16 @@ def outsider(django_user_model):
 
 @pytest.fixture
 def org(owner, teammate, system_actor):
-    org = organization_create(name="Acme", owner=owner, actor=system_actor)
+    org = organization_create_with_credits(name="Acme", owner=owner, actor=system_actor)
     membership_add(org=org, user=teammate, role=Membership.Role.MEMBER, actor=system_actor)
     return org
 
 
 @pytest.fixture
+def team(org, system_actor) -> Team:
+    return team_create(org=org, name="research", actor=system_actor)
+
+
+@pytest.fixture
 def other_org(outsider, system_actor):
-    return organization_create(name="Other Inc", owner=outsider, actor=system_actor)
+    return organization_create_with_credits(name="Other Inc", owner=outsider, actor=system_actor)

@@ -12,8 +12,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from billing.models import Budget
-from billing.selectors import credit_balance
-from keys.management.commands.demo import DEMO_EMAIL
+from dashboard.management.commands.demo import DEMO_EMAIL
+from dashboard.selectors import credit_balance
 from keys.models import Membership, Organization, Team, VirtualKey
 from keys.selectors import key_authenticate, org_token_authenticate
 
@@ -177,7 +177,7 @@ def test_a_user_creates_an_org_and_a_key_from_the_shell(tmp_path):
     assert SECRET_LINE.fullmatch(created_key.stdout)
 
     check = (
-        "from keys.selectors import key_authenticate; from billing.selectors import credit_balance; "
+        "from keys.selectors import key_authenticate; from dashboard.selectors import credit_balance; "
         f"key = key_authenticate({created_key.stdout.strip()!r}); "
         "print(key.org.slug, key.name, key.budgets.get().amount, credit_balance(org=key.org))"
     )

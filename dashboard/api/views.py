@@ -1,5 +1,6 @@
 """The management API (``/api/v1/``): thin views over the services and selectors of keys,
-billing and analytics.
+billing and analytics, and over dashboard.selectors where spend is weighed against budgets or
+credits.
 
 Every view is an ``OrgAPIView``: by the time a handler runs, ``self.access`` names the caller's
 org, role and audit actor. Objects are only fetched through org-scoped selectors, so another
@@ -22,19 +23,13 @@ from rest_framework.response import Response
 from analytics import selectors as analytics_selectors
 from billing.models import Budget
 from billing.periods import period_start
-from billing.selectors import (
-    budget_get,
-    budget_list,
-    budgets_for_key,
-    catalog_list,
-    credit_balance,
-    credit_grants,
-)
+from billing.selectors import budget_get, budget_list, budgets_for_key, catalog_list, credit_grants
 from billing.services import budget_delete, budget_set
 from dashboard.api import serializers as api
 from dashboard.api.pagination import keyset_page
 from dashboard.api.permissions import OrgAccess, OrgAPIView
 from dashboard.api.renderers import SpendCSVRenderer
+from dashboard.selectors import budget_spent, credit_balance, key_spend, run_with_budget
 from keys import secrets
 from keys.models import Organization, Team, VirtualKey
 from keys.selectors import key_get, key_list, team_get, team_list
@@ -94,12 +89,7 @@ def _in_org_or_400(getter, *, org: Organization, pk: int | None, field: str):
 
 def _budget_figures(budget: Budget) -> dict:
     now = timezone.now()
-    start = period_start(budget.period, now)
-    spent = analytics_selectors.spend_total(
-        org_id=budget.org_id, since=start,
-        key_id=budget.key_id if budget.scope == Budget.Scope.KEY else None,
-        team_id=budget.team_id if budget.scope == Budget.Scope.TEAM else None,
-    )
+    spent = budget_spent(budget=budget, now=now)
     return {
         "id": budget.pk,
         "scope": budget.scope,
@@ -107,7 +97,7 @@ def _budget_figures(budget: Budget) -> dict:
         "team": budget.team_id,
         "amount": budget.amount,
         "period": budget.period,
-        "period_start": start,
+        "period_start": period_start(budget.period, now),
         "spent": spent,
         "remaining": max(budget.amount - spent, ZERO),
         "created": budget.created,
@@ -118,7 +108,7 @@ def _key_context(org: Organization, keys: list[VirtualKey]) -> dict:
     key_budgets = budget_list(org=org).filter(scope=Budget.Scope.KEY, key__in=keys)
     return {
         "budgets": {budget.key_id: _budget_figures(budget) for budget in key_budgets},
-        "spend": analytics_selectors.key_spend(org=org),
+        "spend": key_spend(org=org),
     }
 
 
@@ -407,7 +397,7 @@ class RunDetailView(OrgAPIView):
                                                 description="The run's `X-Nemo-Run`.")],
                    responses={200: api.RunSerializer, **OBJECT_ERRORS})
     def get(self, request: Request, run_id: str) -> Response:
-        run = analytics_selectors.run_get(org=self.access.org, run_id=run_id)
+        run = run_with_budget(org=self.access.org, run_id=run_id)
         return Response(api.RunSerializer(run).data)
 
 

@@ -9,11 +9,11 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
-from analytics.selectors import key_spend
 from billing.models import Budget
 from billing.selectors import budget_list
 from dashboard.forms import KeyForm
 from dashboard.orgs import org_page, render_confirm, render_page
+from dashboard.selectors import key_spend
 from dashboard.services import key_change, key_issue
 from keys.access import MANAGE
 from keys.audit import Actor

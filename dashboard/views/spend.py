@@ -8,9 +8,9 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from analytics.selectors import spend_rows
-from billing.selectors import credit_balance
 from dashboard.forms import GROUPS, SpendForm
 from dashboard.orgs import org_page, render_page
+from dashboard.selectors import credit_balance
 from keys.models import Membership
 
 CSV_COLUMNS = ("group", "cost", "calls", "prompt_tokens", "completion_tokens")

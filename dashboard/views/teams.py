@@ -9,10 +9,12 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from analytics.selectors import spend_total
 from billing.models import Budget
-from billing.selectors import budget_list, budget_spent, credit_balance, credit_grants, spend_since
+from billing.selectors import budget_list, credit_grants
 from dashboard.forms import OrgBudgetForm, TeamForm
 from dashboard.orgs import org_page, render_confirm, render_page
+from dashboard.selectors import budget_spent, credit_balance
 from dashboard.services import org_budget_save, team_save
 from keys.access import MANAGE
 from keys.audit import Actor
@@ -48,7 +50,7 @@ def _teams_page(request: HttpRequest, membership: Membership, *, team_form: Team
     for team in team_list(org=org):
         budget = team_budgets.get(team.pk)
         # With a budget, the spend that counts against it (this period); without, all of it.
-        spent = budget_spent(budget=budget) if budget else spend_since(org_id=org.pk, since=None, team_id=team.pk)
+        spent = budget_spent(budget=budget) if budget else spend_total(org_id=org.pk, team_id=team.pk)
         rows.append(TeamRow(team=team, budget=budget, spent=spent))
     initial = {"budget": org_budget.amount, "budget_period": org_budget.period} if org_budget else None
     return render_page(request, membership, "dashboard/teams.html", {

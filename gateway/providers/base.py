@@ -27,7 +27,7 @@ class ProviderConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)  # not frozen: see billing.counters.Bucket
+@dataclass(slots=True)  # not frozen: see counters.Bucket
 class UpstreamRequest:
     url: str
     headers: dict[str, str]

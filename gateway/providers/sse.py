@@ -13,7 +13,7 @@ from gateway.providers.base import StreamDecoder, UpstreamError
 from gateway.providers.shapes import load_upstream_json
 
 
-@dataclass(slots=True)  # not frozen: see billing.counters.Bucket
+@dataclass(slots=True)  # not frozen: see counters.Bucket
 class SSEEvent:
     event: str
     data: str

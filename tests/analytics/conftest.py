@@ -2,13 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from keys.services import team_create
 from tests.analytics.factories import make_key
-
-
-@pytest.fixture
-def team(org, system_actor):
-    return team_create(org=org, name="research", actor=system_actor)
 
 
 @pytest.fixture

@@ -7,8 +7,16 @@ from decimal import Decimal
 import pytest
 from django.http import Http404
 
-from analytics.selectors import key_spend, log_get, log_list, run_get, run_list, spend_rows
-from billing.services import budget_set
+from analytics.selectors import (
+    log_get,
+    log_list,
+    run_get,
+    run_list,
+    settled_spend_micros,
+    spend_by_key,
+    spend_rows,
+    spend_total,
+)
 from keys.services import team_create
 from tests.analytics.factories import make_key, make_log
 
@@ -128,8 +136,7 @@ def make_agent_run(org, key, run_id="run-24") -> list:
     ]
 
 
-def test_a_24_step_run_is_replayed_whole_with_its_fallback_and_tool_calls(org, key, system_actor):
-    budget_set(org=org, key=key, amount=Decimal("5.00"), period="daily", actor=system_actor)
+def test_a_24_step_run_is_replayed_whole_with_its_fallback_and_tool_calls(org, key):
     steps = make_agent_run(org, key)
 
     run = run_get(org=org, run_id="run-24")
@@ -140,7 +147,6 @@ def test_a_24_step_run_is_replayed_whole_with_its_fallback_and_tool_calls(org, k
     assert run.tool_calls_logged == 24
     assert run.status == "completed"
     assert run.spend == Decimal("0.024000")
-    assert (run.budget, run.budget_period) == (Decimal("5.000000"), "daily")
     assert run.key == key
     assert (run.first, run.last) == (steps[0].created, steps[-1].created)
 
@@ -236,15 +242,35 @@ def test_spend_rows_refuse_an_unknown_grouping(org):
         spend_rows(org=org, group_by="week")
 
 
-def test_key_spend_counts_each_key_in_its_budget_period(org, key, system_actor):
-    lifetime = make_key(org, "no-budget")
-    budget_set(org=org, key=key, amount=Decimal("1"), period="daily", actor=system_actor)
-    now = datetime.now(UTC)
-    make_log(org, key, cost=Decimal("0.2"), created=now)
-    make_log(org, key, cost=Decimal("0.7"), created=now - timedelta(days=2))
-    make_log(org, lifetime, cost=Decimal("0.4"), created=now - timedelta(days=40))
+def test_spend_total_counts_only_rows_from_then_on(org, key):
+    make_log(org, key, cost=Decimal("1"), created=datetime(2026, 10, 31, 23, 59, tzinfo=UTC))
+    make_log(org, key, cost=Decimal("2"), created=datetime(2026, 11, 1, tzinfo=UTC))
+    assert spend_total(org_id=org.pk, since=datetime(2026, 11, 1, tzinfo=UTC)) == Decimal("2")
 
-    assert key_spend(org=org, now=now) == {key.pk: Decimal("0.200000"), lifetime.pk: Decimal("0.400000")}
+
+def test_settled_spend_is_counted_in_micro_dollars_per_key_team_or_org(org, key, team):
+    loner = make_key(org, "loner")
+    make_log(org, key, cost=Decimal("0.000125"))
+    make_log(org, loner, cost=Decimal("1.5"))
+    make_log(org, key, cost=Decimal("4"), created=datetime(2020, 1, 1, tzinfo=UTC))
+    since = datetime(2021, 1, 1, tzinfo=UTC)
+
+    assert {
+        "org": settled_spend_micros(org_id=org.pk, since=None),
+        "org since 2021": settled_spend_micros(org_id=org.pk, since=since),
+        "key since 2021": settled_spend_micros(org_id=org.pk, since=since, key_id=loner.pk),
+        "team": settled_spend_micros(org_id=org.pk, since=None, team_id=team.pk),
+    } == {"org": 5_500_125, "org since 2021": 1_500_125, "key since 2021": 1_500_000, "team": 4_000_125}
+
+
+def test_spend_by_key_counts_each_key_since_then_and_zero_for_a_key_without_calls(org, key):
+    idle = make_key(org, "idle")
+    make_log(org, key, cost=Decimal("0.2"), created=datetime(2026, 11, 2, tzinfo=UTC))
+    make_log(org, key, cost=Decimal("0.7"), created=datetime(2026, 10, 30, tzinfo=UTC))
+
+    spent = spend_by_key(org=org, key_ids=[key.pk, idle.pk], since=datetime(2026, 11, 1, tzinfo=UTC))
+
+    assert spent == {key.pk: Decimal("0.200000"), idle.pk: Decimal("0")}
 
 
 def test_the_log_of_one_org_is_invisible_to_another(org, key, other_org, system_actor):
@@ -259,4 +285,4 @@ def test_the_log_of_one_org_is_invisible_to_another(org, key, other_org, system_
         run_get(org=other_org, run_id="secret-run")
     assert run_list(org=other_org) == []
     assert [spend_rows(org=other_org, group_by=group) for group in ("day", "key", "team", "model")] == [[]] * 4
-    assert key_spend(org=other_org) == {}
+    assert spend_by_key(org=other_org, key_ids=[key.pk], since=None) == {key.pk: Decimal("0")}

@@ -6,12 +6,11 @@ from decimal import Decimal
 import pytest
 from django.http import Http404
 
-from analytics.models import ExportSink, RequestLog
-from analytics.selectors import key_spend, run_get, spend_rows
+from analytics.models import DailySpend, ExportSink, RequestLog
+from analytics.selectors import run_get, spend_rows, spend_total
 from analytics.services import request_logs_prune, retention_cutoff, sink_create, sink_delete, sink_update
 from analytics.tasks import prune_request_logs
-from billing.models import DailySpend
-from billing.selectors import credit_balance, spend_since
+from dashboard.selectors import credit_balance, key_spend
 from keys.models import AuditEvent
 from tests.analytics.factories import make_key, make_log
 
@@ -90,8 +89,8 @@ def make_history(org, key):
 def totals_seen(org) -> dict:
     return {
         "credits": credit_balance(org=org),
-        "spend": spend_since(org_id=org.pk, since=None),
-        "spend_since_september": spend_since(org_id=org.pk, since=datetime(2025, 9, 15, tzinfo=UTC)),
+        "spend": spend_total(org_id=org.pk),
+        "spend_since_september": spend_total(org_id=org.pk, since=datetime(2025, 9, 15, tzinfo=UTC)),
         "keys": key_spend(org=org, now=NOW),
         **{f"by_{group}": spend_rows(org=org, group_by=group) for group in ("day", "key", "team", "model")},
     }

@@ -61,11 +61,6 @@ def outsider_api(request, outsider, other_org) -> APIClient:
 
 
 @pytest.fixture
-def team(org, system_actor) -> Team:
-    return team_create(org=org, name="research", actor=system_actor)
-
-
-@pytest.fixture
 def key(org, team, system_actor) -> VirtualKey:
     key, _ = virtual_key_create(org=org, name="researcher", team=team, actor=system_actor)
     return key

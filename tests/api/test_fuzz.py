@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing.services import budget_set
+from billing.services import budget_set, organization_create_with_credits
 from keys.audit import Actor
 from keys.models import Organization
-from keys.services import organization_create, team_create, virtual_key_create
+from keys.services import team_create, virtual_key_create
 from tests.analytics.factories import make_log
 from tests.api.conftest import token_client
 
@@ -208,8 +208,8 @@ def api_calls(draw) -> Call:
 def orgs(transactional_db):
     """Makes the objects of a call: the org's own (fresh for each call) and another org's."""
     actor = Actor.system("test")
-    ours = organization_create(name="Acme", actor=actor)
-    theirs = organization_create(name="Other Inc", actor=actor)
+    ours = organization_create_with_credits(name="Acme", actor=actor)
+    theirs = organization_create_with_credits(name="Other Inc", actor=actor)
     numbers = count()
     their_objects = Objects.create(theirs, actor, next(numbers))
     return lambda: {"ours": Objects.create(ours, actor, next(numbers)), "theirs": their_objects}, token_client(ours)

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from billing import reservations
-from billing.counters import MemoryCounterStore
 from billing.reservations import Admissions, CountersUnavailable
+from counters import MemoryCounterStore
 
 NOW = 1_900_000_000.0
 

@@ -5,10 +5,10 @@ from decimal import Decimal
 import pytest
 
 from billing.models import Budget, CreditGrant
-from billing.selectors import credit_balance
-from billing.services import budget_delete, budget_set, credits_grant
+from billing.selectors import credits_granted
+from billing.services import budget_delete, budget_set, credits_grant, organization_create_with_credits
 from keys.audit import Actor
-from keys.models import AuditEvent
+from keys.models import AuditEvent, Membership
 from keys.services import team_create, virtual_key_create
 
 pytestmark = pytest.mark.django_db
@@ -25,11 +25,6 @@ def key(org, system_actor):
     return key
 
 
-@pytest.fixture
-def team(org, system_actor):
-    return team_create(org=org, name="research", actor=system_actor)
-
-
 def audit_row(org, action: str) -> tuple:
     """The one audit row of this action in the org: (actor, actor label, target type, target id)."""
     return AuditEvent.objects.filter(org=org, action=action).values_list(
@@ -37,14 +32,38 @@ def audit_row(org, action: str) -> tuple:
     ).get()
 
 
-def test_credits_grant_adds_to_the_balance(org, actor):
+def test_credits_grant_adds_to_the_orgs_credits(org, actor):
     credits_grant(org=org, amount=Decimal("20.00"), reason="pilot", actor=actor)
-    assert credit_balance(org=org) == Decimal("25.00")
+    assert credits_granted(org_id=org.pk) == Decimal("25.00")
 
 
-def test_a_negative_grant_corrects_the_balance(org, actor):
+def test_a_negative_grant_corrects_the_orgs_credits(org, actor):
     credits_grant(org=org, amount=Decimal("-1.50"), reason="double grant", actor=actor)
-    assert credit_balance(org=org) == Decimal("3.50")
+    assert credits_granted(org_id=org.pk) == Decimal("3.50")
+
+
+def test_a_new_org_gets_five_dollars_of_sign_up_credits(actor):
+    org = organization_create_with_credits(name="Fresh", actor=actor)
+    assert list(CreditGrant.objects.filter(org=org).values_list("amount", "reason")) == [
+        (Decimal("5.00"), "sign-up credits")
+    ]
+
+
+def test_a_new_org_may_start_with_other_credits(actor):
+    org = organization_create_with_credits(name="Fresh", actor=actor, credits=Decimal("12.50"))
+    assert credits_granted(org_id=org.pk) == Decimal("12.50")
+
+
+def test_a_new_org_with_zero_credits_gets_no_grant(actor):
+    org = organization_create_with_credits(name="Fresh", actor=actor, credits=Decimal("0"))
+    assert CreditGrant.objects.filter(org=org).count() == 0
+
+
+def test_a_new_org_with_credits_has_its_owner_and_audits_the_sign_up_grant(owner, actor):
+    org = organization_create_with_credits(name="Fresh", owner=owner, actor=actor)
+    grant = CreditGrant.objects.get(org=org)
+    assert Membership.objects.get(org=org, user=owner).role == Membership.Role.OWNER
+    assert audit_row(org, "credits.grant") == (owner.pk, "owner@example.com", "CreditGrant", str(grant.pk))
 
 
 def test_credits_grant_records_who_granted(org, owner, actor):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +19,9 @@ from aiohttp import web
 from django.db.models import Sum
 
 from analytics.models import RequestLog
-from billing.money import to_micros
 from billing.reservations import bucket_name, credits_bucket_name, worst_case_micros
 from gateway.config import Price
+from money import to_micros
 from tests.fakes.behaviours import Behaviour, Reply
 from tests.fakes.openai import FakeOpenAI
 
@@ -118,8 +119,10 @@ def counters(gateway, names: list[str]) -> dict[str, int | None]:
     return gateway.on_loop(lambda state: state.store.read(names))
 
 
-def reserved(gateway, name: str) -> int:
-    return gateway.on_loop(lambda state: state.store.reserved_total(name))
+def reservations_left(gateway) -> list[str]:
+    """The reservations no one has settled or released yet: those the reaper would release once
+    past their deadlines."""
+    return gateway.on_loop(lambda state: state.store.due(now=math.inf))
 
 
 def post_chat(gateway, secret: str, body: bytes = BODY, **options) -> tuple[int, dict, dict]:

@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 
 from analytics.models import RequestLog
-from billing.money import from_micros, to_micros
+from money import from_micros, to_micros
 from tests.budget.support import (
     LONG_ANSWER,
     ControlledOpenAI,
@@ -24,7 +24,7 @@ from tests.budget.support import (
     ledger_micros,
     priced_routing,
     reservation_micros,
-    reserved,
+    reservations_left,
 )
 from tests.fakes.behaviours import Reply
 
@@ -63,7 +63,7 @@ def check_the_budget_held(gateway_for_counters, tenant, fake, level: str, result
     assert from_micros(ledger_micros(org=tenant.org)) <= BUDGET
     assert ledger_micros(org=tenant.org) == served * to_micros(cost_per_call)
     assert counters(gateway_for_counters, names) == {name: ledger_micros(org=tenant.org) for name in names}
-    assert [reserved(gateway_for_counters, name) for name in names] == [0, 0]
+    assert reservations_left(gateway_for_counters) == []
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -13,13 +13,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from analytics.models import RequestLog
-from billing.counters import counter_store_from_url
-from billing.money import from_micros
 from billing.periods import period_end, period_start
 from billing.reservations import RESERVATION_TTL_S, Admissions, BudgetRefused
+from counters import counter_store_from_url
 from gateway.auth import KeyCache
 from gateway.config import Price
 from gateway.rebuild import CounterRebuilds
+from money import from_micros
 from tests.budget.support import (
     INPUT_PRICE,
     MAX_TOKENS,

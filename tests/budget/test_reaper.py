@@ -5,6 +5,7 @@ test database and Redis, so that it can be SIGKILLed while the upstream hangs.
 """
 
 import asyncio
+import math
 import os
 import socket
 import subprocess
@@ -23,11 +24,11 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from analytics.models import RequestLog
-from billing.counters import counter_store_from_url
-from billing.money import to_micros
+from analytics.tasks import reap_reservations
 from billing.reservations import RESERVATION_TTL_S
-from billing.tasks import reap_reservations
+from counters import counter_store_from_url
 from gateway.recorder import Recorder
+from money import to_micros
 from tests.budget.support import (
     BODY,
     ControlledOpenAI,
@@ -38,7 +39,7 @@ from tests.budget.support import (
     post_chat,
     priced_routing,
     reservation_micros,
-    reserved,
+    reservations_left,
     wait_until,
 )
 from tests.fakes.behaviours import Hang
@@ -156,14 +157,14 @@ def test_a_killed_workers_call_is_logged_and_charged_its_reservation_once_by_the
     wait_until(lambda: fake.count == 2, what="the second call to reach the upstream")
     pending = [rid.decode() for rid in redis.Redis.from_url(django_settings.REDIS_URL).zrange(
         f"{redis_prefix}deadlines", 0, -1)]
-    held = on_store(redis_prefix, lambda store: store.reserved_total(names[0]))
+    held = on_store(redis_prefix, lambda store: store.read(names))
 
     worker.process.kill()
     worker.process.wait()
 
     with pytest.raises(httpx.TransportError):
         dying_call()
-    assert (len(pending), held) == (1, reservation_micros())
+    assert (len(pending), held) == (1, {name: ledger_micros(org=tenant.org) + reservation_micros() for name in names})
     # Before its deadline a reservation may belong to a call still running: it stays.
     assert reap_reservations(now=time.time()) == []
     past_deadline = time.time() + RESERVATION_TTL_S + 1
@@ -177,10 +178,9 @@ def test_a_killed_workers_call_is_logged_and_charged_its_reservation_once_by_the
     assert RequestLog.objects.filter(org=tenant.org).count() == fake.count == 2
     assert on_store(redis_prefix, lambda store: store.read(names)) == {name: ledger_micros(org=tenant.org)
                                                                        for name in names}
-    assert on_store(redis_prefix, lambda store: store.reserved_total(names[0])) == 0
+    assert on_store(redis_prefix, lambda store: store.due(now=math.inf)) == []
     # The dead call's own settle, should it come after all, charges nothing more.
-    assert on_store(redis_prefix, lambda store: store.settle(reservation_id=pending[0], actual_cost=5,
-                                                            actual_tokens=5, names=names)) is True
+    assert on_store(redis_prefix, lambda store: store.settle_many([(pending[0], 5, 5, names)])) == [True]
     assert on_store(redis_prefix, lambda store: store.read(names)) == {name: ledger_micros(org=tenant.org)
                                                                        for name in names}
 
@@ -200,18 +200,16 @@ def test_a_call_logged_but_never_settled_is_settled_by_the_reaper_at_its_cost(st
     finally:
         Recorder._start_settle = send_settle
     request_id = headers["x-nemo-request-id"]
-    held = reserved(gateway, names[0])
 
-    assert (status, held) == (200, reservation_micros())
+    assert (status, reservations_left(gateway)) == (200, [request_id])
     assert RequestLog.objects.filter(request_id=request_id).exists()
     assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) - to_micros(
-        RequestLog.objects.get(request_id=request_id).cost) + held for name in names}
+        RequestLog.objects.get(request_id=request_id).cost) + reservation_micros() for name in names}
     assert reap_reservations(now=time.time()) == []
     past_deadline = time.time() + RESERVATION_TTL_S + 1
     assert sorted(sum(reap_concurrently(past_deadline), [])) == [request_id]
     assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
-    assert [reserved(gateway, name) for name in names] == [0, 0]
+    assert reservations_left(gateway) == []
     # The dead worker's settle cannot count the call a second time.
-    assert gateway.on_loop(lambda state: state.store.settle(reservation_id=request_id, actual_cost=5,
-                                                            actual_tokens=5, names=names)) is True
+    assert gateway.on_loop(lambda state: state.store.settle_many([(request_id, 5, 5, names)])) == [True]
     assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}

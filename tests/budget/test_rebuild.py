@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 
 from analytics.models import RequestLog
-from billing.counters import MemoryCounterStore, RedisCounterStore
-from billing.money import from_micros, to_micros
+from counters import MemoryCounterStore, RedisCounterStore
+from money import from_micros, to_micros
 from tests.budget.support import (
     LONG_ANSWER,
     ControlledOpenAI,
@@ -25,7 +25,7 @@ from tests.budget.support import (
     post_chat,
     priced_routing,
     reservation_micros,
-    reserved,
+    reservations_left,
     wait_until,
 )
 from tests.fakes.behaviours import Reply
@@ -82,7 +82,7 @@ def test_a_flush_while_a_call_is_in_flight_counts_that_call_once(start_gateway, 
     assert (rebuilt_by[0], held_status) == (200, 200)
     assert RequestLog.objects.filter(status=200).count() == 3
     assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
-    assert [reserved(gateway, name) for name in names] == [0, 0]
+    assert reservations_left(gateway) == []
 
 
 def test_a_flush_while_a_call_is_in_flight_leaves_the_rebuild_to_the_ledger(start_gateway, make_tenant, fake):
@@ -105,7 +105,7 @@ def test_a_flush_while_a_call_is_in_flight_leaves_the_rebuild_to_the_ledger(star
     # Its settle found nothing to add to: the rebuild read the call's row instead.
     assert after_settle == {name: None for name in names}
     assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
-    assert [reserved(gateway, name) for name in names] == [0, 0]
+    assert reservations_left(gateway) == []
 
 
 def test_a_flush_while_calls_are_in_flight_does_not_let_spend_pass_the_budget(start_gateway, make_tenant, fake):
@@ -129,7 +129,7 @@ def test_a_flush_while_calls_are_in_flight_does_not_let_spend_pass_the_budget(st
     assert fake.count == 2
     assert ledger_micros(org=tenant.org) <= to_micros(budget)
     assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
-    assert [reserved(gateway, name) for name in names] == [0, 0]
+    assert reservations_left(gateway) == []
 
 
 def test_after_a_flush_a_call_is_counted_by_the_time_it_is_answered(start_gateway, make_tenant, fake, monkeypatch):
@@ -199,4 +199,4 @@ def test_a_call_settled_while_its_counter_is_being_rebuilt_is_counted_once(start
     assert (held_status, rebuilt_by) == (200, 200)
     assert RequestLog.objects.filter(status=200).count() == 3
     assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
-    assert [reserved(gateway, name) for name in names] == [0, 0]
+    assert reservations_left(gateway) == []

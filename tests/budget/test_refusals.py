@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from analytics.models import RequestLog
-from billing.money import from_micros, to_micros
+from money import from_micros, to_micros
 from tests.budget.support import LONG_ANSWER, ControlledOpenAI, post_chat, priced_routing, reservation_micros
 from tests.fakes.behaviours import Reply
 

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from analytics.models import RequestLog
-from billing.money import to_micros
 from gateway.summary import CallSummary
+from money import to_micros
 from tests.budget.support import (
     INPUT_PRICE,
     LONG_ANSWER,
@@ -21,7 +21,7 @@ from tests.budget.support import (
     post_chat,
     priced_routing,
     reservation_micros,
-    reserved,
+    reservations_left,
     wait_until,
 )
 from tests.fakes.behaviours import DieMidway, Raw, Reply, Status
@@ -42,7 +42,7 @@ def tenant(make_tenant):
 def check_settled_as_logged(gateway, tenant, row) -> None:
     names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
     assert counters(gateway, names) == {name: to_micros(row.cost) for name in names}
-    assert [reserved(gateway, name) for name in names] == [0, 0]
+    assert reservations_left(gateway) == []
 
 
 def test_a_client_leaving_mid_stream_is_charged_for_what_was_generated(start_gateway, tenant, fake):
@@ -184,4 +184,4 @@ def test_an_answer_past_its_output_cap_is_charged_in_full_flagged_and_stops_the_
     assert real_cost == row.completion_tokens * OUTPUT_PRICE + row.prompt_tokens * INPUT_PRICE
     assert to_micros(row.overshoot) == real_cost - reservation_micros(body, max_tokens=1) > 0
     assert counters(gateway, names) == {name: real_cost for name in names}
-    assert [reserved(gateway, name) for name in names] == [0, 0]
+    assert reservations_left(gateway) == []

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from billing.selectors import credit_balance
+from dashboard.selectors import credit_balance
 from keys.audit import Actor
 from keys.models import Membership, Organization
 from keys.services import invitation_create, organization_create

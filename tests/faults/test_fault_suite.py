@@ -33,8 +33,8 @@ import aiohttp
 import pytest
 import yaml
 
-from billing.money import to_micros
 from billing.reservations import RESERVATION_TTL_S, bucket_name, credits_bucket_name
+from money import to_micros
 from tests.budget.support import ControlledOpenAI, priced_routing, reservation_micros
 from tests.faults.servers import PROJECT, PostgresCluster, RedisServer, free_port
 
@@ -157,12 +157,12 @@ class Tenant:
 _SETUP = """
 import json
 from decimal import Decimal
-from billing.money import from_micros
-from billing.services import budget_set
+from money import from_micros
+from billing.services import budget_set, organization_create_with_credits
 from keys.audit import Actor
-from keys.services import organization_create, organization_settings_update, team_create, virtual_key_create
+from keys.services import organization_settings_update, team_create, virtual_key_create
 actor = Actor.system("fault suite")
-org = organization_create(name={name!r}, credits=Decimal({credits!r}), actor=actor)
+org = organization_create_with_credits(name={name!r}, credits=Decimal({credits!r}), actor=actor)
 org.store_prompts = True
 org.save(update_fields=["store_prompts"])
 team = team_create(org=org, name="agents", actor=actor)
@@ -292,7 +292,7 @@ def counters(stack: Stack, tenant: Tenant) -> dict[str, tuple[int | None, int]]:
 def reap(stack: Stack) -> None:
     """The reaper, as Celery beat runs it, at a moment past every deadline: the traffic is over,
     so only reservations of calls whose worker died are left."""
-    stack.django(f"from billing.reaper import reservations_reap\nimport time\n"
+    stack.django(f"from analytics.reaper import reservations_reap\nimport time\n"
                  f"reservations_reap(now=time.time() + {RESERVATION_TTL_S + 5})")
 
 

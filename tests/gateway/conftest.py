@@ -21,10 +21,10 @@ import yaml
 from django.conf import settings as django_settings
 
 from billing.catalog import catalog_sync
-from billing.services import budget_set
+from billing.services import budget_set, organization_create_with_credits
 from gateway.app import GatewayApp
 from keys.audit import Actor
-from keys.services import organization_create, team_create, virtual_key_create
+from keys.services import team_create, virtual_key_create
 
 
 def _free_port() -> int:
@@ -70,7 +70,7 @@ class RunningGateway:
 def redis_prefix(settings) -> str:
     prefix = f"nemo-test-{uuid.uuid4().hex[:10]}:"
     settings.NEMO_REDIS_PREFIX = prefix
-    # A flush's recovery hold (billing/lua/epoch.lua), short: one gateway restores at once.
+    # A flush's recovery hold (counters/lua/epoch.lua), short: one gateway restores at once.
     settings.NEMO_RECOVERY_HOLD_S = 0.5
     return prefix
 
@@ -128,7 +128,7 @@ def make_tenant(transactional_db) -> Callable[..., Tenant]:
         period: str = "none",
         **key_options,
     ) -> Tenant:
-        org = organization_create(name=name, credits=credits, actor=actor)
+        org = organization_create_with_credits(name=name, credits=credits, actor=actor)
         team = team_create(org=org, name="agents", actor=actor) if team_budget is not None else None
         key, secret = virtual_key_create(org=org, name="agent", team=team, actor=actor, **key_options)
         if key_budget is not None:

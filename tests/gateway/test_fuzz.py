@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics.models import RequestLog
-from tests.budget.support import bucket_of, reserved
+from tests.budget.support import reservations_left
 from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, FakeTokenServer, write_service_account
 from tests.gateway.tools import TIME_TOOL, WEATHER_TOOL
 
@@ -222,4 +222,4 @@ def test_no_request_body_gets_a_5xx_and_every_call_is_logged_once(gateway, make_
     print(collections.Counter(text for _, text in STATUSES).most_common(40))
 
     assert RequestLog.objects.filter(org=tenant.org).count() == len(sent)
-    assert reserved(gateway, bucket_of("credits", tenant)) == 0
+    assert reservations_left(gateway) == []

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from billing.money import from_micros
 from gateway import auth, log_rows
 from gateway.recorder import Recorder
+from money import from_micros
 from tests.budget.support import (
     ControlledOpenAI,
     Held,

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from analytics.models import RequestLog
-from tests.budget.support import bucket_of, reserved
+from tests.budget.support import reservations_left
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway.conftest import openai_routing
 from tests.gateway.tools import WEATHER_TOOL
@@ -131,7 +131,7 @@ def test_a_value_of_the_wrong_type_is_a_400_naming_it_logged_and_not_sent(gatewa
     assert fake.count == 0
     row = RequestLog.objects.get(request_id=response.headers["x-nemo-request-id"])
     assert (row.status, row.cost) == (400, 0)
-    assert reserved(gateway, bucket_of("credits", tenant)) == 0
+    assert reservations_left(gateway) == []
 
 
 def padded_to(size: int) -> bytes:

@@ -1,11 +1,8 @@
 """Writes to tenants and keys: what they do, and the audit row each one leaves."""
 
-from decimal import Decimal
-
 import pytest
 
 from billing.models import CreditGrant
-from billing.selectors import credit_balance
 from keys import invalidation
 from keys.audit import Actor
 from keys.models import AuditEvent, Membership, Team
@@ -43,23 +40,9 @@ def audit_row(org, action: str) -> tuple:
     ).get()
 
 
-def test_a_new_org_gets_five_dollars_of_sign_up_credits(actor):
+def test_a_new_org_gets_no_credits_of_its_own(actor):
     org = organization_create(name="Fresh", actor=actor)
-    assert list(CreditGrant.objects.filter(org=org).values_list("amount", "reason")) == [
-        (Decimal("5.00"), "sign-up credits")
-    ]
-    assert credit_balance(org=org) == Decimal("5.00")
-
-
-def test_a_new_org_may_start_with_other_credits(actor):
-    org = organization_create(name="Fresh", actor=actor, credits=Decimal("12.50"))
-    assert credit_balance(org=org) == Decimal("12.50")
-
-
-def test_a_new_org_with_zero_credits_gets_no_grant(actor):
-    org = organization_create(name="Fresh", actor=actor, credits=Decimal("0"))
-    assert CreditGrant.objects.filter(org=org).count() == 0
-    assert credit_balance(org=org) == Decimal("0")
+    assert not CreditGrant.objects.filter(org=org).exists()
 
 
 def test_a_new_org_gets_a_slug_from_its_name(actor):
@@ -82,12 +65,6 @@ def test_organization_create_makes_the_owner_an_owner_and_audits_it(owner, actor
     membership = Membership.objects.get(org=org, user=owner)
     assert membership.role == Membership.Role.OWNER
     assert audit_row(org, "member.add") == (owner.pk, "owner@example.com", "Membership", str(membership.pk))
-
-
-def test_organization_create_audits_the_sign_up_grant(owner, actor):
-    org = organization_create(name="Fresh", actor=actor)
-    grant = CreditGrant.objects.get(org=org)
-    assert audit_row(org, "credits.grant") == (owner.pk, "owner@example.com", "CreditGrant", str(grant.pk))
 
 
 def test_organization_settings_update_changes_settings_and_is_audited(org, owner, actor):
@@ -278,7 +255,7 @@ def announced():
     def listener(*, prefix, org_id, catalog) -> None:
         prefixes.append(prefix)
 
-    invalidation.on_key_changed(listener)
+    invalidation.listen(listener)
     yield prefixes
     invalidation.forget(listener)
 

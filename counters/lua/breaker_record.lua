@@ -1,4 +1,4 @@
--- KEYS[1] circuit breaker of one deployment (see unavailable.lua; a closed circuit has no
+-- KEYS[1] circuit breaker of one deployment (see chain.lua; a closed circuit has no
 -- `state`, only the recent `failures`)
 -- ARGV[1] '1' if the call succeeded, ARGV[2] now, ARGV[3] failure threshold, ARGV[4] window (s),
 -- ARGV[5] open period (s)

@@ -1,12 +1,15 @@
+"""createkey: a key, and with ``--budget`` its budget in the same transaction; budgets are
+billing's, so the command is billing's."""
+
 from argparse import ArgumentTypeError
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from billing.management.commands.createorg import _money
 from billing.models import Budget
 from billing.services import budget_set
 from keys.audit import Actor
-from keys.management.commands.createorg import _money
 from keys.models import Team
 from keys.selectors import organization_by_slug
 from keys.services import team_create, virtual_key_create

@@ -1,9 +1,12 @@
+"""demo: what trying the product needs, a dashboard login, its org with credits and a key."""
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from billing.services import organization_create_with_credits
 from keys.audit import Actor
 from keys.models import Organization
-from keys.services import organization_create, virtual_key_create
+from keys.services import virtual_key_create
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "nemo-demo-password"
@@ -18,7 +21,7 @@ class Command(BaseCommand):
         user = User.objects.filter(username=DEMO_EMAIL).first()
         if user is None:
             user = User.objects.create_user(username=DEMO_EMAIL, email=DEMO_EMAIL, password=DEMO_PASSWORD)
-        org = Organization.objects.filter(memberships__user=user).first() or organization_create(
+        org = Organization.objects.filter(memberships__user=user).first() or organization_create_with_credits(
             name="Demo", owner=user, actor=actor
         )
         _, secret = virtual_key_create(org=org, name="demo-agent", actor=actor)

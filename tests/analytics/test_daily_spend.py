@@ -1,4 +1,4 @@
-"""The daily ledger: each UTC day of the request log settled into billing.DailySpend."""
+"""The daily ledger: each UTC day of the request log settled into DailySpend."""
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -6,9 +6,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from analytics.models import RequestLog
-from billing.models import DailySpend
-from billing.tasks import settle_daily_spend
+from analytics.models import DailySpend, RequestLog
+from analytics.tasks import settle_daily_spend
 from keys.services import team_create
 from tests.analytics.factories import make_key, make_log
 

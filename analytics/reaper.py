@@ -23,6 +23,10 @@ Every call that reached an upstream leaves a row in the ledger, even one whose w
 
 A reservation with no trail (made before trails existed) is released at cost 0 with no row.
 
+The reaper lives in analytics because its work is the trail: it reads the ledger and writes the
+rows a dead worker never did. Of the counter store it needs only the reaping calls
+(``due``, ``trails``, ``reap_settled``, ``reap``); the settling itself is the store's.
+
 Without Redis the counters live inside the gateway process: a dead worker took its reservations
 with it, and a live one settles its own. A separate process has nothing to reap, so the reaper
 does nothing there.
@@ -43,8 +47,8 @@ from django.db import connection
 
 from analytics.ledger import ROW_POSITION_SQL, row_position
 from analytics.models import RequestLog
-from billing.counters import CounterStore, counter_store_from_url
-from billing.money import from_micros, to_micros
+from counters import CounterStore, counter_store_from_url
+from money import from_micros, to_micros
 
 logger = logging.getLogger(__name__)
 

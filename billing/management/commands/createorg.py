@@ -1,10 +1,12 @@
+"""createorg: an org and its sign-up credits, which are billing's (so the command is billing's)."""
+
 from argparse import ArgumentTypeError
 from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand
 
+from billing.services import organization_create_with_credits
 from keys.audit import Actor
-from keys.services import organization_create
 
 # Money columns hold 12 digits before the decimal point; a larger amount would fail in the database.
 _MAX_AMOUNT = Decimal(10) ** 12
@@ -31,5 +33,5 @@ class Command(BaseCommand):
         parser.add_argument("--credits", type=_money, default=None, help="Credits in USD (default 5.00).")
 
     def handle(self, *args, name: str, credits: Decimal | None, **options) -> None:
-        org = organization_create(name=name, credits=credits, actor=Actor.system("command:createorg"))
+        org = organization_create_with_credits(name=name, credits=credits, actor=Actor.system("command:createorg"))
         self.stdout.write(org.slug)

@@ -1,4 +1,9 @@
-"""Money arithmetic: Decimal USD at the edges, integer micro-dollars inside the hot path."""
+"""Money arithmetic: Decimal USD at the edges, integer micro-dollars inside the hot path.
+
+A package of its own, below every app: billing prices calls and holds budgets in these units,
+analytics sums the request log (the ledger) and writes its rows in them, and the gateway
+charges in them, while billing and analytics may not import each other. It imports nothing of ours.
+"""
 
 from decimal import ROUND_CEILING, Decimal
 

@@ -1,5 +1,5 @@
--- Shared by unavailable.lua and admit.lua (prepended to each): the links of a chain to skip
--- right now, in one step for the whole chain.
+-- Prepended to admit.lua: the links of a chain to skip right now, in one step for the whole
+-- chain.
 --
 -- `breakers`: the circuit breaker key of each deployment in `deployments`, in chain order.
 -- A breaker hash has `state` (open | half_open; no hash = closed), `until` (open: when the

@@ -5,6 +5,7 @@ Time is passed in, so most tests run on a fixed clock; only TTLs that Redis enfo
 """
 
 import asyncio
+import math
 import os
 import uuid
 from collections import Counter
@@ -13,14 +14,16 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis
 
-from billing.counters import (
+from counters import (
     Admission,
     Bucket,
+    ChainCheck,
     CounterStore,
     MemoryCounterStore,
     RateCheck,
     RateWindow,
     RedisCounterStore,
+    seen,
 )
 
 # Outside CI a developer's REDIS_URL may point at real data: every test writes under its own
@@ -35,7 +38,7 @@ ORG = "b:org:3:2026-11"
 CREDITS = "b:credits:3"
 
 OpenWorker = Callable[[], CounterStore]
-# The recovery hold after a lost store (billing/lua/epoch.lua), short for the tests.
+# The recovery hold after a lost store (counters/lua/epoch.lua), short for the tests.
 HOLD_S = 0.2
 
 
@@ -91,6 +94,19 @@ async def admit(
     return await store.admit(reservation_id=reservation_id, buckets=list(buckets), rate=rate, now=now, ttl_s=ttl_s)
 
 
+async def chain_check(store: CounterStore, chain: list[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
+    """The check of ``chain`` that a call admitted at ``now`` gets with its admission."""
+    admission = await store.admit(reservation_id=uuid.uuid4().hex, buckets=[], rate=None, now=now, ttl_s=300,
+                                  chain=chain, probe_lease_s=probe_lease_s)
+    return admission.chain
+
+
+async def may_try(store: CounterStore, deployment: str, now: float, *, probe_lease_s: float = 30.0) -> bool:
+    """Whether a call admitted at ``now`` may try ``deployment``: its circuit is closed, or the
+    call is its one probe."""
+    return deployment not in (await chain_check(store, [deployment], now, probe_lease_s=probe_lease_s)).skip
+
+
 # ---- budgets ---------------------------------------------------------------------------------
 
 
@@ -109,7 +125,7 @@ async def test_it_reserves_at_every_level(store: CounterStore) -> None:
 
     assert admission.status == "ok"
     assert await store.read([KEY, TEAM, ORG, CREDITS]) == {KEY: 40, TEAM: 140, ORG: 240, CREDITS: 340}
-    assert await store.reserved_total(TEAM) == 40
+    assert await store.due(now=math.inf) == ["r1"]
 
 
 async def test_it_refuses_with_the_first_level_that_does_not_fit_and_changes_nothing(store: CounterStore) -> None:
@@ -128,7 +144,7 @@ async def test_it_refuses_with_the_first_level_that_does_not_fit_and_changes_not
 
     assert (refused.status, refused.param, refused.limit, refused.remaining) == ("budget", "team", 1_000, 50)
     assert await store.read([KEY, TEAM, ORG]) == {KEY: 0, TEAM: 950, ORG: 990}
-    assert await store.reserved_total(KEY) == 0
+    assert await store.due(now=math.inf) == []
     # Neither a request, nor a parallel slot was used up by the refused call.
     next_call = await admit(store, "r2", Bucket(KEY, 1_000, 60, "key"), rate=rate)
     assert next_call.status == "ok"
@@ -154,12 +170,10 @@ async def test_concurrent_calls_never_spend_past_the_budget(open_worker: OpenWor
 
     first = await asyncio.gather(*(admit(workers[i % 4], f"a{i}", budget) for i in range(200)))
     # Settling every id, admitted or not: a refused call has no reservation to settle.
-    settled = await asyncio.gather(
-        *(workers[i % 4].settle(reservation_id=f"a{i}", actual_cost=100_000, actual_tokens=0) for i in range(200))
-    )
+    settled = await asyncio.gather(*(workers[i % 4].settle_many([(f"a{i}", 100_000, 0, [])]) for i in range(200)))
     second = await asyncio.gather(*(admit(workers[i % 4], f"b{i}", budget) for i in range(200)))
 
-    assert sum(a.ok for a in first) == sum(settled) == 8
+    assert sum(a.ok for a in first) == settled.count([True]) == 8
     assert sum(a.ok for a in second) == 1
     assert await workers[0].read([ORG]) == {ORG: 920_000}
 
@@ -168,13 +182,13 @@ async def test_settle_replaces_the_reservation_by_the_real_cost_once(store: Coun
     await store.seed(KEY, 100)
     await admit(store, "r1", Bucket(KEY, 1_000, 400, "key"))
 
-    assert await store.settle(reservation_id="r1", actual_cost=250, actual_tokens=0) is True
-    assert await store.settle(reservation_id="r1", actual_cost=250, actual_tokens=0) is False
+    assert await store.settle_many([("r1", 250, 0, [])]) == [True]
+    assert await store.settle_many([("r1", 250, 0, [])]) == [False]
     assert await store.read([KEY]) == {KEY: 350}
-    assert await store.reserved_total(KEY) == 0
+    assert await store.due(now=math.inf) == []
 
 
-async def test_settle_many_settles_each_call_as_settle_would(store: CounterStore) -> None:
+async def test_settle_many_settles_each_call_of_a_batch_on_its_own(store: CounterStore) -> None:
     await store.seed(KEY, 100)
     await admit(store, "r1", Bucket(KEY, 1_000, 400, "key"))
     await admit(store, "r2", Bucket(KEY, 1_000, 300, "key"))
@@ -183,7 +197,7 @@ async def test_settle_many_settles_each_call_as_settle_would(store: CounterStore
 
     assert settled == [True, False, True]
     assert await store.read([KEY]) == {KEY: 355}
-    assert await store.reserved_total(KEY) == 0
+    assert await store.due(now=math.inf) == []
 
 
 async def test_two_reapers_release_each_stale_reservation_once(open_worker: OpenWorker) -> None:
@@ -197,7 +211,7 @@ async def test_two_reapers_release_each_stale_reservation_once(open_worker: Open
 
     assert sorted(reaped[0] + reaped[1]) == ["stale-1", "stale-2"]
     assert await first.read([KEY]) == {KEY: 100}
-    assert await first.settle(reservation_id="stale-1", actual_cost=80, actual_tokens=0) is False
+    assert await first.settle_many([("stale-1", 80, 0, [])]) == [False]
     assert await first.reap(now=NOW + 30) == []
 
 
@@ -272,7 +286,7 @@ async def test_after_a_flush_every_workers_calls_in_flight_are_put_back_before_m
     await first.seed(KEY, 0)
     await admit(first, "in-flight", Bucket(KEY, 1_000, 600, "key"))
     await admit(second, "earlier", Bucket(KEY, 1_000, 100, "key"))
-    await second.settle(reservation_id="earlier", actual_cost=100, actual_tokens=0, position=105, names=[KEY])
+    await second.settle_many([("earlier", 100, 0, [KEY])], 105)
 
     await first.clear()
     held = await admit(second, "after", Bucket(KEY, 1_000, 600, "key"))
@@ -282,12 +296,12 @@ async def test_after_a_flush_every_workers_calls_in_flight_are_put_back_before_m
     missing = await admit(second, "after", Bucket(KEY, 1_000, 600, "key"))
     await second.seed(KEY, 100, snapshot=SNAPSHOT)  # the ledger holds the settled call only
     refused = await admit(second, "after", Bucket(KEY, 1_000, 600, "key"))
-    await first.settle(reservation_id="in-flight", actual_cost=500, actual_tokens=0, position=110, names=[KEY])
+    await first.settle_many([("in-flight", 500, 0, [KEY])], 110)
 
     assert (held.status, missing.status, refused.status) == ("hold", "missing", "budget")
     assert (refused.limit, refused.remaining) == (1_000, 300)
     assert await first.read([KEY]) == {KEY: 600}
-    assert await first.reserved_total(KEY) == 0
+    assert await first.due(now=math.inf) == []
     assert first.open_reservations() == second.open_reservations() == []
 
 
@@ -303,7 +317,7 @@ async def test_a_heartbeat_pushes_back_the_deadlines_of_the_calls_in_flight(stor
     await store.seed(KEY, 0)
     await admit(store, "running", Bucket(KEY, 1_000, 100, "key"), ttl_s=30)
     await admit(store, "settled", Bucket(KEY, 1_000, 100, "key"), ttl_s=30)
-    await store.settle(reservation_id="settled", actual_cost=50, actual_tokens=0, names=[KEY])
+    await store.settle_many([("settled", 50, 0, [KEY])])
 
     await store.keepalive(now=NOW + 20)
 
@@ -332,6 +346,23 @@ async def test_a_reservation_keeps_the_trail_its_call_was_admitted_with(store: C
     assert await store.trails(["r1", "bare", "unknown"]) == {"r1": trail}
 
 
+@pytest.mark.parametrize(("snapshot", "position", "expected"), [
+    ("100:105:102,103", 99, True),
+    ("100:105:102,103", 100, True),
+    ("100:105:102,103", 102, False),
+    ("100:105:102,103", 103, False),
+    ("100:105:102,103", 104, True),
+    ("100:105:102,103", 105, False),
+    ("7:7:", 6, True),
+    ("7:7:", 7, False),
+    ("100:105:102", None, False),
+    (None, 57, False),
+    ("", 57, False),
+])
+def test_seen_tells_whether_a_read_at_a_snapshot_saw_a_commit(snapshot, position, expected):
+    assert seen(snapshot, position) is expected
+
+
 # A rebuild that read the ledger at this snapshot saw every commit before 100, and those of
 # 100 - 104 but for 102, still running then.
 SNAPSHOT = "100:105:102"
@@ -351,7 +382,7 @@ async def test_a_settle_adds_its_cost_only_if_the_rebuild_did_not_count_its_row(
     # team's counter was never rebuilt and has no snapshot.
     await store.seed(KEY, 1_000 if counted_by_the_rebuild else 700, snapshot=SNAPSHOT)
 
-    assert await store.settle(reservation_id="committed", actual_cost=300, actual_tokens=0, position=position)
+    assert await store.settle_many([("committed", 300, 0, [])], position) == [True]
     assert await store.read([KEY, TEAM]) == {KEY: 1_000, TEAM: 300}
 
 
@@ -362,10 +393,9 @@ async def test_a_lost_reservations_settle_skips_the_counters_whose_rebuild_count
     await store.seed(KEY, 1_000 if counted_by_the_rebuild else 700, snapshot=SNAPSHOT)
     await store.seed(TEAM, 700)
 
-    charged = await store.settle(reservation_id="lost", actual_cost=300, actual_tokens=0, position=position,
-                                 names=[KEY, TEAM, ORG])
+    charged = await store.settle_many([("lost", 300, 0, [KEY, TEAM, ORG])], position)
 
-    assert charged is True
+    assert charged == [True]
     assert await store.read([KEY, TEAM, ORG]) == {KEY: 1_000, TEAM: 1_000, ORG: None}
 
 
@@ -373,7 +403,7 @@ async def test_a_counter_rebuilt_again_forgets_its_old_snapshot(store: CounterSt
     await store.seed(KEY, 0, ttl_s=0.05, snapshot=SNAPSHOT)
     await asyncio.sleep(0.15)
     await store.seed(KEY, 0)  # read where commits have no positions
-    await store.settle(reservation_id="lost", actual_cost=300, actual_tokens=0, position=57, names=[KEY])
+    await store.settle_many([("lost", 300, 0, [KEY])], 57)
 
     assert await store.read([KEY]) == {KEY: 300}
 
@@ -387,11 +417,11 @@ async def test_settle_many_settles_a_batch_committed_at_one_position(store: Coun
 
     assert await store.settle_many([("a", 200, 0, [KEY]), ("b", 300, 0, [KEY])], 103) == [True, True]
     assert await store.read([KEY]) == {KEY: 500}
-    assert await store.reserved_total(KEY) == 0
+    assert await store.due(now=math.inf) == []
 
 
 async def test_a_lost_reservations_settle_leaves_a_missing_counter_to_its_rebuild(store: CounterStore) -> None:
-    await store.settle(reservation_id="lost", actual_cost=300, actual_tokens=0, names=[KEY])
+    await store.settle_many([("lost", 300, 0, [KEY])])
 
     assert await store.read([KEY]) == {KEY: None}
     assert await store.seed(KEY, 0) is True
@@ -405,7 +435,7 @@ async def test_a_cost_settled_while_its_counter_was_missing_waits_for_the_rebuil
 ) -> None:
     """The rebuild read the ledger (at SNAPSHOT) before or after the call's commit, and set the
     counter after the call's settle found it missing: the call counts once either way."""
-    await store.settle(reservation_id="lost", actual_cost=300, actual_tokens=0, position=position, names=[KEY])
+    await store.settle_many([("lost", 300, 0, [KEY])], position)
     await store.seed(KEY, 700, snapshot=SNAPSHOT)
 
     assert await store.read([KEY]) == {KEY: counter}
@@ -414,7 +444,7 @@ async def test_a_cost_settled_while_its_counter_was_missing_waits_for_the_rebuil
 async def test_a_settle_tried_again_charges_nothing_for_a_reservation_gone(store: CounterStore) -> None:
     await store.seed(KEY, 100)
     await admit(store, "r1", Bucket(KEY, 1_000, 400, "key"))
-    await store.settle(reservation_id="r1", actual_cost=250, actual_tokens=0, names=[KEY])
+    await store.settle_many([("r1", 250, 0, [KEY])])
 
     again = await store.settle_many([("r1", 250, 0, [KEY])], charge_missing=False)
 
@@ -431,7 +461,7 @@ async def test_a_rebuilt_counter_still_counts_the_reservations_in_flight(store: 
     await store.seed(KEY, 0)
     assert (await admit(store, "second", Bucket(KEY, 1_000, 400, "key"))).status == "ok"
     assert (await admit(store, "third", Bucket(KEY, 1_000, 400, "key"))).status == "budget"
-    assert await store.settle(reservation_id="in-flight", actual_cost=300, actual_tokens=0) is True
+    assert await store.settle_many([("in-flight", 300, 0, [])]) == [True]
     assert await store.read([KEY]) == {KEY: 700}
 
 
@@ -444,7 +474,7 @@ async def test_a_new_period_is_a_new_counter(store: CounterStore) -> None:
     new_period = await admit(store, "r2", Bucket(december, 1_000, 600, "key"))
     await store.seed(december, 0)
     admitted = await admit(store, "r2", Bucket(december, 1_000, 600, "key"))
-    await store.settle(reservation_id="late-november", actual_cost=500, actual_tokens=0)
+    await store.settle_many([("late-november", 500, 0, [])])
 
     assert (full.status, new_period.status, admitted.status) == ("budget", "missing", "ok")
     assert await store.read([november, december]) == {november: 500, december: 600}
@@ -483,7 +513,7 @@ async def test_tokens_per_minute_are_reserved_then_corrected(store: CounterStore
 
     first = await admit(store, "r1", rate=rate)
     limited = await admit(store, "r2", rate=rate)
-    await store.settle(reservation_id="r1", actual_cost=0, actual_tokens=100)
+    await store.settle_many([("r1", 0, 100, [])])
     after_settle = await admit(store, "r2", rate=rate)
 
     assert first.tokens == RateWindow(1_000, 400, pytest.approx(36.0))
@@ -500,7 +530,7 @@ async def test_parallel_calls(store: CounterStore) -> None:
     await admit(store, "r2", rate=rate)
 
     limited = await admit(store, "r3", rate=rate)
-    await store.settle(reservation_id="r1", actual_cost=0, actual_tokens=0)
+    await store.settle_many([("r1", 0, 0, [])])
     after_settle = await admit(store, "r3", rate=rate)
 
     assert (limited.status, limited.which, limited.retry_after) == ("rate_limited", "parallel", 1.0)
@@ -524,18 +554,18 @@ async def test_a_rate_limited_call_reserves_no_money(store: CounterStore) -> Non
 async def test_the_circuit_opens_after_enough_failures_within_the_window(store: CounterStore) -> None:
     for second in (0, 1):
         await store.breaker_record("flash-vertex", False, NOW + second, failure_threshold=3, window_s=30, open_s=30)
-    still_closed = await store.breaker_allow("flash-vertex", NOW + 2)
+    still_closed = await may_try(store, "flash-vertex", NOW + 2)
     await store.breaker_record("flash-vertex", False, NOW + 2, failure_threshold=3, window_s=30, open_s=30)
 
     assert still_closed is True
-    assert await store.breaker_allow("flash-vertex", NOW + 3) is False
+    assert await may_try(store, "flash-vertex", NOW + 3) is False
 
 
 async def test_failures_spread_wider_than_the_window_keep_it_closed(store: CounterStore) -> None:
     for second in (0, 20, 40):
         await store.breaker_record("flash-vertex", False, NOW + second, failure_threshold=3, window_s=30, open_s=30)
 
-    assert await store.breaker_allow("flash-vertex", NOW + 41) is True
+    assert await may_try(store, "flash-vertex", NOW + 41) is True
 
 
 async def test_one_worker_probes_an_open_circuit_and_its_success_closes_it(open_worker: OpenWorker) -> None:
@@ -543,59 +573,59 @@ async def test_one_worker_probes_an_open_circuit_and_its_success_closes_it(open_
     for _ in range(3):
         await first.breaker_record("flash-vertex", False, NOW, failure_threshold=3, open_s=30)
 
-    during = await second.breaker_allow("flash-vertex", NOW + 29)
-    probes = await asyncio.gather(*(w.breaker_allow("flash-vertex", NOW + 31) for w in (first, second) * 4))
+    during = await may_try(second, "flash-vertex", NOW + 29)
+    probes = await asyncio.gather(*(may_try(w, "flash-vertex", NOW + 31) for w in (first, second) * 4))
     await first.breaker_record("flash-vertex", True, NOW + 32)
 
     assert during is False
     assert sorted(probes) == [False] * 7 + [True]
-    assert await second.breaker_allow("flash-vertex", NOW + 33) is True
-    assert await first.breaker_allow("flash-vertex", NOW + 33) is True
+    assert await may_try(second, "flash-vertex", NOW + 33) is True
+    assert await may_try(first, "flash-vertex", NOW + 33) is True
 
 
 async def test_a_failed_probe_opens_the_circuit_again(store: CounterStore) -> None:
     for _ in range(3):
         await store.breaker_record("flash-vertex", False, NOW, failure_threshold=3, open_s=30)
-    await store.breaker_allow("flash-vertex", NOW + 31)
+    await may_try(store, "flash-vertex", NOW + 31)
 
     await store.breaker_record("flash-vertex", False, NOW + 32, failure_threshold=3, open_s=30)
 
-    assert await store.breaker_allow("flash-vertex", NOW + 61) is False
-    assert await store.breaker_allow("flash-vertex", NOW + 62) is True
+    assert await may_try(store, "flash-vertex", NOW + 61) is False
+    assert await may_try(store, "flash-vertex", NOW + 62) is True
 
 
 async def test_a_probe_that_never_reports_back_is_replaced_after_its_lease(store: CounterStore) -> None:
     for _ in range(3):
         await store.breaker_record("flash-vertex", False, NOW, failure_threshold=3, open_s=30)
-    await store.breaker_allow("flash-vertex", NOW + 31, probe_lease_s=10)
+    await may_try(store, "flash-vertex", NOW + 31, probe_lease_s=10)
 
-    assert await store.breaker_allow("flash-vertex", NOW + 40, probe_lease_s=10) is False
-    assert await store.breaker_allow("flash-vertex", NOW + 41, probe_lease_s=10) is True
+    assert await may_try(store, "flash-vertex", NOW + 40, probe_lease_s=10) is False
+    assert await may_try(store, "flash-vertex", NOW + 41, probe_lease_s=10) is True
 
 
-async def test_unavailable_filters_a_chain_in_one_step(store: CounterStore) -> None:
+async def test_the_chain_check_filters_a_chain_in_one_step(store: CounterStore) -> None:
     await store.cooldown_set("cooling", NOW + 10)
     for _ in range(3):
         await store.breaker_record("open", False, NOW, failure_threshold=3, open_s=30)
         await store.breaker_record("probe-due", False, NOW - 60, failure_threshold=3, open_s=30)
 
     # "probe-due" sits behind a usable link, so its one probe is not spent on this call...
-    behind = await store.unavailable(["cooling", "open", "healthy", "probe-due"], NOW + 1)
+    behind = await chain_check(store, ["cooling", "open", "healthy", "probe-due"], NOW + 1)
     # ...but it is when it leads the chain, and then only once.
-    leading = await store.unavailable(["probe-due", "healthy"], NOW + 1)
-    taken = await store.unavailable(["probe-due", "healthy"], NOW + 1)
+    leading = await chain_check(store, ["probe-due", "healthy"], NOW + 1)
+    taken = await chain_check(store, ["probe-due", "healthy"], NOW + 1)
 
-    assert behind == {"cooling", "open", "probe-due"}
-    assert leading == set()
-    assert taken == {"probe-due"}
+    assert behind.skip == {"cooling", "open", "probe-due"}
+    assert leading.skip == set()
+    assert taken.skip == {"probe-due"}
 
 
-async def test_check_chain_names_the_probe_it_grants(store: CounterStore) -> None:
+async def test_the_chain_check_names_the_probe_it_grants(store: CounterStore) -> None:
     for _ in range(3):
         await store.breaker_record("probe-due", False, NOW - 60, failure_threshold=3, open_s=30)
 
-    first = await store.check_chain(["probe-due", "healthy"], NOW + 1)
-    second = await store.check_chain(["probe-due", "healthy"], NOW + 1)
+    first = await chain_check(store, ["probe-due", "healthy"], NOW + 1)
+    second = await chain_check(store, ["probe-due", "healthy"], NOW + 1)
 
     assert (first.skip, first.probes) == (set(), {"probe-due"})
     assert (second.skip, second.probes) == ({"probe-due"}, set())
@@ -640,7 +670,7 @@ async def test_a_refused_call_takes_no_probe(store: CounterStore) -> None:
 
     refused = await store.admit(reservation_id="r1", buckets=[Bucket(KEY, 1_000, 50, "key")], rate=None,
                                 now=NOW + 1, ttl_s=300, chain=["probe-due", "healthy"])
-    later = await store.check_chain(["probe-due", "healthy"], NOW + 2)
+    later = await chain_check(store, ["probe-due", "healthy"], NOW + 2)
 
     assert refused.status == "budget" and refused.chain is None
     assert later.probes == {"probe-due"}

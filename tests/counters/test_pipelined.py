@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis
 
-from billing.pipelined import PipelinedRedis, RedisReplyError, Script
+from counters.pipelined import PipelinedRedis, RedisReplyError, Script
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
 IN_CI = bool(os.environ.get("CI"))

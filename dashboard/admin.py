@@ -1,0 +1,178 @@
+"""The support staff's page of an org: its tenants' records, and its credits and recent calls.
+
+It reads keys, billing and analytics together, which only an app above all three may, so it is
+registered here; each app's own records have their admin in that app. Every change goes through
+the same services the product uses, with the staff user as the actor, so it is audited. An org is
+never renamed (there is no service for it) nor deleted (that would delete its ledger and audit
+trail).
+"""
+
+from decimal import Decimal
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from analytics.models import RequestLog
+from billing.models import MONEY, Budget, CreditGrant
+from billing.services import credits_grant, organization_create_with_credits
+from dashboard.selectors import credit_balance
+from keys.admin import ReadOnlyAdminMixin, staff_actor
+from keys.models import Membership, Organization, Team, VirtualKey
+from keys.services import organization_settings_update
+
+RECENT_CALLS = 20
+
+
+class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    extra = 0
+    show_change_link = True
+
+
+class TeamInline(ReadOnlyInline):
+    model = Team
+    fields = ["name", "created"]
+
+
+class MembershipInline(ReadOnlyInline):
+    model = Membership
+    fields = ["user", "role", "created"]
+
+
+class VirtualKeyInline(ReadOnlyInline):
+    model = VirtualKey
+    fields = ["name", "team", "prefix", "revoked", "expires", "created"]
+
+
+class BudgetInline(ReadOnlyInline):
+    model = Budget
+    fields = ["scope", "key", "team", "amount", "period"]
+
+
+class CreditGrantInline(ReadOnlyInline):
+    model = CreditGrant
+    fields = ["amount", "reason", "granted_by_label", "created"]
+    ordering = ["-created"]
+
+
+class GrantCreditsForm(forms.Form):
+    amount = forms.DecimalField(
+        max_digits=MONEY["max_digits"], decimal_places=MONEY["decimal_places"],
+        help_text="USD. A negative amount corrects an earlier grant.",
+    )
+    reason = forms.CharField(max_length=200)
+
+    def clean_amount(self) -> Decimal:
+        amount = self.cleaned_data["amount"]
+        if amount == 0:
+            raise forms.ValidationError("A grant of $0 changes nothing.")
+        return amount
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "balance", "key_count", "created"]
+    search_fields = ["name", "slug", "memberships__user__email", "keys__prefix"]
+    ordering = ["-created"]
+    readonly_fields = ["name", "slug", "created", "balance", "recent_calls"]
+    change_form_template = "admin/keys/organization/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
+        return super().get_queryset(request).annotate(key_count=Count("keys", distinct=True))
+
+    def get_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        if obj is None:
+            return ["name"]
+        return ["name", "slug", "created", "cache_enabled", "store_prompts", "balance", "recent_calls"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        # A new org needs its name; afterwards there is no rename service, so it stays fixed.
+        return [] if obj is None else self.readonly_fields
+
+    def get_inlines(self, request: HttpRequest, obj=None) -> list:
+        if obj is None:
+            return []
+        return [TeamInline, MembershipInline, VirtualKeyInline, BudgetInline, CreditGrantInline]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Deleting an org would delete its ledger and audit trail.
+        return False
+
+    @admin.display(description="credit balance")
+    def balance(self, org: Organization) -> str:
+        return f"${credit_balance(org=org)}"
+
+    @admin.display(description="keys", ordering="key_count")
+    def key_count(self, org: Organization) -> int:
+        return org.key_count
+
+    @admin.display(description=f"last {RECENT_CALLS} calls")
+    def recent_calls(self, org: Organization) -> str:
+        rows = list(RequestLog.objects.filter(org=org).order_by("-created", "-id")[:RECENT_CALLS])
+        if not rows:
+            return "No calls yet."
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td>${}</td><td>{} ms</td></tr>",
+            (
+                (row.created.strftime("%Y-%m-%d %H:%M:%S"), reverse("admin:analytics_requestlog_change", args=[row.pk]),
+                 row.request_id, row.key_prefix, row.model, row.deployment, row.status, row.cache, row.cost,
+                 row.latency_ms)
+                for row in rows
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>created</th><th>request</th><th>key</th><th>model</th><th>deployment</th>"
+            "<th>status</th><th>cache</th><th>cost</th><th>latency</th></tr></thead><tbody>{}</tbody></table>",
+            body,
+        )
+
+    def save_model(self, request: HttpRequest, obj: Organization, form, change: bool) -> None:
+        if not change:
+            created = organization_create_with_credits(name=obj.name, actor=staff_actor(request))
+            obj.pk = created.pk
+            obj.refresh_from_db()
+            return
+        changed = {field: form.cleaned_data[field] for field in form.changed_data}
+        if changed:
+            organization_settings_update(org=obj, actor=staff_actor(request), **changed)
+
+    def get_urls(self) -> list:
+        grant = path(
+            "<path:object_id>/grant-credits/",
+            self.admin_site.admin_view(self.grant_credits_view),
+            name="keys_organization_grant_credits",
+        )
+        return [grant, *super().get_urls()]
+
+    def grant_credits_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not request.user.has_perm("billing.add_creditgrant"):
+            raise PermissionDenied
+        org = self.get_object(request, unquote(object_id))
+        if org is None:
+            raise Http404("No such organization.")
+        form = GrantCreditsForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            grant = credits_grant(
+                org=org, amount=form.cleaned_data["amount"], reason=form.cleaned_data["reason"],
+                actor=staff_actor(request),
+            )
+            self.message_user(request, f"Granted ${grant.amount} to {org}.", messages.SUCCESS)
+            return redirect("admin:keys_organization_change", org.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Grant credits to {org}",
+            "opts": self.opts,
+            "original": org,
+            "form": form,
+            "balance": credit_balance(org=org),
+        }
+        return TemplateResponse(request, "admin/keys/organization/grant_credits.html", context)
