@@ -30,6 +30,10 @@ gateway refuses new calls before they reach an upstream (a 503): nothing is serv
 not be logged. Once a commit or a probe of the database succeeds, it is available again. A
 settle whose reply was lost (Redis gone) is sent again once Redis answers, as a retry that
 charges nothing for a reservation it no longer finds (the first may have taken).
+
+This module is longer than most (over 400 lines) because the committers, the waiting out of a
+lost database and the settles share one queue and one rule of order — commit, then settle, then
+answer — which is easier to check in one place. How a row becomes SQL is gateway/log_rows.py.
 """
 
 from __future__ import annotations

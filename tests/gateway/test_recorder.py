@@ -471,7 +471,7 @@ class ReplyDropper:
                     self.armed = False
                     self.dropped += 1
                     break
-                writer.record(data)
+                writer.write(data)
             client_writer.close()
             server_writer.close()
 
