@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics.models import RequestLog
-from tests.budget.support import reservations_left
 from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, FakeTokenServer, write_service_account
 from tests.gateway.tools import TIME_TOOL, WEATHER_TOOL
+from tests.promises.budget.support import reservations_left
 
 EXAMPLES_PER_WIRE_FORMAT = 200
 STATUSES = []

@@ -320,12 +320,11 @@ def burst_xmins() -> dict[str, str]:
         return dict(cursor.fetchall())
 
 
+@pytest.mark.postgres  # elsewhere a position is a count of this process's commits
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_is_one_transaction_whose_position_comes_back(make_tenant):
     """A batch's rows commit together or not at all, and the position the committer reports is
     their transaction's (PostgreSQL: the id in each row's ``xmin``)."""
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only: elsewhere a position is a count of this process's commits")
     tenant = make_tenant()
     positions: list[int] = []
 
@@ -421,10 +420,9 @@ def terminate(backend_pids: list[int]) -> None:
         connection.close()
 
 
+@pytest.mark.postgres  # SQLite has no connection to lose
 @pytest.mark.django_db(transaction=True)
 def test_a_committer_whose_connection_was_lost_opens_another(make_tenant):
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite has no connection to lose")
     tenant = make_tenant()
 
     async def write() -> None:
@@ -479,13 +477,12 @@ class ReplyDropper:
                              return_exceptions=True)
 
 
+@pytest.mark.postgres  # SQLite commits in the process
 @pytest.mark.django_db(transaction=True)
 def test_a_commit_whose_reply_was_lost_is_not_written_twice_and_its_calls_succeed(make_tenant, monkeypatch):
     """The connection breaks after the server committed a batch and before its reply arrived:
     the committer finds the rows in the log, answers their calls with the position of the commit
     that wrote them, and writes nothing twice."""
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite commits in the process")
     tenant = make_tenant()
     store = WatchedStore()
     params = log_rows.connection_params()

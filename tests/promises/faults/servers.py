@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:

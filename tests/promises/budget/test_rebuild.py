@@ -14,7 +14,8 @@ import pytest
 from analytics.models import RequestLog
 from counters import MemoryCounterStore, RedisCounterStore
 from money import from_micros, to_micros
-from tests.budget.support import (
+from tests.fakes.behaviours import Reply
+from tests.promises.budget.support import (
     LONG_ANSWER,
     ControlledOpenAI,
     Held,
@@ -28,7 +29,6 @@ from tests.budget.support import (
     reservations_left,
     wait_until,
 )
-from tests.fakes.behaviours import Reply
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The gateway through its database's and its Redis's outages: servers of the tests' own (see
-tests/faults/servers.py), stopped and restarted under the gateway. Nothing is served that could
+tests/promises/faults/servers.py), stopped and restarted under the gateway. Nothing is served that could
 not be logged, no row is lost, and no budget is passed."""
 
 import asyncio
@@ -14,7 +14,7 @@ from django.utils import timezone
 from gateway import auth, log_rows
 from gateway.recorder import Recorder
 from money import from_micros
-from tests.budget.support import (
+from tests.promises.budget.support import (
     ControlledOpenAI,
     Held,
     in_background,

@@ -35,8 +35,8 @@ import yaml
 
 from billing.reservations import RESERVATION_TTL_S, bucket_name, credits_bucket_name
 from money import to_micros
-from tests.budget.support import ControlledOpenAI, priced_routing, reservation_micros
-from tests.faults.servers import PROJECT, PostgresCluster, RedisServer, free_port
+from tests.promises.budget.support import ControlledOpenAI, priced_routing, reservation_micros
+from tests.promises.faults.servers import PROJECT, PostgresCluster, RedisServer, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

@@ -29,7 +29,8 @@ from billing.reservations import RESERVATION_TTL_S
 from counters import counter_store_from_url
 from gateway.recorder import Recorder
 from money import to_micros
-from tests.budget.support import (
+from tests.fakes.behaviours import Hang
+from tests.promises.budget.support import (
     BODY,
     ControlledOpenAI,
     bucket_of,
@@ -42,11 +43,10 @@ from tests.budget.support import (
     reservations_left,
     wait_until,
 )
-from tests.fakes.behaviours import Hang
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[3]
 
 
 def _free_port() -> int:

@@ -20,7 +20,7 @@ from gateway.auth import KeyCache
 from gateway.config import Price
 from gateway.rebuild import CounterRebuilds
 from money import from_micros
-from tests.budget.support import (
+from tests.promises.budget.support import (
     INPUT_PRICE,
     MAX_TOKENS,
     OUTPUT_PRICE,
