@@ -53,6 +53,7 @@ class Call:
     request_id: str
     started: float
     run_id: str
+    endpoint: str
     snapshot: KeySnapshot | None = None
     request: ChatRequest | None = None
     model: str = ""
@@ -88,7 +89,7 @@ class Call:
 async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> None:
     """One call of the proxy, from its request to its answer and its row."""
     call = Call(request_id=f"req_{random.getrandbits(128):032x}", started=time.monotonic(),
-                run_id=(header(scope, b"x-nemo-run") or "")[:200])
+                run_id=(header(scope, b"x-nemo-run") or "")[:200], endpoint=dialect.endpoint)
     try:
         await _run(state, dialect, call, scope, receive, send)
     except GatewayError as error:
@@ -185,7 +186,7 @@ async def admit(state: GatewayState, dialect: Dialect, call: Call, links: list[D
             output_tokens=output_tokens * request.n,
             now=call.arrived,
             chain=chain,
-            trail={"endpoint": dialect.endpoint, "model": call.model, "run_id": call.run_id,
+            trail={"endpoint": call.endpoint, "model": call.model, "run_id": call.run_id,
                    "stream": request.stream, "deployments": chain},
         )
     except Refused as refused:
@@ -218,7 +219,8 @@ async def _answer(state: GatewayState, dialect: Dialect, call: Call, served: Ser
     if cache_key is not None:
         # Before the answer: the client's next call may ask for the same.
         await cache.cache_put(state.store, cache_key, served.completion)
-    await dialect.answer(send, served.completion, {**call.headers(), "x-nemo-cost": str(from_micros(call.cost_micros))})
+    headers = {**call.headers(), "x-nemo-cost": str(from_micros(call.cost_micros))}
+    await dialect.answer(send, call.request, served.completion, headers)
 
 
 async def _relay(state: GatewayState, dialect: Dialect, call: Call, served: Served, receive, send) -> None:
@@ -328,6 +330,7 @@ def log_row(call: Call) -> dict:
         key_id=snapshot.id,
         key_prefix=snapshot.prefix,
         run_id=call.run_id,
+        endpoint=call.endpoint,
         model=call.model,
         deployment=call.deployment,
         provider=call.provider,

@@ -21,8 +21,7 @@ from gateway.summary import CallSummary
 class StreamRelay:
     def __init__(self, dialect: Dialect, request: ChatRequest, chunks: ChunkStream, summary: CallSummary,
                  receive, send, *, headers: dict[str, str]) -> None:
-        self.dialect = dialect
-        self.request = request
+        self.render = dialect.stream(request)
         self.chunks = chunks
         self.summary = summary
         self.receive = receive
@@ -46,13 +45,13 @@ class StreamRelay:
             chunks.on_wait = self._watch
         else:
             self._watch()
-        take, render = self.summary.take_chunk, self.dialect.stream_events
+        take, render = self.summary.take_chunk, self.render.events
         try:
             # What one upstream read brought goes out in one write: nothing waits for more.
             async for batch in chunks.events():
                 for chunk, _ in batch:
                     take(chunk)
-                events = render(self.request, batch)
+                events = render(batch)
                 if not events:
                     continue
                 if chunks.complete:
@@ -76,7 +75,7 @@ class StreamRelay:
         """Sends what was held and the stream's end (``failure``: it broke), unless the client left."""
         if self.client_left:
             return
-        ending = self.dialect.stream_end() if failure is None else self.dialect.stream_failed(failure)
+        ending = self.render.end(self.summary) if failure is None else self.render.failed(failure)
         try:
             await self._write(self._held + ending, more=False)
         except OSError:
@@ -103,7 +102,7 @@ class StreamRelay:
 async def replay(dialect: Dialect, request: ChatRequest, completion: dict, send, headers: dict[str, str]) -> None:
     """A cached answer, sent as the client asked for it: whole, or as a stream."""
     if not request.stream:
-        await dialect.answer(send, completion, headers)
+        await dialect.answer(send, request, completion, headers)
         return
     await start_event_stream(send, headers)
     await send({"type": "http.response.body", "body": dialect.replay(request, completion)})

@@ -10,6 +10,7 @@ from gateway.dialects.chat_completions_request import ChatRequest, parse_chat_re
 from gateway.errors import GatewayError
 from gateway.http import SSE_DONE, header, send_json, sse_event
 from gateway.providers.base import Event
+from gateway.summary import CallSummary
 
 
 class ChatCompletions:
@@ -18,21 +19,11 @@ class ChatCompletions:
     def parse(self, raw: bytes, scope) -> ChatRequest:
         return parse_chat_request(raw, tags_header=header(scope, b"x-nemo-tags"))
 
-    async def answer(self, send, completion: dict, headers: dict[str, str]) -> None:
+    async def answer(self, send, request: ChatRequest, completion: dict, headers: dict[str, str]) -> None:
         await send_json(send, 200, completion, headers)
 
-    def stream_events(self, request: ChatRequest, batch: list[Event]) -> bytes:
-        # A chunk the upstream framed as it goes to the client is sent as it came, not encoded
-        # again. The usage chunk (no choices) only to a client that asked for it.
-        include_usage = request.include_usage
-        return b"".join([encoded or sse_event(chunk) for chunk, encoded in batch
-                         if chunk.get("choices") or include_usage])
-
-    def stream_end(self) -> bytes:
-        return SSE_DONE
-
-    def stream_failed(self, error: GatewayError) -> bytes:
-        return sse_event(error.body()) + SSE_DONE
+    def stream(self, request: ChatRequest) -> ChatStream:
+        return ChatStream(request.include_usage)
 
     def replay(self, request: ChatRequest, completion: dict) -> bytes:
         events = [sse_event(chunk) for chunk in completion_as_chunks(completion)
@@ -41,6 +32,26 @@ class ChatCompletions:
 
     async def refuse(self, send, error: GatewayError, headers: dict[str, str]) -> None:
         await send_json(send, error.status, error.body(), headers)
+
+
+class ChatStream:
+    __slots__ = ("include_usage",)
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+
+    def events(self, batch: list[Event]) -> bytes:
+        # A chunk the upstream framed as it goes to the client is sent as it came, not encoded
+        # again. The usage chunk (no choices) only to a client that asked for it.
+        include_usage = self.include_usage
+        return b"".join([encoded or sse_event(chunk) for chunk, encoded in batch
+                         if chunk.get("choices") or include_usage])
+
+    def end(self, summary: CallSummary) -> bytes:
+        return SSE_DONE
+
+    def failed(self, error: GatewayError) -> bytes:
+        return sse_event(error.body()) + SSE_DONE
 
 
 def completion_as_chunks(completion: dict) -> list[dict]:
