@@ -172,7 +172,7 @@ def test_a_killed_workers_call_is_logged_and_charged_its_reservation_once_by_the
     assert reap_reservations(now=past_deadline) == []
     # The call reached the upstream, so it has its row: what it reserved is what it costs.
     lost = RequestLog.objects.get(request_id=pending[0])
-    assert (lost.status, lost.attempts[0]["outcome"]) == (500, "worker_lost")
+    assert (lost.status, lost.attempts[0]["outcome"], lost.endpoint) == (500, "worker_lost", "chat.completions")
     assert to_micros(lost.cost) == reservation_micros()
     assert (lost.key_id, lost.org_id, lost.model, lost.deployment) == (tenant.key.pk, tenant.org.pk, "gpt-4o", "")
     assert RequestLog.objects.filter(org=tenant.org).count() == fake.count == 2
