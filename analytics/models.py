@@ -20,6 +20,9 @@ class RequestLog(models.Model):
     key = models.ForeignKey(VirtualKey, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False)
     key_prefix = models.CharField(max_length=24)
     run_id = models.CharField(max_length=200, blank=True, default="")
+    endpoint = models.CharField(max_length=24, default="chat.completions",
+                                help_text="The client API that served the call: chat.completions, responses, messages, "
+                                "embeddings.")
     model = models.CharField(max_length=120, help_text="The model the client asked for.")
     deployment = models.CharField(max_length=120, blank=True, default="")
     provider = models.CharField(max_length=120, blank=True, default="")

@@ -137,6 +137,7 @@ def lost_calls_log(trails: dict[str, dict], now: float) -> dict[str, LoggedCall]
         rows.append(RequestLog(
             request_id=request_id, created=created, org_id=trail["org_id"], team_id=trail.get("team_id"),
             key_id=trail.get("key_id"), key_prefix=trail.get("key_prefix", ""), run_id=trail.get("run_id", ""),
+            endpoint=trail.get("endpoint", "chat.completions"),
             model=trail.get("model", ""), status=500, error=WORKER_LOST_ERROR,
             attempts=[{"deployment": deployments[0], "outcome": WORKER_LOST, "latency_ms": 0}],
             stream=bool(trail.get("stream")), latency_ms=max(0, int((now - float(trail["created"])) * 1000)),

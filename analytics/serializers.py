@@ -18,6 +18,7 @@ def log_row_dict(row: RequestLog, *, bodies: bool = False) -> dict:
     data = {
         "request_id": row.request_id,
         "run_id": row.run_id,
+        "endpoint": row.endpoint,
         "key": row.key_prefix,
         "model": row.model,
         "deployment": row.deployment,

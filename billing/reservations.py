@@ -5,6 +5,10 @@ The worst case of a call — every prompt byte a token, plus the full output all
 every budget that applies and the org's credits, together with the key's rate limits, in one
 step of the counter store. Nothing is sent upstream unless all of it fits, and a reservation is
 never shrunk to squeeze a call in. Settling swaps the reservation for the real cost.
+
+Billing refuses in its own terms (``Refused`` and its kinds below); each client API renders a
+refusal in its own shape. A counter the store lacks is rebuilt from the ledger by what the
+caller passes in (``Rebuild``): billing reads no request log itself.
 """
 
 from __future__ import annotations
@@ -12,19 +16,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import weakref
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
-from analytics.ledger import DATABASE_ERRORS, read_with_snapshot
-from billing.money import from_micros, to_micros
 from billing.periods import period_end, period_name, period_start
 from counters import Bucket, ChainCheck, CounterStore, RateCheck
-from gateway.db import db_read
-from gateway.errors import budget_exceeded, rate_limited, service_unavailable
-from gateway.singleflight import shared_run
+from money import from_micros
 
 # A reservation's deadline, pushed back every RESERVATION_TTL_S / 3 by its worker's heartbeat
 # while the call runs (CounterStore.keepalive): only a dead worker's calls reach it.
@@ -38,11 +37,42 @@ MAX_STORE_RETRY_S = 0.5
 # Redis gone (refused, reset, timed out) as the pipelined client reports it.
 STORE_ERRORS = (ConnectionError, OSError, asyncio.TimeoutError)
 # A counter rebuilt from the ledger lives a day at most, and ends soon after its period: a
-# shortfall of the mirror (see billing.counters) does not last, and old periods do not pile up.
+# shortfall of the mirror (see counters) does not last, and old periods do not pile up.
 SEED_TTL_S = 24 * 3600
 
 
-@dataclass(slots=True)  # not frozen: see billing.counters.Bucket
+class Refused(Exception):
+    """A call billing will not admit; nothing was sent upstream."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BudgetRefused(Refused):
+    """The call's worst case does not fit a budget (``param``: its level) or the credits."""
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class RateLimited(Refused):
+    def __init__(self, message: str, *, retry_after: float, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = headers
+
+
+class CountersUnavailable(Refused):
+    """The counter store could not be reached, or is being recovered, for ``STORE_WAIT_S``."""
+
+
+class LedgerUnavailable(Refused):
+    """A counter had to be rebuilt from the ledger, and the ledger could not be read."""
+
+
+@dataclass(slots=True)  # not frozen: see counters.Bucket
 class Reservation:
     id: str
     amount_micros: int
@@ -79,60 +109,26 @@ def credits_bucket_name(org_id: int) -> str:
     return f"b:credits:{org_id}"
 
 
-# (key snapshot, minute) -> ((bucket name, limit, level) of each budget that applies, then the
-# credits; and the bucket names alone). Periods start on a UTC midnight, so a bucket's name is
-# the same all minute long; a reloaded snapshot (new budgets) has a new ``loaded_at``, so it
-# gets its own entry.
-_levels: dict[tuple[int, float, int], tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]] = {}
-_MAX_LEVELS = 10_000
+@dataclass(frozen=True, slots=True)
+class BucketSpend:
+    """Which settled spend a counter mirrors: the ledger's sum of it is the counter's value.
+    ``since`` None: all time (the credits)."""
+
+    level: str
+    owner_id: int
+    since: datetime | None
 
 
-def _bucket_levels(snapshot, now: float) -> tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]:
-    cache_key = (snapshot.id, snapshot.loaded_at, int(now // 60))
-    cached = _levels.get(cache_key)
-    if cached is None:
-        moment = datetime.fromtimestamp(now, UTC)
-        levels = (
-            *((bucket_name(b.level, b.owner_id, b.period, moment), b.limit_micros, b.level) for b in snapshot.budgets),
-            (credits_bucket_name(snapshot.org_id), snapshot.credits_micros, "credits"),
-        )
-        if len(_levels) >= _MAX_LEVELS:
-            _levels.clear()
-        cached = _levels[cache_key] = (levels, tuple(name for name, _, _ in levels))
-    return cached
-
-
-def _settled_micros(name: str, now: datetime) -> tuple[int, str]:
-    """What the ledger (the request log) says a counter should hold, settled spend only, with the
-    snapshot it was read at (analytics.ledger)."""
-    return read_with_snapshot(lambda: _ledger_micros(name, now))
-
-
-def _ledger_micros(name: str, now: datetime) -> int:
-    from billing.selectors import spend_since
-
+def bucket_spend(name: str, now: datetime) -> BucketSpend:
+    """What the counter ``name`` (``bucket_name``, ``credits_bucket_name``) holds, at ``now``."""
     parts = name.split(":")
     if parts[1] == "credits":
-        return to_micros(spend_since(org_id=int(parts[2]), since=None))
-    level, owner_id, period = parts[1], int(parts[2]), parts[3]
-    since = period_start(period, now)
-    if level == "key":
-        from keys.models import VirtualKey
-
-        org_id = VirtualKey.objects.values_list("org_id", flat=True).get(pk=owner_id)
-        return to_micros(spend_since(org_id=org_id, since=since, key_id=owner_id))
-    if level == "team":
-        from keys.models import Team
-
-        org_id = Team.objects.values_list("org_id", flat=True).get(pk=owner_id)
-        return to_micros(spend_since(org_id=org_id, since=since, team_id=owner_id))
-    return to_micros(spend_since(org_id=owner_id, since=since))
+        return BucketSpend("credits", int(parts[2]), None)
+    return BucketSpend(parts[1], int(parts[2]), period_start(parts[3], now))
 
 
-_settled_micros_async = db_read(_settled_micros)
-
-
-def _seed_ttl_s(name: str, now: datetime) -> float:
+def seed_ttl_s(name: str, now: datetime) -> float:
+    """How long a counter rebuilt from the ledger lives (``SEED_TTL_S``)."""
     parts = name.split(":")
     end = None if parts[1] == "credits" else period_end(parts[3], now)
     if end is None:
@@ -141,20 +137,8 @@ def _seed_ttl_s(name: str, now: datetime) -> float:
     return min(SEED_TTL_S, (end - now).total_seconds() + RESERVATION_TTL_S)
 
 
-# Rebuilds in flight in this worker, per store and counter: a burst of calls that all find a
-# counter missing (after a flush, or when it expired) waits for one read of the ledger, rather
-# than each making its own.
-_rebuilding: weakref.WeakKeyDictionary[CounterStore, dict[str, asyncio.Future]] = weakref.WeakKeyDictionary()
-
-
-async def _seed_from_ledger(store: CounterStore, name: str, now: datetime) -> None:
-    value, snapshot = await _settled_micros_async(name, now)
-    await store.seed(name, value, ttl_s=_seed_ttl_s(name, now), snapshot=snapshot)
-
-
-async def _rebuild(store: CounterStore, name: str, now: datetime) -> None:
-    await shared_run(_rebuilding.setdefault(store, {}), name, lambda: _seed_from_ledger(store, name, now))
-
+# Rebuilds the named counters of the store from the ledger (``seed``), as of the given time.
+Rebuild = Callable[[Sequence[str], datetime], Awaitable[None]]
 
 _RATE_HEADER_NAMES = {
     kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
@@ -174,94 +158,116 @@ def _rate_headers(admission) -> dict[str, str]:
     return headers
 
 
-async def reserve(
-    store: CounterStore,
-    *,
-    reservation_id: str,
-    snapshot,
-    prices,
-    prompt_tokens: int,
-    output_tokens: int,
-    now: float,
-    chain: Sequence[str] = (),
-    trail: dict | None = None,
-) -> Reservation:
-    """Reserves the call's worst case, or raises the contract's 402 or 429 (503 when the counters
-    or the ledger cannot be reached). ``chain``: the deployments the call may be served by, in
-    order, checked in the same round trip. ``trail``: what the call's log row says of it, for the
-    reaper to write that row should the call's worker die (billing.reaper)."""
-    amount = worst_case_micros(prompt_tokens=prompt_tokens, output_tokens=output_tokens, prices=prices)
-    levels, names = _bucket_levels(snapshot, now)
-    buckets = [Bucket(name, limit, amount, param) for name, limit, param in levels]
-    tokens = rate_tokens(prompt_bytes=prompt_tokens, output_tokens=output_tokens, tpm=snapshot.tpm_limit)
-    rate = None
-    if snapshot.rpm_limit or snapshot.tpm_limit or snapshot.max_parallel:
-        rate = RateCheck(key=f"k:{snapshot.id}", rpm=snapshot.rpm_limit, tpm=snapshot.tpm_limit,
-                         max_parallel=snapshot.max_parallel, tokens=tokens)
-    if trail is not None:
-        trail = {**trail, "amount": amount, "org_id": snapshot.org_id, "team_id": snapshot.team_id,
-                 "key_id": snapshot.id, "key_prefix": snapshot.prefix, "created": now}
-    admission = await _admit(store, reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
-                             chain=chain, trail=trail)
-    headers = _rate_headers(admission)
-    if admission.status == "budget":
-        limit, remaining = from_micros(admission.limit), from_micros(max(admission.remaining, 0))
-        what = "credit balance" if admission.param == "credits" else f"{admission.param} budget"
-        raise budget_exceeded(
-            f"This call may cost up to ${from_micros(amount)}, which does not fit the {what}: "
-            f"limit ${limit}, ${remaining} left. Lower max_tokens or raise the budget.",
-            param=admission.param,
-        )
-    if admission.status == "rate_limited":
-        raise rate_limited(f"Rate limit reached ({admission.which}); retry after {admission.retry_after:.0f}s.",
-                           retry_after=admission.retry_after, headers=headers)
-    if admission.status != "ok":
-        raise RuntimeError(f"the counter store kept answering {admission.status!r}")
-    return Reservation(id=reservation_id, amount_micros=amount, tokens=tokens,
-                       bucket_names=names, rate_headers=headers, chain=admission.chain)
+class Admissions:
+    """A worker's admissions: ``reserve`` for each call, against ``store``; ``rebuild`` puts back
+    the counters the store lacks.
 
+    It keeps, per key snapshot and minute, the budget levels a call of that key reserves in:
+    periods start on a UTC midnight, so a bucket's name is the same all minute long, and a
+    reloaded snapshot (new budgets) has a new ``loaded_at``, so it gets its own entry."""
 
-async def _admit(store: CounterStore, *, reservation_id: str, buckets: list[Bucket], rate: RateCheck | None,
-                 now: float, chain: Sequence[str], trail: dict | None):
-    """The store's admission, after the counters it lacks are rebuilt from the ledger, once a
-    recovery's hold is over (billing/lua/epoch.lua), and through a short outage of the store: a
-    Redis restarting for a second costs the call a second, not an error. Past ``STORE_WAIT_S``
-    the call is refused before anything is sent upstream."""
-    give_up = time.monotonic() + STORE_WAIT_S
-    backoff = STORE_RETRY_S
-    rebuilds = 0
-    while True:
-        try:
-            admission = await store.admit(reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
-                                          ttl_s=RESERVATION_TTL_S, chain=chain, trail=trail)
-            if admission.status == "missing" and rebuilds < MAX_SEED_ROUNDS:
-                await _rebuild_all(store, admission.missing, now)
-                rebuilds += 1
+    MAX_LEVELS = 10_000
+
+    def __init__(self, store: CounterStore, *, rebuild: Rebuild) -> None:
+        self.store = store
+        self.rebuild = rebuild
+        # (key id, loaded_at, minute) -> ((bucket name, limit, level) of each budget that applies,
+        # then the credits; and the bucket names alone).
+        self._levels: dict[tuple[int, float, int], tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]] = {}
+
+    async def reserve(
+        self,
+        *,
+        reservation_id: str,
+        snapshot,
+        prices,
+        prompt_bytes: int,
+        output_tokens: int,
+        now: float,
+        chain: Sequence[str] = (),
+        trail: dict | None = None,
+    ) -> Reservation:
+        """Reserves the call's worst case, or raises a ``Refused``. ``prompt_bytes``: the prompt's
+        size, reserved as that many tokens (no tokenizer counts more tokens than bytes).
+        ``chain``: the deployments the call may be served by, in order, checked in the same round
+        trip. ``trail``: what the call's log row says of it, for the reaper to write that row
+        should the call's worker die (analytics.reaper)."""
+        amount = worst_case_micros(prompt_tokens=prompt_bytes, output_tokens=output_tokens, prices=prices)
+        levels, names = self._bucket_levels(snapshot, now)
+        buckets = [Bucket(name, limit, amount, param) for name, limit, param in levels]
+        tokens = rate_tokens(prompt_bytes=prompt_bytes, output_tokens=output_tokens, tpm=snapshot.tpm_limit)
+        rate = None
+        if snapshot.rpm_limit or snapshot.tpm_limit or snapshot.max_parallel:
+            rate = RateCheck(key=f"k:{snapshot.id}", rpm=snapshot.rpm_limit, tpm=snapshot.tpm_limit,
+                             max_parallel=snapshot.max_parallel, tokens=tokens)
+        if trail is not None:
+            trail = {**trail, "amount": amount, "org_id": snapshot.org_id, "team_id": snapshot.team_id,
+                     "key_id": snapshot.id, "key_prefix": snapshot.prefix, "created": now}
+        admission = await self._admit(reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
+                                      chain=chain, trail=trail)
+        headers = _rate_headers(admission)
+        if admission.status == "budget":
+            limit, remaining = from_micros(admission.limit), from_micros(max(admission.remaining, 0))
+            what = "credit balance" if admission.param == "credits" else f"{admission.param} budget"
+            raise BudgetRefused(
+                f"This call may cost up to ${from_micros(amount)}, which does not fit the {what}: "
+                f"limit ${limit}, ${remaining} left. Lower max_tokens or raise the budget.",
+                param=admission.param,
+            )
+        if admission.status == "rate_limited":
+            raise RateLimited(f"Rate limit reached ({admission.which}); retry after {admission.retry_after:.0f}s.",
+                              retry_after=admission.retry_after, headers=headers)
+        if admission.status != "ok":
+            raise RuntimeError(f"the counter store kept answering {admission.status!r}")
+        return Reservation(id=reservation_id, amount_micros=amount, tokens=tokens,
+                           bucket_names=names, rate_headers=headers, chain=admission.chain)
+
+    def _bucket_levels(self, snapshot, now: float) -> tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]:
+        cache_key = (snapshot.id, snapshot.loaded_at, int(now // 60))
+        cached = self._levels.get(cache_key)
+        if cached is None:
+            moment = datetime.fromtimestamp(now, UTC)
+            levels = (
+                *((bucket_name(b.level, b.owner_id, b.period, moment), b.limit_micros, b.level)
+                  for b in snapshot.budgets),
+                (credits_bucket_name(snapshot.org_id), snapshot.credits_micros, "credits"),
+            )
+            if len(self._levels) >= self.MAX_LEVELS:
+                self._levels.clear()
+            cached = self._levels[cache_key] = (levels, tuple(name for name, _, _ in levels))
+        return cached
+
+    async def _admit(self, *, reservation_id: str, buckets: list[Bucket], rate: RateCheck | None,
+                     now: float, chain: Sequence[str], trail: dict | None):
+        """The store's admission, after the counters it lacks are rebuilt from the ledger, once a
+        recovery's hold is over (counters/lua/epoch.lua), and through a short outage of the store:
+        a Redis restarting for a second costs the call a second, not an error. Past
+        ``STORE_WAIT_S`` the call is refused before anything is sent upstream."""
+        give_up = time.monotonic() + STORE_WAIT_S
+        backoff = STORE_RETRY_S
+        rebuilds = 0
+        while True:
+            try:
+                admission = await self.store.admit(reservation_id=reservation_id, buckets=buckets, rate=rate,
+                                                   now=now, ttl_s=RESERVATION_TTL_S, chain=chain, trail=trail)
+                if admission.status == "missing" and rebuilds < MAX_SEED_ROUNDS:
+                    await self.rebuild(admission.missing, datetime.fromtimestamp(now, UTC))
+                    rebuilds += 1
+                    continue
+            except STORE_ERRORS as error:
+                # The admission or a rebuild's seed met Redis away.
+                if time.monotonic() + backoff > give_up:
+                    raise CountersUnavailable("The gateway's counters cannot be reached; nothing was sent "
+                                              "upstream.") from error
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_STORE_RETRY_S)
                 continue
-        except STORE_ERRORS as error:
-            # The admission or a rebuild's seed met Redis away.
-            if time.monotonic() + backoff > give_up:
-                raise service_unavailable("The gateway's counters cannot be reached; nothing was sent upstream.",
-                                          code="counters_unavailable") from error
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_STORE_RETRY_S)
-            continue
-        if admission.status != "hold":
-            return admission
-        wait = min(admission.retry_after, max(0.0, give_up - time.monotonic()))
-        if wait <= 0:
-            raise service_unavailable("The gateway's counters are being recovered; nothing was sent upstream.",
-                                      code="counters_unavailable")
-        await asyncio.sleep(wait)
-
-
-async def _rebuild_all(store: CounterStore, names: Sequence[str], now: float) -> None:
-    for name in names:
-        try:
-            await _rebuild(store, name, datetime.fromtimestamp(now, UTC))
-        except DATABASE_ERRORS as error:
-            raise service_unavailable("The ledger cannot be read to rebuild a budget counter; nothing was "
-                                      "sent upstream.", code="database_unavailable") from error
+            if admission.status != "hold":
+                return admission
+            wait = min(admission.retry_after, max(0.0, give_up - time.monotonic()))
+            if wait <= 0:
+                raise CountersUnavailable("The gateway's counters are being recovered; nothing was sent upstream.")
+            await asyncio.sleep(wait)
 
 
 @dataclass(slots=True)
@@ -278,7 +284,7 @@ def settle(store: CounterStore, settlements: Sequence[Settlement], position: int
     """Swaps each reservation for its call's real cost, all in one round trip. Runs once the
     calls' log rows are committed, at ``position`` (None: they could not be): a counter rebuilt
     from the ledger meanwhile already holds them and is left as it is, and a call whose
-    reservation Redis lost is charged in the same step (see billing.counters). The store has the
+    reservation Redis lost is charged in the same step (see counters). The store has the
     settle when this returns (on Redis, it is written); awaiting the result waits for its reply.
     ``charge_missing``: False for a settle tried again after its reply was lost."""
     return store.settle_many(

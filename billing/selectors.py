@@ -2,11 +2,10 @@
 
 Spend is not read here: the request log is the ledger, and summing it is analytics' job
 (analytics.selectors). Reads that weigh spend against budgets or credits are composed above both
-apps (dashboard.selectors). Where billing rebuilds a budget's counter from the ledger, it is handed
-the ledger's reader (analytics.selectors.settled_spend_micros) rather than importing analytics.
+apps (dashboard.selectors). A budget's counter is rebuilt from the ledger by the gateway
+(gateway/rebuild.py), which reads it through analytics.selectors.settled_spend_micros.
 """
 
-from datetime import datetime
 from decimal import Decimal
 
 from django.db.models import QuerySet, Sum
@@ -53,12 +52,3 @@ def credit_grants(*, org: Organization) -> QuerySet[CreditGrant]:
 def catalog_list() -> QuerySet[CatalogModel]:
     """The model catalog is not tenant data: every org sees the same prices."""
     return CatalogModel.objects.order_by("name")
-
-
-def spend_since(*, org_id: int, since: datetime | None, key_id: int | None = None,
-                team_id: int | None = None) -> Decimal:
-    """Kept only for billing/reservations.py until the gateway hands it
-    analytics.selectors.settled_spend_micros; then this goes, and billing reads no spend."""
-    from analytics.selectors import spend_total
-
-    return spend_total(org_id=org_id, since=since, key_id=key_id, team_id=team_id)

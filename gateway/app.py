@@ -8,12 +8,15 @@ import logging
 import time
 
 from analytics.ledger import DATABASE_ERRORS
-from gateway.chat import handle_chat
+from gateway.dialects.chat_completions import ChatCompletions
 from gateway.errors import GatewayError, service_unavailable
 from gateway.http import header, send_json
+from gateway.pipeline import serve
 from gateway.state import GatewayState
 
 logger = logging.getLogger(__name__)
+
+CHAT_COMPLETIONS = ChatCompletions()
 
 # Allocations between two collections of the youngest generation (the default is 700).
 GC_THRESHOLD = 10_000
@@ -79,7 +82,7 @@ class GatewayApp:
         state.busy_poll.poke()
         path, method = scope["path"].rstrip("/"), scope["method"]
         if path == "/v1/chat/completions" and method == "POST":
-            await handle_chat(state, scope, receive, send)
+            await serve(state, CHAT_COMPLETIONS, scope, receive, send)
         elif path == "/v1/models" and method == "GET":
             await handle_models(state, scope, send)
         else:

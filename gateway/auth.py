@@ -23,11 +23,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from billing.money import to_micros
 from gateway.db import db_read
 from gateway.errors import invalid_api_key
 from gateway.singleflight import shared_run
 from keys import secrets
+from money import to_micros
 
 SNAPSHOT_TTL_S = 30.0
 # A flood of one unknown key costs one query per while.

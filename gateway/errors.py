@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from billing.reservations import BudgetRefused, CountersUnavailable, LedgerUnavailable, RateLimited, Refused
+
 
 class GatewayError(Exception):
     def __init__(
@@ -68,3 +70,16 @@ def service_unavailable(message: str, *, code: str, retry_after_s: int = 1) -> G
 def internal_error(request_id: str) -> GatewayError:
     return GatewayError(500, f"The gateway failed to handle this request ({request_id}); it has been logged.",
                         type="api_error", code="internal_error")
+
+
+def refusal_error(refused: Refused) -> GatewayError:
+    """Billing's refusal of a call, as the contract answers it."""
+    if isinstance(refused, BudgetRefused):
+        return budget_exceeded(refused.message, param=refused.param)
+    if isinstance(refused, RateLimited):
+        return rate_limited(refused.message, retry_after=refused.retry_after, headers=refused.headers)
+    if isinstance(refused, CountersUnavailable):
+        return service_unavailable(refused.message, code="counters_unavailable")
+    if isinstance(refused, LedgerUnavailable):
+        return service_unavailable(refused.message, code="database_unavailable")
+    raise TypeError(f"no error of the contract for {refused!r}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import orjson
 from django.conf import settings
 
@@ -75,7 +73,3 @@ def sse_event(payload: dict) -> bytes:
 
 
 SSE_DONE = b"data: [DONE]\n\n"
-
-
-async def send_events(send, events: Iterable[bytes], *, more: bool = True) -> None:
-    await send({"type": "http.response.body", "body": b"".join(events), "more_body": more})

@@ -1,4 +1,4 @@
-"""A lean PostgreSQL client for the log writer: prepared statements in pipeline mode, on the loop.
+"""A lean PostgreSQL client for the recorder: prepared statements in pipeline mode, on the loop.
 
 Every call of the gateway waits for a group commit of its log row. Through psycopg's async cursor
 a commit cost the worker ~160 µs of CPU (its generators, a zero-timeout ``poll`` and a reader

@@ -1,9 +1,13 @@
 """Route and call: walk the model's fallback chain until a link answers.
 
 A link is skipped while its circuit is open or it cools down after a provider's Retry-After.
-A timeout, connection error, 5xx or 429 moves the call to the next link; a 4xx that is the
-client's fault is answered as it is. Every attempt is recorded for the response headers and
-the request log.
+Which links those are is read with the call's admission, in the same round trip to the counter
+store (``ChainCheck``, counters' chain check: a circuit past its open period grants one probe, to
+the first usable link only, and a refused call takes none); ``call_chain`` follows it, and
+tells the store each probe's outcome and each failure (``breaker_record``), which open and
+close the circuits. A timeout, connection error, 5xx or 429 moves the call to the next link; a
+4xx that is the client's fault is answered as it is. Every attempt is recorded for the
+response headers and the request log.
 
 What an attempt teaches the shared state (a circuit's failures, a cooldown, a latency) is
 advice for later calls: if Redis cannot take it, the call goes on without it.

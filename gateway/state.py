@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 import aiohttp
 from django.conf import settings
 
+from billing.reservations import Admissions
 from counters import KEEPALIVE_S, CounterStore, counter_store_from_url
 from gateway.auth import KeyCache
 from gateway.busypoll import BusyPoll
 from gateway.config import RoutingConfig, load_config
 from gateway.db import db_read
-from gateway.logwriter import LogWriter
+from gateway.rebuild import CounterRebuilds
+from gateway.recorder import Recorder
 from keys import invalidation
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,8 @@ class GatewayState:
     session: aiohttp.ClientSession
     store: CounterStore
     keys: KeyCache
-    log_writer: LogWriter
+    admissions: Admissions
+    recorder: Recorder
     listener: asyncio.Task | None = None
     heartbeat: asyncio.Task | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -68,12 +71,13 @@ class GatewayState:
             session=session,
             store=store,
             keys=KeyCache(),
-            log_writer=LogWriter(store, poke=busy_poll.poke),
+            admissions=Admissions(store, rebuild=CounterRebuilds(store)),
+            recorder=Recorder(store, poke=busy_poll.poke),
             busy_poll=busy_poll,
         )
         state.loop = asyncio.get_running_loop()
         busy_poll.start()
-        invalidation.on_key_changed(state.changed)
+        invalidation.listen(state.changed)
         if settings.REDIS_URL:
             state.listener = asyncio.get_running_loop().create_task(state._listen(settings.REDIS_URL))
         state.heartbeat = asyncio.get_running_loop().create_task(state._beat())
@@ -125,7 +129,7 @@ class GatewayState:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.log_writer.close()
+        await self.recorder.close()
         await self.busy_poll.close()
         await self.session.close()
         await self.store.close()

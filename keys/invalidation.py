@@ -71,10 +71,6 @@ def listen(listener: Listener) -> None:
     _process.listen(listener)
 
 
-# The name from when only keys were told; kept only until gateway/state.py calls ``listen``.
-on_key_changed = listen
-
-
 def forget(listener: Listener) -> None:
     _process.forget(listener)
 

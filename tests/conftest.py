@@ -15,7 +15,7 @@ from billing.services import organization_create_with_credits
 from keys.audit import Actor
 from keys.models import Membership, Team
 from keys.services import membership_add, team_create
-from tests.faults.servers import PostgresCluster, RedisServer
+from tests.promises.faults.servers import PostgresCluster, RedisServer
 
 IN_CI = bool(os.environ.get("CI"))
 

@@ -259,6 +259,8 @@ class LogRowSerializer(serializers.Serializer):
 
     request_id = serializers.CharField()
     run_id = serializers.CharField(allow_blank=True, help_text="`X-Nemo-Run`, or empty.")
+    endpoint = serializers.CharField(help_text="The client API that served the call: `chat.completions`, "
+                                     "`responses`, `messages` or `embeddings`.")
     key = serializers.CharField(help_text="The key's prefix.")
     model = serializers.CharField(help_text="The model the client asked for.")
     deployment = serializers.CharField(allow_blank=True, help_text="The deployment that answered.")

@@ -42,10 +42,9 @@ def test_a_read_sees_the_commits_before_it_and_none_after():
     assert seen(read_with_snapshot(lambda: None)[1], after)
 
 
+@pytest.mark.postgres  # elsewhere commits wait for the read
 @pytest.mark.django_db(transaction=True)
 def test_a_read_keeps_one_snapshot_throughout():
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only: elsewhere commits wait for the read")
     from django.db import connections
 
     def read() -> tuple[str, str]:

@@ -13,9 +13,9 @@ from tests.analytics.factories import make_log
 
 pytestmark = pytest.mark.django_db
 
-CONTRACT_ROW_FIELDS = {"request_id", "run_id", "key", "model", "deployment", "provider", "status", "attempts",
-                       "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "cached_tokens", "cost",
-                       "finish_reason", "tool_calls", "cache", "created"}
+CONTRACT_ROW_FIELDS = {"request_id", "run_id", "endpoint", "key", "model", "deployment", "provider", "status",
+                       "attempts", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "cached_tokens",
+                       "cost", "finish_reason", "tool_calls", "cache", "created"}
 
 
 @pytest.fixture

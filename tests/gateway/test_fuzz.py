@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics.models import RequestLog
-from tests.budget.support import reservations_left
 from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, FakeTokenServer, write_service_account
 from tests.gateway.tools import TIME_TOOL, WEATHER_TOOL
+from tests.promises.budget.support import reservations_left
 
 EXAMPLES_PER_WIRE_FORMAT = 200
 STATUSES = []
@@ -193,7 +193,7 @@ def gateway(request, start_gateway, tmp_path):
 def request_ids_of_their_own(monkeypatch):
     """Hypothesis seeds the global ``random`` for every example, and the gateway draws its request
     ids from it: without a generator of their own, every example would get the same ids."""
-    monkeypatch.setattr("gateway.chat.random", random.SystemRandom())
+    monkeypatch.setattr("gateway.pipeline.random", random.SystemRandom())
 
 
 def test_no_request_body_gets_a_5xx_and_every_call_is_logged_once(gateway, make_tenant):

@@ -62,6 +62,7 @@ def test_it_streams_an_answer_with_usage(gateway, tenant):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     row = RequestLog.objects.get()
     assert row.stream and row.completion_tokens == chunks[-1].usage.completion_tokens and row.cost > 0
+    assert row.endpoint == "chat.completions"
 
 
 def test_it_leaves_out_the_usage_chunk_unless_asked(gateway, tenant):
@@ -255,7 +256,7 @@ def test_the_answers_last_events_reach_the_client_once_the_call_is_logged(gatewa
         event([], usage=usage),
         "data: [DONE]\n\n",
     ])))
-    writer = gateway.app._state.log_writer
+    writer = gateway.app._state.recorder
     insert = writer._insert
 
     async def slow_insert(*args):

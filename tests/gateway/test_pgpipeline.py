@@ -1,4 +1,4 @@
-"""The log writer's PostgreSQL client: a server that stops answering breaks the connection."""
+"""The recorder's PostgreSQL client: a server that stops answering breaks the connection."""
 
 import asyncio
 
@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from gateway import pgpipeline
-from gateway.logwriter import _connection_params
+from gateway.log_rows import connection_params
 from gateway.pgpipeline import PipelinedPostgres
 
 SLEEP = {b"sleep": "SELECT pg_sleep($1::float8)"}
@@ -18,7 +18,7 @@ def test_a_batch_left_unanswered_breaks_its_connection_and_answered_ones_never_d
     monkeypatch.setattr(pgpipeline, "EXCHANGE_TIMEOUT_S", 0.4)
 
     async def exchange() -> None:
-        postgres = await PipelinedPostgres.connect(_connection_params(), SLEEP)
+        postgres = await PipelinedPostgres.connect(connection_params(), SLEEP)
         try:
             # Batches answered in time, together far longer than the timeout: the one check of
             # the batch in flight moves on with each batch and never breaks a live connection.

@@ -122,26 +122,3 @@ class CallSummary:
                 "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
             },
         }
-
-
-def completion_as_chunks(completion: dict) -> list[dict]:
-    """Replays a whole completion as a stream (a cache hit for a streamed request)."""
-    base = {"id": completion.get("id", ""), "object": "chat.completion.chunk",
-            "created": completion.get("created", 0), "model": completion.get("model", "")}
-    chunks = []
-    for choice in completion.get("choices") or []:
-        index = choice.get("index", 0)
-        message = choice.get("message") or {}
-        chunks.append({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
-                                            "finish_reason": None}]})
-        if message.get("content"):
-            chunks.append({**base, "choices": [{"index": index, "delta": {"content": message["content"]},
-                                                "finish_reason": None}]})
-        for call_index, call in enumerate(message.get("tool_calls") or []):
-            chunks.append({**base, "choices": [{"index": index, "delta": {"tool_calls": [
-                {"index": call_index, "id": call.get("id"), "type": "function", "function": call.get("function")}
-            ]}, "finish_reason": None}]})
-        finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
-        chunks.append({**base, "choices": [finish]})
-    chunks.append({**base, "choices": [], "usage": completion.get("usage")})
-    return chunks

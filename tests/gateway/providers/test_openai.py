@@ -4,7 +4,7 @@ import pytest
 
 from gateway.providers import build_provider
 from gateway.providers.base import Provider, ProviderConfig, UpstreamError
-from tests.providers.support import (
+from tests.gateway.providers.support import (
     OPENAI,
     cassette,
     decode,

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:
@@ -75,7 +75,7 @@ class PostgresCluster:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={database or self.name} connect_timeout=2"
 
     def connection_params(self) -> dict:
-        """What the gateway's log writer connects with (gateway.logwriter._connection_params)."""
+        """What the gateway's recorder connects with (gateway.log_rows.connection_params)."""
         return {"host": "127.0.0.1", "port": self.port, "user": "postgres", "dbname": self.name}
 
     def _pg_ctl(self, *args: str) -> None:

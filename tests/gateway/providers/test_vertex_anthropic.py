@@ -6,7 +6,7 @@ from gateway.providers import build_provider
 from gateway.providers.base import Provider, ProviderConfig, UpstreamError
 from gateway.providers.vertex_anthropic import AnthropicStreamDecoder, translate_request, translate_response
 from tests.fakes import FakeTokenServer
-from tests.providers.support import (
+from tests.gateway.providers.support import (
     CLAUDE,
     OPENAI,
     cassette,

@@ -8,9 +8,10 @@ import aiohttp
 import pytest
 
 from analytics.models import RequestLog
-from gateway.streaming import CallSummary
+from gateway.summary import CallSummary
 from money import to_micros
-from tests.budget.support import (
+from tests.fakes.behaviours import DieMidway, Raw, Reply, Status
+from tests.promises.budget.support import (
     INPUT_PRICE,
     LONG_ANSWER,
     OUTPUT_PRICE,
@@ -24,7 +25,6 @@ from tests.budget.support import (
     reservations_left,
     wait_until,
 )
-from tests.fakes.behaviours import DieMidway, Raw, Reply, Status
 
 
 @pytest.fixture

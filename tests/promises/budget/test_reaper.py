@@ -27,9 +27,10 @@ from analytics.models import RequestLog
 from analytics.tasks import reap_reservations
 from billing.reservations import RESERVATION_TTL_S
 from counters import counter_store_from_url
-from gateway.logwriter import LogWriter
+from gateway.recorder import Recorder
 from money import to_micros
-from tests.budget.support import (
+from tests.fakes.behaviours import Hang
+from tests.promises.budget.support import (
     BODY,
     ControlledOpenAI,
     bucket_of,
@@ -42,11 +43,10 @@ from tests.budget.support import (
     reservations_left,
     wait_until,
 )
-from tests.fakes.behaviours import Hang
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[3]
 
 
 def _free_port() -> int:
@@ -172,7 +172,7 @@ def test_a_killed_workers_call_is_logged_and_charged_its_reservation_once_by_the
     assert reap_reservations(now=past_deadline) == []
     # The call reached the upstream, so it has its row: what it reserved is what it costs.
     lost = RequestLog.objects.get(request_id=pending[0])
-    assert (lost.status, lost.attempts[0]["outcome"]) == (500, "worker_lost")
+    assert (lost.status, lost.attempts[0]["outcome"], lost.endpoint) == (500, "worker_lost", "chat.completions")
     assert to_micros(lost.cost) == reservation_micros()
     assert (lost.key_id, lost.org_id, lost.model, lost.deployment) == (tenant.key.pk, tenant.org.pk, "gpt-4o", "")
     assert RequestLog.objects.filter(org=tenant.org).count() == fake.count == 2
@@ -193,12 +193,12 @@ def test_a_call_logged_but_never_settled_is_settled_by_the_reaper_at_its_cost(st
     names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
     gateway = start_gateway(priced_routing(fake))
     assert post_chat(gateway, tenant.secret)[0] == 200
-    send_settle = LogWriter._start_settle
-    LogWriter._start_settle = lambda writer, settlements, position: None  # the worker "dies" after its commit
+    send_settle = Recorder._start_settle
+    Recorder._start_settle = lambda writer, settlements, position: None  # the worker "dies" after its commit
     try:
         status, headers, _ = post_chat(gateway, tenant.secret)
     finally:
-        LogWriter._start_settle = send_settle
+        Recorder._start_settle = send_settle
     request_id = headers["x-nemo-request-id"]
 
     assert (status, reservations_left(gateway)) == (200, [request_id])

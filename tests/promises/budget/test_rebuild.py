@@ -12,10 +12,10 @@ from decimal import Decimal
 import pytest
 
 from analytics.models import RequestLog
-from billing import reservations
 from counters import MemoryCounterStore, RedisCounterStore
 from money import from_micros, to_micros
-from tests.budget.support import (
+from tests.fakes.behaviours import Reply
+from tests.promises.budget.support import (
     LONG_ANSWER,
     ControlledOpenAI,
     Held,
@@ -29,7 +29,6 @@ from tests.budget.support import (
     reservations_left,
     wait_until,
 )
-from tests.fakes.behaviours import Reply
 
 
 @pytest.fixture
@@ -179,7 +178,8 @@ def test_a_call_settled_while_its_counter_is_being_rebuilt_is_counted_once(start
     held = in_background(post_chat, gateway, tenant.secret)
     wait_until(lambda: fake.count == 2, what="the held call to reach the upstream")
     read, seed = threading.Event(), threading.Event()
-    read_ledger = reservations._settled_micros_async
+    rebuilds = gateway.app._state.admissions.rebuild
+    read_ledger = rebuilds.read
 
     async def read_then_wait_to_seed(name, now):
         found = await read_ledger(name, now)
@@ -187,7 +187,7 @@ def test_a_call_settled_while_its_counter_is_being_rebuilt_is_counted_once(start
         await asyncio.to_thread(seed.wait, 10)
         return found
 
-    monkeypatch.setattr(reservations, "_settled_micros_async", read_then_wait_to_seed)
+    monkeypatch.setattr(rebuilds, "read", read_then_wait_to_seed)
     flush(gateway)
     rebuilding = in_background(post_chat, gateway, tenant.secret)
     wait_until(read.is_set, what="the rebuild's read of the ledger")

@@ -1,4 +1,5 @@
-"""The last step of the pipeline: the request-log row, durable before the call counts as done.
+"""The pipeline's last step, ``record``: the request-log row, durable before the call counts as done,
+then the call's reservation settled.
 
 One INSERT per request would cost more than the rest of the hot path (DESIGN.md), so rows are
 written in group commits: every request hands its row to one committer and waits for the commit
@@ -17,25 +18,28 @@ latency than the commit, and psycopg's async cursor twice the CPU. Other databas
 SQLite) get a thread of their own.
 
 Every call is logged, whatever its client or upstream sent: values are fitted to their columns
-(``_fit``), and a row the database refuses all the same is committed apart from the rest of its
+(gateway/log_rows.py), and a row the database refuses all the same is committed apart from the rest of its
 batch, so it fails its own call only. A connection lost in a commit is tried again on another,
 after looking up which of the rows the lost commit wrote all the same (its reply is what was
 lost): those are answered, and settled with that commit's position, not written twice.
 
 The database may be gone for a while (a restart, a failover). Rows handed over then are never
 dropped: their commit is tried again, further and further apart, until the database answers,
-and their callers wait for it. Meanwhile the writer says it is not ``available``, and the
+and their callers wait for it. Meanwhile the recorder says it is not ``available``, and the
 gateway refuses new calls before they reach an upstream (a 503): nothing is served that could
 not be logged. Once a commit or a probe of the database succeeds, it is available again. A
 settle whose reply was lost (Redis gone) is sent again once Redis answers, as a retry that
 charges nothing for a reservation it no longer finds (the first may have taken).
+
+This module is longer than most (over 400 lines) because the committers, the waiting out of a
+lost database and the settles share one queue and one rule of order — commit, then settle, then
+answer — which is easier to check in one place. How a row becomes SQL is gateway/log_rows.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -46,10 +50,10 @@ import orjson
 import psycopg
 from django.db import close_old_connections, connection
 
-from analytics.ledger import DATABASE_ERRORS, POSITION_SQL, ROW_POSITION_SQL, commit_in_turn, row_position
-from billing.reaper import WORKER_LOST
+from analytics.ledger import DATABASE_ERRORS, row_position
 from billing.reservations import STORE_ERRORS, Settlement, settle
 from counters import CounterStore
+from gateway import log_rows
 from gateway.pgpipeline import PipelinedPostgres
 
 logger = logging.getLogger(__name__)
@@ -76,7 +80,7 @@ REFUSED = (psycopg.DataError, psycopg.IntegrityError, django.db.DataError, djang
 LOST = (*DATABASE_ERRORS, OSError)
 
 
-class LogWriter:
+class Recorder:
     """``store``: where the calls' reservations live; each batch settles them after its commit.
     ``poke``: told of every row handed over (gateway/busypoll.py: the commit's reply is awaited
     polling)."""
@@ -94,7 +98,7 @@ class LogWriter:
         self._unsettled: list[tuple[list[Settlement], int | None]] = []
         self._resettling: asyncio.Task | None = None
         # One thread for the databases that have no async driver here (SQLite has one writer).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-log")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemo-recorder")
         self._connections: list[PipelinedPostgres] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # Read once: ``connection.vendor`` goes through three ``__getattr__`` proxies (Django's
@@ -111,9 +115,10 @@ class LogWriter:
         """Whether the database takes rows: when it does not, no call should reach an upstream."""
         return self._lost_since is None
 
-    async def write(self, row: dict, settlement: Settlement | None = None) -> None:
-        """Settles the call (if given) and commits its row; returns once the row is committed,
-        raises if it could not be (the database refused it). A lost database is waited for.
+    async def record(self, row: dict, settlement: Settlement | None = None) -> None:
+        """Commits the call's row, then settles its reservation (if given) at the commit's
+        position; returns once the row is committed, raises if it could not be (the database
+        refused it). A lost database is waited for.
         Neither is undone if the caller is cancelled meanwhile: that cancels only ``done``, which
         the committer then leaves alone."""
         self._ensure_started()
@@ -201,7 +206,7 @@ class LogWriter:
             await asyncio.get_running_loop().run_in_executor(self._executor, _ping)
             return
         postgres = await database.get()
-        await postgres.execute([(_PING, None)])
+        await postgres.execute([(log_rows.PING, None)])
 
     def _answer(self, part: list, position: int | None, error: BaseException | None, loop) -> None:
         """Settles the calls of a commit (one that failed too: its calls ran) and answers them."""
@@ -293,7 +298,7 @@ class LogWriter:
         while True:
             try:
                 if error is not None:
-                    landed, entries = await self._landed(entries, database, loop, _LANDED)
+                    landed, entries = await self._landed(entries, database, loop, log_rows.LANDED)
                     committed += landed
                     if not entries:
                         self._found()
@@ -305,8 +310,8 @@ class LogWriter:
                 self._found()
                 if isinstance(exc, psycopg.errors.UniqueViolation):
                     # The row of a call whose worker was taken for dead may be in already: the
-                    # reaper wrote it (billing.reaper), and it stands; those calls are answered.
-                    reaped, entries = await self._landed(entries, database, loop, _REAPED)
+                    # reaper wrote it (analytics.reaper), and it stands; those calls are answered.
+                    reaped, entries = await self._landed(entries, database, loop, log_rows.REAPED)
                     committed += reaped
                     if reaped:
                         if not entries:
@@ -333,14 +338,14 @@ class LogWriter:
 
     async def _landed(self, entries: list, database: _OwnConnection, loop, lookup: bytes) -> tuple[list[tuple], list]:
         """Of entries whose commit failed, ([(entries, position, None)] of those whose row is in
-        the log all the same, the others): ``_LANDED``, rows a commit whose reply was lost wrote;
-        ``_REAPED``, rows the reaper wrote. Only PostgreSQL can lose a commit's reply, and only it
+        the log all the same, the others): ``log_rows.LANDED``, rows a commit whose reply was lost wrote;
+        ``log_rows.REAPED``, rows the reaper wrote. Only PostgreSQL can lose a commit's reply, and only it
         has a reaper: SQLite commits here."""
         if not self._on_postgres:
             return [], entries
         postgres = await database.get()
         ids = [row["request_id"] for row, _, _ in entries]
-        (result,) = await postgres.execute([(lookup, [_text_array(ids)])])
+        (result,) = await postgres.execute([(lookup, [log_rows.text_array(ids)])])
         positions = {
             result.get_value(n, 0).decode(): row_position(int(result.get_value(n, 1)), int(result.get_value(n, 2)))
             for n in range(result.ntuples)
@@ -348,7 +353,7 @@ class LogWriter:
         if not positions:
             return [], entries
         logger.warning("%d of %d log rows were in the log already: %s", len(positions), len(entries),
-                       "their commit's reply was lost" if lookup == _LANDED else "the reaper wrote them")
+                       "their commit's reply was lost" if lookup == log_rows.LANDED else "the reaper wrote them")
         by_position: dict[int, list] = {}
         for entry in entries:
             if entry[0]["request_id"] in positions:
@@ -359,17 +364,17 @@ class LogWriter:
     async def _insert(self, rows: list[dict], database: _OwnConnection, loop: asyncio.AbstractEventLoop) -> int:
         """Commits the rows and returns the commit's position."""
         if not self._on_postgres:
-            return await loop.run_in_executor(self._executor, _commit, rows)
+            return await loop.run_in_executor(self._executor, log_rows.commit_rows, rows)
         postgres = await database.get()
         if len(rows) == 1:
             # One statement: one transaction, whose id comes back with it.
-            results = await postgres.execute([(_INSERT_RETURNING_POSITION, _postgres_params(rows[0]))])
+            results = await postgres.execute([(log_rows.INSERT_RETURNING_POSITION, log_rows.postgres_params(rows[0]))])
         else:
             # One INSERT per row, and the transaction's id, before one sync: one implicit
             # transaction and one round trip (a multi-row VALUES cost 3x the CPU at 10 rows; COPY
             # cannot tell its transaction's id without a round trip of its own).
             results = await postgres.execute(
-                [(_INSERT, _postgres_params(row)) for row in rows] + [(_POSITION, None)]
+                [(log_rows.INSERT, log_rows.postgres_params(row)) for row in rows] + [(log_rows.POSITION, None)]
             )
         return int(results[-1].get_value(0, 0))
 
@@ -397,7 +402,7 @@ class LogWriter:
 
 class _OwnConnection:
     """A committer's own PostgreSQL connection: opened when first needed, and again once it broke.
-    ``opened`` keeps every connection the writer opened, for it to close."""
+    ``opened`` keeps every connection the recorder opened, for it to close."""
 
     def __init__(self, opened: list[PipelinedPostgres]) -> None:
         self._opened = opened
@@ -408,7 +413,7 @@ class _OwnConnection:
             # Forgotten before reconnecting: if the database is still away, the next get()
             # tries again from a clean slate.
             await self.close()
-            self._current = await PipelinedPostgres.connect(_connection_params(), _statements())
+            self._current = await PipelinedPostgres.connect(log_rows.connection_params(), log_rows.statements())
             self._opened.append(self._current)
         return self._current
 
@@ -420,20 +425,6 @@ class _OwnConnection:
             await broken.close()
 
 
-def _connection_params() -> dict:
-    """Django's database settings as psycopg connection parameters."""
-    settings_dict = connection.settings_dict
-    params = {
-        "dbname": settings_dict["NAME"],
-        "user": settings_dict["USER"] or None,
-        "password": settings_dict["PASSWORD"] or None,
-        "host": settings_dict["HOST"] or None,
-        "port": settings_dict["PORT"] or None,
-        **{k: v for k, v in settings_dict.get("OPTIONS", {}).items() if k not in ("pool", "server_side_binding")},
-    }
-    return {k: v for k, v in params.items() if v is not None}
-
-
 def _close_connection() -> None:
     connection.close()
 
@@ -442,162 +433,3 @@ def _ping() -> None:
     close_old_connections()
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-
-
-@functools.cache
-def _insert_fields() -> tuple:
-    """The columns the gateway writes: all but the id and those the database fills in."""
-    from analytics.models import RequestLog
-
-    return tuple(
-        field for field in RequestLog._meta.concrete_fields if not field.primary_key and not field.has_db_default()
-    )
-
-
-@functools.cache
-def _columns() -> tuple[tuple[str, str, object, tuple | None], ...]:
-    """(attribute, kind, field, bounds) of each column the gateway writes, in the INSERT's order:
-    what ``_fit`` needs to make any value of a call fit its column."""
-    from django.db.models import BooleanField, CharField, DateTimeField, IntegerField, JSONField, TextField
-
-    columns = []
-    for field in _insert_fields():
-        bounds = None
-        if isinstance(field, JSONField):
-            kind = "json"
-        elif isinstance(field, BooleanField):
-            kind = "bool"
-        elif isinstance(field, IntegerField):
-            kind, bounds = "int", connection.ops.integer_field_range(field.get_internal_type())
-        elif isinstance(field, (CharField, TextField)):
-            kind, bounds = "text", field.max_length
-        elif isinstance(field, DateTimeField):
-            kind = "datetime"
-        else:
-            kind = "other"
-        columns.append((field.attname, kind, field, bounds))
-    return tuple(columns)
-
-
-def _fit(value, kind: str, bounds):
-    """A value as its column takes it. Text: no NUL (PostgreSQL's text cannot hold one) and no
-    longer than the column (a client's model name can be any length); JSON: its text, without
-    ``\\u0000`` (jsonb refuses it); integers: within the column's range (an upstream's usage can
-    say anything). A call is logged whatever its client or upstream sent."""
-    if value is None:
-        return None
-    if kind == "text":
-        if not isinstance(value, str):
-            value = str(value)  # an upstream's finish reason, say, may be a number
-        if "\x00" in value:
-            value = value.replace("\x00", "\ufffd")
-        return value if bounds is None or len(value) <= bounds else value[:bounds]
-    if kind == "json":
-        text = orjson.dumps(value)
-        # find, not ``in`` (see gateway/providers/sse.py's _one_data_line).
-        return orjson.dumps(_without_nul(value)) if text.find(b"\\u0000") >= 0 else text
-    if kind == "int":
-        low, high = bounds
-        return value if low <= value <= high else max(low, min(high, value))
-    return value
-
-
-def _without_nul(value):
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nul(item) for item in value]
-    return value
-
-
-def _postgres_params(row: dict) -> list[bytes | None]:
-    """A row's values as text parameters of the prepared INSERT: the gateway's values are of the
-    columns' types already (int, str, bool, Decimal, aware datetime)."""
-    params = []
-    for name, kind, field, bounds in _columns():
-        # The row's value or the column's default, as in _params; inline: this runs for every
-        # column of every row.
-        value = _fit(row[name] if name in row else field.get_default(), kind, bounds)
-        if value is None or kind == "json":
-            params.append(value)
-        elif kind == "bool":
-            params.append(b"t" if value else b"f")
-        elif kind == "text":
-            params.append(value.encode())
-        elif kind == "datetime":
-            params.append(value.isoformat().encode())
-        else:
-            params.append(str(value).encode())
-    return params
-
-
-def _params(rows: list[dict]) -> list:
-    params = []
-    for row in rows:
-        for name, kind, field, bounds in _columns():
-            value = _fit(row[name] if name in row else field.get_default(), kind, bounds)
-            params.append(value.decode() if kind == "json" and value is not None else
-                          field.get_db_prep_save(value, connection))
-    return params
-
-
-def _commit(rows: list[dict]) -> int:
-    """One multi-row INSERT for the batch, in autocommit: a single statement is its own
-    transaction, so the batch costs one round trip and one commit. Rows are plain dicts of the
-    log's columns: building model instances and running the ORM's compiler would cost more than
-    the rest of the insert. Returns the commit's position (analytics.ledger)."""
-    close_old_connections()
-
-    def insert() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(_insert_sql(len(rows)), _params(rows))
-
-    return commit_in_turn(insert)
-
-
-_INSERT = b"nemo_log_insert"
-_INSERT_RETURNING_POSITION = b"nemo_log_insert_position"
-_POSITION = b"nemo_log_position"
-_LANDED = b"nemo_log_landed"
-_PING = b"nemo_log_ping"
-_REAPED = b"nemo_log_reaped"
-
-
-def _text_array(values: list[str]) -> bytes:
-    """A PostgreSQL array literal of these strings."""
-    quoted = ('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
-    return ("{" + ",".join(quoted) + "}").encode()
-
-
-@functools.cache
-def _statements() -> dict[bytes, str]:
-    """The log writer's prepared statements on PostgreSQL (placeholders ``$n``)."""
-    from analytics.models import RequestLog
-
-    insert = _insert_sql(1, "${}")
-    return {_INSERT: insert, _INSERT_RETURNING_POSITION: f"{insert} RETURNING {POSITION_SQL}",
-            _POSITION: f"SELECT {POSITION_SQL}",
-            _PING: "SELECT 1",
-            _LANDED: f"SELECT request_id, {ROW_POSITION_SQL} FROM {RequestLog._meta.db_table} "
-                     f"WHERE request_id = ANY($1::text[])",
-            _REAPED: f"SELECT request_id, {ROW_POSITION_SQL} FROM {RequestLog._meta.db_table} "
-                     f"WHERE request_id = ANY($1::text[]) AND attempts @> '[{{\"outcome\": \"{WORKER_LOST}\"}}]'"}
-
-
-@functools.cache
-def _insert_sql(row_count: int, placeholder: str = "%s") -> str:
-    """``placeholder``: ``%s`` for a DB-API cursor, ``${}`` for PostgreSQL's numbered parameters."""
-    from analytics.models import RequestLog
-
-    quote = connection.ops.quote_name
-    fields = _insert_fields()
-    numbers = iter(range(1, row_count * len(fields) + 1))
-    rows = ", ".join(
-        "(" + ", ".join(placeholder.format(next(numbers)) for _ in fields) + ")" for _ in range(row_count)
-    )
-    return (
-        f"INSERT INTO {quote(RequestLog._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"VALUES {rows}"
-    )

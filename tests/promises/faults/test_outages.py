@@ -1,5 +1,5 @@
 """The gateway through its database's and its Redis's outages: servers of the tests' own (see
-tests/faults/servers.py), stopped and restarted under the gateway. Nothing is served that could
+tests/promises/faults/servers.py), stopped and restarted under the gateway. Nothing is served that could
 not be logged, no row is lost, and no budget is passed."""
 
 import asyncio
@@ -11,10 +11,10 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from gateway import auth, logwriter
-from gateway.logwriter import LogWriter
+from gateway import auth, log_rows
+from gateway.recorder import Recorder
 from money import from_micros
-from tests.budget.support import (
+from tests.promises.budget.support import (
     ControlledOpenAI,
     Held,
     in_background,
@@ -36,10 +36,10 @@ def fake(monkeypatch):
 
 @pytest.fixture
 def log_to_own_postgres(own_postgres, monkeypatch):
-    """The gateway's log writer commits into the test's own cluster (keys still load from the
+    """The gateway's recorder commits into the test's own cluster (keys still load from the
     test database), which the test may stop and start."""
     own_postgres.ensure_running()
-    monkeypatch.setattr(logwriter, "_connection_params", own_postgres.connection_params)
+    monkeypatch.setattr(log_rows, "connection_params", own_postgres.connection_params)
     own_postgres.query("DELETE FROM analytics_requestlog")
     yield own_postgres
     own_postgres.ensure_running()
@@ -55,20 +55,20 @@ def logged_ids(cluster) -> list[str]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_log_writer_recovers_on_its_own_after_its_database_restarts(log_to_own_postgres):
+def test_the_recorder_recovers_on_its_own_after_its_database_restarts(log_to_own_postgres):
     cluster = log_to_own_postgres
 
     async def write() -> list:
-        writer = LogWriter()
-        await writer.write(log_row("before"))
+        writer = Recorder()
+        await writer.record(log_row("before"))
         await asyncio.to_thread(cluster.stop)
-        waiting = asyncio.gather(*(writer.write(log_row(f"during-{n}")) for n in range(3)), return_exceptions=True)
+        waiting = asyncio.gather(*(writer.record(log_row(f"during-{n}")) for n in range(3)), return_exceptions=True)
         # The rows wait for the database, however long it is away (longer than any retry count).
         await asyncio.sleep(2.5)
         await asyncio.to_thread(cluster.start)
         outcomes = await waiting
         await asyncio.to_thread(cluster.restart)
-        outcomes += await asyncio.gather(writer.write(log_row("after")), return_exceptions=True)
+        outcomes += await asyncio.gather(writer.record(log_row("after")), return_exceptions=True)
         await writer.close()
         return outcomes
 
@@ -79,15 +79,15 @@ def test_the_log_writer_recovers_on_its_own_after_its_database_restarts(log_to_o
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_log_writer_says_its_database_is_away_until_it_answers_again(log_to_own_postgres):
+def test_the_recorder_says_its_database_is_away_until_it_answers_again(log_to_own_postgres):
     cluster = log_to_own_postgres
 
     async def watch() -> list[bool]:
-        writer = LogWriter()
-        await writer.write(log_row("before"))
+        writer = Recorder()
+        await writer.record(log_row("before"))
         seen = [writer.available]
         await asyncio.to_thread(cluster.stop)
-        waiting = asyncio.ensure_future(writer.write(log_row("during")))
+        waiting = asyncio.ensure_future(writer.record(log_row("during")))
         await asyncio.sleep(0.5)
         seen.append(writer.available)
         await asyncio.to_thread(cluster.start)
@@ -106,7 +106,7 @@ def test_while_the_database_is_away_calls_are_refused_before_the_upstream(start_
     cluster = log_to_own_postgres
     tenant = make_tenant()
     gateway = start_gateway(priced_routing(fake))
-    writer = gateway.app._state.log_writer
+    writer = gateway.app._state.recorder
     primed = post_chat(gateway, tenant.secret)
 
     release = Held(released=threading.Event())
@@ -115,7 +115,7 @@ def test_while_the_database_is_away_calls_are_refused_before_the_upstream(start_
     wait_until(lambda: fake.count == 2, what="the second call to reach the upstream")
     cluster.stop()
     release.released.set()
-    wait_until(lambda: not writer.available, what="the log writer to find its database gone")
+    wait_until(lambda: not writer.available, what="the recorder to find its database gone")
     refused = post_chat(gateway, tenant.secret)
     cluster.start()
     served_status, served_headers, _ = served()

@@ -14,7 +14,7 @@ from gateway.providers.vertex_gemini import (
     translate_response,
 )
 from tests.fakes import FakeTokenServer
-from tests.providers.support import (
+from tests.gateway.providers.support import (
     GEMINI,
     OPENAI,
     cassette,

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from tests.budget.support import (
+from tests.promises.budget.support import (
     BODY,
     MAX_TOKENS,
     ControlledOpenAI,

@@ -14,13 +14,13 @@ from django.utils import timezone
 
 from analytics.models import RequestLog
 from billing.periods import period_end, period_start
-from billing.reservations import RESERVATION_TTL_S, reserve
+from billing.reservations import RESERVATION_TTL_S, Admissions, BudgetRefused
 from counters import counter_store_from_url
 from gateway.auth import KeyCache
 from gateway.config import Price
-from gateway.errors import GatewayError
+from gateway.rebuild import CounterRebuilds
 from money import from_micros
-from tests.budget.support import (
+from tests.promises.budget.support import (
     INPUT_PRICE,
     MAX_TOKENS,
     OUTPUT_PRICE,
@@ -86,14 +86,15 @@ def test_a_call_is_logged_in_the_period_it_was_reserved_in(start_gateway, make_t
 async def _reserve_all(store, snapshot, moments: list[float]) -> list[str]:
     """Reserves one call at each moment; gives each one's key counter, or the refused level."""
     price = Price(input=INPUT_PRICE, cached_input=INPUT_PRICE, output=OUTPUT_PRICE)
+    admissions = Admissions(store, rebuild=CounterRebuilds(store))
     outcomes = []
     for moment in moments:
         try:
-            reservation = await reserve(store, reservation_id=uuid.uuid4().hex, snapshot=snapshot, prices=[price],
-                                        prompt_tokens=100, output_tokens=MAX_TOKENS, now=moment)
+            reservation = await admissions.reserve(reservation_id=uuid.uuid4().hex, snapshot=snapshot, prices=[price],
+                                                   prompt_bytes=100, output_tokens=MAX_TOKENS, now=moment)
             outcomes.append(reservation.bucket_names[0])
-        except GatewayError as refused:
-            outcomes.append(f"{refused.status} {refused.param}")
+        except BudgetRefused as refused:
+            outcomes.append(f"402 {refused.param}")
     return outcomes
 
 

@@ -24,7 +24,7 @@ from tests.fakes import (
     Status,
     StreamError,
 )
-from tests.providers.support import (
+from tests.gateway.providers.support import (
     CLAUDE,
     GEMINI,
     OPENAI,

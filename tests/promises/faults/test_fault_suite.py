@@ -35,8 +35,8 @@ import yaml
 
 from billing.reservations import RESERVATION_TTL_S, bucket_name, credits_bucket_name
 from money import to_micros
-from tests.budget.support import ControlledOpenAI, priced_routing, reservation_micros
-from tests.faults.servers import PROJECT, PostgresCluster, RedisServer, free_port
+from tests.promises.budget.support import ControlledOpenAI, priced_routing, reservation_micros
+from tests.promises.faults.servers import PROJECT, PostgresCluster, RedisServer, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -221,10 +221,19 @@ async def _warm_up(session: aiohttp.ClientSession, stack: Stack, tenants: list[T
     await asyncio.gather(*(models(tenant) for tenant in tenants for _ in range(20)))
 
 
+async def _until_served(session: aiohttp.ClientSession, stack: Stack, tenant: Tenant, traffic: Traffic, *,
+                        timeout_s: float = 30.0) -> None:
+    gives_up = time.monotonic() + timeout_s
+    while (await _call(session, stack, tenant, traffic)).status != 200:
+        assert time.monotonic() < gives_up, "the gateway did not serve again after the fault"
+        await asyncio.sleep(0.1)
+
+
 async def _traffic(stack: Stack, tight: Tenant, steady: Tenant, fault: Callable[[], None], *,
                    duration_s: float = 4.0) -> Traffic:
     """The steady tenant's clients call throughout; the tight tenant fires a burst of 200 just
-    before the fault (its calls are at the upstream when it strikes) and another after it."""
+    before the fault (its calls are at the upstream when it strikes) and another once the
+    gateway serves again."""
     traffic = Traffic()
     # A connection per call: a kept-alive one the server closes as idle at the moment the client
     # reuses it would be a lost call the gateway did not lose.
@@ -247,7 +256,9 @@ async def _traffic(stack: Stack, tight: Tenant, steady: Tenant, fault: Callable[
         first = asyncio.ensure_future(burst())
         await asyncio.sleep(UPSTREAM_DELAY_S / 2)
         await asyncio.to_thread(fault)
-        await asyncio.sleep(0.3)
+        # The second burst once the gateway serves again: on a loaded machine the whole first
+        # burst may still be waiting for its admission when the fault strikes, and be refused.
+        await _until_served(session, stack, steady, traffic)
         await burst()
         await first
         await asyncio.gather(*steady_clients)

@@ -7,8 +7,8 @@ import pytest
 
 from analytics.models import RequestLog
 from money import from_micros, to_micros
-from tests.budget.support import LONG_ANSWER, ControlledOpenAI, post_chat, priced_routing, reservation_micros
 from tests.fakes.behaviours import Reply
+from tests.promises.budget.support import LONG_ANSWER, ControlledOpenAI, post_chat, priced_routing, reservation_micros
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from django.utils import timezone
 from analytics.models import RequestLog
 from billing.reservations import Reservation, Settlement
 from counters import Bucket, MemoryCounterStore
-from gateway import logwriter
-from gateway.logwriter import REFUSED, LogWriter, _OwnConnection
+from gateway import log_rows
+from gateway.recorder import REFUSED, Recorder, _OwnConnection
 
 
 def row(tenant, n: int) -> dict:
@@ -47,10 +47,10 @@ def test_a_burst_of_rows_is_committed_whole(make_tenant):
     tenant = make_tenant()
 
     async def burst() -> None:
-        writer = LogWriter()
+        writer = Recorder()
         # One row alone, then a burst that lands in multi-row batches.
-        await writer.write(row(tenant, 0))
-        await asyncio.gather(*(writer.write(row(tenant, n)) for n in range(1, 40)))
+        await writer.record(row(tenant, 0))
+        await asyncio.gather(*(writer.record(row(tenant, n)) for n in range(1, 40)))
         await writer.close()
 
     asyncio.run(burst())
@@ -113,13 +113,13 @@ def test_each_call_is_settled_once_its_row_is_committed_and_before_it_is_answere
     tenant = make_tenant()
     store = WatchedStore()
 
-    async def one(writer: LogWriter, n: int) -> None:
-        await writer.write(row(tenant, n), Settlement(reservation(n), 7 * n, 0))
+    async def one(writer: Recorder, n: int) -> None:
+        await writer.record(row(tenant, n), Settlement(reservation(n), 7 * n, 0))
         store.events.append(f"answered req_burst_{n}")
 
     async def burst() -> None:
         await reserve_all(store, 20)
-        writer = LogWriter(store)
+        writer = Recorder(store)
         await one(writer, 0)
         await asyncio.gather(*(one(writer, n) for n in range(1, 20)))
         await writer.close()
@@ -156,9 +156,9 @@ def test_a_call_is_answered_without_waiting_for_its_settles_reply(make_tenant):
 
         store = SlowToReply()
         await reserve_all(store, 1)
-        writer = LogWriter(store)
+        writer = Recorder(store)
         try:
-            await asyncio.wait_for(writer.write(row(tenant, 0), Settlement(reservation(0), 7, 0)), 5)
+            await asyncio.wait_for(writer.record(row(tenant, 0), Settlement(reservation(0), 7, 0)), 5)
             answered.append(True)
         finally:
             reply_held.set()
@@ -181,8 +181,8 @@ def test_rows_are_written_even_when_settling_fails(make_tenant):
     store.settle_many = broken_settle_many
 
     async def one() -> None:
-        writer = LogWriter(store)
-        await writer.write(row(tenant, 3), Settlement(reservation(3), 21, 0))
+        writer = Recorder(store)
+        await writer.record(row(tenant, 3), Settlement(reservation(3), 21, 0))
         await writer.close()
 
     asyncio.run(one())
@@ -195,7 +195,7 @@ def test_closing_waits_for_the_batches_being_committed(make_tenant):
     tenant = make_tenant()
 
     async def close_mid_commit() -> None:
-        writer = LogWriter()
+        writer = Recorder()
         insert = writer._insert
 
         async def slow_insert(*args):
@@ -203,7 +203,7 @@ def test_closing_waits_for_the_batches_being_committed(make_tenant):
             await insert(*args)
 
         writer._insert = slow_insert
-        writes = [asyncio.ensure_future(writer.write(row(tenant, n))) for n in range(5)]
+        writes = [asyncio.ensure_future(writer.record(row(tenant, n))) for n in range(5)]
         await asyncio.sleep(0.05)  # the batch is taken and committing
         await writer.close()
         await asyncio.wait_for(asyncio.gather(*writes), 10)
@@ -238,8 +238,8 @@ def test_the_settle_reaches_redis_before_the_call_is_answered_and_the_call_does_
     async def one() -> None:
         store = RedisCounterStore(settings.REDIS_URL, prefix=redis_prefix)
         await reserve_all(store, 1)
-        writer = LogWriter(store)
-        await writer.write(row(tenant, 0), Settlement(reservation(0), 7, 0))
+        writer = Recorder(store)
+        await writer.record(row(tenant, 0), Settlement(reservation(0), 7, 0))
         # The event loop is blocked from here: the reservation can only go if the settle was
         # written before the call was answered.
         deadline = time.monotonic() + 2
@@ -267,8 +267,9 @@ def test_the_settle_reaches_redis_before_the_call_is_answered_and_the_call_does_
 def test_a_counter_rebuilt_between_a_commit_and_its_settle_counts_the_call_once(make_tenant, redis_prefix, kind):
     """The rows are committed before their settle. A counter that Redis lost meanwhile and that
     another call rebuilt from the ledger already holds the row: the settle must not add it again."""
-    from billing.reservations import _rebuild, credits_bucket_name
+    from billing.reservations import credits_bucket_name
     from counters import RedisCounterStore
+    from gateway.rebuild import CounterRebuilds
 
     tenant = make_tenant()
     name = credits_bucket_name(tenant.org.pk)
@@ -278,7 +279,7 @@ def test_a_counter_rebuilt_between_a_commit_and_its_settle_counts_the_call_once(
         class Store(base):
             def settle_many(self, settlements, position=None, **options):
                 async def rebuild_then_settle():
-                    await _rebuild(self, name, timezone.now())
+                    await CounterRebuilds(self)([name], timezone.now())
                     return await base.settle_many(self, settlements, position, **options)
 
                 return asyncio.ensure_future(rebuild_then_settle())
@@ -297,9 +298,9 @@ def test_a_counter_rebuilt_between_a_commit_and_its_settle_counts_the_call_once(
                                          rate=None, now=time.time(), ttl_s=600)
             assert admitted.ok
             await asyncio.sleep(0.15)
-            writer = LogWriter(store)
+            writer = Recorder(store)
             held = Reservation(id="res-7", amount_micros=5_000, tokens=0, bucket_names=(name,), rate_headers={})
-            await writer.write(row(tenant, 7), Settlement(held, cost, 0))
+            await writer.record(row(tenant, 7), Settlement(held, cost, 0))
             await writer.close()
             return await store.read([name]), await store.due(now=math.inf)
         finally:
@@ -319,17 +320,16 @@ def burst_xmins() -> dict[str, str]:
         return dict(cursor.fetchall())
 
 
+@pytest.mark.postgres  # elsewhere a position is a count of this process's commits
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_is_one_transaction_whose_position_comes_back(make_tenant):
     """A batch's rows commit together or not at all, and the position the committer reports is
     their transaction's (PostgreSQL: the id in each row's ``xmin``)."""
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only: elsewhere a position is a count of this process's commits")
     tenant = make_tenant()
     positions: list[int] = []
 
     async def batches() -> list[BaseException | None]:
-        writer = LogWriter()
+        writer = Recorder()
         database = _OwnConnection(writer._connections)
         loop = asyncio.get_running_loop()
         positions.append(await writer._insert([row(tenant, 0)], database, loop))
@@ -369,8 +369,8 @@ def test_a_call_is_logged_whatever_its_client_or_upstream_sent(make_tenant):
     }
 
     async def write() -> None:
-        writer = LogWriter()
-        await writer.write(odd)
+        writer = Recorder()
+        await writer.record(odd)
         await writer.close()
 
     asyncio.run(write())
@@ -390,12 +390,12 @@ def test_a_row_the_database_refuses_fails_its_own_call_only(make_tenant, caplog)
 
     async def burst() -> list[BaseException | None]:
         await reserve_all(store, 8)
-        writer = LogWriter(store)
-        await writer.write(row(tenant, 0))
+        writer = Recorder(store)
+        await writer.record(row(tenant, 0))
         # req_burst_0 again: the unique request id refuses it, not the rows it is committed with.
         rows = [row(tenant, 1), row(tenant, 2), row(tenant, 3), row(tenant, 0), row(tenant, 5), row(tenant, 6),
                 row(tenant, 7)]
-        writes = [writer.write(r, Settlement(reservation(n), 100, 1)) for n, r in enumerate(rows, start=1)]
+        writes = [writer.record(r, Settlement(reservation(n), 100, 1)) for n, r in enumerate(rows, start=1)]
         outcome = await asyncio.gather(*writes, return_exceptions=True)
         await writer.close()
         return outcome
@@ -420,17 +420,16 @@ def terminate(backend_pids: list[int]) -> None:
         connection.close()
 
 
+@pytest.mark.postgres  # SQLite has no connection to lose
 @pytest.mark.django_db(transaction=True)
 def test_a_committer_whose_connection_was_lost_opens_another(make_tenant):
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite has no connection to lose")
     tenant = make_tenant()
 
     async def write() -> None:
-        writer = LogWriter()
-        await writer.write(row(tenant, 1))
+        writer = Recorder()
+        await writer.record(row(tenant, 1))
         await asyncio.to_thread(terminate, [opened._pgconn.backend_pid for opened in writer._connections])
-        await asyncio.gather(*(writer.write(row(tenant, n)) for n in range(2, 6)))
+        await asyncio.gather(*(writer.record(row(tenant, n)) for n in range(2, 6)))
         await writer.close()
 
     asyncio.run(write())
@@ -478,32 +477,31 @@ class ReplyDropper:
                              return_exceptions=True)
 
 
+@pytest.mark.postgres  # SQLite commits in the process
 @pytest.mark.django_db(transaction=True)
 def test_a_commit_whose_reply_was_lost_is_not_written_twice_and_its_calls_succeed(make_tenant, monkeypatch):
     """The connection breaks after the server committed a batch and before its reply arrived:
     the committer finds the rows in the log, answers their calls with the position of the commit
     that wrote them, and writes nothing twice."""
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite commits in the process")
     tenant = make_tenant()
     store = WatchedStore()
-    params = logwriter._connection_params()
+    params = log_rows.connection_params()
     relay = ReplyDropper(params.get("host", "127.0.0.1"), int(params.get("port", 5432)))
-    monkeypatch.setattr(logwriter, "_connection_params", lambda: {**params, "host": "127.0.0.1",
+    monkeypatch.setattr(log_rows, "connection_params", lambda: {**params, "host": "127.0.0.1",
                                                                    "port": relay.port, "sslmode": "disable"})
 
     async def write() -> list:
         await relay.start()
         await reserve_all(store, 6)
-        writer = LogWriter(store)
-        await writer.write(row(tenant, 0), Settlement(reservation(0), 1, 0))
+        writer = Recorder(store)
+        await writer.record(row(tenant, 0), Settlement(reservation(0), 1, 0))
         relay.armed = True
         # One lone row, then a batch of several whose reply is lost together.
-        outcomes = await asyncio.gather(writer.write(row(tenant, 1), Settlement(reservation(1), 1, 0)),
+        outcomes = await asyncio.gather(writer.record(row(tenant, 1), Settlement(reservation(1), 1, 0)),
                                         return_exceptions=True)
         relay.armed = True
         outcomes += await asyncio.gather(
-            *(writer.write(row(tenant, n), Settlement(reservation(n), 1, 0)) for n in range(2, 6)),
+            *(writer.record(row(tenant, n), Settlement(reservation(n), 1, 0)) for n in range(2, 6)),
             return_exceptions=True)
         await writer.close()
         await relay.close()

@@ -14,7 +14,7 @@ import yaml
 from gateway.providers.base import StreamDecoder
 
 # The shared folder sits beside the repository's root.
-RECORDINGS = Path(__file__).resolve().parents[2] / ".." / "shared" / "recordings"
+RECORDINGS = Path(__file__).resolve().parents[3] / ".." / "shared" / "recordings"
 OPENAI = "openai-gpt-4o"
 GEMINI = "vertex-gemini-2-5-flash"
 CLAUDE = "vertex-claude-3-7-sonnet"

@@ -6,7 +6,7 @@ import pytest
 from gateway.providers import build_provider
 from gateway.providers.base import Provider, ProviderConfig, UpstreamError
 from gateway.providers.mock import example_arguments
-from tests.providers.support import finish_reasons, streamed_text, streamed_tool_calls, tool_call_deltas
+from tests.gateway.providers.support import finish_reasons, streamed_text, streamed_tool_calls, tool_call_deltas
 
 WEATHER = {
     "type": "function",

@@ -7,10 +7,10 @@ import httpx
 import pytest
 
 from analytics.models import RequestLog
-from tests.budget.support import reservations_left
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway.conftest import openai_routing
 from tests.gateway.tools import WEATHER_TOOL
+from tests.promises.budget.support import reservations_left
 
 USER = {"role": "user", "content": "Weather in Florence?"}
 CALL = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"location": "Florence"}'}}

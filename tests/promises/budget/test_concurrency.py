@@ -15,7 +15,8 @@ import pytest
 
 from analytics.models import RequestLog
 from money import from_micros, to_micros
-from tests.budget.support import (
+from tests.fakes.behaviours import Reply
+from tests.promises.budget.support import (
     LONG_ANSWER,
     ControlledOpenAI,
     bucket_of,
@@ -26,7 +27,6 @@ from tests.budget.support import (
     reservation_micros,
     reservations_left,
 )
-from tests.fakes.behaviours import Reply
 
 CALLS = 200
 BUDGET = Decimal("2.00")

@@ -1,0 +1,355 @@
+"""The steps every endpoint of the proxy shares, in order (``serve``):
+
+    authenticate → parse → choose the links → admit (limits + reservation) → route and call
+    along the chain → answer or relay → record (log row, then settle)
+
+An endpoint supplies its client API (a ``Dialect``: parsing, rendering, its error shape); the
+steps are the same for each. The call's reservation is the pipeline's: ``record`` is the one
+place a reservation ends, settled at the call's real cost (nothing, if it ran up none), once,
+whatever way the call ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from analytics.ledger import DATABASE_ERRORS
+from analytics.records import prompt_meta
+from billing.reservations import Refused, Reservation, Settlement
+from gateway import cache
+from gateway.auth import KeySnapshot
+from gateway.config import Deployment, ModelRoute
+from gateway.dialects import Dialect
+from gateway.dialects.chat_completions_request import ChatRequest
+from gateway.errors import (
+    GatewayError,
+    internal_error,
+    model_not_allowed,
+    model_not_found,
+    refusal_error,
+    service_unavailable,
+)
+from gateway.http import header, read_body
+from gateway.relay import StreamRelay, replay
+from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links, order_links
+from gateway.state import GatewayState
+from gateway.summary import CallSummary
+from money import call_cost_micros, from_micros
+
+logger = logging.getLogger(__name__)
+
+# A request the client gave up on; the nginx convention, since HTTP has no status for it.
+CLIENT_CLOSED = 499
+
+
+@dataclass
+class Call:
+    """Everything the log row and the response headers need, filled in as the call goes."""
+
+    request_id: str
+    started: float
+    run_id: str
+    endpoint: str
+    snapshot: KeySnapshot | None = None
+    request: ChatRequest | None = None
+    model: str = ""
+    # What the call holds in the budgets until ``record`` settles it.
+    reservation: Reservation | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    deployment: str = ""
+    provider: str = ""
+    cache_status: str = "skip"
+    status: int = 200
+    error: str = ""
+    cost_micros: int = 0
+    # What the call's real cost came to above what it reserved (an upstream that ignored the
+    # output cap): charged all the same, and shown on its row.
+    overshoot_micros: int = 0
+    summary: CallSummary = field(default_factory=CallSummary)
+    response: dict | None = None
+    recorded: bool = False
+    # Wall clock: the budget period the call is reserved in, and the row's date in the ledger.
+    arrived: float = field(default_factory=time.time)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-nemo-request-id": self.request_id, "x-nemo-cache": self.cache_status}
+        if self.deployment:
+            headers["x-nemo-deployment"] = self.deployment
+        if self.attempts:
+            headers["x-nemo-attempts"] = attempts_header(self.attempts)
+        if self.reservation is not None:
+            headers.update(self.reservation.rate_headers)
+        return headers
+
+
+async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> None:
+    """One call of the proxy, from its request to its answer and its row."""
+    call = Call(request_id=f"req_{random.getrandbits(128):032x}", started=time.monotonic(),
+                run_id=(header(scope, b"x-nemo-run") or "")[:200], endpoint=dialect.endpoint)
+    try:
+        await _run(state, dialect, call, scope, receive, send)
+    except GatewayError as error:
+        await _refuse(state, dialect, call, error, send)
+    except Exception:
+        # A bug of ours, or Redis/the database gone: the client still gets an answer in the
+        # contract's shape, and the call still leaves its trail and ends its reservation.
+        logger.exception("request %s failed inside the gateway", call.request_id)
+        call.status, call.error = 500, "internal error"
+        if call.snapshot is not None and not call.recorded:
+            await _record_or_log(state, call)
+        try:
+            await dialect.refuse(send, internal_error(call.request_id), call.headers())
+        except Exception:  # noqa: BLE001 - the client is gone, or its answer had begun
+            pass
+    finally:
+        # Whatever else ended the call (a client that left, a cancellation).
+        if call.snapshot is not None and not call.recorded:
+            await record(state, call)
+
+
+async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive, send) -> None:
+    call.snapshot = await authenticate(state, scope)
+    raw = await _read(call, receive)
+    if raw is None:
+        return
+    request = call.request = dialect.parse(raw, scope)
+    call.model = request.model
+    route, links = choose_links(state, call)
+    if not state.recorder.available:
+        # Nothing is served that could not be recorded.
+        raise _database_unavailable()
+    cache_key = None
+    if cache.cache_wanted(request_choice=request.use_cache, org_default=call.snapshot.org_cache_enabled):
+        cache_key = cache.cache_key(org_id=call.snapshot.org_id, body=request.body)
+        call.cache_status = "miss"
+        cached = await cache.cache_get(state.store, cache_key)
+        if cached is not None:
+            await _answer_from_cache(state, dialect, call, cached, send)
+            return
+    links = await order_links(state.store, route, links)
+    # A call that names no output limit is sent one: the output reserved for it.
+    output_cap = None if request.max_tokens else route.max_output_tokens
+    await admit(state, dialect, call, links, output_tokens=request.max_tokens or output_cap)
+    served = await route_and_call(state, call, route, links, output_cap=output_cap)
+    if request.stream:
+        await _relay(state, dialect, call, served, receive, send)
+        if cache_key is not None and call.status == 200:
+            await cache.cache_put(state.store, cache_key, call.response)
+    else:
+        await _answer(state, dialect, call, served, send, cache_key=cache_key)
+
+
+async def authenticate(state: GatewayState, scope) -> KeySnapshot:
+    try:
+        return await state.keys.authenticate(header(scope, b"authorization"))
+    except DATABASE_ERRORS as error:
+        raise _database_unavailable() from error
+
+
+async def _read(call: Call, receive) -> bytes | None:
+    """The request's body; None if the client left before it was all sent."""
+    try:
+        return await read_body(receive)
+    except ConnectionResetError as gone:
+        call.status, call.error = CLIENT_CLOSED, str(gone)
+        return None
+
+
+def choose_links(state: GatewayState, call: Call) -> tuple[ModelRoute, list[Deployment]]:
+    """The model's route and the links of its chain that can serve this request."""
+    route = state.config.models.get(call.model)
+    if route is None:
+        raise model_not_found(call.model)
+    if not call.snapshot.may_use(call.model):
+        raise model_not_allowed(call.model)
+    return route, eligible_links(route, tags=call.request.tags, needs_tools=call.request.has_tools)
+
+
+async def admit(state: GatewayState, dialect: Dialect, call: Call, links: list[Deployment], *,
+                output_tokens: int) -> None:
+    """The key's rate limits and the call's worst case reserved in every budget, or the call is
+    refused before anything is sent. In the same round trip to the counters, the links' circuits
+    and cooldowns are read (``Reservation.chain``, which the router follows): a refused call
+    takes no circuit's probe."""
+    request = call.request
+    chain = [link.id for link in links]
+    try:
+        call.reservation = await state.admissions.reserve(
+            reservation_id=call.request_id,
+            snapshot=call.snapshot,
+            prices=[link.price for link in links],
+            prompt_bytes=request.prompt_bytes,
+            output_tokens=output_tokens * request.n,
+            now=call.arrived,
+            chain=chain,
+            trail={"endpoint": call.endpoint, "model": call.model, "run_id": call.run_id,
+                   "stream": request.stream, "deployments": chain},
+        )
+    except Refused as refused:
+        raise refusal_error(refused) from refused
+
+
+async def route_and_call(state: GatewayState, call: Call, route: ModelRoute, links: list[Deployment], *,
+                         output_cap: int | None) -> Served:
+    try:
+        served = await call_chain(store=state.store, session=state.session, route=route, links=links,
+                                  chain=call.reservation.chain, body=call.request.body,
+                                  stream=call.request.stream, output_cap=output_cap)
+    except ChainFailed as failure:
+        call.attempts = failure.attempts
+        raise
+    state.busy_poll.poke()
+    call.attempts = served.attempts
+    call.deployment = served.deployment.id
+    call.provider = served.deployment.provider_name
+    return served
+
+
+async def _answer(state: GatewayState, dialect: Dialect, call: Call, served: Served, send, *,
+                  cache_key: str | None) -> None:
+    call.summary.take_completion(served.completion)
+    call.summary.first_token_at = time.monotonic()
+    _charge(call, served)
+    call.response = served.completion
+    await record(state, call)
+    if cache_key is not None:
+        # Before the answer: the client's next call may ask for the same.
+        await cache.cache_put(state.store, cache_key, served.completion)
+    headers = {**call.headers(), "x-nemo-cost": str(from_micros(call.cost_micros))}
+    await dialect.answer(send, call.request, served.completion, headers)
+
+
+async def _relay(state: GatewayState, dialect: Dialect, call: Call, served: Served, receive, send) -> None:
+    relay = StreamRelay(dialect, call.request, served.chunks, call.summary, receive, send, headers=call.headers())
+    broken = await relay.relay()
+    failure = None
+    if relay.client_left:
+        call.status, call.error = CLIENT_CLOSED, "the client disconnected mid-stream"
+    elif broken is not None:
+        call.status, call.error = 502, f"the upstream stream broke: {broken.message}"
+        call.attempts[-1].outcome = "broken_stream"
+        failure = GatewayError(502, call.error, type="upstream_error", code="upstream_error")
+    # Tokens the client did not wait for were still generated; charge a fair estimate of them.
+    call.summary.estimate_usage(prompt_tokens=call.request.prompt_bytes // 4)
+    _charge(call, served)
+    call.response = call.summary.as_completion()
+    await record(state, call)
+    await relay.finish(failure)
+
+
+async def _answer_from_cache(state: GatewayState, dialect: Dialect, call: Call, completion: dict, send) -> None:
+    """A hit costs nothing and reserves nothing; it is recorded like any call before it is sent."""
+    call.cache_status = "hit"
+    call.summary.take_completion(completion)
+    call.summary.first_token_at = time.monotonic()
+    call.response = completion
+    await record(state, call)
+    await replay(dialect, call.request, completion, send, {**call.headers(), "x-nemo-cost": "0.000000"})
+
+
+async def _refuse(state: GatewayState, dialect: Dialect, call: Call, error: GatewayError, send) -> None:
+    """A call the gateway answers with an error of the contract: recorded, then answered."""
+    call.status, call.error = error.status, error.message
+    headers = {**call.headers(), **error.headers}
+    if call.snapshot is not None:
+        if call.reservation is None and not state.recorder.available:
+            # Refused before any upstream while the database is away: the row waits for it,
+            # the client does not.
+            call.recorded = True
+            state.recorder.submit(log_row(call))
+        elif not await _record_or_log(state, call):
+            # Its row could not be written: the call did not complete (DESIGN.md).
+            error, headers = internal_error(call.request_id), call.headers()
+    await dialect.refuse(send, error, headers)
+
+
+def _database_unavailable() -> GatewayError:
+    return service_unavailable("The request log's database cannot be reached; nothing was sent upstream.",
+                               code="database_unavailable")
+
+
+def _charge(call: Call, served: Served) -> None:
+    """The call's real cost, and what of it its reservation did not cover: the output cap is
+    always sent, so only an upstream that ignored it can go over, and then the whole real cost
+    is still charged (the budget's next calls are refused until it is back in bounds)."""
+    price, summary = served.deployment.price, call.summary
+    call.cost_micros = call_cost_micros(
+        prompt_tokens=summary.prompt_tokens,
+        cached_tokens=summary.cached_tokens,
+        completion_tokens=summary.completion_tokens,
+        input_price=price.input,
+        cached_input_price=price.cached_input,
+        output_price=price.output,
+    )
+    reserved = call.reservation.amount_micros
+    call.overshoot_micros = max(0, call.cost_micros - reserved)
+    if call.overshoot_micros:
+        logger.warning("request %s cost %d micro-dollars more than it reserved (%d): %s ignored its output cap",
+                       call.request_id, call.overshoot_micros, reserved, call.deployment)
+
+
+async def record(state: GatewayState, call: Call) -> None:
+    """The call's row committed, then its reservation settled at its cost: the recorder does
+    both, in that order, and returns once the row is committed (gateway/recorder.py). Raises
+    if the row could not be written."""
+    call.recorded = True
+    settlement = None
+    if call.reservation is not None:
+        tokens = call.summary.prompt_tokens + call.summary.completion_tokens
+        settlement = Settlement(call.reservation, call.cost_micros, tokens)
+    await state.recorder.record(log_row(call), settlement)
+
+
+async def _record_or_log(state: GatewayState, call: Call) -> bool:
+    """``record``, for a call already failing: False (and the failure logged) if its row could
+    not be written."""
+    try:
+        await record(state, call)
+    except Exception:
+        logger.exception("request %s could not be logged", call.request_id)
+        return False
+    return True
+
+
+def log_row(call: Call) -> dict:
+    """The request-log row, as the recorder inserts it (columns by attribute name)."""
+    snapshot, request, summary = call.snapshot, call.request, call.summary
+    store_bodies = snapshot.org_store_prompts and request is not None
+    ttft = None
+    if summary.first_token_at is not None:
+        ttft = int((summary.first_token_at - call.started) * 1000)
+    return dict(
+        request_id=call.request_id,
+        created=datetime.fromtimestamp(call.arrived, UTC),
+        org_id=snapshot.org_id,
+        team_id=snapshot.team_id,
+        key_id=snapshot.id,
+        key_prefix=snapshot.prefix,
+        run_id=call.run_id,
+        endpoint=call.endpoint,
+        model=call.model,
+        deployment=call.deployment,
+        provider=call.provider,
+        status=call.status,
+        error=call.error,
+        attempts=[a.as_dict() for a in call.attempts],
+        stream=bool(request and request.stream),
+        latency_ms=int((time.monotonic() - call.started) * 1000),
+        ttft_ms=ttft,
+        prompt_tokens=summary.prompt_tokens,
+        completion_tokens=summary.completion_tokens,
+        cached_tokens=summary.cached_tokens,
+        cost=from_micros(call.cost_micros),
+        overshoot=from_micros(call.overshoot_micros),
+        finish_reason=summary.finish_reason,
+        tool_calls=summary.tool_call_list(),
+        tools_offered=[t["function"]["name"] for t in (request.body.get("tools") or [])] if request else [],
+        prompt_meta=prompt_meta(request.messages) if request else {},
+        cache=call.cache_status,
+        request_body=request.body if store_bodies else None,
+        response_body=call.response if store_bodies else None,
+    )
