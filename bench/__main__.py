@@ -1,6 +1,7 @@
 """``python -m bench``: the gateway against the bare pass-through, same upstream, same run.
 
-See bench/README.md for what is measured and how to read it.
+See bench/README.md for what is measured and how to read it. Over 400 lines: the run's steps
+(start each server, measure each target in turns, report) read in order in one place.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ credits.
 Every view is an ``OrgAPIView``: by the time a handler runs, ``self.access`` names the caller's
 org, role and audit actor. Objects are only fetched through org-scoped selectors, so another
 org's id gets the very same 404 as an id that does not exist.
+
+One view per operation, each a few lines over its serializers, all here (over 400 lines): the
+API reads as one table of operations, in the order of its URLs (dashboard/api/urls.py).
 """
 
 import re
