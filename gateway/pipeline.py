@@ -133,7 +133,7 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
     links = await order_links(state.store, route, links)
     # A call that names no output limit is sent one: the output reserved for it.
     output_cap = None if request.max_tokens else route.max_output_tokens
-    await admit(state, dialect, call, links, output_tokens=request.max_tokens or output_cap)
+    await admit(state, call, links, output_tokens=request.max_tokens or output_cap)
     served = await route_and_call(state, call, route, links, output_cap=output_cap)
     if request.stream:
         await _relay(state, dialect, call, served, receive, send)
@@ -169,8 +169,7 @@ def choose_links(state: GatewayState, call: Call) -> tuple[ModelRoute, list[Depl
     return route, eligible_links(route, tags=call.request.tags, needs_tools=call.request.has_tools)
 
 
-async def admit(state: GatewayState, dialect: Dialect, call: Call, links: list[Deployment], *,
-                output_tokens: int) -> None:
+async def admit(state: GatewayState, call: Call, links: list[Deployment], *, output_tokens: int) -> None:
     """The key's rate limits and the call's worst case reserved in every budget, or the call is
     refused before anything is sent. In the same round trip to the counters, the links' circuits
     and cooldowns are read (``Reservation.chain``, which the router follows): a refused call
