@@ -428,9 +428,9 @@ class MemoryCounterStore(CounterStore):
         with self._lock:
             self._cooldowns[deployment] = until
 
-    async def cooldown_active(self, deployments: Sequence[str], now: float) -> set[str]:
+    async def cooldowns_until(self, deployments: Sequence[str], now: float) -> dict[str, float]:
         with self._lock:
-            return {d for d in deployments if self._cooldowns.get(d, 0.0) > now}
+            return {d: until for d in deployments if (until := self._cooldowns.get(d, 0.0)) > now}
 
     async def latency_record(self, deployment: str, ms: float) -> None:
         with self._lock:

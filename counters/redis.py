@@ -354,11 +354,12 @@ class RedisCounterStore(CounterStore):
     async def cooldown_set(self, deployment: str, until: float) -> None:
         await self._redis.execute("HSET", self._key("cooldowns"), deployment, repr(until))
 
-    async def cooldown_active(self, deployments: Sequence[str], now: float) -> set[str]:
+    async def cooldowns_until(self, deployments: Sequence[str], now: float) -> dict[str, float]:
         if not deployments:
-            return set()
+            return {}
         untils = await self._redis.execute("HMGET", self._key("cooldowns"), *deployments)
-        return {d for d, until in zip(deployments, untils, strict=True) if until is not None and float(until) > now}
+        return {d: float(until) for d, until in zip(deployments, untils, strict=True)
+                if until is not None and float(until) > now}
 
     async def latency_record(self, deployment: str, ms: float) -> None:
         await self._redis.evalsha(_LATENCY, keys=[self._key("lat", deployment)], args=[repr(ms), repr(LATENCY_ALPHA)])

@@ -253,7 +253,8 @@ class CounterStore(abc.ABC):
     async def cooldown_set(self, deployment: str, until: float) -> None: ...
 
     @abc.abstractmethod
-    async def cooldown_active(self, deployments: Sequence[str], now: float) -> set[str]: ...
+    async def cooldowns_until(self, deployments: Sequence[str], now: float) -> dict[str, float]:
+        """The deployments cooling down at ``now``, each with the moment its cooldown ends."""
 
     @abc.abstractmethod
     async def latency_record(self, deployment: str, ms: float) -> None: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from billing.reservations import BudgetRefused, CountersUnavailable, LedgerUnavailable, RateLimited, Refused
 
 
@@ -54,6 +56,13 @@ def rate_limited(message: str, *, retry_after: float, headers: dict[str, str]) -
     seconds = max(1, int(retry_after + 0.999))
     return GatewayError(429, message, type="rate_limit_error", code="rate_limit_exceeded",
                         headers={**headers, "retry-after": str(seconds)})
+
+
+def upstream_rate_limited(message: str, *, retry_after_s: float) -> GatewayError:
+    """Every link of the chain is rate limited by its provider: the client should back off, not
+    fail (an SDK retries a 429 after its ``Retry-After``)."""
+    return GatewayError(429, message, type="rate_limit_error", code="upstream_rate_limited",
+                        headers={"retry-after": str(max(1, math.ceil(retry_after_s)))})
 
 
 def upstream_failed(message: str) -> GatewayError:

@@ -22,10 +22,13 @@ from dataclasses import dataclass
 
 from counters import ChainCheck
 from gateway.config import Deployment, ModelRoute
-from gateway.errors import GatewayError, invalid_request, upstream_failed
+from gateway.errors import GatewayError, invalid_request, upstream_failed, upstream_rate_limited
 from gateway.providers.base import ChunkStream, UpstreamError
 
 logger = logging.getLogger(__name__)
+
+# How long a client is told to wait after an upstream 429 that named no Retry-After.
+RATE_LIMITED_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -39,10 +42,12 @@ class Attempt:
 
 
 class ChainFailed(GatewayError):
-    """Every link failed (502), or the upstream refused the request itself (its 4xx)."""
+    """Every link failed (502), every link was rate limited (429), or the upstream refused the
+    request itself (its 4xx)."""
 
     def __init__(self, error: GatewayError, attempts: list[Attempt]) -> None:
-        super().__init__(error.status, error.message, type=error.type, code=error.code, param=error.param)
+        super().__init__(error.status, error.message, type=error.type, code=error.code, param=error.param,
+                         headers=error.headers)
         self.attempts = attempts
 
 
@@ -93,16 +98,22 @@ async def call_chain(
     the call's admission). ``output_cap``: the output limit to send a call whose client named
     none (``Provider.prepare``)."""
     unavailable = chain.skip
-    cooling = set()
+    cooling: dict[str, float] = {}
     if unavailable:
         try:
-            cooling = await store.cooldown_active(list(unavailable), time.time())
+            cooling = await store.cooldowns_until(list(unavailable), time.time())
         except Exception as error:  # noqa: BLE001 - only the attempt's label depends on it
             logger.warning("the router could not read the cooldowns: %s", error)
     attempts: list[Attempt] = []
+    # When each link that was rate limited (a 429, or cooling down after one) is free again.
+    free_at: list[float] = []
     for link in links:
         if link.id in unavailable:
-            attempts.append(Attempt(link.id, "cooldown" if link.id in cooling else "circuit_open", 0))
+            if link.id in cooling:
+                attempts.append(Attempt(link.id, "cooldown", 0))
+                free_at.append(cooling[link.id])
+            else:
+                attempts.append(Attempt(link.id, "circuit_open", 0))
             continue
         started = time.monotonic()
         # Each provider puts the link's own model id where its wire format wants it.
@@ -133,6 +144,8 @@ async def call_chain(
                 await _advise(store.latency_record(link.id, latency_ms))
             if error.retry_after and error.status in (429, 503):
                 await _advise(store.cooldown_set(link.id, time.time() + error.retry_after))
+            if error.kind == "rate_limit":
+                free_at.append(time.time() + (error.retry_after or RATE_LIMITED_RETRY_S))
             continue
         latency_ms = int((time.monotonic() - started) * 1000)
         attempts.append(Attempt(link.id, "ok", latency_ms))
@@ -142,5 +155,10 @@ async def call_chain(
         if route.routing == "latency":
             await _advise(store.latency_record(link.id, latency_ms))
         return result
+    if len(free_at) == len(attempts):
+        # Only rate limits stood in the way: a 429 the client backs off on, not a failure.
+        raise ChainFailed(upstream_rate_limited(
+            f"Every deployment of {route.name!r} is rate limited by its provider: {attempts_header(attempts)}",
+            retry_after_s=min(free_at) - time.time()), attempts)
     raise ChainFailed(upstream_failed(f"Every deployment of {route.name!r} failed: {attempts_header(attempts)}"),
                       attempts)

@@ -679,8 +679,8 @@ async def test_a_refused_call_takes_no_probe(store: CounterStore) -> None:
 async def test_cooldowns(store: CounterStore) -> None:
     await store.cooldown_set("flash-vertex", NOW + 10)
 
-    assert await store.cooldown_active(["flash-vertex", "flash-backup"], NOW + 9) == {"flash-vertex"}
-    assert await store.cooldown_active(["flash-vertex", "flash-backup"], NOW + 10) == set()
+    assert await store.cooldowns_until(["flash-vertex", "flash-backup"], NOW + 9) == {"flash-vertex": NOW + 10}
+    assert await store.cooldowns_until(["flash-vertex", "flash-backup"], NOW + 10) == {}
 
 
 async def test_latency_is_a_moving_average(store: CounterStore) -> None:

@@ -147,6 +147,37 @@ def test_retry_after_as_an_http_date_cools_the_link_down(gateway, tenant, primar
     assert ask(gateway, tenant).headers["x-nemo-attempts"] == "primary:cooldown, backup:ok"
 
 
+def test_a_chain_stopped_only_by_upstream_rate_limits_is_a_429_with_the_first_moment_a_link_is_free(
+        gateway, tenant, primary, backup):
+    primary.script(Status(429, retry_after="30"))
+    backup.script(Status(429, retry_after="5"), Status(429, retry_after="5"))
+
+    with pytest.raises(openai.RateLimitError) as first:
+        gateway.client(tenant.secret).chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+    # The next call finds both links cooling down and sends nothing.
+    second = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {tenant.secret}"},
+                        json={"model": "gpt-4o", "messages": HELLO, "max_tokens": 20})
+
+    assert first.value.code == "upstream_rate_limited"
+    assert first.value.response.headers["retry-after"] == "5"
+    assert first.value.response.headers["x-nemo-attempts"] == "primary:429, backup:429"
+    assert (second.status_code, second.json()["error"]["code"]) == (429, "upstream_rate_limited")
+    assert second.headers["x-nemo-attempts"] == "primary:cooldown, backup:cooldown"
+    assert 1 <= int(second.headers["retry-after"]) <= 5
+    assert (primary.count, backup.count) == (1, 1)
+    assert [row.status for row in RequestLog.objects.order_by("id")] == [429, 429]
+
+
+def test_a_chain_with_a_link_failing_otherwise_is_still_a_502(gateway, tenant, primary, backup):
+    primary.script(Status(429, retry_after="30"))
+    backup.script(Status(500))
+
+    raw = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {tenant.secret}"},
+                     json={"model": "gpt-4o", "messages": HELLO, "max_tokens": 20})
+
+    assert (raw.status_code, raw.json()["error"]["code"]) == (502, "upstream_error")
+
+
 def test_the_circuit_opens_after_repeated_failures_and_skips_the_link(gateway, tenant, primary, backup):
     primary.script(*[Status(500)] * 5)
     for _ in range(5):
