@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
 from billing.periods import period_end, period_name, period_start
-from counters import Bucket, ChainCheck, CounterStore, RateCheck
+from counters import Bucket, ChainCheck, CounterStore, OutputFit, RateCheck
 from money import from_micros
 
 # A reservation's deadline, pushed back every RESERVATION_TTL_S / 3 by its worker's heartbeat
@@ -81,6 +81,8 @@ class Reservation:
     rate_headers: dict[str, str]
     # The chain check made with the admission, when a chain was passed.
     chain: ChainCheck | None = None
+    # A call reserved with ``fit_output``: the output tokens (a choice) its reservation pays for.
+    output_tokens: int | None = None
 
 
 def worst_case_micros(*, prompt_tokens: int, output_tokens: int, prices) -> int:
@@ -186,13 +188,30 @@ class Admissions:
         now: float,
         chain: Sequence[str] = (),
         trail: dict | None = None,
+        fit_output: tuple[int, int] | None = None,
+        choices: int = 1,
     ) -> Reservation:
         """Reserves the call's worst case, or raises a ``Refused``. ``prompt_bytes``: the prompt's
         size, reserved as that many tokens (no tokenizer counts more tokens than bytes).
+        ``output_tokens``: the output of a call that names its limit (all ``choices`` of it);
+        ``fit_output``: (fewest, most) tokens a choice of a call that names none may write: it gets
+        as many as the tightest budget can still pay for, in the same atomic step
+        (``Reservation.output_tokens``), a 402 only if not even the fewest fit.
         ``chain``: the deployments the call may be served by, in order, checked in the same round
         trip. ``trail``: what the call's log row says of it, for the reaper to write that row
         should the call's worker die (analytics.reaper)."""
-        amount = worst_case_micros(prompt_tokens=prompt_bytes, output_tokens=output_tokens, prices=prices)
+        fit = None
+        if fit_output is not None:
+            # The dearest input and the dearest output price, each: never below any link's cost.
+            fewest, most = fit_output
+            output_price = max(p.output for p in prices)
+            fit = OutputFit(base=worst_case_micros(prompt_tokens=prompt_bytes, output_tokens=0, prices=prices),
+                            price_pico=int((output_price * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
+                            * choices, fewest=fewest, most=most)
+            output_tokens = most * choices
+            amount = fit.amount(fewest)
+        else:
+            amount = worst_case_micros(prompt_tokens=prompt_bytes, output_tokens=output_tokens, prices=prices)
         levels, names = self._bucket_levels(snapshot, now)
         buckets = [Bucket(name, limit, amount, param) for name, limit, param in levels]
         tokens = rate_tokens(prompt_bytes=prompt_bytes, output_tokens=output_tokens, tpm=snapshot.tpm_limit)
@@ -204,14 +223,16 @@ class Admissions:
             trail = {**trail, "amount": amount, "org_id": snapshot.org_id, "team_id": snapshot.team_id,
                      "key_id": snapshot.id, "key_prefix": snapshot.prefix, "created": now}
         admission = await self._admit(reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
-                                      chain=chain, trail=trail)
+                                      chain=chain, trail=trail, fit=fit)
         headers = _rate_headers(admission)
         if admission.status == "budget":
             limit, remaining = from_micros(admission.limit), from_micros(max(admission.remaining, 0))
             what = "credit balance" if admission.param == "credits" else f"{admission.param} budget"
             raise BudgetRefused(
-                f"This call may cost up to ${from_micros(amount)}, which does not fit the {what}: "
-                f"limit ${limit}, ${remaining} left. Lower max_tokens or raise the budget.",
+                f"This call may cost up to ${from_micros(amount)}"
+                f"{f' (with {fit.fewest} output tokens, the fewest a call is sent with)' if fit else ''}, "
+                f"which does not fit the {what}: limit ${limit}, ${remaining} left. "
+                f"{'Shorten the prompt' if fit else 'Lower max_tokens'} or raise the budget.",
                 param=admission.param,
             )
         if admission.status == "rate_limited":
@@ -219,8 +240,9 @@ class Admissions:
                               retry_after=admission.retry_after, headers=headers)
         if admission.status != "ok":
             raise RuntimeError(f"the counter store kept answering {admission.status!r}")
-        return Reservation(id=reservation_id, amount_micros=amount, tokens=tokens,
-                           bucket_names=names, rate_headers=headers, chain=admission.chain)
+        return Reservation(id=reservation_id, amount_micros=admission.amount, tokens=tokens,
+                           bucket_names=names, rate_headers=headers, chain=admission.chain,
+                           output_tokens=admission.output_tokens)
 
     def _bucket_levels(self, snapshot, now: float) -> tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]:
         cache_key = (snapshot.id, snapshot.loaded_at, int(now // 60))
@@ -238,7 +260,7 @@ class Admissions:
         return cached
 
     async def _admit(self, *, reservation_id: str, buckets: list[Bucket], rate: RateCheck | None,
-                     now: float, chain: Sequence[str], trail: dict | None):
+                     now: float, chain: Sequence[str], trail: dict | None, fit: OutputFit | None):
         """The store's admission, after the counters it lacks are rebuilt from the ledger, once a
         recovery's hold is over (counters/lua/epoch.lua), and through a short outage of the store:
         a Redis restarting for a second costs the call a second, not an error. Past
@@ -249,7 +271,8 @@ class Admissions:
         while True:
             try:
                 admission = await self.store.admit(reservation_id=reservation_id, buckets=buckets, rate=rate,
-                                                   now=now, ttl_s=RESERVATION_TTL_S, chain=chain, trail=trail)
+                                                   now=now, ttl_s=RESERVATION_TTL_S, chain=chain, trail=trail,
+                                                   fit=fit)
                 if admission.status == "missing" and rebuilds < MAX_SEED_ROUNDS:
                     await self.rebuild(admission.missing, datetime.fromtimestamp(now, UTC))
                     rebuilds += 1

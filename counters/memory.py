@@ -25,6 +25,7 @@ from counters.store import (
     Bucket,
     ChainCheck,
     CounterStore,
+    OutputFit,
     RateCheck,
     RateWindow,
     Settle,
@@ -200,6 +201,7 @@ class MemoryCounterStore(CounterStore):
         chain: Sequence[str] = (),
         probe_lease_s: float = 30.0,
         trail: dict | None = None,
+        fit: OutputFit | None = None,
     ) -> Admission:
         _check_admit(reservation_id, buckets, rate)
         with self._lock:
@@ -221,7 +223,9 @@ class MemoryCounterStore(CounterStore):
             )
             if reservation_id in self._reservations:
                 # This very admission, tried again: it is in already.
-                return replace(shown, chain=self._skip(chain, now, probe_lease_s) if chain else None)
+                amount = next(iter(self._reservations[reservation_id].amounts.values()), 0)
+                return replace(shown, chain=self._skip(chain, now, probe_lease_s) if chain else None, amount=amount,
+                               output_tokens=_fitted_tokens(fit, amount))
             if requests and not requests.ok:
                 return replace(shown, status="rate_limited", which="requests", retry_after=requests.retry_after)
             if tokens and not tokens.ok:
@@ -234,13 +238,29 @@ class MemoryCounterStore(CounterStore):
             missing = [name for name, value in settled.items() if value is None]
             if missing:
                 return replace(shown, status="missing", missing=missing)
-            for bucket in buckets:
-                counter = (settled[bucket.name] or 0) + self._reserved_sum(bucket.name)
-                if counter + bucket.amount > bucket.limit:
-                    return _budget_refusal(shown, bucket, counter)
+            counters = {bucket.name: (settled[bucket.name] or 0) + self._reserved_sum(bucket.name)
+                        for bucket in buckets}
+            amounts = {bucket.name: bucket.amount for bucket in buckets}
+            output_tokens = None
+            if fit is None:
+                for bucket in buckets:
+                    if counters[bucket.name] + bucket.amount > bucket.limit:
+                        return _budget_refusal(shown, bucket, counters[bucket.name])
+            elif buckets:
+                # As admit.lua: the tightest bucket decides how much output the call may buy.
+                tightest = min(buckets, key=lambda b: b.limit - counters[b.name])
+                room = tightest.limit - counters[tightest.name]
+                output_tokens = fit.most
+                if fit.price_pico:
+                    output_tokens = min(fit.most, (room - fit.base) * 1_000_000 // fit.price_pico)
+                if room < fit.base or output_tokens < fit.fewest:
+                    return _budget_refusal(shown, tightest, counters[tightest.name])
+                amounts = dict.fromkeys(amounts, fit.amount(output_tokens))
+                if trail is not None:
+                    trail = {**trail, "amount": amounts[tightest.name]}
 
             for bucket in buckets:
-                self._reserved.setdefault(bucket.name, {})[reservation_id] = bucket.amount
+                self._reserved.setdefault(bucket.name, {})[reservation_id] = amounts[bucket.name]
             if rate is not None:
                 if requests:
                     self._tat[(rate.key, "req")] = requests.after
@@ -254,7 +274,7 @@ class MemoryCounterStore(CounterStore):
                 tokens=rate.tokens if rate else 0,
                 token_interval=WINDOW_S / rate.tpm if rate and rate.tpm else None,
                 deadline=now + ttl_s,
-                amounts={bucket.name: bucket.amount for bucket in buckets},
+                amounts=amounts,
                 trail=trail,
             )
             self._open[reservation_id] = _Open(replace(reservation), ttl_s, now + ttl_s / 3,
@@ -264,6 +284,8 @@ class MemoryCounterStore(CounterStore):
                 requests=requests.state(moved=True) if requests else None,
                 tokens=tokens.state(moved=True) if tokens else None,
                 chain=self._skip(chain, now, probe_lease_s) if chain else None,
+                amount=amounts[buckets[0].name] if buckets else 0,
+                output_tokens=output_tokens,
             )
 
     def _release(self, reservation_id: str, cost: int, tokens: int | None, position: int | None = None) -> None:
@@ -461,3 +483,12 @@ class MemoryCounterStore(CounterStore):
 
     async def close(self) -> None:
         return None
+
+
+def _fitted_tokens(fit: OutputFit | None, amount: int) -> int | None:
+    """The output tokens a fitted reservation of ``amount`` pays for (as admit.lua says them)."""
+    if fit is None:
+        return None
+    if not fit.price_pico:
+        return fit.most
+    return min(fit.most, (amount - fit.base) * 1_000_000 // fit.price_pico)

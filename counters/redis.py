@@ -49,6 +49,7 @@ from counters.store import (
     Bucket,
     ChainCheck,
     CounterStore,
+    OutputFit,
     RateCheck,
     RateLimited,
     RateWindow,
@@ -71,6 +72,7 @@ def _lua(*names: str) -> str:
 _ADMIT = Script(_lua("chain", "epoch", "admit"))
 # Where admit.lua takes the epoch its worker last saw.
 _EPOCH_ARG = 9
+_NO_FIT = ("", "", "", "")
 _KEEPALIVE = Script(_lua("epoch", "keepalive"))
 _RESTORE = Script(_lua("restore"))
 _SETTLE = Script(_lua("ledger", "release", "settle"))
@@ -192,6 +194,7 @@ class RedisCounterStore(CounterStore):
         chain: Sequence[str] = (),
         probe_lease_s: float = 30.0,
         trail: dict | None = None,
+        fit: OutputFit | None = None,
     ) -> Admission:
         _check_admit(reservation_id, buckets, rate)
         # The hot path's one round trip: key names are built once per worker (_names), and
@@ -213,7 +216,8 @@ class RedisCounterStore(CounterStore):
         deadline = now + ttl_s
         # The epoch this worker saw goes at EPOCH_ARG; the call's own id stands for a new epoch.
         args = [reservation_id, repr(now), repr(deadline), packed, *limits, len(buckets), self._epoch,
-                reservation_id, self._hold_ms]
+                reservation_id, self._hold_ms,
+                *((fit.base, fit.price_pico, fit.fewest, fit.most) if fit is not None else _NO_FIT)]
         for bucket in buckets:
             keys += self._names.bucket(bucket.name)
             args += (bucket.limit, bucket.amount)
@@ -232,10 +236,15 @@ class RedisCounterStore(CounterStore):
             if reply[7] != self._epoch:
                 self._epoch = reply[7]
             parallel = rate_keys[2] if rate is not None and rate.max_parallel is not None else ""
-            self._open[reservation_id] = _Held(packed, tuple((b.name, b.amount) for b in buckets), parallel,
+            amount = int(reply[8])
+            if fit is not None and buckets:
+                # As admit.lua wrote the record.
+                packed = packed[:-1] + b',"a":%d}' % amount
+            self._open[reservation_id] = _Held(packed, tuple((b.name, amount) for b in buckets), parallel,
                                                ttl_s, deadline, now + ttl_s / 3)
             return Admission("ok", requests=_window(*reply[1:4]), tokens=_window(*reply[4:7]),
-                             chain=_chain_check(reply[8:10]) if chain else None)
+                             chain=_chain_check(reply[10:12]) if chain else None, amount=amount,
+                             output_tokens=int(reply[9]) if reply[9] else None)
         if status in (b"hold", b"lost"):
             return Admission("hold", retry_after=int(reply[7]) / 1000 if status == b"hold" else self._hold_ms / 1000)
         shown = Admission("ok", requests=_window(*reply[1:4]), tokens=_window(*reply[4:7]))
@@ -294,9 +303,11 @@ class RedisCounterStore(CounterStore):
         if not reservation_ids:
             return {}
         records = await self._redis.execute("MGET", *(self._key("res", rid) for rid in reservation_ids))
-        found = {rid: orjson.loads(record).get("c") for rid, record in zip(reservation_ids, records, strict=True)
+        found = {rid: orjson.loads(record) for rid, record in zip(reservation_ids, records, strict=True)
                  if record is not None}
-        return {rid: trail for rid, trail in found.items() if trail}
+        # A fitted call's record says what it reserved (admit.lua).
+        return {rid: {**record["c"], "amount": record["a"]} if "a" in record else record["c"]
+                for rid, record in found.items() if record.get("c")}
 
     async def reap_settled(self, settlements: Sequence[tuple[str, int, int]], position: int | None) -> list[bool]:
         args: list = [self._prefix, "" if position is None else position, REAPED_MARK_S]

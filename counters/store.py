@@ -124,6 +124,23 @@ class ChainCheck:
     probes: set[str]
 
 
+@dataclass(frozen=True, slots=True)
+class OutputFit:
+    """An admission that fits the call's output to what its budgets can still pay for: it
+    reserves ``base`` (the prompt's worst case, micro-dollars) plus as many output tokens as the
+    tightest bucket can pay for at ``price_pico`` (pico-dollars a token: a token's price is a
+    fraction of a micro-dollar), at most ``most``; a budget refusal if not even ``fewest`` fit.
+    The buckets' own amounts are then unused: every bucket reserves the same."""
+
+    base: int
+    price_pico: int
+    fewest: int
+    most: int
+
+    def amount(self, tokens: int) -> int:
+        return self.base + -(-tokens * self.price_pico // 1_000_000)
+
+
 @dataclass(slots=True)
 class Admission:
     status: AdmitStatus
@@ -140,6 +157,9 @@ class Admission:
     retry_after: float | None = None
     # status == "ok" and a chain was passed: its check, made right after the reservation.
     chain: ChainCheck | None = None
+    # status == "ok": what was reserved in each bucket, and with a fit the output tokens it pays for.
+    amount: int | None = None
+    output_tokens: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -161,8 +181,11 @@ class CounterStore(abc.ABC):
         chain: Sequence[str] = (),
         probe_lease_s: float = 30.0,
         trail: dict | None = None,
+        fit: OutputFit | None = None,
     ) -> Admission:
-        """Check the rate limits and reserve ``amount`` in every bucket, or change nothing.
+        """Check the rate limits and reserve ``amount`` in every bucket, or change nothing. With a
+        ``fit``, the amount is what the tightest bucket can pay for (``OutputFit``), the same in
+        every bucket, and the admission says it and the output tokens it buys.
 
         The reservation lives until ``settle_many`` or, past its deadline, until ``reap``; its
         deadline is ``now + ttl_s``, pushed back by every ``keepalive`` of this store while it is

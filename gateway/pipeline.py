@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from django.conf import settings
+
 from analytics.ledger import DATABASE_ERRORS
 from analytics.records import prompt_meta
 from billing.reservations import Refused, Reservation, Settlement
@@ -41,6 +43,9 @@ from gateway.summary import CallSummary
 from money import call_cost_micros, from_micros
 
 logger = logging.getLogger(__name__)
+
+MIN_OUTPUT_TOKENS = settings.NEMO_MIN_OUTPUT_TOKENS
+DEFAULT_MAX_TOKENS = settings.NEMO_DEFAULT_MAX_TOKENS
 
 # A request the client gave up on; the nginx convention, since HTTP has no status for it.
 CLIENT_CLOSED = 499
@@ -83,6 +88,9 @@ class Call:
             headers["x-nemo-attempts"] = attempts_header(self.attempts)
         if self.reservation is not None:
             headers.update(self.reservation.rate_headers)
+            cap = self.request.max_tokens or self.reservation.output_tokens
+            if cap:
+                headers["x-nemo-max-tokens"] = str(cap)
         return headers
 
 
@@ -131,9 +139,9 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
             await _answer_from_cache(state, dialect, call, cached, send)
             return
     links = await order_links(state.store, route, links)
-    # A call that names no output limit is sent one: the output reserved for it.
-    output_cap = None if request.max_tokens else route.max_output_tokens
-    await admit(state, call, links, output_tokens=request.max_tokens or output_cap)
+    await admit(state, call, route, links)
+    # A call that names no output limit is sent one: the output its reservation pays for.
+    output_cap = None if request.max_tokens else call.reservation.output_tokens
     served = await route_and_call(state, call, route, links, output_cap=output_cap)
     if request.stream:
         await _relay(state, dialect, call, served, receive, send)
@@ -169,20 +177,28 @@ def choose_links(state: GatewayState, call: Call) -> tuple[ModelRoute, list[Depl
     return route, eligible_links(route, tags=call.request.tags, needs_tools=call.request.has_tools)
 
 
-async def admit(state: GatewayState, call: Call, links: list[Deployment], *, output_tokens: int) -> None:
+async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[Deployment]) -> None:
     """The key's rate limits and the call's worst case reserved in every budget, or the call is
-    refused before anything is sent. In the same round trip to the counters, the links' circuits
-    and cooldowns are read (``Reservation.chain``, which the router follows): a refused call
-    takes no circuit's probe."""
+    refused before anything is sent. A call that names its output limit reserves it; one that
+    names none reserves, and is sent, as much output as its tightest budget can still pay for, up
+    to the model's maximum and the default (a 402 only if not even ``NEMO_MIN_OUTPUT_TOKENS``
+    fit). In the same round trip to the counters, the links' circuits and cooldowns are read
+    (``Reservation.chain``, which the router follows): a refused call takes no circuit's probe."""
     request = call.request
     chain = [link.id for link in links]
+    fit_output = None
+    if not request.max_tokens:
+        most = min(route.max_output_tokens, DEFAULT_MAX_TOKENS)
+        fit_output = (min(MIN_OUTPUT_TOKENS, most), most)
     try:
         call.reservation = await state.admissions.reserve(
             reservation_id=call.request_id,
             snapshot=call.snapshot,
             prices=[link.price for link in links],
             prompt_bytes=request.prompt_bytes,
-            output_tokens=output_tokens * request.n,
+            output_tokens=(request.max_tokens or 0) * request.n,
+            fit_output=fit_output,
+            choices=request.n,
             now=call.arrived,
             chain=chain,
             trail={"endpoint": call.endpoint, "model": call.model, "run_id": call.run_id,

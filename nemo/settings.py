@@ -138,6 +138,14 @@ NEMO_BUSY_POLL_US = _read("NEMO_BUSY_POLL_US", env.int, 0)
 if not 0 <= NEMO_BUSY_POLL_US <= 1_000_000:
     raise ImproperlyConfigured(f"NEMO_BUSY_POLL_US must be 0 (off) to 1000000 microseconds, not {NEMO_BUSY_POLL_US}")
 
+# A call that names no output limit is sent the most its budgets can still pay for (up to the
+# model's maximum and the default below); a 402 only when not even NEMO_MIN_OUTPUT_TOKENS fit.
+NEMO_MIN_OUTPUT_TOKENS = _read("NEMO_MIN_OUTPUT_TOKENS", env.int, 256)
+if not 1 <= NEMO_MIN_OUTPUT_TOKENS <= 65_536:
+    raise ImproperlyConfigured(f"NEMO_MIN_OUTPUT_TOKENS must be 1 to 65536, not {NEMO_MIN_OUTPUT_TOKENS}")
+# The output limit a call that names none is given at most (CONTRACT.md: the org default).
+NEMO_DEFAULT_MAX_TOKENS = 16_384
+
 # The largest request body the proxy reads, in MiB; a larger one is a 413 (CONTRACT.md).
 NEMO_MAX_BODY_MB = _read("NEMO_MAX_BODY_MB", env.int, 32)
 if not 1 <= NEMO_MAX_BODY_MB <= 1024:

@@ -10,11 +10,14 @@
 -- ARGV[5] rpm, ARGV[6] tpm, ARGV[7] max parallel ('' = no such limit), ARGV[8] tokens,
 -- ARGV[9] number of buckets, ARGV[10] the epoch this worker last saw ('' if none yet),
 -- ARGV[11] a new epoch, should the store have lost its own, ARGV[12] the hold after a loss (ms),
--- then for each bucket: its limit, the amount to reserve;
+-- ARGV[13..16] the output fit ('' = none): the prompt's worst case (micro-dollars), the output's
+-- price per token (pico-dollars), the fewest and the most output tokens;
+-- then for each bucket: its limit, the amount to reserve (with a fit: unused);
 -- then, with a chain: the probe lease (s), then each deployment.
 --
 -- Reply: status, then requests limit/remaining/reset and tokens limit/remaining/reset ('' when
--- not limited), then: ok -> the epoch, then with a chain its skip and probes lists;
+-- not limited), then: ok -> the epoch, the amount reserved, the output tokens fitted ('' without a
+-- fit), then with a chain its skip and probes lists;
 -- rate_limited -> which, retry after; budget -> bucket index, settled, reserved; missing -> the
 -- indexes of the missing buckets; lost -> the store's epoch now; hold -> its milliseconds left.
 local WINDOW = 60
@@ -24,7 +27,7 @@ local now = tonumber(ARGV[2])
 local deadline = tonumber(ARGV[3])
 local buckets = tonumber(ARGV[9])
 local FIRST_BUCKET_KEY = 7
-local FIRST_BUCKET_ARG = 12
+local FIRST_BUCKET_ARG = 16
 
 -- GCRA over a 60 s window: `tat` is the time at which the window would be full again. A call
 -- of weight `cost` fits if it pushes tat no further than one window ahead of now. This is a
@@ -90,9 +93,31 @@ local function with_chain(out)
   return out
 end
 
+-- With a fit, what the call reserves is the prompt's worst case plus as many output tokens as
+-- the tightest bucket can still pay for, up to the most asked for; nothing if not even the
+-- fewest fit. Pico-dollars keep an output token's price whole: tokens * price stays below 2^53.
+local fit = ARGV[13] ~= ''
+local base, price, fewest, most
+if fit then
+  base, price, fewest, most = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+end
+local function fitted_tokens(amount)
+  if not fit then
+    return ''
+  end
+  if price == 0 then
+    return tostring(most)
+  end
+  return string.format('%d', math.min(most, math.floor((amount - base) * 1000000 / price)))
+end
+
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- This very admission, tried again after its reply was lost: it is in already.
-  return with_chain(reply('ok', epoch))
+  local amount = '0'
+  if buckets > 0 then
+    amount = redis.call('HGET', KEYS[FIRST_BUCKET_KEY + 2], 'res:' .. ARGV[1]) or ARGV[FIRST_BUCKET_ARG + 2]
+  end
+  return with_chain(reply('ok', epoch, amount, fitted_tokens(tonumber(amount))))
 end
 if requests and not requests.ok then
   return reply('rate_limited', 'requests', string.format('%.17g', requests.retry))
@@ -119,19 +144,41 @@ end
 -- Money stays in strings on its way through Redis; the comparison runs on Lua doubles, exact
 -- for integers up to 2^53 micro-dollars (about 9 billion dollars).
 local reserved = {}
+local amounts = {}
+local room, tightest
 for i = 1, buckets do
   reserved[i] = redis.call('HGET', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total') or '0'
   local limit = tonumber(ARGV[FIRST_BUCKET_ARG - 1 + 2 * i])
-  local amount = tonumber(ARGV[FIRST_BUCKET_ARG + 2 * i])
-  if tonumber(settled[i]) + tonumber(reserved[i]) + amount > limit then
+  local left = limit - tonumber(settled[i]) - tonumber(reserved[i])
+  if fit then
+    if not room or left < room then
+      room, tightest = left, i
+    end
+  elseif tonumber(ARGV[FIRST_BUCKET_ARG + 2 * i]) > left then
     return reply('budget', tostring(i), settled[i], reserved[i])
   end
+  amounts[i] = ARGV[FIRST_BUCKET_ARG + 2 * i]
+end
+local tokens_fitted = ''
+if fit and buckets > 0 then
+  local tokens = most
+  if price > 0 then
+    tokens = math.min(most, math.floor((room - base) * 1000000 / price))
+  end
+  if room < base or tokens < fewest then
+    return reply('budget', tostring(tightest), settled[tightest], reserved[tightest])
+  end
+  local amount = string.format('%d', base + math.ceil(tokens * price / 1000000))
+  for i = 1, buckets do
+    amounts[i] = amount
+  end
+  tokens_fitted = string.format('%d', tokens)
 end
 
 local id = ARGV[1]
 for i = 1, buckets do
-  redis.call('HSET', KEYS[FIRST_BUCKET_KEY + 2 * i], 'res:' .. id, ARGV[FIRST_BUCKET_ARG + 2 * i])
-  redis.call('HINCRBY', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total', ARGV[FIRST_BUCKET_ARG + 2 * i])
+  redis.call('HSET', KEYS[FIRST_BUCKET_KEY + 2 * i], 'res:' .. id, amounts[i])
+  redis.call('HINCRBY', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total', amounts[i])
 end
 -- A window key lives until it is full again; the token window at least until the deadline, so
 -- settle can still correct it.
@@ -147,6 +194,11 @@ end
 if ARGV[7] ~= '' then
   redis.call('SADD', KEYS[7], id)
 end
-redis.call('SET', KEYS[1], ARGV[4])
+-- The record says what a fitted call reserved (``a``): the reaper charges it should the worker die.
+local record = ARGV[4]
+if fit and buckets > 0 then
+  record = string.sub(record, 1, -2) .. ',"a":' .. amounts[1] .. '}'
+end
+redis.call('SET', KEYS[1], record)
 redis.call('ZADD', KEYS[2], ARGV[3], id)
-return with_chain(reply('ok', epoch))
+return with_chain(reply('ok', epoch, amounts[1] or '0', tokens_fitted))

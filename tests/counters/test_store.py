@@ -20,6 +20,7 @@ from counters import (
     ChainCheck,
     CounterStore,
     MemoryCounterStore,
+    OutputFit,
     RateCheck,
     RateWindow,
     RedisCounterStore,
@@ -108,6 +109,57 @@ async def may_try(store: CounterStore, deployment: str, now: float, *, probe_lea
 
 
 # ---- budgets ---------------------------------------------------------------------------------
+
+
+# A call whose prompt may cost 1,000 micro-dollars and whose output costs 2.5 a token.
+FIT = OutputFit(base=1_000, price_pico=2_500_000, fewest=256, most=16_384)
+
+
+async def admit_fitted(store: CounterStore, reservation_id: str, *buckets: Bucket) -> Admission:
+    return await store.admit(reservation_id=reservation_id, buckets=list(buckets), rate=None, now=NOW, ttl_s=300,
+                             fit=FIT, trail={"model": "m", "created": NOW, "amount": 0})
+
+
+async def test_a_fitted_call_buys_the_output_its_tightest_budget_can_pay_for(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+    await store.seed("b:credits:1", 0)
+    tight, roomy = Bucket(KEY, 21_000, 0, "key"), Bucket("b:credits:1", 10_000_000, 0, "credits")
+
+    first = await admit_fitted(store, "r1", tight, roomy)
+    second = await admit_fitted(store, "r2", tight, roomy)
+    third = await admit_fitted(store, "r3", tight, roomy)
+
+    # 20,000 left after the prompt's 1,000 buys 8,000 tokens at 2.5; then 0 are left.
+    assert (first.status, first.output_tokens, first.amount) == ("ok", 8_000, 21_000)
+    assert (second.status, second.param) == ("budget", "key")
+    assert third.status == "budget"
+    assert (await store.trails(["r1"]))["r1"]["amount"] == 21_000
+    await store.settle_many([("r1", 3_000, 0, (KEY, "b:credits:1"))], None)
+    after = await admit_fitted(store, "r4", tight, roomy)
+    # 18,000 left: the fewest (256 tokens, 1,640) fit, and 6,800 tokens are bought.
+    assert (after.status, after.output_tokens, after.amount) == ("ok", 6_800, 18_000)
+
+
+async def test_a_fitted_call_is_capped_at_the_most_it_asked_for(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+
+    admission = await admit_fitted(store, "r1", Bucket(KEY, 10_000_000, 0, "key"))
+    again = await admit_fitted(store, "r1", Bucket(KEY, 10_000_000, 0, "key"))
+
+    assert (admission.output_tokens, admission.amount) == (16_384, 1_000 + 40_960)
+    # The same admission tried again (its reply lost) says the same.
+    assert (again.status, again.output_tokens, again.amount) == ("ok", 16_384, 41_960)
+
+
+async def test_a_fitted_call_is_refused_when_not_even_its_fewest_tokens_fit(store: CounterStore) -> None:
+    await store.seed(KEY, 0)
+
+    refused = await admit_fitted(store, "r1", Bucket(KEY, 1_000 + 639, 0, "key"))
+    admitted = await admit_fitted(store, "r2", Bucket(KEY, 1_000 + 640, 0, "key"))
+
+    assert (refused.status, refused.param, refused.remaining) == ("budget", "key", 1_639)
+    assert (admitted.status, admitted.output_tokens) == ("ok", 256)
+
 
 
 async def test_it_reserves_at_every_level(store: CounterStore) -> None:

@@ -1,0 +1,86 @@
+"""A call that names no output limit is sent the most its budgets can still pay for: budgets are
+usable to the last minimal call, and never passed."""
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from analytics.models import RequestLog
+from gateway import pipeline
+from money import to_micros
+from tests.fakes.behaviours import Reply
+from tests.promises.budget.support import LONG_ANSWER, ControlledOpenAI, burst, post_chat, priced_routing
+
+# Micro-dollars a token (USD per million tokens): a minimal call's 256 tokens cost 2,560.
+INPUT, OUTPUT = Decimal("1"), Decimal("10")
+UNCAPPED = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}).encode()
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "upstream-secret")
+    with ControlledOpenAI() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def gateway(start_gateway, fake):
+    return start_gateway(priced_routing(fake, input=str(INPUT), output=str(OUTPUT)))
+
+
+def smallest_call_micros() -> int:
+    return int(len(UNCAPPED) * INPUT + pipeline.MIN_OUTPUT_TOKENS * OUTPUT)
+
+
+def test_a_key_with_no_max_tokens_spends_its_budget_to_within_one_minimal_call_and_never_past_it(
+        gateway, make_tenant, fake):
+    budget = Decimal("0.02")
+    tenant = make_tenant(key_budget=budget)
+    answers = []
+    for _ in range(40):
+        fake.script(Reply(text=LONG_ANSWER))
+        status, headers, _ = post_chat(gateway, tenant.secret, UNCAPPED)
+        answers.append((status, headers.get("x-nemo-max-tokens")))
+        if status != 200:
+            break
+
+    spent = to_micros(sum(RequestLog.objects.filter(status=200).values_list("cost", flat=True)))
+    served = [int(cap) for status, cap in answers if status == 200]
+    assert answers[-1][0] == 402
+    assert to_micros(budget) - smallest_call_micros() < spent <= to_micros(budget)
+    # Each call was sent the cap its reservation paid for, in the wire format's own field.
+    sent = [request.json["max_completion_tokens"] for request in fake.requests]
+    assert sent == served
+    assert served[0] == (to_micros(budget) - len(UNCAPPED)) // 10
+    assert served == sorted(served, reverse=True) and served[-1] >= pipeline.MIN_OUTPUT_TOKENS
+    assert fake.count == len(served)
+
+
+def test_concurrent_calls_with_no_max_tokens_are_all_answered_when_their_use_fits(start_gateway, make_tenant,
+                                                                                    monkeypatch):
+    """The old reservation of the model's whole maximum output (65,536 tokens at $2.50 a million,
+    $0.16) let six of ten calls in on a $1.00 key; capped at the default (16,384), all ten fit."""
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "upstream-secret")
+    with ControlledOpenAI(answer_delay_s=0.5) as fake:
+        routing = priced_routing(fake, input="0.30", output="2.50")
+        routing["deployments"][0]["max_output_tokens"] = 65_536
+        gateway = start_gateway(routing)
+        tenant = make_tenant(key_budget=Decimal("1.00"))
+
+        answers = burst([gateway], tenant.secret, calls=10, body=UNCAPPED)
+
+    assert [status for status, _, _ in answers] == [200] * 10
+    assert {headers["x-nemo-max-tokens"] for _, headers, _ in answers} == {str(pipeline.DEFAULT_MAX_TOKENS)}
+    assert [r.json["max_completion_tokens"] for r in fake.requests] == [pipeline.DEFAULT_MAX_TOKENS] * 10
+
+
+def test_a_call_that_names_its_limit_is_reserved_and_sent_at_it(gateway, make_tenant, fake):
+    tenant = make_tenant(key_budget=Decimal("0.02"))
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}],
+                       "max_tokens": 300}).encode()
+
+    status, headers, _ = post_chat(gateway, tenant.secret, body)
+
+    assert (status, headers["x-nemo-max-tokens"]) == (200, "300")
+    assert fake.requests[-1].json["max_tokens"] == 300
