@@ -25,6 +25,7 @@ from gateway.auth import KeySnapshot
 from gateway.config import Deployment, ModelRoute
 from gateway.dialects import Dialect
 from gateway.dialects.chat_completions_request import ChatRequest
+from gateway.dialects.embeddings import without_vectors
 from gateway.errors import (
     GatewayError,
     internal_error,
@@ -131,9 +132,10 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
             await _answer_from_cache(state, dialect, call, cached, send)
             return
     links = await order_links(state.store, route, links)
-    # A call that names no output limit is sent one: the output reserved for it.
-    output_cap = None if request.max_tokens else route.max_output_tokens
-    await admit(state, dialect, call, links, output_tokens=request.max_tokens or output_cap)
+    # A call that names no output limit is sent one: the output reserved for it. An embedding
+    # has no output: only its prompt is reserved.
+    output_cap = None if request.max_tokens or request.method == "embed" else route.max_output_tokens
+    await admit(state, dialect, call, links, output_tokens=request.max_tokens or output_cap or 0)
     served = await route_and_call(state, call, route, links, output_cap=output_cap)
     if request.stream:
         await _relay(state, dialect, call, served, receive, send)
@@ -166,7 +168,8 @@ def choose_links(state: GatewayState, call: Call) -> tuple[ModelRoute, list[Depl
         raise model_not_found(call.model)
     if not call.snapshot.may_use(call.model):
         raise model_not_allowed(call.model)
-    return route, eligible_links(route, tags=call.request.tags, needs_tools=call.request.has_tools)
+    return route, eligible_links(route, tags=call.request.tags, needs_tools=call.request.has_tools,
+                                 embeds=call.request.method == "embed")
 
 
 async def admit(state: GatewayState, dialect: Dialect, call: Call, links: list[Deployment], *,
@@ -198,7 +201,7 @@ async def route_and_call(state: GatewayState, call: Call, route: ModelRoute, lin
     try:
         served = await call_chain(store=state.store, session=state.session, route=route, links=links,
                                   chain=call.reservation.chain, body=call.request.body,
-                                  stream=call.request.stream, output_cap=output_cap)
+                                  method=call.request.method, output_cap=output_cap)
     except ChainFailed as failure:
         call.attempts = failure.attempts
         raise
@@ -214,7 +217,8 @@ async def _answer(state: GatewayState, dialect: Dialect, call: Call, served: Ser
     call.summary.take_completion(served.completion)
     call.summary.first_token_at = time.monotonic()
     _charge(call, served)
-    call.response = served.completion
+    # An embedding's vectors are not logged: the row says how many there were, and their size.
+    call.response = without_vectors(served.completion) if call.request.method == "embed" else served.completion
     await record(state, call)
     if cache_key is not None:
         # Before the answer: the client's next call may ask for the same.

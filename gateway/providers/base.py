@@ -275,6 +275,51 @@ class Provider:
         return UpstreamChunkStream(resp, decoder, first)
 
 
+    # --- embeddings ----------------------------------------------------------------------------
+    async def prepare_embedding(self, *, body: dict, model: str) -> list[UpstreamRequest]:
+        """The requests that embed ``body["input"]``: one, or several where the upstream takes
+        fewer inputs a request. ``body`` is an OpenAI embeddings request; its answer is always
+        asked for in floats."""
+        raise UpstreamError("server", f"provider {self.config.name} ({self.config.type}) cannot embed", status=501)
+
+    def parse_embedding(self, *, bodies: list[bytes], body: dict, model: str) -> dict:
+        """The answers to ``prepare_embedding``'s requests, in their order, as one OpenAI
+        embeddings response (``object: "list"``, float vectors, ``usage``)."""
+        raise NotImplementedError
+
+    async def embed(self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float) -> dict:
+        """One embeddings call; the timeout covers all of it (credentials, and every request
+        when the inputs take several, sent together)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                requests = await self.prepare_embedding(body=body, model=model)
+                if len(requests) == 1:
+                    bodies = [await self._post(session, requests[0])]
+                else:
+                    bodies = await self._post_all(session, requests)
+        except TimeoutError as exc:
+            raise UpstreamError("timeout", f"no answer within {timeout_s}s") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError("connect", f"connection failed: {exc}") from exc
+        return self.parse_embedding(bodies=bodies, body=body, model=model)
+
+    async def _post(self, session: aiohttp.ClientSession, request: UpstreamRequest) -> bytes:
+        async with session.post(request.url, data=request.body, headers=request.headers) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise self.classify_error(status=resp.status, headers=resp.headers, body=raw)
+            return raw
+
+    async def _post_all(self, session: aiohttp.ClientSession, requests: list[UpstreamRequest]) -> list[bytes]:
+        """All of them, or the first failure (the others are then cancelled)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._post(session, request)) for request in requests]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return [task.result() for task in tasks]
+
+
 class Deadline:
     """``asyncio.timeout`` for one block without its async context manager (a stream's first
     byte: ~9 k instructions fewer a stream, ~0.5% of it). At the deadline the
