@@ -18,6 +18,9 @@ from typing import Any, Literal
 import aiohttp
 
 ErrorKind = Literal["timeout", "connect", "server", "rate_limit", "client"]
+# An embeddings call whose inputs take several requests (one a request, on some upstreams) sends
+# this many at once: a list of thousands must not take every connection of the worker.
+MAX_PARALLEL_POSTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,10 +314,16 @@ class Provider:
             return raw
 
     async def _post_all(self, session: aiohttp.ClientSession, requests: list[UpstreamRequest]) -> list[bytes]:
-        """All of them, or the first failure (the others are then cancelled)."""
+        """All of them, a few at a time, or the first failure (the others are then cancelled)."""
+        sending = asyncio.Semaphore(MAX_PARALLEL_POSTS)
+
+        async def post(request: UpstreamRequest) -> bytes:
+            async with sending:
+                return await self._post(session, request)
+
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._post(session, request)) for request in requests]
+                tasks = [group.create_task(post(request)) for request in requests]
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
         return [task.result() for task in tasks]
