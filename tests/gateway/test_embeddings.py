@@ -145,6 +145,19 @@ def test_a_call_the_credits_cannot_pay_for_gets_402_before_anything_is_sent(gate
     assert (row.status, row.endpoint, row.cost) == (402, "embeddings", Decimal("0"))
 
 
+def test_only_the_prompt_is_reserved_an_embedding_has_no_output(start_gateway, make_tenant, primary):
+    # An output price no embedding pays: reserving any output at all would cost dollars.
+    routing = openai_embedding_routing(primary)
+    routing["deployments"][0]["price"] = {"input": "1000", "output": "1000000"}
+    gateway = start_gateway(routing)
+    tenant = make_tenant(credits=Decimal("0.50"))
+
+    answer = gateway.client(tenant.secret).embeddings.create(model="embedder", input="hello")
+
+    assert answer.usage.prompt_tokens == 2
+    assert RequestLog.objects.get().cost == Decimal("0.002")
+
+
 def test_a_chat_model_does_not_embed_and_an_embedding_model_does_not_chat(gateway, tenant, primary):
     client = gateway.client(tenant.secret)
     with pytest.raises(openai.BadRequestError) as not_embedding:
