@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from analytics.models import RequestLog
-from tests.fakes.behaviours import Hang
+from tests.fakes.behaviours import Hang, Status
 from tests.fakes.oauth import FakeTokenServer, write_service_account
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import fake_vector
@@ -254,3 +254,25 @@ def test_the_default_mock_routing_embeds_unit_vectors_of_the_dimensions_asked(st
     assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-5)
     assert again.data[0].embedding == vector != first.data[1].embedding
     assert {"text-embedding-005", "text-embedding-3-small"} <= {m.id for m in client.models.list().data}
+
+
+def test_a_chain_crosses_wire_formats_vertex_failing_over_to_openai_within_a_run(start_gateway, tenant, tmp_path,
+                                                                                   primary):
+    with FakeTokenServer() as token_server, FakeVertex() as vertex_fake:
+        credentials = str(write_service_account(tmp_path, token_uri=token_server.token_uri))
+        vertex_fake.script(Status(503, retry_after="1"))
+        gateway = start_gateway({
+            "providers": {"vertex": {"type": "vertex_gemini", **vertex_fake.provider_options(credentials=credentials)},
+                          "openai": {"type": "openai", "base_url": primary.base_url}},
+            "deployments": [{"id": "vertex-005", "provider": "vertex", "model": "text-embedding-005"},
+                            {"id": "openai-small", "provider": "openai", "model": "text-embedding-3-small"}],
+            "models": {"embedder": {"chain": ["vertex-005", "openai-small"]}},
+        })
+        raw = gateway.client(tenant.secret).embeddings.with_raw_response.create(
+            model="embedder", input="hello", dimensions=64, extra_headers={"X-Nemo-Run": "rag-1"})
+
+    assert len(raw.parse().data[0].embedding) == 64
+    assert raw.headers["x-nemo-attempts"] == "vertex-005:503, openai-small:ok"
+    assert (len(vertex_fake.predictions), primary.count) == (1, 1)
+    row = RequestLog.objects.get()
+    assert (row.run_id, row.deployment, row.endpoint) == ("rag-1", "openai-small", "embeddings")
