@@ -9,14 +9,18 @@ import time
 
 from analytics.ledger import DATABASE_ERRORS
 from gateway.dialects.chat_completions import ChatCompletions
-from gateway.errors import GatewayError, service_unavailable
+from gateway.dialects.embeddings import Embeddings
+from gateway.errors import GatewayError, model_not_found, service_unavailable
 from gateway.http import header, send_json
 from gateway.pipeline import serve
 from gateway.state import GatewayState
+from gateway.unknown_routes import UnknownRoutes
 
 logger = logging.getLogger(__name__)
 
 CHAT_COMPLETIONS = ChatCompletions()
+EMBEDDINGS = Embeddings()
+MODEL_PATH = "/v1/models/"
 
 # Allocations between two collections of the youngest generation (the default is 700).
 GC_THRESHOLD = 10_000
@@ -28,6 +32,7 @@ class GatewayApp:
         self._state: GatewayState | None = None
         self._starting: asyncio.Lock | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.unknown_routes = UnknownRoutes()
 
     async def state(self) -> GatewayState:
         if self._state is None:
@@ -83,28 +88,53 @@ class GatewayApp:
         path, method = scope["path"].rstrip("/"), scope["method"]
         if path == "/v1/chat/completions" and method == "POST":
             await serve(state, CHAT_COMPLETIONS, scope, receive, send)
+        elif path == "/v1/embeddings" and method == "POST":
+            await serve(state, EMBEDDINGS, scope, receive, send)
         elif path == "/v1/models" and method == "GET":
             await handle_models(state, scope, send)
+        elif path.startswith(MODEL_PATH) and method == "GET":
+            await handle_model(state, scope, send, path[len(MODEL_PATH):])
         else:
+            self.unknown_routes.seen(method=method, path=scope["path"], authorization=header(scope, b"authorization"))
             await send_json(send, 404, {"error": {"message": f"No route {method} {scope['path']}.",
                                                   "type": "not_found_error", "param": None, "code": "unknown_url"}})
 
 
-async def handle_models(state: GatewayState, scope, send) -> None:
-    """The models this key may use, in OpenAI's list shape."""
+async def _key(state: GatewayState, scope, send):
+    """The calling key's snapshot; None once its refusal is sent."""
     try:
         try:
-            snapshot = await state.keys.authenticate(header(scope, b"authorization"))
+            return await state.keys.authenticate(header(scope, b"authorization"))
         except DATABASE_ERRORS as lost:
             raise service_unavailable("The gateway's database cannot be reached to check this key.",
                                       code="database_unavailable") from lost
     except GatewayError as error:
         await send_json(send, error.status, error.body(), error.headers)
+        return None
+
+
+def _model(name: str, created: int) -> dict:
+    return {"id": name, "object": "model", "created": created, "owned_by": "nemo-router"}
+
+
+async def handle_models(state: GatewayState, scope, send) -> None:
+    """The models this key may use, in OpenAI's list shape."""
+    snapshot = await _key(state, scope, send)
+    if snapshot is None:
         return
     created = int(time.time())
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": "nemo-router"}
-        for name in sorted(state.config.models)
-        if snapshot.may_use(name)
-    ]
+    data = [_model(name, created) for name in sorted(state.config.models) if snapshot.may_use(name)]
     await send_json(send, 200, {"object": "list", "data": data})
+
+
+async def handle_model(state: GatewayState, scope, send, name: str) -> None:
+    """One model in OpenAI's shape. A model the key may not use is as absent as one that does
+    not exist: the same 404, so a key cannot learn what other keys are routed to."""
+    snapshot = await _key(state, scope, send)
+    if snapshot is None:
+        return
+    if name not in state.config.models or not snapshot.may_use(name):
+        error = model_not_found(name)
+        await send_json(send, error.status, error.body())
+        return
+    await send_json(send, 200, _model(name, int(time.time())))

@@ -2,7 +2,9 @@
 
 Read once per worker from ``NEMO_ROUTER_CONFIG`` (YAML, see CONTRACT.md) or, when unset, the
 shipped catalog with every model served by the built-in mock provider. Prices come from the
-catalog unless a deployment overrides them.
+catalog unless a deployment overrides them. A deployment of an embedding model (capability
+``embeddings``: the catalog's embedding models have it; any other model can be given it with
+``capabilities: [embeddings]``) serves ``POST /v1/embeddings`` and nothing else.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class Deployment:
     @property
     def supports_tools(self) -> bool:
         return "tools" in self.capabilities
+
+    @property
+    def embeds(self) -> bool:
+        """An embedding model's deployment: it serves embeddings, and nothing else."""
+        return "embeddings" in self.capabilities
 
 
 @dataclass(frozen=True, slots=True)

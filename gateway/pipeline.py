@@ -27,6 +27,7 @@ from gateway.auth import KeySnapshot
 from gateway.config import Deployment, ModelRoute
 from gateway.dialects import Dialect
 from gateway.dialects.chat_completions_request import ChatRequest
+from gateway.dialects.embeddings import without_vectors
 from gateway.errors import (
     GatewayError,
     internal_error,
@@ -174,7 +175,8 @@ def choose_links(state: GatewayState, call: Call) -> tuple[ModelRoute, list[Depl
         raise model_not_found(call.model)
     if not call.snapshot.may_use(call.model):
         raise model_not_allowed(call.model)
-    return route, eligible_links(route, tags=call.request.tags, needs_tools=call.request.has_tools)
+    return route, eligible_links(route, tags=call.request.tags, needs_tools=call.request.has_tools,
+                                 embeds=call.request.method == "embed")
 
 
 async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[Deployment]) -> None:
@@ -187,7 +189,8 @@ async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[
     request = call.request
     chain = [link.id for link in links]
     fit_output = None
-    if not request.max_tokens:
+    # An embedding has no output: only its prompt is reserved.
+    if not request.max_tokens and request.method != "embed":
         most = min(route.max_output_tokens, DEFAULT_MAX_TOKENS)
         fit_output = (min(MIN_OUTPUT_TOKENS, most), most)
     try:
@@ -213,7 +216,7 @@ async def route_and_call(state: GatewayState, call: Call, route: ModelRoute, lin
     try:
         served = await call_chain(store=state.store, session=state.session, route=route, links=links,
                                   chain=call.reservation.chain, body=call.request.body,
-                                  stream=call.request.stream, output_cap=output_cap)
+                                  method=call.request.method, output_cap=output_cap)
     except ChainFailed as failure:
         call.attempts = failure.attempts
         raise
@@ -229,7 +232,8 @@ async def _answer(state: GatewayState, dialect: Dialect, call: Call, served: Ser
     call.summary.take_completion(served.completion)
     call.summary.first_token_at = time.monotonic()
     _charge(call, served)
-    call.response = served.completion
+    # An embedding's vectors are not logged: the row says how many there were, and their size.
+    call.response = without_vectors(served.completion) if call.request.method == "embed" else served.completion
     await record(state, call)
     if cache_key is not None:
         # Before the answer: the client's next call may ask for the same.

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Literal
 
 from counters import ChainCheck
 from gateway.config import Deployment, ModelRoute
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 # How long a client is told to wait after an upstream 429 that named no Retry-After.
 RATE_LIMITED_RETRY_S = 1.0
+
+# Which provider method serves a call: ``complete``, ``stream`` or ``embed``.
+CallMethod = Literal["complete", "stream", "embed"]
 
 
 @dataclass(slots=True)
@@ -59,8 +63,17 @@ class Served:
     chunks: ChunkStream | None = None
 
 
-def eligible_links(route: ModelRoute, *, tags: frozenset[str], needs_tools: bool) -> list[Deployment]:
-    links = [d for d in route.chain if tags <= d.tags and (d.supports_tools or not needs_tools)]
+def eligible_links(route: ModelRoute, *, tags: frozenset[str], needs_tools: bool,
+                   embeds: bool = False) -> list[Deployment]:
+    """The links that can serve the call; ``embeds``: an embeddings call, which only an embedding
+    model's deployments serve (and only they serve it)."""
+    links = [d for d in route.chain
+             if tags <= d.tags and (d.supports_tools or not needs_tools) and d.embeds == embeds]
+    if not links and all(d.embeds != embeds for d in route.chain):
+        if embeds:
+            raise invalid_request(f"{route.name!r} is not an embedding model.", param="model")
+        raise invalid_request(f"{route.name!r} is an embedding model: it serves POST /v1/embeddings.",
+                              param="model")
     if not links:
         wanted = ", ".join(sorted(tags)) or "tool support"
         raise invalid_request(f"No deployment of {route.name!r} has {wanted}.", param="tags")
@@ -91,12 +104,18 @@ async def _advise(update: Awaitable[None]) -> None:
 
 
 async def call_chain(
-    *, store, session, route: ModelRoute, links: list[Deployment], chain: ChainCheck, body: dict, stream: bool,
-    output_cap: int | None = None,
+    *, store, session, route: ModelRoute, links: list[Deployment], chain: ChainCheck, body: dict,
+    method: CallMethod, output_cap: int | None = None,
 ) -> Served:
     """``links`` in the order to try them (``order_links``), ``chain`` their check (made with
     the call's admission). ``output_cap``: the output limit to send a call whose client named
-    none (``Provider.prepare``)."""
+    none (``Provider.prepare``).
+
+    ``method``: the provider method each attempt calls, as the internal request says
+    (``ChatRequest.method``, ``EmbeddingRequest.method``). The walk itself — skips, fallbacks,
+    circuits, cooldowns, latencies, the attempts — is the same whatever the call is, so an
+    endpoint that needs another kind of upstream call names its method rather than walking a
+    chain of its own."""
     unavailable = chain.skip
     cooling: dict[str, float] = {}
     if unavailable:
@@ -118,7 +137,10 @@ async def call_chain(
         started = time.monotonic()
         # Each provider puts the link's own model id where its wire format wants it.
         try:
-            if stream:
+            if method == "embed":
+                embedding = await link.provider.embed(session, body=body, model=link.model, timeout_s=link.timeout_s)
+                result = Served(deployment=link, attempts=attempts, completion=embedding)
+            elif method == "stream":
                 chunks = await link.provider.stream(session, body=body, model=link.model,
                                                     timeout_s=link.timeout_s, output_cap=output_cap)
                 result = Served(deployment=link, attempts=attempts, chunks=chunks)

@@ -52,6 +52,11 @@ class ChatRequest:
     def has_tools(self) -> bool:
         return bool(self.body.get("tools"))
 
+    @property
+    def method(self) -> str:
+        """The provider method that serves this call (``router.call_chain``)."""
+        return "stream" if self.stream else "complete"
+
 
 # --- checks of one value ------------------------------------------------------------------------
 

@@ -18,6 +18,9 @@ from typing import Any, Literal
 import aiohttp
 
 ErrorKind = Literal["timeout", "connect", "server", "rate_limit", "client"]
+# An embeddings call whose inputs take several requests (one a request, on some upstreams) sends
+# this many at once: a list of thousands must not take every connection of the worker.
+MAX_PARALLEL_POSTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +276,57 @@ class Provider:
                 resp.close()
             raise
         return UpstreamChunkStream(resp, decoder, first)
+
+
+    # --- embeddings ----------------------------------------------------------------------------
+    async def prepare_embedding(self, *, body: dict, model: str) -> list[UpstreamRequest]:
+        """The requests that embed ``body["input"]``: one, or several where the upstream takes
+        fewer inputs a request. ``body`` is an OpenAI embeddings request; its answer is always
+        asked for in floats."""
+        raise UpstreamError("server", f"provider {self.config.name} ({self.config.type}) cannot embed", status=501)
+
+    def parse_embedding(self, *, bodies: list[bytes], body: dict, model: str) -> dict:
+        """The answers to ``prepare_embedding``'s requests, in their order, as one OpenAI
+        embeddings response (``object: "list"``, float vectors, ``usage``)."""
+        raise NotImplementedError
+
+    async def embed(self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float) -> dict:
+        """One embeddings call; the timeout covers all of it (credentials, and every request
+        when the inputs take several, sent together)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                requests = await self.prepare_embedding(body=body, model=model)
+                if len(requests) == 1:
+                    bodies = [await self._post(session, requests[0])]
+                else:
+                    bodies = await self._post_all(session, requests)
+        except TimeoutError as exc:
+            raise UpstreamError("timeout", f"no answer within {timeout_s}s") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError("connect", f"connection failed: {exc}") from exc
+        return self.parse_embedding(bodies=bodies, body=body, model=model)
+
+    async def _post(self, session: aiohttp.ClientSession, request: UpstreamRequest) -> bytes:
+        async with session.post(request.url, data=request.body, headers=request.headers) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise self.classify_error(status=resp.status, headers=resp.headers, body=raw)
+            return raw
+
+    async def _post_all(self, session: aiohttp.ClientSession, requests: list[UpstreamRequest]) -> list[bytes]:
+        """All of them, a few at a time, or the first failure (the others are then cancelled)."""
+        sending = asyncio.Semaphore(MAX_PARALLEL_POSTS)
+
+        async def post(request: UpstreamRequest) -> bytes:
+            async with sending:
+                return await self._post(session, request)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(post(request)) for request in requests]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return [task.result() for task in tasks]
 
 
 class Deadline:

@@ -3,12 +3,14 @@
 Options: ``latency_ms`` (default 0), ``fail_rate`` (0..1, default 0) and ``fail_status``
 (default 503), so a demo chain can show a fallback. With tools and a user turn last it calls
 the first tool (or the one ``tool_choice`` names) with arguments built from its schema;
-otherwise it answers a short text about the last message.
+otherwise it answers a short text about the last message. It embeds each input as a unit
+vector of the requested dimensions, the same for the same text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import random
@@ -22,7 +24,9 @@ from gateway.providers.shapes import (
     ChunkMaker,
     choice,
     completion,
+    embedding_inputs,
     estimate_tokens,
+    input_tokens,
     max_output_tokens,
     message_texts,
     new_completion_id,
@@ -64,6 +68,10 @@ class MockProvider(Provider):
         await asyncio.sleep(self.latency_s)
         if random.random() < self.fail_rate:
             raise classify_status(self.fail_status, None, f"mock failure ({self.fail_status})")
+
+    async def embed(self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float) -> dict:
+        await self._behave_like_an_upstream(timeout_s)
+        return mock_embeddings(body, model=model)
 
 
 def mock_answer(body: dict, *, model: str, output_cap: int | None = None) -> dict:
@@ -158,3 +166,27 @@ async def _replay(chunks: list[dict]) -> AsyncGenerator[list[Event], None]:
     """One chunk at a time, each written separately as a real upstream's would be."""
     for chunk in chunks:
         yield [(chunk, None)]
+
+
+# --- embeddings ------------------------------------------------------------------------------
+
+# The size of a model's vectors when the request names none; other models make 768.
+_EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "gemini-embedding-001": 3072}
+_DEFAULT_DIMENSIONS = 768
+
+
+def mock_embeddings(body: dict, *, model: str) -> dict:
+    """An OpenAI embeddings response: for each input a unit vector of the requested size, the
+    same for the same text (its bytes drawn from the text's SHAKE-256 digest, fast enough for a
+    list of thousands on the event loop)."""
+    dimensions = body.get("dimensions") or _EMBEDDING_DIMENSIONS.get(model.split("@", 1)[0], _DEFAULT_DIMENSIONS)
+    data = [{"object": "embedding", "index": index, "embedding": mock_vector(item, dimensions)}
+            for index, item in enumerate(embedding_inputs(body))]
+    tokens = input_tokens(body)
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def mock_vector(item: str | list[int], dimensions: int) -> list[float]:
+    vector = [byte - 127.5 for byte in hashlib.shake_256(json.dumps(item).encode()).digest(dimensions)]
+    norm = math.sqrt(sum(value * value for value in vector))
+    return [value / norm for value in vector]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import struct
 from typing import Any
 
 import orjson
@@ -18,7 +20,7 @@ from gateway.providers.base import (
     UpstreamRequest,
     classify_status,
 )
-from gateway.providers.shapes import load_upstream_json, max_output_tokens
+from gateway.providers.shapes import input_tokens, load_upstream_json, max_output_tokens
 from gateway.providers.sse import SSEParser
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -33,6 +35,7 @@ class OpenAIProvider(Provider):
         super().__init__(config)
         base_url = config.options.get("base_url") or DEFAULT_BASE_URL
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.embeddings_url = base_url.rstrip("/") + "/embeddings"
         self.api_key_env: str | None = config.options.get("api_key_env")
         # Where the gateway's own output cap goes (a client's own limit passes as it came):
         # OpenAI's current field by default; older compatible servers know only max_tokens.
@@ -49,10 +52,7 @@ class OpenAIProvider(Provider):
         else:
             payload.pop("stream", None)
             payload.pop("stream_options", None)
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ.get(self.api_key_env, '')}"
-        return UpstreamRequest(url=self.url, headers=headers, body=orjson.dumps(payload))
+        return UpstreamRequest(url=self.url, headers=self._headers(), body=orjson.dumps(payload))
 
     def parse_response(self, *, body: bytes, model: str) -> dict:
         answer = load_upstream_json(body)
@@ -65,6 +65,55 @@ class OpenAIProvider(Provider):
 
     def classify_error(self, *, status: int, headers: Any, body: bytes) -> UpstreamError:
         return classify_status(status, headers, error_message(body))
+
+    async def prepare_embedding(self, *, body: dict, model: str) -> list[UpstreamRequest]:
+        payload = {**body, "model": model, "encoding_format": "float"}
+        return [UpstreamRequest(url=self.embeddings_url, headers=self._headers(), body=orjson.dumps(payload))]
+
+    def parse_embedding(self, *, bodies: list[bytes], body: dict, model: str) -> dict:
+        return embedding_answer(load_upstream_json(bodies[0]), model=model, estimated_tokens=input_tokens(body))
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            headers["Authorization"] = f"Bearer {os.environ.get(self.api_key_env, '')}"
+        return headers
+
+
+def embedding_answer(answer: Any, *, model: str, estimated_tokens: int) -> dict:
+    """An OpenAI-compatible server's embeddings, checked, with float vectors (a server that
+    answers base64 whatever it was asked is decoded). A server that counts no usage is charged
+    ``estimated_tokens``."""
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, list) or not data:
+        raise UpstreamError("server", f"unexpected answer: {str(answer)[:200]}")
+    vectors = []
+    for position, item in enumerate(data):
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vector, str):
+            vector = decode_base64_vector(vector)
+        if not isinstance(vector, list):
+            raise UpstreamError("server", f"unexpected embedding at {position}: {str(item)[:200]}")
+        index = item.get("index", position)
+        vectors.append({"object": "embedding", "index": index if isinstance(index, int) else position,
+                        "embedding": vector})
+    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+    prompt_tokens = usage.get("prompt_tokens")
+    if not isinstance(prompt_tokens, int) or isinstance(prompt_tokens, bool) or prompt_tokens <= 0:
+        prompt_tokens = estimated_tokens
+    return {"object": "list", "data": sorted(vectors, key=lambda item: item["index"]),
+            "model": answer.get("model") or model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+
+
+def decode_base64_vector(value: str) -> list[float]:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise UpstreamError("server", f"an embedding that is not base64: {exc}") from exc
+    if len(raw) % 4:
+        raise UpstreamError("server", "an embedding of a length that is not float32s")
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
 def error_message(body: bytes) -> str:

@@ -116,6 +116,20 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+def embedding_inputs(body: dict) -> list:
+    """An embeddings request's inputs as a list: strings, or token arrays."""
+    value = body["input"]
+    if isinstance(value, str) or (value and not isinstance(value[0], str | list)):
+        return [value]
+    return value
+
+
+def input_tokens(body: dict) -> int:
+    """An embeddings request's tokens, where the upstream counts none: a token array's length,
+    a text's estimate."""
+    return sum(len(item) if isinstance(item, list) else estimate_tokens(item) for item in embedding_inputs(body))
+
+
 def usage(*, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, reasoning_tokens: int = 0) -> dict:
     return {
         "prompt_tokens": prompt_tokens,

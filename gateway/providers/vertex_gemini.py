@@ -35,7 +35,8 @@ from gateway.providers.shapes import (
     usage,
 )
 from gateway.providers.sse import JSONEventDecoder
-from gateway.providers.vertex import VertexProvider, google_error, google_stream_error
+from gateway.providers.vertex import google_error, google_stream_error
+from gateway.providers.vertex_embeddings import VertexGoogleProvider
 
 _SIGNED_ID = re.compile(r"^call_[A-Za-z0-9]{24}_sig_(?P<signature>[A-Za-z0-9_-]+)$")
 _FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
@@ -62,8 +63,8 @@ MAX_SCHEMA_DEPTH = 64
 MAX_SCHEMA_NODES = 10_000
 
 
-class VertexGeminiProvider(VertexProvider):
-    publisher = "google"
+class VertexGeminiProvider(VertexGoogleProvider):
+    """Gemini's own calls; a deployment of an embedding model embeds (vertex_embeddings.py)."""
 
     async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
         payload = translate_request(body, output_cap=output_cap)

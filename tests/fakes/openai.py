@@ -1,21 +1,24 @@
-"""A fake OpenAI Chat Completions server, answering in the shape of the recorded traffic."""
+"""A fake OpenAI server: Chat Completions in the shape of the recorded traffic, and Embeddings
+(``/v1/embeddings``) in the shape of OpenAI's API reference: float or base64 vectors."""
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
+import struct
 import time
 from typing import Any
 
 from gateway.providers.shapes import estimate_tokens
 from tests.fakes.behaviours import Reply
-from tests.fakes.server import Conversation, FakeUpstream, ReceivedRequest, plan_reply, split_text
+from tests.fakes.server import Conversation, FakeUpstream, ReceivedRequest, fake_vector, plan_reply, split_text
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_error"}
 
 
 class FakeOpenAI(FakeUpstream):
-    paths = ("/v1/chat/completions",)
+    paths = ("/v1/chat/completions", "/v1/embeddings")
 
     @property
     def base_url(self) -> str:
@@ -29,6 +32,8 @@ class FakeOpenAI(FakeUpstream):
 
     def answer(self, request: ReceivedRequest, reply: Reply, *, stream: bool) -> Any:
         body = request.json
+        if request.path.endswith("/embeddings"):
+            return _embeddings(body)
         plan = plan_reply(reply, _conversation(body))
         completion_id = "chatcmpl-" + secrets.token_hex(12)
         created = int(time.time())
@@ -92,6 +97,24 @@ class FakeOpenAI(FakeUpstream):
 
     def error_event(self, status: int, message: str) -> bytes:
         return _event(self.error_body(status, message, stream=True))
+
+
+_EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
+
+
+def _embeddings(body: dict) -> dict:
+    inputs = body["input"] if isinstance(body["input"], list) and isinstance(body["input"][0], str | list) \
+        else [body["input"]]
+    dimensions = body.get("dimensions") or _EMBEDDING_DIMENSIONS.get(body["model"], 1536)
+    data = []
+    for index, item in enumerate(inputs):
+        vector = fake_vector(json.dumps(item) if isinstance(item, list) else item, dimensions)
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    tokens = sum(len(item) if isinstance(item, list) else estimate_tokens(item) for item in inputs)
+    return {"object": "list", "data": data, "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def _conversation(body: dict) -> Conversation:

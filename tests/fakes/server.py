@@ -8,7 +8,9 @@ Sync tests: ``with FakeX() as fake:`` serves from a thread with its own loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import socket
 import struct
 import threading
@@ -85,6 +87,14 @@ def split_text(text: str, pieces: int = 3) -> list[str]:
     """Streamed text arrives in pieces; keep at least one (possibly empty) piece."""
     size = max(1, -(-len(text) // pieces))
     return [text[start : start + size] for start in range(0, len(text), size)] or [""]
+
+
+def fake_vector(text: str, dimensions: int) -> list[float]:
+    """A unit vector standing for ``text``'s embedding, the same for the same text."""
+    seed = hashlib.sha256(text.encode()).digest()
+    values = [(seed[i % len(seed)] - 127.5) * (1 + i % 7) for i in range(dimensions)]
+    norm = math.sqrt(sum(value * value for value in values))
+    return [value / norm for value in values]
 
 
 class FakeUpstream:
