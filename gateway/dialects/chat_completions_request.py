@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import invalid_request
+from gateway.providers.fields import REASONING_EFFORTS
 from gateway.providers.shapes import MAX_NESTING
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -121,6 +122,10 @@ def _logit_bias(value) -> Problem:
     if isinstance(value, dict) and all(_is_number(bias) and -100 <= bias <= 100 for bias in value.values()):
         return None
     return "", "an object of token ids to numbers from -100 to 100"
+
+
+def _one_of(values: tuple[str, ...]) -> Check:
+    return lambda value: None if value in values else ("", f"one of {', '.join(values)}")
 
 
 def _tags(value) -> Problem:
@@ -323,6 +328,7 @@ _BODY_FIELDS: dict[str, Check] = {
     "presence_penalty": _number(-2, 2),
     "frequency_penalty": _number(-2, 2),
     "seed": _integer(-(2**63), 2**63 - 1),
+    "reasoning_effort": _one_of(REASONING_EFFORTS),
     "logprobs": bool,
     "top_logprobs": _integer(0, 20),
     "logit_bias": _logit_bias,
