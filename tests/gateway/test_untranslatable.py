@@ -104,16 +104,34 @@ def test_the_400_names_the_field_in_param(chain, tenant):
     assert refused.value.body["param"] == "logprobs"
 
 
-def test_reasoning_effort_reaches_gemini_as_its_thinking_budget(chain, tenant):
+@pytest.mark.parametrize("effort", ["none", "minimal", "high", "xhigh"])
+def test_reasoning_effort_reaches_gemini_as_a_thinking_budget_it_takes(chain, tenant, effort):
     gateway, gemini, _ = chain("vertex_gemini")
 
     completion = gateway.client(tenant.secret).chat.completions.create(
-        model="agent-model", messages=QUESTION, reasoning_effort="low", logprobs=True, top_logprobs=2)
+        model="agent-model", messages=QUESTION, reasoning_effort=effort)
 
     assert completion.choices[0].message.content == "Fake answer to: Weather in Rome?"
+    assert "thinkingBudget" in gemini.requests[0].json["generationConfig"]["thinkingConfig"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_logprobs_come_back_in_openais_shape(chain, tenant, stream):
+    gateway, gemini, _ = chain("vertex_gemini")
+    client = gateway.client(tenant.secret)
+
+    answer = client.chat.completions.create(model="agent-model", messages=QUESTION, logprobs=True,
+                                            top_logprobs=2, stream=stream)
+
+    if stream:
+        tokens = [token for chunk in answer for choice in chunk.choices if choice.logprobs
+                  for token in choice.logprobs.content]
+    else:
+        tokens = answer.choices[0].logprobs.content
+    assert "".join(token.token for token in tokens) == "Fake answer to: Weather in Rome?"
+    assert all(len(token.top_logprobs) == 2 and token.logprob == -0.25 for token in tokens)
     config = gemini.requests[0].json["generationConfig"]
-    assert (config["thinkingConfig"], config["responseLogprobs"], config["logprobs"]) == (
-        {"thinkingBudget": 1024}, True, 2)
+    assert (config["responseLogprobs"], config["logprobs"]) == (True, 2)
 
 
 def test_a_tool_loop_that_thinks_on_claude_runs_to_its_answer(chain, tenant):
