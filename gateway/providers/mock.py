@@ -113,7 +113,22 @@ def _choice(body: dict, index: int, messages: list[dict], functions: list[dict],
         text, finish_reason = text[: limit * 4], "length"
         written = text + "".join(call["function"]["arguments"] for call in tool_calls)
     tokens = min(estimate_tokens(written), limit) if limit else estimate_tokens(written)
-    return choice(index=index, text=text, tool_calls=tool_calls, finish_reason=finish_reason), tokens
+    logprobs = _logprobs(_pieces(text), top=body.get("top_logprobs") or 0) if body.get("logprobs") else None
+    return choice(index=index, text=text, tool_calls=tool_calls, finish_reason=finish_reason,
+                  logprobs=logprobs), tokens
+
+
+def _logprobs(tokens: list[str], *, top: int) -> dict:
+    """Made-up log probabilities of the answer's tokens (the pieces it streams in), each the
+    likeliest of its ``top`` alternatives."""
+    def token(text: str, logprob: float) -> dict:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    def alternatives(text: str) -> list[dict]:
+        return [token(text + "~" * rank, -0.1 - rank) for rank in range(top)]
+
+    return {"content": [{**token(text, -0.1), "top_logprobs": alternatives(text)} for text in tokens],
+            "refusal": None}
 
 
 def _text_answer(last: dict, index: int) -> str:
@@ -139,7 +154,12 @@ def _as_chunks(answer: dict) -> list[dict]:
     for each in answer["choices"]:
         at, message = each["index"], each["message"]
         stream.append(chunks.role(index=at))
-        stream += [chunks.delta({"content": piece}, index=at) for piece in _pieces(message["content"] or "")]
+        logprobs = (each.get("logprobs") or {}).get("content")
+        stream += [
+            chunks.delta({"content": piece}, index=at,
+                         logprobs={"content": [logprobs[number]], "refusal": None} if logprobs else None)
+            for number, piece in enumerate(_pieces(message["content"] or ""))
+        ]
         for position, call in enumerate(message.get("tool_calls") or []):
             head = {"index": position, **tool_call(id=call["id"], name=call["function"]["name"], arguments="")}
             stream.append(chunks.delta({"tool_calls": [head]}, index=at))

@@ -128,3 +128,17 @@ def _texts(answer, *, stream: bool) -> list[str]:
                 finished[choice.index] = choice.finish_reason
     assert set(finished) == set(pieces) and set(finished.values()) == {"stop"}
     return [pieces[index] for index in sorted(pieces)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_are_given_for_the_answers_tokens(client, stream):
+    answer = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], logprobs=True, top_logprobs=2, stream=stream)
+
+    if stream:
+        tokens = [token for chunk in answer for choice in chunk.choices if choice.logprobs
+                  for token in choice.logprobs.content]
+    else:
+        tokens = answer.choices[0].logprobs.content
+    assert "".join(token.token for token in tokens) == "Mock answer to: Hi"
+    assert all(len(token.top_logprobs) == 2 and token.top_logprobs[0].token == token.token for token in tokens)
