@@ -3,7 +3,9 @@
 Every value that a provider's translation, the response cache or the request log reads is
 checked here for its type, once, before anything is reserved or sent: a text part of ``5`` that
 only fails in the log, after the upstream served the call, is a call nobody pays for and nobody
-sees. Fields the gateway does not know pass through to the upstream unchecked.
+sees. Fields the gateway does not know pass through to an OpenAI-compatible upstream unchecked;
+a wire format that cannot carry a field refuses it by name before anything is sent
+(gateway/providers/fields.py), so none is dropped while the call answers 200.
 
 A check returns ``None`` or a ``Problem``, (where, relative to the value checked, what it must
 be); the caller that knows the path prefixes it. So the usual, valid request builds no strings.
