@@ -10,9 +10,9 @@ asks for something (``n: 1``, ``logprobs: false``, a penalty of 0 ask for nothin
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container
 
-from gateway.providers.shapes import untranslatable
+from gateway.providers.shapes import Untranslatable, untranslatable
 
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
@@ -53,17 +53,16 @@ def asks_for_something(name: str, value) -> bool:
     return value is not None and not _NEUTRAL.get(name, lambda _: False)(value)
 
 
-def refuse_uncarried(body: dict, *, wire: str, carried: Iterable[str]) -> None:
+def refuse_uncarried(body: dict, *, wire: str, carried: Container[str]) -> None:
     """A 400 naming the first field of ``body`` that ``wire`` cannot carry: not in ``carried``,
     not ``IGNORED``, and asking for something."""
-    carried = set(carried)
     for name, value in body.items():
         if name in carried or name in IGNORED or not asks_for_something(name, value):
             continue
         raise refuse(name, f"{wire} has no equivalent of it")
 
 
-def refuse(param: str, reason: str):
+def refuse(param: str, reason: str) -> Untranslatable:
     """A 400 naming ``param``, which this model cannot take, and why (``reason``)."""
     return untranslatable(f"Unsupported parameter: {param!r} cannot be sent to this model ({reason}); send the "
                           f"request without it, or to a model that takes it.", param=param)

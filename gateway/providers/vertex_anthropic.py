@@ -62,10 +62,10 @@ _ERROR_STATUS = {
 }
 # What translate_request carries to Claude; any other field that asks for something is refused
 # (gateway/providers/fields.py): Claude has no n, seed, penalties, logit_bias, logprobs.
-CARRIED = {
+CARRIED = frozenset({
     "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens", "max_completion_tokens",
     "temperature", "top_p", "top_k", "stop", "reasoning_effort", "user", "response_format",
-}
+})
 # Claude answers in JSON by calling a tool whose input schema is the format's: the call comes
 # back to the client as the answer's text, never as a tool call.
 ANSWER_TOOL = "json_answer"

@@ -63,10 +63,10 @@ _GENERATION_FIELDS = {
 }
 # What translate_request carries to Gemini; any other field that asks for something is refused
 # (gateway/providers/fields.py).
-CARRIED = {
+CARRIED = frozenset({
     *_GENERATION_FIELDS, "messages", "tools", "tool_choice", "parallel_tool_calls", "response_format",
     "max_tokens", "max_completion_tokens", "stop", "logprobs", "top_logprobs", "reasoning_effort",
-}
+})
 # The OpenAPI subset of JSON Schema that Gemini takes as is; anything else is dropped.
 _SCHEMA_FIELDS = {
     "description", "title", "nullable", "default", "example", "pattern", "minimum", "maximum",
