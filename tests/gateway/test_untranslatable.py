@@ -134,19 +134,26 @@ def test_gemini_logprobs_come_back_in_openais_shape(chain, tenant, stream):
     assert (config["responseLogprobs"], config["logprobs"]) == (True, 2)
 
 
-def test_a_tool_loop_that_thinks_on_claude_runs_to_its_answer(chain, tenant):
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_loop_that_thinks_on_claude_runs_to_its_answer(chain, tenant, stream):
     gateway, claude, _ = chain("vertex_anthropic")
     client = gateway.client(tenant.secret)
     options = {"model": "agent-model", "tools": [WEATHER_TOOL], "reasoning_effort": "medium",
                "parallel_tool_calls": False}
 
-    first = client.chat.completions.create(messages=QUESTION, **options)
-    (call,) = first.choices[0].message.tool_calls
-    messages = [*QUESTION, first.choices[0].message.model_dump(exclude_none=True),
-                {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21})}]
-    second = client.chat.completions.create(messages=messages, **options)
+    def ask(messages):
+        if not stream:
+            return client.chat.completions.create(messages=messages, **options).choices[0]
+        with client.chat.completions.stream(messages=messages, **options) as events:
+            return events.get_final_completion().choices[0]
 
-    assert second.choices[0].finish_reason == "stop" and "21" in second.choices[0].message.content
+    first = ask(QUESTION)
+    (call,) = first.message.tool_calls
+    messages = [*QUESTION, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+                {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21})}]
+    second = ask(messages)
+
+    assert second.finish_reason == "stop" and "21" in second.message.content
     sent = [request.json for request in claude.requests]
     assert sent[0]["thinking"] == {"type": "enabled", "budget_tokens": 8192}
     assert sent[0]["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
