@@ -3,7 +3,9 @@
 Every value that a provider's translation, the response cache or the request log reads is
 checked here for its type, once, before anything is reserved or sent: a text part of ``5`` that
 only fails in the log, after the upstream served the call, is a call nobody pays for and nobody
-sees. Fields the gateway does not know pass through to the upstream unchecked.
+sees. Fields the gateway does not know pass through to an OpenAI-compatible upstream unchecked;
+a wire format that cannot carry a field refuses it by name before anything is sent
+(gateway/providers/fields.py), so none is dropped while the call answers 200.
 
 A check returns ``None`` or a ``Problem``, (where, relative to the value checked, what it must
 be); the caller that knows the path prefixes it. So the usual, valid request builds no strings.
@@ -18,6 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import invalid_request
+from gateway.providers.fields import REASONING_EFFORTS
 from gateway.providers.shapes import MAX_NESTING
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -126,6 +129,10 @@ def _logit_bias(value) -> Problem:
     if isinstance(value, dict) and all(_is_number(bias) and -100 <= bias <= 100 for bias in value.values()):
         return None
     return "", "an object of token ids to numbers from -100 to 100"
+
+
+def _one_of(values: tuple[str, ...]) -> Check:
+    return lambda value: None if value in values else ("", f"one of {', '.join(values)}")
 
 
 def _tags(value) -> Problem:
@@ -328,6 +335,7 @@ _BODY_FIELDS: dict[str, Check] = {
     "presence_penalty": _number(-2, 2),
     "frequency_penalty": _number(-2, 2),
     "seed": _integer(-(2**63), 2**63 - 1),
+    "reasoning_effort": _one_of(REASONING_EFFORTS),
     "logprobs": bool,
     "top_logprobs": _integer(0, 20),
     "logit_bias": _logit_bias,

@@ -1,10 +1,12 @@
 """A provider that answers by itself, without any network: demos, the embedded default.
 
 Options: ``latency_ms`` (default 0), ``fail_rate`` (0..1, default 0) and ``fail_status``
-(default 503), so a demo chain can show a fallback. With tools and a user turn last it calls
-the first tool (or the one ``tool_choice`` names) with arguments built from its schema;
-otherwise it answers a short text about the last message. It embeds each input as a unit
-vector of the requested dimensions, the same for the same text.
+(default 503), so a demo chain can show a fallback. It answers like a model: with tools and a
+user turn last it calls the first tool (or the one ``tool_choice`` names) with arguments that
+fit its schema; asked for JSON (``response_format``) it answers a JSON object, one that fits the
+``json_schema`` if there is one (gateway/providers/schema_values.py); otherwise a short text
+about the last message. ``n`` choices, each a little different, streamed one after the other.
+It embeds each input as a unit vector of the requested dimensions, the same for the same text.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import json
 import math
 import random
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import aiohttp
 
 from gateway.providers.base import ChunkStream, Event, Provider, ProviderConfig, UpstreamError, classify_status
+from gateway.providers.schema_values import example_arguments, example_value
 from gateway.providers.shapes import (
     ChunkMaker,
     choice,
@@ -36,7 +38,8 @@ from gateway.providers.shapes import (
     usage,
 )
 
-_EXAMPLE_VALUES: dict[str, Any] = {"string": "example", "integer": 1, "number": 1.5, "boolean": True, "array": []}
+__all__ = ["MockProvider", "example_arguments", "example_value", "mock_answer"]
+
 # A streamed answer comes in this many content (or argument) pieces, as a real model's would.
 _STREAM_PIECES = 3
 
@@ -76,34 +79,71 @@ class MockProvider(Provider):
 
 def mock_answer(body: dict, *, model: str, output_cap: int | None = None) -> dict:
     messages = body.get("messages") or []
-    last = messages[-1] if messages else {}
     functions = request_functions(body)
-    function = _chosen_function(functions, body.get("tool_choice"))
-    tool_calls = []
-    text = ""
-    if function and last.get("role") == "user":
-        arguments = json.dumps(example_arguments(function.get("parameters") or {}))
-        tool_calls.append(tool_call(id=new_tool_call_id(), name=function["name"], arguments=arguments))
-    elif last.get("role") == "tool":
-        text = f"The tool answered: {''.join(message_texts(last.get('content')))}"
-    else:
-        text = f"Mock answer to: {''.join(message_texts(last.get('content')))}"
-    written = text + "".join(call["function"]["arguments"] for call in tool_calls)
-    finish_reason = "tool_calls" if tool_calls else "stop"
     # An answer stops at its output limit, as a real model's does (about four characters a token).
     limit = max_output_tokens(body) or output_cap
-    if limit and estimate_tokens(written) > limit:
-        text, finish_reason = text[: limit * 4], "length"
-        written = text + "".join(call["function"]["arguments"] for call in tool_calls)
+    choices, written = [], 0
+    for index in range(body.get("n") or 1):
+        made, tokens = _choice(body, index, messages, functions, limit)
+        choices.append(made)
+        written += tokens
     return completion(
         id=new_completion_id(),
         model=model,
-        choices=[choice(index=0, text=text, tool_calls=tool_calls, finish_reason=finish_reason)],
-        usage=usage(
-            prompt_tokens=estimate_tokens(json.dumps(messages) + json.dumps(functions)),
-            completion_tokens=min(estimate_tokens(written), limit) if limit else estimate_tokens(written),
-        ),
+        choices=choices,
+        usage=usage(prompt_tokens=estimate_tokens(json.dumps(messages) + json.dumps(functions)),
+                    completion_tokens=written),
     )
+
+
+def _choice(body: dict, index: int, messages: list[dict], functions: list[dict], limit: int | None
+            ) -> tuple[dict, int]:
+    """Choice ``index`` of the answer and its completion tokens. The n choices differ: each
+    names its number, and JSON values vary where the schema leaves room."""
+    last = messages[-1] if messages else {}
+    function = _chosen_function(functions, body.get("tool_choice"))
+    tool_calls = []
+    text = ""
+    response_format = body.get("response_format") or {}
+    if function and last.get("role") == "user":
+        arguments = json.dumps(example_arguments(function.get("parameters") or {}, variant=index))
+        tool_calls.append(tool_call(id=new_tool_call_id(), name=function["name"], arguments=arguments))
+    elif response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+        text = json.dumps(example_value(schema, variant=index))
+    elif response_format.get("type") == "json_object":
+        text = json.dumps({"answer": _text_answer(last, index)})
+    else:
+        text = _text_answer(last, index)
+    written = text + "".join(call["function"]["arguments"] for call in tool_calls)
+    finish_reason = "tool_calls" if tool_calls else "stop"
+    if limit and estimate_tokens(written) > limit:
+        text, finish_reason = text[: limit * 4], "length"
+        written = text + "".join(call["function"]["arguments"] for call in tool_calls)
+    tokens = min(estimate_tokens(written), limit) if limit else estimate_tokens(written)
+    logprobs = _logprobs(_pieces(text), top=body.get("top_logprobs") or 0) if body.get("logprobs") else None
+    return choice(index=index, text=text, tool_calls=tool_calls, finish_reason=finish_reason,
+                  logprobs=logprobs), tokens
+
+
+def _logprobs(tokens: list[str], *, top: int) -> dict:
+    """Made-up log probabilities of the answer's tokens (the pieces it streams in), each the
+    likeliest of its ``top`` alternatives."""
+    def token(text: str, logprob: float) -> dict:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    def alternatives(text: str) -> list[dict]:
+        return [token(text + "~" * rank, -0.1 - rank) for rank in range(top)]
+
+    return {"content": [{**token(text, -0.1), "top_logprobs": alternatives(text)} for text in tokens],
+            "refusal": None}
+
+
+def _text_answer(last: dict, index: int) -> str:
+    said = "".join(message_texts(last.get("content")))
+    if last.get("role") == "tool":
+        return f"The tool answered: {said}"
+    return f"Mock answer to: {said}" if index == 0 else f"Mock answer {index + 1} to: {said}"
 
 
 def _chosen_function(functions: list[dict], tool_choice: str | dict | None) -> dict | None:
@@ -115,46 +155,28 @@ def _chosen_function(functions: list[dict], tool_choice: str | dict | None) -> d
     return functions[0]
 
 
-def example_arguments(schema: dict) -> dict:
-    """Plausible arguments for a parameters schema: every required property, simply filled."""
-    return example_value({**schema, "type": "object"})
-
-
-def example_value(schema) -> Any:
-    """A value a schema takes; what a client's schema holds that is not a schema counts as absent."""
-    if not isinstance(schema, dict):
-        return "example"
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((name for name in kind if name != "null"), None)
-    # Type names are case-insensitive: OpenAPI-style schemas spell them in upper case.
-    kind = kind.lower() if isinstance(kind, str) else "string"
-    if kind == "object":
-        properties, required = schema.get("properties"), schema.get("required")
-        if not isinstance(properties, dict) or not isinstance(required, list):
-            return {}
-        return {name: example_value(properties[name]) for name in required
-                if isinstance(name, str) and name in properties}
-    return _EXAMPLE_VALUES.get(kind, "example")
-
-
 def _as_chunks(answer: dict) -> list[dict]:
+    """The answer streamed: each choice in turn (its role, its pieces, its finish), then the usage."""
     chunks = ChunkMaker(id=answer["id"], model=answer["model"])
-    first = answer["choices"][0]
-    message = first["message"]
-    stream = [chunks.role()]
-    stream += [chunks.delta({"content": piece}) for piece in _pieces(message["content"] or "")]
-    for index, call in enumerate(message.get("tool_calls") or []):
-        head = {"index": index, **tool_call(id=call["id"], name=call["function"]["name"], arguments="")}
-        stream.append(chunks.delta({"tool_calls": [head]}))
+    stream = []
+    for each in answer["choices"]:
+        at, message = each["index"], each["message"]
+        stream.append(chunks.role(index=at))
+        logprobs = (each.get("logprobs") or {}).get("content")
         stream += [
-            chunks.delta({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-            for piece in _pieces(call["function"]["arguments"])
+            chunks.delta({"content": piece}, index=at,
+                         logprobs={"content": [logprobs[number]], "refusal": None} if logprobs else None)
+            for number, piece in enumerate(_pieces(message["content"] or ""))
         ]
-    return stream + [chunks.finish(first["finish_reason"]), chunks.usage(answer["usage"])]
+        for position, call in enumerate(message.get("tool_calls") or []):
+            head = {"index": position, **tool_call(id=call["id"], name=call["function"]["name"], arguments="")}
+            stream.append(chunks.delta({"tool_calls": [head]}, index=at))
+            stream += [
+                chunks.delta({"tool_calls": [{"index": position, "function": {"arguments": piece}}]}, index=at)
+                for piece in _pieces(call["function"]["arguments"])
+            ]
+        stream.append(chunks.finish(each["finish_reason"], index=at))
+    return stream + [chunks.usage(answer["usage"])]
 
 
 def _pieces(text: str) -> list[str]:

@@ -20,9 +20,17 @@ from gateway.providers.base import UpstreamError
 MAX_NESTING = 255
 
 
-def invalid_request(message: str) -> UpstreamError:
-    """A request no upstream of this wire format can take: the caller has to change it."""
-    return UpstreamError("client", message, status=400)
+class Untranslatable(UpstreamError):
+    """A request this wire format cannot carry: refused before anything is sent, not retried on
+    the next link (the caller has to change it). ``param``: the request field at fault, if one is."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__("client", message, status=400)
+        self.param = param
+
+
+def untranslatable(message: str, *, param: str | None = None) -> Untranslatable:
+    return Untranslatable(message, param=param)
 
 
 def request_functions(body: dict) -> list[dict]:
@@ -60,7 +68,7 @@ def parse_data_uri(url: str) -> tuple[str, str] | None:
     header, _, data = url[5:].partition(",")
     mime, _, encoding = header.partition(";")
     if encoding != "base64" or not data:
-        raise invalid_request("data URLs must be base64-encoded")
+        raise untranslatable("data URLs must be base64-encoded")
     return mime or "application/octet-stream", data
 
 
@@ -71,15 +79,15 @@ def parse_arguments(arguments: str | None) -> dict:
     try:
         parsed = json.loads(arguments)
     except (ValueError, RecursionError) as exc:
-        raise invalid_request(f"tool call arguments are not valid JSON: {arguments[:100]}") from exc
+        raise untranslatable(f"tool call arguments are not valid JSON: {arguments[:100]}") from exc
     if not isinstance(parsed, dict):
-        raise invalid_request("tool call arguments must be a JSON object")
+        raise untranslatable("tool call arguments must be a JSON object")
     # Counting brackets is cheap and bounds the depth: only arguments with that many are encoded.
     if arguments.count("[") + arguments.count("{") > MAX_NESTING:
         try:
             orjson.dumps(parsed)
         except orjson.JSONEncodeError as exc:
-            raise invalid_request(f"tool call arguments are nested more than {MAX_NESTING} levels deep") from exc
+            raise untranslatable(f"tool call arguments are nested more than {MAX_NESTING} levels deep") from exc
     return parsed
 
 
@@ -149,12 +157,12 @@ def tool_call(*, id: str, name: str, arguments: str) -> dict:
     return {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-def choice(*, index: int, text: str, tool_calls: list[dict], finish_reason: str) -> dict:
+def choice(*, index: int, text: str, tool_calls: list[dict], finish_reason: str, logprobs: dict | None = None) -> dict:
     # OpenAI sends ``content: null`` when the model only called tools.
     message: dict = {"role": "assistant", "content": text if text or not tool_calls else None}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {"index": index, "message": message, "finish_reason": finish_reason, "logprobs": None}
+    return {"index": index, "message": message, "finish_reason": finish_reason, "logprobs": logprobs}
 
 
 def completion(*, id: str, model: str, choices: list[dict], usage: dict) -> dict:
@@ -189,8 +197,11 @@ class ChunkMaker:
     def role(self, *, index: int = 0) -> dict:
         return self.delta({"role": "assistant", "content": ""}, index=index)
 
-    def delta(self, delta: dict, *, index: int = 0) -> dict:
-        return self._chunk([{"index": index, "delta": delta, "finish_reason": None}])
+    def delta(self, delta: dict, *, index: int = 0, logprobs: dict | None = None) -> dict:
+        piece = {"index": index, "delta": delta, "finish_reason": None}
+        if logprobs is not None:
+            piece["logprobs"] = logprobs
+        return self._chunk([piece])
 
     def finish(self, reason: str, *, index: int = 0) -> dict:
         return self._chunk([{"index": index, "delta": {}, "finish_reason": reason}])

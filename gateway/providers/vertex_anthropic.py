@@ -7,6 +7,13 @@ import re
 from typing import Any
 
 from gateway.providers.base import StreamDecoder, UpstreamError, UpstreamRequest, classify_status
+from gateway.providers.fields import (
+    claude_thinking,
+    reasoning_effort,
+    refuse,
+    refuse_beside_thinking,
+    refuse_uncarried,
+)
 from gateway.providers.shapes import (
     ChunkMaker,
     append_turn,
@@ -14,7 +21,6 @@ from gateway.providers.shapes import (
     choice,
     completion,
     image_url,
-    invalid_request,
     load_upstream_json,
     max_output_tokens,
     message_texts,
@@ -24,6 +30,7 @@ from gateway.providers.shapes import (
     request_functions,
     stop_sequences,
     tool_call,
+    untranslatable,
     usage,
 )
 from gateway.providers.sse import JSONEventDecoder
@@ -53,6 +60,15 @@ _ERROR_STATUS = {
     "api_error": 500,
     "overloaded_error": 529,
 }
+# What translate_request carries to Claude; any other field that asks for something is refused
+# (gateway/providers/fields.py): Claude has no n, seed, penalties, logit_bias, logprobs.
+CARRIED = frozenset({
+    "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens", "max_completion_tokens",
+    "temperature", "top_p", "top_k", "stop", "reasoning_effort", "user", "response_format",
+})
+# Claude answers in JSON by calling a tool whose input schema is the format's: the call comes
+# back to the client as the answer's text, never as a tool call.
+ANSWER_TOOL = "json_answer"
 # Claude accepts only these characters in tool_use ids; other wire formats mint freer ones.
 _NOT_IN_TOOL_USE_ID = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -61,7 +77,7 @@ class VertexAnthropicProvider(VertexProvider):
     publisher = "anthropic"
 
     async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
-        payload = translate_request(body, output_cap=output_cap)
+        payload = translate_request(body, output_cap=output_cap, model=model)
         if stream:
             payload["stream"] = True
         return UpstreamRequest(
@@ -95,7 +111,9 @@ def anthropic_error(error: dict, *, status: int | None = None, headers: Any = No
 # --- OpenAI request -> Messages request ------------------------------------------------------
 
 
-def translate_request(body: dict, *, output_cap: int | None = None) -> dict:
+def translate_request(body: dict, *, output_cap: int | None = None, model: str = "") -> dict:
+    """``model``: the link's model id, which says whether the model thinks (``reasoning_effort``)."""
+    refuse_uncarried(body, wire="Claude", carried=CARRIED)
     system, messages = _messages(body.get("messages") or [])
     payload: dict[str, Any] = {
         "anthropic_version": ANTHROPIC_VERSION,
@@ -104,17 +122,72 @@ def translate_request(body: dict, *, output_cap: int | None = None) -> dict:
     }
     if system:
         payload["system"] = system
+    if (effort := reasoning_effort(body)) and (thinking := _thinking(body, effort, model, messages, output_cap)):
+        payload["thinking"], payload["max_tokens"] = thinking
     if body.get("temperature") is not None:
         payload["temperature"] = min(body["temperature"], MAX_TEMPERATURE)
     if body.get("top_p") is not None:
         payload["top_p"] = body["top_p"]
+    if body.get("top_k") is not None:
+        payload["top_k"] = body["top_k"]
+    if isinstance(body.get("user"), str) and body["user"]:
+        payload["metadata"] = {"user_id": body["user"]}
     if stop := stop_sequences(body):
         payload["stop_sequences"] = stop
-    if functions := request_functions(body):
+    functions = request_functions(body)
+    parallel = body.get("parallel_tool_calls") is not False
+    if answer_tool := _answer_tool(body, functions, thinking="thinking" in payload):
+        _answer_in_json(payload, answer_tool, functions, body.get("tool_choice"), parallel=parallel)
+    elif functions:
         payload["tools"] = [_tool(function) for function in functions]
-        parallel = body.get("parallel_tool_calls") is not False
         payload["tool_choice"] = _tool_choice(body.get("tool_choice"), parallel=parallel)
     return payload
+
+
+def _answer_tool(body: dict, functions: list[dict], *, thinking: bool) -> dict | None:
+    """The tool Claude answers a ``response_format`` of JSON with, or None for text."""
+    response_format = body.get("response_format") or {}
+    kind = response_format.get("type")
+    if kind not in ("json_object", "json_schema"):
+        return None
+    if thinking:
+        raise refuse("response_format", "Claude answers in JSON by a forced tool call, which it cannot make "
+                                        "while it thinks (reasoning_effort)")
+    if any(function["name"] == ANSWER_TOOL for function in functions):
+        raise refuse("tools", f"the tool name {ANSWER_TOOL!r} is how Claude answers in JSON here")
+    schema = (response_format.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
+    return {"name": ANSWER_TOOL, "description": "Give the answer, in this JSON shape.",
+            "input_schema": schema or {"type": "object"}}
+
+
+def _answer_in_json(payload: dict, answer_tool: dict, functions: list[dict], tool_choice, *, parallel: bool) -> None:
+    if isinstance(tool_choice, dict):
+        # The function the client named must be called: the answer comes after its result.
+        payload["tools"] = [_tool(function) for function in functions]
+        payload["tool_choice"] = _tool_choice(tool_choice, parallel=parallel)
+        return
+    offered = [] if tool_choice == "none" else [_tool(function) for function in functions]
+    payload["tools"] = [*offered, answer_tool]
+    # A tool must be called: one of the client's, or the answer.
+    forced = {"type": "any"} if offered else {"type": "tool", "name": ANSWER_TOOL}
+    payload["tool_choice"] = {**forced, "disable_parallel_tool_use": not parallel}
+
+
+def _thinking(body: dict, effort: str, model: str, turns: list[dict], output_cap: int | None):
+    thinking = claude_thinking(effort, model=model, client_max_tokens=max_output_tokens(body),
+                               default_max_tokens=DEFAULT_MAX_TOKENS, output_cap=output_cap)
+    if thinking is None:
+        return None
+    refuse_beside_thinking(body)
+    # A tool loop's next step: Claude thinks in a turn only from its start and, while it thinks,
+    # wants that turn's thinking blocks back (with their signatures), which OpenAI clients do
+    # not keep. So the step goes without thinking, as Anthropic says to do without them: the
+    # turn's thinking was done on its first step.
+    if turns and turns[-1]["role"] == "user" and all(
+        block.get("type") == "tool_result" for block in turns[-1]["content"]
+    ):
+        return None
+    return thinking
 
 
 def _messages(messages: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -149,7 +222,7 @@ def _messages(messages: list[dict]) -> tuple[list[dict], list[dict]]:
                 result["content"] = blocks
             append_turn(turns, "user", [result], key="content")
         else:
-            raise invalid_request(f"unsupported message role {role!r}")
+            raise untranslatable(f"unsupported message role {role!r}")
     return system, turns
 
 
@@ -175,7 +248,7 @@ def _user_block(part: dict) -> dict | None:
         return {"type": "image", "source": {"type": "url", "url": url}}
     if kind == "file" and (inline := parse_data_uri(part["file"].get("file_data", ""))):
         return {"type": "document", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
-    raise invalid_request(f"unsupported content part {kind!r}")
+    raise untranslatable(f"unsupported content part {kind!r}")
 
 
 def _tool_use_id(call_id: str) -> str:
@@ -213,17 +286,26 @@ def translate_response(data: dict, *, model: str) -> dict:
     for block in data.get("content") or []:
         if block.get("type") == "text":
             texts.append(block["text"])
+        elif block.get("type") == "tool_use" and block.get("name") == ANSWER_TOOL:
+            texts.append(arguments_json(block.get("input") or {}))
         elif block.get("type") == "tool_use":
             # Claude's own id is kept: it is what the next turn's tool_result must name.
             arguments = arguments_json(block.get("input") or {})
             tool_calls.append(tool_call(id=block["id"], name=block["name"], arguments=arguments))
-    finish_reason = _STOP_REASONS.get(data.get("stop_reason") or "", "stop")
+    finish_reason = _finish_reason(data.get("stop_reason"), called_tools=bool(tool_calls))
     return completion(
         id=_completion_id(data),
         model=data.get("model") or model,
         choices=[choice(index=0, text="".join(texts), tool_calls=tool_calls, finish_reason=finish_reason)],
         usage=_usage(data.get("usage") or {}),
     )
+
+
+def _finish_reason(stop_reason: str | None, *, called_tools: bool) -> str:
+    # A JSON answer given by the answer tool is an answer, not a tool call.
+    if stop_reason == "tool_use" and not called_tools:
+        return "stop"
+    return _STOP_REASONS.get(stop_reason or "", "stop")
 
 
 def _completion_id(message: dict) -> str:
@@ -250,6 +332,8 @@ class AnthropicStreamDecoder(JSONEventDecoder):
         self._chunks = ChunkMaker(id=new_completion_id(), model=model)
         self._usage: dict[str, int] = {}
         self._tool_call_index: dict[int, int] = {}
+        # The blocks of the answer tool, whose input is streamed as the answer's text.
+        self._answer_blocks: set[int] = set()
         self._stop_reason: str | None = None
 
     def _translate(self, data: dict) -> list[dict]:
@@ -271,7 +355,7 @@ class AnthropicStreamDecoder(JSONEventDecoder):
             return []
         if kind == "message_stop":
             self._finished = True
-            finish_reason = _STOP_REASONS.get(self._stop_reason or "", "stop")
+            finish_reason = _finish_reason(self._stop_reason, called_tools=bool(self._tool_call_index))
             return [self._chunks.finish(finish_reason), self._chunks.usage(_usage(self._usage))]
         # ping, content_block_stop: nothing for the client.
         return []
@@ -281,6 +365,9 @@ class AnthropicStreamDecoder(JSONEventDecoder):
         self._usage.update({name: value for name, value in (counts or {}).items() if isinstance(value, int)})
 
     def _block_start(self, block_index: int, block: dict) -> list[dict]:
+        if block.get("type") == "tool_use" and block.get("name") == ANSWER_TOOL:
+            self._answer_blocks.add(block_index)
+            return []
         if block.get("type") == "tool_use":
             call_index = len(self._tool_call_index)
             self._tool_call_index[block_index] = call_index
@@ -293,6 +380,8 @@ class AnthropicStreamDecoder(JSONEventDecoder):
     def _block_delta(self, block_index: int, delta: dict) -> list[dict]:
         if delta.get("type") == "text_delta" and delta.get("text"):
             return [self._chunks.delta({"content": delta["text"]})]
+        if delta.get("type") == "input_json_delta" and delta.get("partial_json") and block_index in self._answer_blocks:
+            return [self._chunks.delta({"content": delta["partial_json"]})]
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
             fragment = {"index": self._tool_call_index[block_index], "function": {"arguments": delta["partial_json"]}}
             return [self._chunks.delta({"tool_calls": [fragment]})]

@@ -4,6 +4,9 @@ Gemini has no tool call ids and signs its function calls (``thoughtSignature``);
 must come back on the next turn. OpenAI clients only echo the assistant message, so the
 signature travels inside the tool call id we mint: ``call_<24 alphanumerics>_sig_<signature>``,
 base64url so the id stays within the characters every wire format accepts.
+
+Over 400 lines: the request, Gemini's JSON Schema subset and the answer (whole and streamed) are
+one translation, read together.
 """
 
 from __future__ import annotations
@@ -14,6 +17,14 @@ import re
 from typing import Any
 
 from gateway.providers.base import StreamDecoder, UpstreamError, UpstreamRequest
+from gateway.providers.fields import (
+    gemini_logprobs,
+    gemini_thinking_config,
+    openai_logprobs,
+    reasoning_effort,
+    refuse,
+    refuse_uncarried,
+)
 from gateway.providers.shapes import (
     ChunkMaker,
     append_turn,
@@ -21,7 +32,6 @@ from gateway.providers.shapes import (
     choice,
     completion,
     image_url,
-    invalid_request,
     load_upstream_json,
     max_output_tokens,
     message_texts,
@@ -32,6 +42,7 @@ from gateway.providers.shapes import (
     request_functions,
     stop_sequences,
     tool_call,
+    untranslatable,
     usage,
 )
 from gateway.providers.sse import JSONEventDecoder
@@ -48,7 +59,15 @@ _GENERATION_FIELDS = {
     "presence_penalty": "presencePenalty",
     "frequency_penalty": "frequencyPenalty",
     "seed": "seed",
+    # Not OpenAI's, but what some clients send; Gemini takes it.
+    "top_k": "topK",
 }
+# What translate_request carries to Gemini; any other field that asks for something is refused
+# (gateway/providers/fields.py).
+CARRIED = frozenset({
+    *_GENERATION_FIELDS, "messages", "tools", "tool_choice", "parallel_tool_calls", "response_format",
+    "max_tokens", "max_completion_tokens", "stop", "logprobs", "top_logprobs", "reasoning_effort",
+})
 # The OpenAPI subset of JSON Schema that Gemini takes as is; anything else is dropped.
 _SCHEMA_FIELDS = {
     "description", "title", "nullable", "default", "example", "pattern", "minimum", "maximum",
@@ -67,7 +86,7 @@ class VertexGeminiProvider(VertexGoogleProvider):
     """Gemini's own calls; a deployment of an embedding model embeds (vertex_embeddings.py)."""
 
     async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
-        payload = translate_request(body, output_cap=output_cap)
+        payload = translate_request(body, output_cap=output_cap, model=model)
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return UpstreamRequest(
             url=self.model_url(model, method),
@@ -106,14 +125,19 @@ def signature_from_tool_call_id(call_id: str) -> str | None:
 # --- OpenAI request -> Gemini request --------------------------------------------------------
 
 
-def translate_request(body: dict, *, output_cap: int | None = None) -> dict:
+def translate_request(body: dict, *, output_cap: int | None = None, model: str = "") -> dict:
+    """``model``: the link's model id, which says how the model thinks (``reasoning_effort``)."""
+    refuse_uncarried(body, wire="Gemini", carried=CARRIED)
     system_parts, contents = _contents(body.get("messages") or [])
     payload: dict[str, Any] = {"contents": contents}
     if system_parts:
         payload["systemInstruction"] = {"role": "user", "parts": system_parts}
-    if generation_config := _generation_config(body, output_cap):
+    if generation_config := _generation_config(body, output_cap, model):
         payload["generationConfig"] = generation_config
     if functions := request_functions(body):
+        if body.get("parallel_tool_calls") is False and body.get("tool_choice") != "none":
+            # Gemini may call several functions in a turn, and no setting of it says otherwise.
+            raise refuse("parallel_tool_calls", "Gemini cannot be told to call one function at a time")
         payload["tools"] = [{"functionDeclarations": [_function_declaration(f) for f in functions]}]
         if body.get("tool_choice") is not None:
             payload["toolConfig"] = {"functionCallingConfig": _function_calling_config(body["tool_choice"])}
@@ -141,12 +165,12 @@ def _contents(messages: list[dict]) -> tuple[list[dict], list[dict]]:
         elif role == "tool":
             name = call_names.get(message.get("tool_call_id", "")) or message.get("name")
             if not name:
-                raise invalid_request(f"tool message answers unknown tool call {message.get('tool_call_id')!r}")
+                raise untranslatable(f"tool message answers unknown tool call {message.get('tool_call_id')!r}")
             result = "".join(message_texts(content))
             response = {"functionResponse": {"name": name, "response": {"result": result}}}
             append_turn(contents, "user", [response], key="parts")
         else:
-            raise invalid_request(f"unsupported message role {role!r}")
+            raise untranslatable(f"unsupported message role {role!r}")
     return system_parts, contents
 
 
@@ -176,7 +200,7 @@ def _user_part(part: dict) -> dict | None:
         return {"inlineData": {"mimeType": f"audio/{audio['format']}", "data": audio["data"]}}
     if kind == "file" and (inline := parse_data_uri(part["file"].get("file_data", ""))):
         return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
-    raise invalid_request(f"unsupported content part {kind!r}")
+    raise untranslatable(f"unsupported content part {kind!r}")
 
 
 def _function_call_part(call: dict) -> dict:
@@ -189,8 +213,11 @@ def _function_call_part(call: dict) -> dict:
     return part
 
 
-def _generation_config(body: dict, output_cap: int | None) -> dict:
+def _generation_config(body: dict, output_cap: int | None, model: str) -> dict:
     config = {gemini: body[openai] for openai, gemini in _GENERATION_FIELDS.items() if body.get(openai) is not None}
+    config.update(gemini_logprobs(body))
+    if effort := reasoning_effort(body):
+        config["thinkingConfig"] = gemini_thinking_config(effort, model)
     if max_tokens := max_output_tokens(body) or output_cap:
         config["maxOutputTokens"] = max_tokens
     if stop := stop_sequences(body):
@@ -305,7 +332,7 @@ class _SchemaConversion:
 
 
 def _malformed(reason: str) -> UpstreamError:
-    return invalid_request(f"the JSON schema is not one that can be sent to Gemini: {reason}")
+    return untranslatable(f"the JSON schema is not one that can be sent to Gemini: {reason}")
 
 
 def _is_null_schema(schema) -> bool:
@@ -339,7 +366,8 @@ def translate_response(data: dict, *, model: str) -> dict:
         text, tool_calls = _candidate_output(candidate)
         reason = _finish_reason(candidate.get("finishReason"), called_tools=bool(tool_calls))
         choices.append(
-            choice(index=candidate.get("index", position), text=text, tool_calls=tool_calls, finish_reason=reason)
+            choice(index=candidate.get("index", position), text=text, tool_calls=tool_calls, finish_reason=reason,
+                   logprobs=openai_logprobs(candidate.get("logprobsResult")))
         )
     return completion(
         id=_completion_id(data),
@@ -425,7 +453,8 @@ class GeminiStreamDecoder(JSONEventDecoder):
                 chunks.append(maker.role(index=index))
             text, tool_calls = _candidate_output(candidate)
             if text:
-                chunks.append(maker.delta({"content": text}, index=index))
+                logprobs = openai_logprobs(candidate.get("logprobsResult"))
+                chunks.append(maker.delta({"content": text}, index=index, logprobs=logprobs))
             if tool_calls:
                 first = self._tool_calls_so_far[index]
                 numbered = [{"index": first + offset, **call} for offset, call in enumerate(tool_calls)]

@@ -41,6 +41,8 @@ class FakeAnthropic(FakeUpstream):
         if body.get("anthropic_version") != "vertex-2023-10-16" or not body.get("max_tokens"):
             return Status(400, message="anthropic_version and max_tokens are required")
         messages = body.get("messages") or []
+        if thinking := _thinking_refusal(body, messages):
+            return Status(400, message=thinking)
         for position, message in enumerate(messages):
             calls = {block["id"] for block in _blocks(message) if block.get("type") == "tool_use"}
             following = _blocks(messages[position + 1]) if position + 1 < len(messages) else []
@@ -133,3 +135,28 @@ def _event(data: dict) -> bytes:
     # Claude on Vertex pads its data lines with a varying run of spaces.
     padding = " " * (len(data) * 3 % 11)
     return f"event: {data['type']}\ndata: {json.dumps(data)}{padding}\n\n".encode()
+
+
+def _thinking_refusal(body: dict, messages: list[dict]) -> str | None:
+    """What Claude refuses of a call that thinks (Anthropic's extended thinking rules)."""
+    thinking = body.get("thinking")
+    if not thinking or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens") or 0
+    if budget < 1024:
+        return "thinking.budget_tokens: Input should be greater than or equal to 1024"
+    if body["max_tokens"] <= budget:
+        return "`max_tokens` must be greater than `thinking.budget_tokens`"
+    if body.get("temperature") not in (None, 1) or body.get("top_k") is not None:
+        return "`temperature` may only be set to 1 when thinking is enabled"
+    if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+        return "Thinking may not be enabled when tool_choice forces tool use."
+    last_assistant = next((m for m in reversed(messages) if m.get("role") == "assistant"), None)
+    if last_assistant is not None and messages[-1] is not last_assistant:
+        blocks = _blocks(last_assistant)
+        if any(b.get("type") == "tool_use" for b in blocks) and blocks[0].get("type") not in (
+            "thinking", "redacted_thinking"
+        ):
+            return ("messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`. "
+                    "When `thinking` is enabled, a final `assistant` message must start with a thinking block.")
+    return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +46,9 @@ class FakeGemini(FakeUpstream):
         return request.path.endswith(":streamGenerateContent")
 
     def refusal(self, request: ReceivedRequest) -> Status | None:
+        model = request.path.rsplit("/", 1)[-1].split(":")[0]
+        if thinking := _thinking_refusal(model, (request.json.get("generationConfig") or {}).get("thinkingConfig")):
+            return Status(400, message=thinking)
         if not self.require_thought_signatures:
             return None
         for content in request.json.get("contents", []):
@@ -72,8 +76,13 @@ class FakeGemini(FakeUpstream):
             "thoughtsTokenCount": THOUGHTS_TOKEN_COUNT,
         }
 
+        config = request.json.get("generationConfig") or {}
+
         def response(parts: list[dict], *, last: bool) -> dict:
             candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
+            text = "".join(part.get("text", "") for part in parts)
+            if config.get("responseLogprobs") and text:
+                candidate["logprobsResult"] = _logprobs(text, top=config.get("logprobs") or 0)
             if last:
                 candidate["finishReason"] = "STOP"
             return {
@@ -118,6 +127,32 @@ def _conversation(body: dict) -> Conversation:
         ],
         last_text="".join(part.get("text", "") for part in last_parts),
     )
+
+
+def _thinking_refusal(model: str, thinking: dict | None) -> str | None:
+    """What Gemini refuses of a thinkingConfig: 2.5 takes budgets (Pro 128..32768, Flash and
+    Flash-Lite 0..24576), 3 takes levels."""
+    if not thinking:
+        return None
+    if model.startswith("gemini-3"):
+        return None if "thinkingBudget" not in thinking else "thinking_budget is not supported by this model"
+    if "thinkingLevel" in thinking:
+        return "Thinking level is not supported for this model."
+    budget = thinking.get("thinkingBudget", -1)
+    low, high = (128, 32768) if "-pro" in model else (0, 24576)
+    if budget != -1 and not low <= budget <= high:
+        return f"The thinking budget {budget} is invalid. Please choose a value between {low} and {high}."
+    return None
+
+
+def _logprobs(text: str, *, top: int) -> dict:
+    """A logprobsResult of the text, a token a word (with the spaces after it)."""
+    tokens = re.findall(r"\s*\S+\s*", text)
+    chosen = [{"token": token, "logProbability": -0.25} for token in tokens]
+    alternatives = [{"candidates": [{"token": token, "logProbability": -0.25},
+                                    *({"token": f"{token}?", "logProbability": -3.5} for _ in range(top - 1))]}
+                    for token in tokens] if top else []
+    return {"topCandidates": alternatives, "chosenCandidates": chosen}
 
 
 def _event(data: Any) -> bytes:

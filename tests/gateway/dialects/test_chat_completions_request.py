@@ -95,6 +95,8 @@ BAD_TYPES = [
     pytest.param(body(stream=True, stream_options={"include_usage": "yes"}), "stream_options.include_usage",
                  id="include_usage not a boolean"),
     pytest.param(body(max_tokens=2**40), "max_tokens", id="max_tokens beyond any model"),
+    pytest.param(body(reasoning_effort="extreme"), "reasoning_effort", id="reasoning_effort not an effort"),
+    pytest.param(body(reasoning_effort=["low"]), "reasoning_effort", id="reasoning_effort not a string"),
     pytest.param(body(extra=json.loads("[" * 300 + "]" * 300)), None, id="nested beyond what can be sent on"),
 ]
 

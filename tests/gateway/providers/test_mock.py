@@ -5,7 +5,7 @@ import pytest
 
 from gateway.providers import build_provider
 from gateway.providers.base import Provider, ProviderConfig, UpstreamError
-from gateway.providers.mock import example_arguments
+from gateway.providers.mock import example_arguments, example_value
 from tests.gateway.providers.support import finish_reasons, streamed_text, streamed_tool_calls, tool_call_deltas
 
 WEATHER = {
@@ -144,7 +144,8 @@ def test_example_arguments_fill_nested_required_objects_and_nullable_types() -> 
         "required": ["place", "note", "tags"],
     }
 
-    assert example_arguments(schema) == {"place": {"lat": 1.5}, "note": "example", "tags": []}
+    # An array gets one item where its schema allows, as a model would write.
+    assert example_arguments(schema) == {"place": {"lat": 1.5}, "note": "example", "tags": ["example"]}
 
 
 @pytest.mark.parametrize("parameters, arguments", [
@@ -155,3 +156,56 @@ def test_example_arguments_fill_nested_required_objects_and_nullable_types() -> 
 ])
 def test_example_arguments_are_made_whatever_the_schema_holds(parameters: dict, arguments: dict) -> None:
     assert example_arguments(parameters) == arguments
+
+
+async def test_it_answers_n_choices_each_its_own() -> None:
+    answer = await _complete(_mock(), {"messages": QUESTION, "n": 3})
+
+    texts = [choice["message"]["content"] for choice in answer["choices"]]
+    assert [choice["index"] for choice in answer["choices"]] == [0, 1, 2]
+    assert texts[0] == "Mock answer to: Weather in Rome?" and len(set(texts)) == 3
+
+
+async def test_it_streams_n_choices_each_to_its_finish() -> None:
+    chunks = await _stream(_mock(), {"messages": QUESTION, "n": 2})
+
+    finished = [(c["choices"][0]["index"], c["choices"][0]["finish_reason"]) for c in chunks
+                if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert finished == [(0, "stop"), (1, "stop")]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+
+
+async def test_it_answers_json_that_fits_the_json_schema() -> None:
+    schema = {"type": "object", "properties": {"unit": {"type": "string", "enum": ["c", "f"]},
+                                               "days": {"type": "array", "items": {"type": "integer"}}},
+              "required": ["unit", "days"], "additionalProperties": False}
+    body = {"messages": QUESTION, "response_format": {"type": "json_schema",
+                                                      "json_schema": {"name": "w", "schema": schema}}}
+
+    answer = await _complete(_mock(), body)
+
+    assert json.loads(answer["choices"][0]["message"]["content"]) == {"unit": "c", "days": [1]}
+
+
+@pytest.mark.parametrize("schema, value", [
+    ({"$ref": "#/$defs/A", "$defs": {"A": {"type": "object", "properties": {"x": {"const": 3}}, "required": ["x"]}}},
+     {"x": 3}),
+    ({"anyOf": [{"type": "null"}, {"type": "string", "format": "date"}]}, "2025-01-01"),
+    ({"type": "integer", "exclusiveMinimum": 5, "maximum": 9}, 6),
+    ({"type": "number", "minimum": 100}, 100),
+    ({"type": "string", "minLength": 9, "maxLength": 10}, "examplexx"),
+    ({"type": "array", "minItems": 3, "maxItems": 3, "items": {"type": "boolean"}}, [True, True, True]),
+    ({"type": ["null", "string"]}, "example"),
+])
+def test_example_values_fit_their_schema(schema, value) -> None:
+    assert example_value(schema) == value
+
+
+def test_a_schema_that_never_ends_is_the_callers_400() -> None:
+    looping = {"$ref": "#/$defs/A", "$defs": {"A": {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}},
+                                                   "required": ["a"]}}}
+
+    with pytest.raises(UpstreamError) as refused:
+        example_value(looping)
+
+    assert (refused.value.status, refused.value.retryable) == (400, False)
