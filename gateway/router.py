@@ -25,6 +25,7 @@ from counters import ChainCheck
 from gateway.config import Deployment, ModelRoute
 from gateway.errors import GatewayError, invalid_request, upstream_failed, upstream_rate_limited
 from gateway.providers.base import ChunkStream, UpstreamError
+from gateway.providers.shapes import Untranslatable
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,14 @@ async def call_chain(
         except UpstreamError as error:
             latency_ms = int((time.monotonic() - started) * 1000)
             attempts.append(Attempt(link.id, error.outcome, latency_ms))
+            if isinstance(error, Untranslatable):
+                # Nothing was sent: this wire format cannot carry the request, and the client
+                # has to change it (a probe tested nothing; its lease runs out).
+                raise ChainFailed(
+                    GatewayError(400, f"{link.id} cannot take this request: {error.message}",
+                                 type="invalid_request_error", code="invalid_request", param=error.param),
+                    attempts,
+                ) from error
             if not error.retryable:
                 # The link answered; the request was at fault. A probe that got this far passed.
                 if link.id in chain.probes:

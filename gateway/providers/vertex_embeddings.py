@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from gateway.providers.base import UpstreamError, UpstreamRequest
-from gateway.providers.shapes import embedding_inputs, estimate_tokens, invalid_request, load_upstream_json
+from gateway.providers.shapes import embedding_inputs, estimate_tokens, load_upstream_json, untranslatable
 from gateway.providers.vertex import VertexProvider, google_error, google_stream_error
 
 MAX_INSTANCES = 250
@@ -32,7 +32,7 @@ class VertexGoogleProvider(VertexProvider):
     async def prepare_embedding(self, *, body: dict, model: str) -> list[UpstreamRequest]:
         texts = embedding_inputs(body)
         if not all(isinstance(text, str) for text in texts):
-            raise invalid_request("Vertex AI embedding models take text inputs, not token arrays")
+            raise untranslatable("Vertex AI embedding models take text inputs, not token arrays", param="input")
         payload: dict = {}
         if body.get("dimensions"):
             payload["parameters"] = {"outputDimensionality": body["dimensions"]}

@@ -91,9 +91,6 @@ def test_a_field_the_wire_format_cannot_carry_is_a_400_naming_it(chain, tenant, 
     assert [attempt["outcome"] for attempt in row.attempts] == ["400"] and param in row.error
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="gateway/router.py builds the client's error without the provider's param: it needs "
-                          "`param=getattr(error, 'param', None)` (for the lead)")
 def test_the_400_names_the_field_in_param(chain, tenant):
     gateway, _, _ = chain("vertex_anthropic")
 
