@@ -10,7 +10,17 @@ from analytics.models import RequestLog
 from gateway import pipeline
 from money import to_micros
 from tests.fakes.behaviours import Reply
-from tests.promises.budget.support import LONG_ANSWER, ControlledOpenAI, burst, post_chat, priced_routing
+from tests.promises.budget.support import (
+    LONG_ANSWER,
+    ControlledOpenAI,
+    bucket_of,
+    burst,
+    counters,
+    ledger_micros,
+    post_chat,
+    priced_routing,
+    reservations_left,
+)
 
 # Micro-dollars a token (USD per million tokens): a minimal call's 256 tokens cost 2,560.
 INPUT, OUTPUT = Decimal("1"), Decimal("10")
@@ -84,3 +94,28 @@ def test_a_call_that_names_its_limit_is_reserved_and_sent_at_it(gateway, make_te
 
     assert (status, headers["x-nemo-max-tokens"]) == (200, "300")
     assert fake.requests[-1].json["max_tokens"] == 300
+
+
+def test_a_burst_of_calls_with_no_max_tokens_never_spends_past_the_budget(start_gateway, make_tenant, monkeypatch):
+    """200 at once against a key whose budget fits about twenty calls at the default cap: each is
+    sent what is left when it is admitted, and the whole burst stays within the budget."""
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "upstream-secret")
+    calls = 200
+    with ControlledOpenAI(answer_delay_s=0.3) as fake:
+        fake.script(*[Reply(text=LONG_ANSWER)] * calls)
+        gateway = start_gateway(priced_routing(fake, input=str(INPUT), output=str(OUTPUT)))
+        budget = Decimal("3.30")
+        tenant = make_tenant(key_budget=budget, credits=Decimal("100.00"))
+
+        results = burst([gateway], tenant.secret, calls=calls, body=UNCAPPED)
+
+    statuses = [status for status, _, _ in results]
+    served = statuses.count(200)
+    refusals = {(body["error"]["code"], body["error"]["param"]) for status, _, body in results if status != 200}
+    names = [bucket_of("key", tenant), bucket_of("credits", tenant)]
+    assert served >= 20 and served + statuses.count(402) == calls
+    assert refusals <= {("budget_exceeded", "key")}
+    assert fake.count == served
+    assert ledger_micros(org=tenant.org) <= to_micros(budget)
+    assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
+    assert reservations_left(gateway) == []
