@@ -134,10 +134,14 @@ class KeyForm(BudgetFields):
     rpm_limit = _limit_field("Requests per minute")
     tpm_limit = _limit_field("Tokens per minute")
     max_parallel = _limit_field("Parallel calls")
+    default_max_tokens = forms.IntegerField(
+        label="Output limit of a call that names none", required=False, min_value=1, max_value=MAX_KEY_LIMIT,
+        help_text="Empty: the organization's default. Each such call is sent the smaller of this, the model's "
+        "maximum and what its budget can still pay for.")
     expires = _datetime_field("Expires (UTC)")
 
     field_order = ["name", "team", "allowed_models", "budget", "budget_period", "rpm_limit", "tpm_limit",
-                   "max_parallel", "expires"]
+                   "max_parallel", "default_max_tokens", "expires"]
 
     def __init__(self, *args, org: Organization, current_models: list[str] = (), **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -177,6 +181,10 @@ class OrgSettingsForm(forms.Form):
         label="Answer identical requests from the response cache by default", required=False
     )
     store_prompts = forms.BooleanField(label="Keep prompt and response bodies in the request log", required=False)
+    default_max_tokens = forms.IntegerField(
+        label="Output limit of a call that names none", required=False, min_value=1, max_value=MAX_KEY_LIMIT,
+        help_text="Each such call is sent the smaller of this, the model's maximum and what its budget can still "
+        "pay for. Empty: unchanged.")
 
 
 class InviteForm(forms.Form):

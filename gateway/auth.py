@@ -58,6 +58,8 @@ class KeySnapshot:
     rpm_limit: int | None
     tpm_limit: int | None
     max_parallel: int | None
+    # The most output a call that names no limit is sent: the key's, or its org's.
+    default_max_tokens: int
     expires_at: float | None
     revoked: bool
     budgets: tuple[BudgetLimit, ...]
@@ -100,6 +102,7 @@ def _load_snapshot(prefix: str) -> KeySnapshot | None:
         rpm_limit=key.rpm_limit,
         tpm_limit=key.tpm_limit,
         max_parallel=key.max_parallel,
+        default_max_tokens=key.default_max_tokens or key.org.default_max_tokens,
         expires_at=key.expires.timestamp() if key.expires else None,
         revoked=key.revoked is not None,
         budgets=budgets,

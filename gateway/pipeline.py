@@ -46,7 +46,6 @@ from money import call_cost_micros, from_micros
 logger = logging.getLogger(__name__)
 
 MIN_OUTPUT_TOKENS = settings.NEMO_MIN_OUTPUT_TOKENS
-DEFAULT_MAX_TOKENS = settings.NEMO_DEFAULT_MAX_TOKENS
 
 # A request the client gave up on; the nginx convention, since HTTP has no status for it.
 CLIENT_CLOSED = 499
@@ -183,7 +182,7 @@ async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[
     """The key's rate limits and the call's worst case reserved in every budget, or the call is
     refused before anything is sent. A call that names its output limit reserves it; one that
     names none reserves, and is sent, as much output as its tightest budget can still pay for, up
-    to the model's maximum and the default (a 402 only if not even ``NEMO_MIN_OUTPUT_TOKENS``
+    to the model's maximum and the key's default (a 402 only if not even ``NEMO_MIN_OUTPUT_TOKENS``
     fit). In the same round trip to the counters, the links' circuits and cooldowns are read
     (``Reservation.chain``, which the router follows): a refused call takes no circuit's probe."""
     request = call.request
@@ -191,7 +190,7 @@ async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[
     fit_output = None
     # An embedding has no output: only its prompt is reserved.
     if not request.max_tokens and request.method != "embed":
-        most = min(route.max_output_tokens, DEFAULT_MAX_TOKENS)
+        most = min(route.max_output_tokens, call.snapshot.default_max_tokens)
         fit_output = (min(MIN_OUTPUT_TOKENS, most), most)
     try:
         call.reservation = await state.admissions.reserve(

@@ -18,6 +18,9 @@ class Organization(models.Model):
     store_prompts = models.BooleanField(
         default=False, help_text="Keep prompt and response bodies in the request log."
     )
+    default_max_tokens = models.PositiveIntegerField(
+        default=16_384, help_text="The most output a call that names no limit is sent (a key may set its own)."
+    )
     created = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -82,6 +85,9 @@ class VirtualKey(models.Model):
     rpm_limit = models.PositiveIntegerField(null=True, blank=True)
     tpm_limit = models.PositiveIntegerField(null=True, blank=True)
     max_parallel = models.PositiveIntegerField(null=True, blank=True)
+    default_max_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The most output a call that names no limit is sent; empty: the org's."
+    )
     expires = models.DateTimeField(null=True, blank=True)
     revoked = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)

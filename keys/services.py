@@ -36,9 +36,12 @@ def organization_create(*, name: str, actor: Actor, owner: AbstractBaseUser | No
 
 @transaction.atomic
 def organization_settings_update(
-    *, org: Organization, actor: Actor, cache_enabled: bool | None = None, store_prompts: bool | None = None
+    *, org: Organization, actor: Actor, cache_enabled: bool | None = None, store_prompts: bool | None = None,
+    default_max_tokens: int | None = None,
 ) -> Organization:
     changes = {}
+    if default_max_tokens is not None:
+        changes["default_max_tokens"] = default_max_tokens
     if cache_enabled is not None:
         changes["cache_enabled"] = cache_enabled
     if store_prompts is not None:
@@ -150,6 +153,7 @@ def virtual_key_create(
     rpm_limit: int | None = None,
     tpm_limit: int | None = None,
     max_parallel: int | None = None,
+    default_max_tokens: int | None = None,
     expires: datetime | None = None,
     metadata: dict | None = None,
 ) -> tuple[VirtualKey, str]:
@@ -167,6 +171,7 @@ def virtual_key_create(
         rpm_limit=rpm_limit,
         tpm_limit=tpm_limit,
         max_parallel=max_parallel,
+        default_max_tokens=default_max_tokens,
         expires=expires,
         metadata=metadata or {},
         created_by=actor.user,
@@ -178,7 +183,8 @@ def virtual_key_create(
 
 
 KEY_EDITABLE_FIELDS = (
-    "name", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "expires", "metadata",
+    "name", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "default_max_tokens", "expires",
+    "metadata",
 )
 
 

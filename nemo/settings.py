@@ -143,8 +143,6 @@ if not 0 <= NEMO_BUSY_POLL_US <= 1_000_000:
 NEMO_MIN_OUTPUT_TOKENS = _read("NEMO_MIN_OUTPUT_TOKENS", env.int, 256)
 if not 1 <= NEMO_MIN_OUTPUT_TOKENS <= 65_536:
     raise ImproperlyConfigured(f"NEMO_MIN_OUTPUT_TOKENS must be 1 to 65536, not {NEMO_MIN_OUTPUT_TOKENS}")
-# The output limit a call that names none is given at most (CONTRACT.md: the org default).
-NEMO_DEFAULT_MAX_TOKENS = 16_384
 
 # The largest request body the proxy reads, in MiB; a larger one is a 413 (CONTRACT.md).
 NEMO_MAX_BODY_MB = _read("NEMO_MAX_BODY_MB", env.int, 32)

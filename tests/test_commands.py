@@ -69,6 +69,12 @@ def test_createkey_options_land_on_the_key(org):
     assert (key.rpm_limit, key.tpm_limit, key.allowed_models) == (60, 100000, ["gemini-2.5-flash", "gpt-4o-mini"])
 
 
+def test_createkey_sets_the_keys_default_output_limit(org):
+    secret = run("createkey", "--org", org.slug, "--name", "writer", "--default-max-tokens", "1024").strip()
+
+    assert key_authenticate(secret).default_max_tokens == 1024
+
+
 def test_createkey_without_models_allows_every_model(org):
     key = key_authenticate(run("createkey", "--org", org.slug, "--name", "researcher").strip())
     assert key.allowed_models == []

@@ -160,6 +160,10 @@ class KeyInputSerializer(serializers.Serializer):
     rpm_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_KEY_LIMIT)
     tpm_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_KEY_LIMIT)
     max_parallel = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_KEY_LIMIT)
+    default_max_tokens = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_KEY_LIMIT,
+        help_text="The most output a call that names no limit is sent (fitted to the budget left); null: the "
+        "org's default (16,384 unless changed).")
     expires = serializers.DateTimeField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False, validators=[storable_json])
     budget = MoneyField(required=False, allow_null=True, min_value=0,
@@ -186,6 +190,7 @@ class KeyOutputSerializer(serializers.Serializer):
     rpm_limit = serializers.IntegerField(allow_null=True)
     tpm_limit = serializers.IntegerField(allow_null=True)
     max_parallel = serializers.IntegerField(allow_null=True)
+    default_max_tokens = serializers.IntegerField(allow_null=True, help_text="null: the org's default.")
     expires = serializers.DateTimeField(allow_null=True)
     revoked = serializers.DateTimeField(allow_null=True)
     metadata = serializers.DictField()

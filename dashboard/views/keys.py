@@ -59,8 +59,8 @@ def key_detail(request: HttpRequest, membership: Membership, pk: int) -> HttpRes
 
 def _form_values(form: KeyForm) -> dict:
     return {name: form.cleaned_data[name] for name in (
-        "name", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "expires", "budget",
-        "budget_period")}
+        "name", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "default_max_tokens", "expires",
+        "budget", "budget_period")}
 
 
 @never_cache
@@ -81,7 +81,7 @@ def key_edit(request: HttpRequest, membership: Membership, pk: int) -> HttpRespo
     initial = {
         "name": key.name, "team": key.team_id, "allowed_models": key.allowed_models,
         "rpm_limit": key.rpm_limit, "tpm_limit": key.tpm_limit, "max_parallel": key.max_parallel,
-        "expires": key.expires,
+        "default_max_tokens": key.default_max_tokens, "expires": key.expires,
         "budget": budget.amount if budget else None,
         "budget_period": budget.period if budget else Budget.Period.MONTHLY,
     }

@@ -30,7 +30,8 @@ def _settings_page(request: HttpRequest, membership: Membership, status: int = 2
     org = membership.org
     context = {
         "settings_form": OrgSettingsForm(initial={"cache_enabled": org.cache_enabled,
-                                                  "store_prompts": org.store_prompts}),
+                                                  "store_prompts": org.store_prompts,
+                                                  "default_max_tokens": org.default_max_tokens}),
         "sink_form": SinkForm(),
         "token_form": TokenForm(),
         "invite_form": InviteForm(),

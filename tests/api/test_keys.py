@@ -15,8 +15,8 @@ from tests.api.conftest import session_client
 
 pytestmark = pytest.mark.django_db
 
-KEY_FIELDS = {"id", "name", "prefix", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "expires",
-              "revoked", "metadata", "created", "budget", "spend"}
+KEY_FIELDS = {"id", "name", "prefix", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel",
+              "default_max_tokens", "expires", "revoked", "metadata", "created", "budget", "spend"}
 
 
 def test_it_lists_the_keys_of_the_org_only(admin_api, key, other_key):
@@ -127,6 +127,16 @@ def test_it_shows_one_key_with_its_spend_against_its_budget(admin_api, key, org,
     assert (body["id"], body["prefix"], body["spend"]) == (key.pk, key.prefix, "0.750000")
     assert (body["budget"]["amount"], body["budget"]["spent"], body["budget"]["remaining"]) == (
         "2.000000", "0.750000", "1.250000")
+
+
+def test_a_keys_default_output_limit_is_set_shown_and_cleared(admin_api, key):
+    changed = admin_api.patch(f"/api/v1/keys/{key.pk}", {"default_max_tokens": 2048}, format="json")
+    cleared = admin_api.patch(f"/api/v1/keys/{key.pk}", {"default_max_tokens": None}, format="json")
+    refused = admin_api.patch(f"/api/v1/keys/{key.pk}", {"default_max_tokens": 0}, format="json")
+
+    assert changed.json()["default_max_tokens"] == 2048
+    assert cleared.json()["default_max_tokens"] is None
+    assert refused.status_code == 400
 
 
 def test_it_changes_a_keys_limits(admin_api, key):

@@ -24,6 +24,15 @@ def test_an_admin_turns_on_the_cache_and_prompt_storage(admin_client, org):
     assert (org.cache_enabled, org.store_prompts) == (True, True)
 
 
+def test_an_admin_sets_the_orgs_default_output_limit(admin_client, org):
+    response = admin_client.post("/settings/org/", {"default_max_tokens": "4096"})
+    unchanged = admin_client.post("/settings/org/", {"cache_enabled": "on"})
+
+    assert (response.status_code, unchanged.status_code) == (302, 302)
+    org.refresh_from_db()
+    assert org.default_max_tokens == 4096
+
+
 def test_unticking_turns_them_off(owner_client, org):
     Organization.objects.filter(pk=org.pk).update(cache_enabled=True, store_prompts=True)
 

@@ -37,6 +37,8 @@ class Command(BaseCommand):
         parser.add_argument("--rpm", type=_positive_int)
         parser.add_argument("--tpm", type=_positive_int)
         parser.add_argument("--parallel", type=_positive_int)
+        parser.add_argument("--default-max-tokens", type=_positive_int,
+                            help="The output limit a call that names none is sent at most (default: the org's).")
         parser.add_argument("--models", help="Comma-separated model names this key may use.")
 
     def handle(self, *args, **opts) -> None:
@@ -54,6 +56,7 @@ class Command(BaseCommand):
             key, secret = virtual_key_create(
                 org=org, name=opts["name"], team=team, allowed_models=models, actor=actor,
                 rpm_limit=opts["rpm"], tpm_limit=opts["tpm"], max_parallel=opts["parallel"],
+                default_max_tokens=opts["default_max_tokens"],
             )
             if opts["budget"] is not None:
                 budget_set(org=org, key=key, amount=opts["budget"], period=opts["budget_period"], actor=actor)

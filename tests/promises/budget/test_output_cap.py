@@ -24,6 +24,7 @@ from tests.promises.budget.support import (
 
 # Micro-dollars a token (USD per million tokens): a minimal call's 256 tokens cost 2,560.
 INPUT, OUTPUT = Decimal("1"), Decimal("10")
+ORG_DEFAULT_MAX_TOKENS = 16_384
 UNCAPPED = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}).encode()
 
 
@@ -81,8 +82,8 @@ def test_concurrent_calls_with_no_max_tokens_are_all_answered_when_their_use_fit
         answers = burst([gateway], tenant.secret, calls=10, body=UNCAPPED)
 
     assert [status for status, _, _ in answers] == [200] * 10
-    assert {headers["x-nemo-max-tokens"] for _, headers, _ in answers} == {str(pipeline.DEFAULT_MAX_TOKENS)}
-    assert [r.json["max_completion_tokens"] for r in fake.requests] == [pipeline.DEFAULT_MAX_TOKENS] * 10
+    assert {headers["x-nemo-max-tokens"] for _, headers, _ in answers} == {str(ORG_DEFAULT_MAX_TOKENS)}
+    assert [r.json["max_completion_tokens"] for r in fake.requests] == [ORG_DEFAULT_MAX_TOKENS] * 10
 
 
 def test_a_call_that_names_its_limit_is_reserved_and_sent_at_it(gateway, make_tenant, fake):
@@ -119,3 +120,13 @@ def test_a_burst_of_calls_with_no_max_tokens_never_spends_past_the_budget(start_
     assert ledger_micros(org=tenant.org) <= to_micros(budget)
     assert counters(gateway, names) == {name: ledger_micros(org=tenant.org) for name in names}
     assert reservations_left(gateway) == []
+
+
+def test_a_keys_own_default_output_limit_caps_what_a_call_naming_none_is_sent(start_gateway, make_tenant, fake):
+    gateway = start_gateway(priced_routing(fake, input=str(INPUT), output=str(OUTPUT)))
+    tenant = make_tenant(default_max_tokens=700)
+
+    status, headers, _ = post_chat(gateway, tenant.secret, UNCAPPED)
+
+    assert (status, headers["x-nemo-max-tokens"]) == (200, "700")
+    assert fake.requests[-1].json["max_completion_tokens"] == 700
