@@ -26,6 +26,8 @@ from gateway.providers.shapes import MAX_NESTING
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 NEMO_FIELDS = ("tags", "nemo_cache")
 MAX_N = 16
+# The prompt tokens an image named by URL is reserved at (``linked_media_tokens``).
+LINKED_IMAGE_TOKENS = 2_700
 # Gemini's maxOutputTokens is an int32; no model writes more, and the reservation stays a sane number.
 MAX_OUTPUT_TOKENS = 2**31 - 1
 TOOL_CHOICES = ("none", "auto", "required")
@@ -378,6 +380,24 @@ def _tag_set(raw, header_value: str | None) -> frozenset[str]:
     return frozenset(t.strip() for t in tags if t.strip())
 
 
+def linked_media_tokens(messages: list[dict]) -> int:
+    """The prompt tokens of the images the messages name by URL, at the most any provider we
+    route to documents for one image: OpenAI's patch-based models, 1,536 patches times 1.72
+    (about 2,642 tokens); GPT-4o's high detail takes at most 1,445, Claude about 1,600, Gemini
+    258 to 1,120. An image inlined as a data URL is bounded by its own bytes already."""
+    count = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") == "image_url":
+                    image = part["image_url"]
+                    url = image if isinstance(image, str) else image.get("url", "")
+                    if not url.startswith("data:"):
+                        count += 1
+    return count * LINKED_IMAGE_TOKENS
+
+
 def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
     try:
         body = orjson.loads(raw)
@@ -401,6 +421,7 @@ def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
         tags=_tag_set(body.get("tags"), tags_header),
         use_cache=body.get("nemo_cache"),
         # A byte-level tokenizer never makes more tokens than bytes, and the raw body holds the
-        # whole prompt (messages and tools), so its size bounds the prompt tokens.
-        prompt_bytes=len(raw),
+        # whole prompt (messages and tools), so its size bounds the prompt tokens; but for an
+        # image it names by URL, whose tokens its few bytes do not bound.
+        prompt_bytes=len(raw) + (linked_media_tokens(body["messages"]) if b"image_url" in raw else 0),
     )

@@ -8,7 +8,8 @@ import pytest
 
 from analytics.models import RequestLog
 from gateway import pipeline
-from money import to_micros
+from gateway.dialects.chat_completions_request import LINKED_IMAGE_TOKENS
+from money import from_micros, to_micros
 from tests.fakes.behaviours import Reply
 from tests.promises.budget.support import (
     LONG_ANSWER,
@@ -130,3 +131,20 @@ def test_a_keys_own_default_output_limit_caps_what_a_call_naming_none_is_sent(st
 
     assert (status, headers["x-nemo-max-tokens"]) == (200, "700")
     assert fake.requests[-1].json["max_completion_tokens"] == 700
+
+
+def test_an_image_named_by_url_is_reserved_at_the_most_an_image_costs(gateway, make_tenant, fake):
+    """A URL's few bytes do not bound the tokens of the image it names."""
+    body = json.dumps({"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}).encode()
+    worst_case = int((len(body) + LINKED_IMAGE_TOKENS) * INPUT + 10 * OUTPUT)
+    fits = make_tenant(name="fits", key_budget=from_micros(worst_case))
+    short = make_tenant(name="short", key_budget=from_micros(worst_case - 1))
+
+    served, _, _ = post_chat(gateway, fits.secret, body)
+    refused, _, answer = post_chat(gateway, short.secret, body)
+
+    assert (served, refused) == (200, 402)
+    assert f"may cost up to ${from_micros(worst_case)}" in answer["error"]["message"]
+    assert fake.count == 1
