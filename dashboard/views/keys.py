@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -10,10 +11,10 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
 from billing.models import Budget
-from billing.selectors import budget_list
+from billing.selectors import budget_list, catalog_list
 from dashboard.forms import KeyForm
 from dashboard.orgs import org_page, render_confirm, render_page
-from dashboard.selectors import key_spend
+from dashboard.selectors import credit_balance, key_spend
 from dashboard.services import key_change, key_issue
 from keys.access import MANAGE
 from keys.audit import Actor
@@ -29,19 +30,47 @@ class KeyRow:
     key: VirtualKey
     spend: Decimal
     budget: Budget | None
+    # Why the key refuses every call (402), if it does: the level, what is left of it, and what
+    # the smallest call it can make costs.
+    refusing: tuple[str, Decimal, Decimal] | None = None
 
     @property
     def state(self) -> str:
         if self.key.revoked:
             return "revoked"
-        return "active" if self.key.is_active() else "expired"
+        if not self.key.is_active():
+            return "expired"
+        return "refusing calls" if self.refusing else "active"
 
 
 def _key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
+    org = membership.org
     # key_spend counts each key's spend in its budget's current period, all time without one.
-    spend = key_spend(org=membership.org)
-    budgets = {b.key_id: b for b in budget_list(org=membership.org) if b.scope == Budget.Scope.KEY}
-    return [KeyRow(key=key, spend=spend.get(key.pk, ZERO), budget=budgets.get(key.pk)) for key in keys]
+    spend = key_spend(org=org)
+    budgets = {b.key_id: b for b in budget_list(org=org) if b.scope == Budget.Scope.KEY}
+    credits_left = credit_balance(org=org)
+    output_prices = {model.name: model.output_price for model in catalog_list()}
+    rows = []
+    for key in keys:
+        row_spend, budget = spend.get(key.pk, ZERO), budgets.get(key.pk)
+        smallest = _smallest_call(key, output_prices)
+        refusing = None
+        if smallest is not None:
+            if credits_left < smallest:
+                refusing = ("credits", max(credits_left, ZERO), smallest)
+            elif budget is not None and budget.amount - row_spend < smallest:
+                refusing = ("key budget", max(budget.amount - row_spend, ZERO), smallest)
+        rows.append(KeyRow(key=key, spend=row_spend, budget=budget, refusing=refusing))
+    return rows
+
+
+def _smallest_call(key: VirtualKey, output_prices: dict[str, Decimal]) -> Decimal | None:
+    """What the cheapest call the key may make reserves at the least: the fewest output tokens a
+    call is sent (NEMO_MIN_OUTPUT_TOKENS) of its cheapest model, its prompt aside."""
+    prices = [price for name, price in output_prices.items() if not key.allowed_models or name in key.allowed_models]
+    if not prices:
+        return None
+    return min(prices) * settings.NEMO_MIN_OUTPUT_TOKENS / 1_000_000
 
 
 @org_page()
@@ -54,7 +83,8 @@ def keys(request: HttpRequest, membership: Membership) -> HttpResponse:
 def key_detail(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
     key = key_get(org=membership.org, pk=pk)
     (row,) = _key_rows(membership, [key])
-    return render_page(request, membership, "dashboard/key_detail.html", {"row": row, "key": key})
+    return render_page(request, membership, "dashboard/key_detail.html",
+                       {"row": row, "key": key, "min_output_tokens": settings.NEMO_MIN_OUTPUT_TOKENS})
 
 
 def _form_values(form: KeyForm) -> dict:

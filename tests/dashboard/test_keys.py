@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from billing.models import Budget
+from billing.models import Budget, CatalogModel
 from billing.services import budget_set
 from keys.models import VirtualKey
 from keys.secrets import matches
@@ -39,6 +39,31 @@ def test_keys_page_lists_the_orgs_keys_with_their_spend_and_budget(owner_client,
     assert f"sk-nemo-{key.prefix}" in page
     assert "$2.40" in page
     assert "$5.00" in page
+
+
+def test_a_key_whose_budget_cannot_pay_for_its_smallest_call_shows_as_refusing_and_why(
+        owner_client, key, org, system_actor, make_log):
+    key.allowed_models = ["gemini-2.5-flash"]
+    key.save()
+    budget_set(org=org, key=key, amount=Decimal("0.01"), period="none", actor=system_actor)
+    make_log(key, cost=Decimal("0.0098"))
+    smallest = CatalogModel.objects.get(name="gemini-2.5-flash").output_price * 256 / 1_000_000
+
+    page = owner_client.get("/keys/").content.decode()
+    detail = owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+    assert smallest > Decimal("0.0002")
+    assert "refusing calls" in page and "key budget: $0.0002 left; its smallest call costs $0.00064" in page
+    assert "Every call gets a 402" in detail
+
+
+def test_a_key_with_room_for_a_call_shows_as_active(owner_client, key, org, system_actor, make_log):
+    budget_set(org=org, key=key, amount=Decimal("5.00"), period="none", actor=system_actor)
+    make_log(key, cost=Decimal("2.40"))
+
+    page = owner_client.get("/keys/").content.decode()
+
+    assert "refusing calls" not in page and ">active<" in page
 
 
 def test_keys_page_does_not_show_another_orgs_keys(owner_client, other_key):
