@@ -46,6 +46,8 @@ class Deployment:
     price: Price
     max_output_tokens: int
     capabilities: frozenset[str]
+    # The most prompt tokens the model takes (None: not known): no prompt costs more than that.
+    context_window: int | None = None
 
     @property
     def supports_tools(self) -> bool:
@@ -80,6 +82,7 @@ class CatalogEntry:
     price: Price
     max_output_tokens: int
     capabilities: frozenset[str]
+    context_window: int | None = None
 
 
 def catalog_lookup(catalog: dict[str, CatalogEntry], model: str) -> CatalogEntry | None:
@@ -160,6 +163,8 @@ def build_config(raw: dict, catalog: dict[str, CatalogEntry]) -> RoutingConfig:
             capabilities=frozenset(capabilities) if capabilities is not None else (
                 entry.capabilities if entry else frozenset({"tools", "streaming"})
             ),
+            context_window=int(item["context_window"]) if item.get("context_window") else (
+                entry.context_window if entry else None),
         )
 
     models: dict[str, ModelRoute] = {}
@@ -197,6 +202,7 @@ def load_catalog() -> dict[str, CatalogEntry]:
             price=Price(input=row.input_price, cached_input=row.cached_input_price, output=row.output_price),
             max_output_tokens=row.max_output_tokens,
             capabilities=frozenset(row.capabilities),
+            context_window=row.context_window,
         )
         for row in CatalogModel.objects.all()
     }

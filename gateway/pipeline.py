@@ -62,8 +62,10 @@ class Call:
     snapshot: KeySnapshot | None = None
     request: ChatRequest | None = None
     model: str = ""
-    # What the call holds in the budgets until ``record`` settles it.
+    # What the call holds in the budgets until ``record`` settles it, and the prompt tokens it
+    # was reserved for at most (``_prompt_bound``).
     reservation: Reservation | None = None
+    prompt_bound: int = 0
     attempts: list[Attempt] = field(default_factory=list)
     deployment: str = ""
     provider: str = ""
@@ -187,6 +189,7 @@ async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[
     (``Reservation.chain``, which the router follows): a refused call takes no circuit's probe."""
     request = call.request
     chain = [link.id for link in links]
+    call.prompt_bound = _prompt_bound(request.prompt_bytes, links)
     fit_output = None
     # An embedding has no output: only its prompt is reserved.
     if not request.max_tokens and request.method != "embed":
@@ -197,7 +200,7 @@ async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[
             reservation_id=call.request_id,
             snapshot=call.snapshot,
             prices=[link.price for link in links],
-            prompt_bytes=request.prompt_bytes,
+            prompt_bytes=call.prompt_bound,
             output_tokens=(request.max_tokens or 0) * request.n,
             fit_output=fit_output,
             choices=request.n,
@@ -208,6 +211,15 @@ async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[
         )
     except Refused as refused:
         raise refusal_error(refused) from refused
+
+
+def _prompt_bound(prompt_bytes: int, links: list[Deployment]) -> int:
+    """The prompt's worst case in tokens: its bytes (and linked media), but never more than the
+    largest context window of the links, which no prompt they take can pass."""
+    windows = [link.context_window for link in links]
+    if None in windows:
+        return prompt_bytes
+    return min(prompt_bytes, max(windows))
 
 
 async def route_and_call(state: GatewayState, call: Call, route: ModelRoute, links: list[Deployment], *,
@@ -252,7 +264,7 @@ async def _relay(state: GatewayState, dialect: Dialect, call: Call, served: Serv
         call.attempts[-1].outcome = "broken_stream"
         failure = GatewayError(502, call.error, type="upstream_error", code="upstream_error")
     # Tokens the client did not wait for were still generated; charge a fair estimate of them.
-    call.summary.estimate_usage(prompt_tokens=call.request.prompt_bytes // 4)
+    call.summary.estimate_usage(prompt_tokens=call.prompt_bound // 4)
     _charge(call, served)
     call.response = call.summary.as_completion()
     await record(state, call)

@@ -28,6 +28,8 @@ NEMO_FIELDS = ("tags", "nemo_cache")
 MAX_N = 16
 # The prompt tokens an image named by URL is reserved at (``linked_media_tokens``).
 LINKED_IMAGE_TOKENS = 2_700
+# ... and a file it names by id: more than any context window, so the window bounds it.
+LINKED_FILE_TOKENS = 100_000_000
 # Gemini's maxOutputTokens is an int32; no model writes more, and the reservation stays a sane number.
 MAX_OUTPUT_TOKENS = 2**31 - 1
 TOOL_CHOICES = ("none", "auto", "required")
@@ -390,12 +392,17 @@ def linked_media_tokens(messages: list[dict]) -> int:
         content = message.get("content")
         if isinstance(content, list):
             for part in content:
-                if part.get("type") == "image_url":
+                kind = part.get("type")
+                if kind == "image_url":
                     image = part["image_url"]
                     url = image if isinstance(image, str) else image.get("url", "")
                     if not url.startswith("data:"):
-                        count += 1
-    return count * LINKED_IMAGE_TOKENS
+                        count += LINKED_IMAGE_TOKENS
+                elif kind == "file" and "file_data" not in part["file"]:
+                    # A file uploaded before (``file_id``): nothing here bounds it but the
+                    # model's context window (the pipeline's bound).
+                    count += LINKED_FILE_TOKENS
+    return count
 
 
 def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
@@ -423,5 +430,6 @@ def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
         # A byte-level tokenizer never makes more tokens than bytes, and the raw body holds the
         # whole prompt (messages and tools), so its size bounds the prompt tokens; but for an
         # image it names by URL, whose tokens its few bytes do not bound.
-        prompt_bytes=len(raw) + (linked_media_tokens(body["messages"]) if b"image_url" in raw else 0),
+        prompt_bytes=len(raw) + (linked_media_tokens(body["messages"])
+                                 if b"image_url" in raw or b"file_id" in raw else 0),
     )

@@ -148,3 +148,21 @@ def test_an_image_named_by_url_is_reserved_at_the_most_an_image_costs(gateway, m
     assert (served, refused) == (200, 402)
     assert f"may cost up to ${from_micros(worst_case)}" in answer["error"]["message"]
     assert fake.count == 1
+
+
+def test_no_prompt_is_reserved_above_the_context_window_of_its_links(start_gateway, make_tenant, fake):
+    """A file named by id has no size here, an inlined image far more bytes than tokens: the
+    model's context window bounds either."""
+    routing = priced_routing(fake, input=str(INPUT), output=str(OUTPUT))
+    routing["deployments"][0]["context_window"] = 1_000
+    gateway = start_gateway(routing)
+    # Room for two calls at the bound, none at a prompt of its bytes.
+    tenant = make_tenant(key_budget=from_micros(2 * (1_000 * int(INPUT) + 10 * int(OUTPUT))))
+    file_call = json.dumps({"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Summarize this."}, {"type": "file", "file": {"file_id": "file-abc"}}]}]}).encode()
+    big_image = json.dumps({"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 5_000}}]}]}).encode()
+
+    assert post_chat(gateway, tenant.secret, file_call)[0] == 200
+    assert post_chat(gateway, tenant.secret, big_image)[0] == 200
+    assert fake.count == 2
