@@ -14,7 +14,7 @@ from billing.models import Budget
 from billing.selectors import budget_list, catalog_list
 from dashboard.forms import KeyForm
 from dashboard.orgs import org_page, render_confirm, render_page
-from dashboard.selectors import credit_balance, key_spend
+from dashboard.selectors import budget_spent, credit_balance, key_spend
 from dashboard.services import key_change, key_issue
 from keys.access import MANAGE
 from keys.audit import Actor
@@ -47,19 +47,28 @@ def _key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
     org = membership.org
     # key_spend counts each key's spend in its budget's current period, all time without one.
     spend = key_spend(org=org)
-    budgets = {b.key_id: b for b in budget_list(org=org) if b.scope == Budget.Scope.KEY}
+    all_budgets = list(budget_list(org=org))
+    budgets = {b.key_id: b for b in all_budgets if b.scope == Budget.Scope.KEY}
+    # What is left of the team and org budgets, each read once for the page.
+    team_left = {b.team_id: b.amount - budget_spent(budget=b) for b in all_budgets if b.scope == Budget.Scope.TEAM}
+    org_left = next((b.amount - budget_spent(budget=b) for b in all_budgets if b.scope == Budget.Scope.ORG), None)
     credits_left = credit_balance(org=org)
-    output_prices = {model.name: model.output_price for model in catalog_list()}
+    # Chat models only: an embedding writes no output, and a key that can chat is judged by its chats.
+    output_prices = {model.name: model.output_price for model in catalog_list()
+                     if "embeddings" not in model.capabilities}
     rows = []
     for key in keys:
         row_spend, budget = spend.get(key.pk, ZERO), budgets.get(key.pk)
         smallest = _smallest_call(key, output_prices)
         refusing = None
         if smallest is not None:
-            if credits_left < smallest:
-                refusing = ("credits", max(credits_left, ZERO), smallest)
-            elif budget is not None and budget.amount - row_spend < smallest:
-                refusing = ("key budget", max(budget.amount - row_spend, ZERO), smallest)
+            levels = [("key budget", budget.amount - row_spend if budget is not None else None),
+                      ("team budget", team_left.get(key.team_id)), ("org budget", org_left),
+                      ("credits", credits_left)]
+            short = [(level, left) for level, left in levels if left is not None and left < smallest]
+            if short:
+                level, left = short[0]
+                refusing = (level, max(left, ZERO), smallest)
         rows.append(KeyRow(key=key, spend=row_spend, budget=budget, refusing=refusing))
     return rows
 

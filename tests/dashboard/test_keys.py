@@ -57,6 +57,15 @@ def test_a_key_whose_budget_cannot_pay_for_its_smallest_call_shows_as_refusing_a
     assert "Every call gets a 402" in detail
 
 
+def test_a_key_whose_org_budget_is_spent_shows_as_refusing(owner_client, key, org, system_actor, make_log):
+    budget_set(org=org, amount=Decimal("1.00"), period="none", actor=system_actor)
+    make_log(key, cost=Decimal("1.00"))
+
+    page = owner_client.get("/keys/").content.decode()
+
+    assert "refusing calls" in page and "org budget: $0" in page
+
+
 def test_a_key_with_room_for_a_call_shows_as_active(owner_client, key, org, system_actor, make_log):
     budget_set(org=org, key=key, amount=Decimal("5.00"), period="none", actor=system_actor)
     make_log(key, cost=Decimal("2.40"))
