@@ -135,7 +135,7 @@ class KeyForm(BudgetFields):
     tpm_limit = _limit_field("Tokens per minute")
     max_parallel = _limit_field("Parallel calls")
     default_max_tokens = forms.IntegerField(
-        label="Output limit of a call that names none", required=False, min_value=1, max_value=MAX_KEY_LIMIT,
+        label="Default output limit (tokens)", required=False, min_value=1, max_value=MAX_KEY_LIMIT,
         help_text="Empty: the organization's default. Each such call is sent the smaller of this, the model's "
         "maximum and what its budget can still pay for.")
     expires = _datetime_field("Expires (UTC)")
@@ -182,7 +182,7 @@ class OrgSettingsForm(forms.Form):
     )
     store_prompts = forms.BooleanField(label="Keep prompt and response bodies in the request log", required=False)
     default_max_tokens = forms.IntegerField(
-        label="Output limit of a call that names none", required=False, min_value=1, max_value=MAX_KEY_LIMIT,
+        label="Default output limit (tokens)", required=False, min_value=1, max_value=MAX_KEY_LIMIT,
         help_text="Each such call is sent the smaller of this, the model's maximum and what its budget can still "
         "pay for. Empty: unchanged.")
 
