@@ -383,10 +383,12 @@ def _tag_set(raw, header_value: str | None) -> frozenset[str]:
 
 
 def linked_media_tokens(messages: list[dict]) -> int:
-    """The prompt tokens of the images the messages name by URL, at the most any provider we
-    route to documents for one image: OpenAI's patch-based models, 1,536 patches times 1.72
-    (about 2,642 tokens); GPT-4o's high detail takes at most 1,445, Claude about 1,600, Gemini
-    258 to 1,120. An image inlined as a data URL is bounded by its own bytes already."""
+    """What the prompt's images and files change of its bound in bytes. An image costs at most
+    what any provider we route to documents for one image: OpenAI's patch-based models, 1,536
+    patches times 1.72 (about 2,642 tokens); GPT-4o's high detail takes at most 1,445, Claude
+    about 1,600, Gemini 258 to 1,120. So an image named by URL adds that much, and one inlined as
+    a data URL counts that much instead of its bytes, when they are more (a photo's base64 is
+    hundreds of kilobytes)."""
     count = 0
     for message in messages:
         content = message.get("content")
@@ -398,6 +400,8 @@ def linked_media_tokens(messages: list[dict]) -> int:
                     url = image if isinstance(image, str) else image.get("url", "")
                     if not url.startswith("data:"):
                         count += LINKED_IMAGE_TOKENS
+                    elif len(url) > LINKED_IMAGE_TOKENS:
+                        count -= len(url.encode()) - LINKED_IMAGE_TOKENS
                 elif kind == "file" and "file_data" not in part["file"]:
                     # A file uploaded before (``file_id``): nothing here bounds it but the
                     # model's context window (the pipeline's bound).

@@ -150,6 +150,19 @@ def test_an_image_named_by_url_is_reserved_at_the_most_an_image_costs(gateway, m
     assert fake.count == 1
 
 
+def test_an_inlined_image_is_reserved_at_the_most_an_image_costs_not_its_bytes(gateway, make_tenant, fake):
+    image = "data:image/png;base64," + "A" * 200_000
+    body = json.dumps({"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": image}}]}]}).encode()
+    worst_case = int((len(body) - len(image) + LINKED_IMAGE_TOKENS) * INPUT + 10 * OUTPUT)
+    tenant = make_tenant(key_budget=from_micros(worst_case - 1))
+
+    status, _, answer = post_chat(gateway, tenant.secret, body)
+
+    assert status == 402
+    assert f"may cost up to ${from_micros(worst_case)}" in answer["error"]["message"]
+
+
 def test_no_prompt_is_reserved_above_the_context_window_of_its_links(start_gateway, make_tenant, fake):
     """A file named by id has no size here, an inlined image far more bytes than tokens: the
     model's context window bounds either."""
