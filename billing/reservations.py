@@ -176,6 +176,8 @@ class Admissions:
         # (key id, loaded_at, minute) -> ((bucket name, limit, level) of each budget that applies,
         # then the credits; and the bucket names alone).
         self._levels: dict[tuple[int, float, int], tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]] = {}
+        # Price -> its output token in pico-dollars (prices are few: one per deployment).
+        self._picos: dict = {}
 
     async def reserve(
         self,
@@ -204,10 +206,8 @@ class Admissions:
         if fit_output is not None:
             # The dearest input and the dearest output price, each: never below any link's cost.
             fewest, most = fit_output
-            output_price = max(p.output for p in prices)
             fit = OutputFit(base=worst_case_micros(prompt_tokens=prompt_bytes, output_tokens=0, prices=prices),
-                            price_pico=int((output_price * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
-                            * choices, fewest=fewest, most=most)
+                            price_pico=max(map(self._output_pico, prices)) * choices, fewest=fewest, most=most)
             output_tokens = most * choices
             amount = fit.amount(fewest)
         else:
@@ -243,6 +243,13 @@ class Admissions:
         return Reservation(id=reservation_id, amount_micros=admission.amount, tokens=tokens,
                            bucket_names=names, rate_headers=headers, chain=admission.chain,
                            output_tokens=admission.output_tokens)
+
+    def _output_pico(self, price) -> int:
+        """A price's output token in whole pico-dollars (rounded up), worked out once per price."""
+        pico = self._picos.get(price)
+        if pico is None:
+            pico = self._picos[price] = int((price.output * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
+        return pico
 
     def _bucket_levels(self, snapshot, now: float) -> tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]:
         cache_key = (snapshot.id, snapshot.loaded_at, int(now // 60))
