@@ -174,9 +174,10 @@ class ResponsesStream:
         self.sequence = 0
         self.started = False
         self.items: list[dict] = []
-        # The message item being written (its text pieces), and the function calls by chat index.
-        self.text: tuple[dict, list[str]] | None = None
-        self.calls: dict[int, dict] = {}
+        # The message item being written (its output index, its text pieces), and the function
+        # calls by chat index.
+        self.text: tuple[dict, int, list[str]] | None = None
+        self.calls: dict[int, tuple[dict, int]] = {}
         self.open_call: int | None = None
         self.created_at = int(time.time())
         self.model = ""
@@ -221,44 +222,42 @@ class ResponsesStream:
         if self.text is None:
             item = message_item(new_id("msg_"), [], "in_progress")
             self.items.append(item)
-            self.text = (item, [])
             index = len(self.items) - 1
+            self.text = (item, index, [])
             out.append(self._event("response.output_item.added", {"item": {**item, "content": []},
                                                                   "output_index": index}))
             out.append(self._event("response.content_part.added", {
                 "content_index": 0, "item_id": item["id"], "output_index": index, "part": _text_part("")}))
-        item, pieces = self.text
+        item, index, pieces = self.text
         pieces.append(text)
         out.append(self._event("response.output_text.delta", {
-            "content_index": 0, "delta": text, "item_id": item["id"], "logprobs": [],
-            "output_index": self.items.index(item)}))
+            "content_index": 0, "delta": text, "item_id": item["id"], "logprobs": [], "output_index": index}))
 
     def _call_delta(self, call: dict, out: list[bytes]) -> None:
         index = call.get("index", 0)
         function = call.get("function") or {}
-        item = self.calls.get(index)
-        if item is None:
+        known = self.calls.get(index)
+        if known is None:
             self._close_text(out)
             self._close_call(out)
             item = function_item(new_id("fc_"), call_id=call.get("id") or new_id("call_"),
                                  name=function.get("name") or "", arguments="", status="in_progress")
             self.items.append(item)
-            self.calls[index] = item
+            known = self.calls[index] = (item, len(self.items) - 1)
             self.open_call = index
-            out.append(self._event("response.output_item.added", {"item": dict(item),
-                                                                  "output_index": len(self.items) - 1}))
+            out.append(self._event("response.output_item.added", {"item": dict(item), "output_index": known[1]}))
+        item, output_index = known
         if piece := function.get("arguments"):
             item["arguments"] += piece
             out.append(self._event("response.function_call_arguments.delta", {
-                "delta": piece, "item_id": item["id"], "output_index": self.items.index(item)}))
+                "delta": piece, "item_id": item["id"], "output_index": output_index}))
 
     def _close_text(self, out: list[bytes]) -> None:
         if self.text is None:
             return
-        item, pieces = self.text
+        item, index, pieces = self.text
         self.text = None
         text = "".join(pieces)
-        index = self.items.index(item)
         part = _text_part(text)
         item["content"] = [part]
         item["status"] = "completed"
@@ -271,10 +270,9 @@ class ResponsesStream:
     def _close_call(self, out: list[bytes]) -> None:
         if self.open_call is None:
             return
-        item = self.calls[self.open_call]
+        item, index = self.calls[self.open_call]
         self.open_call = None
         item["status"] = "completed"
-        index = self.items.index(item)
         out.append(self._event("response.function_call_arguments.done", {
             "arguments": item["arguments"], "item_id": item["id"], "output_index": index}))
         out.append(self._event("response.output_item.done", {"item": item, "output_index": index}))
