@@ -4,7 +4,8 @@ by ``previous_response_id`` and ``GET /v1/responses/{id}`` (and ``/input_items``
 
 A write runs in a worker thread, off the event loop, and the answer does not wait for it: a
 response being written is kept in ``_pending`` until it is, and a read of it in this process
-waits for that write first (a client's next turn often comes before the write is done). Every
+waits for that write first (a client's next turn often comes before the write is done); a read
+in another worker that finds nothing looks once more after ``WRITE_GRACE_S``. Every
 read and delete is scoped by the key's org: another org's id is a 404, like an unknown one.
 """
 
@@ -109,10 +110,18 @@ def _delete(org_id: int, response_id: str) -> int:
     return StoredResponse.objects.filter(org_id=org_id, response_id=response_id).delete()[0]
 
 
+# A response another worker answered may still be on its way to the database: one more look
+# after this long before a 404.
+WRITE_GRACE_S = 0.15
+
+
 async def _stored(org_id: int, response_id: str) -> StoredResponse:
     await _settled(org_id, response_id)
     try:
         stored = await _fetch(org_id, response_id)
+        if stored is None:
+            await asyncio.sleep(WRITE_GRACE_S)
+            stored = await _fetch(org_id, response_id)
     except DATABASE_ERRORS as lost:
         raise service_unavailable("The gateway's database cannot be reached to read this response.",
                                   code="database_unavailable") from lost
