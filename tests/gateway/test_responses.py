@@ -307,3 +307,18 @@ def test_store_false_keeps_nothing(gateway, tenant):
 
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(created.id)
+
+
+def test_a_cached_answer_is_replayed_as_a_response_and_as_a_stream(gateway, tenant, fake):
+    client = gateway.client(tenant.secret)
+    first = client.responses.with_raw_response.create(model="gpt-4o", input="hello", extra_body={"nemo_cache": True})
+    again = client.responses.with_raw_response.create(model="gpt-4o", input="hello", extra_body={"nemo_cache": True})
+    streamed = events_of(client.responses.create(model="gpt-4o", input="hello", stream=True,
+                                                 extra_body={"nemo_cache": True}))
+
+    assert (first.headers["x-nemo-cache"], again.headers["x-nemo-cache"]) == ("miss", "hit")
+    assert again.parse().output_text == first.parse().output_text == "Fake answer to: hello"
+    assert again.parse().id != first.parse().id
+    assert streamed[-1].type == "response.completed" and streamed[-1].response.output_text == "Fake answer to: hello"
+    assert [e.sequence_number for e in streamed] == list(range(len(streamed)))
+    assert fake.count == 1
