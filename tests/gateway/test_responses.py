@@ -322,3 +322,19 @@ def test_a_cached_answer_is_replayed_as_a_response_and_as_a_stream(gateway, tena
     assert streamed[-1].type == "response.completed" and streamed[-1].response.output_text == "Fake answer to: hello"
     assert [e.sequence_number for e in streamed] == list(range(len(streamed)))
     assert fake.count == 1
+
+
+def test_input_items_list_in_both_orders_with_ids(gateway, tenant):
+    client = gateway.client(tenant.secret)
+    created = client.responses.create(model="gpt-4o", input=[
+        {"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{"type": "input_text", "text": "second"}]}])
+
+    newest_first = client.responses.input_items.list(created.id)
+    oldest_first = client.responses.input_items.list(created.id, order="asc", limit=2)
+
+    assert [item.content[0].text for item in newest_first.data] == ["second", "ok", "first"]
+    assert [item.content[0].text for item in oldest_first.data] == ["first", "ok"] and oldest_first.has_more
+    assert all(item.id.startswith("msg_") for item in newest_first.data)
+    with pytest.raises(openai.AuthenticationError):
+        gateway.client("sk-nemo-not-a-key").responses.retrieve(created.id)
