@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics.models import RequestLog
-from tests.fakes import FakeGemini, FakeOpenAI, FakeTokenServer, write_service_account
+from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, FakeTokenServer, write_service_account
 from tests.gateway.test_fuzz import ERROR_FIELDS, HEADER_VALUES, JSON, MUTATIONS, BuiltIn, _paths
 from tests.promises.budget.support import reservations_left
 
@@ -41,7 +41,7 @@ VALID = [
          "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}},
 ]
 WIRE_FORMATS = {"openai": (FakeOpenAI, "gpt-4o"), "vertex_gemini": (FakeGemini, "gemini-2.5-flash"),
-                "mock": (BuiltIn, "gpt-4o")}
+                "vertex_anthropic": (FakeAnthropic, "claude-3-7-sonnet@20250219"), "mock": (BuiltIn, "gpt-4o")}
 
 
 @st.composite
