@@ -96,7 +96,8 @@ def _insert(org_id: int, response_id: str, fields: dict) -> None:
 
 async def _settled(org_id: int, response_id: str) -> None:
     task = _pending.get((org_id, response_id))
-    if task is not None:
+    # (A task of another loop: another app in this process, as tests run them; its grace is the wait.)
+    if task is not None and task.get_loop() is asyncio.get_running_loop():
         await asyncio.shield(task)
 
 

@@ -167,7 +167,8 @@ class ResponsesStream:
     (``output_item.added``) when its first piece comes, its deltas, and its ``.done`` events
     once the next item starts or the answer ends."""
 
-    __slots__ = ("request", "sequence", "started", "items", "text", "calls", "open_call", "created_at", "model")
+    __slots__ = ("request", "sequence", "started", "items", "text", "calls", "open_call", "created_at", "model",
+                 "reasoning_tokens")
 
     def __init__(self, request: ResponsesRequest) -> None:
         self.request = request
@@ -181,6 +182,8 @@ class ResponsesStream:
         self.open_call: int | None = None
         self.created_at = int(time.time())
         self.model = ""
+        # The summary keeps no reasoning tokens; the usage chunk has them (Gemini's thoughts, o-series).
+        self.reasoning_tokens = 0
 
     def _event(self, kind: str, payload: dict) -> bytes:
         payload = {"type": kind, **payload, "sequence_number": self.sequence}
@@ -205,6 +208,8 @@ class ResponsesStream:
                 self.model = chunk["model"]
             if out is None:
                 out = self._start()
+            if usage := chunk.get("usage"):
+                self.reasoning_tokens = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
             for choice in chunk.get("choices") or ():
                 if choice.get("index", 0) != 0:
                     continue
@@ -285,7 +290,7 @@ class ResponsesStream:
         out = [] if self.started else self._start()
         self._close(out)
         usage = response_usage(prompt=summary.prompt_tokens, completion=summary.completion_tokens,
-                               cached=summary.cached_tokens)
+                               cached=summary.cached_tokens, reasoning=self.reasoning_tokens)
         response = self._response("completed", usage=usage, finish_reason=summary.finish_reason)
         kind = "response.completed" if response["status"] == "completed" else f"response.{response['status']}"
         out.append(self._event(kind, {"response": response}))
