@@ -22,9 +22,10 @@ from gateway.errors import GatewayError, invalid_request
 
 # Fields of a Responses request that carry nothing a Chat Completions upstream could use, or
 # that only the Responses API's own servers act on: accepted and left out of the call.
+# (``background``, ``conversation``, ``prompt`` and ``top_logprobs`` are refused by name: the
+# gateway cannot do what they ask.)
 IGNORED = ("include", "truncation", "service_tier", "safety_identifier", "prompt_cache_key",
-           "prompt_cache_retention", "stream_options", "max_tool_calls", "top_logprobs", "background",
-           "prompt", "conversation")
+           "prompt_cache_retention", "stream_options", "max_tool_calls")
 ROLES = ("user", "assistant", "system", "developer")
 TOOL_CHOICES = ("none", "auto", "required")
 
@@ -240,6 +241,11 @@ def _check_top(body: dict) -> None:
             raise invalid_request(f"{name} must be a boolean", param=name)
     if body.get("background"):
         raise invalid_request("background responses are not served by this gateway", param="background")
+    if body.get("prompt") is not None:
+        raise invalid_request("prompt (a stored prompt template) is not served by this gateway: send the "
+                              "instructions and input themselves", param="prompt")
+    if body.get("top_logprobs"):
+        raise invalid_request("top_logprobs is not served on /v1/responses by this gateway", param="top_logprobs")
     if body.get("conversation") is not None:
         raise invalid_request("conversation is not served by this gateway: use previous_response_id",
                               param="conversation")

@@ -180,6 +180,9 @@ def test_json_schema_goes_upstream_as_response_format(gateway, tenant, fake):
     ({"max_output_tokens": -1}, "max_output_tokens"),
     ({"input": 5}, "input"),
     ({"tool_choice": {"type": "file_search"}}, "tool_choice"),
+    ({"prompt": {"id": "pmpt_1"}}, "prompt"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"background": True}, "background"),
 ])
 def test_a_malformed_or_unserved_request_is_a_400_naming_it(gateway, tenant, fake, extra, param):
     with pytest.raises(openai.BadRequestError) as caught:
