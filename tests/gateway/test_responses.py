@@ -203,13 +203,16 @@ def test_an_exhausted_budget_is_a_402_before_anything_is_sent(gateway, make_tena
     assert (row.endpoint, row.status) == ("responses", 402)
 
 
-def test_a_timed_out_primary_falls_back_to_the_next_link(start_gateway, tenant, fake):
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_timed_out_primary_falls_back_to_the_next_link(start_gateway, tenant, fake, stream):
     with FakeOpenAI() as backup:
         gateway = start_gateway(two_link_routing(fake, backup))
         fake.script(Hang())
-        raw = gateway.client(tenant.secret).responses.with_raw_response.create(model="gpt-4o", input="hello")
+        raw = gateway.client(tenant.secret).responses.with_raw_response.create(model="gpt-4o", input="hello",
+                                                                               stream=stream)
+        answer = events_of(raw.parse())[-1].response if stream else raw.parse()
 
-    assert raw.parse().output_text == "Fake answer to: hello"
+    assert answer.output_text == "Fake answer to: hello" and answer.status == "completed"
     assert raw.headers["x-nemo-attempts"] == "primary:timeout, backup:ok"
     row = RequestLog.objects.get()
     assert row.endpoint == "responses" and row.deployment == "backup"
