@@ -239,6 +239,9 @@ def _check_top(body: dict) -> None:
     for name in ("store", "stream", "parallel_tool_calls"):
         if body.get(name) is not None and not isinstance(body[name], bool):
             raise invalid_request(f"{name} must be a boolean", param=name)
+    metadata = body.get("metadata")
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise invalid_request("metadata must be an object of strings", param="metadata")
     if body.get("background"):
         raise invalid_request("background responses are not served by this gateway", param="background")
     if body.get("prompt") is not None:

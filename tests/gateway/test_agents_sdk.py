@@ -8,7 +8,7 @@ from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_traci
 from openai import AsyncOpenAI
 
 from analytics.models import RequestLog
-from tests.fakes.openai import FakeOpenAI
+from tests.fakes import FakeGemini, FakeOpenAI, FakeTokenServer, write_service_account
 from tests.gateway.conftest import openai_routing
 
 
@@ -67,3 +67,21 @@ def test_run_streamed_calls_the_tool_and_streams_the_answer(gateway, make_tenant
     assert "run_item_stream_event" in kinds and "raw_response_event" in kinds
     assert fake.count == 2 and all(request.json["stream"] for request in fake.requests)
     assert list(RequestLog.objects.values_list("endpoint", "stream", "status")) == [("responses", True, 200)] * 2
+
+
+def test_run_sync_through_a_gemini_deployment(start_gateway, make_tenant, tmp_path):
+    set_tracing_disabled(True)
+    with FakeTokenServer() as tokens, FakeGemini() as gemini:
+        credentials = str(write_service_account(tmp_path, token_uri=tokens.token_uri))
+        gateway = start_gateway({
+            "providers": {"vertex": {"type": "vertex_gemini", **gemini.provider_options(credentials=credentials)}},
+            "deployments": [{"id": "gemini-dep", "provider": "vertex", "model": "gemini-2.5-flash"}],
+            "models": {"gpt-4o": {"chain": ["gemini-dep"]}},
+        })
+        result = Runner.run_sync(agent_for(gateway, make_tenant().secret), "What's the weather in Florence?")
+
+    assert "40 C in " in result.final_output
+    assert gemini.count == 2
+    assert [c["role"] for c in gemini.requests[-1].json["contents"]] == ["user", "model", "user"]
+    assert list(RequestLog.objects.values_list("endpoint", "deployment", "status")) == [
+        ("responses", "gemini-dep", 200)] * 2

@@ -183,6 +183,7 @@ def test_json_schema_goes_upstream_as_response_format(gateway, tenant, fake):
     ({"prompt": {"id": "pmpt_1"}}, "prompt"),
     ({"top_logprobs": 3}, "top_logprobs"),
     ({"background": True}, "background"),
+    ({"metadata": {"n": 1}}, "metadata"),
 ])
 def test_a_malformed_or_unserved_request_is_a_400_naming_it(gateway, tenant, fake, extra, param):
     with pytest.raises(openai.BadRequestError) as caught:
