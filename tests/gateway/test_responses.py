@@ -345,3 +345,20 @@ def test_input_items_list_in_both_orders_with_ids(gateway, tenant):
     assert all(item.id.startswith("msg_") for item in newest_first.data)
     with pytest.raises(openai.AuthenticationError):
         gateway.client("sk-nemo-not-a-key").responses.retrieve(created.id)
+
+
+@pytest.mark.parametrize("tools", [[], [WEATHER]])
+def test_the_sdk_stream_helper_accumulates_the_events_into_the_final_response(gateway, tenant, tools):
+    """``responses.stream`` rebuilds the response from the events (output and content indexes,
+    deltas), so a misplaced index or a missing ``.added`` fails it."""
+    with gateway.client(tenant.secret).responses.stream(model="gpt-4o", input="weather in Rome?",
+                                                        tools=tools) as stream:
+        texts = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+
+    if tools:
+        [call] = final.output
+        assert call.type == "function_call" and json.loads(call.arguments) and not texts
+    else:
+        assert final.output_text == "".join(texts) == "Fake answer to: weather in Rome?"
+    assert final.status == "completed" and final.usage.total_tokens > 0
