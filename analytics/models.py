@@ -136,3 +136,26 @@ class DailySpend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.model}: ${self.cost}"
+
+
+class StoredResponse(models.Model):
+    """A Responses API response kept for its org (``store``, the default): what
+    ``GET /v1/responses/{id}`` answers and ``previous_response_id`` continues. Kept no longer
+    than the request log (``stored_responses_prune``, with the log's retention)."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="stored_responses",
+                            db_constraint=False, db_index=False)
+    response_id = models.CharField(max_length=64)
+    response = models.JSONField(help_text="The Response object as it was answered.")
+    input_items = models.JSONField(default=list, help_text="The request's own input items.")
+    conversation = models.JSONField(
+        default=list, help_text="The whole conversation up to and with this answer, as Chat Completions messages "
+        "(the instructions left out): what a later previous_response_id sends again.")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "response_id"], name="stored_response_org_id")]
+        indexes = [models.Index(fields=["created"], name="stored_response_created")]
+
+    def __str__(self) -> str:
+        return self.response_id

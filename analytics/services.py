@@ -31,7 +31,7 @@ from django.db.models.functions import Now, TruncDate
 from django.utils import timezone
 
 from analytics.exporters import EXPORTERS, ExportError, clean_config, exporter_for, redacted_config
-from analytics.models import DailySpend, ExportSink, RequestLog
+from analytics.models import DailySpend, ExportSink, RequestLog, StoredResponse
 from keys.audit import Actor, audit_record
 from keys.models import Organization
 
@@ -239,4 +239,10 @@ def request_logs_prune(*, now: datetime | None = None) -> int:
             with transaction.atomic():
                 daily_spend_settle(day=day, org_ids=[org_id])
                 deleted += day_rows.delete()[0]
+    stored_responses_prune(cutoff)
     return deleted
+
+
+def stored_responses_prune(cutoff: datetime) -> int:
+    """Stored Responses API responses are kept no longer than the log's retention."""
+    return StoredResponse.objects.filter(created__lt=cutoff).delete()[0]

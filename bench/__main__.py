@@ -100,6 +100,17 @@ def check_answers(name: str, url: str, *, key: str, model: str) -> dict:
     return {name.lower(): value for name, value in headers.items() if name.lower().startswith("x-")}
 
 
+def check_responses_answers(url: str, *, key: str, model: str) -> None:
+    """The same for the Responses API (``/v1/responses``): a Response object, an event stream
+    that ends in ``response.completed`` with usage."""
+    status, _, body = _post(url, load.request_body(model=model, stream=False, serial=2, api="responses"), key)
+    if status != 200 or b'"object":"response"' not in body or b'"usage"' not in body:
+        raise RuntimeError(f"gateway /v1/responses: plain call answered {status}: {body[:500]!r}")
+    status, _, body = _post(url, load.request_body(model=model, stream=True, serial=3, api="responses"), key)
+    if status != 200 or b"event: response.completed" not in body or b'"input_tokens"' not in body:
+        raise RuntimeError(f"gateway /v1/responses: streamed call answered {status}: {body[:800]!r}")
+
+
 def _python_module_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
@@ -240,6 +251,9 @@ class Run:
         headers = check_answers("gateway", url + "/v1/chat/completions", key=secret, model=gateway_setup.FAST_MODEL)
         log(f"gateway answers; its headers: {headers}")
         self.targets["gateway"] = {"url": url, "key": secret, "server": server, "held_path": "/v1/chat/completions"}
+        check_responses_answers(url + "/v1/responses", key=secret, model=gateway_setup.FAST_MODEL)
+        # The Responses API on the same gateway, measured against the same pass-through (of chat).
+        self.targets["gateway_responses"] = {**self.targets["gateway"], "path": "/v1/responses", "api": "responses"}
 
     def measure_throughput(self) -> None:
         """wrk against each target, in rounds: the targets take turns within a round, so a ratio
@@ -249,14 +263,15 @@ class Run:
         for stream, mode in ((False, "non-streamed"), (True, "streamed")):
             rounds: dict[str, list[dict]] = {}
             for number in range(1, args.rounds + 1):
-                for key, label in report.TARGETS:
+                for key, label in (*report.TARGETS, report.RESPONSES_TARGET):
                     target = self.targets.get(key)
                     if target is None:
                         continue
                     settings = {
-                        "base_url": target["url"], "path": "/v1/chat/completions", "model": gateway_setup.FAST_MODEL,
-                        "key": target["key"], "stream": stream, "connections": args.connections,
-                        "threads": args.threads, "cpus": self.helper_cpus,
+                        "base_url": target["url"], "path": target.get("path", "/v1/chat/completions"),
+                        "model": gateway_setup.FAST_MODEL, "key": target["key"], "stream": stream,
+                        "connections": args.connections, "threads": args.threads, "cpus": self.helper_cpus,
+                        "api": target.get("api", "chat"),
                     }
                     if args.warmup:
                         load.wrk_run(seconds=args.warmup, **settings)
@@ -271,13 +286,14 @@ class Run:
             for key, measured in rounds.items():
                 runs[key] = {**_median_by(measured, "rps"), "errors": sum(run["errors"] for run in measured),
                              "rounds_rps": [run["rps"] for run in measured]}
-            if "gateway" in rounds and "passthrough" in rounds:
-                ratios = [gateway["rps"] / passthrough["rps"]
-                          for gateway, passthrough in zip(rounds["gateway"], rounds["passthrough"], strict=True)
-                          if passthrough["rps"]]
-                if ratios:
-                    self.results["ratio"][mode] = round(statistics.median(ratios), 3)
-                    self.results["ratio_rounds"][mode] = [round(ratio, 3) for ratio in ratios]
+            for key, name in (("gateway", mode), ("gateway_responses", f"{mode} responses")):
+                if key in rounds and "passthrough" in rounds:
+                    ratios = [gateway["rps"] / passthrough["rps"]
+                              for gateway, passthrough in zip(rounds[key], rounds["passthrough"], strict=True)
+                              if passthrough["rps"]]
+                    if ratios:
+                        self.results["ratio"][name] = round(statistics.median(ratios), 3)
+                        self.results["ratio_rounds"][name] = [round(ratio, 3) for ratio in ratios]
 
     def measure_latency(self) -> None:
         """Both servers and the upstream alone at the same fixed rates: half of the gateway's own

@@ -14,8 +14,13 @@ from bench.processes import pinned
 MAX_TOKENS = 64
 
 
-def request_body(*, model: str, stream: bool, serial: int) -> bytes:
-    """A small chat request; the serial makes every prompt unique, so no response cache can answer."""
+def request_body(*, model: str, stream: bool, serial: int, api: str = "chat") -> bytes:
+    """A small chat request; the serial makes every prompt unique, so no response cache can answer.
+    ``api="responses"``: the same call as a Responses API request (not stored)."""
+    if api == "responses":
+        return json.dumps({"model": model, "instructions": "You are a terse assistant.",
+                           "input": f"Say hello to caller {serial}.", "max_output_tokens": MAX_TOKENS,
+                           "store": False, **({"stream": True} if stream else {})}).encode()
     body: dict = {
         "model": model,
         "messages": [
@@ -50,10 +55,7 @@ end
 local counter = 0
 function request()
   counter = counter + 1
-  local body = '{"model": "' .. model .. '", "messages": ['
-    .. '{"role": "system", "content": "You are a terse assistant."}, '
-    .. '{"role": "user", "content": "Say hello to caller ' .. thread_id .. "-" .. counter .. '."}], '
-    .. '"max_tokens": %(max_tokens)d' .. tail .. '}'
+%(body)s
   return wrk.format(nil, path, nil, body)
 end
 
@@ -67,6 +69,16 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), latency.mean, latency.max))
 end
 """
+
+
+_CHAT_BODY = r"""  local body = '{"model": "' .. model .. '", "messages": ['
+    .. '{"role": "system", "content": "You are a terse assistant."}, '
+    .. '{"role": "user", "content": "Say hello to caller ' .. thread_id .. "-" .. counter .. '."}], '
+    .. '"max_tokens": %(max_tokens)d' .. tail .. '}'"""
+# The same call as a Responses API request (``/v1/responses``), not stored.
+_RESPONSES_BODY = r"""  local body = '{"model": "' .. model .. '", "instructions": "You are a terse assistant.", '
+    .. '"input": "Say hello to caller ' .. thread_id .. "-" .. counter .. '.", "store": false, '
+    .. '"max_output_tokens": %(max_tokens)d' .. tail .. '}'"""
 
 
 @dataclass(frozen=True)
@@ -87,15 +99,19 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def wrk_script(*, path: str, model: str, key: str, stream: bool) -> str:
-    tail = ', "stream": true, "stream_options": {"include_usage": true}' if stream else ""
-    return _LUA % {"model": model, "path": path, "tail": tail, "key": key, "max_tokens": MAX_TOKENS}
+def wrk_script(*, path: str, model: str, key: str, stream: bool, api: str = "chat") -> str:
+    if api == "responses":
+        tail, body = (', "stream": true' if stream else ""), _RESPONSES_BODY
+    else:
+        tail, body = (', "stream": true, "stream_options": {"include_usage": true}' if stream else ""), _CHAT_BODY
+    body = body % {"max_tokens": MAX_TOKENS}
+    return _LUA % {"model": model, "path": path, "tail": tail, "key": key, "body": body}
 
 
 def wrk_run(*, base_url: str, path: str, model: str, key: str, stream: bool, connections: int, threads: int,
-            seconds: float, cpus: set[int] | None) -> Throughput:
+            seconds: float, cpus: set[int] | None, api: str = "chat") -> Throughput:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(wrk_script(path=path, model=model, key=key, stream=stream))
+        handle.write(wrk_script(path=path, model=model, key=key, stream=stream, api=api))
     try:
         command = [
             "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",

@@ -8,11 +8,13 @@ import logging
 import time
 
 from analytics.ledger import DATABASE_ERRORS
+from gateway import responses_store
 from gateway.dialects.chat_completions import ChatCompletions
 from gateway.dialects.embeddings import Embeddings
+from gateway.dialects.responses import Responses
 from gateway.errors import GatewayError, model_not_found, service_unavailable
 from gateway.http import header, send_json
-from gateway.pipeline import serve
+from gateway.pipeline import authenticate, serve
 from gateway.state import GatewayState
 from gateway.unknown_routes import UnknownRoutes
 
@@ -20,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 CHAT_COMPLETIONS = ChatCompletions()
 EMBEDDINGS = Embeddings()
+RESPONSES = Responses()
 MODEL_PATH = "/v1/models/"
 
 # Allocations between two collections of the youngest generation (the default is 700).
@@ -90,6 +93,11 @@ class GatewayApp:
             await serve(state, CHAT_COMPLETIONS, scope, receive, send)
         elif path == "/v1/embeddings" and method == "POST":
             await serve(state, EMBEDDINGS, scope, receive, send)
+        elif path == "/v1/responses" and method == "POST":
+            await serve(state, RESPONSES, scope, receive, send)
+        elif path.startswith("/v1/responses/") and (stored := _stored_response_route(path, method)):
+            await responses_store.handle(state, scope, send, response_id=stored[0], action=stored[1],
+                                         authenticate=authenticate)
         elif path == "/v1/models" and method == "GET":
             await handle_models(state, scope, send)
         elif path.startswith(MODEL_PATH) and method == "GET":
@@ -98,6 +106,16 @@ class GatewayApp:
             self.unknown_routes.seen(method=method, path=scope["path"], authorization=header(scope, b"authorization"))
             await send_json(send, 404, {"error": {"message": f"No route {method} {scope['path']}.",
                                                   "type": "not_found_error", "param": None, "code": "unknown_url"}})
+
+
+def _stored_response_route(path: str, method: str) -> tuple[str, str] | None:
+    """``/v1/responses/{id}`` (GET, DELETE) and ``/v1/responses/{id}/input_items`` (GET)."""
+    parts = path.split("/")[3:]
+    if len(parts) == 1 and parts[0] and method in ("GET", "DELETE"):
+        return parts[0], "get" if method == "GET" else "delete"
+    if len(parts) == 2 and parts[0] and parts[1] == "input_items" and method == "GET":
+        return parts[0], "input_items"
+    return None
 
 
 async def _key(state: GatewayState, scope, send):

@@ -128,6 +128,10 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
         return
     request = call.request = dialect.parse(raw, scope)
     call.model = request.model
+    # A dialect's step of its own once the key is known (the Responses API's stored conversation).
+    prepare = getattr(dialect, "prepare", None)
+    if prepare is not None:
+        await prepare(state, call)
     route, links = choose_links(state, call)
     if not state.recorder.available:
         # Nothing is served that could not be recorded.

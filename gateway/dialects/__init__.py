@@ -4,6 +4,8 @@ A dialect turns its client's request into the internal call (a Chat Completions 
 provider translates from: ``ChatRequest``) and renders the internal answer, a stream's events and
 the gateway's errors back in its own shape. Everything else — keys, limits, the reservation, the
 chain, the log and the settle — is the pipeline's (gateway/pipeline.py), the same for each.
+A dialect may also have ``async prepare(state, call)``, run once the key is known and the body
+parsed (the Responses API loads the stored conversation a request continues).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from django.http import Http404
 
-from analytics.models import DailySpend, ExportSink, RequestLog
+from analytics.models import DailySpend, ExportSink, RequestLog, StoredResponse
 from analytics.selectors import run_get, spend_rows, spend_total
 from analytics.services import request_logs_prune, retention_cutoff, sink_create, sink_delete, sink_update
 from analytics.tasks import prune_request_logs
@@ -147,3 +147,15 @@ def test_pruning_waits_for_every_enabled_sink_to_export_the_day(org, key, other_
     assert deleted == 2
     assert set(RequestLog.objects.filter(created__lt=retention_cutoff(NOW)).values_list("pk", flat=True)) == {
         old[2].pk, unexported.pk}
+
+
+def test_stored_responses_are_pruned_with_the_log(org, settings):
+    settings.NEMO_LOG_RETENTION_MONTHS = 13
+    old = StoredResponse.objects.create(org=org, response_id="resp_old", response={}, created=datetime(
+        2025, 9, 30, tzinfo=UTC))
+    recent = StoredResponse.objects.create(org=org, response_id="resp_new", response={}, created=NOW)
+
+    request_logs_prune(now=NOW)
+
+    assert retention_cutoff(NOW) > old.created
+    assert list(StoredResponse.objects.values_list("pk", flat=True)) == [recent.pk]

@@ -1,0 +1,305 @@
+"""``POST /v1/responses``: OpenAI's Responses API, the default of the OpenAI Agents SDK, Codex and
+``@ai-sdk/openai``.
+
+Its requests become the internal Chat Completions call (gateway/dialects/responses_request.py);
+its answers are Response objects built from the chat completion, and its streams OpenAI's event
+sequence (``response.created`` … ``response.completed``, each with its ``sequence_number``), as
+the recordings in ``shared/recordings/openai-responses-gpt-5/`` show them. A stream that breaks
+midway ends in ``response.failed``, the Responses API's own end of a failed response. Responses
+are stored for their org unless the request says ``store: false`` (gateway/responses_store.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import orjson
+
+from gateway import responses_store
+from gateway.dialects.chat_completions import completion_as_chunks
+from gateway.dialects.responses_request import ResponsesRequest, continued, parse_responses_request
+from gateway.errors import GatewayError
+from gateway.http import header, send_json
+from gateway.providers.base import Event
+from gateway.summary import CallSummary
+
+# finish_reason of a chat completion -> (status, incomplete_details) of a Response.
+_INCOMPLETE = {"length": {"reason": "max_output_tokens"}, "content_filter": {"reason": "content_filter"}}
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(24)
+
+
+class Responses:
+    endpoint = "responses"
+
+    def parse(self, raw: bytes, scope) -> ResponsesRequest:
+        return parse_responses_request(raw, tags_header=header(scope, b"x-nemo-tags"))
+
+    async def prepare(self, state, call) -> None:
+        """Once the key is known: the response's id (the call's, so the log row and the response
+        name each other), its org, and the stored conversation it continues."""
+        request: ResponsesRequest = call.request
+        request.response_id = "resp_" + call.request_id.removeprefix("req_")
+        request.org_id = call.snapshot.org_id
+        if request.previous_response_id:
+            history = await responses_store.conversation(request.org_id, request.previous_response_id)
+            continued(request, history)
+
+    async def answer(self, send, request: ResponsesRequest, completion: dict, headers: dict[str, str]) -> None:
+        response = response_from_completion(request, completion)
+        responses_store.remember(request, response)
+        await send_json(send, 200, response, headers)
+
+    def stream(self, request: ResponsesRequest) -> ResponsesStream:
+        return ResponsesStream(request)
+
+    def replay(self, request: ResponsesRequest, completion: dict) -> bytes:
+        render = self.stream(request)
+        summary = CallSummary()
+        summary.take_completion(completion)
+        return render.events([(chunk, None) for chunk in completion_as_chunks(completion)]) + render.end(summary)
+
+    async def refuse(self, send, error: GatewayError, headers: dict[str, str]) -> None:
+        await send_json(send, error.status, error.body(), headers)
+
+
+# --- the Response object ---------------------------------------------------------------------------
+
+def response_usage(*, prompt: int, completion: int, cached: int, reasoning: int = 0) -> dict:
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": reasoning}, "total_tokens": prompt + completion}
+
+
+def _usage_of(usage: dict | None) -> dict:
+    usage = usage or {}
+    return response_usage(
+        prompt=int(usage.get("prompt_tokens") or 0),
+        completion=int(usage.get("completion_tokens") or 0),
+        cached=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        reasoning=int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0),
+    )
+
+
+def response_object(request: ResponsesRequest, *, status: str, output: list, usage: dict | None, model: str,
+                    created_at: int, error: dict | None = None, finish_reason: str = "") -> dict:
+    incomplete = _INCOMPLETE.get(finish_reason) if status == "completed" else None
+    if incomplete is not None:
+        status = "incomplete"
+    echo = request.echo
+    return {
+        "id": request.response_id or new_id("resp_"),
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
+        "background": False,
+        "completed_at": int(time.time()) if status == "completed" else None,
+        "error": error,
+        "incomplete_details": incomplete,
+        "instructions": echo.get("instructions"),
+        "max_output_tokens": echo.get("max_output_tokens"),
+        "max_tool_calls": None,
+        "model": model or request.model,
+        "output": output,
+        "parallel_tool_calls": echo.get("parallel_tool_calls", True),
+        "previous_response_id": request.previous_response_id,
+        "reasoning": echo.get("reasoning") or {"effort": None, "summary": None},
+        "service_tier": "default",
+        "store": request.store,
+        "temperature": echo.get("temperature", 1.0),
+        "text": echo.get("text") or {"format": {"type": "text"}},
+        "tool_choice": echo.get("tool_choice", "auto"),
+        "tools": echo.get("tools") or [],
+        "top_p": echo.get("top_p", 1.0),
+        "truncation": echo.get("truncation", "disabled"),
+        "usage": usage,
+        "user": echo.get("user"),
+        "metadata": echo.get("metadata") or {},
+    }
+
+
+def _text_part(text: str) -> dict:
+    return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+
+def message_item(item_id: str, parts: list[dict], status: str) -> dict:
+    return {"id": item_id, "type": "message", "status": status, "content": parts, "role": "assistant"}
+
+
+def function_item(item_id: str, *, call_id: str, name: str, arguments: str, status: str) -> dict:
+    return {"id": item_id, "type": "function_call", "status": status, "arguments": arguments, "call_id": call_id,
+            "name": name}
+
+
+def output_of(message: dict) -> list[dict]:
+    """A chat completion's message as Response output items."""
+    output = []
+    parts = []
+    if message.get("content"):
+        parts.append(_text_part(message["content"]))
+    if message.get("refusal"):
+        parts.append({"type": "refusal", "refusal": message["refusal"]})
+    if parts:
+        output.append(message_item(new_id("msg_"), parts, "completed"))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        output.append(function_item(new_id("fc_"), call_id=call.get("id") or new_id("call_"),
+                                    name=function.get("name") or "", arguments=function.get("arguments") or "",
+                                    status="completed"))
+    return output
+
+
+def response_from_completion(request: ResponsesRequest, completion: dict) -> dict:
+    choices = completion.get("choices") or [{}]
+    choice = choices[0]
+    return response_object(request, status="completed", output=output_of(choice.get("message") or {}),
+                           usage=_usage_of(completion.get("usage")), model=completion.get("model") or "",
+                           created_at=completion.get("created") or int(time.time()),
+                           finish_reason=choice.get("finish_reason") or "")
+
+
+# --- the stream ------------------------------------------------------------------------------------
+
+class ResponsesStream:
+    """The chunks of a streamed chat completion as the Responses API's events: an item opened
+    (``output_item.added``) when its first piece comes, its deltas, and its ``.done`` events
+    once the next item starts or the answer ends."""
+
+    __slots__ = ("request", "sequence", "started", "items", "text", "calls", "open_call", "created_at", "model",
+                 "reasoning_tokens")
+
+    def __init__(self, request: ResponsesRequest) -> None:
+        self.request = request
+        self.sequence = 0
+        self.started = False
+        self.items: list[dict] = []
+        # The message item being written (its output index, its text pieces), and the function
+        # calls by chat index.
+        self.text: tuple[dict, int, list[str]] | None = None
+        self.calls: dict[int, tuple[dict, int]] = {}
+        self.open_call: int | None = None
+        self.created_at = int(time.time())
+        self.model = ""
+        # The summary keeps no reasoning tokens; the usage chunk has them (Gemini's thoughts, o-series).
+        self.reasoning_tokens = 0
+
+    def _event(self, kind: str, payload: dict) -> bytes:
+        payload = {"type": kind, **payload, "sequence_number": self.sequence}
+        self.sequence += 1
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+    def _response(self, status: str, **extra) -> dict:
+        return response_object(self.request, status=status, output=self.items, model=self.model,
+                               created_at=self.created_at, **extra)
+
+    def _start(self) -> list[bytes]:
+        self.started = True
+        response = self._response("in_progress", usage=None)
+        response["output"] = []
+        return [self._event("response.created", {"response": response}),
+                self._event("response.in_progress", {"response": response})]
+
+    def events(self, batch: list[Event]) -> bytes:
+        out = [] if self.started else None
+        for chunk, _ in batch:
+            if not self.model and chunk.get("model"):
+                self.model = chunk["model"]
+            if out is None:
+                out = self._start()
+            if usage := chunk.get("usage"):
+                self.reasoning_tokens = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+            for choice in chunk.get("choices") or ():
+                if choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta")
+                if not delta:
+                    continue
+                if text := delta.get("content"):
+                    self._text_delta(text, out)
+                for call in delta.get("tool_calls") or ():
+                    self._call_delta(call, out)
+        return b"".join(out) if out else b""
+
+    def _text_delta(self, text: str, out: list[bytes]) -> None:
+        self._close_call(out)
+        if self.text is None:
+            item = message_item(new_id("msg_"), [], "in_progress")
+            self.items.append(item)
+            index = len(self.items) - 1
+            self.text = (item, index, [])
+            out.append(self._event("response.output_item.added", {"item": {**item, "content": []},
+                                                                  "output_index": index}))
+            out.append(self._event("response.content_part.added", {
+                "content_index": 0, "item_id": item["id"], "output_index": index, "part": _text_part("")}))
+        item, index, pieces = self.text
+        pieces.append(text)
+        out.append(self._event("response.output_text.delta", {
+            "content_index": 0, "delta": text, "item_id": item["id"], "logprobs": [], "output_index": index}))
+
+    def _call_delta(self, call: dict, out: list[bytes]) -> None:
+        index = call.get("index", 0)
+        function = call.get("function") or {}
+        known = self.calls.get(index)
+        if known is None:
+            self._close_text(out)
+            self._close_call(out)
+            item = function_item(new_id("fc_"), call_id=call.get("id") or new_id("call_"),
+                                 name=function.get("name") or "", arguments="", status="in_progress")
+            self.items.append(item)
+            known = self.calls[index] = (item, len(self.items) - 1)
+            self.open_call = index
+            out.append(self._event("response.output_item.added", {"item": dict(item), "output_index": known[1]}))
+        item, output_index = known
+        if piece := function.get("arguments"):
+            item["arguments"] += piece
+            out.append(self._event("response.function_call_arguments.delta", {
+                "delta": piece, "item_id": item["id"], "output_index": output_index}))
+
+    def _close_text(self, out: list[bytes]) -> None:
+        if self.text is None:
+            return
+        item, index, pieces = self.text
+        self.text = None
+        text = "".join(pieces)
+        part = _text_part(text)
+        item["content"] = [part]
+        item["status"] = "completed"
+        out.append(self._event("response.output_text.done", {
+            "content_index": 0, "item_id": item["id"], "logprobs": [], "output_index": index, "text": text}))
+        out.append(self._event("response.content_part.done", {
+            "content_index": 0, "item_id": item["id"], "output_index": index, "part": part}))
+        out.append(self._event("response.output_item.done", {"item": item, "output_index": index}))
+
+    def _close_call(self, out: list[bytes]) -> None:
+        if self.open_call is None:
+            return
+        item, index = self.calls[self.open_call]
+        self.open_call = None
+        item["status"] = "completed"
+        out.append(self._event("response.function_call_arguments.done", {
+            "arguments": item["arguments"], "item_id": item["id"], "output_index": index}))
+        out.append(self._event("response.output_item.done", {"item": item, "output_index": index}))
+
+    def _close(self, out: list[bytes]) -> None:
+        self._close_text(out)
+        self._close_call(out)
+
+    def end(self, summary: CallSummary) -> bytes:
+        out = [] if self.started else self._start()
+        self._close(out)
+        usage = response_usage(prompt=summary.prompt_tokens, completion=summary.completion_tokens,
+                               cached=summary.cached_tokens, reasoning=self.reasoning_tokens)
+        response = self._response("completed", usage=usage, finish_reason=summary.finish_reason)
+        kind = "response.completed" if response["status"] == "completed" else f"response.{response['status']}"
+        out.append(self._event(kind, {"response": response}))
+        responses_store.remember(self.request, response)
+        return b"".join(out)
+
+    def failed(self, error: GatewayError) -> bytes:
+        out = [] if self.started else self._start()
+        response = self._response("failed", usage=None,
+                                  error={"code": "server_error", "message": error.message})
+        out.append(self._event("response.failed", {"response": response}))
+        return b"".join(out)
