@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from django.conf import settings
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, invalid_request
 
 
 class BodyTooLarge(GatewayError):
@@ -34,6 +34,17 @@ async def read_body(receive) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+def json_object(raw: bytes) -> dict:
+    """A request body that must be a JSON object, or the contract's 400."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise invalid_request("The body must be a JSON object.")
+    return body
 
 
 def header(scope, name: bytes) -> str | None:

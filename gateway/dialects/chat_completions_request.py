@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import invalid_request
+from gateway.http import json_object
 from gateway.providers.fields import REASONING_EFFORTS
 from gateway.providers.shapes import MAX_NESTING
 
@@ -413,12 +414,7 @@ def linked_media_tokens(messages: list[dict]) -> int:
 
 
 def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise invalid_request("The body must be a JSON object.")
+    body = json_object(raw)
     _check_body(body)
     _check_nesting(raw, body)
     stream_options = body.get("stream_options")

@@ -19,11 +19,9 @@ import base64
 import struct
 from dataclasses import dataclass
 
-import orjson
-
 from gateway.dialects.chat_completions_request import _tag_set
 from gateway.errors import GatewayError, invalid_request
-from gateway.http import header, send_json
+from gateway.http import header, json_object, send_json
 from gateway.providers.shapes import embedding_inputs
 
 ENCODING_FORMATS = ("float", "base64")
@@ -85,12 +83,7 @@ def _check_input(value) -> None:
 
 
 def parse_embedding_request(raw: bytes, *, tags_header: str | None) -> EmbeddingRequest:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise invalid_request("The body must be a JSON object.")
+    body = json_object(raw)
     unknown = sorted(name for name in body if name not in FIELDS)
     if unknown:
         raise invalid_request(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0])

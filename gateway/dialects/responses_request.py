@@ -19,6 +19,7 @@ import orjson
 
 from gateway.dialects.chat_completions_request import NEMO_FIELDS, ChatRequest, linked_media_tokens, parse_chat_request
 from gateway.errors import GatewayError, invalid_request
+from gateway.http import json_object
 
 # Fields of a Responses request that carry nothing a Chat Completions upstream could use, or
 # that only the Responses API's own servers act on: accepted and left out of the call.
@@ -304,12 +305,7 @@ def build_chat_request(body: dict, messages: list[dict], *, tags_header: str | N
 
 
 def parse_responses_request(raw: bytes, *, tags_header: str | None) -> ResponsesRequest:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise invalid_request("The body must be a JSON object.")
+    body = json_object(raw)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise invalid_request("model is required", param="model")
     _check_top(body)
