@@ -225,7 +225,7 @@ class MemoryCounterStore(CounterStore):
                 # This very admission, tried again: it is in already.
                 amount = next(iter(self._reservations[reservation_id].amounts.values()), 0)
                 return replace(shown, chain=self._skip(chain, now, probe_lease_s) if chain else None, amount=amount,
-                               output_tokens=_fitted_tokens(fit, amount))
+                               output_tokens=fit.tokens(amount) if fit is not None else None)
             if requests and not requests.ok:
                 return replace(shown, status="rate_limited", which="requests", retry_after=requests.retry_after)
             if tokens and not tokens.ok:
@@ -250,9 +250,7 @@ class MemoryCounterStore(CounterStore):
                 # As admit.lua: the tightest bucket decides how much output the call may buy.
                 tightest = min(buckets, key=lambda b: b.limit - counters[b.name])
                 room = tightest.limit - counters[tightest.name]
-                output_tokens = fit.most
-                if fit.price_pico:
-                    output_tokens = min(fit.most, (room - fit.base) * 1_000_000 // fit.price_pico)
+                output_tokens = fit.tokens(room)
                 if room < fit.base or output_tokens < fit.fewest:
                     return _budget_refusal(shown, tightest, counters[tightest.name])
                 amounts = dict.fromkeys(amounts, fit.amount(output_tokens))
@@ -483,12 +481,3 @@ class MemoryCounterStore(CounterStore):
 
     async def close(self) -> None:
         return None
-
-
-def _fitted_tokens(fit: OutputFit | None, amount: int) -> int | None:
-    """The output tokens a fitted reservation of ``amount`` pays for (as admit.lua says them)."""
-    if fit is None:
-        return None
-    if not fit.price_pico:
-        return fit.most
-    return min(fit.most, (amount - fit.base) * 1_000_000 // fit.price_pico)

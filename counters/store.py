@@ -140,6 +140,12 @@ class OutputFit:
     def amount(self, tokens: int) -> int:
         return self.base + -(-tokens * self.price_pico // 1_000_000)
 
+    def tokens(self, micros: int) -> int:
+        """The output tokens ``micros`` pays for after the prompt, at most ``most`` (admit.lua's rule)."""
+        if not self.price_pico:
+            return self.most
+        return min(self.most, (micros - self.base) * 1_000_000 // self.price_pico)
+
 
 @dataclass(slots=True)
 class Admission:
