@@ -149,6 +149,8 @@ def test_a_tool_loop_replaying_the_whole_input(gateway, tenant, fake):
 def test_the_recorded_requests_are_accepted(gateway, tenant, fake):
     """The real clients' requests of the recordings, replayed: reasoning items and
     function_call_output passed back, json_schema formats, developer messages."""
+    if not RECORDINGS.is_dir():
+        pytest.skip(f"the recordings {RECORDINGS} are not available")
     client = httpx.Client(base_url=f"{gateway.url}/v1", headers={"authorization": f"Bearer {tenant.secret}"})
     replayed = 0
     for path in sorted(RECORDINGS.glob("*.yaml")):
