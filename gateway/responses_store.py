@@ -2,11 +2,14 @@
 by ``previous_response_id`` and ``GET /v1/responses/{id}`` (and ``/input_items``), deleted by
 ``DELETE /v1/responses/{id}``.
 
-A write runs in a worker thread, off the event loop, and the answer does not wait for it: a
-response being written is kept in ``_pending`` until it is, and a read of it in this process
-waits for that write first (a client's next turn often comes before the write is done); a read
-in another worker that finds nothing looks once more after ``WRITE_GRACE_S``. Every
-read and delete is scoped by the key's org: another org's id is a 404, like an unknown one.
+Writes are group commits (``StoredResponses``, one per worker, on its ``GatewayState``): the
+responses answered while one batch is written gather for the next, and each batch is one
+upsert in one worker thread, off the event loop, on one connection — one write per call, each
+opening its own connection, cost the Responses API a quarter of its throughput. The answer does
+not wait for its write: a response being written is pending until it is, and a read of it in
+this process waits for that write first (a client's next turn often comes before the write is
+done); a read in another worker that finds nothing looks once more after ``WRITE_GRACE_S``.
+Every read and delete is scoped by the key's org: another org's id is a 404, like an unknown one.
 """
 
 from __future__ import annotations
@@ -24,10 +27,6 @@ from gateway.errors import GatewayError, service_unavailable
 from gateway.http import send_json
 
 logger = logging.getLogger(__name__)
-
-# (org id, response id) -> the write in flight.
-_pending: dict[tuple[int, str], asyncio.Task] = {}
-
 
 def not_found(response_id: str) -> GatewayError:
     return GatewayError(404, f"Response with id {response_id!r} not found.", type="invalid_request_error",
@@ -70,35 +69,65 @@ def _with_ids(items: list) -> list:
     return listed
 
 
-def remember(request, response: dict) -> None:
-    """Stores a completed response for its org unless the request said ``store: false``."""
-    if not request.store or not request.org_id or response.get("status") == "failed":
-        return
-    key = (request.org_id, response["id"])
-    fields = {"response": response, "input_items": _with_ids(request.input_items),
-              "conversation": _conversation_after(request, response)}
-    task = asyncio.get_running_loop().create_task(_write(request.org_id, response["id"], fields))
-    _pending[key] = task
-    task.add_done_callback(lambda _: _pending.pop(key, None))
+# Responses written in one upsert at most.
+MAX_BATCH = 128
 
 
-async def _write(org_id: int, response_id: str, fields: dict) -> None:
-    try:
-        await _insert(org_id, response_id, fields)
-    except Exception:
-        logger.exception("the response %s could not be stored", response_id)
+class StoredResponses:
+    """The worker's writes of stored responses, as group commits, and what is still pending."""
+
+    def __init__(self) -> None:
+        # (org id, response id) -> the write it waits for; resolved once that write is done.
+        self._pending: dict[tuple[int, str], asyncio.Future] = {}
+        self._queue: list[tuple[tuple[int, str], dict, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
+
+    def remember(self, request, response: dict) -> None:
+        """Stores a completed response for its org unless the request said ``store: false``."""
+        if not request.store or not request.org_id or response.get("status") == "failed":
+            return
+        key = (request.org_id, response["id"])
+        fields = {"response": response, "input_items": _with_ids(request.input_items),
+                  "conversation": _conversation_after(request, response)}
+        loop = asyncio.get_running_loop()
+        written = loop.create_future()
+        self._pending[key] = written
+        self._queue.append((key, fields, written))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_all())
+
+    async def _write_all(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                await _upsert({key: fields for key, fields, _ in batch})
+            except Exception:
+                logger.exception("%d responses could not be stored", len(batch))
+            for key, _, written in batch:
+                written.set_result(None)
+                if self._pending.get(key) is written:
+                    del self._pending[key]
+
+    async def settled(self, org_id: int, response_id: str) -> None:
+        """Returns once this worker's write of the response, if any, is done."""
+        written = self._pending.get((org_id, response_id))
+        if written is not None:
+            await asyncio.shield(written)
+
+    async def close(self) -> None:
+        """Waits for the writes handed over."""
+        if self._writer is not None:
+            await self._writer
 
 
 @db_read
-def _insert(org_id: int, response_id: str, fields: dict) -> None:
-    StoredResponse.objects.update_or_create(org_id=org_id, response_id=response_id, defaults=fields)
-
-
-async def _settled(org_id: int, response_id: str) -> None:
-    task = _pending.get((org_id, response_id))
-    # (A task of another loop: another app in this process, as tests run them; its grace is the wait.)
-    if task is not None and task.get_loop() is asyncio.get_running_loop():
-        await asyncio.shield(task)
+def _upsert(responses: dict[tuple[int, str], dict]) -> None:
+    StoredResponse.objects.bulk_create(
+        [StoredResponse(org_id=org_id, response_id=response_id, **fields)
+         for (org_id, response_id), fields in responses.items()],
+        update_conflicts=True, unique_fields=["org", "response_id"],
+        update_fields=["response", "input_items", "conversation"],
+    )
 
 
 @db_read
@@ -116,8 +145,8 @@ def _delete(org_id: int, response_id: str) -> int:
 WRITE_GRACE_S = 0.15
 
 
-async def _stored(org_id: int, response_id: str) -> StoredResponse:
-    await _settled(org_id, response_id)
+async def _stored(writes: StoredResponses, org_id: int, response_id: str) -> StoredResponse:
+    await writes.settled(org_id, response_id)
     try:
         stored = await _fetch(org_id, response_id)
         if stored is None:
@@ -131,10 +160,10 @@ async def _stored(org_id: int, response_id: str) -> StoredResponse:
     return stored
 
 
-async def conversation(org_id: int, response_id: str) -> list[dict]:
+async def conversation(writes: StoredResponses, org_id: int, response_id: str) -> list[dict]:
     """The conversation that ``previous_response_id`` continues; a 404 if the org has no such response."""
     try:
-        return (await _stored(org_id, response_id)).conversation
+        return (await _stored(writes, org_id, response_id)).conversation
     except GatewayError as error:
         if error.status == 404:
             error.param = "previous_response_id"
@@ -165,12 +194,12 @@ async def handle(state, scope, send, *, response_id: str, action: str,
         snapshot = await authenticate(state, scope)
         org_id = snapshot.org_id
         if action == "delete":
-            await _settled(org_id, response_id)
+            await state.stored_responses.settled(org_id, response_id)
             if not await _delete(org_id, response_id):
                 raise not_found(response_id)
             await send_json(send, 200, {"id": response_id, "object": "response", "deleted": True})
             return
-        stored = await _stored(org_id, response_id)
+        stored = await _stored(state.stored_responses, org_id, response_id)
     except GatewayError as error:
         await send_json(send, error.status, error.body(), error.headers)
         return

@@ -20,6 +20,7 @@ from gateway.config import RoutingConfig, load_config
 from gateway.db import db_read
 from gateway.rebuild import CounterRebuilds
 from gateway.recorder import Recorder
+from gateway.responses_store import StoredResponses
 from keys import invalidation
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class GatewayState:
     heartbeat: asyncio.Task | None = None
     loop: asyncio.AbstractEventLoop | None = None
     busy_poll: BusyPoll = field(default_factory=lambda: BusyPoll(0))
+    stored_responses: StoredResponses = field(default_factory=StoredResponses)
 
     def changed(self, *, prefix: str | None = None, org_id: int | None = None, catalog: bool = False) -> None:
         """Something cached changed (see keys.invalidation); may be called from any thread."""
@@ -130,6 +132,7 @@ class GatewayState:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.recorder.close()
+        await self.stored_responses.close()
         await self.busy_poll.close()
         await self.session.close()
         await self.store.close()

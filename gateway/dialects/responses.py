@@ -32,6 +32,12 @@ def new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(24)
 
 
+def _remember(request: ResponsesRequest, response: dict) -> None:
+    # (None before ``prepare``: a cached answer's replay in a test of the renderer alone.)
+    if request.stored_responses is not None:
+        request.stored_responses.remember(request, response)
+
+
 class Responses:
     endpoint = "responses"
 
@@ -44,13 +50,15 @@ class Responses:
         request: ResponsesRequest = call.request
         request.response_id = "resp_" + call.request_id.removeprefix("req_")
         request.org_id = call.snapshot.org_id
+        request.stored_responses = state.stored_responses
         if request.previous_response_id:
-            history = await responses_store.conversation(request.org_id, request.previous_response_id)
+            history = await responses_store.conversation(state.stored_responses, request.org_id,
+                                                         request.previous_response_id)
             continued(request, history)
 
     async def answer(self, send, request: ResponsesRequest, completion: dict, headers: dict[str, str]) -> None:
         response = response_from_completion(request, completion)
-        responses_store.remember(request, response)
+        _remember(request, response)
         await send_json(send, 200, response, headers)
 
     def stream(self, request: ResponsesRequest) -> ResponsesStream:
@@ -294,7 +302,7 @@ class ResponsesStream:
         response = self._response("completed", usage=usage, finish_reason=summary.finish_reason)
         kind = "response.completed" if response["status"] == "completed" else f"response.{response['status']}"
         out.append(self._event(kind, {"response": response}))
-        responses_store.remember(self.request, response)
+        _remember(self.request, response)
         return b"".join(out)
 
     def failed(self, error: GatewayError) -> bytes:

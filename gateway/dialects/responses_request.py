@@ -45,6 +45,8 @@ class ResponsesRequest(ChatRequest):
     # Set by the dialect's ``prepare`` once the call is known.
     response_id: str = ""
     org_id: int = 0
+    # Where the answer is stored (the worker's ``responses_store.StoredResponses``).
+    stored_responses: object = None
     # The stored conversation prepended (``previous_response_id``).
     history: list = field(default_factory=list)
 
