@@ -27,7 +27,6 @@ from gateway.auth import KeySnapshot
 from gateway.config import Deployment, ModelRoute
 from gateway.dialects import Dialect
 from gateway.dialects.chat_completions_request import ChatRequest
-from gateway.dialects.embeddings import without_vectors
 from gateway.errors import (
     GatewayError,
     internal_error,
@@ -195,8 +194,8 @@ async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[
     chain = [link.id for link in links]
     call.prompt_bound = _prompt_bound(request.prompt_bytes, links)
     fit_output = None
-    # An embedding has no output: only its prompt is reserved.
-    if not request.max_tokens and request.method != "embed":
+    # An answer without output (an embedding) reserves only its prompt.
+    if not request.max_tokens and request.has_output:
         most = min(route.max_output_tokens, call.snapshot.default_max_tokens)
         fit_output = (min(MIN_OUTPUT_TOKENS, most), most)
     try:
@@ -247,8 +246,8 @@ async def _answer(state: GatewayState, dialect: Dialect, call: Call, served: Ser
     call.summary.take_completion(served.completion)
     call.summary.first_token_at = time.monotonic()
     _charge(call, served)
-    # An embedding's vectors are not logged: the row says how many there were, and their size.
-    call.response = without_vectors(served.completion) if call.request.method == "embed" else served.completion
+    # (An embedding's vectors are not logged: the row says how many there were, and their size.)
+    call.response = call.request.logged_answer(served.completion)
     await record(state, call)
     if cache_key is not None:
         # Before the answer: the client's next call may ask for the same.

@@ -54,10 +54,17 @@ class ChatRequest:
     tags: frozenset[str]
     use_cache: bool | None
     prompt_bytes: int
+    # An answer with output tokens, which a call that names no limit is fitted one for.
+    has_output = True
 
     @property
     def messages(self) -> list[dict]:
         return self.body["messages"]
+
+    @staticmethod
+    def logged_answer(answer: dict) -> dict:
+        """The answer as the request log keeps it."""
+        return answer
 
     @property
     def has_tools(self) -> bool:

@@ -43,12 +43,17 @@ class EmbeddingRequest:
     prompt_bytes: int
     encoding_format: str = "float"
     method = "embed"
+    has_output = False
     stream = False
     include_usage = False
     max_tokens = None
     n = 1
     use_cache = False
     has_tools = False
+
+    @staticmethod
+    def logged_answer(answer: dict) -> dict:
+        return without_vectors(answer)
 
     @property
     def messages(self) -> list[dict]:
