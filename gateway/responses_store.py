@@ -4,8 +4,8 @@ by ``previous_response_id`` and ``GET /v1/responses/{id}`` (and ``/input_items``
 
 Writes are group commits (``StoredResponses``, one per worker, on its ``GatewayState``): the
 responses answered while one batch is written gather for the next, and each batch is one
-upsert in one worker thread, off the event loop, on one connection — one write per call, each
-opening its own connection, cost the Responses API a quarter of its throughput. The answer does
+upsert in one worker thread, off the event loop, on one connection (a write per call, each on a
+connection of its own, cost the endpoint a fifth of its throughput: bench/RESULTS.md). The answer does
 not wait for its write: a response being written is pending until it is, and a read of it in
 this process waits for that write first (a client's next turn often comes before the write is
 done); a read in another worker that finds nothing looks once more after ``WRITE_GRACE_S``.
