@@ -7,8 +7,11 @@ import gc
 import logging
 import time
 
+from django.db import connection
+
 from analytics.ledger import DATABASE_ERRORS
 from gateway import responses_store
+from gateway.db import db_read
 from gateway.dialects.chat_completions import ChatCompletions
 from gateway.dialects.embeddings import Embeddings
 from gateway.dialects.responses import Responses
@@ -24,6 +27,10 @@ CHAT_COMPLETIONS = ChatCompletions()
 EMBEDDINGS = Embeddings()
 RESPONSES = Responses()
 MODEL_PATH = "/v1/models/"
+
+# How long ``/readyz`` waits for each of the database and the counter store.
+READY_TIMEOUT_S = 2.0
+READY_PROBE_KEY = "readyz"
 
 # Allocations between two collections of the youngest generation (the default is 700).
 GC_THRESHOLD = 10_000
@@ -57,6 +64,10 @@ class GatewayApp:
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"].startswith("/v1/"):
             await self._route(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/healthz":
+            await send_json(send, 200, {"status": "ok"})
+        elif scope["type"] == "http" and scope["path"] == "/readyz":
+            await self._ready(send)
         elif self.fallback is not None:
             await self.fallback(scope, receive, send)
         else:
@@ -85,6 +96,25 @@ class GatewayApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _ready(self, send) -> None:
+        """``/readyz``: the routing file loaded, the database and the counter store answering,
+        each within ``READY_TIMEOUT_S``; a 503 naming what is not, for a load balancer."""
+        checks = {"routing": "ok", "database": "ok", "counters": "ok"}
+        try:
+            # (Shielded: a start that takes longer goes on, for the next probe.)
+            state = await asyncio.wait_for(asyncio.shield(self.state()), READY_TIMEOUT_S)
+        except Exception as error:  # noqa: BLE001 - not started: a bad routing file, a database away
+            checks = {"routing": f"failed: {type(error).__name__}", "database": "unknown", "counters": "unknown"}
+        else:
+            probes = {"database": _database_answers, "counters": lambda: state.store.cache_get(READY_PROBE_KEY)}
+            for name, probe in probes.items():
+                try:
+                    await asyncio.wait_for(probe(), READY_TIMEOUT_S)
+                except Exception as error:  # noqa: BLE001 - what is not reachable is reported, not raised
+                    checks[name] = f"failed: {type(error).__name__}"
+        ready = all(value == "ok" for value in checks.values())
+        await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "not ready", "checks": checks})
+
     async def _route(self, scope, receive, send) -> None:
         state = await self.state()
         state.busy_poll.poke()
@@ -106,6 +136,12 @@ class GatewayApp:
             self.unknown_routes.seen(method=method, path=scope["path"], authorization=header(scope, b"authorization"))
             await send_json(send, 404, {"error": {"message": f"No route {method} {scope['path']}.",
                                                   "type": "not_found_error", "param": None, "code": "unknown_url"}})
+
+
+@db_read
+def _database_answers() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
 
 
 def _stored_response_route(path: str, method: str) -> tuple[str, str] | None:
