@@ -7,11 +7,9 @@ import gc
 import logging
 import time
 
-from django.db import connection
-
 from analytics.ledger import DATABASE_ERRORS
 from gateway import responses_store
-from gateway.db import db_read
+from gateway.db import db_read, ping
 from gateway.dialects.chat_completions import ChatCompletions
 from gateway.dialects.embeddings import Embeddings
 from gateway.dialects.responses import Responses
@@ -138,10 +136,7 @@ class GatewayApp:
                                                   "type": "not_found_error", "param": None, "code": "unknown_url"}})
 
 
-@db_read
-def _database_answers() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+_database_answers = db_read(ping)
 
 
 def _stored_response_route(path: str, method: str) -> tuple[str, str] | None:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import close_old_connections, connection
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,3 +26,10 @@ def db_read(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
             connection.close()
 
     return sync_to_async(closing, thread_sensitive=False)
+
+
+def ping() -> None:
+    """``SELECT 1`` on this thread's connection: whether the database answers."""
+    close_old_connections()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")

@@ -48,12 +48,12 @@ from concurrent.futures import ThreadPoolExecutor
 import django.db
 import orjson
 import psycopg
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from analytics.ledger import DATABASE_ERRORS, row_position
 from billing.reservations import STORE_ERRORS, Settlement, settle
 from counters import CounterStore
-from gateway import log_rows
+from gateway import db, log_rows
 from gateway.pgpipeline import PipelinedPostgres
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ class Recorder:
 
     async def _ping(self, database: _OwnConnection) -> None:
         if not self._on_postgres:
-            await asyncio.get_running_loop().run_in_executor(self._executor, _ping)
+            await asyncio.get_running_loop().run_in_executor(self._executor, db.ping)
             return
         postgres = await database.get()
         await postgres.execute([(log_rows.PING, None)])
@@ -429,7 +429,3 @@ def _close_connection() -> None:
     connection.close()
 
 
-def _ping() -> None:
-    close_old_connections()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")

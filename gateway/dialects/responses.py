@@ -33,7 +33,7 @@ def new_id(prefix: str) -> str:
 
 
 def _remember(request: ResponsesRequest, response: dict) -> None:
-    # (None before ``prepare``: a cached answer's replay in a test of the renderer alone.)
+    # (None when ``prepare`` never ran: the stream renderer tested on its own.)
     if request.stored_responses is not None:
         request.stored_responses.remember(request, response)
 
