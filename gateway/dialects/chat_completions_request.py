@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -74,6 +74,9 @@ class ChatRequest:
     def method(self) -> str:
         """The provider method that serves this call (``router.call_chain``)."""
         return "stream" if self.stream else "complete"
+
+
+R = TypeVar("R", bound=ChatRequest)
 
 
 # --- checks of one value ------------------------------------------------------------------------
@@ -420,7 +423,9 @@ def linked_media_tokens(messages: list[dict]) -> int:
     return count
 
 
-def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
+def parse_chat_request(raw: bytes, *, tags_header: str | None, request_class: type[R] = ChatRequest) -> R:
+    """The call a Chat Completions body asks for, as a ``request_class`` (a dialect's subclass,
+    whose own fields keep their defaults)."""
     body = json_object(raw)
     _check_body(body)
     _check_nesting(raw, body)
@@ -428,7 +433,7 @@ def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
     upstream_body = body
     if "tags" in body or "nemo_cache" in body:
         upstream_body = {k: v for k, v in body.items() if k not in NEMO_FIELDS}
-    return ChatRequest(
+    return request_class(
         body=upstream_body,
         model=body["model"],
         stream=body.get("stream") or False,

@@ -170,6 +170,15 @@ def response_from_completion(request: ResponsesRequest, completion: dict) -> dic
 
 # --- the stream ------------------------------------------------------------------------------------
 
+def _delta_parts(kind: str, before: bytes, after: bytes) -> tuple[bytes, bytes]:
+    """The bytes of a delta event around its delta and its sequence number: the event and its
+    ``type``, the fields ``before`` the delta, then the fields ``after`` it (keys in the order
+    OpenAI sends them)."""
+    encoded = kind.encode()
+    return (b'event: %s\ndata: {"type":"%s",%s"delta":' % (encoded, encoded, before),
+            after + b',"sequence_number":')
+
+
 class ResponsesStream:
     """The chunks of a streamed chat completion as the Responses API's events: an item opened
     (``output_item.added``) when its first piece comes, its deltas, and its ``.done`` events
@@ -183,10 +192,10 @@ class ResponsesStream:
         self.sequence = 0
         self.started = False
         self.items: list[dict] = []
-        # The message item being written (its output index, its text pieces), and the function
-        # calls by chat index.
-        self.text: tuple[dict, int, list[str]] | None = None
-        self.calls: dict[int, tuple[dict, int]] = {}
+        # The message item being written (its output index, its text pieces, its delta event's
+        # fixed parts), and the function calls by chat index (item, output index, delta parts).
+        self.text: tuple[dict, int, list[str], tuple[bytes, bytes]] | None = None
+        self.calls: dict[int, tuple[dict, int, tuple[bytes, bytes]]] = {}
         self.open_call: int | None = None
         self.created_at = int(time.time())
         self.model = ""
@@ -198,6 +207,24 @@ class ResponsesStream:
         self.sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
+    def _delta(self, head: bytes, delta: str, tail: bytes) -> bytes:
+        """A delta event from its two fixed parts (see ``_delta_parts``): the stream's most
+        frequent event, written without building its payload."""
+        sequence = self.sequence
+        self.sequence += 1
+        return b"".join((head, orjson.dumps(delta), tail, str(sequence).encode(), b"}\n\n"))
+
+    def _response_events(self, kinds: tuple[str, ...], response: dict) -> list[bytes]:
+        """Events that carry the whole Response (``response.created``, ``response.in_progress``):
+        the object encoded once for all of them."""
+        encoded = orjson.dumps(response)
+        events = []
+        for kind in kinds:
+            events.append(b"".join((b"event: ", kind.encode(), b'\ndata: {"type":"', kind.encode(), b'","response":',
+                                    encoded, b',"sequence_number":', str(self.sequence).encode(), b"}\n\n")))
+            self.sequence += 1
+        return events
+
     def _response(self, status: str, **extra) -> dict:
         return response_object(self.request, status=status, output=self.items, model=self.model,
                                created_at=self.created_at, **extra)
@@ -206,8 +233,7 @@ class ResponsesStream:
         self.started = True
         response = self._response("in_progress", usage=None)
         response["output"] = []
-        return [self._event("response.created", {"response": response}),
-                self._event("response.in_progress", {"response": response})]
+        return self._response_events(("response.created", "response.in_progress"), response)
 
     def events(self, batch: list[Event]) -> bytes:
         out = [] if self.started else None
@@ -236,15 +262,17 @@ class ResponsesStream:
             item = message_item(new_id("msg_"), [], "in_progress")
             self.items.append(item)
             index = len(self.items) - 1
-            self.text = (item, index, [])
+            self.text = (item, index, [], _delta_parts("response.output_text.delta", b'"content_index":0,',
+                                                       b',"item_id":"%s","logprobs":[],"output_index":%d' % (
+                                                           item["id"].encode(), index)))
             out.append(self._event("response.output_item.added", {"item": {**item, "content": []},
                                                                   "output_index": index}))
             out.append(self._event("response.content_part.added", {
                 "content_index": 0, "item_id": item["id"], "output_index": index, "part": _text_part("")}))
-        item, index, pieces = self.text
+        pieces = self.text[2]
         pieces.append(text)
-        out.append(self._event("response.output_text.delta", {
-            "content_index": 0, "delta": text, "item_id": item["id"], "logprobs": [], "output_index": index}))
+        head, tail = self.text[3]
+        out.append(self._delta(head, text, tail))
 
     def _call_delta(self, call: dict, out: list[bytes]) -> None:
         index = call.get("index", 0)
@@ -256,19 +284,21 @@ class ResponsesStream:
             item = function_item(new_id("fc_"), call_id=call.get("id") or new_id("call_"),
                                  name=function.get("name") or "", arguments="", status="in_progress")
             self.items.append(item)
-            known = self.calls[index] = (item, len(self.items) - 1)
+            output_index = len(self.items) - 1
+            known = self.calls[index] = (item, output_index, _delta_parts(
+                "response.function_call_arguments.delta", b"",
+                b',"item_id":"%s","output_index":%d' % (item["id"].encode(), output_index)))
             self.open_call = index
-            out.append(self._event("response.output_item.added", {"item": dict(item), "output_index": known[1]}))
-        item, output_index = known
+            out.append(self._event("response.output_item.added", {"item": dict(item), "output_index": output_index}))
+        item, _, (head, tail) = known
         if piece := function.get("arguments"):
             item["arguments"] += piece
-            out.append(self._event("response.function_call_arguments.delta", {
-                "delta": piece, "item_id": item["id"], "output_index": output_index}))
+            out.append(self._delta(head, piece, tail))
 
     def _close_text(self, out: list[bytes]) -> None:
         if self.text is None:
             return
-        item, index, pieces = self.text
+        item, index, pieces, _ = self.text
         self.text = None
         text = "".join(pieces)
         part = _text_part(text)
@@ -283,7 +313,7 @@ class ResponsesStream:
     def _close_call(self, out: list[bytes]) -> None:
         if self.open_call is None:
             return
-        item, index = self.calls[self.open_call]
+        item, index, _ = self.calls[self.open_call]
         self.open_call = None
         item["status"] = "completed"
         out.append(self._event("response.function_call_arguments.done", {

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gateway.dialects.chat_completions_request import NEMO_FIELDS, ChatRequest, linked_media_tokens, parse_chat_request
+from gateway.dialects.chat_completions_request import (
+    NEMO_FIELDS,
+    ChatRequest,
+    R,
+    linked_media_tokens,
+    parse_chat_request,
+)
 from gateway.errors import GatewayError, invalid_request
 from gateway.http import json_object
 
@@ -298,10 +304,11 @@ def _rename(error: GatewayError) -> GatewayError:
     return error
 
 
-def build_chat_request(body: dict, messages: list[dict], *, tags_header: str | None) -> ChatRequest:
+def build_chat_request(body: dict, messages: list[dict], *, tags_header: str | None,
+                       request_class: type[R] = ChatRequest) -> R:
     chat = chat_body(body, messages)
     try:
-        return parse_chat_request(orjson.dumps(chat), tags_header=tags_header)
+        return parse_chat_request(orjson.dumps(chat), tags_header=tags_header, request_class=request_class)
     except GatewayError as error:
         raise _rename(error) from None
 
@@ -316,20 +323,17 @@ def parse_responses_request(raw: bytes, *, tags_header: str | None) -> Responses
     messages = ([{"role": "system", "content": instructions}] if instructions else []) + conversation
     if not messages:
         raise invalid_request("input must hold at least one message", param="input")
-    chat = build_chat_request(body, messages, tags_header=tags_header)
+    request = build_chat_request(body, messages, tags_header=tags_header, request_class=ResponsesRequest)
     items = body["input"]
     if isinstance(items, str):
         items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": items}]}]
-    fields = {name: getattr(chat, name) for name in ChatRequest.__dataclass_fields__}
-    return ResponsesRequest(
-        **fields,
-        echo=_echo(body),
-        store=body.get("store", True) is not False,
-        previous_response_id=body.get("previous_response_id"),
-        input_items=items,
-        conversation=conversation,
-        instructions=instructions,
-    )
+    request.echo = _echo(body)
+    request.store = body.get("store", True) is not False
+    request.previous_response_id = body.get("previous_response_id")
+    request.input_items = items
+    request.conversation = conversation
+    request.instructions = instructions
+    return request
 
 
 def continued(request: ResponsesRequest, history: list[dict]) -> None:
