@@ -11,14 +11,14 @@ are stored for their org unless the request says ``store: false`` (gateway/respo
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 
 import orjson
 
 from gateway import responses_store
 from gateway.dialects.chat_completions import completion_as_chunks
-from gateway.dialects.responses_request import ResponsesRequest, continued, parse_responses_request
+from gateway.dialects.responses_request import NO_ECHO, ResponsesRequest, continued, parse_responses_request
 from gateway.errors import GatewayError
 from gateway.http import header, send_json
 from gateway.providers.base import Event
@@ -29,7 +29,9 @@ _INCOMPLETE = {"length": {"reason": "max_output_tokens"}, "content_filter": {"re
 
 
 def new_id(prefix: str) -> str:
-    return prefix + secrets.token_hex(24)
+    """An item's id, unique but no secret (a Response's own is its call's request id, see
+    ``prepare``): no system call per id, as ``secrets`` makes."""
+    return f"{prefix}{random.getrandbits(192):048x}"
 
 
 def _remember(request: ResponsesRequest, response: dict) -> None:
@@ -96,7 +98,7 @@ def response_object(request: ResponsesRequest, *, status: str, output: list, usa
     incomplete = _INCOMPLETE.get(finish_reason) if status == "completed" else None
     if incomplete is not None:
         status = "incomplete"
-    echo = request.echo
+    before_model, before_usage, after_usage = request.echo or NO_ECHO
     return {
         "id": request.response_id or new_id("resp_"),
         "object": "response",
@@ -106,25 +108,12 @@ def response_object(request: ResponsesRequest, *, status: str, output: list, usa
         "completed_at": int(time.time()) if status == "completed" else None,
         "error": error,
         "incomplete_details": incomplete,
-        "instructions": echo.get("instructions"),
-        "max_output_tokens": echo.get("max_output_tokens"),
-        "max_tool_calls": None,
+        **before_model,
         "model": model or request.model,
         "output": output,
-        "parallel_tool_calls": echo.get("parallel_tool_calls", True),
-        "previous_response_id": request.previous_response_id,
-        "reasoning": echo.get("reasoning") or {"effort": None, "summary": None},
-        "service_tier": "default",
-        "store": request.store,
-        "temperature": echo.get("temperature", 1.0),
-        "text": echo.get("text") or {"format": {"type": "text"}},
-        "tool_choice": echo.get("tool_choice", "auto"),
-        "tools": echo.get("tools") or [],
-        "top_p": echo.get("top_p", 1.0),
-        "truncation": echo.get("truncation", "disabled"),
+        **before_usage,
         "usage": usage,
-        "user": echo.get("user"),
-        "metadata": echo.get("metadata") or {},
+        **after_usage,
     }
 
 

@@ -39,8 +39,8 @@ TOOL_CHOICES = ("none", "auto", "required")
 
 @dataclass(slots=True)
 class ResponsesRequest(ChatRequest):
-    # The request's fields the Response object echoes (instructions, tools, text, ...).
-    echo: dict = field(default_factory=dict)
+    # The request's fields the Response object echoes (instructions, tools, text, ...; ``_echo``).
+    echo: tuple[dict, dict, dict] = ()
     store: bool = True
     previous_response_id: str | None = None
     # This request's own input, as Responses items (what ``input_items`` lists).
@@ -221,24 +221,36 @@ def _response_format(text) -> dict | None:
     raise invalid_request("text.format.type must be one of text, json_object, json_schema", param="text.format.type")
 
 
-def _echo(body: dict) -> dict:
-    """What the Response object repeats of its request, as OpenAI's does."""
+def _echo(body: dict) -> tuple[dict, dict, dict]:
+    """What the Response object repeats of its request, as OpenAI's does: the fields that come
+    before its ``model``, those between its ``output`` and its ``usage``, and those after, in
+    OpenAI's order (``response_object`` puts them around what the answer says)."""
     text = body.get("text") if isinstance(body.get("text"), dict) else {}
-    return {
+    reasoning = body.get("reasoning") or {}
+    before_model = {
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
-        "metadata": body.get("metadata") or {},
+        "max_tool_calls": None,
+    }
+    before_usage = {
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"),
-                      "summary": (body.get("reasoning") or {}).get("summary")},
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "service_tier": "default",
+        "store": body.get("store", True) is not False,
         "temperature": body.get("temperature", 1.0),
         "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"},
         "tool_choice": body.get("tool_choice", "auto"),
         "tools": body.get("tools") or [],
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation") or "disabled",
-        "user": body.get("user"),
     }
+    after_usage = {"user": body.get("user"), "metadata": body.get("metadata") or {}}
+    return before_model, before_usage, after_usage
+
+
+# A request's echo when there was no body (its renderer tested alone): every field's default.
+NO_ECHO = _echo({})
 
 
 def _check_top(body: dict) -> None:
