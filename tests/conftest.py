@@ -29,6 +29,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs Redis (set REDIS_URL)"))
 
 
+def _delete_instead_of_truncate() -> None:
+    """A test on the real database ends with a flush of every table. PostgreSQL's TRUNCATE makes
+    each table and index a new file (about a third of a second for all of ours, most of a
+    gateway test's time); a test's few rows go faster with DELETE. The foreign keys Django makes
+    are deferred, and the flush runs in one transaction, so the order of the tables does not
+    matter. A flush that resets sequences keeps TRUNCATE."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        if reset_sequences or not tables:
+            return truncate(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        return [f"{style.SQL_KEYWORD('DELETE FROM')} {style.SQL_FIELD(self.quote_name(table))};" for table in tables]
+
+    DatabaseOperations.sql_flush = sql_flush
+
+
+_delete_instead_of_truncate()
+
+
 @pytest.fixture(scope="session")
 def own_postgres() -> Iterator[PostgresCluster]:
     """A migrated PostgreSQL cluster of the test session's own, for tests that stop or restart it
