@@ -1,11 +1,11 @@
 """Reads of webhooks and their deliveries, scoped by org."""
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
 from keys.models import Organization
-from webhooks.models import OrgAlerts, Webhook, WebhookDelivery
+from webhooks.models import DeliveryAttempt, OrgAlerts, Webhook, WebhookDelivery
 
 
 def webhook_list(*, org: Organization) -> QuerySet[Webhook]:
@@ -20,11 +20,13 @@ def webhook_get(*, org: Organization, pk) -> Webhook:
 
 
 def delivery_list(*, org: Organization, webhook: Webhook | None = None, limit: int = 50) -> list[WebhookDelivery]:
-    """The org's (or one webhook's) latest deliveries, newest first, with their events and attempts."""
+    """The org's (or one webhook's) latest deliveries, newest first, with their events and their
+    attempts (the latest first)."""
     deliveries = WebhookDelivery.objects.filter(webhook__org=org)
     if webhook is not None:
         deliveries = deliveries.filter(webhook=webhook)
-    return list(deliveries.select_related("event", "webhook").prefetch_related("attempt_log")
+    return list(deliveries.select_related("event", "webhook").prefetch_related(
+        Prefetch("attempt_log", queryset=DeliveryAttempt.objects.order_by("-created", "-id")))
                 .order_by("-created", "-id")[:limit])
 
 
