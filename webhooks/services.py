@@ -77,11 +77,14 @@ def _clean_secret(secret: str | None) -> str:
     return secret
 
 
+def _log_end(org: Organization) -> int:
+    return RequestLog.objects.filter(org=org).aggregate(last=Max("id"))["last"] or 0
+
+
 def alerts_start(*, org: Organization) -> OrgAlerts:
-    """The org's alert state, made on its first webhook: its scan starts at the log's end (a new
-    webhook hears of what happens from now on, not of runs that stopped last month)."""
-    last = RequestLog.objects.filter(org=org).aggregate(last=Max("id"))["last"] or 0
-    alerts, _ = OrgAlerts.objects.get_or_create(org=org, defaults={"last_scanned_id": last})
+    """The org's alert state, made with its first webhook (or setting): its scan starts at the
+    log's end, so a new webhook hears of what happens from now on, not of last month's runs."""
+    alerts, _ = OrgAlerts.objects.get_or_create(org=org, defaults={"last_scanned_id": _log_end(org)})
     return alerts
 
 
@@ -89,9 +92,13 @@ def alerts_start(*, org: Organization) -> OrgAlerts:
 def webhook_create(*, org: Organization, url: str, actor: Actor, events: list[str] | None = None,
                    secret: str | None = None) -> Webhook:
     """A new webhook; without a secret one is made (the caller shows it once)."""
+    unwatched = not Webhook.objects.filter(org=org, enabled=True).exists()
     webhook = Webhook.objects.create(org=org, url=_clean_url(url), events=_clean_events(events),
                                      secret=_clean_secret(secret))
-    alerts_start(org=org)
+    alerts = alerts_start(org=org)
+    if unwatched:
+        # Nobody scanned the org's log while it had no webhook: its first one starts at the end.
+        OrgAlerts.objects.filter(pk=alerts.pk).update(last_scanned_id=_log_end(org))
     audit_record(org=org, actor=actor, action="webhook.create", target=webhook,
                  data={"url": webhook.url, "events": webhook.events})
     return webhook

@@ -163,6 +163,18 @@ def test_the_log_before_the_first_webhook_fires_nothing(org, key, system_actor):
     assert WebhookEvent.objects.count() == 0
 
 
+def test_a_webhook_added_after_the_last_one_went_hears_nothing_of_the_time_between(org, key, system_actor):
+    first = webhook_create(org=org, url=URL, actor=system_actor)
+    first.delete()
+    spend(org, key, "0", run_id="unwatched-run", status=429, error_code="run_loop_detected")
+    webhook_create(org=org, url=URL, actor=system_actor)
+    spend(org, key, "0", run_id="watched-run", status=429, error_code="run_loop_detected")
+
+    alerts_scan(org=org)
+
+    assert [data["run_id"] for data in fired(org, "run.stopped")] == ["watched-run"]
+
+
 @pytest.mark.usefixtures("webhook")
 def test_a_scan_that_sees_the_same_rows_again_fires_nothing_twice(org, key):
     spend(org, key, "0", run_id="looping-run", status=429, error_code="run_loop_detected")
