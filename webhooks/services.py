@@ -120,9 +120,9 @@ def webhook_update(*, webhook: Webhook, actor: Actor, url: str | None = None, ev
         setattr(webhook, field, value)
     if changes:
         webhook.save(update_fields=list(changes))
-    audit_record(org=webhook.org, actor=actor, action="webhook.update", target=webhook,
-                 data={name: value for name, value in changes.items() if name != "secret"}
-                 | ({"secret": "changed"} if "secret" in changes else {}))
+    # The audit trail says the secret changed, never what it is.
+    audited = {**changes, "secret": "changed"} if "secret" in changes else changes
+    audit_record(org=webhook.org, actor=actor, action="webhook.update", target=webhook, data=audited)
     return webhook
 
 
