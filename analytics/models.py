@@ -28,6 +28,11 @@ class RequestLog(models.Model):
     provider = models.CharField(max_length=120, blank=True, default="")
     status = models.PositiveSmallIntegerField(help_text="HTTP status returned to the client.")
     error = models.TextField(blank=True, default="")
+    error_code = models.CharField(max_length=40, blank=True, default="",
+                                  help_text="The code of the error answered (budget_exceeded, run_loop_detected…).")
+    error_param = models.CharField(max_length=40, blank=True, default="",
+                                   help_text="The param of the error answered: for a 402, the budget level that "
+                                   "refused the call (key, team, org, run).")
     attempts = models.JSONField(default=list)
     stream = models.BooleanField(default=False)
     latency_ms = models.PositiveIntegerField(default=0)

@@ -88,20 +88,28 @@ def sink_delete(*, sink: ExportSink, actor: Actor) -> None:
 
 # --- the outbox ---------------------------------------------------------------------------------
 
-def _backoff(failures: int) -> timedelta:
-    return min(BACKOFF_BASE * 2 ** min(failures - 1, 16), BACKOFF_CAP)
+def backoff(failures: int, *, base: timedelta = BACKOFF_BASE, cap: timedelta = BACKOFF_CAP) -> timedelta:
+    """How long to wait after ``failures`` failures in a row: ``base``, doubling, up to ``cap``."""
+    return min(base * 2 ** min(failures - 1, 16), cap)
 
 
-def _next_batch(sink: ExportSink) -> list[RequestLog]:
-    rows = RequestLog.objects.filter(org_id=sink.org_id, id__gt=sink.last_exported_id)
-    if sink.pending_last_id is not None:
-        rows = rows.filter(id__lte=sink.pending_last_id)
+def outbox_batch(*, org_id: int, after_id: int, up_to_id: int | None = None) -> list[RequestLog]:
+    """The org's next log rows after ``after_id`` in id order (at most up to ``up_to_id``) that
+    a cursor can move past: those older than the safety lag, up to the first that is not. What
+    the exporters send and the budget alerts (webhooks) scan."""
+    rows = RequestLog.objects.filter(org_id=org_id, id__gt=after_id)
+    if up_to_id is not None:
+        rows = rows.filter(id__lte=up_to_id)
     lag = getattr(settings, "NEMO_EXPORT_SAFETY_LAG", EXPORT_SAFETY_LAG)
     rows = rows.annotate(
         ripe=ExpressionWrapper(Q(inserted__lte=Now() - lag), output_field=BooleanField())
     ).order_by("id")[:BATCH_SIZE]
     # Stop at the first row still inside the lag, never skip over it: see the module docstring.
     return list(takewhile(lambda row: row.ripe, rows))
+
+
+def _next_batch(sink: ExportSink) -> list[RequestLog]:
+    return outbox_batch(org_id=sink.org_id, after_id=sink.last_exported_id, up_to_id=sink.pending_last_id)
 
 
 def sink_export_batch(sink: ExportSink) -> int:
@@ -135,7 +143,7 @@ def sink_export_batch(sink: ExportSink) -> int:
         held.update(
             consecutive_failures=F("consecutive_failures") + 1,
             last_error=f"{type(exc).__name__}: {exc}"[:2000],
-            next_attempt=timezone.now() + _backoff(sink.consecutive_failures + 1),
+            next_attempt=timezone.now() + backoff(sink.consecutive_failures + 1),
             pending_last_id=batch[-1].pk,
             lease_until=None,
         )

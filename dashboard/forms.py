@@ -17,6 +17,7 @@ from dashboard.logins import login_failure_record, login_paused, login_success_r
 from gateway.config import load_config
 from keys.models import MAX_KEY_LIMIT, Membership, Organization
 from keys.selectors import key_list, team_list
+from webhooks.models import EventType
 
 EMAIL_TAKEN = "There is already an account with this email; sign in instead."
 MONEY_FIELD = {"min_value": 0, "max_digits": 12, "decimal_places": 6}
@@ -185,6 +186,21 @@ class OrgSettingsForm(forms.Form):
         label="Default output limit (tokens)", required=False, min_value=1, max_value=MAX_KEY_LIMIT,
         help_text="Each such call is sent the smaller of this, the model's maximum and what its budget can still "
         "pay for. Empty: unchanged.")
+
+
+class WebhookForm(forms.Form):
+    url = forms.URLField(label="URL", max_length=2000, assume_scheme="https",
+                         help_text="Where the events are POSTed, signed with the secret.")
+    events = forms.MultipleChoiceField(choices=EventType.choices, initial=EventType.values,
+                                       widget=forms.CheckboxSelectMultiple)
+    secret = forms.CharField(required=False, max_length=200, strip=False, widget=forms.PasswordInput,
+                             help_text="16 characters or more. Empty: one is made and shown to you once.")
+
+
+class AlertSettingsForm(forms.Form):
+    credits_low_below = forms.DecimalField(
+        label="Send credits.low below (USD)", min_value=0, max_digits=18, decimal_places=6,
+        help_text="Sent once each time the credit balance falls below this amount.")
 
 
 class InviteForm(forms.Form):

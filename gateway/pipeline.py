@@ -71,6 +71,9 @@ class Call:
     cache_status: str = "skip"
     status: int = 200
     error: str = ""
+    # The code and param of the contract's error answered (budget alerts read them off the log).
+    error_code: str = ""
+    error_param: str = ""
     cost_micros: int = 0
     # What the call's real cost came to above what it reserved (an upstream that ignored the
     # output cap): charged all the same, and shown on its row.
@@ -287,6 +290,7 @@ async def _answer_from_cache(state: GatewayState, dialect: Dialect, call: Call, 
 async def _refuse(state: GatewayState, dialect: Dialect, call: Call, error: GatewayError, send) -> None:
     """A call the gateway answers with an error of the contract: recorded, then answered."""
     call.status, call.error = error.status, error.message
+    call.error_code, call.error_param = error.code or "", error.param or ""
     headers = {**call.headers(), **error.headers}
     if call.snapshot is not None:
         if call.reservation is None and not state.recorder.available:
@@ -369,6 +373,8 @@ def log_row(call: Call) -> dict:
         provider=call.provider,
         status=call.status,
         error=call.error,
+        error_code=call.error_code,
+        error_param=call.error_param,
         attempts=[a.as_dict() for a in call.attempts],
         stream=bool(request and request.stream),
         latency_ms=int((time.monotonic() - call.started) * 1000),

@@ -122,7 +122,17 @@ CELERY_BEAT_SCHEDULE = {
     "settle-daily-spend": {"task": "analytics.tasks.settle_daily_spend", "schedule": 3600.0},
     "export-logs": {"task": "analytics.tasks.export_all_sinks", "schedule": 30.0},
     "prune-logs": {"task": "analytics.tasks.prune_request_logs", "schedule": 86400.0},
+    "scan-alerts": {"task": "webhooks.tasks.scan_all_alerts", "schedule": 15.0},
+    "deliver-webhooks": {"task": "webhooks.tasks.deliver_all_due", "schedule": 30.0},
 }
+# The queue tasks go to when none is named (workers take it with --queues).
+CELERY_TASK_DEFAULT_QUEUE = _read("CELERY_TASK_DEFAULT_QUEUE", env.str, "celery")
+# A webhook delivery that failed is tried again after this many seconds, doubling up to 30
+# minutes, for up to three days.
+NEMO_WEBHOOK_RETRY_BASE_S = _read("NEMO_WEBHOOK_RETRY_BASE_S", env.float, 30.0)
+if not 0.01 <= NEMO_WEBHOOK_RETRY_BASE_S <= 3600:
+    raise ImproperlyConfigured(
+        f"NEMO_WEBHOOK_RETRY_BASE_S must be 0.01 to 3600 seconds, not {NEMO_WEBHOOK_RETRY_BASE_S}")
 
 NEMO_ROUTER_CONFIG = _read("NEMO_ROUTER_CONFIG", env.str, "") or None
 if NEMO_ROUTER_CONFIG and not Path(NEMO_ROUTER_CONFIG).is_file():
@@ -161,6 +171,7 @@ INSTALLED_APPS = [
     "keys",
     "billing",
     "analytics",
+    "webhooks",
     "gateway",
     "dashboard",
 ]

@@ -89,9 +89,16 @@ def _client() -> httpx.Client:
 def post_json(url: str, payload, *, headers: dict | None = None, auth: tuple[str, str] | None = None) -> httpx.Response:
     """POSTs JSON; a network failure or a refused destination becomes an ExportError (the caller
     judges the status)."""
+    return post_body(url, dumps(payload), headers=headers, auth=auth)
+
+
+def post_body(url: str, body: bytes, *, headers: dict | None = None,
+              auth: tuple[str, str] | None = None) -> httpx.Response:
+    """POSTs these exact bytes as JSON (a signed body must be sent as it was signed), through the
+    pooled client that checks every destination; failures as in ``post_json``."""
     try:
         return _client().post(
-            url, content=dumps(payload), auth=auth, headers={"Content-Type": "application/json", **(headers or {})}
+            url, content=body, auth=auth, headers={"Content-Type": "application/json", **(headers or {})}
         )
     except DestinationRefused as exc:
         raise ExportError(str(exc)) from exc

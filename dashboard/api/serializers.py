@@ -13,6 +13,7 @@ from analytics.serializers import log_row_dict
 from billing.models import Budget
 from dashboard.api.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from keys.models import MAX_KEY_LIMIT
+from webhooks.models import EventType, WebhookDelivery
 
 # How deep a key's metadata may nest: far more than any label needs, far less than what the
 # database's JSON encoder can take.
@@ -401,3 +402,56 @@ class CatalogModelSerializer(serializers.Serializer):
     context_window = serializers.IntegerField()
     max_output_tokens = serializers.IntegerField()
     capabilities = serializers.ListField(child=serializers.CharField())
+
+
+# --- webhooks ---------------------------------------------------------------------------------
+
+class WebhookInputSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=2000, help_text="Where events are POSTed (https).")
+    secret = serializers.CharField(required=False, allow_blank=True, max_length=200, trim_whitespace=False,
+                                   help_text="The signing secret (16 to 200 characters); left out, one is made. "
+                                             "Shown only in the answer to the POST (or to a PATCH that sets it).")
+    events = serializers.ListField(child=serializers.ChoiceField(choices=EventType.choices), required=False,
+                                   help_text="The events it receives; every event when left out.")
+    enabled = serializers.BooleanField(required=False)
+
+
+class DeliveryAttemptSerializer(serializers.Serializer):
+    created = serializers.DateTimeField()
+    status = serializers.IntegerField(allow_null=True, help_text="The receiver's status; null: no answer.")
+    error = serializers.CharField()
+
+
+class WebhookDeliverySerializer(serializers.Serializer):
+    event_id = serializers.CharField(source="event.event_id")
+    type = serializers.CharField(source="event.type")
+    state = serializers.ChoiceField(choices=WebhookDelivery.State.choices)
+    attempts = serializers.IntegerField()
+    last_error = serializers.CharField()
+    delivered = serializers.DateTimeField(allow_null=True)
+    next_attempt = serializers.DateTimeField()
+    created = serializers.DateTimeField()
+
+
+class WebhookOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.CharField()
+    events = serializers.ListField(child=serializers.CharField())
+    enabled = serializers.BooleanField()
+    secret_hint = serializers.SerializerMethodField(help_text="The secret's last four characters.")
+    created = serializers.DateTimeField()
+
+    def get_secret_hint(self, webhook) -> str:
+        return f"…{webhook.secret[-4:]}"
+
+
+class WebhookWithSecretSerializer(WebhookOutputSerializer):
+    secret = serializers.CharField(help_text="The signing secret, shown only in this answer.")
+
+
+class WebhookDetailSerializer(WebhookOutputSerializer):
+    recent_deliveries = serializers.SerializerMethodField()
+
+    @extend_schema_field(WebhookDeliverySerializer(many=True))
+    def get_recent_deliveries(self, webhook) -> list:
+        return WebhookDeliverySerializer(self.context["deliveries"], many=True).data

@@ -30,6 +30,8 @@ _ROUTES = [
     ("spend", views.SpendView, "spend"),
     ("credits", views.CreditsView, "credits"),
     ("models", views.ModelListView, "models"),
+    ("webhooks", views.WebhookListView, "webhooks"),
+    ("webhooks/<str:id>", views.WebhookDetailView, "webhook"),
 ]
 
 app_name = "api"

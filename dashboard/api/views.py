@@ -46,6 +46,8 @@ from keys.services import (
     virtual_key_rotate,
     virtual_key_update,
 )
+from webhooks.selectors import delivery_list, webhook_get, webhook_list
+from webhooks.services import WebhookInvalid, webhook_create, webhook_delete, webhook_update
 
 ZERO = Decimal("0")
 
@@ -447,6 +449,74 @@ class CreditsView(OrgAPIView):
         org = self.access.org
         return Response(api.CreditsSerializer({"balance": credit_balance(org=org),
                                                "grants": credit_grants(org=org)}).data)
+
+
+# --- webhooks ---------------------------------------------------------------------------------
+
+RECENT_DELIVERIES = 20
+
+
+def _webhook_write(write, **changes):
+    try:
+        return write(**changes)
+    except WebhookInvalid as exc:
+        raise serializers.ValidationError({exc.field: str(exc)}) from exc
+
+
+class WebhookListView(OrgAPIView):
+    """The org's budget-alert webhooks."""
+
+    @extend_schema(operation_id="webhooks_list", tags=["webhooks"], parameters=[api.PageParams],
+                   responses={200: api.paged(api.WebhookOutputSerializer, "PaginatedWebhookList"), **LIST_ERRORS})
+    def get(self, request: Request) -> Response:
+        params = _valid(api.PageParams, request.query_params)
+        page = _page_or_400(webhook_list(org=self.access.org), ordering=("id",), params=params)
+        return Response({"results": api.WebhookOutputSerializer(page.rows, many=True).data, "next": page.next_cursor})
+
+    @extend_schema(operation_id="webhooks_create", tags=["webhooks"], request=api.WebhookInputSerializer,
+                   responses={201: api.WebhookWithSecretSerializer, **LIST_ERRORS},
+                   description="Adds a webhook. The answer holds its signing secret (the one sent, or one made "
+                               "for it), which is never shown again.")
+    def post(self, request: Request) -> Response:
+        data = _valid(api.WebhookInputSerializer, request.data)
+        webhook = _webhook_write(webhook_create, org=self.access.org, actor=self.access.actor, url=data["url"],
+                                 events=data.get("events"), secret=data.get("secret"))
+        if data.get("enabled") is False:
+            webhook = webhook_update(webhook=webhook, actor=self.access.actor, enabled=False)
+        return Response(api.WebhookWithSecretSerializer(webhook).data, status=status.HTTP_201_CREATED)
+
+
+class WebhookDetailView(OrgAPIView):
+    """One webhook of the org, with its latest deliveries."""
+
+    def _answer(self, webhook, serializer_class=api.WebhookDetailSerializer) -> Response:
+        deliveries = delivery_list(org=self.access.org, webhook=webhook, limit=RECENT_DELIVERIES)
+        return Response(serializer_class(webhook, context={"deliveries": deliveries}).data)
+
+    @extend_schema(operation_id="webhooks_get", tags=["webhooks"], parameters=[_id_parameter("webhook")],
+                   responses={200: api.WebhookDetailSerializer, **OBJECT_ERRORS})
+    def get(self, request: Request, id: str) -> Response:
+        return self._answer(webhook_get(org=self.access.org, pk=id))
+
+    @extend_schema(operation_id="webhooks_update", tags=["webhooks"], parameters=[_id_parameter("webhook")],
+                   request=api.WebhookInputSerializer, responses={200: api.WebhookDetailSerializer, **WRITE_ERRORS},
+                   description="Changes a webhook's url, events, secret or enabled. A new secret is in the "
+                               "answer (as `secret`) this once.")
+    def patch(self, request: Request, id: str) -> Response:
+        webhook = webhook_get(org=self.access.org, pk=id)
+        data = _valid(api.WebhookInputSerializer, request.data, partial=True)
+        webhook = _webhook_write(webhook_update, webhook=webhook, actor=self.access.actor, **data)
+        answer = self._answer(webhook)
+        if "secret" in data:
+            answer.data["secret"] = webhook.secret
+        return answer
+
+    @extend_schema(operation_id="webhooks_delete", tags=["webhooks"], parameters=[_id_parameter("webhook")],
+                   request=None, responses={204: None, **OBJECT_ERRORS},
+                   description="Removes the webhook; events not yet delivered to it are not sent.")
+    def delete(self, request: Request, id: str) -> Response:
+        webhook_delete(webhook=webhook_get(org=self.access.org, pk=id), actor=self.access.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ModelListView(OrgAPIView):

@@ -1,4 +1,5 @@
-"""Org settings: cache and prompt storage, export sinks and their health, tokens, members."""
+"""Org settings: cache and prompt storage, export sinks and their health, budget-alert webhooks and
+their deliveries, tokens, members."""
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -9,7 +10,15 @@ from django.views.decorators.http import require_POST
 
 from analytics.selectors import sink_get, sink_list
 from analytics.services import sink_create, sink_delete
-from dashboard.forms import InviteForm, MemberRoleForm, OrgSettingsForm, SinkForm, TokenForm
+from dashboard.forms import (
+    AlertSettingsForm,
+    InviteForm,
+    MemberRoleForm,
+    OrgSettingsForm,
+    SinkForm,
+    TokenForm,
+    WebhookForm,
+)
 from dashboard.orgs import org_page, render_confirm, render_page
 from dashboard.selectors import org_token_get
 from keys.access import MANAGE, OWN
@@ -24,6 +33,10 @@ from keys.services import (
     org_token_revoke,
     organization_settings_update,
 )
+from webhooks.selectors import alerts_of, delivery_list, webhook_get, webhook_list
+from webhooks.services import WebhookInvalid, alerts_settings_update, webhook_create, webhook_delete
+
+RECENT_DELIVERIES = 30
 
 
 def _settings_page(request: HttpRequest, membership: Membership, status: int = 200, **forms) -> HttpResponse:
@@ -33,6 +46,10 @@ def _settings_page(request: HttpRequest, membership: Membership, status: int = 2
                                                   "store_prompts": org.store_prompts,
                                                   "default_max_tokens": org.default_max_tokens}),
         "sink_form": SinkForm(),
+        "webhook_form": WebhookForm(),
+        "alerts_form": AlertSettingsForm(initial={"credits_low_below": alerts_of(org=org).credits_low_below}),
+        "webhooks": webhook_list(org=org),
+        "deliveries": delivery_list(org=org, limit=RECENT_DELIVERIES),
         "token_form": TokenForm(),
         "invite_form": InviteForm(),
         "sinks": sink_list(org=org),
@@ -89,6 +106,57 @@ def sink_remove(request: HttpRequest, membership: Membership, pk: int) -> HttpRe
         title=f"Remove the {sink.type} sink?",
         text="Calls not yet exported to it will not be sent.",
         button="Remove sink",
+        cancel=reverse("dashboard:settings"),
+    )
+
+
+@require_POST
+@org_page(MANAGE)
+def alert_settings(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = AlertSettingsForm(request.POST)
+    if not form.is_valid():
+        return _settings_page(request, membership, alerts_form=form, status=400)
+    alerts_settings_update(org=membership.org, actor=Actor.of_user(request.user), **form.cleaned_data)
+    messages.success(request, "Saved the alert settings.")
+    return redirect("dashboard:settings")
+
+
+@never_cache
+@require_POST
+@org_page(MANAGE)
+def webhook_new(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = WebhookForm(request.POST)
+    if form.is_valid():
+        try:
+            data = form.cleaned_data
+            webhook = webhook_create(org=membership.org, actor=Actor.of_user(request.user), url=data["url"],
+                                     events=data["events"], secret=data["secret"] or None)
+        except WebhookInvalid as exc:
+            form.add_error(exc.field, str(exc))
+        else:
+            return render_page(request, membership, "dashboard/shown_once.html", {
+                "title": f"Webhook {webhook.url}",
+                "secret": webhook.secret,
+                "text": "Its signing secret: each POST carries X-Nemo-Signature: sha256=<HMAC-SHA256 of the body "
+                        "with this secret>. It is shown only now.",
+                "back": "dashboard:settings",
+            })
+    return _settings_page(request, membership, webhook_form=form, status=400)
+
+
+@org_page(MANAGE)
+def webhook_remove(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    webhook = webhook_get(org=membership.org, pk=pk)
+    if request.method == "POST":
+        webhook_delete(webhook=webhook, actor=Actor.of_user(request.user))
+        messages.success(request, f"Removed the webhook {webhook.url}.")
+        return redirect("dashboard:settings")
+    return render_confirm(
+        request,
+        membership,
+        title=f"Remove the webhook {webhook.url}?",
+        text="Events not yet delivered to it will not be sent.",
+        button="Remove webhook",
         cancel=reverse("dashboard:settings"),
     )
 

@@ -28,7 +28,8 @@ def database_url() -> str:
     return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_worker(queue: str, log: Path) -> subprocess.Popen:
+def start_worker(queue: str, log: Path, **settings_env: str) -> subprocess.Popen:
+    """A Celery worker of its own taking ``queue``, with these settings in its environment."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "nemo.settings",
@@ -37,6 +38,7 @@ def start_worker(queue: str, log: Path) -> subprocess.Popen:
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         # The fake sink listens on 127.0.0.1.
         "NEMO_SINK_ALLOW_PRIVATE": "true",
+        **settings_env,
     }
     command = [sys.executable, "-m", "celery", "-A", "nemo", "worker", "--pool", "solo", "--queues", queue,
                "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "info"]
@@ -57,7 +59,8 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
 def test_a_real_worker_exports_the_committed_log_to_the_sink(org, key, system_actor, monkeypatch, tmp_path):
     rows = [make_log(org, key, inserted=timezone.now() - timedelta(minutes=1)) for _ in range(3)]
     queue = f"nemo-test-{uuid.uuid4().hex}"
-    monkeypatch.setitem(celery_app.conf, "task_always_eager", False)
+    # The settings name it so (namespace CELERY), and that name wins over "task_always_eager".
+    monkeypatch.setitem(celery_app.conf, "CELERY_TASK_ALWAYS_EAGER", False)
     with FakeDatadog() as datadog:
         sink = sink_create(org=org, type="datadog", config={"url": datadog.url, "api_key": datadog.api_key},
                            actor=system_actor)

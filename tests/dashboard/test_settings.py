@@ -1,5 +1,6 @@
 import re
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -9,6 +10,11 @@ from analytics.services import sink_create
 from keys.models import Organization, OrgToken
 from keys.secrets import matches
 from keys.services import org_token_create
+from tests.analytics.factories import make_key, make_log
+from webhooks.alerts import alerts_scan
+from webhooks.models import DeliveryAttempt, Webhook, WebhookDelivery
+from webhooks.selectors import alerts_of
+from webhooks.services import webhook_create
 
 pytestmark = pytest.mark.django_db
 
@@ -173,3 +179,79 @@ def test_the_members_are_listed_with_their_roles(owner_client, admin_user):
 
 def test_another_orgs_members_are_not_listed(owner_client, other_org):
     assert "outsider@example.com" not in owner_client.get("/settings/").content.decode()
+
+
+# --- budget alerts ----------------------------------------------------------------------------
+
+def test_an_admin_adds_a_webhook_and_sees_its_secret_once(admin_client, org):
+    response = admin_client.post("/settings/webhooks/new/", {"url": "https://hooks.example.com/nemo",
+                                                              "events": ["credits.low", "run.stopped"]})
+
+    assert response.status_code == 200
+    webhook = Webhook.objects.get(org=org)
+    assert webhook.events == ["credits.low", "run.stopped"]
+    assert webhook.secret in response.content.decode()
+    assert webhook.secret not in admin_client.get("/settings/").content.decode()
+
+
+def test_a_webhook_to_a_private_address_is_refused(owner_client, org):
+    response = owner_client.post("/settings/webhooks/new/", {"url": "https://10.0.0.8/hook",
+                                                              "events": ["run.stopped"]})
+
+    assert response.status_code == 400
+    assert "not a public address" in response.content.decode()
+    assert not Webhook.objects.filter(org=org).exists()
+
+
+def test_an_admin_removes_a_webhook(owner_client, org, system_actor):
+    webhook = webhook_create(org=org, url="https://hooks.example.com/nemo", actor=system_actor)
+
+    assert owner_client.post(f"/settings/webhooks/{webhook.pk}/delete/").status_code == 302
+    assert not Webhook.objects.filter(pk=webhook.pk).exists()
+
+
+def test_another_orgs_webhook_cannot_be_removed(owner_client, other_org, system_actor):
+    webhook = webhook_create(org=other_org, url="https://hooks.example.com/nemo", actor=system_actor)
+
+    assert owner_client.post(f"/settings/webhooks/{webhook.pk}/delete/").status_code == 404
+    assert Webhook.objects.filter(pk=webhook.pk).exists()
+
+
+def test_a_member_cannot_add_a_webhook(member_client, org):
+    response = member_client.post("/settings/webhooks/new/", {"url": "https://hooks.example.com/nemo",
+                                                               "events": ["run.stopped"]})
+
+    assert response.status_code == 403
+    assert not Webhook.objects.filter(org=org).exists()
+
+
+def test_an_admin_sets_the_credits_low_threshold(admin_client, org):
+    assert alerts_of(org=org).credits_low_below == Decimal("1.00")
+
+    assert admin_client.post("/settings/alerts/", {"credits_low_below": "2.50"}).status_code == 302
+
+    assert alerts_of(org=org).credits_low_below == Decimal("2.50")
+    assert owner_page_has(admin_client, 'value="2.500000"')
+
+
+def test_recent_deliveries_show_their_state_attempts_and_failure(owner_client, org, system_actor, settings):
+    key = make_key(org, "planner")
+    settings.NEMO_EXPORT_SAFETY_LAG = timedelta(0)
+    webhook = webhook_create(org=org, url="https://hooks.example.com/nemo", actor=system_actor)
+    make_log(org, key, run_id="looping-run", status=429, error_code="run_loop_detected")
+    (delivery_id,) = alerts_scan(org=org)
+    delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    WebhookDelivery.objects.filter(pk=delivery_id).update(attempts=2, last_error="the receiver answered 503")
+    DeliveryAttempt.objects.create(delivery=delivery, status=503, error="the receiver answered 503")
+
+    page = owner_client.get("/settings/").content.decode()
+
+    assert delivery.event.event_id in page
+    assert webhook.url in page
+    assert "the receiver answered 503" in page
+    assert "pending, retry" in page
+    assert webhook.secret not in page
+
+
+def owner_page_has(client, text: str) -> bool:
+    return text in client.get("/settings/").content.decode()

@@ -38,7 +38,8 @@ def test_a_call_past_the_key_budget_gets_402_with_the_limit_and_what_is_left(gat
     assert f"limit ${limit}, ${limit - spent} left" in body["error"]["message"]
     assert f"may cost up to ${from_micros(reservation_micros())}" in body["error"]["message"]
     assert fake.count == 1
-    assert RequestLog.objects.get(status=402).cost == Decimal("0")
+    refused = RequestLog.objects.get(status=402)
+    assert (refused.cost, refused.error_code, refused.error_param) == (Decimal("0"), "budget_exceeded", "key")
 
 
 def test_an_org_out_of_credits_gets_402_naming_credits(gateway, make_tenant, fake):
