@@ -8,7 +8,7 @@ import logging
 import time
 
 from analytics.ledger import DATABASE_ERRORS
-from gateway import responses_store
+from gateway import metrics, responses_store
 from gateway.db import db_read, ping
 from gateway.dialects.chat_completions import ChatCompletions
 from gateway.dialects.embeddings import Embeddings
@@ -66,6 +66,8 @@ class GatewayApp:
             await send_json(send, 200, {"status": "ok"})
         elif scope["type"] == "http" and scope["path"] == "/readyz":
             await self._ready(send)
+        elif scope["type"] == "http" and scope["path"] == "/metrics":
+            await metrics.handle(await self.state(), scope, send)
         elif self.fallback is not None:
             await self.fallback(scope, receive, send)
         else:

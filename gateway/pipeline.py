@@ -22,7 +22,7 @@ from django.conf import settings
 from analytics.ledger import DATABASE_ERRORS
 from analytics.records import prompt_meta
 from billing.reservations import Refused, Reservation, Settlement
-from gateway import cache
+from gateway import cache, metrics
 from gateway.auth import KeySnapshot
 from gateway.config import Deployment, ModelRoute
 from gateway.dialects import Dialect
@@ -71,6 +71,9 @@ class Call:
     cache_status: str = "skip"
     status: int = 200
     error: str = ""
+    # A refusal's code and param in the contract (``GatewayError``): what the metrics count it by.
+    error_code: str = ""
+    error_param: str = ""
     cost_micros: int = 0
     # What the call's real cost came to above what it reserved (an upstream that ignored the
     # output cap): charged all the same, and shown on its row.
@@ -118,6 +121,7 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
         # Whatever else ended the call (a client that left, a cancellation).
         if call.snapshot is not None and not call.recorded:
             await record(state, call)
+        metrics.observe_call(call, state.config.models)
 
 
 async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive, send) -> None:
@@ -287,6 +291,7 @@ async def _answer_from_cache(state: GatewayState, dialect: Dialect, call: Call, 
 async def _refuse(state: GatewayState, dialect: Dialect, call: Call, error: GatewayError, send) -> None:
     """A call the gateway answers with an error of the contract: recorded, then answered."""
     call.status, call.error = error.status, error.message
+    call.error_code, call.error_param = error.code or "", error.param or ""
     headers = {**call.headers(), **error.headers}
     if call.snapshot is not None:
         if call.reservation is None and not state.recorder.available:

@@ -154,7 +154,8 @@ def openai_routing(fake_base_url: str, *, chain_of: dict[str, str] | None = None
 class GatewayProcess:
     """A gateway in a process of its own (``uvicorn nemo.asgi:application``), as a worker runs."""
 
-    def __init__(self, *, routing_path: str, redis_prefix: str) -> None:
+    def __init__(self, *, routing_path: str, redis_prefix: str, env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> None:
         import os
         import subprocess
         import sys
@@ -171,12 +172,11 @@ class GatewayProcess:
             "NEMO_REDIS_PREFIX": redis_prefix,
             "NEMO_ROUTER_CONFIG": routing_path,
             "DJANGO_SETTINGS_MODULE": "nemo.settings",
+            **(env or {}),
         }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "nemo.asgi:application", "--host", "127.0.0.1", "--port",
-             str(self.port), "--log-level", "warning"],
-            env=env,
-        )
+        command = command or [sys.executable, "-m", "uvicorn", "nemo.asgi:application", "--log-level", "warning",
+                              "--host", "127.0.0.1", "--port", "{port}"]
+        self.process = subprocess.Popen([part.format(port=self.port) for part in command], env=env)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -200,14 +200,16 @@ class GatewayProcess:
 
 
 @pytest.fixture
-def start_gateway_process(transactional_db, tmp_path, redis_prefix) -> Iterator[Callable[[dict], GatewayProcess]]:
-    """``start_gateway_process(routing)``: a separate worker process sharing the test's Redis."""
+def start_gateway_process(transactional_db, tmp_path, redis_prefix) -> Iterator[Callable[..., GatewayProcess]]:
+    """``start_gateway_process(routing, env=None, command=None)``: a separate worker process
+    sharing the test's Redis; ``env``: more of its environment; ``command``: what serves it (uvicorn
+    by default), ``{port}`` in it standing for its port."""
     processes: list[GatewayProcess] = []
 
-    def start(routing: dict) -> GatewayProcess:
+    def start(routing: dict, env: dict[str, str] | None = None, command: list[str] | None = None) -> GatewayProcess:
         path = tmp_path / f"routing-process-{len(processes)}.yaml"
         path.write_text(yaml.safe_dump(routing))
-        process = GatewayProcess(routing_path=str(path), redis_prefix=redis_prefix)
+        process = GatewayProcess(routing_path=str(path), redis_prefix=redis_prefix, env=env, command=command)
         processes.append(process)
         return process
 

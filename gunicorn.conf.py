@@ -1,0 +1,34 @@
+"""gunicorn's settings for the gateway (read from the working directory by ``make serve``).
+
+* Metrics: every worker writes its metrics to files of its own in ``PROMETHEUS_MULTIPROC_DIR``,
+  and ``/metrics`` adds them up (gateway/metrics.py). Unset, a fresh directory is made for this
+  master; either way its metric files (``*.db``) are removed at start, since an earlier run's
+  would add to this one's.
+* Drain: on SIGTERM a worker lets its calls in flight finish for up to ``NEMO_DRAIN_GRACE_S``
+  (gateway/app.py); gunicorn kills workers still running after its graceful timeout, so that is
+  set a little longer.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+from prometheus_client import multiprocess
+
+_grace_s = float(os.environ.get("NEMO_DRAIN_GRACE_S", "30"))
+graceful_timeout = _grace_s + 5
+
+
+def on_starting(server) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="nemo-metrics-")
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    # Set in the master before the workers are forked: prometheus-client reads it when imported.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def child_exit(server, worker) -> None:
+    """A worker gone: its live gauges leave the sums (its counters stay, as counters do)."""
+    multiprocess.mark_process_dead(worker.pid)
