@@ -16,7 +16,7 @@ from pathlib import Path
 from prometheus_client import multiprocess
 
 _grace_s = float(os.environ.get("NEMO_DRAIN_GRACE_S", "30"))
-graceful_timeout = _grace_s + 5
+graceful_timeout = int(_grace_s) + 5
 
 
 def on_starting(server) -> None:

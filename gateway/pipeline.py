@@ -11,6 +11,7 @@ whatever way the call ends.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -106,6 +107,12 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
         await _run(state, dialect, call, scope, receive, send)
     except GatewayError as error:
         await _refuse(state, dialect, call, error, send)
+    except asyncio.CancelledError:
+        # The worker stopped before the call was done (its drain's grace period ran out): the
+        # row says so, whatever the client was sent already.
+        if call.status == 200:
+            call.status, call.error = 503, "the gateway stopped before the call was done"
+        raise
     except Exception:
         # A bug of ours, or Redis/the database gone: the client still gets an answer in the
         # contract's shape, and the call still leaves its trail and ends its reservation.
