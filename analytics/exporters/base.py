@@ -89,10 +89,13 @@ def _client() -> httpx.Client:
 def post_json(url: str, payload, *, headers: dict | None = None, auth: tuple[str, str] | None = None) -> httpx.Response:
     """POSTs JSON; a network failure or a refused destination becomes an ExportError (the caller
     judges the status)."""
+    return post_bytes(url, dumps(payload), headers={"Content-Type": "application/json", **(headers or {})}, auth=auth)
+
+
+def post_bytes(url: str, content: bytes, *, headers: dict, auth: tuple[str, str] | None = None) -> httpx.Response:
+    """POSTs a body (``headers`` name its type), as ``post_json``."""
     try:
-        return _client().post(
-            url, content=dumps(payload), auth=auth, headers={"Content-Type": "application/json", **(headers or {})}
-        )
+        return _client().post(url, content=content, auth=auth, headers=headers)
     except DestinationRefused as exc:
         raise ExportError(str(exc)) from exc
     except httpx.HTTPError as exc:

@@ -173,3 +173,25 @@ def test_the_members_are_listed_with_their_roles(owner_client, admin_user):
 
 def test_another_orgs_members_are_not_listed(owner_client, other_org):
     assert "outsider@example.com" not in owner_client.get("/settings/").content.decode()
+
+
+def test_an_admin_adds_an_otlp_sink_with_headers_that_are_never_shown(admin_client, org):
+    response = admin_client.post("/settings/sinks/new/", {
+        "type": "otlp", "url": "https://otlp.example.com/api/public/otel",
+        "headers": "Authorization=Basic c2VjcmV0LXZhbHVl\r\ndd-otlp-source=llmobs\r\n"})
+
+    assert response.status_code == 302
+    sink = ExportSink.objects.get(org=org)
+    assert sink.config["headers"] == {"Authorization": "Basic c2VjcmV0LXZhbHVl", "dd-otlp-source": "llmobs"}
+    page = admin_client.get("/settings/").content.decode()
+    assert "otlp.example.com" in page
+    assert "c2VjcmV0LXZhbHVl" not in page
+
+
+def test_an_otlp_sink_with_a_malformed_header_is_refused(admin_client, org):
+    response = admin_client.post("/settings/sinks/new/", {"type": "otlp", "url": "https://otlp.example.com",
+                                                          "headers": "no equals sign"})
+
+    assert response.status_code == 400
+    assert "NAME=VALUE" in response.content.decode()
+    assert not ExportSink.objects.filter(org=org).exists()
