@@ -19,7 +19,7 @@ from gateway.dialects.embeddings import Embeddings
 from gateway.dialects.responses import Responses
 from gateway.errors import GatewayError, model_not_found, service_unavailable
 from gateway.http import header, send_json
-from gateway.pipeline import authenticate, serve
+from gateway.pipeline import authenticate, new_request_id, serve
 from gateway.state import GatewayState
 from gateway.unknown_routes import UnknownRoutes
 
@@ -193,9 +193,12 @@ class GatewayApp:
         elif path.startswith(MODEL_PATH) and method == "GET":
             await handle_model(state, scope, send, path[len(MODEL_PATH):])
         else:
-            self.unknown_routes.seen(method=method, path=scope["path"], authorization=header(scope, b"authorization"))
+            request_id = new_request_id()
+            self.unknown_routes.seen(method=method, path=scope["path"], authorization=header(scope, b"authorization"),
+                                     request_id=request_id)
             await send_json(send, 404, {"error": {"message": f"No route {method} {scope['path']}.",
-                                                  "type": "not_found_error", "param": None, "code": "unknown_url"}})
+                                                  "type": "not_found_error", "param": None, "code": "unknown_url"}},
+                            {"x-nemo-request-id": request_id})
 
 
 _database_answers = db_read(ping)

@@ -23,7 +23,7 @@ from django.conf import settings
 from analytics.ledger import DATABASE_ERRORS
 from analytics.records import prompt_meta
 from billing.reservations import Refused, Reservation, Settlement
-from gateway import cache, metrics
+from gateway import cache, events, metrics
 from gateway.auth import KeySnapshot
 from gateway.config import Deployment, ModelRoute
 from gateway.dialects import Dialect
@@ -99,9 +99,13 @@ class Call:
         return headers
 
 
+def new_request_id() -> str:
+    return f"req_{random.getrandbits(128):032x}"
+
+
 async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> None:
     """One call of the proxy, from its request to its answer and its row."""
-    call = Call(request_id=f"req_{random.getrandbits(128):032x}", started=time.monotonic(),
+    call = Call(request_id=new_request_id(), started=time.monotonic(),
                 run_id=(header(scope, b"x-nemo-run") or "")[:200], endpoint=dialect.endpoint)
     try:
         await _run(state, dialect, call, scope, receive, send)
@@ -129,6 +133,7 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
         if call.snapshot is not None and not call.recorded:
             await record(state, call)
         metrics.observe_call(call, state.config.models)
+        events.call_ended(call, scope)
 
 
 async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive, send) -> None:

@@ -243,8 +243,12 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # The gateway's structured log (gateway/events.py): its JSON lines as they are.
+    "formatters": {"line": {"format": "%(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler"},
+                 "events": {"class": "logging.StreamHandler", "formatter": "line"}},
     "root": {"handlers": ["console"], "level": _read("LOG_LEVEL", env.str, "INFO")},
+    "loggers": {"gateway.events": {"handlers": ["events"], "level": "INFO", "propagate": False}},
 }
 
 STORAGES = {
