@@ -10,17 +10,23 @@
 """
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
-
-from prometheus_client import multiprocess
 
 _grace_s = float(os.environ.get("NEMO_DRAIN_GRACE_S", "30"))
 graceful_timeout = int(_grace_s) + 5
 
 
+# The metrics directory this master made (none given), removed when it exits.
+_made: list[str] = []
+
+
 def on_starting(server) -> None:
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="nemo-metrics-")
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="nemo-metrics-")
+        _made.append(directory)
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
@@ -31,4 +37,13 @@ def on_starting(server) -> None:
 
 def child_exit(server, worker) -> None:
     """A worker gone: its live gauges leave the sums (its counters stay, as counters do)."""
+    # Imported here, never at the top: prometheus-client picks its mode when first imported, and
+    # the workers forked from this master would inherit the single-process one.
+    from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    for directory in _made:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.behaviours import Status
 from tests.fakes.openai import FakeOpenAI
+from tests.gateway.conftest import openai_routing
 from tests.gateway.test_fallback import two_link_routing
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -130,3 +131,29 @@ def test_without_a_token_metrics_are_open_and_show_export_lag(start_gateway, set
     samples = scrape(gateway.url, token=None)
     assert value(samples, "nemo_export_failures", sink=str(sink.pk), type="s3") == 3
     assert value(samples, "nemo_export_lag_seconds", sink=str(sink.pk), type="s3") == 0
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_under_gunicorn_every_scrape_counts_every_workers_calls(start_gateway_process, make_tenant, monkeypatch):
+    """gunicorn.conf.py, with no PROMETHEUS_MULTIPROC_DIR given: the workers' calls are added up,
+    whichever worker served them and whichever answers the scrape."""
+    from tests.gateway.test_drain import gunicorn, readyz
+    from tests.promises.budget.support import wait_until
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "k")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    calls = 20
+    with FakeOpenAI() as upstream:
+        gateway = start_gateway_process(openai_routing(upstream.base_url), env={"NEMO_METRICS_TOKEN": TOKEN},
+                                        command=gunicorn(2))
+        wait_until(lambda: readyz(gateway.url) == 200, what="the workers to be ready", timeout_s=60)
+        tenant = make_tenant()
+        for _ in range(calls):
+            # A connection each (openai's client would keep one): the workers share the calls.
+            httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {tenant.secret}"},
+                       json={"model": "gpt-4o", "max_tokens": 5, "messages": HELLO}, timeout=30).raise_for_status()
+        counted = [value(scrape(gateway.url), "nemo_calls_total", endpoint="chat.completions", model="gpt-4o",
+                         deployment="gpt4o-primary", status="200") for _ in range(10)]
+
+    assert counted == [calls] * 10
