@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 
 from gateway.http import header
 from gateway.router import attempts_header
 from keys import secrets
+
+if TYPE_CHECKING:
+    from gateway.pipeline import Call
 
 logger = logging.getLogger("gateway.events")
 
@@ -34,7 +38,7 @@ def emit(event: str, level: int = logging.INFO, **fields) -> None:
         logger.log(level, orjson.dumps(record).decode())
 
 
-def call_ended(call, scope) -> None:
+def call_ended(call: Call, scope) -> None:
     """A line for a call that did not end in a 2xx (``gateway.pipeline.Call``); nothing otherwise."""
     if call.status < 400:
         return

@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
@@ -29,6 +30,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from analytics.selectors import sinks_health
 from gateway.db import db_read
 from gateway.http import header, send_body, send_json
+
+if TYPE_CHECKING:
+    from gateway.pipeline import Call
+    from gateway.state import GatewayState
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +65,7 @@ LOG_COMMIT_LAG = Histogram("nemo_log_commit_lag_seconds",
                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
-def observe_call(call, models) -> None:
+def observe_call(call: Call, models: dict) -> None:
     """Records a finished call (``gateway.pipeline.Call``); ``models``: the routes served, whose
     names are label values (any other model is ``OTHER_MODEL``)."""
     model = call.model if call.model in models else OTHER_MODEL
@@ -99,7 +104,7 @@ def multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
-async def handle(state, scope, send) -> None:
+async def handle(state: GatewayState, scope, send) -> None:
     """``GET /metrics``: the exposition, behind ``NEMO_METRICS_TOKEN`` when set."""
     if not authorized(header(scope, b"authorization"), settings.NEMO_METRICS_TOKEN):
         await send_json(send, 401, {"error": {"message": "GET /metrics needs the metrics token as a Bearer token.",
@@ -139,7 +144,7 @@ class _Gauges:
         return iter(self.families)
 
 
-async def shared_gauges(state) -> list[GaugeMetricFamily]:
+async def shared_gauges(state: GatewayState) -> list[GaugeMetricFamily]:
     """What all workers share, read now; a part that cannot be read (Redis or the database
     away) is left out of this scrape and logged, the rest is answered."""
     families: list[GaugeMetricFamily] = []
@@ -151,7 +156,7 @@ async def shared_gauges(state) -> list[GaugeMetricFamily]:
     return families
 
 
-async def _store_gauges(state) -> list[GaugeMetricFamily]:
+async def _store_gauges(state: GatewayState) -> list[GaugeMetricFamily]:
     circuits = await state.store.circuits(sorted(state.config.deployments))
     circuit = GaugeMetricFamily("nemo_circuit_state", "Each deployment's circuit: 0 closed, 1 open, 2 half-open.",
                                 labels=["deployment"])
@@ -163,7 +168,7 @@ async def _store_gauges(state) -> list[GaugeMetricFamily]:
     return [circuit, outstanding]
 
 
-async def _sink_gauges(state) -> list[GaugeMetricFamily]:
+async def _sink_gauges(state: GatewayState) -> list[GaugeMetricFamily]:
     lag = GaugeMetricFamily("nemo_export_lag_seconds", "How long the oldest row of a sink's outbox has waited.",
                             labels=["sink", "type"])
     failures = GaugeMetricFamily("nemo_export_failures", "A sink's failed exports in a row (0: healthy).",

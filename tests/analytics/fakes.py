@@ -12,6 +12,12 @@ import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
 
 def _is_iso(text) -> bool:
     try:
@@ -227,9 +233,6 @@ class FakeOtlpCollector(FakeIntake):
         return all(headers.get(name) == value for name, value in self.required_headers.items())
 
     def decode(self, body: bytes):
-        from google.protobuf.message import DecodeError
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
         request = ExportTraceServiceRequest()
         try:
             request.ParseFromString(body)
@@ -238,15 +241,11 @@ class FakeOtlpCollector(FakeIntake):
         return request
 
     def encode(self, answer) -> tuple[bytes, str]:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
         if isinstance(answer, ExportTraceServiceResponse):
             return answer.SerializeToString(), self.content_type
         return super().encode(answer)
 
     def accept(self, request) -> tuple[int, object]:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
         for resource_spans in request.resource_spans:
             self.resources.append(resource_spans.resource)
             for scope_spans in resource_spans.scope_spans:
