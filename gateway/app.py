@@ -47,7 +47,7 @@ class GatewayApp:
         self._starting: asyncio.Lock | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.unknown_routes = UnknownRoutes()
-        # The calls of /v1/* being served (their tasks), and since when this worker drains.
+        # The calls of /v1/* being served (their tasks); whether this worker drains (SIGTERM).
         self._calls: set[asyncio.Task] = set()
         self.draining = False
         self._drain: asyncio.Task | None = None
@@ -82,7 +82,7 @@ class GatewayApp:
         elif scope["type"] == "http" and scope["path"] == "/readyz":
             await self._ready(send)
         elif scope["type"] == "http" and scope["path"] == "/metrics":
-            await metrics.handle(await self.state(), scope, send)
+            await self._metrics(scope, send)
         elif self.fallback is not None:
             await self.fallback(scope, receive, send)
         else:
@@ -111,6 +111,15 @@ class GatewayApp:
                 await self.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _metrics(self, scope, send) -> None:
+        try:
+            state = await self.state()
+        except Exception as error:  # noqa: BLE001 - not started (a bad routing file, a database away)
+            await send_json(send, 503, service_unavailable(f"The gateway has not started: {type(error).__name__}.",
+                                                           code="not_started").body())
+            return
+        await metrics.handle(state, scope, send)
 
     def _drain_on_sigterm(self) -> None:
         """SIGTERM drains this worker before the server stops (``drain``). The server's own
