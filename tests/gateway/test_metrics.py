@@ -120,17 +120,28 @@ def test_the_metrics_token_is_enforced_when_set(start_gateway, settings):
 
 @pytest.mark.redis
 @pytest.mark.postgres
-def test_without_a_token_metrics_are_open_and_show_export_lag(start_gateway, settings, make_tenant):
+def test_without_a_token_metrics_are_open_and_show_the_shared_state(start_gateway, settings, make_tenant):
+    import time
+
     from analytics.models import ExportSink
 
     settings.NEMO_METRICS_TOKEN = None
     tenant = make_tenant()
     sink = ExportSink.objects.create(org=tenant.org, type="s3", config={"bucket": "b"}, consecutive_failures=3)
-    gateway = start_gateway()
+    with FakeOpenAI() as primary, FakeOpenAI() as backup:
+        gateway = start_gateway(two_link_routing(primary, backup))
 
-    samples = scrape(gateway.url, token=None)
+        async def five_failures(state) -> None:
+            for _ in range(5):
+                await state.store.breaker_record("primary", False, time.time())
+
+        gateway.on_loop(five_failures)
+        samples = scrape(gateway.url, token=None)
+
     assert value(samples, "nemo_export_failures", sink=str(sink.pk), type="s3") == 3
     assert value(samples, "nemo_export_lag_seconds", sink=str(sink.pk), type="s3") == 0
+    assert value(samples, "nemo_circuit_state", deployment="primary") == 1
+    assert value(samples, "nemo_circuit_state", deployment="backup") == 0
 
 
 @pytest.mark.redis
