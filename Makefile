@@ -31,7 +31,7 @@ demo: migrate
 
 # Without REDIS_URL the counters live in the process, so the embedded default runs one worker.
 serve: install
-	$(BIN)/gunicorn nemo.asgi:application -k uvicorn_worker.UvicornWorker -w $(WORKERS) -b $(HOST):$(PORT)
+	$(BIN)/gunicorn nemo.asgi:application -c gunicorn.conf.py -k uvicorn_worker.UvicornWorker -w $(WORKERS) -b $(HOST):$(PORT)
 
 run: demo serve
 

@@ -81,7 +81,7 @@ class RequestLog(models.Model):
 
 
 class ExportSink(models.Model):
-    """Where an org's request log is exported (Langfuse, Datadog, S3).
+    """Where an org's request log is exported (Langfuse, Datadog, S3, an OTLP collector).
 
     ``last_exported_id`` is the outbox cursor: every log row of the org with a larger id is still
     to be sent. It only moves forward after a batch was accepted, so nothing is sent twice or
@@ -94,10 +94,11 @@ class ExportSink(models.Model):
         LANGFUSE = "langfuse"
         DATADOG = "datadog"
         S3 = "s3"
+        OTLP = "otlp", "OTLP"
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="export_sinks")
     type = models.CharField(max_length=10, choices=Type.choices)
-    config = models.JSONField(default=dict, help_text="url, credentials, bucket/prefix/region")
+    config = models.JSONField(default=dict, help_text="url, credentials, bucket/prefix/region, headers (otlp)")
     enabled = models.BooleanField(default=True)
     last_exported_id = models.BigIntegerField(default=0)
     consecutive_failures = models.PositiveIntegerField(default=0)

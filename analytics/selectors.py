@@ -372,3 +372,22 @@ def sinks_due(*, now: datetime | None = None) -> QuerySet[ExportSink]:
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .order_by("pk")
     )
+
+
+@dataclass(frozen=True)
+class SinkHealth:
+    sink_id: int
+    type: str
+    consecutive_failures: int
+    lag_s: float
+
+
+def sinks_health(*, now: datetime | None = None) -> list[SinkHealth]:
+    """Every enabled sink of every org (an operator's read, for ``/metrics``): its failures in a
+    row and its export lag, how long the oldest row of its outbox has waited (0 when it is empty)."""
+    now = now or timezone.now()
+    oldest = RequestLog.objects.filter(org_id=OuterRef("org_id"), id__gt=OuterRef("last_exported_id")).order_by("id")
+    sinks = (ExportSink.objects.filter(enabled=True).annotate(oldest=Subquery(oldest.values("inserted")[:1]))
+             .order_by("pk").values_list("pk", "type", "consecutive_failures", "oldest"))
+    return [SinkHealth(pk, type, failures, max(0.0, (now - waiting).total_seconds()) if waiting else 0.0)
+            for pk, type, failures, waiting in sinks]

@@ -444,6 +444,14 @@ class MemoryCounterStore(CounterStore):
                 breaker.state, breaker.until, breaker.failures = "open", now + open_s, []
             self._breakers[deployment] = breaker
 
+    async def circuits(self, deployments: Sequence[str]) -> dict[str, str]:
+        with self._lock:
+            return {d: self._breakers[d].state if d in self._breakers else "closed" for d in deployments}
+
+    async def reservations_outstanding(self) -> int:
+        with self._lock:
+            return len(self._reservations)
+
     async def cooldown_set(self, deployment: str, until: float) -> None:
         with self._lock:
             self._cooldowns[deployment] = until

@@ -362,6 +362,15 @@ class RedisCounterStore(CounterStore):
             args=["1" if ok else "0", repr(now), failure_threshold, repr(window_s), repr(open_s)],
         )
 
+    async def circuits(self, deployments: Sequence[str]) -> dict[str, str]:
+        if not deployments:
+            return {}
+        states = await self._redis.transaction([("HGET", self._key("cb", d), "state") for d in deployments])
+        return {d: state.decode() if state else "closed" for d, state in zip(deployments, states, strict=True)}
+
+    async def reservations_outstanding(self) -> int:
+        return int(await self._redis.execute("ZCARD", self._names.deadlines))
+
     async def cooldown_set(self, deployment: str, until: float) -> None:
         await self._redis.execute("HSET", self._key("cooldowns"), deployment, repr(until))
 

@@ -279,6 +279,15 @@ class CounterStore(abc.ABC):
         ``window_s``; the probe's outcome closes it or opens it again."""
 
     @abc.abstractmethod
+    async def circuits(self, deployments: Sequence[str]) -> dict[str, str]:
+        """Each deployment's circuit as stored: ``closed``, ``open`` or ``half_open`` (a read for
+        ``/metrics``, never the hot path's)."""
+
+    @abc.abstractmethod
+    async def reservations_outstanding(self) -> int:
+        """How many reservations, of every worker, are not settled yet (for ``/metrics``)."""
+
+    @abc.abstractmethod
     async def cooldown_set(self, deployment: str, until: float) -> None: ...
 
     @abc.abstractmethod

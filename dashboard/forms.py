@@ -11,6 +11,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.utils import timezone
 
 from analytics.exporters import EXPORTERS
+from analytics.exporters.otlp import parse_headers
 from analytics.models import ExportSink
 from billing.models import Budget
 from dashboard.logins import login_failure_record, login_paused, login_success_record
@@ -232,6 +233,15 @@ class SinkForm(forms.Form):
     access_key_id = forms.CharField(label="Access key id", required=False, help_text="S3")
     secret_access_key = forms.CharField(label="Secret access key", required=False, widget=forms.PasswordInput,
                                         help_text="S3")
+    headers = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
+                              help_text="OTLP: headers sent with every request, one NAME=VALUE a line")
+
+    def clean_headers(self) -> dict:
+        lines = [line for line in self.cleaned_data["headers"].splitlines() if line.strip()]
+        try:
+            return parse_headers(lines)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc).replace("--header takes", "A header line is")) from exc
 
     def clean(self):
         cleaned = super().clean()

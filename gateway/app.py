@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
+import threading
 import time
 
+from django.conf import settings
+
 from analytics.ledger import DATABASE_ERRORS
-from gateway import responses_store
+from gateway import metrics, responses_store
 from gateway.db import db_read, ping
 from gateway.dialects.chat_completions import ChatCompletions
 from gateway.dialects.embeddings import Embeddings
 from gateway.dialects.responses import Responses
 from gateway.errors import GatewayError, model_not_found, service_unavailable
 from gateway.http import header, send_json
-from gateway.pipeline import authenticate, serve
+from gateway.pipeline import authenticate, new_request_id, serve
 from gateway.state import GatewayState
 from gateway.unknown_routes import UnknownRoutes
 
@@ -29,6 +33,8 @@ MODEL_PATH = "/v1/models/"
 # How long ``/readyz`` waits for each of the database and the counter store.
 READY_TIMEOUT_S = 2.0
 READY_PROBE_KEY = "readyz"
+# How often a draining worker looks whether its calls in flight are done.
+DRAIN_POLL_S = 0.1
 
 # Allocations between two collections of the youngest generation (the default is 700).
 GC_THRESHOLD = 10_000
@@ -41,6 +47,10 @@ class GatewayApp:
         self._starting: asyncio.Lock | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.unknown_routes = UnknownRoutes()
+        # The calls of /v1/* being served (their tasks); whether this worker drains (SIGTERM).
+        self._calls: set[asyncio.Task] = set()
+        self.draining = False
+        self._drain: asyncio.Task | None = None
 
     async def state(self) -> GatewayState:
         if self._state is None:
@@ -61,11 +71,18 @@ class GatewayApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            await self._route(scope, receive, send)
+            call = asyncio.current_task()
+            self._calls.add(call)
+            try:
+                await self._route(scope, receive, send)
+            finally:
+                self._calls.discard(call)
         elif scope["type"] == "http" and scope["path"] == "/healthz":
             await send_json(send, 200, {"status": "ok"})
         elif scope["type"] == "http" and scope["path"] == "/readyz":
             await self._ready(send)
+        elif scope["type"] == "http" and scope["path"] == "/metrics":
+            await self._metrics(scope, send)
         elif self.fallback is not None:
             await self.fallback(scope, receive, send)
         else:
@@ -88,15 +105,69 @@ class GatewayApp:
                 # allocates is freed by reference counting anyway.
                 gc.freeze()
                 gc.set_threshold(GC_THRESHOLD, 10, 10)
+                self._drain_on_sigterm()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _metrics(self, scope, send) -> None:
+        try:
+            state = await self.state()
+        except Exception as error:  # noqa: BLE001 - not started (a bad routing file, a database away)
+            await send_json(send, 503, service_unavailable(f"The gateway has not started: {type(error).__name__}.",
+                                                           code="not_started").body())
+            return
+        await metrics.handle(state, scope, send)
+
+    def _drain_on_sigterm(self) -> None:
+        """SIGTERM drains this worker before the server stops (``drain``). The server's own
+        handler (uvicorn's, which closes the listener and stops) is called once drained. Signals
+        reach the main thread only: a gateway served from another thread (tests) is not hooked."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        server_handler = signal.getsignal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+
+        def stop(signum, frame) -> None:
+            if callable(server_handler):
+                server_handler(signum, frame)
+            else:
+                signal.signal(signal.SIGTERM, server_handler)
+                signal.raise_signal(signal.SIGTERM)
+
+        def start_drain(signum, frame) -> None:
+            if self._drain is None:
+                self._drain = loop.create_task(self.drain(lambda: stop(signum, frame)))
+
+        # (A handler runs between two steps of the loop's thread: the drain starts on the loop.)
+        signal.signal(signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(start_drain, signum, frame))
+
+    async def drain(self, then) -> None:
+        """Lets the calls in flight finish while ``/readyz`` answers 503 (so a load balancer takes
+        this worker out) and new calls are still served, up to ``NEMO_DRAIN_GRACE_S``; the calls
+        still running then are cancelled (each still logged and settled, ``pipeline.serve``).
+        Then ``then()``: the server stops."""
+        self.draining = True
+        grace_s = settings.NEMO_DRAIN_GRACE_S
+        logger.info("SIGTERM: draining %d calls in flight (up to %.0f s)", len(self._calls), grace_s)
+        give_up = time.monotonic() + grace_s
+        while self._calls and time.monotonic() < give_up:
+            await asyncio.sleep(DRAIN_POLL_S)
+        if self._calls:
+            logger.warning("the drain's grace period ended: cancelling %d calls in flight", len(self._calls))
+            for call in list(self._calls):
+                call.cancel()
+        then()
+
     async def _ready(self, send) -> None:
         """``/readyz``: the routing file loaded, the database and the counter store answering,
-        each within ``READY_TIMEOUT_S``; a 503 naming what is not, for a load balancer."""
+        each within ``READY_TIMEOUT_S``; a 503 naming what is not, for a load balancer. While
+        the worker drains (SIGTERM), a 503 whatever the checks say."""
+        if self.draining:
+            await send_json(send, 503, {"status": "draining"})
+            return
         checks = {"routing": "ok", "database": "ok", "counters": "ok"}
         try:
             # (Shielded: a start that takes longer goes on, for the next probe.)
@@ -131,9 +202,12 @@ class GatewayApp:
         elif path.startswith(MODEL_PATH) and method == "GET":
             await handle_model(state, scope, send, path[len(MODEL_PATH):])
         else:
-            self.unknown_routes.seen(method=method, path=scope["path"], authorization=header(scope, b"authorization"))
+            request_id = new_request_id()
+            self.unknown_routes.seen(method=method, path=scope["path"], authorization=header(scope, b"authorization"),
+                                     request_id=request_id)
             await send_json(send, 404, {"error": {"message": f"No route {method} {scope['path']}.",
-                                                  "type": "not_found_error", "param": None, "code": "unknown_url"}})
+                                                  "type": "not_found_error", "param": None, "code": "unknown_url"}},
+                            {"x-nemo-request-id": request_id})
 
 
 _database_answers = db_read(ping)

@@ -71,6 +71,11 @@ async def send_json(send, status: int, payload, headers: dict[str, str] | None =
     await send({"type": "http.response.body", "body": body})
 
 
+async def send_body(send, status: int, body: bytes, content_type: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _encode_headers({}, content_type)})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def start_event_stream(send, headers: dict[str, str]) -> None:
     await send({
         "type": "http.response.start",

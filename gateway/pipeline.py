@@ -11,6 +11,7 @@ whatever way the call ends.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -22,7 +23,7 @@ from django.conf import settings
 from analytics.ledger import DATABASE_ERRORS
 from analytics.records import prompt_meta
 from billing.reservations import Refused, Reservation, Settlement
-from gateway import cache
+from gateway import cache, events, metrics
 from gateway.auth import KeySnapshot
 from gateway.config import Deployment, ModelRoute
 from gateway.dialects import Dialect
@@ -71,7 +72,8 @@ class Call:
     cache_status: str = "skip"
     status: int = 200
     error: str = ""
-    # The code and param of the contract's error answered (budget alerts read them off the log).
+    # The code and param of the contract's error answered (``GatewayError``): what the metrics
+    # count refusals by and budget alerts read off the log.
     error_code: str = ""
     error_param: str = ""
     cost_micros: int = 0
@@ -98,14 +100,24 @@ class Call:
         return headers
 
 
+def new_request_id() -> str:
+    return f"req_{random.getrandbits(128):032x}"
+
+
 async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> None:
     """One call of the proxy, from its request to its answer and its row."""
-    call = Call(request_id=f"req_{random.getrandbits(128):032x}", started=time.monotonic(),
+    call = Call(request_id=new_request_id(), started=time.monotonic(),
                 run_id=(header(scope, b"x-nemo-run") or "")[:200], endpoint=dialect.endpoint)
     try:
         await _run(state, dialect, call, scope, receive, send)
     except GatewayError as error:
         await _refuse(state, dialect, call, error, send)
+    except asyncio.CancelledError:
+        # The worker stopped before the call was done (its drain's grace period ran out): the
+        # row says so, whatever the client was sent already.
+        if call.status == 200:
+            call.status, call.error = 503, "the gateway stopped before the call was done"
+        raise
     except Exception:
         # A bug of ours, or Redis/the database gone: the client still gets an answer in the
         # contract's shape, and the call still leaves its trail and ends its reservation.
@@ -121,6 +133,8 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
         # Whatever else ended the call (a client that left, a cancellation).
         if call.snapshot is not None and not call.recorded:
             await record(state, call)
+        metrics.observe_call(call, state.config.models)
+        events.call_ended(call, scope)
 
 
 async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive, send) -> None:

@@ -53,7 +53,7 @@ from django.db import connection
 from analytics.ledger import DATABASE_ERRORS, row_position
 from billing.reservations import STORE_ERRORS, Settlement, settle
 from counters import CounterStore
-from gateway import db, log_rows
+from gateway import db, log_rows, metrics
 from gateway.pgpipeline import PipelinedPostgres
 
 logger = logging.getLogger(__name__)
@@ -158,13 +158,16 @@ class Recorder:
         database = _OwnConnection(self._connections)
         while True:
             batch = [await self._queue.get()]
+            taken = time.monotonic()
             self._busy += 1
             try:
                 # Let requests finishing in the same tick join this batch.
                 await asyncio.sleep(0)
                 while len(batch) < MAX_BATCH and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
-                for part, position, error in await self._commit_batch(batch, database, loop):
+                parts = await self._commit_batch(batch, database, loop)
+                metrics.observe_commit(len(batch), time.monotonic() - taken)
+                for part, position, error in parts:
                     self._answer(part, position, error, loop)
             finally:
                 self._busy -= 1

@@ -1,6 +1,6 @@
 """Requests for ``/v1/...`` routes the gateway does not serve: still a 404 in OpenAI's shape, but
-logged and counted per worker, so an operator sees which routes clients ask for (a framework
-built for an API we do not serve yet shows up here first).
+logged (a line of ``gateway.events``) and counted per worker, so an operator sees which routes
+clients ask for (a framework built for an API we do not serve yet shows up here first).
 
 The log line names the key by its public prefix, never its secret; a credential that is not one
 of ours is not named at all (it may be a real OpenAI key sent to the wrong place).
@@ -8,12 +8,9 @@ of ours is not named at all (it may be a real OpenAI key sent to the wrong place
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 
-from keys import secrets
-
-logger = logging.getLogger(__name__)
+from gateway import events
 
 # Clients choose the paths: past this many distinct routes, the rest are counted together.
 MAX_ROUTES = 1000
@@ -31,20 +28,9 @@ class UnknownRoutes:
     def total(self) -> int:
         return self.counts.total()
 
-    def seen(self, *, method: str, path: str, authorization: str | None) -> None:
+    def seen(self, *, method: str, path: str, authorization: str | None, request_id: str = "") -> None:
         route = (method, path[:MAX_PATH])
         if route not in self.counts and len(self.counts) >= MAX_ROUTES:
             route = OTHER_ROUTES
         self.counts[route] += 1
-        # %r: a path with a newline in it cannot forge a second log line.
-        logger.info("no route %s %r (key %s)", method, path[:MAX_PATH], key_prefix(authorization) or "none")
-
-
-def key_prefix(authorization: str | None) -> str | None:
-    """The public prefix of the Nemo key an ``Authorization`` header carries, if it carries one."""
-    if not authorization or not authorization.startswith("Bearer "):
-        return None
-    secret = authorization[7:].strip()
-    if not secrets.is_well_formed(secret, secrets.KEY_SCHEME):
-        return None
-    return secrets.prefix_of(secret, secrets.KEY_SCHEME)
+        events.unknown_route(request_id=request_id, method=method, path=path[:MAX_PATH], authorization=authorization)

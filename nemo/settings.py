@@ -159,6 +159,14 @@ NEMO_MAX_BODY_MB = _read("NEMO_MAX_BODY_MB", env.int, 32)
 if not 1 <= NEMO_MAX_BODY_MB <= 1024:
     raise ImproperlyConfigured(f"NEMO_MAX_BODY_MB must be 1 to 1024 (MiB), not {NEMO_MAX_BODY_MB}")
 
+# ``GET /metrics`` asks for this as a Bearer token when it is set (Prometheus' ``authorization``).
+NEMO_METRICS_TOKEN = _read("NEMO_METRICS_TOKEN", env.str, "") or None
+# On SIGTERM, how long a gateway worker lets its calls in flight (streams) finish before it exits;
+# ``/readyz`` answers 503 meanwhile. gunicorn's graceful timeout (gunicorn.conf.py) allows it.
+NEMO_DRAIN_GRACE_S = _read("NEMO_DRAIN_GRACE_S", env.float, 30.0)
+if not 0 <= NEMO_DRAIN_GRACE_S <= 3600:
+    raise ImproperlyConfigured(f"NEMO_DRAIN_GRACE_S must be 0 to 3600 seconds, not {NEMO_DRAIN_GRACE_S}")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -246,8 +254,12 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # The gateway's structured log (gateway/events.py): its JSON lines as they are.
+    "formatters": {"line": {"format": "%(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler"},
+                 "events": {"class": "logging.StreamHandler", "formatter": "line"}},
     "root": {"handlers": ["console"], "level": _read("LOG_LEVEL", env.str, "INFO")},
+    "loggers": {"gateway.events": {"handlers": ["events"], "level": "INFO", "propagate": False}},
 }
 
 STORAGES = {

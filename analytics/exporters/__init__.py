@@ -3,6 +3,7 @@
 from analytics.exporters.base import Exporter, ExportError
 from analytics.exporters.datadog import DatadogExporter
 from analytics.exporters.langfuse import LangfuseExporter
+from analytics.exporters.otlp import OtlpExporter
 from analytics.exporters.s3 import S3Exporter
 from analytics.models import ExportSink
 
@@ -10,6 +11,7 @@ EXPORTERS: dict[str, type[Exporter]] = {
     ExportSink.Type.LANGFUSE: LangfuseExporter,
     ExportSink.Type.DATADOG: DatadogExporter,
     ExportSink.Type.S3: S3Exporter,
+    ExportSink.Type.OTLP: OtlpExporter,
 }
 
 __all__ = ["EXPORTERS", "ExportError", "Exporter", "clean_config", "exporter_for", "redacted_config"]

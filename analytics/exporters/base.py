@@ -92,14 +92,12 @@ def post_json(url: str, payload, *, headers: dict | None = None, auth: tuple[str
     return post_body(url, dumps(payload), headers=headers, auth=auth)
 
 
-def post_body(url: str, body: bytes, *, headers: dict | None = None,
-              auth: tuple[str, str] | None = None) -> httpx.Response:
-    """POSTs these exact bytes as JSON (a signed body must be sent as it was signed), through the
-    pooled client that checks every destination; failures as in ``post_json``."""
+def post_body(url: str, body: bytes, *, headers: dict | None = None, auth: tuple[str, str] | None = None,
+              content_type: str = "application/json") -> httpx.Response:
+    """POSTs these exact bytes (a signed body as it was signed, a protobuf as it was encoded),
+    through the pooled client that checks every destination; failures as in ``post_json``."""
     try:
-        return _client().post(
-            url, content=body, auth=auth, headers={"Content-Type": "application/json", **(headers or {})}
-        )
+        return _client().post(url, content=body, auth=auth, headers={"Content-Type": content_type, **(headers or {})})
     except DestinationRefused as exc:
         raise ExportError(str(exc)) from exc
     except httpx.HTTPError as exc:

@@ -12,6 +12,12 @@ import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
 
 def _is_iso(text) -> bool:
     try:
@@ -22,6 +28,7 @@ def _is_iso(text) -> bool:
 
 class FakeIntake:
     path = "/"
+    content_type = "application/json"
 
     def __init__(self):
         self.problems: list[str] = []
@@ -38,9 +45,9 @@ class FakeIntake:
                 with fake.lock:
                     fake.requests += 1
                     status, answer = fake.handle(self.path, self.headers, body)
-                payload = json.dumps(answer).encode()
+                payload, content_type = fake.encode(answer)
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -64,9 +71,9 @@ class FakeIntake:
         if path != self.path:
             self.problems.append(f"POST to {path}, not {self.path}")
             return 404, {"message": "not found"}
-        if not headers.get("Content-Type", "").startswith("application/json"):
+        if not headers.get("Content-Type", "").startswith(self.content_type):
             self.problems.append(f"Content-Type {headers.get('Content-Type')!r}")
-            return 400, {"message": "json expected"}
+            return 400, {"message": f"{self.content_type} expected"}
         if not self.authorized(headers):
             self.problems.append("bad credentials")
             return 401, {"message": "unauthorized"}
@@ -74,11 +81,17 @@ class FakeIntake:
             self.fail_next -= 1
             return 503, {"message": "try again later"}
         try:
-            payload = json.loads(body)
+            payload = self.decode(body)
         except ValueError:
-            self.problems.append("body is not JSON")
-            return 400, {"message": "bad json"}
+            self.problems.append(f"body is not {self.content_type}")
+            return 400, {"message": "bad body"}
         return self.accept(payload)
+
+    def decode(self, body: bytes):
+        return json.loads(body)
+
+    def encode(self, answer) -> tuple[bytes, str]:
+        return json.dumps(answer).encode(), "application/json"
 
 
 class FakeLangfuse(FakeIntake):
@@ -200,3 +213,41 @@ class FakeDatadog(FakeIntake):
         for entry in self.entries:
             counts[entry["nemo"]["request_id"]] = counts.get(entry["nemo"]["request_id"], 0) + 1
         return counts
+
+
+class FakeOtlpCollector(FakeIntake):
+    """OTLP/HTTP traces: POST {base}/v1/traces with an ExportTraceServiceRequest in protobuf,
+    decoded with opentelemetry-proto; answers an ExportTraceServiceResponse. ``headers``: what
+    every request must carry (a collector's credentials)."""
+
+    content_type = "application/x-protobuf"
+
+    def __init__(self, base_path: str = "", headers: dict[str, str] | None = None):
+        super().__init__()
+        self.path = base_path + "/v1/traces"
+        self.required_headers = headers or {}
+        self.spans: list = []
+        self.resources: list = []
+
+    def authorized(self, headers) -> bool:
+        return all(headers.get(name) == value for name, value in self.required_headers.items())
+
+    def decode(self, body: bytes):
+        request = ExportTraceServiceRequest()
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            raise ValueError(str(exc)) from exc
+        return request
+
+    def encode(self, answer) -> tuple[bytes, str]:
+        if isinstance(answer, ExportTraceServiceResponse):
+            return answer.SerializeToString(), self.content_type
+        return super().encode(answer)
+
+    def accept(self, request) -> tuple[int, object]:
+        for resource_spans in request.resource_spans:
+            self.resources.append(resource_spans.resource)
+            for scope_spans in resource_spans.scope_spans:
+                self.spans.extend(scope_spans.spans)
+        return 200, ExportTraceServiceResponse()

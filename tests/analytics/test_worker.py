@@ -17,7 +17,7 @@ from analytics.services import sink_create
 from analytics.tasks import export_sink
 from nemo.celery import app as celery_app
 from tests.analytics.factories import make_log
-from tests.analytics.fakes import FakeDatadog
+from tests.analytics.fakes import FakeDatadog, FakeOtlpCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,3 +77,30 @@ def test_a_real_worker_exports_the_committed_log_to_the_sink(org, key, system_ac
     assert datadog.entries_by_request() == {row.request_id: 1 for row in rows}
     assert sink.last_exported_id == rows[-1].pk
     assert datadog.problems == []
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("private_sinks")
+def test_a_real_worker_exports_a_run_as_one_trace_to_an_otlp_collector(org, key, system_actor, monkeypatch, tmp_path):
+    rows = [make_log(org, key, run_id="run-7", inserted=timezone.now() - timedelta(minutes=1)) for _ in range(3)]
+    queue = f"nemo-test-{uuid.uuid4().hex}"
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", False)
+    with FakeOtlpCollector(headers={"x-collector-token": "t-1"}) as collector:
+        sink = sink_create(org=org, type="otlp", config={"url": collector.url, "headers": {"x-collector-token": "t-1"}},
+                           actor=system_actor)
+        worker = start_worker(queue, tmp_path / "worker.log")
+        try:
+            export_sink.apply_async(args=[sink.pk], queue=queue)
+            delivered = wait_for(lambda: len(collector.spans) >= 4)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+
+    sink.refresh_from_db()
+    assert delivered, (tmp_path / "worker.log").read_text()[-3000:]
+    assert collector.problems == []
+    assert sorted(span.name for span in collector.spans) == ["chat gemini-2.5-flash"] * 3 + ["invoke_agent"]
+    assert len({span.trace_id for span in collector.spans}) == 1
+    assert sink.last_exported_id == rows[-1].pk

@@ -255,3 +255,27 @@ def test_recent_deliveries_show_their_state_attempts_and_failure(owner_client, o
 
 def owner_page_has(client, text: str) -> bool:
     return text in client.get("/settings/").content.decode()
+
+
+# --- export sinks -----------------------------------------------------------------------------
+
+def test_an_admin_adds_an_otlp_sink_with_headers_that_are_never_shown(admin_client, org):
+    response = admin_client.post("/settings/sinks/new/", {
+        "type": "otlp", "url": "https://otlp.example.com/api/public/otel",
+        "headers": "Authorization=Basic c2VjcmV0LXZhbHVl\r\ndd-otlp-source=llmobs\r\n"})
+
+    assert response.status_code == 302
+    sink = ExportSink.objects.get(org=org)
+    assert sink.config["headers"] == {"Authorization": "Basic c2VjcmV0LXZhbHVl", "dd-otlp-source": "llmobs"}
+    page = admin_client.get("/settings/").content.decode()
+    assert "otlp.example.com" in page
+    assert "c2VjcmV0LXZhbHVl" not in page
+
+
+def test_an_otlp_sink_with_a_malformed_header_is_refused(admin_client, org):
+    response = admin_client.post("/settings/sinks/new/", {"type": "otlp", "url": "https://otlp.example.com",
+                                                          "headers": "no equals sign"})
+
+    assert response.status_code == 400
+    assert "NAME=VALUE" in response.content.decode()
+    assert not ExportSink.objects.filter(org=org).exists()

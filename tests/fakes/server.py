@@ -111,6 +111,9 @@ class FakeUpstream:
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
+        # Set to an unset Event, streamed answers send their first event and wait for it to be
+        # set before the rest: streams held open for as long as a test needs.
+        self.hold_streams: threading.Event | None = None
 
     # --- what a test uses ------------------------------------------------------------------
     def script(self, *behaviours: Behaviour) -> None:
@@ -252,8 +255,10 @@ class FakeUpstream:
                 return response
             await response.write(self.error_event(behaviour.status, "fake error inside the stream"))
         else:
-            for event in events:
+            for n, event in enumerate(events):
                 await response.write(event)
+                while n == 0 and self.hold_streams is not None and not self.hold_streams.is_set():
+                    await asyncio.sleep(0.02)
         await response.write_eof()
         return response
 

@@ -106,6 +106,26 @@ def start_gateway(transactional_db, settings, tmp_path, redis_prefix) -> Iterato
         client.close()
 
 
+@pytest.fixture
+def gateway_events() -> Iterator[list[dict]]:
+    """The lines of the gateway's structured log (``gateway.events``) as they are written, parsed
+    from their JSON: one object a line."""
+    import json
+    import logging
+
+    lines: list[dict] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(record.getMessage()))
+
+    handler = Collect(level=logging.DEBUG)
+    logger = logging.getLogger("gateway.events")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+
+
 class Tenant:
     def __init__(self, org, key, secret: str) -> None:
         self.org = org
@@ -154,7 +174,8 @@ def openai_routing(fake_base_url: str, *, chain_of: dict[str, str] | None = None
 class GatewayProcess:
     """A gateway in a process of its own (``uvicorn nemo.asgi:application``), as a worker runs."""
 
-    def __init__(self, *, routing_path: str, redis_prefix: str) -> None:
+    def __init__(self, *, routing_path: str, redis_prefix: str, env: dict[str, str] | None = None,
+                 command: list[str] | None = None, output=None) -> None:
         import os
         import subprocess
         import sys
@@ -171,12 +192,14 @@ class GatewayProcess:
             "NEMO_REDIS_PREFIX": redis_prefix,
             "NEMO_ROUTER_CONFIG": routing_path,
             "DJANGO_SETTINGS_MODULE": "nemo.settings",
+            **(env or {}),
         }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "nemo.asgi:application", "--host", "127.0.0.1", "--port",
-             str(self.port), "--log-level", "warning"],
-            env=env,
-        )
+        command = command or [sys.executable, "-m", "uvicorn", "nemo.asgi:application", "--log-level", "warning",
+                              "--host", "127.0.0.1", "--port", "{port}"]
+        # ``output``: a file its stdout and stderr go to.
+        self._output = open(output, "w") if output is not None else None  # noqa: SIM115 - closed in stop
+        self.process = subprocess.Popen([part.format(port=self.port) for part in command], env=env,
+                                        stdout=self._output, stderr=subprocess.STDOUT if self._output else None)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -197,17 +220,23 @@ class GatewayProcess:
             self.process.wait(timeout=10)
         except Exception:  # noqa: BLE001 - a stuck worker is killed
             self.process.kill()
+        if self._output is not None:
+            self._output.close()
 
 
 @pytest.fixture
-def start_gateway_process(transactional_db, tmp_path, redis_prefix) -> Iterator[Callable[[dict], GatewayProcess]]:
-    """``start_gateway_process(routing)``: a separate worker process sharing the test's Redis."""
+def start_gateway_process(transactional_db, tmp_path, redis_prefix) -> Iterator[Callable[..., GatewayProcess]]:
+    """``start_gateway_process(routing, env=None, command=None)``: a separate worker process
+    sharing the test's Redis; ``env``: more of its environment; ``command``: what serves it (uvicorn
+    by default), ``{port}`` in it standing for its port; ``output``: a file for its stdout and stderr."""
     processes: list[GatewayProcess] = []
 
-    def start(routing: dict) -> GatewayProcess:
+    def start(routing: dict, env: dict[str, str] | None = None, command: list[str] | None = None,
+              output=None) -> GatewayProcess:
         path = tmp_path / f"routing-process-{len(processes)}.yaml"
         path.write_text(yaml.safe_dump(routing))
-        process = GatewayProcess(routing_path=str(path), redis_prefix=redis_prefix)
+        process = GatewayProcess(routing_path=str(path), redis_prefix=redis_prefix, env=env, command=command,
+                                 output=output)
         processes.append(process)
         return process
 

@@ -1,4 +1,5 @@
-from gateway.unknown_routes import MAX_ROUTES, OTHER_ROUTES, UnknownRoutes, key_prefix
+from gateway.events import key_prefix
+from gateway.unknown_routes import MAX_ROUTES, OTHER_ROUTES, UnknownRoutes
 
 
 def test_routes_past_the_limit_are_counted_together():

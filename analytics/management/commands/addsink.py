@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from analytics.exporters import EXPORTERS
+from analytics.exporters.otlp import parse_headers
 from analytics.models import ExportSink
 from analytics.services import sink_create
 from keys.audit import Actor
@@ -13,11 +14,11 @@ CONFIG_OPTIONS = (
 
 
 def _flag(option: str) -> str:
-    return "--" + option.replace("_", "-")
+    return "--header" if option == "headers" else "--" + option.replace("_", "-")
 
 
 class Command(BaseCommand):
-    help = "Adds an export sink (Langfuse, Datadog or S3) to an org and prints its id."
+    help = "Adds an export sink (Langfuse, Datadog, S3 or an OTLP collector) to an org and prints its id."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--org", required=True, help="The org's slug.")
@@ -32,6 +33,8 @@ class Command(BaseCommand):
         parser.add_argument("--region", help="S3 region.")
         parser.add_argument("--access-key-id", help="S3 access key id (default: boto3's credential chain).")
         parser.add_argument("--secret-access-key", help="S3 secret access key.")
+        parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                            help="A header the OTLP sink sends with every request (repeatable).")
 
     def handle(self, *args, **opts) -> None:
         org = organization_by_slug(opts["org"])
@@ -40,6 +43,11 @@ class Command(BaseCommand):
         sink_type = opts["type"]
         exporter = EXPORTERS[sink_type]
         config = {option: opts[option] for option in CONFIG_OPTIONS if opts.get(option) not in (None, "")}
+        if opts["header"]:
+            try:
+                config["headers"] = parse_headers(opts["header"])
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
         foreign = [option for option in config if option not in (*exporter.required, *exporter.optional)]
         if foreign:
             raise CommandError(f"a {sink_type} sink does not take {', '.join(map(_flag, foreign))}")

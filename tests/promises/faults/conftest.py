@@ -1,3 +1,8 @@
 """The outage tests run real gateways, as the gateway tests do: their fixtures are shared."""
 
-from tests.gateway.conftest import make_tenant, redis_prefix, start_gateway  # noqa: F401 - fixtures
+from tests.gateway.conftest import (  # noqa: F401 - fixtures
+    make_tenant,
+    redis_prefix,
+    start_gateway,
+    start_gateway_process,
+)

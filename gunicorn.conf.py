@@ -1,0 +1,49 @@
+"""gunicorn's settings for the gateway (read from the working directory by ``make serve``).
+
+* Metrics: every worker writes its metrics to files of its own in ``PROMETHEUS_MULTIPROC_DIR``,
+  and ``/metrics`` adds them up (gateway/metrics.py). Unset, a fresh directory is made for this
+  master; either way its metric files (``*.db``) are removed at start, since an earlier run's
+  would add to this one's.
+* Drain: on SIGTERM a worker lets its calls in flight finish for up to ``NEMO_DRAIN_GRACE_S``
+  (gateway/app.py); gunicorn kills workers still running after its graceful timeout, so that is
+  set a little longer.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_grace_s = float(os.environ.get("NEMO_DRAIN_GRACE_S", "30"))
+graceful_timeout = int(_grace_s) + 5
+
+
+# The metrics directory this master made (none given), removed when it exits.
+_made: list[str] = []
+
+
+def on_starting(server) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="nemo-metrics-")
+        _made.append(directory)
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    # Set in the master before the workers are forked: prometheus-client reads it when imported.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def child_exit(server, worker) -> None:
+    """A worker gone: its live gauges leave the sums (its counters stay, as counters do)."""
+    # Imported here, never at the top: prometheus-client picks its mode when first imported, and
+    # the workers forked from this master would inherit the single-process one.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    for directory in _made:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,170 @@
+"""``GET /metrics``: every worker's calls counted together (prometheus-client's multiprocess
+mode), behind ``NEMO_METRICS_TOKEN``; the shared state's gauges read when scraped."""
+
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fakes.behaviours import Status
+from tests.fakes.openai import FakeOpenAI
+from tests.gateway.conftest import openai_routing
+from tests.gateway.test_fallback import two_link_routing
+
+HELLO = [{"role": "user", "content": "hello"}]
+TOKEN = "metrics-token-for-the-test"
+
+
+def scrape(url: str, token: str | None = TOKEN) -> dict[tuple[str, tuple], float]:
+    """``{(sample name, sorted labels): value}`` of a scrape."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    answer = httpx.get(f"{url}/metrics", headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def calls_of(samples: dict) -> dict:
+    return {key: count for key, count in samples.items() if key[0] == "nemo_calls_total"}
+
+
+def call(worker, secret: str):
+    """One call; the raw answer, or the error the client raised."""
+    try:
+        return worker.client(secret).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HELLO, max_tokens=5)
+    except openai.APIStatusError as error:
+        return error.response
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_metrics_count_the_calls_of_two_workers_together(start_gateway_process, make_tenant, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "k")
+    shared_dir = tmp_path / "prometheus"
+    shared_dir.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared_dir), "NEMO_METRICS_TOKEN": TOKEN}
+    with FakeOpenAI() as primary, FakeOpenAI() as backup:
+        routing = two_link_routing(primary, backup)
+        first, second = start_gateway_process(routing, env=env), start_gateway_process(routing, env=env)
+        tenant = make_tenant()
+        broke = make_tenant("Broke Inc", key_budget=Decimal("0.000001"))
+        limited = make_tenant("Limited Inc", rpm_limit=1)
+
+        statuses = [call(first, tenant.secret).status_code, call(second, tenant.secret).status_code,
+                    call(second, tenant.secret).status_code]
+        primary.script(Status(500))
+        fallback = call(first, tenant.secret)
+        primary.script(Status(500))
+        backup.script(Status(500))
+        failed = call(second, tenant.secret)
+        refused = call(first, broke.secret)
+        statuses += [call(second, limited.secret).status_code, call(first, limited.secret).status_code]
+
+        samples, other = scrape(first.url), scrape(second.url)
+
+    # Either worker answers the scrape with every worker's counts.
+    assert calls_of(other) == calls_of(samples)
+
+    assert statuses == [200, 200, 200, 200, 429]
+    assert fallback.status_code == 200 and fallback.headers["x-nemo-attempts"].endswith("backup:ok")
+    assert failed.status_code == 502 and refused.status_code == 402
+    calls = "nemo_calls_total"
+    chat = {"endpoint": "chat.completions", "model": "gpt-4o"}
+    assert value(samples, calls, **chat, deployment="primary", status="200") == 4
+    assert value(samples, calls, **chat, deployment="backup", status="200") == 1
+    assert value(samples, calls, **chat, deployment="", status="502") == 1
+    assert value(samples, calls, **chat, deployment="", status="402") == 1
+    assert value(samples, calls, **chat, deployment="", status="429") == 1
+    assert value(samples, "nemo_budget_refusals_total", level="key") == 1
+    assert value(samples, "nemo_rate_limit_refusals_total", source="key") == 1
+    first_outcome = fallback.headers["x-nemo-attempts"].split(", ")[0].split(":")[1]
+    assert value(samples, "nemo_attempts_total", deployment="primary", outcome="ok") == 4
+    assert value(samples, "nemo_attempts_total", deployment="primary", outcome=first_outcome) == 2
+    assert value(samples, "nemo_attempts_total", deployment="backup", outcome="ok") == 1
+    assert value(samples, "nemo_attempts_total", deployment="backup", outcome=first_outcome) == 1
+    # Every call is in the latency histogram, the served ones in time to first token.
+    assert value(samples, "nemo_call_latency_seconds_count", **chat) == 8
+    assert value(samples, "nemo_call_ttft_seconds_count", **chat) == 5
+    assert value(samples, "nemo_call_latency_seconds_bucket", **chat, le="+Inf") == 8
+    # The log writer's batches held every row written (the 429 and 402 are logged too).
+    assert value(samples, "nemo_log_batch_rows_sum") == 8
+    assert value(samples, "nemo_log_commit_lag_seconds_count") >= 1
+    # The shared state, read at the scrape: two failures in 30 s open no circuit; nothing is in flight.
+    assert value(samples, "nemo_circuit_state", deployment="primary") == 0
+    assert value(samples, "nemo_circuit_state", deployment="backup") == 0
+    assert value(samples, "nemo_reservations_outstanding") == 0
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_the_metrics_token_is_enforced_when_set(start_gateway, settings):
+    settings.NEMO_METRICS_TOKEN = TOKEN
+    gateway = start_gateway()
+
+    assert httpx.get(f"{gateway.url}/metrics").status_code == 401
+    wrong = httpx.get(f"{gateway.url}/metrics", headers={"authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["code"] == "invalid_metrics_token"
+    answer = httpx.get(f"{gateway.url}/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert "nemo_reservations_outstanding" in answer.text
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_without_a_token_metrics_are_open_and_show_the_shared_state(start_gateway, settings, make_tenant):
+    import time
+
+    from analytics.models import ExportSink
+
+    settings.NEMO_METRICS_TOKEN = None
+    tenant = make_tenant()
+    sink = ExportSink.objects.create(org=tenant.org, type="s3", config={"bucket": "b"}, consecutive_failures=3)
+    with FakeOpenAI() as primary, FakeOpenAI() as backup:
+        gateway = start_gateway(two_link_routing(primary, backup))
+
+        async def five_failures(state) -> None:
+            for _ in range(5):
+                await state.store.breaker_record("primary", False, time.time())
+
+        gateway.on_loop(five_failures)
+        samples = scrape(gateway.url, token=None)
+
+    assert value(samples, "nemo_export_failures", sink=str(sink.pk), type="s3") == 3
+    assert value(samples, "nemo_export_lag_seconds", sink=str(sink.pk), type="s3") == 0
+    assert value(samples, "nemo_circuit_state", deployment="primary") == 1
+    assert value(samples, "nemo_circuit_state", deployment="backup") == 0
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_under_gunicorn_every_scrape_counts_every_workers_calls(start_gateway_process, make_tenant, monkeypatch):
+    """gunicorn.conf.py, with no PROMETHEUS_MULTIPROC_DIR given: the workers' calls are added up,
+    whichever worker served them and whichever answers the scrape."""
+    from tests.gateway.test_drain import gunicorn, readyz
+    from tests.promises.budget.support import wait_until
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "k")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    calls = 20
+    with FakeOpenAI() as upstream:
+        gateway = start_gateway_process(openai_routing(upstream.base_url), env={"NEMO_METRICS_TOKEN": TOKEN},
+                                        command=gunicorn(2))
+        wait_until(lambda: readyz(gateway.url) == 200, what="the workers to be ready", timeout_s=60)
+        tenant = make_tenant()
+        for _ in range(calls):
+            # A connection each (openai's client would keep one): the workers share the calls.
+            httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {tenant.secret}"},
+                       json={"model": "gpt-4o", "max_tokens": 5, "messages": HELLO}, timeout=30).raise_for_status()
+        counted = [value(scrape(gateway.url), "nemo_calls_total", endpoint="chat.completions", model="gpt-4o",
+                         deployment="gpt4o-primary", status="200") for _ in range(10)]
+
+    assert counted == [calls] * 10
