@@ -28,6 +28,14 @@ class RequestLog(models.Model):
     provider = models.CharField(max_length=120, blank=True, default="")
     status = models.PositiveSmallIntegerField(help_text="HTTP status returned to the client.")
     error = models.TextField(blank=True, default="")
+    # The error the client was answered with, as its body says it (empty for a success): what
+    # tells a run stopped by its envelope (param "run") or its loop guard (code run_loop_detected).
+    error_type = models.CharField(max_length=40, blank=True, default="")
+    error_code = models.CharField(max_length=40, blank=True, default="")
+    error_param = models.CharField(max_length=40, blank=True, default="")
+    run_budget = models.DecimalField(
+        max_digits=18, decimal_places=6, null=True, blank=True,
+        help_text="The envelope the call's run was admitted under (X-Nemo-Run-Budget or the key's run_budget).")
     attempts = models.JSONField(default=list)
     stream = models.BooleanField(default=False)
     latency_ms = models.PositiveIntegerField(default=0)

@@ -24,6 +24,7 @@ from counters.store import (
     RateCheck,
     RateLimited,
     RateWindow,
+    RunCheck,
     Settle,
     seen,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "RateLimited",
     "RateWindow",
     "RedisCounterStore",
+    "RunCheck",
     "Settle",
     "counter_store_from_url",
     "seen",

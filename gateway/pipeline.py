@@ -21,7 +21,7 @@ from django.conf import settings
 
 from analytics.ledger import DATABASE_ERRORS
 from analytics.records import prompt_meta
-from billing.reservations import Refused, Reservation, Settlement
+from billing.reservations import Refused, Reservation, RunLimits, Settlement
 from gateway import cache
 from gateway.auth import KeySnapshot
 from gateway.config import Deployment, ModelRoute
@@ -38,6 +38,7 @@ from gateway.errors import (
 from gateway.http import header, read_body
 from gateway.relay import StreamRelay, replay
 from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links, order_links
+from gateway.runs import count_tool_calls, run_limits
 from gateway.state import GatewayState
 from gateway.summary import CallSummary
 from money import call_cost_micros, from_micros
@@ -61,6 +62,8 @@ class Call:
     snapshot: KeySnapshot | None = None
     request: ChatRequest | None = None
     model: str = ""
+    # What holds the call's run in (its envelope, steps, loop guard), if anything does.
+    run_limits: RunLimits | None = None
     # What the call holds in the budgets until ``record`` settles it, and the prompt tokens it
     # was reserved for at most (``_prompt_bound``).
     reservation: Reservation | None = None
@@ -71,6 +74,10 @@ class Call:
     cache_status: str = "skip"
     status: int = 200
     error: str = ""
+    # The error's type, code and param, as its body says them.
+    error_type: str = ""
+    error_code: str = ""
+    error_param: str = ""
     cost_micros: int = 0
     # What the call's real cost came to above what it reserved (an upstream that ignored the
     # output cap): charged all the same, and shown on its row.
@@ -108,6 +115,7 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
         # contract's shape, and the call still leaves its trail and ends its reservation.
         logger.exception("request %s failed inside the gateway", call.request_id)
         call.status, call.error = 500, "internal error"
+        call.error_type, call.error_code = "api_error", "internal_error"
         if call.snapshot is not None and not call.recorded:
             await _record_or_log(state, call)
         try:
@@ -122,6 +130,7 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
 
 async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive, send) -> None:
     call.snapshot = await authenticate(state, scope)
+    call.run_limits = run_limits(call.snapshot, call.run_id, header(scope, b"x-nemo-run-budget"))
     raw = await _read(call, receive)
     if raw is None:
         return
@@ -211,6 +220,7 @@ async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[
             chain=chain,
             trail={"endpoint": call.endpoint, "model": call.model, "run_id": call.run_id,
                    "stream": request.stream, "deployments": chain},
+            run=call.run_limits,
         )
     except Refused as refused:
         raise refusal_error(refused) from refused
@@ -266,6 +276,7 @@ async def _relay(state: GatewayState, dialect: Dialect, call: Call, served: Serv
         call.status, call.error = 502, f"the upstream stream broke: {broken.message}"
         call.attempts[-1].outcome = "broken_stream"
         failure = GatewayError(502, call.error, type="upstream_error", code="upstream_error")
+        call.error_type, call.error_code = failure.type, failure.code
     # Tokens the client did not wait for were still generated; charge a fair estimate of them.
     call.summary.estimate_usage(prompt_tokens=call.prompt_bound // 4)
     _charge(call, served)
@@ -287,6 +298,7 @@ async def _answer_from_cache(state: GatewayState, dialect: Dialect, call: Call, 
 async def _refuse(state: GatewayState, dialect: Dialect, call: Call, error: GatewayError, send) -> None:
     """A call the gateway answers with an error of the contract: recorded, then answered."""
     call.status, call.error = error.status, error.message
+    call.error_type, call.error_code, call.error_param = error.type, error.code or "", error.param or ""
     headers = {**call.headers(), **error.headers}
     if call.snapshot is not None:
         if call.reservation is None and not state.recorder.available:
@@ -335,6 +347,10 @@ async def record(state: GatewayState, call: Call) -> None:
         tokens = call.summary.prompt_tokens + call.summary.completion_tokens
         settlement = Settlement(call.reservation, call.cost_micros, tokens)
     await state.recorder.record(log_row(call), settlement)
+    run_bucket = call.reservation.run_bucket if call.reservation is not None else None
+    if run_bucket is not None and call.run_limits.loop_limit and call.summary.tool_calls:
+        # Before the answer: the run's next call is weighed against it.
+        await count_tool_calls(state.store, run_bucket, call.summary.tool_call_list())
 
 
 async def _record_or_log(state: GatewayState, call: Call) -> bool:
@@ -369,6 +385,11 @@ def log_row(call: Call) -> dict:
         provider=call.provider,
         status=call.status,
         error=call.error,
+        error_type=call.error_type,
+        error_code=call.error_code,
+        error_param=call.error_param,
+        run_budget=None if call.run_limits is None or call.run_limits.envelope is None
+        else from_micros(call.run_limits.envelope),
         attempts=[a.as_dict() for a in call.attempts],
         stream=bool(request and request.stream),
         latency_ms=int((time.monotonic() - call.started) * 1000),
