@@ -25,6 +25,7 @@ from counters.store import (
     Admission,
     Bucket,
     ChainCheck,
+    ClaimStatus,
     CounterStore,
     OutputFit,
     RateCheck,
@@ -46,6 +47,8 @@ PARALLEL_RETRY_AFTER_S = 1.0
 PENDING_S = 600
 # Past this many runs, those whose state has expired are dropped.
 MAX_RUNS = 10_000
+# Past this many Idempotency-Key entries, the expired ones are dropped.
+MAX_IDEMPOTENCY_ENTRIES = 100_000
 
 
 @dataclass(slots=True)
@@ -158,6 +161,8 @@ class MemoryCounterStore(CounterStore):
         self._latency: dict[str, float] = {}
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._runs: dict[str, _RunState] = {}
+        # Idempotency entries: name -> (fingerprint, answer or None, expiry on the monotonic clock).
+        self._idempotency: dict[str, tuple[str, bytes | None, float]] = {}
 
     def _settled_value(self, name: str) -> int | None:
         expires = self._settled_expires.get(name)
@@ -332,6 +337,40 @@ class MemoryCounterStore(CounterStore):
                 self._runs = {run: kept for run, kept in self._runs.items() if kept.expires > now}
             state = self._runs[name] = _RunState(expires=now + RUN_STATE_TTL_S)
         return state
+
+    def _idempotency_entry(self, name: str) -> tuple[str, bytes | None, float] | None:
+        entry = self._idempotency.get(name)
+        if entry is not None and entry[2] <= time.monotonic():
+            del self._idempotency[name]
+            return None
+        return entry
+
+    async def idempotency_claim(self, name: str, fingerprint: str, *,
+                                pending_s: float) -> tuple[ClaimStatus, bytes | None]:
+        """See idempotency.lua."""
+        with self._lock:
+            entry = self._idempotency_entry(name)
+            if entry is None:
+                now = time.monotonic()
+                if len(self._idempotency) >= MAX_IDEMPOTENCY_ENTRIES:
+                    self._idempotency = {n: kept for n, kept in self._idempotency.items() if kept[2] > now}
+                self._idempotency[name] = (fingerprint, None, now + pending_s)
+                return "claimed", None
+            if entry[0] != fingerprint:
+                return "reused", None
+            return ("done", entry[1]) if entry[1] is not None else ("pending", None)
+
+    async def idempotency_keep(self, name: str, fingerprint: str, answer: bytes, *, ttl_s: float) -> None:
+        with self._lock:
+            entry = self._idempotency_entry(name)
+            if entry is not None and entry[0] == fingerprint and entry[1] is None:
+                self._idempotency[name] = (fingerprint, answer, time.monotonic() + ttl_s)
+
+    async def idempotency_drop(self, name: str, fingerprint: str) -> None:
+        with self._lock:
+            entry = self._idempotency_entry(name)
+            if entry is not None and entry[0] == fingerprint and entry[1] is None:
+                del self._idempotency[name]
 
     async def run_tool_calls(self, run_bucket: str, signatures: Sequence[str]) -> None:
         """See run_tools.lua."""

@@ -25,6 +25,7 @@ Key layout (prefix ``nemo:`` by default)::
     cooldowns             hash    deployment -> cooling down until
     lat:<deployment>      string  latency average, ms
     cache:<key>           string  cached response, with its TTL
+    idem:<name>           hash    an Idempotency-Key's claim (f) and kept answer (a), with its TTL
 
 Settle and reap find a reservation's keys through its record rather than through ``KEYS``, so
 this needs one Redis, not a cluster, which is what the deployment runs.
@@ -51,6 +52,7 @@ from counters.store import (
     Admission,
     Bucket,
     ChainCheck,
+    ClaimStatus,
     CounterStore,
     OutputFit,
     RateCheck,
@@ -87,6 +89,7 @@ _SEED = Script(_lua("ledger", "seed"))
 _BREAKER_RECORD = Script(_lua("breaker_record"))
 _LATENCY = Script(_lua("latency"))
 _RUN_TOOLS = Script(_lua("run_tools"))
+_IDEMPOTENCY = Script(_lua("idempotency"))
 
 
 @dataclass(slots=True)
@@ -267,6 +270,19 @@ class RedisCounterStore(CounterStore):
         if status == b"steps":
             return replace(shown, status="budget", param="run", steps=int(rest[0]))
         return _budget_refusal(shown, buckets[int(rest[0]) - 1], int(rest[1]) + int(rest[2]), int(rest[3]))
+
+    async def idempotency_claim(self, name: str, fingerprint: str, *,
+                                pending_s: float) -> tuple[ClaimStatus, bytes | None]:
+        reply = await self._redis.evalsha(_IDEMPOTENCY, [self._key("idem", name)],
+                                          ["claim", fingerprint, math.ceil(pending_s * 1000)])
+        return cast(ClaimStatus, reply[0].decode()), reply[1] if len(reply) > 1 else None
+
+    async def idempotency_keep(self, name: str, fingerprint: str, answer: bytes, *, ttl_s: float) -> None:
+        await self._redis.evalsha(_IDEMPOTENCY, [self._key("idem", name)],
+                                  ["keep", fingerprint, answer, math.ceil(ttl_s * 1000)])
+
+    async def idempotency_drop(self, name: str, fingerprint: str) -> None:
+        await self._redis.evalsha(_IDEMPOTENCY, [self._key("idem", name)], ["drop", fingerprint])
 
     async def run_tool_calls(self, run_bucket: str, signatures: Sequence[str]) -> None:
         if signatures:

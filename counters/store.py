@@ -73,6 +73,8 @@ KEEPALIVE_S = 0.5
 
 BudgetParam = Literal["key", "team", "org", "credits", "run"]
 AdmitStatus = Literal["ok", "budget", "rate_limited", "missing", "hold", "loop"]
+# What claiming an Idempotency-Key found (``CounterStore.idempotency_claim``).
+ClaimStatus = Literal["claimed", "pending", "done", "reused"]
 # (reservation id, real cost, real tokens, the reservation's bucket names): what ``settle_many``
 # takes for each call. The names let a call whose reservation was lost still be charged.
 Settle = tuple[str, int, int, Sequence[str]]
@@ -238,6 +240,22 @@ class CounterStore(abc.ABC):
         With a ``run`` (``RunCheck``), the last bucket is the run's: its limit is the envelope the
         run's first admission set (the one proposed, if none was), and an admission past the run's
         steps (``budget`` with ``steps``) or its loop guard (``loop``) changes nothing either."""
+
+    @abc.abstractmethod
+    async def idempotency_claim(self, name: str, fingerprint: str, *,
+                                pending_s: float) -> tuple[ClaimStatus, bytes | None]:
+        """Claim an idempotency entry for the request of this ``fingerprint``, in one step:
+        ``claimed`` (it was free: the caller runs the call, and the claim lives ``pending_s``
+        unless kept or dropped), ``pending`` (the same request runs elsewhere), ``done`` with the
+        answer kept, or ``reused`` (claimed by another request)."""
+
+    @abc.abstractmethod
+    async def idempotency_keep(self, name: str, fingerprint: str, answer: bytes, *, ttl_s: float) -> None:
+        """The claimed call's answer, kept for ``ttl_s``: its duplicates get it (``done``)."""
+
+    @abc.abstractmethod
+    async def idempotency_drop(self, name: str, fingerprint: str) -> None:
+        """Give up a claim with no answer kept (the call failed): the next duplicate runs it."""
 
     @abc.abstractmethod
     async def run_tool_calls(self, run_bucket: str, signatures: Sequence[str]) -> None:

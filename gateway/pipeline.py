@@ -36,6 +36,7 @@ from gateway.errors import (
     service_unavailable,
 )
 from gateway.http import header, read_body
+from gateway.idempotency import Claim, claim_or_answer
 from gateway.relay import StreamRelay, replay
 from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links, order_links
 from gateway.runs import count_tool_calls, run_limits
@@ -64,6 +65,8 @@ class Call:
     model: str = ""
     # What holds the call's run in (its envelope, steps, loop guard), if anything does.
     run_limits: RunLimits | None = None
+    # The call's claim of its Idempotency-Key, if it came with one: kept with its answer or dropped.
+    idempotency: Claim | None = None
     # What the call holds in the budgets until ``record`` settles it, and the prompt tokens it
     # was reserved for at most (``_prompt_bound``).
     reservation: Reservation | None = None
@@ -126,6 +129,8 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
         # Whatever else ended the call (a client that left, a cancellation).
         if call.snapshot is not None and not call.recorded:
             await record(state, call)
+        if call.idempotency is not None:
+            await _drop_claim(state, call.idempotency)
 
 
 async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive, send) -> None:
@@ -136,6 +141,14 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
         return
     request = call.request = dialect.parse(raw, scope)
     call.model = request.model
+    idempotency_key = header(scope, b"idempotency-key")
+    if idempotency_key is not None:
+        kept = await claim_or_answer(state.store, key_id=call.snapshot.id, idempotency_key=idempotency_key,
+                                     endpoint=call.endpoint, body=raw)
+        if isinstance(kept, dict):
+            await _answer_kept(state, dialect, call, kept, send, {"x-nemo-idempotent-replay": "true"})
+            return
+        call.idempotency = kept
     # A dialect's step of its own once the key is known (the Responses API's stored conversation).
     prepare = getattr(dialect, "prepare", None)
     if prepare is not None:
@@ -150,7 +163,8 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
         call.cache_status = "miss"
         cached = await cache.cache_get(state.store, cache_key)
         if cached is not None:
-            await _answer_from_cache(state, dialect, call, cached, send)
+            call.cache_status = "hit"
+            await _answer_kept(state, dialect, call, cached, send)
             return
     links = await order_links(state.store, route, links)
     await admit(state, call, route, links)
@@ -159,8 +173,8 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
     served = await route_and_call(state, call, route, links, output_cap=output_cap)
     if request.stream:
         await _relay(state, dialect, call, served, receive, send)
-        if cache_key is not None and call.status == 200:
-            await cache.cache_put(state.store, cache_key, call.response)
+        if call.status == 200:
+            await _keep(state, call, call.response, cache_key)
     else:
         await _answer(state, dialect, call, served, send, cache_key=cache_key)
 
@@ -259,9 +273,8 @@ async def _answer(state: GatewayState, dialect: Dialect, call: Call, served: Ser
     # (An embedding's vectors are not logged: the row says how many there were, and their size.)
     call.response = call.request.logged_answer(served.completion)
     await record(state, call)
-    if cache_key is not None:
-        # Before the answer: the client's next call may ask for the same.
-        await cache.cache_put(state.store, cache_key, served.completion)
+    # Before the answer: the client's next call may ask for the same.
+    await _keep(state, call, served.completion, cache_key)
     headers = {**call.headers(), "x-nemo-cost": str(from_micros(call.cost_micros))}
     await dialect.answer(send, call.request, served.completion, headers)
 
@@ -285,14 +298,37 @@ async def _relay(state: GatewayState, dialect: Dialect, call: Call, served: Serv
     await relay.finish(failure)
 
 
-async def _answer_from_cache(state: GatewayState, dialect: Dialect, call: Call, completion: dict, send) -> None:
-    """A hit costs nothing and reserves nothing; it is recorded like any call before it is sent."""
-    call.cache_status = "hit"
+async def _keep(state: GatewayState, call: Call, completion: dict, cache_key: str | None) -> None:
+    """A successful answer, kept for the calls that will ask for it again: the cache's, and the
+    duplicates of its Idempotency-Key."""
+    if cache_key is not None:
+        await cache.cache_put(state.store, cache_key, completion)
+    if call.idempotency is not None:
+        try:
+            await call.idempotency.keep(state.store, completion)
+        except Exception:
+            # The call is done and charged; a retry of it runs again.
+            logger.exception("request %s: its answer could not be kept for its Idempotency-Key", call.request_id)
+
+
+async def _drop_claim(state: GatewayState, claim: Claim) -> None:
+    """An Idempotency-Key whose call did not succeed is given up, so a retry runs."""
+    try:
+        await claim.drop(state.store)
+    except Exception:  # noqa: BLE001 - the claim then expires by itself (idempotency.PENDING_S)
+        logger.warning("an Idempotency-Key's claim could not be given up", exc_info=True)
+
+
+async def _answer_kept(state: GatewayState, dialect: Dialect, call: Call, completion: dict, send,
+                       headers: dict[str, str] | None = None) -> None:
+    """An answer kept from an earlier call (a cache hit, an Idempotency-Key's first call) costs
+    nothing and reserves nothing; it is recorded like any call before it is sent."""
     call.summary.take_completion(completion)
     call.summary.first_token_at = time.monotonic()
     call.response = completion
     await record(state, call)
-    await replay(dialect, call.request, completion, send, {**call.headers(), "x-nemo-cost": "0.000000"})
+    await replay(dialect, call.request, completion, send,
+                 {**call.headers(), "x-nemo-cost": "0.000000", **(headers or {})})
 
 
 async def _refuse(state: GatewayState, dialect: Dialect, call: Call, error: GatewayError, send) -> None:
