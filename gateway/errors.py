@@ -13,6 +13,7 @@ from billing.reservations import (
     RunLoopDetected,
     RunStepsRefused,
 )
+from counters.store import RUN_STATE_TTL_S
 
 
 class GatewayError(Exception):
@@ -55,7 +56,10 @@ def run_steps_exceeded(message: str) -> GatewayError:
 
 
 def run_loop_detected(message: str) -> GatewayError:
-    return GatewayError(429, message, type="rate_limit_error", code="run_loop_detected", param="run")
+    """A run the loop guard stopped stays stopped while the store keeps its state: its
+    ``Retry-After`` says so (an SDK retries sooner all the same, and is refused again)."""
+    return GatewayError(429, message, type="rate_limit_error", code="run_loop_detected", param="run",
+                        headers={"retry-after": str(RUN_STATE_TTL_S)})
 
 
 def model_not_allowed(model: str) -> GatewayError:

@@ -141,6 +141,7 @@ def test_the_loop_guard_stops_a_run_that_keeps_asking_for_the_same_tool_call(sta
 
     assert [isinstance(s, openai.APIStatusError) for s in steps] == [False, False, False, True]
     assert (steps[3].status_code, steps[3].body["code"]) == (429, "run_loop_detected")
+    assert int(steps[3].response.headers["retry-after"]) > 0
     assert not isinstance(other, openai.APIStatusError)
     assert fake.count == 4
     stopped = RequestLog.objects.get(run_id="looping", status=429)
