@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
 from billing.periods import period_end, period_name, period_start
-from counters import Bucket, ChainCheck, CounterStore, OutputFit, RateCheck, RunCheck
-from counters.store import NO_LIMIT
+from counters import NO_LIMIT, Bucket, ChainCheck, CounterStore, OutputFit, RateCheck, RunCheck
 from money import from_micros
 
 # A reservation's deadline, pushed back every RESERVATION_TTL_S / 3 by its worker's heartbeat

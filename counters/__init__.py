@@ -13,7 +13,9 @@ from counters.memory import MemoryCounterStore
 from counters.redis import RedisCounterStore
 from counters.store import (
     KEEPALIVE_S,
+    NO_LIMIT,
     RECOVERY_HOLD_S,
+    RUN_STATE_TTL_S,
     Admission,
     AdmitStatus,
     Bucket,
@@ -31,7 +33,9 @@ from counters.store import (
 
 __all__ = [
     "KEEPALIVE_S",
+    "NO_LIMIT",
     "RECOVERY_HOLD_S",
+    "RUN_STATE_TTL_S",
     "Admission",
     "AdmitStatus",
     "Bucket",

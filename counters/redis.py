@@ -211,6 +211,7 @@ class RedisCounterStore(CounterStore):
         # everything below is list building and number formatting.
         rate_keys = self._names.rate(rate.key if rate else "")
         keys = [self._key("res", reservation_id), self._names.deadlines, self._names.epoch, self._names.hold,
+                # KEYS[8], the run's state: without a run, any key stands in (admit.lua never reads it).
                 *rate_keys, self._key("run", buckets[-1].name) if run is not None else self._names.deadlines]
         record: dict[str, object] = {"b": [bucket.name for bucket in buckets]}
         limits = ["", "", "", "0"]

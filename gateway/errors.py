@@ -13,7 +13,7 @@ from billing.reservations import (
     RunLoopDetected,
     RunStepsRefused,
 )
-from counters.store import RUN_STATE_TTL_S
+from counters import RUN_STATE_TTL_S
 
 
 class GatewayError(Exception):

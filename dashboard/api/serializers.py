@@ -284,6 +284,10 @@ class LogRowSerializer(serializers.Serializer):
     provider = serializers.CharField(allow_blank=True)
     status = serializers.IntegerField(help_text="The HTTP status returned to the client.")
     error = serializers.CharField(allow_blank=True)
+    error_type = serializers.CharField(allow_blank=True, help_text="The error's `type`, as its body said it.")
+    error_code = serializers.CharField(allow_blank=True, help_text="The error's `code` (`run_loop_detected`, …).")
+    error_param = serializers.CharField(allow_blank=True, help_text="The error's `param` (`run`: refused by its "
+                                        "run's envelope or steps).")
     attempts = AttemptSerializer(many=True)
     stream = serializers.BooleanField()
     latency_ms = serializers.IntegerField()

@@ -3,8 +3,7 @@ Redis and the in-process store alike (the ``open_worker`` fixture of test_store.
 
 import asyncio
 
-from counters import Admission, Bucket, CounterStore, OutputFit, RunCheck
-from counters.store import NO_LIMIT
+from counters import NO_LIMIT, Admission, Bucket, CounterStore, OutputFit, RunCheck
 from tests.counters import test_store
 from tests.counters.test_store import FIT, KEY, NOW
 
