@@ -36,7 +36,7 @@ from gateway.errors import (
     service_unavailable,
 )
 from gateway.http import header, read_body
-from gateway.idempotency import Claim, claim_or_answer
+from gateway.idempotency import REPLAY_HEADER, AnswerCapture, Claim, KeptAnswer, claim_or_answer
 from gateway.relay import StreamRelay, replay
 from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links, order_links
 from gateway.runs import count_tool_calls, run_limits
@@ -143,12 +143,13 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
     call.model = request.model
     idempotency_key = header(scope, b"idempotency-key")
     if idempotency_key is not None:
-        kept = await claim_or_answer(state.store, key_id=call.snapshot.id, idempotency_key=idempotency_key,
-                                     endpoint=call.endpoint, body=raw)
-        if isinstance(kept, dict):
-            await _answer_kept(state, dialect, call, kept, send, {"x-nemo-idempotent-replay": "true"})
+        claim = await claim_or_answer(state.store, key_id=call.snapshot.id, idempotency_key=idempotency_key,
+                                      endpoint=call.endpoint, body=raw)
+        if isinstance(claim, KeptAnswer):
+            await _replay(state, call, claim, send)
             return
-        call.idempotency = kept
+        call.idempotency = claim
+        send = AnswerCapture(send, claim, state.store, succeeded=lambda: call.status == 200)
     # A dialect's step of its own once the key is known (the Responses API's stored conversation).
     prepare = getattr(dialect, "prepare", None)
     if prepare is not None:
@@ -163,8 +164,7 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
         call.cache_status = "miss"
         cached = await cache.cache_get(state.store, cache_key)
         if cached is not None:
-            call.cache_status = "hit"
-            await _answer_kept(state, dialect, call, cached, send)
+            await _answer_from_cache(state, dialect, call, cached, send)
             return
     links = await order_links(state.store, route, links)
     await admit(state, call, route, links)
@@ -173,8 +173,8 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
     served = await route_and_call(state, call, route, links, output_cap=output_cap)
     if request.stream:
         await _relay(state, dialect, call, served, receive, send)
-        if call.status == 200:
-            await _keep(state, call, call.response, cache_key)
+        if cache_key is not None and call.status == 200:
+            await cache.cache_put(state.store, cache_key, call.response)
     else:
         await _answer(state, dialect, call, served, send, cache_key=cache_key)
 
@@ -273,8 +273,9 @@ async def _answer(state: GatewayState, dialect: Dialect, call: Call, served: Ser
     # (An embedding's vectors are not logged: the row says how many there were, and their size.)
     call.response = call.request.logged_answer(served.completion)
     await record(state, call)
-    # Before the answer: the client's next call may ask for the same.
-    await _keep(state, call, served.completion, cache_key)
+    if cache_key is not None:
+        # Before the answer: the client's next call may ask for the same.
+        await cache.cache_put(state.store, cache_key, served.completion)
     headers = {**call.headers(), "x-nemo-cost": str(from_micros(call.cost_micros))}
     await dialect.answer(send, call.request, served.completion, headers)
 
@@ -298,19 +299,6 @@ async def _relay(state: GatewayState, dialect: Dialect, call: Call, served: Serv
     await relay.finish(failure)
 
 
-async def _keep(state: GatewayState, call: Call, completion: dict, cache_key: str | None) -> None:
-    """A successful answer, kept for the calls that will ask for it again: the cache's, and the
-    duplicates of its Idempotency-Key."""
-    if cache_key is not None:
-        await cache.cache_put(state.store, cache_key, completion)
-    if call.idempotency is not None:
-        try:
-            await call.idempotency.keep(state.store, completion)
-        except Exception:
-            # The call is done and charged; a retry of it runs again.
-            logger.exception("request %s: its answer could not be kept for its Idempotency-Key", call.request_id)
-
-
 async def _drop_claim(state: GatewayState, claim: Claim) -> None:
     """An Idempotency-Key whose call did not succeed is given up, so a retry runs."""
     try:
@@ -319,16 +307,21 @@ async def _drop_claim(state: GatewayState, claim: Claim) -> None:
         logger.warning("an Idempotency-Key's claim could not be given up", exc_info=True)
 
 
-async def _answer_kept(state: GatewayState, dialect: Dialect, call: Call, completion: dict, send,
-                       headers: dict[str, str] | None = None) -> None:
-    """An answer kept from an earlier call (a cache hit, an Idempotency-Key's first call) costs
-    nothing and reserves nothing; it is recorded like any call before it is sent."""
+async def _answer_from_cache(state: GatewayState, dialect: Dialect, call: Call, completion: dict, send) -> None:
+    """A hit costs nothing and reserves nothing; it is recorded like any call before it is sent."""
+    call.cache_status = "hit"
     call.summary.take_completion(completion)
     call.summary.first_token_at = time.monotonic()
     call.response = completion
     await record(state, call)
-    await replay(dialect, call.request, completion, send,
-                 {**call.headers(), "x-nemo-cost": "0.000000", **(headers or {})})
+    await replay(dialect, call.request, completion, send, {**call.headers(), "x-nemo-cost": "0.000000"})
+
+
+async def _replay(state: GatewayState, call: Call, kept: KeptAnswer, send) -> None:
+    """The first answer of the call's Idempotency-Key, sent again: it costs nothing and reserves
+    nothing, and is recorded (its own row, at no cost) before it is sent."""
+    await record(state, call)
+    await kept.replay(send, {**call.headers(), "x-nemo-cost": "0.000000", REPLAY_HEADER: "true"})
 
 
 async def _refuse(state: GatewayState, dialect: Dialect, call: Call, error: GatewayError, send) -> None:

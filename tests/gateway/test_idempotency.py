@@ -61,19 +61,19 @@ def test_the_same_key_sent_25_times_is_sent_upstream_and_charged_once(client, fa
 
 
 def test_a_stream_is_replayed_as_a_stream(client, fake):
-    def stream(key: str) -> tuple[str, str | None]:
+    def stream(key: str) -> tuple[list[dict], str, str | None]:
         with client.chat.completions.with_streaming_response.create(
                 model="gpt-4o", messages=MESSAGES, stream=True, extra_headers={"Idempotency-Key": key}) as response:
-            chunks = [chunk for chunk in response.parse()]
-            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            assert response.headers["content-type"].startswith("text/event-stream")
-            return text, response.headers.get("x-nemo-idempotent-replay")
+            chunks = [chunk.model_dump() for chunk in response.parse()]
+            return chunks, response.headers["content-type"], response.headers.get("x-nemo-idempotent-replay")
 
     first, again = stream("stream-1"), stream("stream-1")
 
     assert fake.count == 1
-    assert first[0] and again[0] == first[0]
-    assert (first[1], again[1]) == (None, "true")
+    assert len(first[0]) > 2 and again[0] == first[0]
+    assert "".join(c["choices"][0]["delta"]["content"] or "" for c in again[0] if c["choices"])
+    assert first[1].startswith("text/event-stream") and again[1] == first[1]
+    assert (first[2], again[2]) == (None, "true")
 
 
 def test_the_same_key_with_another_body_is_a_422(client, fake):
@@ -135,3 +135,22 @@ def test_duplicates_sent_to_two_workers_wait_for_the_one_first_call(start_gatewa
 
     assert fake.count == 1
     assert {raw.parse().choices[0].message.content for raw in answers} == {"Booked once."}
+
+
+def test_the_responses_api_takes_an_idempotency_key_too(client, fake):
+    answers = [client.responses.with_raw_response.create(model="gpt-4o", input="Book the flight.",
+                                                         extra_headers={"Idempotency-Key": "responses-1"})
+               for _ in range(2)]
+
+    assert fake.count == 1
+    assert answers[0].parse().id == answers[1].parse().id
+    assert answers[1].headers["x-nemo-idempotent-replay"] == "true"
+
+
+def test_an_answer_over_the_size_limit_is_not_kept_and_its_retry_runs(client, fake, monkeypatch):
+    monkeypatch.setattr("gateway.idempotency.MAX_KEPT_BYTES", 64)
+
+    answers = [create(client, "too-big") for _ in range(2)]
+
+    assert [raw.headers.get("x-nemo-idempotent-replay") for raw in answers] == [None, None]
+    assert fake.count == 2

@@ -173,3 +173,20 @@ def test_a_runs_spend_is_rebuilt_from_its_log_rows(start_gateway, make_tenant, f
     assert (resumed.status_code, resumed.body["param"]) == (402, "run")
     assert "$0.005000 left" in resumed.body["message"]
     assert not isinstance(fresh, openai.APIStatusError)
+
+
+def test_the_loop_guard_counts_the_tool_calls_of_streamed_answers(start_gateway, make_tenant, fake):
+    gateway = start_gateway(openai_routing(fake.base_url))
+    client = gateway.client(make_tenant(loop_limit=2).secret)
+    fake.script(*[Reply(tool_calls=(("search", {"query": "lead"}),))] * 2)
+
+    def stream_step():
+        try:
+            chunks = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[SEARCH_TOOL],
+                                                         stream=True, extra_headers={"X-Nemo-Run": "streamed"}))
+        except openai.APIStatusError as error:
+            return error.status_code
+        return [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+
+    assert [stream_step() for _ in range(3)] == ["tool_calls", "tool_calls", 429]
+    assert fake.count == 2
