@@ -9,6 +9,7 @@ the tool calls the run's answers asked for, which the loop guard weighs at the r
 from __future__ import annotations
 
 import hashlib
+import logging
 from decimal import Decimal, InvalidOperation
 
 import orjson
@@ -18,6 +19,8 @@ from counters import CounterStore
 from gateway.auth import KeySnapshot
 from gateway.errors import invalid_request
 from money import to_micros
+
+logger = logging.getLogger(__name__)
 
 RUN_BUDGET_HEADER = "X-Nemo-Run-Budget"
 # The most an envelope may say: a typo of a few digits should not read as "no limit".
@@ -63,6 +66,10 @@ def tool_call_signature(name: str, arguments: str) -> str:
 
 
 async def count_tool_calls(store: CounterStore, run_bucket: str, tool_calls: list[dict]) -> None:
-    """The tool calls an answer of a guarded run asked for, counted for its next call's admission."""
-    await store.run_tool_calls(run_bucket, [tool_call_signature(c["name"] or "", c["arguments"] or "")
-                                            for c in tool_calls])
+    """The tool calls an answer of a guarded run asked for, counted for its next call's admission.
+    A count the store did not take is lost (logged): the call itself is done and charged."""
+    signatures = [tool_call_signature(c["name"] or "", c["arguments"] or "") for c in tool_calls]
+    try:
+        await store.run_tool_calls(run_bucket, signatures)
+    except Exception:  # noqa: BLE001 - Redis away: the guard misses these, the answer still goes out
+        logger.warning("the tool calls of run %s could not be counted for its loop guard", run_bucket, exc_info=True)
