@@ -33,6 +33,11 @@ class RequestLog(models.Model):
     error_param = models.CharField(max_length=40, blank=True, default="",
                                    help_text="The param of the error answered: for a 402, the budget level that "
                                    "refused the call (key, team, org, run).")
+    error_type = models.CharField(max_length=40, blank=True, default="",
+                                  help_text="The type of the error answered, as its body says it.")
+    run_budget = models.DecimalField(
+        max_digits=18, decimal_places=6, null=True, blank=True,
+        help_text="The envelope the call's run was admitted under (X-Nemo-Run-Budget or the key's run_budget).")
     attempts = models.JSONField(default=list)
     stream = models.BooleanField(default=False)
     latency_ms = models.PositiveIntegerField(default=0)

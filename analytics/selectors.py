@@ -52,6 +52,16 @@ class RunSummary:
     tool_calls_logged: int
     first: datetime
     last: datetime
+    # The run's envelope (the first its calls were admitted under), and what stopped the run, if
+    # anything did: "run_budget" (its envelope), "run_max_steps" or "loop_guard", with the
+    # refusal's message.
+    run_budget: Decimal | None
+    stopped_by: str | None
+    stop_reason: str
+
+
+# A refused call's error code -> what stopped its run.
+_RUN_STOPS = {"budget_exceeded": "run_budget", "run_max_steps": "run_max_steps", "run_loop_detected": "loop_guard"}
 
 
 @dataclass
@@ -167,7 +177,17 @@ def run_get(*, org: Organization, run_id: str) -> RunSummary:
         tool_calls_logged=sum(1 for step in steps if step.tool_calls),
         first=steps[0].created,
         last=steps[-1].created,
+        run_budget=next((step.run_budget for step in steps if step.run_budget is not None), None),
+        **_run_stop(steps),
     )
+
+
+def _run_stop(steps: list[RequestLog]) -> dict:
+    """What stopped the run: its first call refused at the run's level (``param`` run)."""
+    stop = next((step for step in steps if step.error_param == "run" and step.error_code in _RUN_STOPS), None)
+    if stop is None:
+        return {"stopped_by": None, "stop_reason": ""}
+    return {"stopped_by": _RUN_STOPS[stop.error_code], "stop_reason": stop.error}
 
 
 def run_list(*, org: Organization, key_id: int | None = None, limit: int = 50) -> list[RunListItem]:
@@ -305,6 +325,13 @@ def settled_spend_micros(*, org_id: int, since: datetime | None, key_id: int | N
     in integer micro-dollars, pruned days included: what a budget's counter is rebuilt to.
     Synchronous (it queries the database); the gateway runs it in a thread."""
     return to_micros(spend_total(org_id=org_id, since=since, key_id=key_id, team_id=team_id))
+
+
+def run_spend_micros(*, org_id: int, key_id: int, run_id: str) -> int:
+    """Settled spend of a key's run, in integer micro-dollars: what a run's envelope counter is
+    rebuilt to. A run lives within the log's retention: its pruned days are not counted."""
+    total = RequestLog.objects.filter(org_id=org_id, run_id=run_id, key_id=key_id).aggregate(total=Sum("cost"))
+    return to_micros(total["total"] or ZERO)
 
 
 def _spend_label(group_by: str, group, names: dict) -> str:

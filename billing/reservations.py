@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
 from billing.periods import period_end, period_name, period_start
-from counters import Bucket, ChainCheck, CounterStore, OutputFit, RateCheck
+from counters import NO_LIMIT, Bucket, ChainCheck, CounterStore, OutputFit, RateCheck, RunCheck
 from money import from_micros
 
 # A reservation's deadline, pushed back every RESERVATION_TTL_S / 3 by its worker's heartbeat
@@ -57,6 +57,17 @@ class BudgetRefused(Refused):
         self.param = param
 
 
+class RunStepsRefused(BudgetRefused):
+    """The run has had all the steps its key allows (``run_max_steps``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="run")
+
+
+class RunLoopDetected(Refused):
+    """The run's answers asked for the same tool call ``loop_limit`` times: its next call is refused."""
+
+
 class RateLimited(Refused):
     def __init__(self, message: str, *, retry_after: float, headers: dict[str, str]) -> None:
         super().__init__(message)
@@ -72,6 +83,22 @@ class LedgerUnavailable(Refused):
     """A counter had to be rebuilt from the ledger, and the ledger could not be read."""
 
 
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """What holds a run (``X-Nemo-Run``) in: ``envelope`` the spend it proposes (micro-dollars,
+    None: none; the run's first call's stands), ``max_steps`` its calls at most (None: no limit),
+    ``loop_limit`` the repeats of one tool call after which it is stopped (0: no guard)."""
+
+    run_id: str
+    envelope: int | None
+    max_steps: int | None
+    loop_limit: int
+
+    @property
+    def needed(self) -> bool:
+        return self.envelope is not None or self.max_steps is not None or self.loop_limit > 0
+
+
 @dataclass(slots=True)  # not frozen: see counters.Bucket
 class Reservation:
     id: str
@@ -83,6 +110,8 @@ class Reservation:
     chain: ChainCheck | None = None
     # A call reserved with ``fit_output``: the output tokens (a choice) its reservation pays for.
     output_tokens: int | None = None
+    # A call of a run held in by ``RunLimits``: the run's bucket (its state's name in the store).
+    run_bucket: str | None = None
 
 
 def worst_case_micros(*, prompt_tokens: int, output_tokens: int, prices) -> int:
@@ -111,14 +140,20 @@ def credits_bucket_name(org_id: int) -> str:
     return f"b:credits:{org_id}"
 
 
+def run_bucket_name(key_id: int, run_id: str) -> str:
+    """A run's counter: runs are the key's (two keys' runs of the same name are two runs)."""
+    return f"b:run:{key_id}:{run_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class BucketSpend:
     """Which settled spend a counter mirrors: the ledger's sum of it is the counter's value.
-    ``since`` None: all time (the credits)."""
+    ``since`` None: all time (the credits, a run). A run's counter is its key's spend in the run."""
 
     level: str
     owner_id: int
     since: datetime | None
+    run_id: str = ""
 
 
 def bucket_spend(name: str, now: datetime) -> BucketSpend:
@@ -126,13 +161,16 @@ def bucket_spend(name: str, now: datetime) -> BucketSpend:
     parts = name.split(":")
     if parts[1] == "credits":
         return BucketSpend("credits", int(parts[2]), None)
+    if parts[1] == "run":
+        # A run's id may hold colons of its own.
+        return BucketSpend("run", int(parts[2]), None, run_id=name.split(":", 3)[3])
     return BucketSpend(parts[1], int(parts[2]), period_start(parts[3], now))
 
 
 def seed_ttl_s(name: str, now: datetime) -> float:
     """How long a counter rebuilt from the ledger lives (``SEED_TTL_S``)."""
     parts = name.split(":")
-    end = None if parts[1] == "credits" else period_end(parts[3], now)
+    end = None if parts[1] in ("credits", "run") else period_end(parts[3], now)
     if end is None:
         return SEED_TTL_S
     # Calls reserved just before the period ended still settle into its counter.
@@ -192,6 +230,7 @@ class Admissions:
         trail: dict | None = None,
         fit_output: tuple[int, int] | None = None,
         choices: int = 1,
+        run: RunLimits | None = None,
     ) -> Reservation:
         """Reserves the call's worst case, or raises a ``Refused``. ``prompt_bytes``: the prompt's
         size, reserved as that many tokens (no tokenizer counts more tokens than bytes).
@@ -201,7 +240,9 @@ class Admissions:
         (``Reservation.output_tokens``), a 402 only if not even the fewest fit.
         ``chain``: the deployments the call may be served by, in order, checked in the same round
         trip. ``trail``: what the call's log row says of it, for the reaper to write that row
-        should the call's worker die (analytics.reaper)."""
+        should the call's worker die (analytics.reaper). ``run``: the run's envelope, steps and loop
+        guard, a level of the same step (``RunLimits``; a 402 with ``param`` run, or
+        ``RunLoopDetected``)."""
         fit = None
         if fit_output is not None:
             # The dearest input and the dearest output price, each: never below any link's cost.
@@ -214,6 +255,12 @@ class Admissions:
             amount = worst_case_micros(prompt_tokens=prompt_bytes, output_tokens=output_tokens, prices=prices)
         levels, names = self._bucket_levels(snapshot, now)
         buckets = [Bucket(name, limit, amount, param) for name, limit, param in levels]
+        run_check = run_bucket = None
+        if run is not None and run.needed:
+            run_bucket = run_bucket_name(snapshot.id, run.run_id)
+            buckets.append(Bucket(run_bucket, NO_LIMIT if run.envelope is None else run.envelope, amount, "run"))
+            names = (*names, run_bucket)
+            run_check = RunCheck(envelope=run.envelope, max_steps=run.max_steps, loop_limit=run.loop_limit)
         tokens = rate_tokens(prompt_bytes=prompt_bytes, output_tokens=output_tokens, tpm=snapshot.tpm_limit)
         rate = None
         if snapshot.rpm_limit or snapshot.tpm_limit or snapshot.max_parallel:
@@ -223,11 +270,18 @@ class Admissions:
             trail = {**trail, "amount": amount, "org_id": snapshot.org_id, "team_id": snapshot.team_id,
                      "key_id": snapshot.id, "key_prefix": snapshot.prefix, "created": now}
         admission = await self._admit(reservation_id=reservation_id, buckets=buckets, rate=rate, now=now,
-                                      chain=chain, trail=trail, fit=fit)
+                                      chain=chain, trail=trail, fit=fit, run=run_check)
         headers = _rate_headers(admission)
+        if admission.status == "loop":
+            raise RunLoopDetected(f"This run's answers asked for the same tool call {admission.repeats} times (the "
+                                  f"key's loop_limit is {run.loop_limit}): it is stopped; nothing was sent upstream.")
+        if admission.steps is not None:
+            raise RunStepsRefused(f"This run has made its {admission.steps} calls, the most its key allows "
+                                  "(run_max_steps): it is stopped; nothing was sent upstream.")
         if admission.status == "budget":
             limit, remaining = from_micros(admission.limit), from_micros(max(admission.remaining, 0))
-            what = "credit balance" if admission.param == "credits" else f"{admission.param} budget"
+            what = {"credits": "credit balance", "run": "run's envelope"}.get(admission.param,
+                                                                              f"{admission.param} budget")
             raise BudgetRefused(
                 f"This call may cost up to ${from_micros(amount)}"
                 f"{f' (with {fit.fewest} output tokens, the fewest a call is sent with)' if fit else ''}, "
@@ -242,7 +296,7 @@ class Admissions:
             raise RuntimeError(f"the counter store kept answering {admission.status!r}")
         return Reservation(id=reservation_id, amount_micros=admission.amount, tokens=tokens,
                            bucket_names=names, rate_headers=headers, chain=admission.chain,
-                           output_tokens=admission.output_tokens)
+                           output_tokens=admission.output_tokens, run_bucket=run_bucket)
 
     def _output_pico(self, price) -> int:
         """A price's output token in whole pico-dollars (rounded up), worked out once per price."""
@@ -267,7 +321,8 @@ class Admissions:
         return cached
 
     async def _admit(self, *, reservation_id: str, buckets: list[Bucket], rate: RateCheck | None,
-                     now: float, chain: Sequence[str], trail: dict | None, fit: OutputFit | None):
+                     now: float, chain: Sequence[str], trail: dict | None, fit: OutputFit | None,
+                     run: RunCheck | None):
         """The store's admission, after the counters it lacks are rebuilt from the ledger, once a
         recovery's hold is over (counters/lua/epoch.lua), and through a short outage of the store:
         a Redis restarting for a second costs the call a second, not an error. Past
@@ -279,7 +334,7 @@ class Admissions:
             try:
                 admission = await self.store.admit(reservation_id=reservation_id, buckets=buckets, rate=rate,
                                                    now=now, ttl_s=RESERVATION_TTL_S, chain=chain, trail=trail,
-                                                   fit=fit)
+                                                   fit=fit, run=run)
                 if admission.status == "missing" and rebuilds < MAX_SEED_ROUNDS:
                     await self.rebuild(admission.missing, datetime.fromtimestamp(now, UTC))
                     rebuilds += 1

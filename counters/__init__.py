@@ -13,7 +13,9 @@ from counters.memory import MemoryCounterStore
 from counters.redis import RedisCounterStore
 from counters.store import (
     KEEPALIVE_S,
+    NO_LIMIT,
     RECOVERY_HOLD_S,
+    RUN_STATE_TTL_S,
     Admission,
     AdmitStatus,
     Bucket,
@@ -24,13 +26,16 @@ from counters.store import (
     RateCheck,
     RateLimited,
     RateWindow,
+    RunCheck,
     Settle,
     seen,
 )
 
 __all__ = [
     "KEEPALIVE_S",
+    "NO_LIMIT",
     "RECOVERY_HOLD_S",
+    "RUN_STATE_TTL_S",
     "Admission",
     "AdmitStatus",
     "Bucket",
@@ -43,6 +48,7 @@ __all__ = [
     "RateLimited",
     "RateWindow",
     "RedisCounterStore",
+    "RunCheck",
     "Settle",
     "counter_store_from_url",
     "seen",

@@ -20,14 +20,17 @@ from typing import Literal
 from counters.store import (
     LATENCY_ALPHA,
     REAPED_MARK_S,
+    RUN_STATE_TTL_S,
     WINDOW_S,
     Admission,
     Bucket,
     ChainCheck,
+    ClaimStatus,
     CounterStore,
     OutputFit,
     RateCheck,
     RateWindow,
+    RunCheck,
     Settle,
     _budget_refusal,
     _check_admit,
@@ -42,6 +45,10 @@ PARALLEL_RETRY_AFTER_S = 1.0
 # How long a cost settled while its counter was missing waits for that counter's rebuild
 # (ledger.lua's add_settled): far longer than a rebuild's read of the ledger takes.
 PENDING_S = 600
+# Past this many runs, those whose state has expired are dropped.
+MAX_RUNS = 10_000
+# Past this many Idempotency-Key entries, the expired ones are dropped.
+MAX_IDEMPOTENCY_ENTRIES = 100_000
 
 
 @dataclass(slots=True)
@@ -86,6 +93,20 @@ class _Window:
         tat = self.after if moved else self.current
         remaining = max(0, math.floor((self.now + WINDOW_S - tat + _EPS) / self.interval))
         return RateWindow(self.limit, remaining, tat - self.now)
+
+
+@dataclass(slots=True)
+class _RunState:
+    """A run's state, as admit.lua and run_tools.lua keep it in ``run:<bucket>``."""
+
+    limit: int | None = None
+    steps: int = 0
+    tool_calls: dict[str, int] = field(default_factory=dict)
+    expires: float = 0.0
+
+    @property
+    def repeats(self) -> int:
+        return max(self.tool_calls.values(), default=0)
 
 
 @dataclass(slots=True)
@@ -139,6 +160,9 @@ class MemoryCounterStore(CounterStore):
         self._cooldowns: dict[str, float] = {}
         self._latency: dict[str, float] = {}
         self._cache: dict[str, tuple[float, bytes]] = {}
+        self._runs: dict[str, _RunState] = {}
+        # Idempotency entries: name -> (fingerprint, answer or None, expiry on the monotonic clock).
+        self._idempotency: dict[str, tuple[str, bytes | None, float]] = {}
 
     def _settled_value(self, name: str) -> int | None:
         expires = self._settled_expires.get(name)
@@ -202,8 +226,9 @@ class MemoryCounterStore(CounterStore):
         probe_lease_s: float = 30.0,
         trail: dict | None = None,
         fit: OutputFit | None = None,
+        run: RunCheck | None = None,
     ) -> Admission:
-        _check_admit(reservation_id, buckets, rate)
+        _check_admit(reservation_id, buckets, rate, run)
         with self._lock:
             self._lost(reservation_id)
             hold = self._hold_until - time.monotonic()
@@ -238,25 +263,42 @@ class MemoryCounterStore(CounterStore):
             missing = [name for name, value in settled.items() if value is None]
             if missing:
                 return replace(shown, status="missing", missing=missing)
+            limits = {bucket.name: bucket.limit for bucket in buckets}
+            run_state = None
+            if run is not None:
+                # As admit.lua: the loop guard, then the steps, then the envelope the run's first
+                # admission set stands for its bucket's limit.
+                run_state = self._run_state(buckets[-1].name)
+                if run.loop_limit and run_state.repeats >= run.loop_limit:
+                    return replace(shown, status="loop", param="run", repeats=run_state.repeats)
+                if run.max_steps is not None and run_state.steps >= run.max_steps:
+                    return replace(shown, status="budget", param="run", steps=run.max_steps)
+                if run_state.limit is not None:
+                    limits[buckets[-1].name] = run_state.limit
             counters = {bucket.name: (settled[bucket.name] or 0) + self._reserved_sum(bucket.name)
                         for bucket in buckets}
             amounts = {bucket.name: bucket.amount for bucket in buckets}
             output_tokens = None
             if fit is None:
                 for bucket in buckets:
-                    if counters[bucket.name] + bucket.amount > bucket.limit:
-                        return _budget_refusal(shown, bucket, counters[bucket.name])
+                    if counters[bucket.name] + bucket.amount > limits[bucket.name]:
+                        return _budget_refusal(shown, bucket, counters[bucket.name], limits[bucket.name])
             elif buckets:
                 # As admit.lua: the tightest bucket decides how much output the call may buy.
-                tightest = min(buckets, key=lambda b: b.limit - counters[b.name])
-                room = tightest.limit - counters[tightest.name]
+                tightest = min(buckets, key=lambda b: limits[b.name] - counters[b.name])
+                room = limits[tightest.name] - counters[tightest.name]
                 output_tokens = fit.tokens(room)
                 if room < fit.base or output_tokens < fit.fewest:
-                    return _budget_refusal(shown, tightest, counters[tightest.name])
+                    return _budget_refusal(shown, tightest, counters[tightest.name], limits[tightest.name])
                 amounts = dict.fromkeys(amounts, fit.amount(output_tokens))
                 if trail is not None:
                     trail = {**trail, "amount": amounts[tightest.name]}
 
+            if run_state is not None:
+                if run_state.limit is None:
+                    run_state.limit = run.envelope
+                run_state.steps += 1
+                run_state.expires = time.monotonic() + RUN_STATE_TTL_S
             for bucket in buckets:
                 self._reserved.setdefault(bucket.name, {})[reservation_id] = amounts[bucket.name]
             if rate is not None:
@@ -285,6 +327,60 @@ class MemoryCounterStore(CounterStore):
                 amount=amounts[buckets[0].name] if buckets else 0,
                 output_tokens=output_tokens,
             )
+
+    def _run_state(self, name: str) -> _RunState:
+        now = time.monotonic()
+        state = self._runs.get(name)
+        if state is None or state.expires <= now:
+            if len(self._runs) >= MAX_RUNS:
+                # As Redis lets them expire: the runs past their time go.
+                self._runs = {run: kept for run, kept in self._runs.items() if kept.expires > now}
+            state = self._runs[name] = _RunState(expires=now + RUN_STATE_TTL_S)
+        return state
+
+    def _idempotency_entry(self, name: str) -> tuple[str, bytes | None, float] | None:
+        entry = self._idempotency.get(name)
+        if entry is not None and entry[2] <= time.monotonic():
+            del self._idempotency[name]
+            return None
+        return entry
+
+    async def idempotency_claim(self, name: str, fingerprint: str, *,
+                                pending_s: float) -> tuple[ClaimStatus, bytes | None]:
+        """See idempotency.lua."""
+        with self._lock:
+            entry = self._idempotency_entry(name)
+            if entry is None:
+                now = time.monotonic()
+                if len(self._idempotency) >= MAX_IDEMPOTENCY_ENTRIES:
+                    self._idempotency = {n: kept for n, kept in self._idempotency.items() if kept[2] > now}
+                self._idempotency[name] = (fingerprint, None, now + pending_s)
+                return "claimed", None
+            if entry[0] != fingerprint:
+                return "reused", None
+            return ("done", entry[1]) if entry[1] is not None else ("pending", None)
+
+    async def idempotency_keep(self, name: str, fingerprint: str, answer: bytes, *, ttl_s: float) -> None:
+        with self._lock:
+            entry = self._idempotency_entry(name)
+            if entry is not None and entry[0] == fingerprint and entry[1] is None:
+                self._idempotency[name] = (fingerprint, answer, time.monotonic() + ttl_s)
+
+    async def idempotency_drop(self, name: str, fingerprint: str) -> None:
+        with self._lock:
+            entry = self._idempotency_entry(name)
+            if entry is not None and entry[0] == fingerprint and entry[1] is None:
+                del self._idempotency[name]
+
+    async def run_tool_calls(self, run_bucket: str, signatures: Sequence[str]) -> None:
+        """See run_tools.lua."""
+        if not signatures:
+            return
+        with self._lock:
+            state = self._run_state(run_bucket)
+            for signature in signatures:
+                state.tool_calls[signature] = state.tool_calls.get(signature, 0) + 1
+            state.expires = time.monotonic() + RUN_STATE_TTL_S
 
     def _release(self, reservation_id: str, cost: int, tokens: int | None, position: int | None = None) -> None:
         """See release.lua."""

@@ -11,6 +11,8 @@ Key layout (prefix ``nemo:`` by default)::
     sx:<bucket>           string  the ledger snapshot s:<bucket> was rebuilt at, same TTL
     r:<bucket>            hash    res:<id> -> amount of each outstanding reservation, total -> sum
     pc:<bucket>           list    "position:cost" settled while s:<bucket> was missing, for its rebuild
+    run:<bucket>          hash    a run's state (admit.lua): limit (its envelope), steps, loop and
+                                  tc:<tool call> (run_tools.lua); lives RUN_STATE_TTL_S past its last call
     res:<id>              string  reservation record (JSON: buckets, rate key, tokens reserved, trail)
     reaped:<id>           string  the reaper settled <id> from its log row (reap_settled), for an hour
     deadlines             zset    reservation id -> deadline, for the reaper
@@ -23,6 +25,7 @@ Key layout (prefix ``nemo:`` by default)::
     cooldowns             hash    deployment -> cooling down until
     lat:<deployment>      string  latency average, ms
     cache:<key>           string  cached response, with its TTL
+    idem:<name>           hash    an Idempotency-Key's claim (f) and kept answer (a), with its TTL
 
 Settle and reap find a reservation's keys through its record rather than through ``KEYS``, so
 this needs one Redis, not a cluster, which is what the deployment runs.
@@ -44,15 +47,18 @@ from counters.store import (
     LATENCY_ALPHA,
     REAPED_MARK_S,
     RECOVERY_HOLD_S,
+    RUN_STATE_TTL_S,
     WINDOW_S,
     Admission,
     Bucket,
     ChainCheck,
+    ClaimStatus,
     CounterStore,
     OutputFit,
     RateCheck,
     RateLimited,
     RateWindow,
+    RunCheck,
     Settle,
     _budget_refusal,
     _check_admit,
@@ -73,6 +79,7 @@ _ADMIT = Script(_lua("chain", "epoch", "admit"))
 # Where admit.lua takes the epoch its worker last saw.
 _EPOCH_ARG = 9
 _NO_FIT = ("", "", "", "")
+_NO_RUN = ("", "", "")
 _KEEPALIVE = Script(_lua("epoch", "keepalive"))
 _RESTORE = Script(_lua("restore"))
 _SETTLE = Script(_lua("ledger", "release", "settle"))
@@ -81,6 +88,8 @@ _REAP_SETTLED = Script(_lua("ledger", "release", "reap_settled"))
 _SEED = Script(_lua("ledger", "seed"))
 _BREAKER_RECORD = Script(_lua("breaker_record"))
 _LATENCY = Script(_lua("latency"))
+_RUN_TOOLS = Script(_lua("run_tools"))
+_IDEMPOTENCY = Script(_lua("idempotency"))
 
 
 @dataclass(slots=True)
@@ -195,13 +204,15 @@ class RedisCounterStore(CounterStore):
         probe_lease_s: float = 30.0,
         trail: dict | None = None,
         fit: OutputFit | None = None,
+        run: RunCheck | None = None,
     ) -> Admission:
-        _check_admit(reservation_id, buckets, rate)
+        _check_admit(reservation_id, buckets, rate, run)
         # The hot path's one round trip: key names are built once per worker (_names), and
         # everything below is list building and number formatting.
         rate_keys = self._names.rate(rate.key if rate else "")
         keys = [self._key("res", reservation_id), self._names.deadlines, self._names.epoch, self._names.hold,
-                *rate_keys]
+                # KEYS[8], the run's state: without a run, any key stands in (admit.lua never reads it).
+                *rate_keys, self._key("run", buckets[-1].name) if run is not None else self._names.deadlines]
         record: dict[str, object] = {"b": [bucket.name for bucket in buckets]}
         limits = ["", "", "", "0"]
         if rate is not None:
@@ -217,7 +228,8 @@ class RedisCounterStore(CounterStore):
         # The epoch this worker saw goes at EPOCH_ARG; the call's own id stands for a new epoch.
         args = [reservation_id, repr(now), repr(deadline), packed, *limits, len(buckets), self._epoch,
                 reservation_id, self._hold_ms,
-                *((fit.base, fit.price_pico, fit.fewest, fit.most) if fit is not None else _NO_FIT)]
+                *((fit.base, fit.price_pico, fit.fewest, fit.most) if fit is not None else _NO_FIT),
+                *(_run_args(run) if run is not None else _NO_RUN)]
         for bucket in buckets:
             keys += self._names.bucket(bucket.name)
             args += (bucket.limit, bucket.amount)
@@ -254,7 +266,29 @@ class RedisCounterStore(CounterStore):
                            retry_after=float(rest[1]))
         if status == b"missing":
             return replace(shown, status="missing", missing=[buckets[int(i) - 1].name for i in rest])
-        return _budget_refusal(shown, buckets[int(rest[0]) - 1], int(rest[1]) + int(rest[2]))
+        if status == b"loop":
+            return replace(shown, status="loop", param="run", repeats=int(rest[0]))
+        if status == b"steps":
+            return replace(shown, status="budget", param="run", steps=int(rest[0]))
+        return _budget_refusal(shown, buckets[int(rest[0]) - 1], int(rest[1]) + int(rest[2]), int(rest[3]))
+
+    async def idempotency_claim(self, name: str, fingerprint: str, *,
+                                pending_s: float) -> tuple[ClaimStatus, bytes | None]:
+        reply = await self._redis.evalsha(_IDEMPOTENCY, [self._key("idem", name)],
+                                          ["claim", fingerprint, math.ceil(pending_s * 1000)])
+        return cast(ClaimStatus, reply[0].decode()), reply[1] if len(reply) > 1 else None
+
+    async def idempotency_keep(self, name: str, fingerprint: str, answer: bytes, *, ttl_s: float) -> None:
+        await self._redis.evalsha(_IDEMPOTENCY, [self._key("idem", name)],
+                                  ["keep", fingerprint, answer, math.ceil(ttl_s * 1000)])
+
+    async def idempotency_drop(self, name: str, fingerprint: str) -> None:
+        await self._redis.evalsha(_IDEMPOTENCY, [self._key("idem", name)], ["drop", fingerprint])
+
+    async def run_tool_calls(self, run_bucket: str, signatures: Sequence[str]) -> None:
+        if signatures:
+            await self._redis.evalsha(_RUN_TOOLS, [self._key("run", run_bucket)],
+                                      [RUN_STATE_TTL_S * 1000, *signatures])
 
     async def _restore(self, epoch: bytes) -> None:
         """Puts this worker's calls in flight back into a store that lost them (restore.lua)."""
@@ -409,6 +443,12 @@ class RedisCounterStore(CounterStore):
 
     async def close(self) -> None:
         await self._redis.close()
+
+
+def _run_args(run: RunCheck) -> tuple[str, str, str]:
+    """admit.lua's ARGV[17..19]."""
+    return ("" if run.envelope is None else str(run.envelope), "" if run.max_steps is None else str(run.max_steps),
+            str(run.loop_limit))
 
 
 async def _settled(replies: Awaitable[list[int]] | None) -> list[bool]:

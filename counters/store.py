@@ -71,12 +71,20 @@ RECOVERY_HOLD_S = 3.0
 # How often a worker's heartbeat (``keepalive``) looks for a lost store.
 KEEPALIVE_S = 0.5
 
-BudgetParam = Literal["key", "team", "org", "credits"]
-AdmitStatus = Literal["ok", "budget", "rate_limited", "missing", "hold"]
+BudgetParam = Literal["key", "team", "org", "credits", "run"]
+AdmitStatus = Literal["ok", "budget", "rate_limited", "missing", "hold", "loop"]
+# What claiming an Idempotency-Key found (``CounterStore.idempotency_claim``).
+ClaimStatus = Literal["claimed", "pending", "done", "reused"]
 # (reservation id, real cost, real tokens, the reservation's bucket names): what ``settle_many``
 # takes for each call. The names let a call whose reservation was lost still be charged.
 Settle = tuple[str, int, int, Sequence[str]]
 RateLimited = Literal["requests", "tokens", "parallel"]
+
+
+# How long a run's state (its envelope, steps and tool calls asked for) outlives its last call.
+RUN_STATE_TTL_S = 7 * 24 * 3600
+# A run bucket's limit when the run has no envelope of money (only steps or a loop guard).
+NO_LIMIT = 2**53 - 1
 
 
 # The values a call carries through the hot path are plain dataclasses, not frozen ones: a frozen
@@ -103,6 +111,22 @@ class RateCheck:
     tpm: int | None
     max_parallel: int | None
     tokens: int
+
+
+@dataclass(slots=True)
+class RunCheck:
+    """The run a call belongs to, when its run has an envelope or a loop guard: the last of the
+    call's buckets is the run's (``param`` "run"), and the store keeps beside it the run's state.
+
+    ``envelope``: the spend this call proposes for the run (micro-dollars, None: none); the first
+    admission that proposes one sets it, and later ones are held to it whatever they propose.
+    ``max_steps``: admissions the run may have (None: no limit). ``loop_limit``: once the same
+    tool call has been asked for this many times in the run (``run_tool_calls``), its next
+    admission answers ``loop`` (0: no guard)."""
+
+    envelope: int | None
+    max_steps: int | None
+    loop_limit: int
 
 
 @dataclass(slots=True)
@@ -152,8 +176,12 @@ class Admission:
     status: AdmitStatus
     requests: RateWindow | None = None
     tokens: RateWindow | None = None
-    # status == "budget": the first level that does not fit.
+    # status == "budget": the first level that does not fit; with ``steps``, the run's step count
+    # (its limit) is what is used up, not its money. status == "loop": the repeats of the tool
+    # call asked for most often in the run.
     param: BudgetParam | None = None
+    steps: int | None = None
+    repeats: int | None = None
     limit: int | None = None
     remaining: int | None = None
     # status == "missing": counters to rebuild from the ledger (``seed``) before admitting again.
@@ -188,6 +216,7 @@ class CounterStore(abc.ABC):
         probe_lease_s: float = 30.0,
         trail: dict | None = None,
         fit: OutputFit | None = None,
+        run: RunCheck | None = None,
     ) -> Admission:
         """Check the rate limits and reserve ``amount`` in every bucket, or change nothing. With a
         ``fit``, the amount is what the tightest bucket can pay for (``OutputFit``), the same in
@@ -206,7 +235,32 @@ class CounterStore(abc.ABC):
 
         After the store lost its state (a flush, a restart), the first admission or heartbeat
         that notices puts this worker's calls in flight back; admissions answer ``hold`` (retry
-        after ``retry_after`` seconds) while the other workers put back theirs (epoch.lua)."""
+        after ``retry_after`` seconds) while the other workers put back theirs (epoch.lua).
+
+        With a ``run`` (``RunCheck``), the last bucket is the run's: its limit is the envelope the
+        run's first admission set (the one proposed, if none was), and an admission past the run's
+        steps (``budget`` with ``steps``) or its loop guard (``loop``) changes nothing either."""
+
+    @abc.abstractmethod
+    async def idempotency_claim(self, name: str, fingerprint: str, *,
+                                pending_s: float) -> tuple[ClaimStatus, bytes | None]:
+        """Claim an idempotency entry for the request of this ``fingerprint``, in one step:
+        ``claimed`` (it was free: the caller runs the call, and the claim lives ``pending_s``
+        unless kept or dropped), ``pending`` (the same request runs elsewhere), ``done`` with the
+        answer kept, or ``reused`` (claimed by another request)."""
+
+    @abc.abstractmethod
+    async def idempotency_keep(self, name: str, fingerprint: str, answer: bytes, *, ttl_s: float) -> None:
+        """The claimed call's answer, kept for ``ttl_s``: its duplicates get it (``done``)."""
+
+    @abc.abstractmethod
+    async def idempotency_drop(self, name: str, fingerprint: str) -> None:
+        """Give up a claim with no answer kept (the call failed): the next duplicate runs it."""
+
+    @abc.abstractmethod
+    async def run_tool_calls(self, run_bucket: str, signatures: Sequence[str]) -> None:
+        """Count the tool calls an answer of the run asked for (each a signature of its name and
+        arguments), for the loop guard of the run's next admissions (``RunCheck.loop_limit``)."""
 
     @abc.abstractmethod
     def settle_many(self, settlements: Sequence[Settle], position: int | None = None, *,
@@ -334,9 +388,12 @@ def _check_money(value: int, what: str) -> None:
         raise ValueError(f"{what} must not be negative")
 
 
-def _check_admit(reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck | None) -> None:
+def _check_admit(reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck | None,
+                 run: RunCheck | None = None) -> None:
     if not reservation_id:
         raise ValueError("reservation_id must not be empty")
+    if run is not None and (not buckets or buckets[-1].param != "run"):
+        raise ValueError("with a run, the last bucket must be the run's")
     names = [bucket.name for bucket in buckets]
     if len(set(names)) != len(names):
         raise ValueError(f"bucket names must be unique: {names}")
@@ -353,7 +410,7 @@ def _check_admit(reservation_id: str, buckets: Sequence[Bucket], rate: RateCheck
             raise ValueError("tokens must not be negative")
 
 
-def _budget_refusal(shown: Admission, bucket: Bucket, counter: int) -> Admission:
-    return replace(
-        shown, status="budget", param=bucket.param, limit=bucket.limit, remaining=max(0, bucket.limit - counter)
-    )
+def _budget_refusal(shown: Admission, bucket: Bucket, counter: int, limit: int | None = None) -> Admission:
+    """``limit``: the bucket's limit as the store held it (a run's envelope), if not its own."""
+    limit = bucket.limit if limit is None else limit
+    return replace(shown, status="budget", param=bucket.param, limit=limit, remaining=max(0, limit - counter))

@@ -140,10 +140,22 @@ class KeyForm(BudgetFields):
         label="Default output limit (tokens)", required=False, min_value=1, max_value=MAX_KEY_LIMIT,
         help_text="Empty: the organization's default. Each such call is sent the smaller of this, the model's "
         "maximum and what its budget can still pay for.")
+    run_budget = forms.DecimalField(
+        label="Run envelope (USD)", required=False, help_text="The most one run (X-Nemo-Run) may spend. Empty: none "
+        "(a call's X-Nemo-Run-Budget may still set one).", **MONEY_FIELD)
+    run_max_steps = forms.IntegerField(label="Most steps of a run", required=False, min_value=1,
+                                       max_value=MAX_KEY_LIMIT, help_text="Empty: no limit.")
+    loop_limit = forms.IntegerField(
+        label="Loop guard", required=False, min_value=0, max_value=MAX_KEY_LIMIT,
+        help_text="Stop a run once its answers asked for the same tool call (same arguments) this many times. "
+        "Empty or 0: off.")
     expires = _datetime_field("Expires (UTC)")
 
     field_order = ["name", "team", "allowed_models", "budget", "budget_period", "rpm_limit", "tpm_limit",
-                   "max_parallel", "default_max_tokens", "expires"]
+                   "max_parallel", "default_max_tokens", "run_budget", "run_max_steps", "loop_limit", "expires"]
+
+    def clean_loop_limit(self) -> int:
+        return self.cleaned_data.get("loop_limit") or 0
 
     def __init__(self, *args, org: Organization, current_models: list[str] = (), **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -72,12 +72,16 @@ def key_issue(
     budget: Decimal | None,
     budget_period: str,
     default_max_tokens: int | None = None,
+    run_budget: Decimal | None = None,
+    run_max_steps: int | None = None,
+    loop_limit: int = 0,
 ) -> tuple[VirtualKey, str]:
     """A new key with its budget; returns the secret, which is never shown again."""
     key, secret = virtual_key_create(
         org=org, actor=actor, name=name, team=team, allowed_models=allowed_models,
         rpm_limit=rpm_limit, tpm_limit=tpm_limit, max_parallel=max_parallel, expires=expires,
-        default_max_tokens=default_max_tokens,
+        default_max_tokens=default_max_tokens, run_budget=run_budget, run_max_steps=run_max_steps,
+        loop_limit=loop_limit,
     )
     _budget_apply(org=org, actor=actor, current=None, amount=budget, period=budget_period, key=key)
     return key, secret
@@ -98,12 +102,16 @@ def key_change(
     budget: Decimal | None,
     budget_period: str,
     default_max_tokens: int | None = None,
+    run_budget: Decimal | None = None,
+    run_max_steps: int | None = None,
+    loop_limit: int = 0,
 ) -> VirtualKey:
     """New limits and budget for a key; an empty budget removes the key's budget."""
     key = virtual_key_update(
         key=key, actor=actor, name=name, team=team, allowed_models=allowed_models,
         rpm_limit=rpm_limit, tpm_limit=tpm_limit, max_parallel=max_parallel, expires=expires,
-        default_max_tokens=default_max_tokens,
+        default_max_tokens=default_max_tokens, run_budget=run_budget, run_max_steps=run_max_steps,
+        loop_limit=loop_limit,
     )
     _budget_apply(org=key.org, actor=actor, current=budgets_for_key(key=key).get("key"),
                   amount=budget, period=budget_period, key=key)

@@ -60,6 +60,10 @@ class KeySnapshot:
     max_parallel: int | None
     # The most output a call that names no limit is sent: the key's, or its org's.
     default_max_tokens: int
+    # A run's envelope (micro-dollars) and most steps, the run's loop guard (0: off): the key's.
+    run_budget_micros: int | None
+    run_max_steps: int | None
+    loop_limit: int
     expires_at: float | None
     revoked: bool
     budgets: tuple[BudgetLimit, ...]
@@ -103,6 +107,9 @@ def _load_snapshot(prefix: str) -> KeySnapshot | None:
         tpm_limit=key.tpm_limit,
         max_parallel=key.max_parallel,
         default_max_tokens=key.default_max_tokens or key.org.default_max_tokens,
+        run_budget_micros=None if key.run_budget is None else to_micros(key.run_budget),
+        run_max_steps=key.run_max_steps,
+        loop_limit=key.loop_limit,
         expires_at=key.expires.timestamp() if key.expires else None,
         revoked=key.revoked is not None,
         budgets=budgets,

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import math
 
-from billing.reservations import BudgetRefused, CountersUnavailable, LedgerUnavailable, RateLimited, Refused
+from billing.reservations import (
+    BudgetRefused,
+    CountersUnavailable,
+    LedgerUnavailable,
+    RateLimited,
+    Refused,
+    RunLoopDetected,
+    RunStepsRefused,
+)
+from counters import RUN_STATE_TTL_S
 
 
 class GatewayError(Exception):
@@ -40,6 +49,17 @@ def invalid_api_key(message: str = "Invalid, revoked or expired API key.") -> Ga
 
 def budget_exceeded(message: str, *, param: str) -> GatewayError:
     return GatewayError(402, message, type="budget_exceeded", code="budget_exceeded", param=param)
+
+
+def run_steps_exceeded(message: str) -> GatewayError:
+    return GatewayError(402, message, type="budget_exceeded", code="run_max_steps", param="run")
+
+
+def run_loop_detected(message: str) -> GatewayError:
+    """A run the loop guard stopped stays stopped while the store keeps its state: its
+    ``Retry-After`` says so (an SDK retries sooner all the same, and is refused again)."""
+    return GatewayError(429, message, type="rate_limit_error", code="run_loop_detected", param="run",
+                        headers={"retry-after": str(RUN_STATE_TTL_S)})
 
 
 def model_not_allowed(model: str) -> GatewayError:
@@ -83,6 +103,10 @@ def internal_error(request_id: str) -> GatewayError:
 
 def refusal_error(refused: Refused) -> GatewayError:
     """Billing's refusal of a call, as the contract answers it."""
+    if isinstance(refused, RunStepsRefused):
+        return run_steps_exceeded(refused.message)
+    if isinstance(refused, RunLoopDetected):
+        return run_loop_detected(refused.message)
     if isinstance(refused, BudgetRefused):
         return budget_exceeded(refused.message, param=refused.param)
     if isinstance(refused, RateLimited):

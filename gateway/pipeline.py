@@ -22,7 +22,7 @@ from django.conf import settings
 
 from analytics.ledger import DATABASE_ERRORS
 from analytics.records import prompt_meta
-from billing.reservations import Refused, Reservation, Settlement
+from billing.reservations import Refused, Reservation, RunLimits, Settlement
 from gateway import cache, events, metrics
 from gateway.auth import KeySnapshot
 from gateway.config import Deployment, ModelRoute
@@ -37,8 +37,10 @@ from gateway.errors import (
     service_unavailable,
 )
 from gateway.http import header, read_body
+from gateway.idempotency import REPLAY_HEADER, AnswerCapture, Claim, KeptAnswer, claim_or_answer
 from gateway.relay import StreamRelay, replay
 from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links, order_links
+from gateway.runs import count_tool_calls, run_limits
 from gateway.state import GatewayState
 from gateway.summary import CallSummary
 from money import call_cost_micros, from_micros
@@ -62,6 +64,10 @@ class Call:
     snapshot: KeySnapshot | None = None
     request: ChatRequest | None = None
     model: str = ""
+    # What holds the call's run in (its envelope, steps, loop guard), if anything does.
+    run_limits: RunLimits | None = None
+    # The call's claim of its Idempotency-Key, if it came with one: kept with its answer or dropped.
+    idempotency: Claim | None = None
     # What the call holds in the budgets until ``record`` settles it, and the prompt tokens it
     # was reserved for at most (``_prompt_bound``).
     reservation: Reservation | None = None
@@ -72,8 +78,9 @@ class Call:
     cache_status: str = "skip"
     status: int = 200
     error: str = ""
-    # The code and param of the contract's error answered (``GatewayError``): what the metrics
-    # count refusals by and budget alerts read off the log.
+    # The error's type, code and param, as its body says them: what the metrics count refusals
+    # by and budget alerts read off the log.
+    error_type: str = ""
     error_code: str = ""
     error_param: str = ""
     cost_micros: int = 0
@@ -123,6 +130,7 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
         # contract's shape, and the call still leaves its trail and ends its reservation.
         logger.exception("request %s failed inside the gateway", call.request_id)
         call.status, call.error = 500, "internal error"
+        call.error_type, call.error_code = "api_error", "internal_error"
         if call.snapshot is not None and not call.recorded:
             await _record_or_log(state, call)
         try:
@@ -133,17 +141,29 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
         # Whatever else ended the call (a client that left, a cancellation).
         if call.snapshot is not None and not call.recorded:
             await record(state, call)
+        if call.idempotency is not None:
+            await _drop_claim(state, call.idempotency)
         metrics.observe_call(call, state.config.models)
         events.call_ended(call, scope)
 
 
 async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive, send) -> None:
     call.snapshot = await authenticate(state, scope)
+    call.run_limits = run_limits(call.snapshot, call.run_id, header(scope, b"x-nemo-run-budget"))
     raw = await _read(call, receive)
     if raw is None:
         return
     request = call.request = dialect.parse(raw, scope)
     call.model = request.model
+    idempotency_key = header(scope, b"idempotency-key")
+    if idempotency_key is not None:
+        claim = await claim_or_answer(state.store, key_id=call.snapshot.id, idempotency_key=idempotency_key,
+                                      endpoint=call.endpoint, body=raw)
+        if isinstance(claim, KeptAnswer):
+            await _replay(state, call, claim, send)
+            return
+        call.idempotency = claim
+        send = AnswerCapture(send, claim, state.store, succeeded=lambda: call.status == 200)
     # A dialect's step of its own once the key is known (the Responses API's stored conversation).
     prepare = getattr(dialect, "prepare", None)
     if prepare is not None:
@@ -228,6 +248,7 @@ async def admit(state: GatewayState, call: Call, route: ModelRoute, links: list[
             chain=chain,
             trail={"endpoint": call.endpoint, "model": call.model, "run_id": call.run_id,
                    "stream": request.stream, "deployments": chain},
+            run=call.run_limits,
         )
     except Refused as refused:
         raise refusal_error(refused) from refused
@@ -283,12 +304,21 @@ async def _relay(state: GatewayState, dialect: Dialect, call: Call, served: Serv
         call.status, call.error = 502, f"the upstream stream broke: {broken.message}"
         call.attempts[-1].outcome = "broken_stream"
         failure = GatewayError(502, call.error, type="upstream_error", code="upstream_error")
+        call.error_type, call.error_code = failure.type, failure.code
     # Tokens the client did not wait for were still generated; charge a fair estimate of them.
     call.summary.estimate_usage(prompt_tokens=call.prompt_bound // 4)
     _charge(call, served)
     call.response = call.summary.as_completion()
     await record(state, call)
     await relay.finish(failure)
+
+
+async def _drop_claim(state: GatewayState, claim: Claim) -> None:
+    """An Idempotency-Key whose call did not succeed is given up, so a retry runs."""
+    try:
+        await claim.drop(state.store)
+    except Exception:  # noqa: BLE001 - the claim then expires by itself (idempotency.PENDING_S)
+        logger.warning("an Idempotency-Key's claim could not be given up", exc_info=True)
 
 
 async def _answer_from_cache(state: GatewayState, dialect: Dialect, call: Call, completion: dict, send) -> None:
@@ -301,10 +331,17 @@ async def _answer_from_cache(state: GatewayState, dialect: Dialect, call: Call, 
     await replay(dialect, call.request, completion, send, {**call.headers(), "x-nemo-cost": "0.000000"})
 
 
+async def _replay(state: GatewayState, call: Call, kept: KeptAnswer, send) -> None:
+    """The first answer of the call's Idempotency-Key, sent again: it costs nothing and reserves
+    nothing, and is recorded (its own row, at no cost) before it is sent."""
+    await record(state, call)
+    await kept.replay(send, {**call.headers(), "x-nemo-cost": "0.000000", REPLAY_HEADER: "true"})
+
+
 async def _refuse(state: GatewayState, dialect: Dialect, call: Call, error: GatewayError, send) -> None:
     """A call the gateway answers with an error of the contract: recorded, then answered."""
     call.status, call.error = error.status, error.message
-    call.error_code, call.error_param = error.code or "", error.param or ""
+    call.error_type, call.error_code, call.error_param = error.type, error.code or "", error.param or ""
     headers = {**call.headers(), **error.headers}
     if call.snapshot is not None:
         if call.reservation is None and not state.recorder.available:
@@ -353,6 +390,10 @@ async def record(state: GatewayState, call: Call) -> None:
         tokens = call.summary.prompt_tokens + call.summary.completion_tokens
         settlement = Settlement(call.reservation, call.cost_micros, tokens)
     await state.recorder.record(log_row(call), settlement)
+    run_bucket = call.reservation.run_bucket if call.reservation is not None else None
+    if run_bucket is not None and call.run_limits.loop_limit and call.summary.tool_calls:
+        # Before the answer: the run's next call is weighed against it.
+        await count_tool_calls(state.store, run_bucket, call.summary.tool_call_list())
 
 
 async def _record_or_log(state: GatewayState, call: Call) -> bool:
@@ -387,8 +428,11 @@ def log_row(call: Call) -> dict:
         provider=call.provider,
         status=call.status,
         error=call.error,
+        error_type=call.error_type,
         error_code=call.error_code,
         error_param=call.error_param,
+        run_budget=None if call.run_limits is None or call.run_limits.envelope is None
+        else from_micros(call.run_limits.envelope),
         attempts=[a.as_dict() for a in call.attempts],
         stream=bool(request and request.stream),
         latency_ms=int((time.monotonic() - call.started) * 1000),

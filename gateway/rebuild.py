@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from analytics.ledger import DATABASE_ERRORS, read_with_snapshot
-from analytics.selectors import settled_spend_micros
+from analytics.selectors import run_spend_micros, settled_spend_micros
 from billing.reservations import LedgerUnavailable, bucket_spend, seed_ttl_s
 from counters import CounterStore
 from gateway.db import db_read
@@ -24,6 +24,9 @@ from keys.models import Team, VirtualKey
 def settled_micros(name: str, now: datetime) -> int:
     """What the ledger says the counter ``name`` holds: settled spend only."""
     spend = bucket_spend(name, now)
+    if spend.level == "run":
+        org_id = VirtualKey.objects.values_list("org_id", flat=True).get(pk=spend.owner_id)
+        return run_spend_micros(org_id=org_id, key_id=spend.owner_id, run_id=spend.run_id)
     if spend.level == "key":
         org_id = VirtualKey.objects.values_list("org_id", flat=True).get(pk=spend.owner_id)
         return settled_spend_micros(org_id=org_id, since=spend.since, key_id=spend.owner_id)

@@ -88,6 +88,13 @@ class VirtualKey(models.Model):
     default_max_tokens = models.PositiveIntegerField(
         null=True, blank=True, help_text="The most output a call that names no limit is sent; empty: the org's."
     )
+    run_budget = models.DecimalField(
+        max_digits=18, decimal_places=6, null=True, blank=True,
+        help_text="The most a run (X-Nemo-Run) of this key may spend, USD; a call's X-Nemo-Run-Budget may lower it.")
+    run_max_steps = models.PositiveIntegerField(null=True, blank=True,
+                                                help_text="The most calls a run of this key may make.")
+    loop_limit = models.PositiveIntegerField(
+        default=0, help_text="Stop a run once its answers asked for the same tool call this many times; 0: off.")
     expires = models.DateTimeField(null=True, blank=True)
     revoked = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)

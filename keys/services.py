@@ -3,6 +3,7 @@
 import secrets as stdlib_secrets
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -154,6 +155,9 @@ def virtual_key_create(
     tpm_limit: int | None = None,
     max_parallel: int | None = None,
     default_max_tokens: int | None = None,
+    run_budget: Decimal | None = None,
+    run_max_steps: int | None = None,
+    loop_limit: int = 0,
     expires: datetime | None = None,
     metadata: dict | None = None,
 ) -> tuple[VirtualKey, str]:
@@ -172,6 +176,9 @@ def virtual_key_create(
         tpm_limit=tpm_limit,
         max_parallel=max_parallel,
         default_max_tokens=default_max_tokens,
+        run_budget=run_budget,
+        run_max_steps=run_max_steps,
+        loop_limit=loop_limit,
         expires=expires,
         metadata=metadata or {},
         created_by=actor.user,
@@ -183,8 +190,8 @@ def virtual_key_create(
 
 
 KEY_EDITABLE_FIELDS = (
-    "name", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "default_max_tokens", "expires",
-    "metadata",
+    "name", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "default_max_tokens", "run_budget",
+    "run_max_steps", "loop_limit", "expires", "metadata",
 )
 
 

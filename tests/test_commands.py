@@ -75,6 +75,14 @@ def test_createkey_sets_the_keys_default_output_limit(org):
     assert key_authenticate(secret).default_max_tokens == 1024
 
 
+def test_createkey_sets_the_keys_run_limits(org):
+    secret = run("createkey", "--org", org.slug, "--name", "agent", "--run-budget", "0.50", "--run-max-steps", "40",
+                 "--loop-limit", "3").strip()
+
+    key = key_authenticate(secret)
+    assert (key.run_budget, key.run_max_steps, key.loop_limit) == (Decimal("0.50"), 40, 3)
+
+
 def test_createkey_without_models_allows_every_model(org):
     key = key_authenticate(run("createkey", "--org", org.slug, "--name", "researcher").strip())
     assert key.allowed_models == []

@@ -4,21 +4,24 @@
 --
 -- KEYS[1] reservation record, KEYS[2] deadline index, KEYS[3] the store's epoch, KEYS[4] the
 -- recovery hold, KEYS[5] request window, KEYS[6] token window, KEYS[7] set of the key's calls in
--- flight, then for each bucket: its settled counter, its reserved hash;
+-- flight, KEYS[8] the run's state (see below), then for each bucket: its settled counter, its
+-- reserved hash;
 -- then, with a chain: the cooldowns hash, then each deployment's circuit breaker.
 -- ARGV[1] reservation id, ARGV[2] now, ARGV[3] deadline, ARGV[4] reservation record (JSON),
 -- ARGV[5] rpm, ARGV[6] tpm, ARGV[7] max parallel ('' = no such limit), ARGV[8] tokens,
 -- ARGV[9] number of buckets, ARGV[10] the epoch this worker last saw ('' if none yet),
 -- ARGV[11] a new epoch, should the store have lost its own, ARGV[12] the hold after a loss (ms),
 -- ARGV[13..16] the output fit ('' = none): the prompt's worst case (micro-dollars), the output's
--- price per token (pico-dollars), the fewest and the most output tokens;
--- then for each bucket: its limit, the amount to reserve (with a fit: unused);
+-- price per token (pico-dollars), the fewest and the most output tokens; ARGV[17..19] the run
+-- (ARGV[19] '' = none): the envelope proposed ('' = none), its most steps ('' = no limit), its
+-- loop limit ('0' = off); then for each bucket: its limit, the amount to reserve (with a fit: unused);
 -- then, with a chain: the probe lease (s), then each deployment.
 --
 -- Reply: status, then requests limit/remaining/reset and tokens limit/remaining/reset ('' when
 -- not limited), then: ok -> the epoch, the amount reserved, the output tokens fitted ('' without a
 -- fit), then with a chain its skip and probes lists;
--- rate_limited -> which, retry after; budget -> bucket index, settled, reserved; missing -> the
+-- rate_limited -> which, retry after; budget -> bucket index, settled, reserved, the limit it
+-- held; steps -> the run's most steps; loop -> the repeats of its most asked-for tool call; missing -> the
 -- indexes of the missing buckets; lost -> the store's epoch now; hold -> its milliseconds left.
 local WINDOW = 60
 -- Slack (s) for float rounding: times near 2e9 s carry about 2.4e-7 s of it.
@@ -26,8 +29,10 @@ local EPS = 1e-6
 local now = tonumber(ARGV[2])
 local deadline = tonumber(ARGV[3])
 local buckets = tonumber(ARGV[9])
-local FIRST_BUCKET_KEY = 7
-local FIRST_BUCKET_ARG = 16
+local FIRST_BUCKET_KEY = 8
+local FIRST_BUCKET_ARG = 19
+-- counters.store.RUN_STATE_TTL_S: a run's state outlives its last call by this much.
+local RUN_STATE_TTL_MS = 7 * 24 * 3600 * 1000
 
 -- GCRA over a 60 s window: `tat` is the time at which the window would be full again. A call
 -- of weight `cost` fits if it pushes tat no further than one window ahead of now. This is a
@@ -141,21 +146,41 @@ end
 if #missing > 0 then
   return reply('missing', unpack(missing))
 end
+-- A run with an envelope or a loop guard: its bucket is the last, its state a hash (KEYS[8]):
+-- the envelope its first admission set (a later one cannot raise it), its steps so far, and the
+-- repeats of the tool call its answers asked for most (run_tools.lua).
+local run = ARGV[19] ~= ''
+local run_limit
+if run then
+  local state = redis.call('HMGET', KEYS[8], 'limit', 'steps', 'loop')
+  local loop_limit = tonumber(ARGV[19])
+  if loop_limit > 0 and tonumber(state[3] or '0') >= loop_limit then
+    return reply('loop', state[3])
+  end
+  if ARGV[18] ~= '' and tonumber(state[2] or '0') >= tonumber(ARGV[18]) then
+    return reply('steps', ARGV[18])
+  end
+  run_limit = state[1]
+end
 -- Money stays in strings on its way through Redis; the comparison runs on Lua doubles, exact
 -- for integers up to 2^53 micro-dollars (about 9 billion dollars).
 local reserved = {}
 local amounts = {}
+local limits = {}
 local room, tightest
 for i = 1, buckets do
   reserved[i] = redis.call('HGET', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total') or '0'
-  local limit = tonumber(ARGV[FIRST_BUCKET_ARG - 1 + 2 * i])
-  local left = limit - tonumber(settled[i]) - tonumber(reserved[i])
+  limits[i] = ARGV[FIRST_BUCKET_ARG - 1 + 2 * i]
+  if run and i == buckets and run_limit then
+    limits[i] = run_limit
+  end
+  local left = tonumber(limits[i]) - tonumber(settled[i]) - tonumber(reserved[i])
   if fit then
     if not room or left < room then
       room, tightest = left, i
     end
   elseif tonumber(ARGV[FIRST_BUCKET_ARG + 2 * i]) > left then
-    return reply('budget', tostring(i), settled[i], reserved[i])
+    return reply('budget', tostring(i), settled[i], reserved[i], limits[i])
   end
   amounts[i] = ARGV[FIRST_BUCKET_ARG + 2 * i]
 end
@@ -166,7 +191,7 @@ if fit and buckets > 0 then
     tokens = math.min(most, math.floor((room - base) * 1000000 / price))
   end
   if room < base or tokens < fewest then
-    return reply('budget', tostring(tightest), settled[tightest], reserved[tightest])
+    return reply('budget', tostring(tightest), settled[tightest], reserved[tightest], limits[tightest])
   end
   local amount = string.format('%d', base + math.ceil(tokens * price / 1000000))
   for i = 1, buckets do
@@ -179,6 +204,13 @@ local id = ARGV[1]
 for i = 1, buckets do
   redis.call('HSET', KEYS[FIRST_BUCKET_KEY + 2 * i], 'res:' .. id, amounts[i])
   redis.call('HINCRBY', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total', amounts[i])
+end
+if run then
+  if ARGV[17] ~= '' then
+    redis.call('HSETNX', KEYS[8], 'limit', ARGV[17])
+  end
+  redis.call('HINCRBY', KEYS[8], 'steps', 1)
+  redis.call('PEXPIRE', KEYS[8], RUN_STATE_TTL_MS)
 end
 -- A window key lives until it is full again; the token window at least until the deadline, so
 -- settle can still correct it.

@@ -165,6 +165,15 @@ class KeyInputSerializer(serializers.Serializer):
         required=False, allow_null=True, min_value=1, max_value=MAX_KEY_LIMIT,
         help_text="The most output a call that names no limit is sent (fitted to the budget left); null: the "
         "org's default (16,384 unless changed).")
+    run_budget = MoneyField(required=False, allow_null=True, min_value=0,
+                            help_text="The most one run (`X-Nemo-Run`) of this key may spend, USD; null: no envelope "
+                            "(a call's `X-Nemo-Run-Budget` may still set one, never above this).")
+    run_max_steps = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_KEY_LIMIT,
+                                             help_text="The most calls one run may make; null: no limit.")
+    loop_limit = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_KEY_LIMIT,
+        help_text="Stop a run (429 `run_loop_detected`) once its answers asked for the same tool call this many "
+        "times; 0: off.")
     expires = serializers.DateTimeField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False, validators=[storable_json])
     budget = MoneyField(required=False, allow_null=True, min_value=0,
@@ -192,6 +201,9 @@ class KeyOutputSerializer(serializers.Serializer):
     tpm_limit = serializers.IntegerField(allow_null=True)
     max_parallel = serializers.IntegerField(allow_null=True)
     default_max_tokens = serializers.IntegerField(allow_null=True, help_text="null: the org's default.")
+    run_budget = MoneyField(allow_null=True, help_text="The envelope of each run; null: none.")
+    run_max_steps = serializers.IntegerField(allow_null=True, help_text="The most calls of a run; null: no limit.")
+    loop_limit = serializers.IntegerField(help_text="Repeats of one tool call that stop a run; 0: off.")
     expires = serializers.DateTimeField(allow_null=True)
     revoked = serializers.DateTimeField(allow_null=True)
     metadata = serializers.DictField()
@@ -273,6 +285,10 @@ class LogRowSerializer(serializers.Serializer):
     provider = serializers.CharField(allow_blank=True)
     status = serializers.IntegerField(help_text="The HTTP status returned to the client.")
     error = serializers.CharField(allow_blank=True)
+    error_type = serializers.CharField(allow_blank=True, help_text="The error's `type`, as its body said it.")
+    error_code = serializers.CharField(allow_blank=True, help_text="The error's `code` (`run_loop_detected`, …).")
+    error_param = serializers.CharField(allow_blank=True, help_text="The error's `param` (`run`: refused by its "
+                                        "run's envelope or steps).")
     attempts = AttemptSerializer(many=True)
     stream = serializers.BooleanField()
     latency_ms = serializers.IntegerField()
@@ -348,6 +364,12 @@ class RunSerializer(serializers.Serializer):
     budget = MoneyField(allow_null=True, help_text="The key's budget, if it has one.")
     budget_period = PeriodField(allow_null=True)
     tool_calls_logged = serializers.IntegerField(help_text="How many of the steps logged tool calls.")
+    run_budget = MoneyField(allow_null=True, help_text="The run's envelope (`X-Nemo-Run-Budget` or the key's "
+                            "`run_budget`), spent against by `spend`; null: none.")
+    stopped_by = serializers.ChoiceField(
+        choices=["run_budget", "run_max_steps", "loop_guard"], allow_null=True,
+        help_text="What stopped the run: its envelope, its most steps or the loop guard; null: nothing did.")
+    stop_reason = serializers.CharField(help_text="The message of the refusal that stopped the run; empty if none.")
     started = serializers.DateTimeField(source="first")
     ended = serializers.DateTimeField(source="last")
 

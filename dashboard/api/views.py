@@ -148,7 +148,8 @@ class KeyListView(OrgAPIView):
                 org=org, actor=actor, name=data["name"], team=team,
                 allowed_models=data.get("allowed_models", ()), rpm_limit=data.get("rpm_limit"),
                 tpm_limit=data.get("tpm_limit"), max_parallel=data.get("max_parallel"),
-                default_max_tokens=data.get("default_max_tokens"),
+                default_max_tokens=data.get("default_max_tokens"), run_budget=data.get("run_budget"),
+                run_max_steps=data.get("run_max_steps"), loop_limit=data.get("loop_limit", 0),
                 expires=data.get("expires"), metadata=data.get("metadata"),
             )
             if data.get("budget") is not None:

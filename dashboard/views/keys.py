@@ -98,8 +98,8 @@ def key_detail(request: HttpRequest, membership: Membership, pk: int) -> HttpRes
 
 def _form_values(form: KeyForm) -> dict:
     return {name: form.cleaned_data[name] for name in (
-        "name", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "default_max_tokens", "expires",
-        "budget", "budget_period")}
+        "name", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel", "default_max_tokens", "run_budget",
+        "run_max_steps", "loop_limit", "expires", "budget", "budget_period")}
 
 
 @never_cache
@@ -120,7 +120,8 @@ def key_edit(request: HttpRequest, membership: Membership, pk: int) -> HttpRespo
     initial = {
         "name": key.name, "team": key.team_id, "allowed_models": key.allowed_models,
         "rpm_limit": key.rpm_limit, "tpm_limit": key.tpm_limit, "max_parallel": key.max_parallel,
-        "default_max_tokens": key.default_max_tokens, "expires": key.expires,
+        "default_max_tokens": key.default_max_tokens, "run_budget": key.run_budget,
+        "run_max_steps": key.run_max_steps, "loop_limit": key.loop_limit, "expires": key.expires,
         "budget": budget.amount if budget else None,
         "budget_period": budget.period if budget else Budget.Period.MONTHLY,
     }

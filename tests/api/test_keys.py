@@ -16,7 +16,8 @@ from tests.api.conftest import session_client
 pytestmark = pytest.mark.django_db
 
 KEY_FIELDS = {"id", "name", "prefix", "team", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel",
-              "default_max_tokens", "expires", "revoked", "metadata", "created", "budget", "spend"}
+              "default_max_tokens", "run_budget", "run_max_steps", "loop_limit", "expires", "revoked", "metadata",
+              "created", "budget", "spend"}
 
 
 def test_it_lists_the_keys_of_the_org_only(admin_api, key, other_key):
@@ -136,6 +137,18 @@ def test_a_keys_default_output_limit_is_set_shown_and_cleared(admin_api, key):
 
     assert changed.json()["default_max_tokens"] == 2048
     assert cleared.json()["default_max_tokens"] is None
+    assert refused.status_code == 400
+
+
+def test_a_key_is_issued_with_its_run_limits_and_they_are_changed(admin_api):
+    created = admin_api.post("/api/v1/keys", {"name": "agent", "run_budget": "0.50", "run_max_steps": 40,
+                                              "loop_limit": 3}, format="json").json()
+    changed = admin_api.patch(f"/api/v1/keys/{created['id']}", {"run_budget": None, "loop_limit": 0},
+                              format="json").json()
+    refused = admin_api.patch(f"/api/v1/keys/{created['id']}", {"loop_limit": -1}, format="json")
+
+    assert (created["run_budget"], created["run_max_steps"], created["loop_limit"]) == ("0.500000", 40, 3)
+    assert (changed["run_budget"], changed["run_max_steps"], changed["loop_limit"]) == (None, 40, 0)
     assert refused.status_code == 400
 
 

@@ -83,3 +83,33 @@ def test_it_refuses_a_bad_run_query(api, params, param):
 
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
+
+
+def test_a_run_stopped_by_its_envelope_shows_the_envelope_and_why(api, key):
+    make_log(key.org, key, run_id="agent-run", cost=Decimal("0.400000"), run_budget=Decimal("0.500000"))
+    make_log(key.org, key, run_id="agent-run", status=402, run_budget=Decimal("0.500000"), cost=Decimal("0"),
+             error="This call may cost up to $0.2, which does not fit the run's envelope",
+             error_type="budget_exceeded", error_code="budget_exceeded", error_param="run")
+
+    body = api.get("/api/v1/runs/agent-run").json()
+
+    assert (body["run_budget"], body["spend"], body["stopped_by"]) == ("0.500000", "0.400000", "run_budget")
+    assert "run's envelope" in body["stop_reason"]
+
+
+def test_a_run_stopped_by_the_loop_guard_says_so(api, key):
+    make_log(key.org, key, run_id="agent-run", tool_calls=SEARCH)
+    make_log(key.org, key, run_id="agent-run", status=429, error="asked for the same tool call 3 times",
+             error_type="rate_limit_error", error_code="run_loop_detected", error_param="run")
+
+    body = api.get("/api/v1/runs/agent-run").json()
+
+    assert (body["run_budget"], body["stopped_by"]) == (None, "loop_guard")
+
+
+def test_a_run_nothing_stopped_has_no_stop(api, key):
+    make_log(key.org, key, run_id="agent-run", status=402, error_code="budget_exceeded", error_param="key")
+
+    body = api.get("/api/v1/runs/agent-run").json()
+
+    assert (body["stopped_by"], body["stop_reason"]) == (None, "")

@@ -111,6 +111,22 @@ def test_issuing_a_key_sets_its_limits_and_budget(owner_client, org):
     assert (budget.amount, budget.period) == (Decimal("5.00"), "monthly")
 
 
+def test_issuing_a_key_sets_its_run_limits_and_the_key_page_shows_them(owner_client, org):
+    owner_client.post("/keys/new/", {**NEW_KEY, "run_budget": "0.50", "run_max_steps": "40", "loop_limit": "3"})
+
+    key = VirtualKey.objects.get(org=org, name="support-bot")
+    assert (key.run_budget, key.run_max_steps, key.loop_limit) == (Decimal("0.50"), 40, 3)
+    page = owner_client.get(f"/keys/{key.pk}/").content.decode()
+    assert "$0.50 a run" in page and "asked for 3 times" in page
+
+
+def test_a_key_issued_without_a_loop_guard_has_it_off(owner_client, org):
+    owner_client.post("/keys/new/", NEW_KEY)
+
+    key = VirtualKey.objects.get(org=org, name="support-bot")
+    assert (key.run_budget, key.run_max_steps, key.loop_limit) == (None, None, 0)
+
+
 def test_an_admin_issues_a_key(admin_client, org):
     response = admin_client.post("/keys/new/", NEW_KEY)
 

@@ -12,12 +12,14 @@ class Reply:
     Left empty, it follows the request: a tool result last -> a text quoting the results;
     tools offered (and not refused) -> a call to the first tool with arguments built from its
     schema (``parallel=True``: one call to every tool); otherwise a text quoting the last
-    message. ``text`` or ``tool_calls`` (name, arguments) force the answer.
+    message. ``text`` or ``tool_calls`` (name, arguments) force the answer; ``delay_s`` holds it.
     """
 
     text: str | None = None
     tool_calls: tuple[tuple[str, dict], ...] | None = None
     parallel: bool = False
+    # Seconds to wait before answering: calls that overlap in time.
+    delay_s: float = 0.0
 
 
 @dataclass(frozen=True)

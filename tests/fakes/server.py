@@ -222,6 +222,8 @@ class FakeUpstream:
             _reset(request)
             return web.Response()
 
+        if isinstance(behaviour, Reply) and behaviour.delay_s:
+            await asyncio.sleep(behaviour.delay_s)
         answer = self.answer(received, behaviour if isinstance(behaviour, Reply) else Reply(), stream=stream)
         if stream:
             return await self._stream(request, behaviour, answer)

@@ -39,6 +39,10 @@ class Command(BaseCommand):
         parser.add_argument("--parallel", type=_positive_int)
         parser.add_argument("--default-max-tokens", type=_positive_int,
                             help="The output limit a call that names none is sent at most (default: the org's).")
+        parser.add_argument("--run-budget", type=_money, help="The most one run (X-Nemo-Run) may spend, USD.")
+        parser.add_argument("--run-max-steps", type=_positive_int, help="The most calls one run may make.")
+        parser.add_argument("--loop-limit", type=_positive_int, default=0,
+                            help="Stop a run once its answers asked for the same tool call this many times.")
         parser.add_argument("--models", help="Comma-separated model names this key may use.")
 
     def handle(self, *args, **opts) -> None:
@@ -56,7 +60,8 @@ class Command(BaseCommand):
             key, secret = virtual_key_create(
                 org=org, name=opts["name"], team=team, allowed_models=models, actor=actor,
                 rpm_limit=opts["rpm"], tpm_limit=opts["tpm"], max_parallel=opts["parallel"],
-                default_max_tokens=opts["default_max_tokens"],
+                default_max_tokens=opts["default_max_tokens"], run_budget=opts["run_budget"],
+                run_max_steps=opts["run_max_steps"], loop_limit=opts["loop_limit"],
             )
             if opts["budget"] is not None:
                 budget_set(org=org, key=key, amount=opts["budget"], period=opts["budget_period"], actor=actor)
