@@ -51,3 +51,35 @@ def test_a_key_spending_its_budget_through_the_gateway_fires_its_thresholds_but_
     assert [(event["type"], event["data"]["threshold"]) for event in events] == [
         ("budget.threshold", 50), ("budget.threshold", 80)]
     assert events[1]["data"]["budget"]["key"] == tenant.key.prefix
+
+
+@pytest.mark.usefixtures("no_lag")
+def test_runs_the_gateway_stops_by_their_envelope_and_by_the_loop_guard_fire_run_stopped_once_each(
+        start_gateway, make_tenant, fake):  # noqa: F811 - fixtures
+    gateway = start_gateway(priced_routing(fake))
+    tenant = make_tenant(credits=from_micros(100 * reservation_micros()), loop_limit=2)
+    webhook_create(org=tenant.org, url="https://hooks.example.com/nemo", events=["run.stopped"],
+                   actor=Actor.system("test"))
+    client = gateway.client(tenant.secret)
+    search = Reply(tool_calls=(("search", {"query": "lead"}),))
+    fake.script(Reply(text=LONG_ANSWER), search, search)
+
+    def step(run: str, **headers: str) -> int:
+        try:
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "go on"}],
+                                           max_tokens=100, extra_headers={"X-Nemo-Run": run, **headers})
+            return 200
+        except openai.APIStatusError as refused:
+            return refused.status_code
+
+    # One call's reservation fits the envelope, a second does not (twice: one run.stopped).
+    envelope = str(from_micros(reservation_micros() * 3 // 2))
+    capped = [step("capped", **{"X-Nemo-Run-Budget": envelope}) for _ in range(3)]
+    looping = [step("looping") for _ in range(4)]
+    alerts_scan(org=tenant.org)
+
+    assert capped == [200, 402, 402]
+    assert looping == [200, 200, 429, 429]
+    events = [json.loads(event.body) for event in WebhookEvent.objects.filter(org=tenant.org).order_by("id")]
+    assert [(event["type"], event["data"]["run_id"]) for event in events] == [
+        ("run.stopped", "capped"), ("run.stopped", "looping")]
