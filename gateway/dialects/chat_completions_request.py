@@ -56,6 +56,8 @@ class ChatRequest:
     prompt_bytes: int
     # An answer with output tokens, which a call that names no limit is fitted one for.
     has_output = True
+    # A call that is limited, reserved and charged (a token count is none of these).
+    charged = True
 
     @property
     def messages(self) -> list[dict]:

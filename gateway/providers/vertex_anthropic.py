@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from gateway.providers.base import StreamDecoder, UpstreamError, UpstreamRequest, classify_status
 from gateway.providers.fields import (
     claude_thinking,
@@ -75,6 +77,8 @@ _NOT_IN_TOOL_USE_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 class VertexAnthropicProvider(VertexProvider):
     publisher = "anthropic"
+    # An Anthropic Messages call (POST /v1/messages) goes upstream as it came.
+    native_wire = "anthropic"
 
     async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
         payload = translate_request(body, output_cap=output_cap, model=model)
@@ -94,6 +98,35 @@ class VertexAnthropicProvider(VertexProvider):
 
     def stream_decoder(self, *, model: str, body: dict) -> StreamDecoder:
         return AnthropicStreamDecoder(model=model)
+
+    # --- the Messages API as it came ---------------------------------------------------------------
+    async def prepare_native(self, *, native, model: str, stream: bool) -> UpstreamRequest:
+        """The client's body with Vertex's ``anthropic_version`` for its ``model`` (the link's
+        model is in the URL) and its ``anthropic-beta`` header: nothing else changes."""
+        payload = {name: value for name, value in native.body.items() if name != "model"}
+        payload["anthropic_version"] = ANTHROPIC_VERSION
+        if stream:
+            payload["stream"] = True
+        else:
+            payload.pop("stream", None)
+        return UpstreamRequest(url=self.model_url(model, "streamRawPredict" if stream else "rawPredict"),
+                               headers={**await self.auth_headers(), **native.headers}, body=orjson.dumps(payload))
+
+    def native_stream_decoder(self, *, model: str) -> StreamDecoder:
+        return NativeStreamDecoder(model=model)
+
+    async def count_tokens(self, session, *, body: dict, native, model: str, timeout_s: float) -> dict:
+        """Vertex's own count for Claude (``count-tokens:rawPredict``), which names the model in the body."""
+        raw = await self._exchange(session, self._prepare_count(native, model), timeout_s)
+        data = load_upstream_json(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
+            raise UpstreamError("server", "count-tokens answered without input_tokens")
+        return {"input_tokens": data["input_tokens"]}
+
+    async def _prepare_count(self, native, model: str) -> UpstreamRequest:
+        payload = {**native.body, "model": model, "anthropic_version": ANTHROPIC_VERSION}
+        return UpstreamRequest(url=self.model_url("count-tokens", "rawPredict"),
+                               headers={**await self.auth_headers(), **native.headers}, body=orjson.dumps(payload))
 
     def classify_error(self, *, status: int, headers: Any, body: bytes) -> UpstreamError:
         # Claude's own errors have Anthropic's shape; Vertex's front door answers in Google's.
@@ -387,3 +420,11 @@ class AnthropicStreamDecoder(JSONEventDecoder):
             return [self._chunks.delta({"tool_calls": [fragment]})]
         # thinking and signature deltas are not part of the OpenAI answer.
         return []
+
+
+class NativeStreamDecoder(AnthropicStreamDecoder):
+    """Claude's stream for an Anthropic client: what each read brought goes on as it came (the
+    first event of its batch, with no chunk), and its chunks feed the call's summary."""
+
+    def feed_events(self, data: bytes) -> list:
+        return [({}, data), *[(chunk, None) for chunk in self.feed(data)]]
