@@ -1,0 +1,301 @@
+"""``POST /v1/messages`` and ``/v1/messages/count_tokens`` through the real ``anthropic`` package,
+served by a Claude-on-Vertex fake (the body passes through in Anthropic's format) and by a
+Gemini fake (translated both ways): answers, streams, a tool loop, extended thinking with its
+signature passed back, token counts, a Claude→Gemini fallback in the middle of a run, and the
+gateway's refusals as the SDK's own error classes.
+"""
+
+import json
+from decimal import Decimal
+
+import anthropic
+import httpx
+import pytest
+
+from analytics.models import RequestLog
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.behaviours import Reply, Status, StreamError
+from tests.fakes.gemini import FakeGemini
+from tests.fakes.oauth import FakeTokenServer, write_service_account
+
+WEATHER = {"name": "weather", "description": "Weather of a city",
+           "input_schema": {"type": "object", "properties": {"location": {"type": "string"}},
+                            "required": ["location"]}}
+HELLO = [{"role": "user", "content": "Say hi in Portuguese"}]
+
+
+@pytest.fixture
+def credentials(tmp_path):
+    with FakeTokenServer() as server:
+        yield str(write_service_account(tmp_path, token_uri=server.token_uri))
+
+
+@pytest.fixture
+def claude():
+    with FakeAnthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+def gemini():
+    with FakeGemini() as fake:
+        yield fake
+
+
+@pytest.fixture
+def gateway(start_gateway, credentials, claude, gemini):
+    """``claude`` (Claude on Vertex), ``gemini`` (Gemini on Vertex) and ``agent`` (Claude, then Gemini)."""
+    return start_gateway({
+        "providers": {
+            "claude": {"type": "vertex_anthropic", **claude.provider_options(credentials=credentials)},
+            "gemini": {"type": "vertex_gemini", **gemini.provider_options(credentials=credentials)},
+        },
+        "deployments": [
+            {"id": "sonnet", "provider": "claude", "model": "claude-3-7-sonnet@20250219"},
+            {"id": "flash", "provider": "gemini", "model": "gemini-2.5-flash"},
+        ],
+        "models": {"claude": {"chain": ["sonnet"]}, "gemini": {"chain": ["flash"]},
+                   "agent": {"chain": ["sonnet", "flash"]}},
+    })
+
+
+@pytest.fixture
+def tenant(make_tenant):
+    return make_tenant()
+
+
+def client_of(gateway, secret: str, **options) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gateway.url, api_key=secret, max_retries=0, **options)
+
+
+@pytest.fixture
+def client(gateway, tenant):
+    return client_of(gateway, tenant.secret)
+
+
+def last_row() -> RequestLog:
+    return RequestLog.objects.order_by("-created").first()
+
+
+# --- Claude on Vertex: the body as it came, the bytes as they came back ---------------------------
+
+def test_a_message_to_claude_passes_through_unchanged(client, claude):
+    system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    raw = client.messages.with_raw_response.create(
+        model="claude", max_tokens=200, system=system, messages=HELLO, metadata={"user_id": "u-1"}, extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
+    message = raw.parse()
+
+    sent = claude.requests[-1]
+    assert sent.path.endswith("/claude-3-7-sonnet@20250219:rawPredict")
+    assert sent.json == {"max_tokens": 200, "messages": HELLO, "metadata": {"user_id": "u-1"},
+                         "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+                         "anthropic_version": "vertex-2023-10-16"}
+    assert sent.headers["anthropic-beta"] == "context-1m-2025-08-07"
+    # The upstream's own answer: its id, its model id, its usage with the cache write.
+    assert message.id.startswith("msg_vrtx_") and message.model == "claude-3-7-sonnet@20250219".replace("@", "-")
+    assert message.content[0].text == "Fake answer to: Say hi in Portuguese"
+    assert message.usage.cache_creation_input_tokens > 0
+    assert raw.headers["x-nemo-deployment"] == "sonnet" and raw.headers["x-nemo-attempts"] == "sonnet:ok"
+    row = last_row()
+    assert row.endpoint == "messages" and row.deployment == "sonnet" and row.status == 200
+    assert row.prompt_tokens == (message.usage.input_tokens + message.usage.cache_creation_input_tokens
+                                 + message.usage.cache_read_input_tokens)
+    assert row.completion_tokens == message.usage.output_tokens and row.cost > 0
+
+
+def test_a_stream_from_claude_is_relayed_as_it_came(client, claude):
+    with client.messages.stream(model="claude", max_tokens=200, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert claude.requests[-1].path.endswith(":streamRawPredict")
+    assert claude.requests[-1].json["stream"] is True
+    assert text == "Fake answer to: Say hi in Portuguese" == final.content[0].text
+    assert final.id.startswith("msg_vrtx_") and final.stop_reason == "end_turn"
+    row = last_row()
+    assert row.stream and row.completion_tokens == final.usage.output_tokens and row.prompt_tokens > 0
+
+
+# --- both wire formats ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["claude", "gemini"])
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_a_tool_loop_of_several_steps(client, claude, gemini, model, streamed):
+    upstream = claude if model == "claude" else gemini
+    messages = [{"role": "user", "content": "Weather in Rome, then in Paris?"}]
+    # The first step calls the tool by itself; the second is told to call it again.
+    upstream.script(Reply(), Reply(tool_calls=[("weather", {"location": "Paris"})]))
+    answers = []
+    for _ in range(3):
+        if streamed:
+            with client.messages.stream(model=model, max_tokens=300, tools=[WEATHER], messages=messages) as stream:
+                answer = stream.get_final_message()
+        else:
+            answer = client.messages.create(model=model, max_tokens=300, tools=[WEATHER], messages=messages)
+        answers.append(answer)
+        calls = [block for block in answer.content if block.type == "tool_use"]
+        if not calls:
+            break
+        results = [{"type": "tool_result", "tool_use_id": call.id, "content": f"sunny in {call.input['location']}"}
+                   for call in calls]
+        messages += [{"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in answer.content]},
+                     {"role": "user", "content": results}]
+    assert [answer.stop_reason for answer in answers] == ["tool_use", "tool_use", "end_turn"]
+    assert answers[1].content[-1].input == {"location": "Paris"}
+    # (Gemini's fake echoes the functionResponse it got, the text wrapped as {"result": ...}.)
+    assert answers[2].content[0].text.startswith("Tool results: ") and "sunny in Paris" in answers[2].content[0].text
+    assert all(call.id for answer in answers[:2] for call in answer.content if call.type == "tool_use")
+    rows = list(RequestLog.objects.order_by("created"))
+    assert [row.endpoint for row in rows] == ["messages"] * 3
+    assert [row.finish_reason for row in rows] == ["tool_calls", "tool_calls", "stop"]
+    assert rows[1].tool_calls[0]["name"] == "weather"
+    assert json.loads(rows[1].tool_calls[0]["arguments"]) == {"location": "Paris"}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_extended_thinking_and_its_signature_come_back(client, claude, streamed):
+    messages = [{"role": "user", "content": "Weather in Florence?"}]
+    options = {"model": "claude", "max_tokens": 4000, "tools": [WEATHER],
+               "thinking": {"type": "enabled", "budget_tokens": 2000}}
+    if streamed:
+        with client.messages.stream(messages=messages, **options) as stream:
+            kinds = [event.type for event in stream]
+            first = stream.get_final_message()
+        assert "thinking" in kinds and "signature" in kinds
+    else:
+        first = client.messages.create(messages=messages, **options)
+    thinking, tool_use = first.content[0], first.content[-1]
+    assert thinking.type == "thinking" and thinking.signature in claude.signatures
+    assert tool_use.type == "tool_use"
+
+    messages += [{"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use.id, "content": "24C"}]}]
+    second = client.messages.create(messages=messages, **options)
+
+    # The fake refuses a thinking block whose signature it did not issue: it came back as it went.
+    passed_back = claude.requests[-1].json["messages"][1]["content"][0]
+    assert passed_back == {"type": "thinking", "thinking": thinking.thinking, "signature": thinking.signature}
+    assert second.content[0].text == "Tool results: 24C"
+
+
+def test_a_forged_signature_is_claudes_own_400(client, claude):
+    messages = [{"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "forged"},
+                                                  {"type": "tool_use", "id": "toolu_1", "name": "weather",
+                                                   "input": {"location": "Rome"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="claude", max_tokens=4000, tools=[WEATHER], messages=messages,
+                               thinking={"type": "enabled", "budget_tokens": 2000})
+    assert "signature" in refused.value.message
+
+
+def test_gemini_serves_a_translated_message(client, gemini):
+    message = client.messages.create(model="gemini", max_tokens=200, system="Be brief.", messages=HELLO,
+                                     stop_sequences=["END"], extra_body={"temperature": 0.5, "top_k": 20})
+    sent = gemini.requests[-1].json
+    assert sent["systemInstruction"]["parts"][0]["text"] == "Be brief."
+    assert sent["generationConfig"]["stopSequences"] == ["END"] and sent["generationConfig"]["topK"] == 20
+    assert message.id.startswith("msg_") and message.model == "gemini-2.5-flash"
+    assert message.content[0].text == "Fake answer to: Say hi in Portuguese" and message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    assert last_row().request_id == "req_" + message.id.removeprefix("msg_")
+
+
+def test_count_tokens_asks_claude_and_estimates_for_gemini(client, claude, gemini):
+    counted = client.messages.count_tokens(model="claude", messages=HELLO, tools=[WEATHER])
+    sent = claude.requests[-1]
+    assert sent.path.endswith("/count-tokens:rawPredict")
+    assert sent.json["model"] == "claude-3-7-sonnet@20250219" and sent.json["tools"] == [WEATHER]
+    assert counted.input_tokens == len(json.dumps(HELLO)) // 4 + 3
+
+    estimated = client.messages.count_tokens(model="gemini", messages=HELLO)
+    assert estimated.input_tokens > 0 and gemini.count == 0
+    rows = list(RequestLog.objects.order_by("created"))
+    assert [row.endpoint for row in rows] == ["messages.count_tokens"] * 2
+    assert all(row.cost == 0 and row.status == 200 for row in rows)
+
+
+# --- a run that fails over --------------------------------------------------------------------------
+
+def test_a_claude_run_fails_over_to_gemini_mid_tool_loop(client, claude, gemini):
+    run = {"X-Nemo-Run": "run-failover"}
+    messages = [{"role": "user", "content": "Weather in Florence?"}]
+    first = client.messages.create(model="agent", max_tokens=4000, tools=[WEATHER], messages=messages,
+                                   thinking={"type": "enabled", "budget_tokens": 2000}, extra_headers=run)
+    tool_use = first.content[-1]
+    assert first.content[0].type == "thinking" and tool_use.id.startswith("toolu_vrtx_")
+    messages += [{"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use.id, "content": "24C"}]}]
+    claude.script(Status(529, message="Overloaded"))
+    raw = client.messages.with_raw_response.create(model="agent", max_tokens=4000, tools=[WEATHER],
+                                                   messages=messages, extra_headers=run,
+                                                   thinking={"type": "enabled", "budget_tokens": 2000})
+    second = raw.parse()
+
+    assert raw.headers["x-nemo-attempts"] == "sonnet:529, flash:ok"
+    assert "24C" in second.content[0].text and second.stop_reason == "end_turn"
+    sent = gemini.requests[-1].json["contents"]
+    assert [part["functionCall"]["name"] for part in sent[1]["parts"] if "functionCall" in part] == ["weather"]
+    assert sent[2]["parts"][0]["functionResponse"]["name"] == "weather"
+    rows = list(RequestLog.objects.filter(run_id="run-failover").order_by("created"))
+    assert [row.deployment for row in rows] == ["sonnet", "flash"]
+    assert [[a["outcome"] for a in row.attempts] for row in rows] == [["ok"], ["529", "ok"]]
+
+
+def test_claude_codes_session_is_the_run(client):
+    client.messages.create(model="gemini", max_tokens=50, messages=HELLO,
+                           metadata={"user_id": "user_abc_account_1234_session_5f6e7d"})
+    assert last_row().run_id == "5f6e7d"
+
+
+# --- refusals, as the SDK raises them -------------------------------------------------------------
+
+def test_a_budget_refusal_is_a_payment_required_error(gateway, make_tenant):
+    tenant = make_tenant(key_budget=Decimal("0.000010"))
+    with pytest.raises(anthropic.PaymentRequiredError) as refused:
+        client_of(gateway, tenant.secret).messages.create(model="claude", max_tokens=4000, messages=HELLO)
+    body = refused.value.body
+    assert refused.value.status_code == 402 and body["type"] == "error"
+    assert body["error"]["type"] == "billing_error" and body["error"]["nemo"]["param"] == "key"
+    assert "key budget" in refused.value.message
+    assert last_row().status == 402
+
+
+def test_a_rate_limit_is_a_rate_limit_error(gateway, make_tenant):
+    client = client_of(gateway, make_tenant(rpm_limit=1).secret)
+    client.messages.create(model="gemini", max_tokens=50, messages=HELLO)
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        client.messages.create(model="gemini", max_tokens=50, messages=HELLO)
+    assert refused.value.body["error"]["type"] == "rate_limit_error"
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+
+
+def test_errors_have_anthropics_shape_and_classes(gateway, client):
+    with pytest.raises(anthropic.AuthenticationError):
+        client_of(gateway, "sk-nemo-not-a-key").messages.create(model="claude", max_tokens=10, messages=HELLO)
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        client.messages.create(model="no-such-model", max_tokens=10, messages=HELLO)
+    assert missing.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.BadRequestError) as malformed:
+        client.messages.create(model="claude", messages=HELLO, max_tokens=0)
+    assert malformed.value.body["error"]["nemo"]["param"] == "max_tokens"
+    with pytest.raises(anthropic.BadRequestError) as unknown_block:
+        client.messages.create(model="gemini", max_tokens=10,
+                               messages=[{"role": "user", "content": [{"type": "search_result"}]}])
+    assert "messages[0].content[0].type" in unknown_block.value.message
+
+
+def test_the_key_may_come_as_a_bearer_token(gateway, tenant):
+    answer = httpx.post(f"{gateway.url}/v1/messages", headers={"Authorization": f"Bearer {tenant.secret}"},
+                        json={"model": "gemini", "max_tokens": 20, "messages": HELLO}, timeout=30)
+    assert answer.status_code == 200 and answer.json()["type"] == "message"
+
+
+def test_a_stream_that_breaks_ends_in_an_error_event(client, gemini):
+    gemini.script(StreamError(events=1, status=500))
+    with pytest.raises(anthropic.APIStatusError) as broken:
+        with client.messages.stream(model="gemini", max_tokens=50, messages=HELLO) as stream:
+            for _ in stream:
+                pass
+    assert "upstream stream broke" in broken.value.message
+    assert last_row().status == 502
