@@ -82,7 +82,8 @@ def last_row() -> RequestLog:
 def test_a_message_to_claude_passes_through_unchanged(client, claude):
     system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
     raw = client.messages.with_raw_response.create(
-        model="claude", max_tokens=200, system=system, messages=HELLO, metadata={"user_id": "u-1"}, extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
+        model="claude", max_tokens=200, system=system, messages=HELLO, metadata={"user_id": "u-1"},
+        extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
     message = raw.parse()
 
     sent = claude.requests[-1]
@@ -137,8 +138,8 @@ def test_a_tool_loop_of_several_steps(client, claude, gemini, model, streamed):
             break
         results = [{"type": "tool_result", "tool_use_id": call.id, "content": f"sunny in {call.input['location']}"}
                    for call in calls]
-        messages += [{"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in answer.content]},
-                     {"role": "user", "content": results}]
+        turn = [block.model_dump(exclude_none=True) for block in answer.content]
+        messages += [{"role": "assistant", "content": turn}, {"role": "user", "content": results}]
     assert [answer.stop_reason for answer in answers] == ["tool_use", "tool_use", "end_turn"]
     assert answers[1].content[-1].input == {"location": "Paris"}
     # (Gemini's fake echoes the functionResponse it got, the text wrapped as {"result": ...}.)
