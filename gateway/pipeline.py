@@ -334,6 +334,8 @@ def _charge(call: Call, served: Served) -> None:
         input_price=price.input,
         cached_input_price=price.cached_input,
         output_price=price.output,
+        cache_write_tokens=summary.cache_write_tokens,
+        cache_write_price=price.cache_write,
     )
     reserved = call.reservation.amount_micros
     call.overshoot_micros = max(0, call.cost_micros - reserved)

@@ -353,6 +353,7 @@ def _usage(anthropic_usage: dict) -> dict:
         prompt_tokens=(anthropic_usage.get("input_tokens") or 0) + cache_read + cache_write,
         completion_tokens=anthropic_usage.get("output_tokens") or 0,
         cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 

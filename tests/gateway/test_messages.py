@@ -300,3 +300,25 @@ def test_a_stream_that_breaks_ends_in_an_error_event(client, gemini):
                 pass
     assert "upstream stream broke" in broken.value.message
     assert last_row().status == 502
+
+
+# --- billing: Claude's prompt cache -----------------------------------------------------------------
+
+def expected_cost(usage, *, input_price="3.00", read_price="0.30", write_price="3.75", output_price="15.00"):
+    """Claude 3.7 Sonnet's catalog prices, per million tokens: a cache read cheaper, a write dearer."""
+    micros = (usage.input_tokens * Decimal(input_price) + usage.cache_read_input_tokens * Decimal(read_price)
+              + usage.cache_creation_input_tokens * Decimal(write_price) + usage.output_tokens * Decimal(output_price))
+    return (micros.to_integral_value(rounding="ROUND_CEILING") / 1_000_000).quantize(Decimal("0.000001"))
+
+
+def test_cache_writes_and_reads_are_priced_as_the_catalog_says(client):
+    system = [{"type": "text", "text": "A long shared instruction. " * 40, "cache_control": {"type": "ephemeral"}}]
+    written = client.messages.create(model="claude", max_tokens=100, system=system, messages=HELLO)
+    read = client.messages.create(model="claude", max_tokens=100, system=system, messages=HELLO)
+
+    assert written.usage.cache_creation_input_tokens > 0 and written.usage.cache_read_input_tokens == 0
+    assert read.usage.cache_read_input_tokens == written.usage.cache_creation_input_tokens
+    first, second = RequestLog.objects.order_by("created")
+    assert first.cost == expected_cost(written.usage) and second.cost == expected_cost(read.usage)
+    assert first.cost > second.cost
+    assert second.cached_tokens == read.usage.cache_read_input_tokens
