@@ -42,3 +42,14 @@ def test_the_mock_streams_anthropic_events(client):
     assert final.stop_reason == "tool_use" and final.content[-1].type == "tool_use"
     assert final.content[-1].input.get("location") is not None
     assert final.usage.output_tokens > 0
+
+
+def test_the_benchs_messages_calls_are_answered(start_gateway, make_tenant):
+    """The bench's /v1/messages scenarios (plain and streamed) and their checks, on the mock."""
+    from bench.__main__ import check_messages_answers
+    from bench.load import wrk_script
+
+    gateway = start_gateway()
+    check_messages_answers(f"{gateway.url}/v1/messages", key=make_tenant().secret, model="claude-sonnet-4")
+    script = wrk_script(path="/v1/messages", model="m", key="k", stream=True, api="messages")
+    assert '"max_tokens": 64' in script and '"stream": true' in script and '"messages": [' in script
