@@ -38,8 +38,8 @@ ROLES = ("user", "assistant")
 TOOL_CHOICES = ("auto", "any", "tool", "none")
 # The budget_tokens of Claude's thinking, as the effort other models think at.
 _EFFORT_BUDGETS = ((4_096, "low"), (16_384, "medium"))
-# A document in a format no Chat Completions part carries but as a file of its media type.
-_TEXT_MEDIA = "text/plain"
+# Where a document source names what it links to.
+_LINKED_SOURCES = {"url": "url", "file": "file_id"}
 
 
 @dataclass(slots=True)
@@ -105,6 +105,9 @@ def _image_part(block: dict, where: str) -> dict:
 
 
 def _document_part(block: dict, where: str) -> dict:
+    """A document as a Chat part. One named by URL or by a Files API id is a file by id: its
+    tokens are bounded by the chain's context window only, and only Claude reads it (another
+    wire format refuses it by name)."""
     source = _source(block, where)
     kind = source.get("type")
     if kind == "base64" and isinstance(source.get("data"), str) and isinstance(source.get("media_type"), str):
@@ -112,10 +115,10 @@ def _document_part(block: dict, where: str) -> dict:
                                          "filename": block.get("title") or "document"}}
     if kind == "text" and isinstance(source.get("data"), str):
         return {"type": "text", "text": source["data"]}
-    if kind == "url" and isinstance(source.get("url"), str):
-        raise invalid_request(f"{where}: a document by URL is served only by Claude deployments",
-                              param=f"{where}.source")
-    raise invalid_request(f"{where}.source must be a base64, text or url source", param=f"{where}.source")
+    linked = _LINKED_SOURCES.get(kind)
+    if linked is not None and isinstance(source.get(linked), str):
+        return {"type": "file", "file": {"file_id": source[linked]}}
+    raise invalid_request(f"{where}.source must be a base64, text, url or file source", param=f"{where}.source")
 
 
 def _result_content(block: dict, where: str) -> tuple[str, list[dict]]:

@@ -322,3 +322,79 @@ def test_cache_writes_and_reads_are_priced_as_the_catalog_says(client):
     assert first.cost == expected_cost(written.usage) and second.cost == expected_cost(read.usage)
     assert first.cost > second.cost
     assert second.cached_tokens == read.usage.cache_read_input_tokens
+
+
+# --- content blocks, tool choices, broken streams -------------------------------------------------
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+MEDIA = [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}},
+         {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+          "cache_control": {"type": "ephemeral"}},
+         {"type": "text", "text": "What is in these?"}]
+
+
+def test_media_blocks_reach_claude_as_they_came_and_gemini_translated(client, claude, gemini):
+    client.messages.create(model="claude", max_tokens=50, messages=[{"role": "user", "content": MEDIA}])
+    assert claude.requests[-1].json["messages"][0]["content"] == MEDIA
+
+    client.messages.create(model="gemini", max_tokens=50, messages=[{"role": "user", "content": MEDIA}])
+    parts = gemini.requests[-1].json["contents"][0]["parts"]
+    assert parts == [{"inlineData": {"mimeType": "image/png", "data": PIXEL}},
+                     {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0="}},
+                     {"text": "What is in these?"}]
+
+
+def test_a_document_by_url_is_claudes_only(client, claude, gemini):
+    linked = [{"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+              {"type": "text", "text": "Summarise it."}]
+    client.messages.create(model="claude", max_tokens=50, messages=[{"role": "user", "content": linked}])
+    assert claude.requests[-1].json["messages"][0]["content"] == linked
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="gemini", max_tokens=50, messages=[{"role": "user", "content": linked}])
+    assert "flash cannot take this request" in refused.value.message and gemini.count == 0
+
+
+@pytest.mark.parametrize("choice, expected", [
+    ({"type": "any"}, {"mode": "ANY"}),
+    ({"type": "tool", "name": "weather"}, {"mode": "ANY", "allowedFunctionNames": ["weather"]}),
+    ({"type": "none"}, {"mode": "NONE"}),
+])
+def test_tool_choices_translate_to_gemini(client, gemini, choice, expected):
+    client.messages.create(model="gemini", max_tokens=50, tools=[WEATHER], tool_choice=choice, messages=HELLO)
+    sent = gemini.requests[-1].json
+    assert sent["toolConfig"]["functionCallingConfig"] == expected
+    assert sent["tools"][0]["functionDeclarations"][0]["name"] == "weather"
+
+
+def test_a_server_tool_is_refused_by_name(client):
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="claude", max_tokens=50, messages=HELLO,
+                               tools=[{"type": "web_search_20250305", "name": "web_search"}])
+    assert "web_search_20250305" in refused.value.message
+
+
+def test_claudes_stream_that_breaks_ends_in_an_error_event(client, claude):
+    claude.script(StreamError(events=3, status=529))
+    with pytest.raises(anthropic.APIStatusError) as broken:
+        with client.messages.stream(model="claude", max_tokens=50, messages=HELLO) as stream:
+            for _ in stream:
+                pass
+    assert "overloaded_error" in broken.value.message
+    row = last_row()
+    assert row.status == 502 and row.attempts[-1]["outcome"] == "broken_stream"
+
+
+def test_a_streamed_run_fails_over_from_claude_to_gemini(client, claude, gemini):
+    messages = [{"role": "user", "content": "Weather in Florence?"}]
+    with client.messages.stream(model="agent", max_tokens=300, tools=[WEATHER], messages=messages) as stream:
+        first = stream.get_final_message()
+    tool_use = first.content[-1]
+    messages += [{"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use.id, "content": "24C"}]}]
+    claude.script(Status(503))
+    with client.messages.stream(model="agent", max_tokens=300, tools=[WEATHER], messages=messages) as stream:
+        kinds = [event.type for event in stream]
+        second = stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert "24C" in second.content[0].text and second.id.startswith("msg_")
+    assert last_row().deployment == "flash" and [a["outcome"] for a in last_row().attempts] == ["503", "ok"]
