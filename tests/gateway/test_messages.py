@@ -11,8 +11,11 @@ from decimal import Decimal
 import anthropic
 import httpx
 import pytest
+from rest_framework.test import APIClient
 
 from analytics.models import RequestLog
+from keys.audit import Actor
+from keys.services import org_token_create
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.behaviours import Reply, Status, StreamError
 from tests.fakes.gemini import FakeGemini
@@ -218,7 +221,7 @@ def test_count_tokens_asks_claude_and_estimates_for_gemini(client, claude, gemin
 
 # --- a run that fails over --------------------------------------------------------------------------
 
-def test_a_claude_run_fails_over_to_gemini_mid_tool_loop(client, claude, gemini):
+def test_a_claude_run_fails_over_to_gemini_mid_tool_loop(client, tenant, claude, gemini):
     run = {"X-Nemo-Run": "run-failover"}
     messages = [{"role": "user", "content": "Weather in Florence?"}]
     first = client.messages.create(model="agent", max_tokens=4000, tools=[WEATHER], messages=messages,
@@ -241,6 +244,11 @@ def test_a_claude_run_fails_over_to_gemini_mid_tool_loop(client, claude, gemini)
     rows = list(RequestLog.objects.filter(run_id="run-failover").order_by("created"))
     assert [row.deployment for row in rows] == ["sonnet", "flash"]
     assert [[a["outcome"] for a in row.attempts] for row in rows] == [["ok"], ["529", "ok"]]
+    # The run, as the management API shows it: two steps, the second a fallback.
+    _, token = org_token_create(org=tenant.org, name="script", actor=Actor.system("test"))
+    shown = APIClient().get("/api/v1/runs/run-failover", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert shown["steps_count"] == 2 and shown["fallback_steps"] == [2]
+    assert [step["deployment"] for step in shown["steps"]] == ["sonnet", "flash"]
 
 
 def test_claude_codes_session_is_the_run(client):
