@@ -20,6 +20,7 @@ from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.behaviours import Reply, Status, StreamError
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.oauth import FakeTokenServer, write_service_account
+from tests.fakes.openai import FakeOpenAI
 
 WEATHER = {"name": "weather", "description": "Weather of a city",
            "input_schema": {"type": "object", "properties": {"location": {"type": "string"}},
@@ -46,18 +47,28 @@ def gemini():
 
 
 @pytest.fixture
-def gateway(start_gateway, credentials, claude, gemini):
-    """``claude`` (Claude on Vertex), ``gemini`` (Gemini on Vertex) and ``agent`` (Claude, then Gemini)."""
+def compatible(monkeypatch):
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "k")
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def gateway(start_gateway, credentials, claude, gemini, compatible):
+    """``claude`` (Claude on Vertex), ``gemini`` (Gemini on Vertex), ``openai`` (an OpenAI-compatible
+    upstream) and ``agent`` (Claude, then Gemini)."""
     return start_gateway({
         "providers": {
             "claude": {"type": "vertex_anthropic", **claude.provider_options(credentials=credentials)},
             "gemini": {"type": "vertex_gemini", **gemini.provider_options(credentials=credentials)},
+            "compatible": {"type": "openai", "base_url": compatible.base_url, "api_key_env": "FAKE_OPENAI_KEY"},
         },
         "deployments": [
             {"id": "sonnet", "provider": "claude", "model": "claude-3-7-sonnet@20250219"},
             {"id": "flash", "provider": "gemini", "model": "gemini-2.5-flash"},
+            {"id": "gpt", "provider": "compatible", "model": "gpt-4o"},
         ],
-        "models": {"claude": {"chain": ["sonnet"]}, "gemini": {"chain": ["flash"]},
+        "models": {"claude": {"chain": ["sonnet"]}, "gemini": {"chain": ["flash"]}, "openai": {"chain": ["gpt"]},
                    "agent": {"chain": ["sonnet", "flash"]}},
     })
 
@@ -121,10 +132,10 @@ def test_a_stream_from_claude_is_relayed_as_it_came(client, claude):
 
 # --- both wire formats ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", ["claude", "gemini"])
+@pytest.mark.parametrize("model", ["claude", "gemini", "openai"])
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
-def test_a_tool_loop_of_several_steps(client, claude, gemini, model, streamed):
-    upstream = claude if model == "claude" else gemini
+def test_a_tool_loop_of_several_steps(client, claude, gemini, compatible, model, streamed):
+    upstream = {"claude": claude, "gemini": gemini, "openai": compatible}[model]
     messages = [{"role": "user", "content": "Weather in Rome, then in Paris?"}]
     # The first step calls the tool by itself; the second is told to call it again.
     upstream.script(Reply(), Reply(tool_calls=[("weather", {"location": "Paris"})]))
@@ -203,6 +214,20 @@ def test_gemini_serves_a_translated_message(client, gemini):
     assert message.content[0].text == "Fake answer to: Say hi in Portuguese" and message.stop_reason == "end_turn"
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
     assert last_row().request_id == "req_" + message.id.removeprefix("msg_")
+
+
+def test_an_openai_compatible_upstream_gets_the_chat_call(client, compatible):
+    message = client.messages.create(model="openai", max_tokens=200, system="Be brief.", messages=HELLO,
+                                     stop_sequences=["END"], metadata={"user_id": "u-7"},
+                                     tools=[WEATHER], tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+    sent = compatible.requests[-1].json
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."},
+                                {"role": "user", "content": "Say hi in Portuguese"}]
+    assert sent["stop"] == ["END"] and sent["user"] == "u-7" and sent["parallel_tool_calls"] is False
+    assert sent["tools"] == [{"type": "function", "function": {"name": "weather", "description": "Weather of a city",
+                                                               "parameters": WEATHER["input_schema"]}}]
+    assert sent["model"] == "gpt-4o" and message.stop_reason == "tool_use"
+    assert message.content[-1].type == "tool_use" and message.content[-1].name == "weather"
 
 
 def test_count_tokens_asks_claude_and_estimates_for_gemini(client, claude, gemini):
