@@ -25,7 +25,7 @@ from counters import ChainCheck
 from gateway.config import Deployment, ModelRoute
 from gateway.errors import GatewayError, invalid_request, upstream_failed, upstream_rate_limited
 from gateway.providers.base import ChunkStream, UpstreamError
-from gateway.providers.shapes import Untranslatable
+from gateway.providers.shapes import Untranslatable, untranslatable
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,8 @@ async def call_chain(
                 result = Served(deployment=link, attempts=attempts, completion=count)
             elif native is not None and native.wire == link.provider.native_wire:
                 result = await _call_native(link, session, native, method, attempts)
+            elif native is not None and native.only_native is not None:
+                raise untranslatable(native.only_native[0], param=native.only_native[1])
             elif method == "stream":
                 chunks = await link.provider.stream(session, body=body, model=link.model,
                                                     timeout_s=link.timeout_s, output_cap=output_cap)

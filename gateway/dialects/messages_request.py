@@ -53,6 +53,9 @@ class NativeCall:
     headers: dict[str, str] = field(default_factory=dict)
     answer: bytes | None = None
     streamed: bool = False
+    # What only a provider of this wire format can serve, (reason, param): a link of another
+    # refuses the call by name (a server tool such as web_search, which no translation carries).
+    only_native: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -254,8 +257,8 @@ def _tools(tools) -> list[dict]:
         if not isinstance(tool, dict):
             raise invalid_request(f"{at} must be an object", param=at)
         if tool.get("type") not in (None, "custom"):
-            raise invalid_request(f"The tool type {tool['type']!r} ({at}) is not served by this gateway: only "
-                                  "custom tools (name, input_schema) are.", param=f"{at}.type")
+            # A server tool: for Claude's own servers (``_server_tool``), never in the Chat call.
+            continue
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise invalid_request(f"{at}.name must be a non-empty string", param=f"{at}.name")
         if not isinstance(tool.get("input_schema"), dict):
@@ -265,6 +268,15 @@ def _tools(tools) -> list[dict]:
             function["description"] = tool["description"]
         functions.append({"type": "function", "function": function})
     return functions
+
+
+def _server_tool(tools) -> tuple[str, str] | None:
+    """The first tool of the request that is Anthropic's to run (``web_search_…``, ``bash_…``)."""
+    for index, tool in enumerate(tools if isinstance(tools, list) else []):
+        if isinstance(tool, dict) and tool.get("type") not in (None, "custom"):
+            return (f"the server tool {tool['type']!r} (tools[{index}]) runs on Claude only",
+                    f"tools[{index}].type")
+    return None
 
 
 def _tool_choice(choice) -> tuple[str | dict, bool]:
@@ -355,7 +367,8 @@ def _checked(chat: dict, tags_header: str | None) -> ChatRequest:
 
 def _native(body: dict, beta: str | None) -> NativeCall:
     upstream = {name: value for name, value in body.items() if name not in NEMO_FIELDS}
-    return NativeCall(wire=ANTHROPIC_WIRE, body=upstream, headers={"anthropic-beta": beta} if beta else {})
+    return NativeCall(wire=ANTHROPIC_WIRE, body=upstream, headers={"anthropic-beta": beta} if beta else {},
+                      only_native=_server_tool(body.get("tools")))
 
 
 def parse_messages_request(raw: bytes, *, tags_header: str | None, beta: str | None) -> MessagesRequest:

@@ -399,11 +399,14 @@ def test_tool_choices_translate_to_gemini(client, gemini, choice, expected):
     assert sent["tools"][0]["functionDeclarations"][0]["name"] == "weather"
 
 
-def test_a_server_tool_is_refused_by_name(client):
+def test_a_server_tool_goes_to_claude_and_is_refused_by_name_elsewhere(client, claude, gemini):
+    tools = [WEATHER, {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]
+    client.messages.create(model="claude", max_tokens=50, messages=HELLO, tools=tools)
+    assert claude.requests[-1].json["tools"] == tools
     with pytest.raises(anthropic.BadRequestError) as refused:
-        client.messages.create(model="claude", max_tokens=50, messages=HELLO,
-                               tools=[{"type": "web_search_20250305", "name": "web_search"}])
-    assert "web_search_20250305" in refused.value.message
+        client.messages.create(model="gemini", max_tokens=50, messages=HELLO, tools=tools)
+    assert "web_search_20250305" in refused.value.message and "flash cannot take" in refused.value.message
+    assert refused.value.body["error"]["nemo"]["param"] == "tools[1].type" and gemini.count == 0
 
 
 def test_claudes_stream_that_breaks_ends_in_an_error_event(client, claude):
