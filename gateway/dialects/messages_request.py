@@ -109,8 +109,8 @@ def _image_part(block: dict, where: str) -> dict:
 
 def _document_part(block: dict, where: str) -> dict:
     """A document as a Chat part. One named by URL or by a Files API id is a file by id: its
-    tokens are bounded by the chain's context window only, and only Claude reads it (another
-    wire format refuses it by name)."""
+    tokens are bounded by the chain's context window only, and only Claude reads it
+    (``_claude_only``: a link of another wire format refuses it by name)."""
     source = _source(block, where)
     kind = source.get("type")
     if kind == "base64" and isinstance(source.get("data"), str) and isinstance(source.get("media_type"), str):
@@ -257,7 +257,7 @@ def _tools(tools) -> list[dict]:
         if not isinstance(tool, dict):
             raise invalid_request(f"{at} must be an object", param=at)
         if tool.get("type") not in (None, "custom"):
-            # A server tool: for Claude's own servers (``_server_tool``), never in the Chat call.
+            # A server tool: for Claude's own servers (``_claude_only``), never in the Chat call.
             continue
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise invalid_request(f"{at}.name must be a non-empty string", param=f"{at}.name")
@@ -270,12 +270,20 @@ def _tools(tools) -> list[dict]:
     return functions
 
 
-def _server_tool(tools) -> tuple[str, str] | None:
-    """The first tool of the request that is Anthropic's to run (``web_search_…``, ``bash_…``)."""
+def _claude_only(body: dict) -> tuple[str, str] | None:
+    """What of the request only Claude serves, (reason, param): a server tool (``web_search_…``,
+    ``bash_…``), which Anthropic runs, or a document by URL or file id, which Anthropic fetches."""
+    tools = body.get("tools")
     for index, tool in enumerate(tools if isinstance(tools, list) else []):
         if isinstance(tool, dict) and tool.get("type") not in (None, "custom"):
-            return (f"the server tool {tool['type']!r} (tools[{index}]) runs on Claude only",
-                    f"tools[{index}].type")
+            return f"the server tool {tool['type']!r} (tools[{index}]) runs on Claude only", f"tools[{index}].type"
+    for turn_index, turn in enumerate(body.get("messages") or []):
+        content = turn.get("content") if isinstance(turn, dict) else None
+        for index, block in enumerate(content if isinstance(content, list) else []):
+            source = block.get("source") if isinstance(block, dict) and block.get("type") == "document" else None
+            if isinstance(source, dict) and source.get("type") in _LINKED_SOURCES:
+                where = f"messages[{turn_index}].content[{index}]"
+                return f"a document by {source['type']} ({where}) is read by Claude only", f"{where}.source"
     return None
 
 
@@ -368,7 +376,7 @@ def _checked(chat: dict, tags_header: str | None) -> ChatRequest:
 def _native(body: dict, beta: str | None) -> NativeCall:
     upstream = {name: value for name, value in body.items() if name not in NEMO_FIELDS}
     return NativeCall(wire=ANTHROPIC_WIRE, body=upstream, headers={"anthropic-beta": beta} if beta else {},
-                      only_native=_server_tool(body.get("tools")))
+                      only_native=_claude_only(body))
 
 
 def parse_messages_request(raw: bytes, *, tags_header: str | None, beta: str | None) -> MessagesRequest:

@@ -385,6 +385,7 @@ def test_a_document_by_url_is_claudes_only(client, claude, gemini):
     with pytest.raises(anthropic.BadRequestError) as refused:
         client.messages.create(model="gemini", max_tokens=50, messages=[{"role": "user", "content": linked}])
     assert "flash cannot take this request" in refused.value.message and gemini.count == 0
+    assert refused.value.body["error"]["nemo"]["param"] == "messages[0].content[0].source"
 
 
 @pytest.mark.parametrize("choice, expected", [
