@@ -423,13 +423,21 @@ def linked_media_tokens(messages: list[dict]) -> int:
 
 
 def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
-    body = json_object(raw)
+    return chat_request(json_object(raw), raw=raw, tags_header=tags_header)
+
+
+def chat_request(body: dict, *, raw: bytes, tags_header: str | None, linked_media: bool | None = None) -> ChatRequest:
+    """A Chat Completions body, checked. ``raw``: the client's bytes it came from, which bound
+    its prompt and its nesting (a dialect that built ``body`` from its own request passes that
+    request's, and ``linked_media=True``: its images and files are not named as Chat names them)."""
     _check_body(body)
     _check_nesting(raw, body)
     stream_options = body.get("stream_options")
     upstream_body = body
     if "tags" in body or "nemo_cache" in body:
         upstream_body = {k: v for k, v in body.items() if k not in NEMO_FIELDS}
+    if linked_media is None:
+        linked_media = b"image_url" in raw or b"file_id" in raw
     return ChatRequest(
         body=upstream_body,
         model=body["model"],
@@ -442,6 +450,5 @@ def parse_chat_request(raw: bytes, *, tags_header: str | None) -> ChatRequest:
         # A byte-level tokenizer never makes more tokens than bytes, and the raw body holds the
         # whole prompt (messages and tools), so its size bounds the prompt tokens; but for an
         # image it names by URL, whose tokens its few bytes do not bound.
-        prompt_bytes=len(raw) + (linked_media_tokens(body["messages"])
-                                 if b"image_url" in raw or b"file_id" in raw else 0),
+        prompt_bytes=len(raw) + (linked_media_tokens(body["messages"]) if linked_media else 0),
     )

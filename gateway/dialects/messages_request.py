@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gateway.dialects.chat_completions_request import NEMO_FIELDS, ChatRequest, parse_chat_request
+from gateway.dialects.chat_completions_request import NEMO_FIELDS, ChatRequest, chat_request
 from gateway.errors import GatewayError, invalid_request
 from gateway.http import json_object
 
@@ -364,9 +364,11 @@ def chat_body(body: dict, *, counting: bool = False) -> dict:
     return chat
 
 
-def _checked(chat: dict, tags_header: str | None) -> ChatRequest:
+def _checked(chat: dict, raw: bytes, tags_header: str | None) -> ChatRequest:
+    """The Chat call checked as Chat Completions checks its own, without encoding it: the client's
+    bytes bound its prompt (what goes to Claude is those bytes; a translation carries their text)."""
     try:
-        return parse_chat_request(orjson.dumps(chat), tags_header=tags_header)
+        return chat_request(chat, raw=raw, tags_header=tags_header, linked_media=True)
     except GatewayError as error:
         if error.param and error.param.startswith("stop"):
             error.param = "stop_sequences"
@@ -382,10 +384,8 @@ def _native(body: dict, beta: str | None) -> NativeCall:
 def parse_messages_request(raw: bytes, *, tags_header: str | None, beta: str | None) -> MessagesRequest:
     body = json_object(raw)
     _check_top(body)
-    chat = _checked(chat_body(body), tags_header)
+    chat = _checked(chat_body(body), raw, tags_header)
     fields = {name: getattr(chat, name) for name in ChatRequest.__dataclass_fields__}
-    # What goes to a Claude link is the client's body (thinking signatures and all), not the Chat one.
-    fields["prompt_bytes"] = max(chat.prompt_bytes, len(raw))
     thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") != "disabled"
     return MessagesRequest(**fields, native=_native(body, beta), thinking=thinking)
 
@@ -394,7 +394,7 @@ def parse_count_tokens_request(raw: bytes, *, tags_header: str | None, beta: str
     body = json_object(raw)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise invalid_request("model is required", param="model")
-    chat = _checked(chat_body(body, counting=True), tags_header)
+    chat = _checked(chat_body(body, counting=True), raw, tags_header)
     fields = {name: getattr(chat, name) for name in ChatRequest.__dataclass_fields__}
     fields["stream"] = False
     return CountTokensRequest(**fields, native=_native(body, beta))
