@@ -38,6 +38,10 @@ ROLES = ("user", "assistant")
 TOOL_CHOICES = ("auto", "any", "tool", "none")
 # The budget_tokens of Claude's thinking, as the effort other models think at.
 _EFFORT_BUDGETS = ((4_096, "low"), (16_384, "medium"))
+# Fields that ask Anthropic's servers to run something (MCP servers, a code container): only a
+# Claude link serves them. (``context_management``, ``service_tier`` and the like only tune how
+# Claude serves the call: a translation goes without them.)
+_CLAUDE_RUNS = ("mcp_servers", "container")
 # Where a document source names what it links to.
 _LINKED_SOURCES = {"url": "url", "file": "file_id"}
 
@@ -271,8 +275,12 @@ def _tools(tools) -> list[dict]:
 
 
 def _claude_only(body: dict) -> tuple[str, str] | None:
-    """What of the request only Claude serves, (reason, param): a server tool (``web_search_…``,
-    ``bash_…``), which Anthropic runs, or a document by URL or file id, which Anthropic fetches."""
+    """What of the request only Claude serves, (reason, param): MCP servers or a container, a
+    server tool (``web_search_…``, ``bash_…``), which Anthropic runs, or a document by URL or file
+    id, which Anthropic fetches."""
+    for name in _CLAUDE_RUNS:
+        if body.get(name):
+            return f"{name} is run by Claude's servers only", name
     tools = body.get("tools")
     for index, tool in enumerate(tools if isinstance(tools, list) else []):
         if isinstance(tool, dict) and tool.get("type") not in (None, "custom"):

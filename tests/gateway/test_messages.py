@@ -408,6 +408,10 @@ def test_a_server_tool_goes_to_claude_and_is_refused_by_name_elsewhere(client, c
         client.messages.create(model="gemini", max_tokens=50, messages=HELLO, tools=tools)
     assert "web_search_20250305" in refused.value.message and "flash cannot take" in refused.value.message
     assert refused.value.body["error"]["nemo"]["param"] == "tools[1].type" and gemini.count == 0
+    servers = [{"type": "url", "url": "https://mcp.example.com", "name": "x"}]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="gemini", max_tokens=50, messages=HELLO, extra_body={"mcp_servers": servers})
+    assert refused.value.body["error"]["nemo"]["param"] == "mcp_servers"
 
 
 def test_claudes_stream_that_breaks_ends_in_an_error_event(client, claude):
