@@ -104,6 +104,8 @@ class VertexAnthropicProvider(VertexProvider):
         """The client's body with Vertex's ``anthropic_version`` for its ``model`` (the link's
         model is in the URL) and its ``anthropic-beta`` header: nothing else changes."""
         payload = {name: value for name, value in native.body.items() if name != "model"}
+        if _thinking_cannot_go_on(payload):
+            del payload["thinking"]
         payload["anthropic_version"] = ANTHROPIC_VERSION
         if stream:
             payload["stream"] = True
@@ -134,6 +136,24 @@ class VertexAnthropicProvider(VertexProvider):
         if isinstance(data, dict) and data.get("type") == "error":
             return anthropic_error(data.get("error") or {}, status=status, headers=headers)
         return super().classify_error(status=status, headers=headers, body=body)
+
+
+def _thinking_cannot_go_on(payload: dict) -> bool:
+    """A tool loop's step whose last tool calls another model made (a fallback served them): the
+    assistant turn has no thinking block to start with, which Claude wants back while it thinks.
+    So the step goes without thinking, as Anthropic says to do without them (and as a step of an
+    OpenAI client's loop does, ``_thinking``)."""
+    if (payload.get("thinking") or {}).get("type") != "enabled":
+        return False
+    messages = payload.get("messages") or []
+    if len(messages) < 2 or messages[-2].get("role") != "assistant":
+        return False
+    last, turn = messages[-1].get("content"), messages[-2].get("content")
+    if not isinstance(last, list) or not isinstance(turn, list) or not turn:
+        return False
+    answers_tools = any(isinstance(block, dict) and block.get("type") == "tool_result" for block in last)
+    first = turn[0].get("type") if isinstance(turn[0], dict) else None
+    return answers_tools and first not in ("thinking", "redacted_thinking")
 
 
 def anthropic_error(error: dict, *, status: int | None = None, headers: Any = None) -> UpstreamError:

@@ -276,6 +276,33 @@ def test_a_claude_run_fails_over_to_gemini_mid_tool_loop(client, tenant, claude,
     assert [step["deployment"] for step in shown["steps"]] == ["sonnet", "flash"]
 
 
+def test_a_run_back_on_claude_after_a_gemini_step_goes_on_without_thinking(client, claude, gemini):
+    """Claude thinks at the start of a turn and wants that thinking back with the turn's tool
+    calls; a step another model served has none, so Claude's next step goes without thinking."""
+    thinking = {"type": "enabled", "budget_tokens": 2000}
+    messages = [{"role": "user", "content": "Weather in Florence, then in Rome?"}]
+    first = client.messages.create(model="agent", max_tokens=4000, tools=[WEATHER], messages=messages,
+                                   thinking=thinking)
+    assert first.content[0].type == "thinking"
+    messages += [{"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": first.content[-1].id,
+                                               "content": "24C"}]}]
+    claude.script(Status(503))
+    gemini.script(Reply(tool_calls=[("weather", {"location": "Rome"})]))
+    second = client.messages.create(model="agent", max_tokens=4000, tools=[WEATHER], messages=messages,
+                                    thinking=thinking)
+    assert last_row().deployment == "flash" and second.content[-1].type == "tool_use"
+    messages += [{"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in second.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": second.content[-1].id,
+                                               "content": "26C"}]}]
+    third = client.messages.create(model="agent", max_tokens=4000, tools=[WEATHER], messages=messages,
+                                   thinking=thinking)
+
+    assert last_row().deployment == "sonnet" and "26C" in third.content[-1].text
+    sent = claude.requests[-1].json
+    assert "thinking" not in sent and sent["messages"][1]["content"][0]["type"] == "thinking"
+
+
 def test_claude_codes_session_is_the_run(client):
     client.messages.create(model="gemini", max_tokens=50, messages=HELLO,
                            metadata={"user_id": "user_abc_account_1234_session_5f6e7d"})
