@@ -466,3 +466,18 @@ def test_a_streamed_run_fails_over_from_claude_to_gemini(client, claude, gemini)
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     assert "24C" in second.content[0].text and second.id.startswith("msg_")
     assert last_row().deployment == "flash" and [a["outcome"] for a in last_row().attempts] == ["503", "ok"]
+
+
+def test_a_body_over_the_limit_is_a_request_too_large(client, settings):
+    settings.NEMO_MAX_BODY_MB = 1
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        client.messages.create(model="claude", max_tokens=10, messages=[{"role": "user", "content": "x" * 2_000_000}])
+    assert refused.value.status_code == 413 and refused.value.body["error"]["type"] == "request_too_large"
+
+
+def test_a_chain_that_fails_is_an_api_error_of_502(client, claude):
+    claude.script(Status(500))
+    with pytest.raises(anthropic.InternalServerError) as failed:
+        client.messages.create(model="claude", max_tokens=10, messages=HELLO)
+    assert failed.value.status_code == 502 and failed.value.body["error"]["type"] == "api_error"
+    assert failed.value.response.headers["x-nemo-attempts"] == "sonnet:500"
