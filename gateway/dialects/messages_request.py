@@ -65,8 +65,6 @@ class NativeCall:
 @dataclass(slots=True)
 class MessagesRequest(ChatRequest):
     native: NativeCall | None = None
-    # thinking was asked for: the answer's thinking blocks matter to the client.
-    thinking: bool = False
     # The Message's id: the call's (set by the dialect's ``prepare``), so the row and the answer name each other.
     message_id: str = ""
 
@@ -394,8 +392,7 @@ def parse_messages_request(raw: bytes, *, tags_header: str | None, beta: str | N
     _check_top(body)
     chat = _checked(chat_body(body), raw, tags_header)
     fields = {name: getattr(chat, name) for name in ChatRequest.__dataclass_fields__}
-    thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") != "disabled"
-    return MessagesRequest(**fields, native=_native(body, beta), thinking=thinking)
+    return MessagesRequest(**fields, native=_native(body, beta))
 
 
 def parse_count_tokens_request(raw: bytes, *, tags_header: str | None, beta: str | None) -> CountTokensRequest:
