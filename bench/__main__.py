@@ -111,6 +111,17 @@ def check_responses_answers(url: str, *, key: str, model: str) -> None:
         raise RuntimeError(f"gateway /v1/responses: streamed call answered {status}: {body[:800]!r}")
 
 
+def check_messages_answers(url: str, *, key: str, model: str) -> None:
+    """The same for the Anthropic Messages API (``/v1/messages``): a Message, an event stream
+    that ends in ``message_stop`` after a ``message_delta`` with usage."""
+    status, _, body = _post(url, load.request_body(model=model, stream=False, serial=4, api="messages"), key)
+    if status != 200 or b'"type":"message"' not in body or b'"usage"' not in body:
+        raise RuntimeError(f"gateway /v1/messages: plain call answered {status}: {body[:500]!r}")
+    status, _, body = _post(url, load.request_body(model=model, stream=True, serial=5, api="messages"), key)
+    if status != 200 or b"event: message_stop" not in body or b'"output_tokens"' not in body:
+        raise RuntimeError(f"gateway /v1/messages: streamed call answered {status}: {body[:800]!r}")
+
+
 def _python_module_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
@@ -252,8 +263,10 @@ class Run:
         log(f"gateway answers; its headers: {headers}")
         self.targets["gateway"] = {"url": url, "key": secret, "server": server, "held_path": "/v1/chat/completions"}
         check_responses_answers(url + "/v1/responses", key=secret, model=gateway_setup.FAST_MODEL)
-        # The Responses API on the same gateway, measured against the same pass-through (of chat).
-        self.targets["gateway_responses"] = {**self.targets["gateway"], "path": "/v1/responses", "api": "responses"}
+        check_messages_answers(url + "/v1/messages", key=secret, model=gateway_setup.FAST_MODEL)
+        # The other client APIs on the same gateway, each measured against the same pass-through (of chat).
+        for key, _, api, path in report.API_TARGETS:
+            self.targets[key] = {**self.targets["gateway"], "path": path, "api": api}
 
     def measure_throughput(self) -> None:
         """wrk against each target, in rounds: the targets take turns within a round, so a ratio
@@ -263,7 +276,7 @@ class Run:
         for stream, mode in ((False, "non-streamed"), (True, "streamed")):
             rounds: dict[str, list[dict]] = {}
             for number in range(1, args.rounds + 1):
-                for key, label in (*report.TARGETS, report.RESPONSES_TARGET):
+                for key, label in (*report.TARGETS, *((key, label) for key, label, _, _ in report.API_TARGETS)):
                     target = self.targets.get(key)
                     if target is None:
                         continue
@@ -286,7 +299,8 @@ class Run:
             for key, measured in rounds.items():
                 runs[key] = {**_median_by(measured, "rps"), "errors": sum(run["errors"] for run in measured),
                              "rounds_rps": [run["rps"] for run in measured]}
-            for key, name in (("gateway", mode), ("gateway_responses", f"{mode} responses")):
+            named = [("gateway", mode), *((key, f"{mode} {suffix}") for key, _, suffix, _ in report.API_TARGETS)]
+            for key, name in named:
                 if key in rounds and "passthrough" in rounds:
                     ratios = [gateway["rps"] / passthrough["rps"]
                               for gateway, passthrough in zip(rounds[key], rounds["passthrough"], strict=True)

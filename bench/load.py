@@ -16,11 +16,16 @@ MAX_TOKENS = 64
 
 def request_body(*, model: str, stream: bool, serial: int, api: str = "chat") -> bytes:
     """A small chat request; the serial makes every prompt unique, so no response cache can answer.
-    ``api="responses"``: the same call as a Responses API request (not stored)."""
+    ``api="responses"``: the same call as a Responses API request (not stored); ``api="messages"``
+    as an Anthropic Messages request."""
     if api == "responses":
         return json.dumps({"model": model, "instructions": "You are a terse assistant.",
                            "input": f"Say hello to caller {serial}.", "max_output_tokens": MAX_TOKENS,
                            "store": False, **({"stream": True} if stream else {})}).encode()
+    if api == "messages":
+        return json.dumps({"model": model, "system": "You are a terse assistant.",
+                           "messages": [{"role": "user", "content": f"Say hello to caller {serial}."}],
+                           "max_tokens": MAX_TOKENS, **({"stream": True} if stream else {})}).encode()
     body: dict = {
         "model": model,
         "messages": [
@@ -79,6 +84,10 @@ _CHAT_BODY = r"""  local body = '{"model": "' .. model .. '", "messages": ['
 _RESPONSES_BODY = r"""  local body = '{"model": "' .. model .. '", "instructions": "You are a terse assistant.", '
     .. '"input": "Say hello to caller ' .. thread_id .. "-" .. counter .. '.", "store": false, '
     .. '"max_output_tokens": %(max_tokens)d' .. tail .. '}'"""
+# The same call as an Anthropic Messages request (``/v1/messages``).
+_MESSAGES_BODY = r"""  local body = '{"model": "' .. model .. '", "system": "You are a terse assistant.", '
+    .. '"messages": [{"role": "user", "content": "Say hello to caller ' .. thread_id .. "-" .. counter .. '."}], '
+    .. '"max_tokens": %(max_tokens)d' .. tail .. '}'"""
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,8 @@ def wrk_available() -> bool:
 
 
 def wrk_script(*, path: str, model: str, key: str, stream: bool, api: str = "chat") -> str:
-    if api == "responses":
-        tail, body = (', "stream": true' if stream else ""), _RESPONSES_BODY
+    if api in ("responses", "messages"):
+        tail, body = (', "stream": true' if stream else ""), _RESPONSES_BODY if api == "responses" else _MESSAGES_BODY
     else:
         tail, body = (', "stream": true, "stream_options": {"include_usage": true}' if stream else ""), _CHAT_BODY
     body = body % {"max_tokens": MAX_TOKENS}

@@ -8,8 +8,12 @@ TARGET_STREAMS = 2000
 
 MODES = ("non-streamed", "streamed")
 TARGETS = (("upstream", "upstream direct"), ("passthrough", "pass-through"), ("gateway", "gateway"))
-# The gateway's /v1/responses, in the throughput runs only, against the same pass-through (of chat).
-RESPONSES_TARGET = ("gateway_responses", "gateway /v1/responses")
+# The gateway's other client APIs, in the throughput runs only, each against the same pass-through
+# (of chat): (target key, label, the ratio's suffix in ``results["ratio"]``, path).
+API_TARGETS = (
+    ("gateway_responses", "gateway /v1/responses", "responses", "/v1/responses"),
+    ("gateway_messages", "gateway /v1/messages", "messages", "/v1/messages"),
+)
 
 
 def _number(value, pattern: str) -> str:
@@ -47,12 +51,13 @@ def _throughput_rows(results: dict) -> list[str]:
             rows.append([mode, label, f"{run['rps']:.0f}", f"{run['p50_ms']:.2f}", f"{run['p99_ms']:.2f}",
                          str(run["errors"]), _cpu(run)])
         rows.append([mode, "gateway / pass-through", _number(results["ratio"].get(mode), ".2f"), "", "", "", ""])
-        key, label = RESPONSES_TARGET
-        if (run := results["throughput"].get(mode, {}).get(key)) is not None:
+        for key, label, suffix, path in API_TARGETS:
+            if (run := results["throughput"].get(mode, {}).get(key)) is None:
+                continue
             rows.append([mode, label, f"{run['rps']:.0f}", f"{run['p50_ms']:.2f}", f"{run['p99_ms']:.2f}",
                          str(run["errors"]), _cpu(run)])
-            rows.append([mode, "/v1/responses / pass-through",
-                         _number(results["ratio"].get(f"{mode} responses"), ".2f"), "", "", "", ""])
+            rows.append([mode, f"{path} / pass-through",
+                         _number(results["ratio"].get(f"{mode} {suffix}"), ".2f"), "", "", "", ""])
     rounds = [f"{mode} {', '.join(f'{ratio:.2f}' for ratio in ratios)}"
               for mode, ratios in results.get("ratio_rounds", {}).items() if len(ratios) > 1]
     return [
@@ -135,9 +140,10 @@ def verdicts(results: dict) -> list[tuple[bool | None, str]]:
             (None if ratio is None else ratio >= TARGET_RATIO,
              f"{mode} throughput gateway / pass-through {_number(ratio, '.2f')} (target >= {TARGET_RATIO:.2f})")
         )
-        if (ratio := results["ratio"].get(f"{mode} responses")) is not None:
-            lines.append((ratio >= TARGET_RATIO, f"{mode} throughput gateway /v1/responses / pass-through "
-                                                 f"{ratio:.2f} (target >= {TARGET_RATIO:.2f})"))
+        for _, _, suffix, path in API_TARGETS:
+            if (ratio := results["ratio"].get(f"{mode} {suffix}")) is not None:
+                lines.append((ratio >= TARGET_RATIO, f"{mode} throughput gateway {path} / pass-through "
+                                                     f"{ratio:.2f} (target >= {TARGET_RATIO:.2f})"))
     for mode in MODES:
         run = results["latency"].get(mode, {}).get("half load", {}).get("gateway")
         added = None if run is None else run["added_p50_ms"]

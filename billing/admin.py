@@ -98,9 +98,10 @@ class CreditGrantAdmin(admin.ModelAdmin):
 @admin.register(CatalogModel)
 class CatalogModelAdmin(admin.ModelAdmin):
     list_display = [
-        "name", "vendor", "input_price", "cached_input_price", "output_price", "context_window", "max_output_tokens",
+        "name", "vendor", "input_price", "cached_input_price", "cache_write_price", "output_price", "context_window",
+        "max_output_tokens",
     ]
-    list_editable = ["input_price", "cached_input_price", "output_price"]
+    list_editable = ["input_price", "cached_input_price", "cache_write_price", "output_price"]
     list_filter = ["vendor"]
     search_fields = ["name", "vendor"]
 

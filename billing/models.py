@@ -24,6 +24,9 @@ class CatalogModel(models.Model):
     input_price = models.DecimalField(**PRICE, help_text="USD per million input tokens")
     cached_input_price = models.DecimalField(**PRICE, help_text="USD per million cached input tokens")
     output_price = models.DecimalField(**PRICE, help_text="USD per million output tokens")
+    cache_write_price = models.DecimalField(**PRICE, null=True, blank=True,
+                                            help_text="USD per million input tokens written to the prompt cache "
+                                                      "(Claude's cache writes); empty: the input price")
     context_window = models.PositiveIntegerField()
     max_output_tokens = models.PositiveIntegerField()
     capabilities = models.JSONField(default=list, help_text="e.g. tools, vision, json, streaming")

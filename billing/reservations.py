@@ -117,8 +117,15 @@ class Reservation:
 def worst_case_micros(*, prompt_tokens: int, output_tokens: int, prices) -> int:
     """The dearest of the links' costs for this many tokens, rounded up to a micro-dollar."""
     prompt, output = Decimal(prompt_tokens), Decimal(output_tokens)
-    dearest = max(prompt * p.input + output * p.output for p in prices)
+    dearest = max(prompt * _dearest_input(p) + output * p.output for p in prices)
     return int(dearest.to_integral_value(rounding=ROUND_CEILING))
+
+
+def _dearest_input(price) -> Decimal:
+    """What a prompt token can cost at most: its input price, or a cache write's where the price
+    has one (Claude's prompt cache)."""
+    write = getattr(price, "cache_write", None)
+    return price.input if write is None else max(price.input, write)
 
 
 def rate_tokens(*, prompt_bytes: int, output_tokens: int, tpm: int | None) -> int:

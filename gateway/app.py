@@ -16,6 +16,7 @@ from gateway import metrics, responses_store
 from gateway.db import db_read, ping
 from gateway.dialects.chat_completions import ChatCompletions
 from gateway.dialects.embeddings import Embeddings
+from gateway.dialects.messages import CountTokens, Messages
 from gateway.dialects.responses import Responses
 from gateway.errors import GatewayError, model_not_found, service_unavailable
 from gateway.http import header, send_json
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 CHAT_COMPLETIONS = ChatCompletions()
 EMBEDDINGS = Embeddings()
 RESPONSES = Responses()
+MESSAGES = Messages()
+COUNT_TOKENS = CountTokens()
 MODEL_PATH = "/v1/models/"
 
 # How long ``/readyz`` waits for each of the database and the counter store.
@@ -194,6 +197,10 @@ class GatewayApp:
             await serve(state, EMBEDDINGS, scope, receive, send)
         elif path == "/v1/responses" and method == "POST":
             await serve(state, RESPONSES, scope, receive, send)
+        elif path == "/v1/messages" and method == "POST":
+            await serve(state, MESSAGES, scope, receive, send)
+        elif path == "/v1/messages/count_tokens" and method == "POST":
+            await serve(state, COUNT_TOKENS, scope, receive, send)
         elif path.startswith("/v1/responses/") and (stored := _stored_response_route(path, method)):
             await responses_store.handle(state, scope, send, response_id=stored[0], action=stored[1],
                                          authenticate=authenticate)

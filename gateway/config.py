@@ -33,6 +33,9 @@ class Price:
     input: Decimal
     cached_input: Decimal
     output: Decimal
+    # Prompt tokens written to the upstream's prompt cache (Claude's cache_creation_input_tokens);
+    # None: at the input price.
+    cache_write: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,8 @@ def build_config(raw: dict, catalog: dict[str, CatalogEntry]) -> RoutingConfig:
                 cached_input=_decimal(override.get("cached_input", override.get("input", 0)),
                                       f"{where}.price.cached_input"),
                 output=_decimal(override.get("output", 0), f"{where}.price.output"),
+                cache_write=(_decimal(override["cache_write"], f"{where}.price.cache_write")
+                             if override.get("cache_write") is not None else None),
             )
         elif entry is not None:
             price = entry.price
@@ -199,7 +204,8 @@ def load_catalog() -> dict[str, CatalogEntry]:
     return {
         row.name: CatalogEntry(
             name=row.name,
-            price=Price(input=row.input_price, cached_input=row.cached_input_price, output=row.output_price),
+            price=Price(input=row.input_price, cached_input=row.cached_input_price, output=row.output_price,
+                        cache_write=row.cache_write_price),
             max_output_tokens=row.max_output_tokens,
             capabilities=frozenset(row.capabilities),
             context_window=row.context_window,

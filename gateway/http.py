@@ -62,7 +62,11 @@ def _encode_headers(headers: dict[str, str], content_type: bytes) -> list[tuple[
 
 
 async def send_json(send, status: int, payload, headers: dict[str, str] | None = None) -> None:
-    body = orjson.dumps(payload)
+    await send_json_bytes(send, status, orjson.dumps(payload), headers)
+
+
+async def send_json_bytes(send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    """A JSON body already encoded (an upstream's own answer, sent on as it came)."""
     await send({
         "type": "http.response.start",
         "status": status,

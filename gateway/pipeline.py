@@ -23,6 +23,7 @@ from django.conf import settings
 from analytics.ledger import DATABASE_ERRORS
 from analytics.records import prompt_meta
 from billing.reservations import Refused, Reservation, RunLimits, Settlement
+from counters import ChainCheck
 from gateway import cache, events, metrics
 from gateway.auth import KeySnapshot
 from gateway.config import Deployment, ModelRoute
@@ -48,6 +49,10 @@ from money import call_cost_micros, from_micros
 logger = logging.getLogger(__name__)
 
 MIN_OUTPUT_TOKENS = settings.NEMO_MIN_OUTPUT_TOKENS
+
+# The chain of a call admitted without a check (a token count, which reserves nothing): no link
+# skipped, none probed.
+_UNCHECKED = ChainCheck(skip=frozenset(), probes=frozenset())
 
 # A request the client gave up on; the nginx convention, since HTTP has no status for it.
 CLIENT_CLOSED = 499
@@ -148,7 +153,7 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
 
 
 async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive, send) -> None:
-    call.snapshot = await authenticate(state, scope)
+    call.snapshot = await authenticate(state, scope, dialect)
     call.run_limits = run_limits(call.snapshot, call.run_id, header(scope, b"x-nemo-run-budget"))
     raw = await _read(call, receive)
     if raw is None:
@@ -172,6 +177,11 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
     if not state.recorder.available:
         # Nothing is served that could not be recorded.
         raise _database_unavailable()
+    if not request.charged:
+        # (A token count: no limit, no reservation, no cache; logged all the same.)
+        served = await route_and_call(state, call, route, links, output_cap=None)
+        await _answer(state, dialect, call, served, send, cache_key=None)
+        return
     cache_key = None
     if cache.cache_wanted(request_choice=request.use_cache, org_default=call.snapshot.org_cache_enabled):
         cache_key = cache.cache_key(org_id=call.snapshot.org_id, body=request.body)
@@ -193,9 +203,12 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
         await _answer(state, dialect, call, served, send, cache_key=cache_key)
 
 
-async def authenticate(state: GatewayState, scope) -> KeySnapshot:
+async def authenticate(state: GatewayState, scope, dialect: Dialect | None = None) -> KeySnapshot:
+    """The calling key, from where the client API sends it (a dialect's ``authorization``;
+    ``Authorization: Bearer`` else)."""
+    where = getattr(dialect, "authorization", None)
     try:
-        return await state.keys.authenticate(header(scope, b"authorization"))
+        return await state.keys.authenticate(header(scope, b"authorization") if where is None else where(scope))
     except DATABASE_ERRORS as error:
         raise _database_unavailable() from error
 
@@ -267,8 +280,9 @@ async def route_and_call(state: GatewayState, call: Call, route: ModelRoute, lin
                          output_cap: int | None) -> Served:
     try:
         served = await call_chain(store=state.store, session=state.session, route=route, links=links,
-                                  chain=call.reservation.chain, body=call.request.body,
-                                  method=call.request.method, output_cap=output_cap)
+                                  chain=call.reservation.chain if call.reservation else _UNCHECKED,
+                                  body=call.request.body, method=call.request.method, output_cap=output_cap,
+                                  native=getattr(call.request, "native", None))
     except ChainFailed as failure:
         call.attempts = failure.attempts
         raise
@@ -364,6 +378,9 @@ def _charge(call: Call, served: Served) -> None:
     """The call's real cost, and what of it its reservation did not cover: the output cap is
     always sent, so only an upstream that ignored it can go over, and then the whole real cost
     is still charged (the budget's next calls are refused until it is back in bounds)."""
+    if call.reservation is None:
+        # Not charged (a token count).
+        return
     price, summary = served.deployment.price, call.summary
     call.cost_micros = call_cost_micros(
         prompt_tokens=summary.prompt_tokens,
@@ -372,6 +389,8 @@ def _charge(call: Call, served: Served) -> None:
         input_price=price.input,
         cached_input_price=price.cached_input,
         output_price=price.output,
+        cache_write_tokens=summary.cache_write_tokens,
+        cache_write_price=price.cache_write,
     )
     reserved = call.reservation.amount_micros
     call.overshoot_micros = max(0, call.cost_micros - reserved)

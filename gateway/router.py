@@ -25,15 +25,15 @@ from counters import ChainCheck
 from gateway.config import Deployment, ModelRoute
 from gateway.errors import GatewayError, invalid_request, upstream_failed, upstream_rate_limited
 from gateway.providers.base import ChunkStream, UpstreamError
-from gateway.providers.shapes import Untranslatable
+from gateway.providers.shapes import Untranslatable, untranslatable
 
 logger = logging.getLogger(__name__)
 
 # How long a client is told to wait after an upstream 429 that named no Retry-After.
 RATE_LIMITED_RETRY_S = 1.0
 
-# Which provider method serves a call: ``complete``, ``stream`` or ``embed``.
-CallMethod = Literal["complete", "stream", "embed"]
+# Which provider method serves a call: ``complete``, ``stream``, ``embed`` or ``count`` (tokens).
+CallMethod = Literal["complete", "stream", "embed", "count"]
 
 
 @dataclass(slots=True)
@@ -106,7 +106,7 @@ async def _advise(update: Awaitable[None]) -> None:
 
 async def call_chain(
     *, store, session, route: ModelRoute, links: list[Deployment], chain: ChainCheck, body: dict,
-    method: CallMethod, output_cap: int | None = None,
+    method: CallMethod, output_cap: int | None = None, native=None,
 ) -> Served:
     """``links`` in the order to try them (``order_links``), ``chain`` their check (made with
     the call's admission). ``output_cap``: the output limit to send a call whose client named
@@ -116,7 +116,10 @@ async def call_chain(
     (``ChatRequest.method``, ``EmbeddingRequest.method``). The walk itself — skips, fallbacks,
     circuits, cooldowns, latencies, the attempts — is the same whatever the call is, so an
     endpoint that needs another kind of upstream call names its method rather than walking a
-    chain of its own."""
+    chain of its own.
+
+    ``native``: the call in its client's wire format (a ``NativeCall``), which a link whose
+    provider speaks that format takes as it came (``Provider.complete_native``)."""
     unavailable = chain.skip
     cooling: dict[str, float] = {}
     if unavailable:
@@ -141,6 +144,14 @@ async def call_chain(
             if method == "embed":
                 embedding = await link.provider.embed(session, body=body, model=link.model, timeout_s=link.timeout_s)
                 result = Served(deployment=link, attempts=attempts, completion=embedding)
+            elif method == "count":
+                count = await link.provider.count_tokens(session, body=body, native=native, model=link.model,
+                                                         timeout_s=link.timeout_s)
+                result = Served(deployment=link, attempts=attempts, completion=count)
+            elif native is not None and native.wire == link.provider.native_wire:
+                result = await _call_native(link, session, native, method, attempts)
+            elif native is not None and native.only_native is not None:
+                raise untranslatable(native.only_native[0], param=native.only_native[1])
             elif method == "stream":
                 chunks = await link.provider.stream(session, body=body, model=link.model,
                                                     timeout_s=link.timeout_s, output_cap=output_cap)
@@ -193,3 +204,13 @@ async def call_chain(
             retry_after_s=min(free_at) - time.time()), attempts)
     raise ChainFailed(upstream_failed(f"Every deployment of {route.name!r} failed: {attempts_header(attempts)}"),
                       attempts)
+
+
+async def _call_native(link: Deployment, session, native, method: CallMethod, attempts: list[Attempt]) -> Served:
+    """The call as its client sent it, to a link whose provider speaks the client's wire format."""
+    if method == "stream":
+        chunks = await link.provider.stream_native(session, native=native, model=link.model, timeout_s=link.timeout_s)
+        return Served(deployment=link, attempts=attempts, chunks=chunks)
+    completion = await link.provider.complete_native(session, native=native, model=link.model,
+                                                     timeout_s=link.timeout_s)
+    return Served(deployment=link, attempts=attempts, completion=completion)

@@ -15,6 +15,8 @@ class CallSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    # Prompt tokens written to the upstream's prompt cache (Claude's cache_creation_input_tokens).
+    cache_write_tokens: int = 0
     finish_reason: str = ""
     # The answer's text as it came (a stream's pieces are joined once, not at every chunk).
     content_parts: list[str] = field(default_factory=list)
@@ -43,6 +45,7 @@ class CallSummary:
         self.completion_tokens = int(usage.get("completion_tokens") or 0)
         details = usage.get("prompt_tokens_details") or {}
         self.cached_tokens = int(details.get("cached_tokens") or 0)
+        self.cache_write_tokens = int(details.get("cache_write_tokens") or 0)
 
     def take_completion(self, completion: dict) -> None:
         self.take_usage(completion.get("usage"))
@@ -119,6 +122,12 @@ class CallSummary:
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+                "prompt_tokens_details": self._prompt_details(),
             },
         }
+
+    def _prompt_details(self) -> dict:
+        details = {"cached_tokens": self.cached_tokens}
+        if self.cache_write_tokens:
+            details["cache_write_tokens"] = self.cache_write_tokens
+        return details

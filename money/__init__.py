@@ -32,12 +32,20 @@ def call_cost_micros(
     input_price: Decimal,
     cached_input_price: Decimal,
     output_price: Decimal,
+    cache_write_tokens: int = 0,
+    cache_write_price: Decimal | None = None,
 ) -> int:
-    """A call's cost in whole micro-dollars, rounded up once so the ledger never under-counts."""
-    uncached = max(prompt_tokens - cached_tokens, 0)
+    """A call's cost in whole micro-dollars, rounded up once so the ledger never under-counts.
+    ``prompt_tokens`` include the ``cached_tokens`` read from the upstream's prompt cache and the
+    ``cache_write_tokens`` written to it (Claude's), each at its price (a write at the input
+    price where none is given)."""
+    cached = min(cached_tokens, prompt_tokens)
+    written = min(cache_write_tokens, prompt_tokens - cached)
+    uncached = prompt_tokens - cached - written
     exact = (
         token_cost_micros(uncached, input_price)
-        + token_cost_micros(min(cached_tokens, prompt_tokens), cached_input_price)
+        + token_cost_micros(cached, cached_input_price)
+        + token_cost_micros(written, input_price if cache_write_price is None else cache_write_price)
         + token_cost_micros(completion_tokens, output_price)
     )
     return int(exact.to_integral_value(rounding=ROUND_CEILING))

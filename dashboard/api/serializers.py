@@ -276,9 +276,10 @@ class LogRowSerializer(serializers.Serializer):
     # the fields here only document it for the schema.
 
     request_id = serializers.CharField()
-    run_id = serializers.CharField(allow_blank=True, help_text="`X-Nemo-Run`, or empty.")
+    run_id = serializers.CharField(allow_blank=True, help_text="`X-Nemo-Run`, or the session of a Claude Code "
+                                                               "call that sent none, or empty.")
     endpoint = serializers.CharField(help_text="The client API that served the call: `chat.completions`, "
-                                     "`responses`, `messages` or `embeddings`.")
+                                     "`responses`, `messages`, `messages.count_tokens` or `embeddings`.")
     key = serializers.CharField(help_text="The key's prefix.")
     model = serializers.CharField(help_text="The model the client asked for.")
     deployment = serializers.CharField(allow_blank=True, help_text="The deployment that answered.")

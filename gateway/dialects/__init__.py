@@ -5,7 +5,10 @@ provider translates from: ``ChatRequest``) and renders the internal answer, a st
 the gateway's errors back in its own shape. Everything else — keys, limits, the reservation, the
 chain, the log and the settle — is the pipeline's (gateway/pipeline.py), the same for each.
 A dialect may also have ``async prepare(state, call)``, run once the key is known and the body
-parsed (the Responses API loads the stored conversation a request continues).
+parsed (the Responses API loads the stored conversation a request continues), and
+``authorization(scope)``, the ``Bearer`` credential from where its clients send their key (the
+Messages API's ``x-api-key``). A request may carry the call in its client's own wire format
+(``native``, a ``NativeCall``), which a provider that speaks that format takes as it came.
 """
 
 from __future__ import annotations

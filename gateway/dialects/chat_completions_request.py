@@ -56,6 +56,8 @@ class ChatRequest:
     prompt_bytes: int
     # An answer with output tokens, which a call that names no limit is fitted one for.
     has_output = True
+    # A call that is limited, reserved and charged (a token count is none of these).
+    charged = True
 
     @property
     def messages(self) -> list[dict]:
@@ -424,15 +426,23 @@ def linked_media_tokens(messages: list[dict]) -> int:
 
 
 def parse_chat_request(raw: bytes, *, tags_header: str | None, request_class: type[R] = ChatRequest) -> R:
-    """The call a Chat Completions body asks for, as a ``request_class`` (a dialect's subclass,
-    whose own fields keep their defaults)."""
-    body = json_object(raw)
+    return chat_request(json_object(raw), raw=raw, tags_header=tags_header, request_class=request_class)
+
+
+def chat_request(body: dict, *, raw: bytes, tags_header: str | None, linked_media: bool | None = None,
+                 request_class: type[R] = ChatRequest) -> R:
+    """A Chat Completions body, checked, as a ``request_class`` (a dialect's subclass, whose own
+    fields keep their defaults). ``raw``: the client's bytes it came from, which bound its prompt
+    and its nesting (a dialect that built ``body`` from its own request passes that request's,
+    and ``linked_media=True``: its images and files are not named as Chat names them)."""
     _check_body(body)
     _check_nesting(raw, body)
     stream_options = body.get("stream_options")
     upstream_body = body
     if "tags" in body or "nemo_cache" in body:
         upstream_body = {k: v for k, v in body.items() if k not in NEMO_FIELDS}
+    if linked_media is None:
+        linked_media = b"image_url" in raw or b"file_id" in raw
     return request_class(
         body=upstream_body,
         model=body["model"],
@@ -445,6 +455,5 @@ def parse_chat_request(raw: bytes, *, tags_header: str | None, request_class: ty
         # A byte-level tokenizer never makes more tokens than bytes, and the raw body holds the
         # whole prompt (messages and tools), so its size bounds the prompt tokens; but for an
         # image it names by URL, whose tokens its few bytes do not bound.
-        prompt_bytes=len(raw) + (linked_media_tokens(body["messages"])
-                                 if b"image_url" in raw or b"file_id" in raw else 0),
+        prompt_bytes=len(raw) + (linked_media_tokens(body["messages"]) if linked_media else 0),
     )

@@ -44,6 +44,7 @@ class EmbeddingRequest:
     encoding_format: str = "float"
     method = "embed"
     has_output = False
+    charged = True
     stream = False
     include_usage = False
     max_tokens = None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
+import orjson
 
 ErrorKind = Literal["timeout", "connect", "server", "rate_limit", "client"]
 # An embeddings call whose inputs take several requests (one a request, on some upstreams) sends
@@ -203,17 +204,23 @@ class Provider:
         self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float,
         output_cap: int | None = None,
     ) -> dict:
-        """One non-streamed call; the timeout covers the whole call, getting credentials included.
+        """One non-streamed call; the timeout covers the whole call, getting credentials included."""
+        raw = await self._exchange(session, self.prepare(body=body, model=model, stream=False, output_cap=output_cap),
+                                   timeout_s)
+        return self.parse_response(body=raw, model=model)
+
+    async def _exchange(self, session: aiohttp.ClientSession, preparing, timeout_s: float) -> bytes:
+        """The answer's bytes to the request ``preparing`` (a ``prepare`` coroutine) makes.
 
         The HTTP exchange runs on aiohttp's own timer (which the session arms for every request
         anyway), so the usual call, with nothing to fetch first, starts no second one."""
         started = time.monotonic()
         try:
             if self.credentials_ready():
-                request = await self.prepare(body=body, model=model, stream=False, output_cap=output_cap)
+                request = await preparing
             else:
                 async with asyncio.timeout(timeout_s):
-                    request = await self.prepare(body=body, model=model, stream=False, output_cap=output_cap)
+                    request = await preparing
             remaining = timeout_s - (time.monotonic() - started)
             if remaining <= 0:
                 raise TimeoutError
@@ -226,7 +233,9 @@ class Provider:
             raise UpstreamError("timeout", f"no answer within {timeout_s}s") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError("connect", f"connection failed: {exc}") from exc
-        return self.parse_response(body=raw, model=model)
+        finally:
+            preparing.close()
+        return raw
 
     async def stream(
         self, session: aiohttp.ClientSession, *, body: dict, model: str, timeout_s: float,
@@ -238,11 +247,16 @@ class Provider:
         sent to the client raises here and the router may still fall back.
         """
         decoder = self.stream_decoder(model=model, body=body)
+        return await self._open_stream(session, self.prepare(body=body, model=model, stream=True,
+                                                             output_cap=output_cap), decoder, timeout_s)
+
+    async def _open_stream(self, session: aiohttp.ClientSession, preparing, decoder: StreamDecoder,
+                           timeout_s: float) -> ChunkStream:
         resp: aiohttp.ClientResponse | None = None
         deadline = Deadline(timeout_s)
         try:
             try:
-                request = await self.prepare(body=body, model=model, stream=True, output_cap=output_cap)
+                request = await preparing
                 resp = await session.post(request.url, data=request.body, headers=request.headers)
                 if resp.status >= 400:
                     raw = await resp.read()
@@ -259,6 +273,7 @@ class Provider:
                     raise UpstreamError("server", "stream closed before any event")
             finally:
                 timed_out = deadline.disarm()
+                preparing.close()
         except (asyncio.CancelledError, TimeoutError) as exc:
             if resp is not None:
                 resp.close()
@@ -277,6 +292,41 @@ class Provider:
             raise
         return UpstreamChunkStream(resp, decoder, first)
 
+    # --- a client's own wire format ---------------------------------------------------------------
+    # A provider whose upstream speaks a client API's wire format (``native_wire``: Claude on
+    # Vertex speaks Anthropic's) takes that API's calls as they came (``NativeCall``: the body,
+    # the headers to pass on) and answers them with the upstream's own bytes: ``answer`` for a
+    # whole one, and a stream whose events carry the upstream's bytes (``native_stream_decoder``).
+    native_wire: str | None = None
+
+    async def prepare_native(self, *, native, model: str, stream: bool) -> UpstreamRequest:
+        raise NotImplementedError
+
+    def native_stream_decoder(self, *, model: str) -> StreamDecoder:
+        raise NotImplementedError
+
+    async def complete_native(self, session: aiohttp.ClientSession, *, native, model: str, timeout_s: float) -> dict:
+        """The call sent as it came; the upstream's bytes kept in ``native.answer``, and the
+        answer as a chat completion (for the log, the bill and the cache) returned."""
+        raw = await self._exchange(session, self.prepare_native(native=native, model=model, stream=False), timeout_s)
+        answer = self.parse_response(body=raw, model=model)
+        native.answer = raw
+        return answer
+
+    async def stream_native(self, session: aiohttp.ClientSession, *, native, model: str,
+                            timeout_s: float) -> ChunkStream:
+        chunks = await self._open_stream(session, self.prepare_native(native=native, model=model, stream=True),
+                                         self.native_stream_decoder(model=model), timeout_s)
+        native.streamed = True
+        return chunks
+
+    async def count_tokens(self, session: aiohttp.ClientSession, *, body: dict, native, model: str,
+                           timeout_s: float) -> dict:
+        """``{"input_tokens": N}`` for a request's prompt: an estimate from its Chat body, where
+        the upstream counts none."""
+        # About four bytes a token, as elsewhere where the upstream gives no count.
+        size = len(orjson.dumps(body["messages"])) + (len(orjson.dumps(body["tools"])) if body.get("tools") else 0)
+        return {"input_tokens": (size + 3) // 4}
 
     # --- embeddings ----------------------------------------------------------------------------
     async def prepare_embedding(self, *, body: dict, model: str) -> list[UpstreamRequest]:

@@ -138,12 +138,18 @@ def input_tokens(body: dict) -> int:
     return sum(len(item) if isinstance(item, list) else estimate_tokens(item) for item in embedding_inputs(body))
 
 
-def usage(*, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, reasoning_tokens: int = 0) -> dict:
+def usage(*, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, reasoning_tokens: int = 0,
+          cache_write_tokens: int = 0) -> dict:
+    """``cache_write_tokens``: prompt tokens written to the upstream's prompt cache (Claude's),
+    priced apart; named only when there are some."""
+    prompt_details = {"cached_tokens": cached_tokens}
+    if cache_write_tokens:
+        prompt_details["cache_write_tokens"] = cache_write_tokens
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
     }
 

@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from gateway.providers.base import StreamDecoder, UpstreamError, UpstreamRequest, classify_status
 from gateway.providers.fields import (
     claude_thinking,
@@ -75,6 +77,8 @@ _NOT_IN_TOOL_USE_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 class VertexAnthropicProvider(VertexProvider):
     publisher = "anthropic"
+    # An Anthropic Messages call (POST /v1/messages) goes upstream as it came.
+    native_wire = "anthropic"
 
     async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
         payload = translate_request(body, output_cap=output_cap, model=model)
@@ -95,12 +99,61 @@ class VertexAnthropicProvider(VertexProvider):
     def stream_decoder(self, *, model: str, body: dict) -> StreamDecoder:
         return AnthropicStreamDecoder(model=model)
 
+    # --- the Messages API as it came ---------------------------------------------------------------
+    async def prepare_native(self, *, native, model: str, stream: bool) -> UpstreamRequest:
+        """The client's body with Vertex's ``anthropic_version`` for its ``model`` (the link's
+        model is in the URL) and its ``anthropic-beta`` header: nothing else changes."""
+        payload = {name: value for name, value in native.body.items() if name != "model"}
+        if _thinking_cannot_go_on(payload):
+            del payload["thinking"]
+        payload["anthropic_version"] = ANTHROPIC_VERSION
+        if stream:
+            payload["stream"] = True
+        else:
+            payload.pop("stream", None)
+        return UpstreamRequest(url=self.model_url(model, "streamRawPredict" if stream else "rawPredict"),
+                               headers={**await self.auth_headers(), **native.headers}, body=orjson.dumps(payload))
+
+    def native_stream_decoder(self, *, model: str) -> StreamDecoder:
+        return NativeStreamDecoder(model=model)
+
+    async def count_tokens(self, session, *, body: dict, native, model: str, timeout_s: float) -> dict:
+        """Vertex's own count for Claude (``count-tokens:rawPredict``), which names the model in the body."""
+        raw = await self._exchange(session, self._prepare_count(native, model), timeout_s)
+        data = load_upstream_json(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
+            raise UpstreamError("server", "count-tokens answered without input_tokens")
+        return {"input_tokens": data["input_tokens"]}
+
+    async def _prepare_count(self, native, model: str) -> UpstreamRequest:
+        payload = {**native.body, "model": model, "anthropic_version": ANTHROPIC_VERSION}
+        return UpstreamRequest(url=self.model_url("count-tokens", "rawPredict"),
+                               headers={**await self.auth_headers(), **native.headers}, body=orjson.dumps(payload))
+
     def classify_error(self, *, status: int, headers: Any, body: bytes) -> UpstreamError:
         # Claude's own errors have Anthropic's shape; Vertex's front door answers in Google's.
         data = json_or_none(body)
         if isinstance(data, dict) and data.get("type") == "error":
             return anthropic_error(data.get("error") or {}, status=status, headers=headers)
         return super().classify_error(status=status, headers=headers, body=body)
+
+
+def _thinking_cannot_go_on(payload: dict) -> bool:
+    """A tool loop's step whose last tool calls another model made (a fallback served them): the
+    assistant turn has no thinking block to start with, which Claude wants back while it thinks.
+    So the step goes without thinking, as Anthropic says to do without them (and as a step of an
+    OpenAI client's loop does, ``_thinking``)."""
+    if (payload.get("thinking") or {}).get("type") != "enabled":
+        return False
+    messages = payload.get("messages") or []
+    if len(messages) < 2 or messages[-2].get("role") != "assistant":
+        return False
+    last, turn = messages[-1].get("content"), messages[-2].get("content")
+    if not isinstance(last, list) or not isinstance(turn, list) or not turn:
+        return False
+    answers_tools = any(isinstance(block, dict) and block.get("type") == "tool_result" for block in last)
+    first = turn[0].get("type") if isinstance(turn[0], dict) else None
+    return answers_tools and first not in ("thinking", "redacted_thinking")
 
 
 def anthropic_error(error: dict, *, status: int | None = None, headers: Any = None) -> UpstreamError:
@@ -320,6 +373,7 @@ def _usage(anthropic_usage: dict) -> dict:
         prompt_tokens=(anthropic_usage.get("input_tokens") or 0) + cache_read + cache_write,
         completion_tokens=anthropic_usage.get("output_tokens") or 0,
         cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 
@@ -387,3 +441,11 @@ class AnthropicStreamDecoder(JSONEventDecoder):
             return [self._chunks.delta({"tool_calls": [fragment]})]
         # thinking and signature deltas are not part of the OpenAI answer.
         return []
+
+
+class NativeStreamDecoder(AnthropicStreamDecoder):
+    """Claude's stream for an Anthropic client: what each read brought goes on as it came (the
+    first event of its batch, with no chunk), and its chunks feed the call's summary."""
+
+    def feed_events(self, data: bytes) -> list:
+        return [({}, data), *[(chunk, None) for chunk in self.feed(data)]]

@@ -25,3 +25,14 @@ def test_the_embedding_models_are_added_and_a_price_an_operator_changed_stays():
     assert sorted(embedding) == EMBEDDING_MODELS
     assert CatalogModel.objects.get(name="text-embedding-005").input_price == Decimal("0.5")
     assert CatalogModel.objects.get(name="text-embedding-3-small").output_price == Decimal("0")
+
+
+def test_the_claude_models_get_their_cache_write_prices():
+    migration = importlib.import_module("billing.migrations.0005_cache_write_price")
+    CatalogModel.objects.update(cache_write_price=None)
+
+    migration.load(apps, None)
+
+    assert CatalogModel.objects.get(name="claude-3-7-sonnet").cache_write_price == Decimal("3.75")
+    assert CatalogModel.objects.get(name="claude-opus-4-1").cache_write_price == Decimal("18.75")
+    assert CatalogModel.objects.get(name="gemini-2.5-flash").cache_write_price is None

@@ -1,5 +1,7 @@
-"""A fake Claude-on-Vertex endpoint (rawPredict / streamRawPredict), answering in the shape of
-the recorded traffic: ``input_json_delta`` fragments, ``data:`` lines padded with spaces."""
+"""A fake Claude-on-Vertex endpoint (rawPredict / streamRawPredict, and count-tokens), answering
+in the shape of the recorded traffic: ``input_json_delta`` fragments, ``data:`` lines padded with
+spaces. Asked to think, it thinks first in a ``thinking`` block whose ``signature`` it checks when
+the block comes back (streamed as ``thinking_delta``s and a ``signature_delta``), as Claude does."""
 
 from __future__ import annotations
 
@@ -30,12 +32,41 @@ class FakeAnthropic(FakeUpstream):
     def provider_options(self, **extra: Any) -> dict:
         return {"base_url": self.base_url, "project": "fake-project", "location": "us-east5", **extra}
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.signatures: set[str] = set()
+        self.cached_prefixes: set[str] = set()
+
+    def _cache_usage(self, body: dict) -> tuple[int, int]:
+        """The prompt's tokens (read, written) of its prompt cache: the prefix up to its last block
+        marked ``cache_control`` is written the first time and read after that."""
+        system = body.get("system")
+        pieces = [block for block in system if isinstance(block, dict)] if isinstance(system, list) else []
+        pieces += [block for message in body.get("messages") or [] for block in _blocks(message)]
+        marked = [index for index, block in enumerate(pieces) if block.get("cache_control")]
+        if not marked:
+            return 0, 0
+        prefix = json.dumps(pieces[: marked[-1] + 1])
+        tokens = len(prefix) // 4
+        if prefix in self.cached_prefixes:
+            return tokens, 0
+        self.cached_prefixes.add(prefix)
+        return 0, tokens
+
     def is_stream(self, request: ReceivedRequest) -> bool:
         return request.path.endswith(":streamRawPredict")
+
+    @staticmethod
+    def is_count(request: ReceivedRequest) -> bool:
+        return request.path.endswith("/count-tokens:rawPredict")
 
     def refusal(self, request: ReceivedRequest) -> Status | None:
         """What Claude on Vertex refuses that a translation could get wrong."""
         body = request.json
+        if self.is_count(request):
+            if not body.get("model") or body.get("anthropic_version") != "vertex-2023-10-16":
+                return Status(400, message="count-tokens needs the model and anthropic_version")
+            return None
         if "model" in body:
             return Status(400, message="model: Extra inputs are not permitted")
         if body.get("anthropic_version") != "vertex-2023-10-16" or not body.get("max_tokens"):
@@ -43,6 +74,8 @@ class FakeAnthropic(FakeUpstream):
         messages = body.get("messages") or []
         if thinking := _thinking_refusal(body, messages):
             return Status(400, message=thinking)
+        if forged := self._forged_signature(messages):
+            return Status(400, message=forged)
         for position, message in enumerate(messages):
             calls = {block["id"] for block in _blocks(message) if block.get("type") == "tool_use"}
             following = _blocks(messages[position + 1]) if position + 1 < len(messages) else []
@@ -54,19 +87,41 @@ class FakeAnthropic(FakeUpstream):
                 )
         return None
 
+    def _forged_signature(self, messages: list[dict]) -> str | None:
+        for position, message in enumerate(messages):
+            for block in _blocks(message) if message.get("role") == "assistant" else []:
+                if block.get("type") == "thinking" and block.get("signature") not in self.signatures:
+                    return f"messages.{position}.content: Invalid `signature` in `thinking` block"
+        return None
+
+    def _thinking_block(self, body: dict) -> list[dict]:
+        """Claude thinks at the start of a turn (after a tool result only with interleaved thinking)."""
+        if (body.get("thinking") or {}).get("type") != "enabled":
+            return []
+        last = _blocks((body.get("messages") or [{}])[-1])
+        if last and all(block.get("type") == "tool_result" for block in last):
+            return []
+        signature = secrets.token_urlsafe(48)
+        self.signatures.add(signature)
+        return [{"type": "thinking", "thinking": "Let me think about what is asked.", "signature": signature}]
+
     def answer(self, request: ReceivedRequest, reply: Reply, *, stream: bool) -> Any:
+        if self.is_count(request):
+            return {"input_tokens": len(json.dumps(request.json.get("messages"))) // 4 + 3}
         plan = plan_reply(reply, _conversation(request.json))
         model = request.path.rsplit("/", 1)[-1].split(":")[0].replace("@", "-")
-        blocks: list[dict] = [{"type": "text", "text": plan.text}] if plan.text else []
+        blocks: list[dict] = self._thinking_block(request.json)
+        blocks += [{"type": "text", "text": plan.text}] if plan.text else []
         blocks += [
             {"type": "tool_use", "id": "toolu_vrtx_" + secrets.token_hex(12), "name": name, "input": arguments}
             for name, arguments in plan.tool_calls
         ]
         stop_reason = "tool_use" if plan.tool_calls else "end_turn"
+        read, written = self._cache_usage(request.json)
         usage = {
-            "input_tokens": len(request.body) // 4,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "input_tokens": len(request.body) // 4 - read - written,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
             "output_tokens": estimate_tokens(plan.text + json.dumps(plan.tool_calls)),
         }
         message = {
@@ -87,6 +142,10 @@ class FakeAnthropic(FakeUpstream):
             if block["type"] == "text":
                 opening = {"type": "text", "text": ""}
                 deltas = [{"type": "text_delta", "text": piece} for piece in split_text(block["text"])]
+            elif block["type"] == "thinking":
+                opening = {"type": "thinking", "thinking": "", "signature": ""}
+                deltas = [{"type": "thinking_delta", "thinking": piece} for piece in split_text(block["thinking"])]
+                deltas.append({"type": "signature_delta", "signature": block["signature"]})
             else:
                 opening = {**block, "input": {}}
                 # Like Claude: an empty fragment first, then the JSON in pieces.

@@ -50,6 +50,14 @@ def test_a_deployment_may_override_its_price():
     assert (price.input, price.cached_input, price.output) == (Decimal("1"), Decimal("1"), Decimal("2"))
 
 
+def test_a_deployment_may_price_its_cache_writes():
+    raw = routing()
+    raw["deployments"][0]["price"] = {"input": "1", "output": "2", "cache_write": "1.25"}
+    assert build_config(raw, CATALOG).deployments["flash-vertex"].price.cache_write == Decimal("1.25")
+    raw["deployments"][0]["price"] = {"input": "1", "output": "2"}
+    assert build_config(raw, CATALOG).deployments["flash-vertex"].price.cache_write is None
+
+
 def test_the_default_serves_every_catalog_model_with_the_mock():
     config = build_config(default_raw_config(CATALOG), CATALOG)
 
