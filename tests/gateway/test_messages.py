@@ -481,3 +481,61 @@ def test_a_chain_that_fails_is_an_api_error_of_502(client, claude):
         client.messages.create(model="claude", max_tokens=10, messages=HELLO)
     assert failed.value.status_code == 502 and failed.value.body["error"]["type"] == "api_error"
     assert failed.value.response.headers["x-nemo-attempts"] == "sonnet:500"
+
+
+# --- runaway protection on /v1/messages (the pipeline's, whatever the client API) ------------------
+
+def test_an_idempotency_key_sends_a_message_upstream_once_and_replays_it_byte_for_byte(client, claude):
+    headers = {"Idempotency-Key": "plan-step-7"}
+    first = client.messages.with_raw_response.create(model="claude", max_tokens=200, messages=HELLO,
+                                                     extra_headers=headers)
+    again = client.messages.with_raw_response.create(model="claude", max_tokens=200, messages=HELLO,
+                                                     extra_headers=headers)
+    with pytest.raises(anthropic.UnprocessableEntityError) as reused:
+        client.messages.create(model="claude", max_tokens=201, messages=HELLO, extra_headers=headers)
+
+    assert len(claude.requests) == 1
+    assert again.headers["x-nemo-idempotent-replay"] == "true"
+    assert again.http_response.content == first.http_response.content
+    assert reused.value.body["error"]["type"] == "invalid_request_error"
+    assert reused.value.body["error"]["nemo"]["code"] == "idempotency_key_reused"
+    rows = RequestLog.objects.filter(endpoint="messages").order_by("created")
+    assert [(row.status, row.cost > 0) for row in rows] == [(200, True), (200, False), (422, False)]
+
+
+def test_a_runs_envelope_stops_a_message_with_a_billing_error_naming_the_run(gateway, make_tenant, claude):
+    client = client_of(gateway, make_tenant().secret)
+    run = {"X-Nemo-Run": "claude-run", "X-Nemo-Run-Budget": "0.000001"}
+
+    with pytest.raises(anthropic.PaymentRequiredError) as refused:
+        client.messages.create(model="claude", max_tokens=200, messages=HELLO, extra_headers=run)
+
+    assert refused.value.body["error"]["type"] == "billing_error"
+    assert refused.value.body["error"]["nemo"]["param"] == "run"
+    assert not claude.requests
+    row = last_row()
+    assert (row.endpoint, row.status, row.error_param, row.run_id) == ("messages", 402, "run", "claude-run")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_the_loop_guard_stops_a_claude_run_asking_for_the_same_tool_call(gateway, make_tenant, claude, streamed):
+    client = client_of(gateway, make_tenant(loop_limit=2).secret)
+    claude.script(*[Reply(tool_calls=[("weather", {"location": "Paris"})])] * 3)
+    run = {"X-Nemo-Run": "looping-claude"}
+
+    def step():
+        if streamed:
+            with client.messages.stream(model="claude", max_tokens=300, tools=[WEATHER], messages=HELLO,
+                                        extra_headers=run) as stream:
+                return stream.get_final_message()
+        return client.messages.create(model="claude", max_tokens=300, tools=[WEATHER], messages=HELLO,
+                                      extra_headers=run)
+
+    answers = [step(), step()]
+    with pytest.raises(anthropic.RateLimitError) as stopped:
+        step()
+
+    assert [answer.stop_reason for answer in answers] == ["tool_use", "tool_use"]
+    assert stopped.value.body["error"]["nemo"]["code"] == "run_loop_detected"
+    assert len(claude.requests) == 2
+    assert last_row().error_code == "run_loop_detected"
