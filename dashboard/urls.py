@@ -16,6 +16,7 @@ urlpatterns = [
     path("keys/", keys.keys, name="keys"),
     path("keys/new/", keys.key_new, name="key_new"),
     path("keys/<int:pk>/", keys.key_detail, name="key_detail"),
+    path("keys/<int:pk>/secret/", keys.key_secret, name="key_secret"),
     path("keys/<int:pk>/edit/", keys.key_edit, name="key_edit"),
     path("keys/<int:pk>/revoke/", keys.key_revoke, name="key_revoke"),
     path("keys/<int:pk>/rotate/", keys.key_rotate, name="key_rotate"),

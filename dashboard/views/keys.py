@@ -23,6 +23,8 @@ from keys.selectors import key_get, key_list
 from keys.services import virtual_key_revoke, virtual_key_rotate
 
 ZERO = Decimal("0")
+# Where a new secret waits, between the POST that made it and the one GET that shows it.
+SESSION_SECRET = "key_secret_shown_once"
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,28 @@ def key_new(request: HttpRequest, membership: Membership) -> HttpResponse:
     form = KeyForm(request.POST or None, org=membership.org)
     if request.method == "POST" and form.is_valid():
         key, secret = key_issue(org=membership.org, actor=Actor.of_user(request.user), **_form_values(form))
-        return render_page(request, membership, "dashboard/key_secret.html",
-                           {"key": key, "secret": secret, "what": "issued"})
+        return _redirect_to_secret(request, key, secret, "issued")
     return render_page(request, membership, "dashboard/key_form.html", {"form": form, "key": None})
+
+
+def _redirect_to_secret(request: HttpRequest, key: VirtualKey, secret: str, what: str) -> HttpResponse:
+    """Post/redirect/get: the POST that made a secret hands it to one GET through the session, so
+    a reload repeats the GET (which finds nothing more to show), never the POST (a second key)."""
+    request.session[SESSION_SECRET] = {"key": key.pk, "secret": secret, "what": what}
+    return redirect("dashboard:key_secret", pk=key.pk)
+
+
+@never_cache
+@org_page(MANAGE)
+def key_secret(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    """The new secret, once: taken out of the session by the first GET after the POST."""
+    key = key_get(org=membership.org, pk=pk)
+    shown = request.session.get(SESSION_SECRET)
+    if not shown or shown.get("key") != key.pk:
+        return render_page(request, membership, "dashboard/key_secret.html", {"key": key, "secret": None})
+    del request.session[SESSION_SECRET]
+    return render_page(request, membership, "dashboard/key_secret.html",
+                       {"key": key, "secret": shown["secret"], "what": shown["what"]})
 
 
 @org_page(MANAGE)
@@ -158,8 +179,7 @@ def key_rotate(request: HttpRequest, membership: Membership, pk: int) -> HttpRes
         return redirect("dashboard:key_detail", pk=key.pk)
     if request.method == "POST":
         key, secret = virtual_key_rotate(key=key, actor=Actor.of_user(request.user))
-        return render_page(request, membership, "dashboard/key_secret.html",
-                           {"key": key, "secret": secret, "what": "rotated"})
+        return _redirect_to_secret(request, key, secret, "rotated")
     return render_confirm(
         request,
         membership,

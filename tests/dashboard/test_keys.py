@@ -91,7 +91,7 @@ def test_a_member_reads_the_keys_page_without_the_issue_button(member_client, ke
 
 
 def test_an_owner_issues_a_key_and_sees_its_secret_once(owner_client, org):
-    response = owner_client.post("/keys/new/", NEW_KEY)
+    response = owner_client.post("/keys/new/", NEW_KEY, follow=True)
 
     assert response.status_code == 200
     secret = _secret_in(response)
@@ -99,6 +99,40 @@ def test_an_owner_issues_a_key_and_sees_its_secret_once(owner_client, org):
     assert matches(secret, key.secret_hash)
     assert "no-store" in response["Cache-Control"]
     assert secret not in owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+
+def test_reloading_the_key_issued_page_makes_no_second_key_and_shows_the_secret_no_more(owner_client, org):
+    posted = owner_client.post("/keys/new/", NEW_KEY)
+    key = VirtualKey.objects.get(org=org, name="support-bot")
+    assert posted.status_code == 302 and posted["Location"] == f"/keys/{key.pk}/secret/"
+    first = owner_client.get(posted["Location"])
+
+    reloaded = owner_client.get(posted["Location"])
+
+    assert matches(_secret_in(first), key.secret_hash)
+    assert "no-store" in first["Cache-Control"]
+    assert reloaded.status_code == 200 and "sk-nemo-" + key.prefix not in reloaded.content.decode()
+    assert re.search(r"sk-nemo-[\w-]{40,}", reloaded.content.decode()) is None
+    assert "was already shown" in reloaded.content.decode()
+    assert VirtualKey.objects.filter(org=org, name="support-bot").count() == 1
+
+
+def test_reloading_the_rotated_page_rotates_no_second_time(owner_client, org, system_actor):
+    key, _ = virtual_key_create(org=org, name="rotating", actor=system_actor)
+    posted = owner_client.post(f"/keys/{key.pk}/rotate/")
+    new_secret = _secret_in(owner_client.get(posted["Location"]))
+    key.refresh_from_db()
+    hash_after_rotation = key.secret_hash
+
+    reloaded = owner_client.get(posted["Location"])
+
+    key.refresh_from_db()
+    assert key.secret_hash == hash_after_rotation and matches(new_secret, key.secret_hash)
+    assert new_secret not in reloaded.content.decode()
+
+
+def test_another_orgs_key_has_no_secret_page(owner_client, other_key):
+    assert owner_client.get(f"/keys/{other_key.pk}/secret/").status_code == 404
 
 
 def test_issuing_a_key_sets_its_limits_and_budget(owner_client, org):
@@ -112,7 +146,7 @@ def test_issuing_a_key_sets_its_limits_and_budget(owner_client, org):
 
 
 def test_an_admin_issues_a_key(admin_client, org):
-    response = admin_client.post("/keys/new/", NEW_KEY)
+    response = admin_client.post("/keys/new/", NEW_KEY, follow=True)
 
     assert response.status_code == 200
     assert VirtualKey.objects.filter(org=org, name="support-bot").exists()
@@ -180,7 +214,7 @@ def test_a_member_cannot_revoke_a_key(member_client, key):
 def test_rotating_shows_a_new_secret_that_replaces_the_old_one(owner_client, org, system_actor):
     key, old_secret = virtual_key_create(org=org, name="rotating", actor=system_actor)
 
-    response = owner_client.post(f"/keys/{key.pk}/rotate/")
+    response = owner_client.post(f"/keys/{key.pk}/rotate/", follow=True)
 
     new_secret = _secret_in(response)
     key.refresh_from_db()
