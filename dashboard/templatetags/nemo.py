@@ -45,7 +45,8 @@ def status_class(status) -> str:
     if text.isdigit():
         code = int(text)
         return "ok" if code < 400 else ("warn" if code in (402, 429) else "bad")
-    return {"ok": "ok", "completed": "ok", "running": "warn", "active": "ok", "refusing calls": "warn"}.get(text, "bad")
+    return {"ok": "ok", "completed": "ok", "running": "warn", "active": "ok", "over budget": "bad",
+            "out of credits": "bad"}.get(text, "bad")
 
 
 @register.filter

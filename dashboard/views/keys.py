@@ -16,6 +16,7 @@ from dashboard.forms import KeyForm
 from dashboard.orgs import org_page, render_confirm, render_page
 from dashboard.selectors import budget_spent, credit_balance, key_spend
 from dashboard.services import key_change, key_issue
+from dashboard.templatetags.nemo import percent_of
 from keys.access import MANAGE
 from keys.audit import Actor
 from keys.models import Membership, VirtualKey
@@ -42,7 +43,20 @@ class KeyRow:
             return "revoked"
         if not self.key.is_active():
             return "expired"
-        return "refusing calls" if self.refusing else "active"
+        if self.refusing is None:
+            return "active"
+        # What the 402s say, in the words of the level that sends them.
+        return "out of credits" if self.refusing[0] == "credits" else "over budget"
+
+    @property
+    def meter(self) -> int:
+        """How full the key's budget meter is: full when that budget is what refuses the calls,
+        though a reservation's worth of it is still unspent."""
+        if self.budget is None:
+            return 0
+        if self.refusing is not None and self.refusing[0] == "key budget":
+            return 100
+        return percent_of(self.spend, self.budget.amount)
 
 
 def _key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:

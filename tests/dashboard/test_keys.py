@@ -53,7 +53,9 @@ def test_a_key_whose_budget_cannot_pay_for_its_smallest_call_shows_as_refusing_a
     detail = owner_client.get(f"/keys/{key.pk}/").content.decode()
 
     assert smallest > Decimal("0.0002")
-    assert "refusing calls" in page and "key budget: $0.0002 left; its smallest call costs $0.00064" in page
+    assert ">over budget<" in page and ">active<" not in page
+    assert "key budget: $0.0002 left; its smallest call costs $0.00064" in page
+    assert 'data-meter="100"' in page
     assert "Every call gets a 402" in detail
 
 
@@ -63,7 +65,15 @@ def test_a_key_whose_org_budget_is_spent_shows_as_refusing(owner_client, key, or
 
     page = owner_client.get("/keys/").content.decode()
 
-    assert "refusing calls" in page and "org budget: $0" in page
+    assert ">over budget<" in page and ">active<" not in page and "org budget: $0" in page
+
+
+def test_a_key_whose_org_is_out_of_credits_shows_so(owner_client, key, org, make_log):
+    make_log(key, cost=Decimal("5.00"))  # all of the sign-up credits
+
+    page = owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+    assert ">out of credits<" in page and "Every call gets a 402" in page
 
 
 def test_a_key_with_room_for_a_call_shows_as_active(owner_client, key, org, system_actor, make_log):
@@ -72,7 +82,7 @@ def test_a_key_with_room_for_a_call_shows_as_active(owner_client, key, org, syst
 
     page = owner_client.get("/keys/").content.decode()
 
-    assert "refusing calls" not in page and ">active<" in page
+    assert "over budget" not in page and ">active<" in page and 'data-meter="48"' in page
 
 
 def test_keys_page_does_not_show_another_orgs_keys(owner_client, other_key):
