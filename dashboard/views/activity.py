@@ -2,10 +2,9 @@
 
 from django.http import HttpRequest, HttpResponse
 
-from analytics.selectors import log_get, log_list, run_list
+from analytics.selectors import log_get, log_list, run_get, run_list
 from dashboard.forms import LogFilterForm, RunFilterForm
 from dashboard.orgs import org_page, render_page
-from dashboard.selectors import run_with_budget
 from keys.models import Membership
 
 STALE_CURSOR = "That page link is no longer valid; showing the newest calls."
@@ -46,5 +45,6 @@ def runs(request: HttpRequest, membership: Membership) -> HttpResponse:
 
 @org_page()
 def run_detail(request: HttpRequest, membership: Membership, run_id: str) -> HttpResponse:
-    run = run_with_budget(org=membership.org, run_id=run_id)
+    # The run's spend stands on its own: the key's whole period budget is not the run's.
+    run = run_get(org=membership.org, run_id=run_id)
     return render_page(request, membership, "dashboard/run_detail.html", {"run": run})

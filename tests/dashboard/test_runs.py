@@ -32,8 +32,15 @@ def test_the_run_card_sums_up_the_run(owner_client, key, run):
     assert "3 calls" in page
     assert "step 2" in page
     assert "completed" in page
-    assert "$2.40 / $5.00" in page
-    assert "2 / 3" in page
+    assert "2 of 3" in page and "Steps that called tools" in page
+
+
+def test_the_run_spend_is_not_weighed_against_the_keys_whole_budget(owner_client, run):
+    page = owner_client.get("/runs/agent-run").content.decode()
+
+    spend_card = page.split("data-run-spend")[1].split("data-tool-steps")[0]
+    assert "$2.40" in spend_card and "$5.00" not in page
+    assert "Tool calls logged" not in page and "2 / 3" not in page
 
 
 def test_the_run_shows_its_steps_as_a_timeline(owner_client, run):
