@@ -56,7 +56,7 @@ def status_class(status) -> str:
         code = int(text)
         return "ok" if code < 400 else ("warn" if code in (402, 429) else "bad")
     return {"ok": "ok", "completed": "ok", "running": "warn", "active": "ok", "over budget": "bad",
-            "out of credits": "bad"}.get(text, "bad")
+            "out of credits": "bad", "healthy": "ok", "no delivery yet": "none"}.get(text, "bad")
 
 
 @register.filter
@@ -84,6 +84,15 @@ def sink_target(sink) -> str:
     if config.get("bucket"):
         return f"s3://{config['bucket']}/{config.get('prefix', '')}"
     return config.get("url") or "the service's default endpoint"
+
+
+@register.filter
+def sink_health(sink) -> str:
+    """``healthy`` only once a delivery succeeded; a new sink has proved nothing yet."""
+    if sink.consecutive_failures:
+        failures = sink.consecutive_failures
+        return f"{failures} failure{'s' if failures != 1 else ''} in a row"
+    return "healthy" if sink.last_success else "no delivery yet"
 
 
 @register.simple_tag(takes_context=True)

@@ -27,7 +27,7 @@
     new Chart(canvas, {
       type: group === "day" ? "line" : "bar",
       data: {
-        labels: rows.map(function (row) { return row.group || "(none)"; }),
+        labels: rows.map(function (row) { return row.group; }),
         datasets: [{
           label: "Spend (USD)",
           // Costs arrive as decimal strings (exact money); a chart only needs their size.
