@@ -1,0 +1,117 @@
+"""The layout defects of a first walk, in a real headless Chromium at 1366 px and 390 px.
+
+Each page is read through the real server (the ``server`` fixture) signed in as the org's owner
+by a session cookie; the data is written directly. A screenshot of each page lands in
+``tmp/artifacts/screenshots/`` (made by the tests).
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from playwright.sync_api import Page, sync_playwright
+
+from analytics.services import sink_create
+from keys.services import membership_add
+from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "tmp" / "artifacts" / "screenshots"
+LONG_REQUEST_ID = "req_" + "7f3a9c1e5b2d4f60a8" * 2  # the longest a request id may be: 40
+LONG_URL = "https://collector.example.com/" + "very-long-path-segment/" * 6 + "v1/logs"
+
+pytestmark = pytest.mark.browser
+
+
+@contextmanager
+def _signed_in_page(server: str, user, viewport: dict) -> Iterator[Page]:
+    """A page of a new headless Chromium, signed in as ``user``. Playwright runs an event loop in
+    this thread, where the ORM may not run: write the test's rows before opening it."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    client = Client()
+    client.force_login(user)
+    cookie = {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": server}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport=viewport)
+        context.add_cookies([cookie])
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        browser.close()
+
+
+def _page_width(page: Page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
+def _shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _in_view(page: Page, selector: str) -> bool:
+    """The element's box lies inside the window, not past its right edge nor scrolled off in a
+    box that scrolls sideways."""
+    return page.eval_on_selector(selector, """element => {
+        const box = element.getBoundingClientRect();
+        let inside = box.width > 0 && box.left >= 0 && box.right <= window.innerWidth;
+        for (let parent = element.parentElement; parent; parent = parent.parentElement) {
+            const outer = parent.getBoundingClientRect();
+            if (getComputedStyle(parent).overflowX !== "visible" && parent.scrollWidth > parent.clientWidth + 1)
+                inside = inside && box.right <= outer.right && box.left >= outer.left;
+        }
+        return inside;
+    }""")
+
+
+def test_a_call_with_a_long_request_id_fits_a_phone(server, owner, key, make_log):
+    make_log(key, request_id=LONG_REQUEST_ID)
+
+    with _signed_in_page(server, owner, PHONE) as page:
+        page.goto(f"{server}/log/{LONG_REQUEST_ID}/")
+
+        _shot(page, "call-detail-phone")
+        assert _page_width(page) <= PHONE["width"]
+
+
+def test_the_spend_charts_shrink_with_the_window_and_ticks_never_repeat(server, owner, key, make_log):
+    for cost in ("0.025055", "0.0050", "0.000055", "0.00001"):
+        make_log(key, cost=Decimal(cost))
+
+    with _signed_in_page(server, owner, DESKTOP) as page:
+        page.goto(f"{server}/spend/")
+        page.wait_for_function("window.Chart && Chart.getChart(document.getElementById('chart-model'))")
+        _shot(page, "spend-desktop")
+
+        page.set_viewport_size({"width": 600, "height": 900})
+        page.wait_for_function("document.getElementById('chart-day').getBoundingClientRect().right <= 600")
+
+        _shot(page, "spend-narrowed")
+        assert _page_width(page) <= 600
+        ticks = page.evaluate("""['day', 'key', 'team', 'model'].map(group => {
+        const chart = Chart.getChart(document.getElementById('chart-' + group));
+        const axis = chart.scales[group === 'day' ? 'y' : 'x'];
+        return axis.ticks.map(tick => tick.label);
+    })""")
+    for labels in ticks:
+        assert len(labels) == len(set(labels)), labels
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_the_settings_tables_keep_their_actions_in_view(server, owner, org, system_actor, viewport,
+                                                        django_user_model):
+    sink_create(org=org, type="langfuse", actor=system_actor,
+                config={"url": LONG_URL, "public_key": "pk-lf-1", "secret_key": "sk-lf-1"})
+    email = "a-teammate-with-a-rather-long-address@research.example.com"
+    membership_add(org=org, user=django_user_model.objects.create_user(username=email, email=email),
+                   role="member", actor=system_actor)
+
+    with _signed_in_page(server, owner, viewport) as page:
+        page.goto(f"{server}/settings/")
+
+        _shot(page, f"settings-{viewport['width']}")
+        assert _page_width(page) <= viewport["width"]
+        assert _in_view(page, "a[href$='/delete/']")
+        assert _in_view(page, "a[href*='/members/'][href$='/remove/']")
