@@ -72,9 +72,9 @@ class CacheFilter(admin.SimpleListFilter):
 
 @admin.register(RequestLog)
 class RequestLogAdmin(PastedKeySearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    # What fits 1366 px beside the filters, status, model, cost and latency included; the run,
+    # What support reads first, first, and all of it in 1366 px beside the filters; the run,
     # deployment and cache are on the row's page and in the filters.
-    list_display = ["created", "request_id", "org", "key_prefix", "model", "status", cost_usd, "latency"]
+    list_display = ["created", "status", "model", cost_usd, "latency", "request_id", "org", "key_prefix"]
     list_select_related = ["org"]
     list_filter = [StatusFilter, CacheFilter, ModelFilter, DeploymentFilter]
     # Exact matches: support pastes whole ids, and a LIKE '%…%' would scan the whole log.

@@ -21,6 +21,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from analytics.models import RequestLog
+from billing.admin import amount_usd
 from billing.models import MONEY, Budget, CreditGrant
 from billing.services import credits_grant, organization_create_with_credits
 from dashboard.selectors import credit_balance
@@ -55,13 +56,19 @@ class VirtualKeyInline(ReadOnlyInline):
 
 class BudgetInline(ReadOnlyInline):
     model = Budget
-    fields = ["scope", "key", "team", "amount", "period"]
+    fields = ["scope", "key", "team", "amount_usd", "period"]
+    readonly_fields = ["amount_usd"]
+
+    amount_usd = staticmethod(amount_usd)
 
 
 class CreditGrantInline(ReadOnlyInline):
     model = CreditGrant
-    fields = ["amount", "reason", "granted_by_label", "created"]
+    fields = ["amount_usd", "reason", "granted_by_label", "created"]
+    readonly_fields = ["amount_usd"]
     ordering = ["-created"]
+
+    amount_usd = staticmethod(amount_usd)
 
 
 class GrantCreditsForm(forms.Form):

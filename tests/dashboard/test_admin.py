@@ -214,3 +214,9 @@ def test_an_orgs_recent_calls_show_status_and_cost_first(staff_client, org, key,
     header = page.split("recent-calls")[1].split("</thead>")[0]
     assert header.index("cost") < header.index("model") < header.index("request")
     assert "$0.00111" in page and "420 ms" in page
+
+
+def test_the_org_page_shows_its_grants_in_the_one_money_format(staff_client, org):
+    page = staff_client.get(reverse("admin:keys_organization_change", args=[org.pk])).content.decode()
+
+    assert "$5.00" in page and "5.000000</td>" not in page

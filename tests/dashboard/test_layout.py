@@ -115,3 +115,34 @@ def test_the_settings_tables_keep_their_actions_in_view(server, owner, org, syst
         assert _page_width(page) <= viewport["width"]
         assert _in_view(page, "a[href$='/delete/']")
         assert _in_view(page, "a[href*='/members/'][href$='/remove/']")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_superuser(username="staff", email="staff@example.com",
+                                                      password="pw-staff-123")
+
+
+def test_the_admin_request_log_shows_status_model_cost_and_latency_at_1366(server, staff, key, make_log):
+    for number in range(5):
+        make_log(key, request_id=f"{LONG_REQUEST_ID[:-2]}{number:02d}", run_id=f"support-run-{number}-" + "x" * 40,
+                 model="gemini-2.5-flash-lite-preview", cost=Decimal("0.025055"))
+
+    with _signed_in_page(server, staff, DESKTOP) as page:
+        page.goto(f"{server}/admin/analytics/requestlog/")
+
+        _shot(page, "admin-request-log-1366")
+        for column in ("status", "model", "cost_usd", "latency"):
+            assert _in_view(page, f"#result_list th.column-{column}"), column
+        assert _in_view(page, "#result_list tbody tr:first-child td.field-latency")
+
+
+def test_an_orgs_recent_calls_in_the_admin_show_their_cost_at_1366(server, staff, org, key, make_log):
+    make_log(key, request_id=LONG_REQUEST_ID, deployment="flash-vertex-europe-west4-backup", cost=Decimal("0.00111"))
+
+    with _signed_in_page(server, staff, DESKTOP) as page:
+        page.goto(f"{server}/admin/keys/organization/{org.pk}/change/")
+
+        _shot(page, "admin-org-recent-calls-1366")
+        assert page.locator(".recent-calls td", has_text="$0.00111").count() == 1
+        assert _in_view(page, ".recent-calls tbody tr:first-child td:nth-child(3)")
