@@ -7,12 +7,16 @@ and the support admin. Also the reads the dashboard needs that no app offers.
 """
 
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.db.models import Aggregate, Count, F, Func, IntegerField, Q, Sum
+from django.db.models.functions import TruncHour
+from django.db.models.lookups import GreaterThan
 from django.http import Http404
 from django.utils import timezone
 
+from analytics.models import RequestLog
 from analytics.selectors import RunSummary, run_get, spend_by_key, spend_total
 from billing.models import Budget
 from billing.periods import period_start
@@ -74,3 +78,69 @@ def run_with_budget(*, org: Organization, run_id: str) -> BudgetedRun:
         budget=budget.amount if budget else None,
         budget_period=budget.period if budget else None,
     )
+
+
+class Percentile(Aggregate):
+    """PostgreSQL's ``percentile_disc``: the value at ``fraction`` of the ordered values."""
+
+    function = "percentile_disc"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def __init__(self, expression, fraction: float, **extra) -> None:
+        super().__init__(expression, fraction=fraction, output_field=IntegerField(), **extra)
+
+
+# A call fell back when more than one link was tried (as a run's fallback steps are counted).
+FELL_BACK = GreaterThan(Func(F("attempts"), function="jsonb_array_length", output_field=IntegerField()), 1)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What an org's calls did in a window: how many, their cost, how many failed or fell back,
+    and how long they took."""
+
+    calls: int
+    cost: Decimal
+    errors: int
+    fallbacks: int
+    p50_ms: int | None
+    p95_ms: int | None
+
+    @property
+    def error_rate(self) -> Decimal | None:
+        return (Decimal(self.errors) * 100 / self.calls).quantize(Decimal("0.1")) if self.calls else None
+
+
+def activity(*, org: Organization, since: datetime) -> Activity:
+    """One aggregate over the org's log rows since a moment: an index range scan of
+    (org, created), never the whole log."""
+    found = RequestLog.objects.filter(org=org, created__gte=since).aggregate(
+        calls=Count("id"),
+        cost=Sum("cost"),
+        errors=Count("id", filter=Q(status__gte=400)),
+        fallbacks=Count("id", filter=FELL_BACK),
+        p50_ms=Percentile("latency_ms", 0.5),
+        p95_ms=Percentile("latency_ms", 0.95),
+    )
+    return Activity(calls=found["calls"], cost=(found["cost"] or Decimal(0)).quantize(Decimal("0.000001")),
+                    errors=found["errors"], fallbacks=found["fallbacks"], p50_ms=found["p50_ms"],
+                    p95_ms=found["p95_ms"])
+
+
+def calls_by_hour(*, org: Organization, since: datetime) -> list[dict]:
+    """The org's calls and failures per hour since a moment, every hour listed, quiet ones at zero."""
+    counted = {
+        row["hour"]: row
+        for row in RequestLog.objects.filter(org=org, created__gte=since)
+        .values(hour=TruncHour("created", tzinfo=UTC))
+        .annotate(calls=Count("id"), errors=Count("id", filter=Q(status__gte=400)))
+        .order_by()
+    }
+    hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    now = timezone.now()
+    hours = []
+    while hour <= now:
+        row = counted.get(hour, {"calls": 0, "errors": 0})
+        hours.append({"hour": hour.strftime("%H:%M"), "calls": row["calls"], "errors": row["errors"]})
+        hour += timedelta(hours=1)
+    return hours

@@ -1,13 +1,14 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard.views import accounts, activity, assets, keys, settings, spend, teams
+from dashboard.views import accounts, activity, assets, keys, overview, settings, spend, teams
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("", accounts.home, name="home"),
     path("favicon.ico", assets.favicon, name="favicon"),
+    path("overview/", overview.overview, name="overview"),
     path("signup/", accounts.signup, name="signup"),
     path("login/", accounts.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(next_page="dashboard:login"), name="logout"),

@@ -58,8 +58,13 @@ class KeyRow:
             return 100
         return percent_of(self.spend, self.budget.amount)
 
+    @property
+    def near_budget(self) -> bool:
+        """Refusing calls already, or with 80% of its own budget spent."""
+        return self.key.is_active() and not self.key.revoked and (self.refusing is not None or self.meter >= 80)
 
-def _key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
+
+def key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
     org = membership.org
     # key_spend counts each key's spend in its budget's current period, all time without one.
     spend = key_spend(org=org)
@@ -100,14 +105,14 @@ def _smallest_call(key: VirtualKey, output_prices: dict[str, Decimal]) -> Decima
 
 @org_page()
 def keys(request: HttpRequest, membership: Membership) -> HttpResponse:
-    rows = _key_rows(membership, list(key_list(org=membership.org)))
+    rows = key_rows(membership, list(key_list(org=membership.org)))
     return render_page(request, membership, "dashboard/keys.html", {"rows": rows})
 
 
 @org_page()
 def key_detail(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
     key = key_get(org=membership.org, pk=pk)
-    (row,) = _key_rows(membership, [key])
+    (row,) = key_rows(membership, [key])
     return render_page(request, membership, "dashboard/key_detail.html",
                        {"row": row, "key": key, "min_output_tokens": settings.NEMO_MIN_OUTPUT_TOKENS})
 

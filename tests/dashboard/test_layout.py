@@ -146,3 +146,18 @@ def test_an_orgs_recent_calls_in_the_admin_show_their_cost_at_1366(server, staff
         _shot(page, "admin-org-recent-calls-1366")
         assert page.locator(".recent-calls td", has_text="$0.00111").count() == 1
         assert _in_view(page, ".recent-calls tbody tr:first-child td:nth-child(3)")
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_the_overview_draws_its_chart_and_fits_the_window(server, owner, key, make_log, viewport):
+    for status in (200, 201, 502):
+        make_log(key, status=status)
+
+    with _signed_in_page(server, owner, viewport) as page:
+        page.goto(f"{server}/")
+        page.wait_for_function("window.Chart && Chart.getChart(document.getElementById('chart-calls'))")
+
+        _shot(page, f"overview-{viewport['width']}")
+        assert page.url == f"{server}/overview/"
+        assert page.locator("[data-activity=today] [data-calls]").inner_text() == "3"
+        assert _page_width(page) <= viewport["width"]
