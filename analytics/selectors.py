@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, F, Func, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
+from django.db.models.lookups import GreaterThan
 from django.http import Http404
 from django.utils import timezone
 
@@ -27,6 +28,8 @@ from keys.models import Organization, Team, VirtualKey
 from money import to_micros
 
 MAX_PAGE = 500
+# A call fell back when more than one link was tried (as a run's fallback steps are counted).
+FELL_BACK = GreaterThan(Func(F("attempts"), function="jsonb_array_length", output_field=IntegerField()), 1)
 # How many of the newest log rows run_list looks through to find the most recent runs.
 RUN_SCAN_ROWS = 20_000
 SPEND_GROUPS = ("day", "key", "team", "model")
@@ -38,6 +41,8 @@ _MICRO = Decimal("0.000001")
 class LogPage:
     rows: list[RequestLog]
     next_cursor: str | None
+    # The cursor of the page of newer rows, when there are any (a page reached by a cursor).
+    newer_cursor: str | None = None
 
 
 @dataclass
@@ -106,33 +111,60 @@ def log_list(
     until: datetime | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    request_id: str | None = None,
+    status_from: int | None = None,
+    status_below: int | None = None,
+    fallback_only: bool = False,
+    model_prefix: str | None = None,
+    run_prefix: str | None = None,
+    newer_than: str | None = None,
 ) -> LogPage:
     """The org's log, newest first, one page at a time. Empty filters are ignored.
 
     Pages are cut by keyset on (created, id), never by offset, so page 10,000 costs what page 1
-    costs and rows arriving meanwhile neither repeat nor shift rows between pages.
+    costs and rows arriving meanwhile neither repeat nor shift rows between pages. ``cursor``
+    asks for the rows older than a page's last, ``newer_than`` for those newer than its first.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    rows = RequestLog.objects.filter(org=org)
-    exact = {
-        "key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model,
-        "deployment": deployment, "status": status, "cache": cache,
-    }
-    rows = rows.filter(**{field: value for field, value in exact.items() if value not in (None, "")})
-    if since is not None:
-        rows = rows.filter(created__gte=since)
-    if until is not None:
-        rows = rows.filter(created__lt=until)
+    limit = min(limit, MAX_PAGE)
+    rows = _log_filtered(
+        RequestLog.objects.filter(org=org),
+        exact={"key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model,
+               "deployment": deployment, "status": status, "cache": cache, "request_id": request_id,
+               "status__gte": status_from, "status__lt": status_below, "created__gte": since,
+               "created__lt": until, "model__startswith": model_prefix, "run_id__startswith": run_prefix},
+        fallback_only=fallback_only,
+    ).select_related("key")
+    if newer_than:
+        return _newer_page(rows, newer_than, limit)
     if cursor:
         created, pk = _decode_cursor(cursor)
         # The redundant `created <= cursor` bounds the index range scan; the OR alone would not.
         rows = rows.filter(created__lte=created).filter(Q(created__lt=created) | Q(pk__lt=pk))
-    limit = min(limit, MAX_PAGE)
-    page = list(rows.select_related("key").order_by("-created", "-id")[: limit + 1])
+    page = list(rows.order_by("-created", "-id")[: limit + 1])
+    newer = _encode_cursor(page[0]) if cursor and page else None
     if len(page) > limit:
-        return LogPage(rows=page[:limit], next_cursor=_encode_cursor(page[limit - 1]))
-    return LogPage(rows=page, next_cursor=None)
+        return LogPage(rows=page[:limit], next_cursor=_encode_cursor(page[limit - 1]), newer_cursor=newer)
+    return LogPage(rows=page, next_cursor=None, newer_cursor=newer)
+
+
+def _log_filtered(rows: QuerySet, *, exact: dict, fallback_only: bool) -> QuerySet:
+    rows = rows.filter(**{lookup: value for lookup, value in exact.items() if value not in (None, "")})
+    if fallback_only:
+        rows = rows.filter(FELL_BACK)
+    return rows
+
+
+def _newer_page(rows: QuerySet, cursor: str, limit: int) -> LogPage:
+    """The ``limit`` rows just newer than the cursor's, newest first; older ones always follow."""
+    created, pk = _decode_cursor(cursor)
+    rows = rows.filter(created__gte=created).filter(Q(created__gt=created) | Q(pk__gt=pk))
+    page = list(rows.order_by("created", "id")[: limit + 1])
+    more_newer = len(page) > limit
+    page = page[:limit][::-1]
+    return LogPage(rows=page, next_cursor=_encode_cursor(page[-1]) if page else cursor,
+                   newer_cursor=_encode_cursor(page[0]) if more_newer else None)
 
 
 def _no_row_has(text: str) -> bool:

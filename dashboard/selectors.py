@@ -10,14 +10,13 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Aggregate, Count, F, Func, IntegerField, Q, Sum
+from django.db.models import Aggregate, Count, IntegerField, Q, Sum
 from django.db.models.functions import TruncHour
-from django.db.models.lookups import GreaterThan
 from django.http import Http404
 from django.utils import timezone
 
 from analytics.models import RequestLog
-from analytics.selectors import RunSummary, run_get, spend_by_key, spend_total
+from analytics.selectors import FELL_BACK, RunSummary, run_get, spend_by_key, spend_total
 from billing.models import Budget
 from billing.periods import period_start
 from billing.selectors import credits_granted
@@ -88,10 +87,6 @@ class Percentile(Aggregate):
 
     def __init__(self, expression, fraction: float, **extra) -> None:
         super().__init__(expression, fraction=fraction, output_field=IntegerField(), **extra)
-
-
-# A call fell back when more than one link was tried (as a run's fallback steps are counted).
-FELL_BACK = GreaterThan(Func(F("attempts"), function="jsonb_array_length", output_field=IntegerField()), 1)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ def log(request: HttpRequest, membership: Membership) -> HttpResponse:
     filters = form.filters()
     notice = None
     try:
-        page = log_list(org=membership.org, cursor=request.GET.get("cursor") or None, limit=LOG_PAGE, **filters)
+        page = log_list(org=membership.org, cursor=request.GET.get("cursor") or None,
+                        newer_than=request.GET.get("newer") or None, limit=LOG_PAGE, **filters)
     except ValueError:
         notice = STALE_CURSOR
         page = log_list(org=membership.org, limit=LOG_PAGE, **filters)

@@ -161,3 +161,20 @@ def test_the_overview_draws_its_chart_and_fits_the_window(server, owner, key, ma
         assert page.url == f"{server}/overview/"
         assert page.locator("[data-activity=today] [data-calls]").inner_text() == "3"
         assert _page_width(page) <= viewport["width"]
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_log_search_for_errors_fits_the_window(server, owner, key, make_log, viewport):
+    make_log(key, status=502, run_id="support-run-" + "long" * 10, model="gemini-2.5-flash-lite-preview")
+    make_log(key, status=200)
+
+    with _signed_in_page(server, owner, viewport) as page:
+        page.goto(f"{server}/log/")
+        page.get_by_label("Statuses").select_option("errors")
+        page.get_by_role("button", name="Filter").click()
+
+        page.wait_for_url("**status_class=errors**")
+        _shot(page, f"log-errors-{viewport['width']}")
+        assert page.locator("tr[data-request-id]").count() == 1
+        assert _page_width(page) <= viewport["width"]
+        assert _in_view(page, "tr[data-request-id] td[data-cost]")
