@@ -68,6 +68,8 @@ class RunListItem:
     status: str
     started: datetime
     ended: datetime
+    fallback_steps: int = 0
+    failed_steps: int = 0
 
 
 def _money(amount: Decimal | None) -> Decimal:
@@ -202,8 +204,12 @@ def run_get(*, org: Organization, run_id: str) -> RunSummary:
     )
 
 
-def run_list(*, org: Organization, key_id: int | None = None, limit: int = 50) -> list[RunListItem]:
-    """The org's most recently active runs, newest first.
+def run_list(
+    *, org: Organization, key_id: int | None = None, limit: int = 50, run_prefix: str | None = None,
+    active_before: datetime | None = None,
+) -> list[RunListItem]:
+    """The org's most recently active runs, newest first; with ``active_before``, the runs whose
+    last call was before that moment (the next page, from the last run of a page).
 
     Grouping every row of a busy org by run would read the whole log; the newest rows are read
     instead (through the (org, created, id) index) until enough distinct runs are found.
@@ -213,30 +219,22 @@ def run_list(*, org: Organization, key_id: int | None = None, limit: int = 50) -
     rows = RequestLog.objects.filter(org=org).exclude(run_id="")
     if key_id is not None:
         rows = rows.filter(key_id=key_id)
+    if run_prefix:
+        rows = rows.filter(run_id__startswith=run_prefix)
+    if active_before is not None:
+        rows = rows.filter(created__lt=active_before)
+    # Twice as many for a later page: a run met below its start may have been on an earlier page.
+    wanted = limit * 2 if active_before is not None else limit
     recent: list[str] = []
     for run_id in rows.order_by("-created", "-id").values_list("run_id", flat=True)[:RUN_SCAN_ROWS].iterator(
         chunk_size=1000
     ):
         if run_id not in recent:
             recent.append(run_id)
-            if len(recent) == limit:
+            if len(recent) == wanted:
                 break
-    in_run = RequestLog.objects.filter(org=org, run_id=OuterRef("run_id"))
-    summaries = {
-        summary["run_id"]: summary
-        for summary in RequestLog.objects.filter(org=org, run_id__in=recent)
-        .values("run_id")
-        .annotate(
-            steps_count=Count("id"),
-            spend=Sum("cost"),
-            started=Min("created"),
-            ended=Max("created"),
-            last_status=Subquery(in_run.order_by("-created", "-id").values("status")[:1]),
-            key_prefix=Subquery(in_run.order_by("created", "id").values("key_prefix")[:1]),
-        )
-        .order_by()
-    }
-    return [
+    summaries = _run_summaries(org, recent)
+    items = [
         RunListItem(
             run_id=run_id,
             key_prefix=summaries[run_id]["key_prefix"],
@@ -245,9 +243,34 @@ def run_list(*, org: Organization, key_id: int | None = None, limit: int = 50) -
             status=_run_status(summaries[run_id]["last_status"]),
             started=summaries[run_id]["started"],
             ended=summaries[run_id]["ended"],
+            fallback_steps=summaries[run_id]["fallback_steps"],
+            failed_steps=summaries[run_id]["failed_steps"],
         )
         for run_id in recent
     ]
+    if active_before is not None:
+        items = [item for item in items if item.ended < active_before]
+    return items[:limit]
+
+
+def _run_summaries(org: Organization, run_ids: list[str]) -> dict[str, dict]:
+    in_run = RequestLog.objects.filter(org=org, run_id=OuterRef("run_id"))
+    return {
+        summary["run_id"]: summary
+        for summary in RequestLog.objects.filter(org=org, run_id__in=run_ids)
+        .values("run_id")
+        .annotate(
+            steps_count=Count("id"),
+            spend=Sum("cost"),
+            started=Min("created"),
+            ended=Max("created"),
+            fallback_steps=Count("id", filter=FELL_BACK),
+            failed_steps=Count("id", filter=Q(status__gte=400)),
+            last_status=Subquery(in_run.order_by("-created", "-id").values("status")[:1]),
+            key_prefix=Subquery(in_run.order_by("created", "id").values("key_prefix")[:1]),
+        )
+        .order_by()
+    }
 
 
 # --- spend --------------------------------------------------------------------------------------

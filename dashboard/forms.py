@@ -281,6 +281,9 @@ class LogFilterForm(forms.Form):
 
 class RunFilterForm(forms.Form):
     key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    run = forms.CharField(required=False, max_length=200, label="Run id", help_text="Starts with")
+    # The next page: the runs last active before the last run of this one.
+    before = forms.DateTimeField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, org: Organization, **kwargs) -> None:
         super().__init__(*args, **kwargs)

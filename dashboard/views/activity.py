@@ -38,9 +38,12 @@ def log_detail(request: HttpRequest, membership: Membership, request_id: str) ->
 @org_page()
 def runs(request: HttpRequest, membership: Membership) -> HttpResponse:
     form = RunFilterForm(request.GET, org=membership.org)
-    key_id = form.cleaned_data["key"] if form.is_valid() else None
-    items = run_list(org=membership.org, key_id=key_id, limit=RUNS_SHOWN)
-    return render_page(request, membership, "dashboard/runs.html", {"form": form, "runs": items},
+    chosen = form.cleaned_data if form.is_valid() else {}
+    items = run_list(org=membership.org, key_id=chosen.get("key"), run_prefix=chosen.get("run") or None,
+                     active_before=chosen.get("before"), limit=RUNS_SHOWN)
+    older = items[-1].ended.isoformat() if len(items) == RUNS_SHOWN else None
+    return render_page(request, membership, "dashboard/runs.html",
+                       {"form": form, "runs": items, "older": older, "paged": bool(chosen.get("before"))},
                        status=200 if form.is_valid() else 400)
 
 

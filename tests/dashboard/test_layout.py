@@ -178,3 +178,25 @@ def test_log_search_for_errors_fits_the_window(server, owner, key, make_log, vie
         assert page.locator("tr[data-request-id]").count() == 1
         assert _page_width(page) <= viewport["width"]
         assert _in_view(page, "tr[data-request-id] td[data-cost]")
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_the_runs_list_and_a_runs_timeline_fit_the_window(server, owner, key, make_log, viewport):
+    run_id = "support-agent/" + "ticket-" * 6 + "1042"
+    make_log(key, run_id=run_id, tool_calls=[{"name": "lookup_order", "arguments": "{}"}])
+    make_log(key, run_id=run_id, status=502, attempts=[
+        {"deployment": "flash-vertex", "outcome": "timeout", "latency_ms": 30000},
+        {"deployment": "flash-backup", "outcome": "error", "latency_ms": 640}])
+
+    with _signed_in_page(server, owner, viewport) as page:
+        page.goto(f"{server}/runs/")
+        _shot(page, f"runs-{viewport['width']}")
+        assert page.locator("[data-failed]").first.inner_text() == "1"
+        assert _page_width(page) <= viewport["width"]
+
+        page.locator("td[data-label=Run] a").first.click()
+        page.wait_for_selector("ol.timeline > li")
+
+        _shot(page, f"run-timeline-{viewport['width']}")
+        assert page.locator("ol.timeline > li").count() == 2
+        assert _page_width(page) <= viewport["width"]
