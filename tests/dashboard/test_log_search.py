@@ -84,3 +84,15 @@ def test_older_then_newer_pages_come_back_to_the_same_rows(owner_client, key, ma
     assert _listed(older) == made[LOG_PAGE:]
     assert _listed(newer) == made[:LOG_PAGE]
     assert 'rel="prev"' not in first.content.decode() and 'rel="prev"' not in newer.content.decode()
+
+
+def test_an_empty_log_says_how_to_make_the_first_call(owner_client):
+    page = owner_client.get("/log/").content.decode()
+
+    assert "data-quickstart" in page and "/v1" in page and "Issue a key" in page
+
+
+def test_a_search_that_finds_nothing_says_so_without_the_quickstart(owner_client, calls):
+    page = owner_client.get("/log/", {"request_id": "req-nowhere"}).content.decode()
+
+    assert "No calls match these filters." in page and "data-quickstart" not in page
