@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Aggregate, Count, IntegerField, Q, Sum
+from django.db.models import Aggregate, Count, IntegerField, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import TruncHour
 from django.http import Http404
 from django.utils import timezone
@@ -139,3 +139,32 @@ def calls_by_hour(*, org: Organization, since: datetime) -> list[dict]:
         hours.append({"hour": hour.strftime("%H:%M"), "calls": row["calls"], "errors": row["errors"]})
         hour += timedelta(hours=1)
     return hours
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    calls: int
+    errors: int
+    last_used: datetime | None
+
+    @property
+    def error_rate(self) -> Decimal | None:
+        return (Decimal(self.errors) * 100 / self.calls).quantize(Decimal("0.1")) if self.calls else None
+
+
+def key_use(*, org: Organization, key_ids: list[int], since: datetime) -> dict[int, KeyUse]:
+    """Each key's calls and failures since a moment (one range scan of (org, created)), and when
+    it was last used (one (org, key, created) index lookup per key, however old)."""
+    counted = {
+        row["key_id"]: row
+        for row in RequestLog.objects.filter(org=org, created__gte=since, key_id__in=key_ids)
+        .values("key_id").annotate(calls=Count("id"), errors=Count("id", filter=Q(status__gte=400))).order_by()
+    }
+    last_used = dict(
+        VirtualKey.objects.filter(org=org, pk__in=key_ids).annotate(last_used=Subquery(
+            RequestLog.objects.filter(org=org, key_id=OuterRef("pk")).order_by("-created", "-id").values("created")[:1]
+        )).values_list("pk", "last_used")
+    )
+    return {key_id: KeyUse(calls=counted.get(key_id, {}).get("calls", 0),
+                           errors=counted.get(key_id, {}).get("errors", 0),
+                           last_used=last_used.get(key_id)) for key_id in key_ids}

@@ -1,6 +1,7 @@
 """The keys page: issue a key per agent, see its spend against its budget, revoke, rotate, edit."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -8,13 +9,14 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from billing.models import Budget
 from billing.selectors import budget_list, catalog_list
 from dashboard.forms import KeyForm
 from dashboard.orgs import org_page, render_confirm, render_page
-from dashboard.selectors import budget_spent, credit_balance, key_spend
+from dashboard.selectors import KeyUse, budget_spent, credit_balance, key_spend, key_use
 from dashboard.services import key_change, key_issue
 from dashboard.templatetags.nemo import percent_of
 from keys.access import MANAGE
@@ -24,6 +26,7 @@ from keys.selectors import key_get, key_list
 from keys.services import virtual_key_revoke, virtual_key_rotate
 
 ZERO = Decimal("0")
+USE_WINDOW = timedelta(hours=24)
 # Where a new secret waits, between the POST that made it and the one GET that shows it.
 SESSION_SECRET = "key_secret_shown_once"
 
@@ -36,6 +39,8 @@ class KeyRow:
     # Why the key refuses every call (402), if it does: the level, what is left of it, and what
     # the smallest call it can make costs.
     refusing: tuple[str, Decimal, Decimal] | None = None
+    # Its calls and failures in the last 24 hours, and its last call.
+    use: KeyUse | None = None
 
     @property
     def state(self) -> str:
@@ -64,7 +69,9 @@ class KeyRow:
         return self.key.is_active() and not self.key.revoked and (self.refusing is not None or self.meter >= 80)
 
 
-def key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
+def key_rows(membership: Membership, keys: list[VirtualKey], credits_left: Decimal | None = None) -> list[KeyRow]:
+    """The keys with their spend, budget, state and use; ``credits_left`` if the page read it already
+    (it sums the org's whole log)."""
     org = membership.org
     # key_spend counts each key's spend in its budget's current period, all time without one.
     spend = key_spend(org=org)
@@ -73,10 +80,12 @@ def key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
     # What is left of the team and org budgets, each read once for the page.
     team_left = {b.team_id: b.amount - budget_spent(budget=b) for b in all_budgets if b.scope == Budget.Scope.TEAM}
     org_left = next((b.amount - budget_spent(budget=b) for b in all_budgets if b.scope == Budget.Scope.ORG), None)
-    credits_left = credit_balance(org=org)
+    if credits_left is None:
+        credits_left = credit_balance(org=org)
     # Chat models only: an embedding writes no output, and a key that can chat is judged by its chats.
     output_prices = {model.name: model.output_price for model in catalog_list()
                      if "embeddings" not in model.capabilities}
+    use = key_use(org=org, key_ids=[key.pk for key in keys], since=timezone.now() - USE_WINDOW)
     rows = []
     for key in keys:
         row_spend, budget = spend.get(key.pk, ZERO), budgets.get(key.pk)
@@ -90,7 +99,7 @@ def key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
             if short:
                 level, left = short[0]
                 refusing = (level, max(left, ZERO), smallest)
-        rows.append(KeyRow(key=key, spend=row_spend, budget=budget, refusing=refusing))
+        rows.append(KeyRow(key=key, spend=row_spend, budget=budget, refusing=refusing, use=use[key.pk]))
     return rows
 
 

@@ -21,12 +21,13 @@ def overview(request: HttpRequest, membership: Membership) -> HttpResponse:
     now = timezone.now().astimezone(UTC)
     today = _start_of_day(now)
     month = today.replace(day=1)
+    balance = credit_balance(org=org)
     return render_page(request, membership, "dashboard/overview.html", {
         "today": activity(org=org, since=today),
         "month": activity(org=org, since=month),
         "month_start": month,
-        "balance": credit_balance(org=org),
-        "near_budget": [row for row in key_rows(membership, list(key_list(org=org))) if row.near_budget],
+        "balance": balance,
+        "near_budget": [row for row in key_rows(membership, list(key_list(org=org)), balance) if row.near_budget],
         "hours": calls_by_hour(org=org, since=now - timedelta(hours=CHART_HOURS - 1)),
         "has_keys": key_list(org=org).exists(),
     })

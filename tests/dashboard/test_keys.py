@@ -1,5 +1,5 @@
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import pytest
@@ -350,3 +350,19 @@ def test_a_limit_beyond_what_a_key_can_hold_is_refused_with_the_form(owner_clien
 
     assert response.status_code == 200
     assert not VirtualKey.objects.filter(org=org, name="support-bot").exists()
+
+
+def test_the_keys_page_shows_each_keys_calls_failures_and_last_use(owner_client, org, key, system_actor, make_log):
+    idle, _ = virtual_key_create(org=org, name="idle-agent", actor=system_actor)
+    make_log(key, created=timezone.now() - timedelta(days=3))
+    make_log(key, status=200)
+    last = make_log(key, status=502)
+
+    page = owner_client.get("/keys/").content.decode()
+    detail = owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+    researcher = page.split(">researcher<")[1].split("</tr>")[0]
+    assert re.search(r"data-calls>2 <span class=\"small muted\">50.0% failed", researcher)
+    assert last.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") in researcher
+    assert "never" in page.split(">idle-agent<")[1].split("</tr>")[0]
+    assert "2 (1 failed, 50.0%)" in detail
