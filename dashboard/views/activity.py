@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from analytics.selectors import log_get, log_list, run_get, run_list
 from dashboard.forms import LogFilterForm, RunFilterForm
 from dashboard.orgs import org_page, render_page
+from dashboard.replay import as_curl, as_python, conversation
 from keys.models import Membership
 
 STALE_CURSOR = "That page link is no longer valid; showing the newest calls."
@@ -32,7 +33,14 @@ def log(request: HttpRequest, membership: Membership) -> HttpResponse:
 @org_page()
 def log_detail(request: HttpRequest, membership: Membership, request_id: str) -> HttpResponse:
     row = log_get(org=membership.org, request_id=request_id)
-    return render_page(request, membership, "dashboard/log_detail.html", {"row": row})
+    base_url = f"{request.scheme}://{request.get_host()}"
+    again = {"base_url": base_url, "endpoint": row.endpoint, "body": row.request_body}
+    return render_page(request, membership, "dashboard/log_detail.html", {
+        "row": row,
+        "turns": conversation(row.request_body, row.response_body),
+        "curl": as_curl(**again) if isinstance(row.request_body, dict) else None,
+        "python": as_python(**again) if isinstance(row.request_body, dict) else None,
+    })
 
 
 @org_page()

@@ -200,3 +200,21 @@ def test_the_runs_list_and_a_runs_timeline_fit_the_window(server, owner, key, ma
         _shot(page, f"run-timeline-{viewport['width']}")
         assert page.locator("ol.timeline > li").count() == 2
         assert _page_width(page) <= viewport["width"]
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_a_stored_call_reads_as_a_chat_and_copies_as_curl(server, owner, key, make_log, viewport):
+    body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "Where is order 1042? " * 8}]}
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "It shipped yesterday."}}]}
+    make_log(key, request_id=LONG_REQUEST_ID, request_body=body, response_body=answer)
+
+    with _signed_in_page(server, owner, viewport) as page:
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server)
+        page.goto(f"{server}/log/{LONG_REQUEST_ID}/")
+        page.locator("button[data-copy='#again-curl']").click()
+
+        _shot(page, f"call-replay-{viewport['width']}")
+        assert page.locator("[data-conversation] li").count() == 2
+        assert page.locator("button[data-copy='#again-curl']").inner_text() == "Copied"
+        assert page.evaluate("navigator.clipboard.readText()").startswith("curl ")
+        assert _page_width(page) <= viewport["width"]
