@@ -1,7 +1,7 @@
 """The keys page: issue a key per agent, see its spend against its budget, revoke, rotate, edit."""
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from billing.models import Budget
+from billing.periods import period_end
 from billing.selectors import budget_list, catalog_list
 from dashboard.forms import KeyForm
 from dashboard.orgs import org_page, render_confirm, render_page
@@ -62,6 +63,11 @@ class KeyRow:
         if self.refusing is not None and self.refusing[0] == "key budget":
             return 100
         return percent_of(self.spend, self.budget.amount)
+
+    @property
+    def budget_resets(self) -> datetime | None:
+        """When the key's budget period ends and its spend counts from zero again."""
+        return period_end(self.budget.period, timezone.now()) if self.budget is not None else None
 
     @property
     def near_budget(self) -> bool:

@@ -80,7 +80,7 @@ def test_a_new_user_signs_up_issues_a_key_watches_its_calls_and_revokes_it(serve
         page.get_by_role("button", name="Issue key").click()
         secret = page.locator("[data-secret]").inner_text().strip()
         assert secret.startswith("sk-nemo-")
-        page.get_by_role("button", name="Copy").click()
+        page.locator("button[data-copy='#secret']").click()
         expect(page.get_by_role("button", name="Copied")).to_be_visible()
         assert page.evaluate("navigator.clipboard.readText()") == secret
         _shot(page, "04-key-secret-shown-once")

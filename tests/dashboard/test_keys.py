@@ -366,3 +366,22 @@ def test_the_keys_page_shows_each_keys_calls_failures_and_last_use(owner_client,
     assert last.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") in researcher
     assert "never" in page.split(">idle-agent<")[1].split("</tr>")[0]
     assert "2 (1 failed, 50.0%)" in detail
+
+
+def test_the_key_issued_page_fills_the_new_key_into_each_snippet(owner_client, org):
+    response = owner_client.post("/keys/new/", NEW_KEY, follow=True)
+    page, secret = response.content.decode(), _secret_in(response)
+    for snippet in ("python", "curl", "javascript", "claude-code"):
+        block = re.search(rf'data-use="{snippet}">(.*?)</pre>', page, re.S).group(1)
+        assert secret in block, snippet
+    assert "ANTHROPIC_BASE_URL=http://testserver ANTHROPIC_AUTH_TOKEN=" + secret in page
+
+
+def test_a_key_with_a_monthly_budget_says_when_it_resets(owner_client, org, key, system_actor):
+    budget_set(org=org, key=key, amount=Decimal("5.00"), period="monthly", actor=system_actor)
+    now = timezone.now().astimezone(UTC)
+    first_of_next = (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=32)).replace(day=1)
+
+    page = owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+    assert f"resets {first_of_next:%Y-%m-%d} 00:00:00 UTC" in page
