@@ -9,7 +9,13 @@ from django.http import HttpRequest
 from django.utils.html import format_html_join
 
 from analytics.models import DailySpend, ExportSink, RequestLog
-from keys.admin import ReadOnlyAdminMixin
+from keys.admin import PastedKeySearchMixin, ReadOnlyAdminMixin
+from money import usd_text
+
+
+@admin.display(description="cost", ordering="cost")
+def cost_usd(row: RequestLog | DailySpend) -> str:
+    return usd_text(row.cost)
 
 
 class RecentValuesFilter(admin.SimpleListFilter):
@@ -65,11 +71,10 @@ class CacheFilter(admin.SimpleListFilter):
 
 
 @admin.register(RequestLog)
-class RequestLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = [
-        "created", "request_id", "org", "key_prefix", "run_id", "model", "deployment", "status", "cache", "cost",
-        "latency_ms",
-    ]
+class RequestLogAdmin(PastedKeySearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    # What support reads first, first, and all of it in 1366 px beside the filters; the run,
+    # deployment and cache are on the row's page and in the filters.
+    list_display = ["created", "status", "model", cost_usd, "latency", "request_id", "org", "key_prefix"]
     list_select_related = ["org"]
     list_filter = [StatusFilter, CacheFilter, ModelFilter, DeploymentFilter]
     # Exact matches: support pastes whole ids, and a LIKE '%…%' would scan the whole log.
@@ -78,6 +83,10 @@ class RequestLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ["-created", "-id"]
     # A COUNT(*) of the whole log on every page would cost more than the page itself.
     show_full_result_count = False
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, row: RequestLog) -> str:
+        return f"{row.latency_ms} ms"
 
 
 SECRET_CONFIG_WORDS = ("secret", "key", "token", "password")
@@ -116,8 +125,8 @@ class ExportSinkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(DailySpend)
-class DailySpendAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["day", "org", "team", "key", "model", "cost", "calls", "prompt_tokens", "completion_tokens"]
+class DailySpendAdmin(PastedKeySearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["day", "org", "team", "key", "model", cost_usd, "calls", "prompt_tokens", "completion_tokens"]
     list_select_related = ["org", "team", "key"]
     list_filter = ["model"]
     search_fields = ["org__name", "model", "key__prefix"]

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, F, Func, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
+from django.db.models.lookups import GreaterThan
 from django.http import Http404
 from django.utils import timezone
 
@@ -27,6 +28,8 @@ from keys.models import Organization, Team, VirtualKey
 from money import to_micros
 
 MAX_PAGE = 500
+# A call fell back when more than one link was tried (as a run's fallback steps are counted).
+FELL_BACK = GreaterThan(Func(F("attempts"), function="jsonb_array_length", output_field=IntegerField()), 1)
 # How many of the newest log rows run_list looks through to find the most recent runs.
 RUN_SCAN_ROWS = 20_000
 SPEND_GROUPS = ("day", "key", "team", "model")
@@ -38,6 +41,8 @@ _MICRO = Decimal("0.000001")
 class LogPage:
     rows: list[RequestLog]
     next_cursor: str | None
+    # The cursor of the page of newer rows, when there are any (a page reached by a cursor).
+    newer_cursor: str | None = None
 
 
 @dataclass
@@ -73,6 +78,8 @@ class RunListItem:
     status: str
     started: datetime
     ended: datetime
+    fallback_steps: int = 0
+    failed_steps: int = 0
 
 
 def _money(amount: Decimal | None) -> Decimal:
@@ -116,33 +123,60 @@ def log_list(
     until: datetime | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    request_id: str | None = None,
+    status_from: int | None = None,
+    status_below: int | None = None,
+    fallback_only: bool = False,
+    model_prefix: str | None = None,
+    run_prefix: str | None = None,
+    newer_than: str | None = None,
 ) -> LogPage:
     """The org's log, newest first, one page at a time. Empty filters are ignored.
 
     Pages are cut by keyset on (created, id), never by offset, so page 10,000 costs what page 1
-    costs and rows arriving meanwhile neither repeat nor shift rows between pages.
+    costs and rows arriving meanwhile neither repeat nor shift rows between pages. ``cursor``
+    asks for the rows older than a page's last, ``newer_than`` for those newer than its first.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    rows = RequestLog.objects.filter(org=org)
-    exact = {
-        "key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model,
-        "deployment": deployment, "status": status, "cache": cache,
-    }
-    rows = rows.filter(**{field: value for field, value in exact.items() if value not in (None, "")})
-    if since is not None:
-        rows = rows.filter(created__gte=since)
-    if until is not None:
-        rows = rows.filter(created__lt=until)
+    limit = min(limit, MAX_PAGE)
+    rows = _log_filtered(
+        RequestLog.objects.filter(org=org),
+        exact={"key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model,
+               "deployment": deployment, "status": status, "cache": cache, "request_id": request_id,
+               "status__gte": status_from, "status__lt": status_below, "created__gte": since,
+               "created__lt": until, "model__startswith": model_prefix, "run_id__startswith": run_prefix},
+        fallback_only=fallback_only,
+    ).select_related("key")
+    if newer_than:
+        return _newer_page(rows, newer_than, limit)
     if cursor:
         created, pk = _decode_cursor(cursor)
         # The redundant `created <= cursor` bounds the index range scan; the OR alone would not.
         rows = rows.filter(created__lte=created).filter(Q(created__lt=created) | Q(pk__lt=pk))
-    limit = min(limit, MAX_PAGE)
-    page = list(rows.select_related("key").order_by("-created", "-id")[: limit + 1])
+    page = list(rows.order_by("-created", "-id")[: limit + 1])
+    newer = _encode_cursor(page[0]) if cursor and page else None
     if len(page) > limit:
-        return LogPage(rows=page[:limit], next_cursor=_encode_cursor(page[limit - 1]))
-    return LogPage(rows=page, next_cursor=None)
+        return LogPage(rows=page[:limit], next_cursor=_encode_cursor(page[limit - 1]), newer_cursor=newer)
+    return LogPage(rows=page, next_cursor=None, newer_cursor=newer)
+
+
+def _log_filtered(rows: QuerySet, *, exact: dict, fallback_only: bool) -> QuerySet:
+    rows = rows.filter(**{lookup: value for lookup, value in exact.items() if value not in (None, "")})
+    if fallback_only:
+        rows = rows.filter(FELL_BACK)
+    return rows
+
+
+def _newer_page(rows: QuerySet, cursor: str, limit: int) -> LogPage:
+    """The ``limit`` rows just newer than the cursor's, newest first; older ones always follow."""
+    created, pk = _decode_cursor(cursor)
+    rows = rows.filter(created__gte=created).filter(Q(created__gt=created) | Q(pk__gt=pk))
+    page = list(rows.order_by("created", "id")[: limit + 1])
+    more_newer = len(page) > limit
+    page = page[:limit][::-1]
+    return LogPage(rows=page, next_cursor=_encode_cursor(page[-1]) if page else cursor,
+                   newer_cursor=_encode_cursor(page[0]) if more_newer else None)
 
 
 def _no_row_has(text: str) -> bool:
@@ -190,8 +224,12 @@ def _run_stop(steps: list[RequestLog]) -> dict:
     return {"stopped_by": _RUN_STOPS[stop.error_code], "stop_reason": stop.error}
 
 
-def run_list(*, org: Organization, key_id: int | None = None, limit: int = 50) -> list[RunListItem]:
-    """The org's most recently active runs, newest first.
+def run_list(
+    *, org: Organization, key_id: int | None = None, limit: int = 50, run_prefix: str | None = None,
+    active_before: datetime | None = None,
+) -> list[RunListItem]:
+    """The org's most recently active runs, newest first; with ``active_before``, the runs whose
+    last call was before that moment (the next page, from the last run of a page).
 
     Grouping every row of a busy org by run would read the whole log; the newest rows are read
     instead (through the (org, created, id) index) until enough distinct runs are found.
@@ -201,30 +239,22 @@ def run_list(*, org: Organization, key_id: int | None = None, limit: int = 50) -
     rows = RequestLog.objects.filter(org=org).exclude(run_id="")
     if key_id is not None:
         rows = rows.filter(key_id=key_id)
+    if run_prefix:
+        rows = rows.filter(run_id__startswith=run_prefix)
+    if active_before is not None:
+        rows = rows.filter(created__lt=active_before)
+    # Twice as many for a later page: a run met below its start may have been on an earlier page.
+    wanted = limit * 2 if active_before is not None else limit
     recent: list[str] = []
     for run_id in rows.order_by("-created", "-id").values_list("run_id", flat=True)[:RUN_SCAN_ROWS].iterator(
         chunk_size=1000
     ):
         if run_id not in recent:
             recent.append(run_id)
-            if len(recent) == limit:
+            if len(recent) == wanted:
                 break
-    in_run = RequestLog.objects.filter(org=org, run_id=OuterRef("run_id"))
-    summaries = {
-        summary["run_id"]: summary
-        for summary in RequestLog.objects.filter(org=org, run_id__in=recent)
-        .values("run_id")
-        .annotate(
-            steps_count=Count("id"),
-            spend=Sum("cost"),
-            started=Min("created"),
-            ended=Max("created"),
-            last_status=Subquery(in_run.order_by("-created", "-id").values("status")[:1]),
-            key_prefix=Subquery(in_run.order_by("created", "id").values("key_prefix")[:1]),
-        )
-        .order_by()
-    }
-    return [
+    summaries = _run_summaries(org, recent)
+    items = [
         RunListItem(
             run_id=run_id,
             key_prefix=summaries[run_id]["key_prefix"],
@@ -233,9 +263,34 @@ def run_list(*, org: Organization, key_id: int | None = None, limit: int = 50) -
             status=_run_status(summaries[run_id]["last_status"]),
             started=summaries[run_id]["started"],
             ended=summaries[run_id]["ended"],
+            fallback_steps=summaries[run_id]["fallback_steps"],
+            failed_steps=summaries[run_id]["failed_steps"],
         )
         for run_id in recent
     ]
+    if active_before is not None:
+        items = [item for item in items if item.ended < active_before]
+    return items[:limit]
+
+
+def _run_summaries(org: Organization, run_ids: list[str]) -> dict[str, dict]:
+    in_run = RequestLog.objects.filter(org=org, run_id=OuterRef("run_id"))
+    return {
+        summary["run_id"]: summary
+        for summary in RequestLog.objects.filter(org=org, run_id__in=run_ids)
+        .values("run_id")
+        .annotate(
+            steps_count=Count("id"),
+            spend=Sum("cost"),
+            started=Min("created"),
+            ended=Max("created"),
+            fallback_steps=Count("id", filter=FELL_BACK),
+            failed_steps=Count("id", filter=Q(status__gte=400)),
+            last_status=Subquery(in_run.order_by("-created", "-id").values("status")[:1]),
+            key_prefix=Subquery(in_run.order_by("created", "id").values("key_prefix")[:1]),
+        )
+        .order_by()
+    }
 
 
 # --- spend --------------------------------------------------------------------------------------

@@ -12,8 +12,14 @@ from django.http import HttpRequest
 
 from billing.models import MONEY, Budget, CatalogModel, CreditGrant
 from billing.services import budget_delete, budget_set, credits_grant
-from keys.admin import staff_actor
+from keys.admin import PastedKeySearchMixin, staff_actor
 from keys.invalidation import catalog_changed
+from money import usd_text
+
+
+@admin.display(description="amount", ordering="amount")
+def amount_usd(row: Budget | CreditGrant) -> str:
+    return usd_text(row.amount)
 
 
 class BudgetAdminForm(forms.ModelForm):
@@ -37,9 +43,9 @@ class BudgetAdminForm(forms.ModelForm):
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(PastedKeySearchMixin, admin.ModelAdmin):
     form = BudgetAdminForm
-    list_display = ["org", "scope", "key", "team", "amount", "period", "created"]
+    list_display = ["org", "scope", "key", "team", amount_usd, "period", "created"]
     list_select_related = ["org", "key", "team"]
     list_filter = ["scope", "period"]
     search_fields = ["org__name", "key__prefix", "key__name", "team__name"]
@@ -71,7 +77,7 @@ class BudgetAdmin(admin.ModelAdmin):
 
 @admin.register(CreditGrant)
 class CreditGrantAdmin(admin.ModelAdmin):
-    list_display = ["created", "org", "amount", "reason", "granted_by_label"]
+    list_display = ["created", "org", amount_usd, "reason", "granted_by_label"]
     list_select_related = ["org"]
     search_fields = ["org__name", "org__slug", "reason", "granted_by_label"]
     date_hierarchy = "created"

@@ -21,12 +21,15 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from analytics.models import RequestLog
+from billing.admin import amount_usd
 from billing.models import MONEY, Budget, CreditGrant
 from billing.services import credits_grant, organization_create_with_credits
 from dashboard.selectors import credit_balance
-from keys.admin import ReadOnlyAdminMixin, staff_actor
+from dashboard.templatetags.nemo import duration_ms, when
+from keys.admin import PastedKeySearchMixin, ReadOnlyAdminMixin, staff_actor
 from keys.models import Membership, Organization, Team, VirtualKey
 from keys.services import organization_settings_update
+from money import usd_text
 
 RECENT_CALLS = 20
 
@@ -53,13 +56,19 @@ class VirtualKeyInline(ReadOnlyInline):
 
 class BudgetInline(ReadOnlyInline):
     model = Budget
-    fields = ["scope", "key", "team", "amount", "period"]
+    fields = ["scope", "key", "team", "amount_usd", "period"]
+    readonly_fields = ["amount_usd"]
+
+    amount_usd = staticmethod(amount_usd)
 
 
 class CreditGrantInline(ReadOnlyInline):
     model = CreditGrant
-    fields = ["amount", "reason", "granted_by_label", "created"]
+    fields = ["amount_usd", "reason", "granted_by_label", "created"]
+    readonly_fields = ["amount_usd"]
     ordering = ["-created"]
+
+    amount_usd = staticmethod(amount_usd)
 
 
 class GrantCreditsForm(forms.Form):
@@ -77,7 +86,7 @@ class GrantCreditsForm(forms.Form):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(PastedKeySearchMixin, admin.ModelAdmin):
     list_display = ["name", "slug", "balance", "key_count", "created"]
     search_fields = ["name", "slug", "memberships__user__email", "keys__prefix"]
     ordering = ["-created"]
@@ -107,7 +116,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
     @admin.display(description="credit balance")
     def balance(self, org: Organization) -> str:
-        return f"${credit_balance(org=org)}"
+        return usd_text(credit_balance(org=org))
 
     @admin.display(description="keys", ordering="key_count")
     def key_count(self, org: Organization) -> int:
@@ -118,20 +127,23 @@ class OrganizationAdmin(admin.ModelAdmin):
         rows = list(RequestLog.objects.filter(org=org).order_by("-created", "-id")[:RECENT_CALLS])
         if not rows:
             return "No calls yet."
+        # Status, cost and latency first: the admin's read-only field is narrower than the page,
+        # and what support looks for must not be what is cut off.
         body = format_html_join(
             "",
-            "<tr><td>{}</td><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-            "<td>{}</td><td>${}</td><td>{} ms</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td><a href='{}'>{}</a></td><td>{}</td></tr>",
             (
-                (row.created.strftime("%Y-%m-%d %H:%M:%S"), reverse("admin:analytics_requestlog_change", args=[row.pk]),
-                 row.request_id, row.key_prefix, row.model, row.deployment, row.status, row.cache, row.cost,
-                 row.latency_ms)
+                (when(row.created), row.status, usd_text(row.cost), duration_ms(row.latency_ms), row.model,
+                 row.key_prefix, reverse("admin:analytics_requestlog_change", args=[row.pk]), row.request_id,
+                 row.deployment)
                 for row in rows
             ),
         )
         return format_html(
-            "<table><thead><tr><th>created</th><th>request</th><th>key</th><th>model</th><th>deployment</th>"
-            "<th>status</th><th>cache</th><th>cost</th><th>latency</th></tr></thead><tbody>{}</tbody></table>",
+            "<div class='recent-calls' style='max-width:100%;overflow-x:auto'><table><thead><tr><th>created</th>"
+            "<th>status</th><th>cost</th><th>latency</th><th>model</th><th>key</th><th>request</th>"
+            "<th>deployment</th></tr></thead><tbody>{}</tbody></table></div>",
             body,
         )
 
@@ -165,7 +177,7 @@ class OrganizationAdmin(admin.ModelAdmin):
                 org=org, amount=form.cleaned_data["amount"], reason=form.cleaned_data["reason"],
                 actor=staff_actor(request),
             )
-            self.message_user(request, f"Granted ${grant.amount} to {org}.", messages.SUCCESS)
+            self.message_user(request, f"Granted {usd_text(grant.amount)} to {org}.", messages.SUCCESS)
             return redirect("admin:keys_organization_change", org.pk)
         context = {
             **self.admin_site.each_context(request),

@@ -275,12 +275,22 @@ class SinkForm(forms.Form):
                 if self.cleaned_data.get(name)}
 
 
+# A status class: the [from, below) range of statuses it stands for.
+STATUS_CLASSES = {"2xx": (200, 300), "3xx": (300, 400), "4xx": (400, 500), "5xx": (500, 600),
+                  "errors": (400, 600)}
+
+
 class LogFilterForm(forms.Form):
+    request_id = forms.CharField(required=False, max_length=40, label="Request id")
     key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
-    run = forms.CharField(required=False, max_length=200)
-    model = forms.CharField(required=False, max_length=120)
+    run = forms.CharField(required=False, max_length=200, help_text="Starts with")
+    model = forms.CharField(required=False, max_length=120, help_text="Starts with")
     deployment = forms.CharField(required=False, max_length=120)
+    status_class = forms.ChoiceField(required=False, label="Statuses", choices=[
+        ("", "any"), ("2xx", "2xx"), ("3xx", "3xx"), ("4xx", "4xx"), ("5xx", "5xx"),
+        ("errors", "errors only (4xx, 5xx)")])
     status = forms.IntegerField(required=False, min_value=100, max_value=599, help_text="HTTP status")
+    fallback_only = forms.BooleanField(required=False, label="Fell back only")
     cache = forms.ChoiceField(required=False, choices=[("", "any"), ("hit", "hit"), ("miss", "miss"),
                                                        ("skip", "skip")])
     since = _datetime_field("Since (UTC)")
@@ -292,15 +302,26 @@ class LogFilterForm(forms.Form):
             (key.pk, f"{key.name} · {key.prefix}") for key in key_list(org=org)
         ]
 
+    def clean_request_id(self) -> str:
+        # Pasted from a response header or a trace, often with the spaces around it.
+        return self.cleaned_data["request_id"].strip()
+
     def filters(self) -> dict:
-        """The arguments of the log query, leaving out empty fields."""
-        names = {"key": "key_id"}
-        return {names.get(field, field): value for field, value in self.cleaned_data.items()
-                if value not in (None, "")}
+        """The arguments of the log query, leaving out empty fields: the model and the run match
+        by prefix, a status class is a range of statuses."""
+        names = {"key": "key_id", "model": "model_prefix", "run": "run_prefix"}
+        found = {names.get(field, field): value for field, value in self.cleaned_data.items()
+                 if value not in (None, "", False)}
+        if "status_class" in found:
+            found["status_from"], found["status_below"] = STATUS_CLASSES[found.pop("status_class")]
+        return found
 
 
 class RunFilterForm(forms.Form):
     key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    run = forms.CharField(required=False, max_length=200, label="Run id", help_text="Starts with")
+    # The next page: the runs last active before the last run of this one.
+    before = forms.DateTimeField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, org: Organization, **kwargs) -> None:
         super().__init__(*args, **kwargs)

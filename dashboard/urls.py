@@ -1,12 +1,14 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard.views import accounts, activity, keys, settings, spend, teams
+from dashboard.views import accounts, activity, assets, keys, overview, settings, spend, teams
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("", accounts.home, name="home"),
+    path("favicon.ico", assets.favicon, name="favicon"),
+    path("overview/", overview.overview, name="overview"),
     path("signup/", accounts.signup, name="signup"),
     path("login/", accounts.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(next_page="dashboard:login"), name="logout"),
@@ -16,6 +18,7 @@ urlpatterns = [
     path("keys/", keys.keys, name="keys"),
     path("keys/new/", keys.key_new, name="key_new"),
     path("keys/<int:pk>/", keys.key_detail, name="key_detail"),
+    path("keys/<int:pk>/secret/", keys.key_secret, name="key_secret"),
     path("keys/<int:pk>/edit/", keys.key_edit, name="key_edit"),
     path("keys/<int:pk>/revoke/", keys.key_revoke, name="key_revoke"),
     path("keys/<int:pk>/rotate/", keys.key_rotate, name="key_rotate"),

@@ -5,7 +5,7 @@ analytics sums the request log (the ledger) and writes its rows in them, and the
 charges in them, while billing and analytics may not import each other. It imports nothing of ours.
 """
 
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 MICROS_PER_USD = 1_000_000
 _MICRO = Decimal("0.000001")
@@ -49,3 +49,14 @@ def call_cost_micros(
         + token_cost_micros(completion_tokens, output_price)
     )
     return int(exact.to_integral_value(rounding=ROUND_CEILING))
+
+
+def usd_text(amount: Decimal) -> str:
+    """The one way an amount is shown to people (dashboard, its charts, the admin): dollars to the
+    micro-dollar the ledger keeps, trailing zeros dropped but never fewer than cents (``$2.40``,
+    ``$0.025055``, ``$1,234.50``), so a cheap call never shows as ``$0.00``, a total matches its
+    CSV, and two different amounts never look alike. static/js/spend.js mirrors it for charts."""
+    sign = "-" if amount < 0 else ""
+    text = f"{abs(amount).quantize(_MICRO, rounding=ROUND_HALF_UP):,f}"
+    whole, _, fraction = text.partition(".")
+    return f"{sign}${whole}.{fraction.rstrip('0').ljust(2, '0')}"

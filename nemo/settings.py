@@ -224,6 +224,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+# One date format across the dashboard and the admin (nemo/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["nemo.formats"]
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

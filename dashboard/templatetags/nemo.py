@@ -1,33 +1,43 @@
 """Formatting for the dashboard: money, durations, statuses."""
 
 import json
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from datetime import UTC
+from decimal import Decimal, InvalidOperation
 
 from django import template
+from django.utils.formats import date_format
+
+from money import usd_text
 
 register = template.Library()
-
-CENT = Decimal("0.01")
-MICRO = Decimal("0.000001")
 
 
 @register.filter
 def money(value) -> str:
-    """``$x.xx``; amounts under a cent keep their significant digits (``$0.000375``), so a cheap
-    call never shows as ``$0.00``."""
+    """An amount as money.usd_text shows it everywhere; ``—`` for none."""
     if value is None or value == "":
         return "—"
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
         return "—"
-    sign = "-" if amount < 0 else ""
-    amount = abs(amount)
-    if amount == 0 or amount >= CENT:
-        text = f"{amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"
-    else:
-        text = format(amount.quantize(MICRO, rounding=ROUND_HALF_UP).normalize(), "f")
-    return f"{sign}${text}"
+    return usd_text(amount) if amount.is_finite() else "—"
+
+
+@register.filter
+def when(value) -> str:
+    """The one way a moment is shown, in UTC: the DATETIME_FORMAT of nemo/formats, the admin's too."""
+    if value is None or value == "":
+        return "—"
+    return date_format(value.astimezone(UTC), "DATETIME_FORMAT")
+
+
+@register.filter
+def day(value) -> str:
+    """A calendar day (a budget period's start, a date range's end): the DATE_FORMAT of nemo/formats."""
+    if value is None or value == "":
+        return "—"
+    return date_format(value, "DATE_FORMAT")
 
 
 @register.filter
@@ -45,7 +55,8 @@ def status_class(status) -> str:
     if text.isdigit():
         code = int(text)
         return "ok" if code < 400 else ("warn" if code in (402, 429) else "bad")
-    return {"ok": "ok", "completed": "ok", "running": "warn", "active": "ok", "refusing calls": "warn"}.get(text, "bad")
+    return {"ok": "ok", "completed": "ok", "running": "warn", "active": "ok", "over budget": "bad",
+            "out of credits": "bad", "healthy": "ok", "no delivery yet": "none"}.get(text, "bad")
 
 
 @register.filter
@@ -73,6 +84,15 @@ def sink_target(sink) -> str:
     if config.get("bucket"):
         return f"s3://{config['bucket']}/{config.get('prefix', '')}"
     return config.get("url") or "the service's default endpoint"
+
+
+@register.filter
+def sink_health(sink) -> str:
+    """``healthy`` only once a delivery succeeded; a new sink has proved nothing yet."""
+    if sink.consecutive_failures:
+        failures = sink.consecutive_failures
+        return f"{failures} failure{'s' if failures != 1 else ''} in a row"
+    return "healthy" if sink.last_success else "no delivery yet"
 
 
 @register.simple_tag(takes_context=True)

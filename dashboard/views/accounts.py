@@ -21,7 +21,7 @@ BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("dashboard:keys" if request.user.is_authenticated else "dashboard:login")
+    return redirect("dashboard:overview" if request.user.is_authenticated else "dashboard:login")
 
 
 class LoginView(auth_views.LoginView):

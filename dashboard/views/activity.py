@@ -2,10 +2,10 @@
 
 from django.http import HttpRequest, HttpResponse
 
-from analytics.selectors import log_get, log_list, run_list
+from analytics.selectors import log_get, log_list, run_get, run_list
 from dashboard.forms import LogFilterForm, RunFilterForm
 from dashboard.orgs import org_page, render_page
-from dashboard.selectors import run_with_budget
+from dashboard.replay import as_curl, as_python, conversation
 from keys.models import Membership
 
 STALE_CURSOR = "That page link is no longer valid; showing the newest calls."
@@ -21,7 +21,8 @@ def log(request: HttpRequest, membership: Membership) -> HttpResponse:
     filters = form.filters()
     notice = None
     try:
-        page = log_list(org=membership.org, cursor=request.GET.get("cursor") or None, limit=LOG_PAGE, **filters)
+        page = log_list(org=membership.org, cursor=request.GET.get("cursor") or None,
+                        newer_than=request.GET.get("newer") or None, limit=LOG_PAGE, **filters)
     except ValueError:
         notice = STALE_CURSOR
         page = log_list(org=membership.org, limit=LOG_PAGE, **filters)
@@ -32,19 +33,30 @@ def log(request: HttpRequest, membership: Membership) -> HttpResponse:
 @org_page()
 def log_detail(request: HttpRequest, membership: Membership, request_id: str) -> HttpResponse:
     row = log_get(org=membership.org, request_id=request_id)
-    return render_page(request, membership, "dashboard/log_detail.html", {"row": row})
+    base_url = f"{request.scheme}://{request.get_host()}"
+    again = {"base_url": base_url, "endpoint": row.endpoint, "body": row.request_body}
+    return render_page(request, membership, "dashboard/log_detail.html", {
+        "row": row,
+        "turns": conversation(row.request_body, row.response_body),
+        "curl": as_curl(**again) if isinstance(row.request_body, dict) else None,
+        "python": as_python(**again) if isinstance(row.request_body, dict) else None,
+    })
 
 
 @org_page()
 def runs(request: HttpRequest, membership: Membership) -> HttpResponse:
     form = RunFilterForm(request.GET, org=membership.org)
-    key_id = form.cleaned_data["key"] if form.is_valid() else None
-    items = run_list(org=membership.org, key_id=key_id, limit=RUNS_SHOWN)
-    return render_page(request, membership, "dashboard/runs.html", {"form": form, "runs": items},
+    chosen = form.cleaned_data if form.is_valid() else {}
+    items = run_list(org=membership.org, key_id=chosen.get("key"), run_prefix=chosen.get("run") or None,
+                     active_before=chosen.get("before"), limit=RUNS_SHOWN)
+    older = items[-1].ended.isoformat() if len(items) == RUNS_SHOWN else None
+    return render_page(request, membership, "dashboard/runs.html",
+                       {"form": form, "runs": items, "older": older, "paged": bool(chosen.get("before"))},
                        status=200 if form.is_valid() else 400)
 
 
 @org_page()
 def run_detail(request: HttpRequest, membership: Membership, run_id: str) -> HttpResponse:
-    run = run_with_budget(org=membership.org, run_id=run_id)
+    # The run's spend stands on its own: the key's whole period budget is not the run's.
+    run = run_get(org=membership.org, run_id=run_id)
     return render_page(request, membership, "dashboard/run_detail.html", {"run": run})

@@ -1,6 +1,7 @@
 """The keys page: issue a key per agent, see its spend against its budget, revoke, rotate, edit."""
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -8,14 +9,17 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from billing.models import Budget
+from billing.periods import period_end
 from billing.selectors import budget_list, catalog_list
 from dashboard.forms import KeyForm
 from dashboard.orgs import org_page, render_confirm, render_page
-from dashboard.selectors import budget_spent, credit_balance, key_spend
+from dashboard.selectors import KeyUse, budget_spent, credit_balance, key_spend, key_use
 from dashboard.services import key_change, key_issue
+from dashboard.templatetags.nemo import percent_of
 from keys.access import MANAGE
 from keys.audit import Actor
 from keys.models import Membership, VirtualKey
@@ -23,6 +27,9 @@ from keys.selectors import key_get, key_list
 from keys.services import virtual_key_revoke, virtual_key_rotate
 
 ZERO = Decimal("0")
+USE_WINDOW = timedelta(hours=24)
+# Where a new secret waits, between the POST that made it and the one GET that shows it.
+SESSION_SECRET = "key_secret_shown_once"
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,8 @@ class KeyRow:
     # Why the key refuses every call (402), if it does: the level, what is left of it, and what
     # the smallest call it can make costs.
     refusing: tuple[str, Decimal, Decimal] | None = None
+    # Its calls and failures in the last 24 hours, and its last call.
+    use: KeyUse | None = None
 
     @property
     def state(self) -> str:
@@ -40,10 +49,35 @@ class KeyRow:
             return "revoked"
         if not self.key.is_active():
             return "expired"
-        return "refusing calls" if self.refusing else "active"
+        if self.refusing is None:
+            return "active"
+        # What the 402s say, in the words of the level that sends them.
+        return "out of credits" if self.refusing[0] == "credits" else "over budget"
+
+    @property
+    def meter(self) -> int:
+        """How full the key's budget meter is: full when that budget is what refuses the calls,
+        though a reservation's worth of it is still unspent."""
+        if self.budget is None:
+            return 0
+        if self.refusing is not None and self.refusing[0] == "key budget":
+            return 100
+        return percent_of(self.spend, self.budget.amount)
+
+    @property
+    def budget_resets(self) -> datetime | None:
+        """When the key's budget period ends and its spend counts from zero again."""
+        return period_end(self.budget.period, timezone.now()) if self.budget is not None else None
+
+    @property
+    def near_budget(self) -> bool:
+        """Refusing calls already, or with 80% of its own budget spent."""
+        return self.key.is_active() and not self.key.revoked and (self.refusing is not None or self.meter >= 80)
 
 
-def _key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
+def key_rows(membership: Membership, keys: list[VirtualKey], credits_left: Decimal | None = None) -> list[KeyRow]:
+    """The keys with their spend, budget, state and use; ``credits_left`` if the page read it already
+    (it sums the org's whole log)."""
     org = membership.org
     # key_spend counts each key's spend in its budget's current period, all time without one.
     spend = key_spend(org=org)
@@ -52,10 +86,12 @@ def _key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
     # What is left of the team and org budgets, each read once for the page.
     team_left = {b.team_id: b.amount - budget_spent(budget=b) for b in all_budgets if b.scope == Budget.Scope.TEAM}
     org_left = next((b.amount - budget_spent(budget=b) for b in all_budgets if b.scope == Budget.Scope.ORG), None)
-    credits_left = credit_balance(org=org)
+    if credits_left is None:
+        credits_left = credit_balance(org=org)
     # Chat models only: an embedding writes no output, and a key that can chat is judged by its chats.
     output_prices = {model.name: model.output_price for model in catalog_list()
                      if "embeddings" not in model.capabilities}
+    use = key_use(org=org, key_ids=[key.pk for key in keys], since=timezone.now() - USE_WINDOW)
     rows = []
     for key in keys:
         row_spend, budget = spend.get(key.pk, ZERO), budgets.get(key.pk)
@@ -69,7 +105,7 @@ def _key_rows(membership: Membership, keys: list[VirtualKey]) -> list[KeyRow]:
             if short:
                 level, left = short[0]
                 refusing = (level, max(left, ZERO), smallest)
-        rows.append(KeyRow(key=key, spend=row_spend, budget=budget, refusing=refusing))
+        rows.append(KeyRow(key=key, spend=row_spend, budget=budget, refusing=refusing, use=use[key.pk]))
     return rows
 
 
@@ -84,14 +120,14 @@ def _smallest_call(key: VirtualKey, output_prices: dict[str, Decimal]) -> Decima
 
 @org_page()
 def keys(request: HttpRequest, membership: Membership) -> HttpResponse:
-    rows = _key_rows(membership, list(key_list(org=membership.org)))
+    rows = key_rows(membership, list(key_list(org=membership.org)))
     return render_page(request, membership, "dashboard/keys.html", {"rows": rows})
 
 
 @org_page()
 def key_detail(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
     key = key_get(org=membership.org, pk=pk)
-    (row,) = _key_rows(membership, [key])
+    (row,) = key_rows(membership, [key])
     return render_page(request, membership, "dashboard/key_detail.html",
                        {"row": row, "key": key, "min_output_tokens": settings.NEMO_MIN_OUTPUT_TOKENS})
 
@@ -108,9 +144,28 @@ def key_new(request: HttpRequest, membership: Membership) -> HttpResponse:
     form = KeyForm(request.POST or None, org=membership.org)
     if request.method == "POST" and form.is_valid():
         key, secret = key_issue(org=membership.org, actor=Actor.of_user(request.user), **_form_values(form))
-        return render_page(request, membership, "dashboard/key_secret.html",
-                           {"key": key, "secret": secret, "what": "issued"})
+        return _redirect_to_secret(request, key, secret, "issued")
     return render_page(request, membership, "dashboard/key_form.html", {"form": form, "key": None})
+
+
+def _redirect_to_secret(request: HttpRequest, key: VirtualKey, secret: str, what: str) -> HttpResponse:
+    """Post/redirect/get: the POST that made a secret hands it to one GET through the session, so
+    a reload repeats the GET (which finds nothing more to show), never the POST (a second key)."""
+    request.session[SESSION_SECRET] = {"key": key.pk, "secret": secret, "what": what}
+    return redirect("dashboard:key_secret", pk=key.pk)
+
+
+@never_cache
+@org_page(MANAGE)
+def key_secret(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    """The new secret, once: taken out of the session by the first GET after the POST."""
+    key = key_get(org=membership.org, pk=pk)
+    shown = request.session.get(SESSION_SECRET)
+    if not shown or shown.get("key") != key.pk:
+        return render_page(request, membership, "dashboard/key_secret.html", {"key": key, "secret": None})
+    del request.session[SESSION_SECRET]
+    return render_page(request, membership, "dashboard/key_secret.html",
+                       {"key": key, "secret": shown["secret"], "what": shown["what"]})
 
 
 @org_page(MANAGE)
@@ -159,8 +214,7 @@ def key_rotate(request: HttpRequest, membership: Membership, pk: int) -> HttpRes
         return redirect("dashboard:key_detail", pk=key.pk)
     if request.method == "POST":
         key, secret = virtual_key_rotate(key=key, actor=Actor.of_user(request.user))
-        return render_page(request, membership, "dashboard/key_secret.html",
-                           {"key": key, "secret": secret, "what": "rotated"})
+        return _redirect_to_secret(request, key, secret, "rotated")
     return render_confirm(
         request,
         membership,

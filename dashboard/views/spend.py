@@ -8,13 +8,16 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from analytics.selectors import spend_rows
-from dashboard.forms import GROUPS, SpendForm
+from billing.selectors import catalog_list
+from dashboard.forms import GROUPS, SpendForm, model_choices
 from dashboard.orgs import org_page, render_page
 from dashboard.selectors import credit_balance
 from keys.models import Membership
 
 CSV_COLUMNS = ("group", "cost", "calls", "prompt_tokens", "completion_tokens")
 MAX_CHART_DAYS = 400
+MODELS_NAMED = 3
+SUMMED = ("cost", "calls", "prompt_tokens", "completion_tokens")
 
 
 @org_page()
@@ -22,6 +25,7 @@ def spend(request: HttpRequest, membership: Membership) -> HttpResponse:
     form = SpendForm(request.GET)
     since, until = form.range()
     groups = {group: spend_rows(org=membership.org, group_by=group, since=since, until=until) for group in GROUPS}
+    groups["model"] = _unknown_models_together(groups["model"])
     chart_rows = {**groups, "day": _every_day(groups["day"], since, until)}
     return render_page(request, membership, "dashboard/spend.html", {
         "form": form,
@@ -33,6 +37,28 @@ def spend(request: HttpRequest, membership: Membership) -> HttpResponse:
         "balance": credit_balance(org=membership.org),
         "chart_data": {group: [_chart_point(row) for row in rows] for group, rows in chart_rows.items()},
     }, status=200 if form.is_valid() else 400)
+
+
+def _unknown_models_together(rows: list[dict]) -> list[dict]:
+    """Calls naming no model, or one neither the catalog nor the routing file has (refused with a
+    400 or 404, at no cost), as one row of each kind, named so, instead of a bar per typo."""
+    known = {model.name for model in catalog_list()} | {name for name, _ in model_choices()}
+    kept: list[dict] = []
+    unknown: list[dict] = []
+    unnamed: list[dict] = []
+    for row in rows:
+        (kept if row["group"] in known else unnamed if not row["group"] else unknown).append(row)
+    if unknown:
+        names = ", ".join(row["group"] for row in unknown[:MODELS_NAMED])
+        more = f" and {len(unknown) - MODELS_NAMED} more" if len(unknown) > MODELS_NAMED else ""
+        kept.append(_merged(unknown, f"unknown models ({names}{more})"))
+    if unnamed:
+        kept.append(_merged(unnamed, "no model named"))
+    return kept
+
+
+def _merged(rows: list[dict], label: str) -> dict:
+    return {"group": label, **{column: sum(row[column] for row in rows) for column in SUMMED}}
 
 
 def _every_day(rows: list[dict], since: datetime, until: datetime | None) -> list[dict]:

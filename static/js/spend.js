@@ -4,8 +4,15 @@
   var source = document.getElementById("spend-data");
   if (!source || typeof Chart === "undefined") return;
   var data = JSON.parse(source.textContent);
+  // The money filter of dashboard/templatetags/nemo.py: to the micro-dollar, trailing zeros
+  // dropped, never fewer than cents. Chart ticks (0.005 apart, say) so stay distinct.
   var money = function (value) {
-    return "$" + (value >= 0.01 || value === 0 ? value.toFixed(2) : value.toPrecision(2));
+    var text = Math.abs(value).toFixed(6).replace(/0+$/, "");
+    var parts = text.split(".");
+    var fraction = (parts[1] || "");
+    while (fraction.length < 2) fraction += "0";
+    var whole = parts[0].replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    return (value < 0 && Number(text) !== 0 ? "-$" : "$") + whole + "." + fraction;
   };
 
   // Key names can be long; on a phone the bars need the room more than the whole name does.
@@ -20,7 +27,7 @@
     new Chart(canvas, {
       type: group === "day" ? "line" : "bar",
       data: {
-        labels: rows.map(function (row) { return row.group || "(none)"; }),
+        labels: rows.map(function (row) { return row.group; }),
         datasets: [{
           label: "Spend (USD)",
           // Costs arrive as decimal strings (exact money); a chart only needs their size.

@@ -1,21 +1,33 @@
 """Dashboard fixtures: signed-in clients for each role, keys, and request-log rows.
 
 Log rows are written directly: these tests are about what the pages show, not about how the
-gateway records a call.
+gateway records a call. ``server`` runs the whole product for the browser tests.
 """
 
+import socket
+import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import uvicorn
+from django.conf import settings as django_settings
 from django.test import Client
 from django.utils import timezone
 
 from analytics.models import RequestLog
+from billing.catalog import catalog_sync
 from keys.models import Membership, VirtualKey
 from keys.services import membership_add, virtual_key_create
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1366, "height": 900}
 
 
 @pytest.fixture
@@ -95,3 +107,45 @@ def make_log() -> Callable[..., RequestLog]:
 
     return make
 
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(transactional_db, settings) -> Iterator[str]:
+    """The whole product on a free port: ``/v1/*`` to the gateway, the rest to Django.
+
+    ``nemo.asgi.application`` (the gateway in front of Django) under uvicorn in a thread, on the
+    test database; the test is transactional so that thread sees what it commits."""
+    # Imported here: building the gateway app is for the browser tests only.
+    from nemo.asgi import application
+
+    # Counters of earlier runs in the same Redis must not count against this run's keys.
+    prefix = f"nemo-test-{uuid.uuid4().hex[:10]}:"
+    settings.NEMO_REDIS_PREFIX = prefix
+    settings.NEMO_ROUTER_CONFIG = None
+    # Transactional tests empty every table afterwards, the catalog the migration loaded too.
+    catalog_sync()
+    port = _free_port()
+    uvicorn_server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="on",
+                                                   log_level="warning", loop="asyncio"))
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not uvicorn_server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    uvicorn_server.should_exit = True
+    thread.join(timeout=10)
+    if django_settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(django_settings.REDIS_URL)
+        stale = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if stale:
+            client.delete(*stale)
+        client.close()

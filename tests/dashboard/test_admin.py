@@ -1,7 +1,7 @@
 """The support staff's page of an org (dashboard.admin): its tenants' records with its credits and
 recent calls, found by member or key, changed and granted credits through the audited services."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import pytest
@@ -175,3 +175,48 @@ def test_staff_without_the_grant_permission_may_not_grant(client, django_user_mo
     )
     assert response.status_code == 403
     assert credit_balance(org=org) == Decimal("5.00")
+
+
+@pytest.mark.parametrize("pasted", ["sk-nemo-{prefix}", "sk-nemo-{prefix}…", " sk-nemo-{prefix}... ", "{secret}"])
+def test_staff_find_a_key_pasted_as_the_dashboard_shows_it(staff_client, key_and_secret, other_key, pasted):
+    key, secret = key_and_secret
+
+    response = staff_client.get(changelist("keys", "virtualkey"), {"q": pasted.format(prefix=key.prefix,
+                                                                                       secret=secret)})
+
+    assert listed(response) == [key]
+
+
+def test_staff_find_a_keys_calls_and_org_by_the_key_as_shown(staff_client, org, key, call, other_org):
+    shown = f"sk-nemo-{key.prefix}…"
+
+    calls = staff_client.get(changelist("analytics", "requestlog"), {"q": shown})
+    orgs = staff_client.get(changelist("keys", "organization"), {"q": shown})
+
+    assert listed(calls) == [call] and listed(orgs) == [org]
+
+
+def test_the_request_log_list_shows_status_model_cost_and_latency_in_one_format(staff_client, key, make_log):
+    row = make_log(key, status=402, model="gpt-9", cost=Decimal("0.025055"), latency_ms=812)
+
+    page = staff_client.get(changelist("analytics", "requestlog")).content.decode()
+
+    assert "$0.025055" in page and "812 ms" in page and "gpt-9" in page and "402" in page
+    assert row.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") in page
+    assert "run_id" not in page.split("<thead>")[1].split("</thead>")[0]
+
+
+def test_an_orgs_recent_calls_show_status_and_cost_first(staff_client, org, key, make_log):
+    make_log(key, status=200, cost=Decimal("0.00111"), latency_ms=420)
+
+    page = staff_client.get(reverse("admin:keys_organization_change", args=[org.pk])).content.decode()
+
+    header = page.split("recent-calls")[1].split("</thead>")[0]
+    assert header.index("cost") < header.index("model") < header.index("request")
+    assert "$0.00111" in page and "420 ms" in page
+
+
+def test_the_org_page_shows_its_grants_in_the_one_money_format(staff_client, org):
+    page = staff_client.get(reverse("admin:keys_organization_change", args=[org.pk])).content.decode()
+
+    assert "$5.00" in page and "5.000000</td>" not in page

@@ -4,33 +4,21 @@ Sign up, issue a key, call the proxy with it through the ``openai`` package as o
 calls in the log and the run view, see the spend on the chart, revoke the key, and see the next
 call refused. A screenshot of every step lands in ``test-artifacts/screenshots/``.
 
-The server is ``nemo.asgi.application`` (the gateway in front of Django) under uvicorn in a
-thread, on the test database; the test is transactional so that thread sees what it commits.
+The server is the ``server`` fixture of conftest.py: the whole product under uvicorn in a thread.
 """
 
 import json
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import openai
 import pytest
-import uvicorn
-from django.conf import settings as django_settings
 from playwright.sync_api import Page, expect, sync_playwright
 
-from billing.catalog import catalog_sync
-from nemo.asgi import application
+from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, PHONE
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PHONE = {"width": 390, "height": 844}
 MODEL = "gemini-2.5-flash"
 LOOKUP_TOOL = {
     "type": "function",
@@ -39,43 +27,6 @@ LOOKUP_TOOL = {
         "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
     },
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def server(transactional_db, settings) -> Iterator[str]:
-    """The whole product on a free port: ``/v1/*`` to the gateway, the rest to Django."""
-    # Counters of earlier runs in the same Redis must not count against this run's keys.
-    prefix = f"nemo-test-{uuid.uuid4().hex[:10]}:"
-    settings.NEMO_REDIS_PREFIX = prefix
-    settings.NEMO_ROUTER_CONFIG = None
-    # Transactional tests empty every table afterwards, the catalog the migration loaded too.
-    catalog_sync()
-    port = _free_port()
-    uvicorn_server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="on",
-                                                   log_level="warning", loop="asyncio"))
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not uvicorn_server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
-    if django_settings.REDIS_URL:
-        import redis
-
-        client = redis.Redis.from_url(django_settings.REDIS_URL)
-        stale = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if stale:
-            client.delete(*stale)
-        client.close()
 
 
 def _shot(page: Page, name: str) -> None:
@@ -129,7 +80,7 @@ def test_a_new_user_signs_up_issues_a_key_watches_its_calls_and_revokes_it(serve
         page.get_by_role("button", name="Issue key").click()
         secret = page.locator("[data-secret]").inner_text().strip()
         assert secret.startswith("sk-nemo-")
-        page.get_by_role("button", name="Copy").click()
+        page.locator("button[data-copy='#secret']").click()
         expect(page.get_by_role("button", name="Copied")).to_be_visible()
         assert page.evaluate("navigator.clipboard.readText()") == secret
         _shot(page, "04-key-secret-shown-once")

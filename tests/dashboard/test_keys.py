@@ -1,5 +1,5 @@
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import pytest
@@ -53,7 +53,9 @@ def test_a_key_whose_budget_cannot_pay_for_its_smallest_call_shows_as_refusing_a
     detail = owner_client.get(f"/keys/{key.pk}/").content.decode()
 
     assert smallest > Decimal("0.0002")
-    assert "refusing calls" in page and "key budget: $0.0002 left; its smallest call costs $0.00064" in page
+    assert ">over budget<" in page and ">active<" not in page
+    assert "key budget: $0.0002 left; its smallest call costs $0.00064" in page
+    assert 'data-meter="100"' in page
     assert "Every call gets a 402" in detail
 
 
@@ -63,7 +65,15 @@ def test_a_key_whose_org_budget_is_spent_shows_as_refusing(owner_client, key, or
 
     page = owner_client.get("/keys/").content.decode()
 
-    assert "refusing calls" in page and "org budget: $0" in page
+    assert ">over budget<" in page and ">active<" not in page and "org budget: $0" in page
+
+
+def test_a_key_whose_org_is_out_of_credits_shows_so(owner_client, key, org, make_log):
+    make_log(key, cost=Decimal("5.00"))  # all of the sign-up credits
+
+    page = owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+    assert ">out of credits<" in page and "Every call gets a 402" in page
 
 
 def test_a_key_with_room_for_a_call_shows_as_active(owner_client, key, org, system_actor, make_log):
@@ -72,7 +82,7 @@ def test_a_key_with_room_for_a_call_shows_as_active(owner_client, key, org, syst
 
     page = owner_client.get("/keys/").content.decode()
 
-    assert "refusing calls" not in page and ">active<" in page
+    assert "over budget" not in page and ">active<" in page and 'data-meter="48"' in page
 
 
 def test_keys_page_does_not_show_another_orgs_keys(owner_client, other_key):
@@ -91,7 +101,7 @@ def test_a_member_reads_the_keys_page_without_the_issue_button(member_client, ke
 
 
 def test_an_owner_issues_a_key_and_sees_its_secret_once(owner_client, org):
-    response = owner_client.post("/keys/new/", NEW_KEY)
+    response = owner_client.post("/keys/new/", NEW_KEY, follow=True)
 
     assert response.status_code == 200
     secret = _secret_in(response)
@@ -99,6 +109,40 @@ def test_an_owner_issues_a_key_and_sees_its_secret_once(owner_client, org):
     assert matches(secret, key.secret_hash)
     assert "no-store" in response["Cache-Control"]
     assert secret not in owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+
+def test_reloading_the_key_issued_page_makes_no_second_key_and_shows_the_secret_no_more(owner_client, org):
+    posted = owner_client.post("/keys/new/", NEW_KEY)
+    key = VirtualKey.objects.get(org=org, name="support-bot")
+    assert posted.status_code == 302 and posted["Location"] == f"/keys/{key.pk}/secret/"
+    first = owner_client.get(posted["Location"])
+
+    reloaded = owner_client.get(posted["Location"])
+
+    assert matches(_secret_in(first), key.secret_hash)
+    assert "no-store" in first["Cache-Control"]
+    assert reloaded.status_code == 200 and "sk-nemo-" + key.prefix not in reloaded.content.decode()
+    assert re.search(r"sk-nemo-[\w-]{40,}", reloaded.content.decode()) is None
+    assert "was already shown" in reloaded.content.decode()
+    assert VirtualKey.objects.filter(org=org, name="support-bot").count() == 1
+
+
+def test_reloading_the_rotated_page_rotates_no_second_time(owner_client, org, system_actor):
+    key, _ = virtual_key_create(org=org, name="rotating", actor=system_actor)
+    posted = owner_client.post(f"/keys/{key.pk}/rotate/")
+    new_secret = _secret_in(owner_client.get(posted["Location"]))
+    key.refresh_from_db()
+    hash_after_rotation = key.secret_hash
+
+    reloaded = owner_client.get(posted["Location"])
+
+    key.refresh_from_db()
+    assert key.secret_hash == hash_after_rotation and matches(new_secret, key.secret_hash)
+    assert new_secret not in reloaded.content.decode()
+
+
+def test_another_orgs_key_has_no_secret_page(owner_client, other_key):
+    assert owner_client.get(f"/keys/{other_key.pk}/secret/").status_code == 404
 
 
 def test_issuing_a_key_sets_its_limits_and_budget(owner_client, org):
@@ -128,7 +172,7 @@ def test_a_key_issued_without_a_loop_guard_has_it_off(owner_client, org):
 
 
 def test_an_admin_issues_a_key(admin_client, org):
-    response = admin_client.post("/keys/new/", NEW_KEY)
+    response = admin_client.post("/keys/new/", NEW_KEY, follow=True)
 
     assert response.status_code == 200
     assert VirtualKey.objects.filter(org=org, name="support-bot").exists()
@@ -196,7 +240,7 @@ def test_a_member_cannot_revoke_a_key(member_client, key):
 def test_rotating_shows_a_new_secret_that_replaces_the_old_one(owner_client, org, system_actor):
     key, old_secret = virtual_key_create(org=org, name="rotating", actor=system_actor)
 
-    response = owner_client.post(f"/keys/{key.pk}/rotate/")
+    response = owner_client.post(f"/keys/{key.pk}/rotate/", follow=True)
 
     new_secret = _secret_in(response)
     key.refresh_from_db()
@@ -322,3 +366,38 @@ def test_a_limit_beyond_what_a_key_can_hold_is_refused_with_the_form(owner_clien
 
     assert response.status_code == 200
     assert not VirtualKey.objects.filter(org=org, name="support-bot").exists()
+
+
+def test_the_keys_page_shows_each_keys_calls_failures_and_last_use(owner_client, org, key, system_actor, make_log):
+    idle, _ = virtual_key_create(org=org, name="idle-agent", actor=system_actor)
+    make_log(key, created=timezone.now() - timedelta(days=3))
+    make_log(key, status=200)
+    last = make_log(key, status=502)
+
+    page = owner_client.get("/keys/").content.decode()
+    detail = owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+    researcher = page.split(">researcher<")[1].split("</tr>")[0]
+    assert re.search(r"data-calls>2 <span class=\"small muted\">50.0% failed", researcher)
+    assert last.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") in researcher
+    assert "never" in page.split(">idle-agent<")[1].split("</tr>")[0]
+    assert "2 (1 failed, 50.0%)" in detail
+
+
+def test_the_key_issued_page_fills_the_new_key_into_each_snippet(owner_client, org):
+    response = owner_client.post("/keys/new/", NEW_KEY, follow=True)
+    page, secret = response.content.decode(), _secret_in(response)
+    for snippet in ("python", "curl", "javascript", "claude-code"):
+        block = re.search(rf'data-use="{snippet}">(.*?)</pre>', page, re.S).group(1)
+        assert secret in block, snippet
+    assert "ANTHROPIC_BASE_URL=http://testserver ANTHROPIC_AUTH_TOKEN=" + secret in page
+
+
+def test_a_key_with_a_monthly_budget_says_when_it_resets(owner_client, org, key, system_actor):
+    budget_set(org=org, key=key, amount=Decimal("5.00"), period="monthly", actor=system_actor)
+    now = timezone.now().astimezone(UTC)
+    first_of_next = (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=32)).replace(day=1)
+
+    page = owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+    assert f"resets {first_of_next:%Y-%m-%d} 00:00:00 UTC" in page

@@ -32,8 +32,15 @@ def test_the_run_card_sums_up_the_run(owner_client, key, run):
     assert "3 calls" in page
     assert "step 2" in page
     assert "completed" in page
-    assert "$2.40 / $5.00" in page
-    assert "2 / 3" in page
+    assert "2 of 3" in page and "Steps that called tools" in page
+
+
+def test_the_run_spend_is_not_weighed_against_the_keys_whole_budget(owner_client, run):
+    page = owner_client.get("/runs/agent-run").content.decode()
+
+    spend_card = page.split("data-run-spend")[1].split("data-tool-steps")[0]
+    assert "$2.40" in spend_card and "$5.00" not in page
+    assert "Tool calls logged" not in page and "2 / 3" not in page
 
 
 def test_the_run_shows_its_steps_as_a_timeline(owner_client, run):
@@ -111,3 +118,42 @@ def test_a_run_id_with_spaces_and_question_marks_is_linked_and_opens(owner_clien
 @pytest.mark.parametrize("path", ["/runs/%00x", "/runs/crew/%00"])
 def test_a_run_id_no_row_can_have_is_404(owner_client, path):
     assert owner_client.get(path).status_code == 404
+
+
+def _runs_listed(response) -> list[str]:
+    assert response.status_code == 200
+    return re.findall(r'<td data-label="Run" class="wrap"><a href="/runs/([^"]+)"', response.content.decode())
+
+
+def test_the_runs_list_counts_each_runs_fallbacks_and_failures(owner_client, key, run, make_log):
+    make_log(key, run_id="agent-run", status=502)
+
+    page = owner_client.get("/runs/").content.decode()
+
+    row = page.split('href="/runs/agent-run"')[1].split("</tr>")[0]
+    assert re.search(r"data-fallbacks>1<", row) and re.search(r"data-failed>1<", row)
+    assert "failed" in row and "$2.40" in row
+
+
+def test_the_runs_list_pages_to_older_runs_without_repeating_one(owner_client, key, make_log):
+    from dashboard.views.activity import RUNS_SHOWN
+
+    for number in range(RUNS_SHOWN + 3):
+        make_log(key, run_id=f"run-{number:03d}")
+    # An old run that is active again belongs on the first page only.
+    make_log(key, run_id="run-000")
+
+    first = owner_client.get("/runs/")
+    older_link = re.search(r'rel="next" href="([^"]+)"', first.content.decode()).group(1).replace("&amp;", "&")
+    older = owner_client.get(f"/runs/{older_link}")
+
+    shown = _runs_listed(first) + _runs_listed(older)
+    assert _runs_listed(first)[0] == "run-000"
+    assert sorted(shown) == sorted(f"run-{number:03d}" for number in range(RUNS_SHOWN + 3))
+
+
+def test_the_runs_list_matches_run_ids_by_prefix(owner_client, key, make_log):
+    for run_id in ("support-1", "support-2", "billing-1"):
+        make_log(key, run_id=run_id)
+
+    assert _runs_listed(owner_client.get("/runs/", {"run": "support-"})) == ["support-2", "support-1"]

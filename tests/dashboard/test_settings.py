@@ -75,6 +75,23 @@ def test_sinks_show_their_health(owner_client, org, system_actor):
     assert "403 Forbidden from Datadog" in page
 
 
+def test_a_new_sink_has_delivered_nothing_yet_and_is_not_called_healthy(owner_client, org, system_actor):
+    sink_create(org=org, type="datadog", config={"api_key": "dd-key-1234"}, actor=system_actor)
+
+    page = owner_client.get("/settings/").content.decode()
+
+    assert "no delivery yet" in page and ">healthy<" not in page
+
+
+def test_a_sink_that_delivered_is_healthy(owner_client, org, system_actor):
+    sink = sink_create(org=org, type="datadog", config={"api_key": "dd-key-1234"}, actor=system_actor)
+    ExportSink.objects.filter(pk=sink.pk).update(last_success=timezone.now())
+
+    page = owner_client.get("/settings/").content.decode()
+
+    assert ">healthy<" in page and "no delivery yet" not in page
+
+
 def test_a_sinks_secrets_are_never_shown(owner_client, org, system_actor):
     sink_create(org=org, type="langfuse", config={k: v for k, v in LANGFUSE.items() if k != "type"},
                 actor=system_actor)
@@ -174,7 +191,7 @@ def test_the_members_are_listed_with_their_roles(owner_client, admin_user):
 
     assert "owner@example.com" in page
     assert "mate@example.com" in page
-    assert re.search(r"admin@example.com</td><td>admin", page)
+    assert re.search(r"admin@example.com</td><td data-label=\"Role\">admin", page)
 
 
 def test_another_orgs_members_are_not_listed(owner_client, other_org):

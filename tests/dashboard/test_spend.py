@@ -130,3 +130,23 @@ def test_an_outsider_exports_only_their_own_spend(outsider_client, spent):
                                   "/spend/?since=9999-12-31"])
 def test_a_range_to_the_end_of_the_calendar_is_shown(owner_client, spent, path):
     assert owner_client.get(path).status_code == 200
+
+
+def test_calls_to_unknown_models_are_one_row_named_so(owner_client, spent, key, make_log):
+    for model in ("gpt-9", "gpt-9", "claude-opus-99"):
+        make_log(key, model=model, status=404, cost=Decimal("0"), deployment="", provider="", attempts=[])
+    make_log(key, model="", status=400, cost=Decimal("0"), deployment="", provider="", attempts=[])
+
+    response = owner_client.get("/spend/")
+
+    by_model = {row["group"]: row["calls"] for row in _chart_data(response)["model"]}
+    assert by_model == {"gemini-2.5-pro": 1, "gemini-2.5-flash": 1,
+                        "unknown models (claude-opus-99, gpt-9)": 3, "no model named": 1}
+    assert "(none)" not in response.content.decode()
+
+
+def test_the_favicon_is_served(client):
+    response = client.get("/favicon.ico")
+
+    assert response.status_code == 200 and response["Content-Type"] == "image/x-icon"
+    assert response.content[:4] == b"\x00\x00\x01\x00"

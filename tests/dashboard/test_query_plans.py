@@ -1,0 +1,67 @@
+"""Every page reads the request log through an index, scoped by its org.
+
+A test table is small enough that PostgreSQL would scan it whole anyway; with sequential scans
+switched off, a plan that still has one on the log has no index to use, and would read every
+row of every org on a large table. The plan of each query a page makes on the log is checked.
+"""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+pytestmark = pytest.mark.django_db
+
+LOG_TABLE = '"analytics_requestlog"'
+PAGES = [
+    "/overview/",
+    "/keys/",
+    "/keys/{key}/",
+    "/log/",
+    "/log/?status_class=errors",
+    "/log/?fallback_only=on",
+    "/log/?request_id=req-plan-1",
+    "/log/?model=gemini&run=plan",
+    "/log/?key={key}&status=502",
+    "/log/req-plan-1/",
+    "/runs/",
+    "/runs/?run=plan",
+    "/runs/plan-run",
+    "/spend/",
+    "/teams/",
+]
+
+
+def _log_queries(client, path: str) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(path).status_code == 200, path
+    return [query["sql"] for query in captured.captured_queries
+            if LOG_TABLE in query["sql"] and query["sql"].lstrip().upper().startswith("SELECT")]
+
+
+def _plan(sql: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("SET LOCAL enable_seqscan = on")
+    return plan
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_the_page_reads_the_log_through_an_index_of_its_org(owner_client, key, make_log, path):
+    make_log(key, request_id="req-plan-1", run_id="plan-run")
+    make_log(key, status=502, run_id="plan-run")
+    path = path.format(key=key.pk)
+
+    queries = _log_queries(owner_client, path)
+
+    assert queries, f"{path} reads no log row: nothing to check"
+    for sql in queries:
+        assert '"org_id" =' in sql, sql
+        assert "Seq Scan on analytics_requestlog" not in _plan(sql), (path, sql)
+
+
+def test_the_check_catches_a_read_of_the_whole_log(key, make_log):
+    make_log(key)
+
+    assert "Seq Scan on analytics_requestlog" in _plan(f"SELECT SUM(cost) FROM {LOG_TABLE} WHERE cost > 0")
