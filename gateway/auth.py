@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.db import db_read
-from gateway.errors import invalid_api_key
+from gateway.errors import GatewayError, invalid_api_key
 from gateway.singleflight import shared_run
 from keys import secrets
 from money import to_micros
@@ -120,6 +120,17 @@ def _load_snapshot(prefix: str) -> KeySnapshot | None:
     )
 
 
+class UnusableKey(GatewayError):
+    """The 401 of a call whose secret is a key's but which may call no more (revoked, expired):
+    unlike an unknown or a wrong secret, it is logged against that key, so its owner sees the
+    attempts (``pipeline._run``)."""
+
+    def __init__(self, snapshot: KeySnapshot) -> None:
+        why = "was revoked" if snapshot.revoked else "has expired"
+        super().__init__(401, f"This API key {why}.", type="authentication_error", code="invalid_api_key")
+        self.snapshot = snapshot
+
+
 class KeyCache:
     def __init__(
         self,
@@ -185,8 +196,10 @@ class KeyCache:
                 raise invalid_api_key()
             if generation == self._generation:
                 self._by_prefix[prefix] = snapshot
-        if not self._matches(prefix, secret, snapshot) or not snapshot.usable(time.time()):
+        if not self._matches(prefix, secret, snapshot):
             raise invalid_api_key()
+        if not snapshot.usable(time.time()):
+            raise UnusableKey(snapshot)
         return snapshot
 
     async def _load_one(self, prefix: str) -> KeySnapshot | None:

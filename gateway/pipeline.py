@@ -25,7 +25,7 @@ from analytics.records import prompt_meta
 from billing.reservations import Refused, Reservation, RunLimits, Settlement
 from counters import ChainCheck
 from gateway import cache, events, metrics
-from gateway.auth import KeySnapshot
+from gateway.auth import KeySnapshot, UnusableKey
 from gateway.config import Deployment, ModelRoute
 from gateway.dialects import Dialect
 from gateway.dialects.chat_completions_request import ChatRequest
@@ -153,7 +153,12 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
 
 
 async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive, send) -> None:
-    call.snapshot = await authenticate(state, scope, dialect)
+    try:
+        call.snapshot = await authenticate(state, scope, dialect)
+    except UnusableKey as refused:
+        # Its holder's call: refused, and logged against the key it named.
+        call.snapshot = refused.snapshot
+        raise
     call.run_limits = run_limits(call.snapshot, call.run_id, header(scope, b"x-nemo-run-budget"))
     raw = await _read(call, receive)
     if raw is None:

@@ -144,8 +144,21 @@ def test_a_revoked_key_gets_401_on_the_next_call(gateway, tenant):
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
     virtual_key_revoke(key=tenant.key, actor=Actor.system("test"))
 
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5,
+                                       extra_headers={"X-Nemo-Run": "after-revocation"})
+    forged = tenant.secret[:-1] + chr(ord(tenant.secret[-1]) ^ 1)
     with pytest.raises(openai.AuthenticationError):
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+        gateway.client(forged).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+    assert refused.value.message.startswith("Error code: 401") and "This API key was revoked." in refused.value.message
+    # The holder's attempt is logged against the key it named, for its owner to see; a secret that
+    # is not the key's (anyone may know a prefix) leaves no row in the org's log.
+    refusal = RequestLog.objects.get(key=tenant.key, status=401)
+    assert (refusal.org_id, refusal.run_id, refusal.error_code, refusal.cost) == (
+        tenant.org.pk, "after-revocation", "invalid_api_key", 0)
+    assert refused.value.response.headers["x-nemo-request-id"] == refusal.request_id
+    assert RequestLog.objects.filter(org=tenant.org).count() == 2
 
 
 def test_a_model_the_key_may_not_use_gets_403(gateway, make_tenant):
