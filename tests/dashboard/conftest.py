@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -24,6 +25,8 @@ from keys.models import Membership, VirtualKey
 from keys.services import membership_add, virtual_key_create
 
 CHROMIUM = "/usr/bin/chromium"
+# Where the browser tests leave their screenshots (the test artifacts; ignored by git).
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PHONE = {"width": 390, "height": 844}

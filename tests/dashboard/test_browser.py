@@ -10,15 +10,13 @@ The server is the ``server`` fixture of conftest.py: the whole product under uvi
 import json
 import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import openai
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, PHONE
+from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, PHONE, SCREENSHOTS
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 MODEL = "gemini-2.5-flash"
 LOOKUP_TOOL = {
     "type": "function",

@@ -1,6 +1,6 @@
 """The run view in a real headless Chromium: a run stopped by its envelope and one stopped by the
 loop guard, with a key issued in the browser with its run limits (the ``server`` of
-test_browser.py: the whole product on a free port)."""
+the dashboard tests' conftest: the whole product on a free port)."""
 
 import uuid
 
@@ -8,9 +8,8 @@ import openai
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_ARGS, LOOKUP_TOOL, MODEL, SCREENSHOTS, _shot, server
-
-__all__ = ["server"]
+from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+from tests.dashboard.test_browser import LOOKUP_TOOL, MODEL, _shot
 
 QUESTION = [{"role": "user", "content": "Where is order 1042?"}]
 

@@ -2,13 +2,12 @@
 
 Each page is read through the real server (the ``server`` fixture) signed in as the org's owner
 by a session cookie; the data is written directly. A screenshot of each page lands in
-``tmp/artifacts/screenshots/`` (made by the tests).
+``test-artifacts/screenshots/`` (made by the tests), beside the other browser tests'.
 """
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -16,9 +15,8 @@ from playwright.sync_api import Page, sync_playwright
 
 from analytics.services import sink_create
 from keys.services import membership_add
-from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE
+from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, SCREENSHOTS
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "tmp" / "artifacts" / "screenshots"
 LONG_REQUEST_ID = "req_" + "7f3a9c1e5b2d4f60a8" * 2  # the longest a request id may be: 40
 LONG_URL = "https://collector.example.com/" + "very-long-path-segment/" * 6 + "v1/logs"
 
@@ -29,7 +27,7 @@ pytestmark = pytest.mark.browser
 def _signed_in_page(server: str, user, viewport: dict) -> Iterator[Page]:
     """A page of a new headless Chromium, signed in as ``user``. Playwright runs an event loop in
     this thread, where the ORM may not run: write the test's rows before opening it."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     client = Client()
     client.force_login(user)
     cookie = {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": server}
@@ -48,7 +46,7 @@ def _page_width(page: Page) -> int:
 
 
 def _shot(page: Page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def _in_view(page: Page, selector: str) -> bool:
