@@ -1,0 +1,44 @@
+"""The spend rollup (SpendRollup) and the cache filter's index.
+
+DailySpend now holds exactly the log rows behind the rollup's horizon. There is no horizon yet,
+so every day the log still holds leaves DailySpend (the first rollup puts it back); the days only
+DailySpend holds (pruned from the log) stay.
+"""
+
+import django.db.models.functions.datetime
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('analytics', '0010_request_log_error_type_and_run_budget'),
+    ]
+
+    operations = [
+        migrations.RunSQL(
+            "DELETE FROM billing_dailyspend AS d WHERE EXISTS (SELECT 1 FROM analytics_requestlog AS l "
+            "WHERE l.org_id = d.org_id AND l.created >= d.day::timestamp AT TIME ZONE 'UTC' "
+            "AND l.created < (d.day + 1)::timestamp AT TIME ZONE 'UTC')",
+            migrations.RunSQL.noop,
+        ),
+        migrations.CreateModel(
+            name='SpendRollup',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('horizon', models.DateTimeField()),
+                ('floor_id', models.BigIntegerField(default=0)),
+                ('last_seq', models.BigIntegerField(default=0)),
+                ('last_read', models.DateTimeField()),
+            ],
+        ),
+        migrations.AlterField(
+            model_name='requestlog',
+            name='inserted',
+            field=models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False, help_text="Set by the database when the row is inserted, on the database's clock. The exporters' safety lag and the spend rollup's horizon are measured on it, never on the gateway machines' clocks."),
+        ),
+        migrations.AddIndex(
+            model_name='requestlog',
+            index=models.Index(condition=models.Q(('cache', 'skip'), _negated=True), fields=['org', 'cache', 'created', 'id'], name='log_org_cache_created'),
+        ),
+    ]
