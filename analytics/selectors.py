@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.http import Http404
 from django.utils import timezone
 
+from analytics.ledger import read_with_snapshot
 from analytics.models import DailySpend, ExportSink, RequestLog, SpendRollup
 from keys.models import Organization, Team, VirtualKey
 from money import to_micros
@@ -302,10 +304,18 @@ def _spend(
     months of log rows: the ledger has a row per day and group, the tail is the last minute or so.
 
     A pruned day's log rows are gone, so a window resolves it to a whole day (counted if it starts
-    in the window). Read in one snapshot (read_with_snapshot), the three parts see the same rollup.
+    in the window). Read at one snapshot (read_with_snapshot), the parts see the same rollup.
     """
     if since is not None and until is not None and since >= until:
         return {}
+    def read() -> dict:
+        return _spend_at_one_snapshot(org_id, group_by, since, until, key_ids, team_id)
+    # Inside a transaction (a counter's rebuild reads in its own snapshot already) it is read as is.
+    return read() if connection.in_atomic_block else read_with_snapshot(read)[0]
+
+
+def _spend_at_one_snapshot(org_id: int, group_by: str | None, since: datetime | None, until: datetime | None,
+                           key_ids: list[int] | None, team_id: int | None) -> dict:
     state = _rollup_state()
     logs = RequestLog.objects.filter(org_id=org_id)
     ledger = DailySpend.objects.filter(org_id=org_id)
