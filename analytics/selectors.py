@@ -123,10 +123,13 @@ def log_list(
     """The org's log, newest first, one page at a time. Empty filters are ignored.
 
     Pages are cut by keyset on (created, id), never by offset, so page 10,000 costs what page 1
-    costs and rows arriving meanwhile neither repeat nor shift rows between pages.
+    costs and rows arriving meanwhile neither repeat nor shift rows between pages. Every filter
+    has an index; a key's prefix is read as the key's id (``_key_of_prefix``).
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
+    if key_prefix and key_id is None:
+        key_id = _key_of_prefix(org, key_prefix)
     rows = RequestLog.objects.filter(org=org)
     exact = {
         "key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model,
@@ -146,6 +149,15 @@ def log_list(
     if len(page) > limit:
         return LogPage(rows=page[:limit], next_cursor=_encode_cursor(page[limit - 1]))
     return LogPage(rows=page, next_cursor=None)
+
+
+def _key_of_prefix(org: Organization, prefix: str) -> int | None:
+    """The org's key with this prefix, whose rows the (org, key, created) index finds; the
+    prefix stays a filter too (a rotated key's older rows carry its older prefix). A prefix no
+    key has now (rotated away) is looked for in the rows themselves."""
+    if _no_row_has(prefix):
+        return None
+    return VirtualKey.objects.filter(org=org, prefix=prefix).values_list("pk", flat=True).first()
 
 
 def _no_row_has(text: str) -> bool:
