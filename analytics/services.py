@@ -196,9 +196,11 @@ _SEQUENCE_VALUE_SQL = (
 )
 # The database's clock, and the start of the oldest transaction still open in this database
 # other than this one: every row written before both was committed (or rolled back) by now.
+# Clients only: the autovacuum's long transactions write no log rows.
 _HORIZON_SQL = (
     "SELECT clock_timestamp(), min(xact_start) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+    "AND backend_type = 'client backend'"
 )
 
 

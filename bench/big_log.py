@@ -24,6 +24,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 MODELS = ("gemini-2.5-flash", "gpt-4o", "claude-sonnet-4", "gpt-4o-mini")
 BATCH = 250_000
+RARE_ROWS = 200
 
 
 def _options() -> argparse.Namespace:
@@ -78,6 +79,13 @@ def _tenant(name: str, keys: int, teams: int):
                                     actor=actor)[0] for n in range(keys)]
 
 
+def _tenant_key(org, name: str):
+    from keys.audit import Actor
+    from keys.services import virtual_key_create
+
+    return virtual_key_create(org=org, name=name, actor=Actor.system("bench"))[0]
+
+
 def _insert_sql() -> str:
     """One INSERT … SELECT over generate_series: every row built by the database itself, the
     key (and its team and prefix) and the model by the row's number, the time spread at random."""
@@ -97,7 +105,7 @@ def _insert_sql() -> str:
         "prompt_tokens": "100 + g %% 4000", "completion_tokens": "g %% 800", "cached_tokens": "0",
         "cost": "round((random() * 0.02)::numeric, 6)", "overshoot": "0", "finish_reason": "'stop'",
         "tool_calls": "'[]'::jsonb", "tools_offered": "'[]'::jsonb", "prompt_meta": "'{}'::jsonb",
-        "cache": "CASE WHEN g %% 20 = 0 THEN 'hit' WHEN g %% 20 = 1 THEN 'miss' ELSE 'skip' END",
+        "cache": "CASE WHEN g %% 400 = 0 THEN 'hit' WHEN g %% 20 = 1 THEN 'miss' ELSE 'skip' END",
         "request_body": "NULL", "response_body": "NULL",
         "created": "%(end)s::timestamptz - random() * (%(days)s * interval '1 day')",
     }
@@ -186,7 +194,7 @@ def main() -> None:
     from keys.services import org_token_create
 
     small_total = options.small_orgs * options.small_rows
-    big_rows = options.rows - small_total - options.tail
+    big_rows = options.rows - small_total - options.tail - RARE_ROWS
     if big_rows < 1:
         raise SystemExit("--rows is smaller than the small orgs' rows and the tail")
     now = datetime.now(UTC)
@@ -197,6 +205,9 @@ def main() -> None:
     started = time.perf_counter()
     big, keys = _tenant(f"big {tag}", options.keys, 4)
     _fill(big, keys, big_rows, tag=f"{tag}b", end=now, days=options.days)
+    # A key of the big org that is seldom used: its rows are far apart in the org's log.
+    rare = _tenant_key(big, "rare")
+    _fill(big, [rare], RARE_ROWS, tag=f"{tag}r", end=now, days=options.days)
     for n in range(options.small_orgs):
         org, small_keys = _tenant(f"small {n} {tag}", 3, 1)
         _fill(org, small_keys, options.small_rows, tag=f"{tag}s{n}", end=now, days=options.days)
@@ -244,7 +255,8 @@ def main() -> None:
         ("/api/v1/logs (first page)", get("/api/v1/logs")),
         ("/api/v1/logs?key=<prefix> (first page)", get(f"/api/v1/logs?key={prefix}")),
         ("/api/v1/logs?key=<prefix> (second page)", _second_page(get, f"/api/v1/logs?key={prefix}")),
-        ("/api/v1/logs?cache=hit (first page)", get("/api/v1/logs?cache=hit")),
+        (f"/api/v1/logs?key=<prefix of a key with {RARE_ROWS} rows>", get(f"/api/v1/logs?key={rare.prefix}")),
+        ("/api/v1/logs?cache=hit (first page; 1 row in 400)", get("/api/v1/logs?cache=hit")),
         ("/api/v1/logs?cache=miss (second page)", _second_page(get, "/api/v1/logs?cache=miss")),
         ("/api/v1/logs?cache=skip (first page)", get("/api/v1/logs?cache=skip")),
         ("for comparison: a raw SUM over the org's rows", _raw_sum(big.pk)),
