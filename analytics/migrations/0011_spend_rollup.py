@@ -5,8 +5,19 @@ so every day the log still holds leaves DailySpend (the first rollup puts it bac
 DailySpend holds (pruned from the log) stay.
 """
 
+from datetime import UTC, datetime, time, timedelta
+
 import django.db.models.functions.datetime
 from django.db import migrations, models
+
+
+def forget_days_the_log_holds(apps, schema_editor) -> None:
+    DailySpend = apps.get_model("analytics", "DailySpend")
+    RequestLog = apps.get_model("analytics", "RequestLog")
+    for org_id, day in list(DailySpend.objects.values_list("org_id", "day").distinct()):
+        start = datetime.combine(day, time(0), tzinfo=UTC)
+        if RequestLog.objects.filter(org_id=org_id, created__gte=start, created__lt=start + timedelta(days=1)).exists():
+            DailySpend.objects.filter(org_id=org_id, day=day).delete()
 
 
 class Migration(migrations.Migration):
@@ -16,12 +27,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunSQL(
-            "DELETE FROM billing_dailyspend AS d WHERE EXISTS (SELECT 1 FROM analytics_requestlog AS l "
-            "WHERE l.org_id = d.org_id AND l.created >= d.day::timestamp AT TIME ZONE 'UTC' "
-            "AND l.created < (d.day + 1)::timestamp AT TIME ZONE 'UTC')",
-            migrations.RunSQL.noop,
-        ),
+        migrations.RunPython(forget_days_the_log_holds, migrations.RunPython.noop),
         migrations.CreateModel(
             name='SpendRollup',
             fields=[
