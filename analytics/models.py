@@ -62,7 +62,8 @@ class RequestLog(models.Model):
         db_default=Now(),
         editable=False,
         help_text="Set by the database when the row is inserted, on the database's clock. The exporters' "
-        "safety lag and the spend rollup's horizon are measured on it, never on the gateway machines' clocks.",
+        "safety lag and the spend rollup's horizon are measured on it, never on the gateway machines' clocks; "
+        "never set by hand outside tests (the rollup counts on it).",
     )
 
     class Meta:

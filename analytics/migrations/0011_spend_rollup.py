@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='requestlog',
             name='inserted',
-            field=models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False, help_text="Set by the database when the row is inserted, on the database's clock. The exporters' safety lag and the spend rollup's horizon are measured on it, never on the gateway machines' clocks."),
+            field=models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False, help_text="Set by the database when the row is inserted, on the database's clock. The exporters' safety lag and the spend rollup's horizon are measured on it, never on the gateway machines' clocks; never set by hand outside tests (the rollup counts on it)."),
         ),
         migrations.AddIndex(
             model_name='requestlog',
