@@ -286,9 +286,13 @@ def daily_spend_settle(*, day: date, org_ids: list[int] | None = None) -> int:
     returns how many rows it wrote: a repair, which running again writes the same rows.
 
     Orgs without log rows that day are left alone: either they had no calls, or the day was pruned
-    and the ledger is all that is left of it.
+    and the ledger is all that is left of it. So is a day before the retention cutoff, which a
+    prune may have taken part of (it keeps the rows past the horizon). Repairs and prunes take
+    turns on the rollup's row, locked by spend_rollup.
     """
     spend_rollup()
+    if _day_bounds(day)[0] < retention_cutoff():
+        return 0
     state = _rollup_state()
     start, end = _day_bounds(day)
     logs = RequestLog.objects.filter(created__gte=start, created__lt=end)
@@ -296,11 +300,7 @@ def daily_spend_settle(*, day: date, org_ids: list[int] | None = None) -> int:
     orgs = Organization.objects.filter(Exists(logs.filter(org=OuterRef("pk"))))
     if org_ids is not None:
         orgs = orgs.filter(pk__in=org_ids)
-    # The org rows serialize settlements and prunes of the same org: without the lock two runs
-    # could both delete the day's rows and then both insert theirs. Who still has rows that day is
-    # read again after the lock, since a prune may have just removed the day.
-    locked = list(orgs.select_for_update().order_by("pk").values_list("pk", flat=True))
-    active = list(orgs.filter(pk__in=locked).values_list("pk", flat=True))
+    active = list(orgs.values_list("pk", flat=True))
     DailySpend.objects.filter(day=day, org_id__in=active).delete()
     rolled = logs.filter(org_id__in=active).exclude(not_rolled_up(state))
     totals = rolled.values("org_id", "team_id", "key_id", "model").annotate(**_SPEND_TOTALS).order_by()
@@ -318,12 +318,14 @@ def request_logs_prune(*, now: datetime | None = None) -> int:
     """Deletes log rows older than the retention period, a whole UTC day of one org at a time,
     oldest first, and returns how many went.
 
-    A day goes only when every enabled sink of its org has exported all its rows; its totals are
-    settled into the ledger in the same transaction as the delete, and only its rows behind the
-    rollup's horizon go (one written since stays for the next prune), so the ledger covers exactly
-    what left the log, and spend, credits and the dashboard read the same before and after.
+    A day goes only when every enabled sink of its org has exported all its rows. The log is
+    rolled up first, and only a day's rows behind the rollup's horizon go (those are in
+    DailySpend; one written since stays for the next prune), under the rollup's lock, so the
+    ledger covers exactly what left the log, and spend, credits and the dashboard read the same
+    before and after.
     """
     cutoff = retention_cutoff(now)
+    spend_rollup()
     deleted = 0
     old = RequestLog.objects.filter(created__lt=cutoff)
     for org_id in Organization.objects.filter(Exists(old.filter(org=OuterRef("pk")))).values_list("pk", flat=True):
@@ -339,7 +341,6 @@ def request_logs_prune(*, now: datetime | None = None) -> int:
             if exported_up_to is not None and day_rows.filter(id__gt=exported_up_to).exists():
                 break  # days go in order, so the log always starts with a whole day
             with transaction.atomic():
-                daily_spend_settle(day=day, org_ids=[org_id])
                 deleted += day_rows.exclude(not_rolled_up(_rollup_state())).delete()[0]
     stored_responses_prune(cutoff)
     return deleted
