@@ -62,7 +62,8 @@ class RequestLog(models.Model):
         db_default=Now(),
         editable=False,
         help_text="Set by the database when the row is inserted, on the database's clock. The exporters' "
-        "safety lag is measured on it, never on the gateway machines' clocks.",
+        "safety lag and the spend rollup's horizon are measured on it, never on the gateway machines' clocks; "
+        "never set by hand outside tests (the rollup counts on it).",
     )
 
     class Meta:
@@ -77,6 +78,10 @@ class RequestLog(models.Model):
             models.Index(fields=["org", "deployment", "created", "id"], name="log_org_deployment_created"),
             models.Index(fields=["org", "status", "created", "id"], name="log_org_status_created"),
             models.Index(fields=["org", "id"], name="log_org_id"),
+            # The cache filter: most rows are "skip" (found fast by log_org_created); the few hits
+            # and misses have their own small index.
+            models.Index(fields=["org", "cache", "created", "id"], name="log_org_cache_created",
+                         condition=~models.Q(cache="skip")),
         ]
         # A constraint rather than unique=True, which would add a second (LIKE) index.
         constraints = [models.UniqueConstraint(fields=["request_id"], name="log_request_id_unique")]
@@ -126,9 +131,11 @@ class DailySpend(models.Model):
     """The daily ledger: the request log rolled up by UTC day, one day's settled spend per org,
     team, key and model.
 
-    Written from the log (the source of truth) by analytics.services.daily_spend_settle, replaced
-    whole for a day so running it twice changes nothing; once a day is pruned from the log, its
-    row here is all that is left of it. Its table kept billing's name when the model moved here.
+    Kept current from the log (the source of truth) by analytics.services.spend_rollup, every
+    minute: it holds exactly the log rows behind the rollup's horizon (``SpendRollup``), and the
+    reads of spend add the rows past it. ``daily_spend_settle`` replaces a day's rows whole from
+    the log again (a repair). Once a day is pruned from the log, its rows here are all that is
+    left of it. Its table kept billing's name when the model moved here.
     """
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="daily_spend")
@@ -147,6 +154,26 @@ class DailySpend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.model}: ${self.cost}"
+
+
+class SpendRollup(models.Model):
+    """How far the request log is rolled up into DailySpend: one row (``pk`` 1).
+
+    Every log row with ``inserted`` before ``horizon`` is in DailySpend; every row at or after it
+    has an id above ``floor_id``. So spend = DailySpend + the rows with ``id > floor_id`` and
+    ``inserted >= horizon`` (the tail, read through the (org, id) index), exactly, at any
+    snapshot that sees this row and DailySpend together. ``last_seq`` and ``last_read``: the id
+    sequence's value read just before the database's clock said ``last_read``, by the latest
+    rollup; the next rollup's floor (analytics.services.spend_rollup).
+    """
+
+    horizon = models.DateTimeField()
+    floor_id = models.BigIntegerField(default=0)
+    last_seq = models.BigIntegerField(default=0)
+    last_read = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"rolled up to {self.horizon}"
 
 
 class StoredResponse(models.Model):

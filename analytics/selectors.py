@@ -3,10 +3,11 @@
 Every function takes the org and filters by it first; a missing object and another org's object
 raise the same Http404.
 
-Spend is summed from the request log (the ledger). Log rows older than the retention period are
-pruned, day by day, after their day was settled into the daily ledger (DailySpend); so spend
-reads the daily ledger for the days before the org's oldest remaining log row and the log for
-the rest. Reading spend is this module's job alone: billing never reads the log, and is handed
+Spend is the request log's (the ledger's), read from its rollup: the daily ledger (DailySpend),
+kept current every minute by analytics.services.spend_rollup, plus the log rows past the
+rollup's horizon, so a read of months costs what a read of a day does and is still exact. Log
+rows older than the retention period are pruned, day by day, once rolled up. Reading spend is
+this module's job alone: billing never reads the log, and is handed
 ``settled_spend_micros`` where it rebuilds a budget's counter. What weighs spend against budgets
 or credits (billing's) is read above both apps, in dashboard.selectors.
 """
@@ -17,13 +18,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Count, F, Func, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.db.models.lookups import GreaterThan
 from django.http import Http404
 from django.utils import timezone
 
-from analytics.models import DailySpend, ExportSink, RequestLog
+from analytics.ledger import read_with_snapshot
+from analytics.models import DailySpend, ExportSink, RequestLog, SpendRollup
 from keys.models import Organization, Team, VirtualKey
 from money import to_micros
 
@@ -136,10 +139,13 @@ def log_list(
     Pages are cut by keyset on (created, id), never by offset, so page 10,000 costs what page 1
     costs and rows arriving meanwhile neither repeat nor shift rows between pages. ``cursor``
     asks for the rows older than a page's last, ``newer_than`` for those newer than its first.
+    Every filter has an index; a key's prefix is read as the key's id (``_key_of_prefix``).
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
     limit = min(limit, MAX_PAGE)
+    if key_prefix and key_id is None:
+        key_id = _key_of_prefix(org, key_prefix)
     rows = _log_filtered(
         RequestLog.objects.filter(org=org),
         exact={"key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model,
@@ -177,6 +183,15 @@ def _newer_page(rows: QuerySet, cursor: str, limit: int) -> LogPage:
     page = page[:limit][::-1]
     return LogPage(rows=page, next_cursor=_encode_cursor(page[-1]) if page else cursor,
                    newer_cursor=_encode_cursor(page[0]) if more_newer else None)
+
+
+def _key_of_prefix(org: Organization, prefix: str) -> int | None:
+    """The org's key with this prefix, whose rows the (org, key, created) index finds; the
+    prefix stays a filter too (a rotated key's older rows carry its older prefix). A prefix no
+    key has now (rotated away) is looked for in the rows themselves."""
+    if _no_row_has(prefix):
+        return None
+    return VirtualKey.objects.filter(org=org, prefix=prefix).values_list("pk", flat=True).first()
 
 
 def _no_row_has(text: str) -> bool:
@@ -303,14 +318,26 @@ def _first_day_on_or_after(moment: datetime) -> date:
     return moment.date() + timedelta(days=1)
 
 
-def _log_first_day(org_id: int) -> date | None:
-    """The first day the log still holds for the org; the days before it live in the ledger only."""
-    first = RequestLog.objects.filter(org_id=org_id).aggregate(first=Min("created"))["first"]
-    return first.astimezone(UTC).date() if first else None
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def not_rolled_up(state) -> Q:
+    """The log rows past the rollup's horizon (analytics.models.SpendRollup): not yet in DailySpend."""
+    return Q(id__gt=state.floor_id, inserted__gte=state.horizon)
+
+
+def _rollup_state() -> SpendRollup:
+    """How far the log is rolled up; with no rollup yet, nothing is (every row is past it)."""
+    return SpendRollup.objects.filter(pk=1).first() or SpendRollup(horizon=_EPOCH, floor_id=0, last_read=_EPOCH)
 
 
 _LOG_GROUP = {"day": TruncDate("created", tzinfo=UTC), "key": F("key_id"), "team": F("team_id"), "model": F("model")}
 _LEDGER_GROUP = {"day": F("day"), "key": F("key_id"), "team": F("team_id"), "model": F("model")}
+_TOTALS = ("cost", "calls", "prompt_tokens", "completion_tokens")
 
 
 def _grouped(rows: QuerySet, group, *, calls) -> dict:
@@ -322,6 +349,13 @@ def _grouped(rows: QuerySet, group, *, calls) -> dict:
     return {row.pop("group"): row for row in rows.values(group=group).annotate(**totals).order_by()}
 
 
+def _add(merged: dict, more: dict, sign: int = 1) -> None:
+    for group, totals in more.items():
+        into = merged.setdefault(group, dict.fromkeys(_TOTALS, 0))
+        for name in _TOTALS:
+            into[name] = (into[name] or 0) + sign * (totals[name] or 0)
+
+
 def _spend(
     *,
     org_id: int,
@@ -331,33 +365,50 @@ def _spend(
     key_ids: list[int] | None = None,
     team_id: int | None = None,
 ) -> dict:
-    """Spend totals by group: the log where it still has rows, the ledger for pruned days.
+    """Spend totals by group: the daily ledger (DailySpend) for the days that start in the
+    window, corrected by the rolled-up log rows of the window's partial first and last days, plus
+    the log rows not rolled up yet (the tail past the rollup's horizon). Exact, and never a sum of
+    months of log rows: the ledger has a row per day and group, the tail is the last minute or so.
 
-    Pruned days are whole UTC days, so for them a window is resolved to the days that start in it.
-    The log is read before the boundary is: if a prune of the oldest day commits in between, that
-    day is counted twice for this one read rather than missed, and for budgets and credits
-    over-counting is the safe side.
+    A pruned day's log rows are gone, so a window resolves it to a whole day (counted if it starts
+    in the window). Read at one snapshot (read_with_snapshot), the parts see the same rollup.
     """
+    if since is not None and until is not None and since >= until:
+        return {}
+    def read() -> dict:
+        return _spend_at_one_snapshot(org_id, group_by, since, until, key_ids, team_id)
+    # Inside a transaction (a counter's rebuild reads in its own snapshot already) it is read as is.
+    return read() if connection.in_atomic_block else read_with_snapshot(read)[0]
+
+
+def _spend_at_one_snapshot(org_id: int, group_by: str | None, since: datetime | None, until: datetime | None,
+                           key_ids: list[int] | None, team_id: int | None) -> dict:
+    state = _rollup_state()
     logs = RequestLog.objects.filter(org_id=org_id)
     ledger = DailySpend.objects.filter(org_id=org_id)
     if key_ids is not None:
         logs, ledger = logs.filter(key_id__in=key_ids), ledger.filter(key_id__in=key_ids)
     if team_id is not None:
         logs, ledger = logs.filter(team_id=team_id), ledger.filter(team_id=team_id)
+    log_group = _LOG_GROUP[group_by] if group_by else None
+    tail = logs.filter(not_rolled_up(state))
+    rolled = logs.exclude(not_rolled_up(state))
+    edges = []  # (rolled rows of a partial day, +1 to add them or -1 to take them off)
     if since is not None:
-        logs, ledger = logs.filter(created__gte=since), ledger.filter(day__gte=_first_day_on_or_after(since))
+        tail, first = tail.filter(created__gte=since), _first_day_on_or_after(since)
+        ledger = ledger.filter(day__gte=first)
+        if since < _midnight(first):
+            edges.append((rolled.filter(created__gte=since, created__lt=_midnight(first)), 1))
     if until is not None:
-        logs, ledger = logs.filter(created__lt=until), ledger.filter(day__lt=_first_day_on_or_after(until))
-    merged = _grouped(logs, _LOG_GROUP[group_by] if group_by else None, calls=Count("id"))
-    first_day = _log_first_day(org_id)
-    if first_day is not None:
-        ledger = ledger.filter(day__lt=first_day)
-    pruned = _grouped(ledger, _LEDGER_GROUP[group_by] if group_by else None, calls=Sum("calls"))
-    for group, totals in pruned.items():
-        into = merged.setdefault(group, {"cost": ZERO, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
-        for name, value in totals.items():
-            into[name] = (into[name] or 0) + (value or 0)
-    return merged
+        tail, last = tail.filter(created__lt=until), _first_day_on_or_after(until)
+        ledger = ledger.filter(day__lt=last)
+        if until < _midnight(last):
+            edges.append((rolled.filter(created__gte=until, created__lt=_midnight(last)), -1))
+    merged = _grouped(ledger, _LEDGER_GROUP[group_by] if group_by else None, calls=Sum("calls"))
+    for rows, sign in edges:
+        _add(merged, _grouped(rows, log_group, calls=Count("id")), sign)
+    _add(merged, _grouped(tail, log_group, calls=Count("id")))
+    return {group: totals for group, totals in merged.items() if totals["calls"]}
 
 
 def spend_total(

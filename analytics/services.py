@@ -25,13 +25,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import takewhile
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, OuterRef, Q, Sum
+from django.db import connection, transaction
+from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, Max, OuterRef, Q, Sum
 from django.db.models.functions import Now, TruncDate
 from django.utils import timezone
 
 from analytics.exporters import EXPORTERS, ExportError, clean_config, exporter_for, redacted_config
-from analytics.models import DailySpend, ExportSink, RequestLog, StoredResponse
+from analytics.ledger import read_with_snapshot
+from analytics.models import DailySpend, ExportSink, RequestLog, SpendRollup, StoredResponse
+from analytics.selectors import not_rolled_up
 from keys.audit import Actor, audit_record
 from keys.models import Organization
 
@@ -183,34 +185,134 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+# The rollup's floor moves only once its horizon is this far past the clock reading that went
+# with the sequence value it moves to (a margin: a row's id is taken after its statement starts).
+ROLLUP_CLOCK_MARGIN = timedelta(seconds=1)
+_SPEND_TOTALS = {"cost": Sum("cost"), "calls": Count("id"), "prompt_tokens": Sum("prompt_tokens"),
+                 "completion_tokens": Sum("completion_tokens")}
+_SEQUENCE_VALUE_SQL = (
+    "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END "
+    f"FROM {RequestLog._meta.db_table}_id_seq"
+)
+# The database's clock, the start of the oldest transaction still open in this database other
+# than this one (every row written before both was committed, or rolled back, by now), and how
+# many sessions this role may not see into (another role's, without pg_read_all_stats: their
+# state, transaction start and even backend type read as NULL). Clients only: the autovacuum
+# writes no log rows.
+_HORIZON_SQL = (
+    "SELECT clock_timestamp(), min(xact_start), count(*) FILTER (WHERE backend_type IS NULL) "
+    "FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND (backend_type = 'client backend' OR backend_type IS NULL)"
+)
+
+
+def _rollup_state() -> SpendRollup:
+    """The rollup's one row, locked: rollups and repairs of the ledger take turns on it."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    SpendRollup.objects.get_or_create(pk=1, defaults={"horizon": epoch, "last_read": epoch})
+    return SpendRollup.objects.select_for_update().get(pk=1)
+
+
+def _sequence_then_horizon() -> tuple[int, datetime, datetime | None]:
+    """The id sequence's value, then the clock and the horizon read after it (None: it cannot be
+    known). (``inserted`` is when the writing statement started, and its id is taken after that.)"""
+    if connection.vendor != "postgresql":
+        # One process, whose commits of log rows take turns with this read: none is half done.
+        def read() -> tuple[int, datetime, datetime]:
+            now = timezone.now()
+            return RequestLog.objects.aggregate(last=Max("id"))["last"] or 0, now, now
+        return read_with_snapshot(read)[0]
+    with connection.cursor() as cursor:
+        cursor.execute(_SEQUENCE_VALUE_SQL)
+        sequence = cursor.fetchone()[0]
+        cursor.execute(_HORIZON_SQL)
+        clock, oldest, hidden = cursor.fetchone()
+    if hidden:
+        # A session whose transaction may be older than any seen could still commit rows below
+        # the horizon: it does not move (reads stay exact, adding more rows past it).
+        logger.warning("the spend rollup waits: %d sessions of the database are another role's, which this one "
+                       "may not see (grant it pg_read_all_stats, or use one role)", hidden)
+        return sequence, clock, None
+    return sequence, clock, min(clock, oldest) if oldest else clock
+
+
+def _add_to_ledger(increments: list[dict]) -> int:
+    """Adds each (org, day, team, key, model) total to its DailySpend row, or writes a new one."""
+    found = {}
+    for org_id, day in {(each["org_id"], each["day"]) for each in increments}:
+        for row in DailySpend.objects.filter(org_id=org_id, day=day):
+            found.setdefault((row.org_id, row.day, row.team_id, row.key_id, row.model), row)
+    changed, new = [], []
+    for each in increments:
+        row = found.get((each["org_id"], each["day"], each["team_id"], each["key_id"], each["model"]))
+        if row is None:
+            new.append(DailySpend(**each))
+            continue
+        for name in ("cost", "calls", "prompt_tokens", "completion_tokens"):
+            setattr(row, name, getattr(row, name) + each[name])
+        changed.append(row)
+    DailySpend.objects.bulk_update(changed, ["cost", "calls", "prompt_tokens", "completion_tokens"])
+    DailySpend.objects.bulk_create(new)
+    return len(increments)
+
+
+@transaction.atomic
+def spend_rollup() -> int:
+    """Rolls the log rows written since the last rollup into DailySpend (added to their org,
+    team, key, model and UTC day) and moves the horizon (SpendRollup); returns how many groups it
+    added to. Reads of spend add the rows past the horizon, so they are exact at any moment.
+
+    The horizon is the database's clock, or the start of the oldest other transaction still open
+    if earlier: a row written before it was committed, so it is rolled up now or never was. The
+    rows read are those above the floor id, through the primary key: the few written since the
+    last rollup. Run inside a transaction that writes log rows, it counts that transaction's rows
+    written so far (they are visible to it), and the later ones stay past the horizon.
+    """
+    state = _rollup_state()
+    sequence, clock, horizon = _sequence_then_horizon()
+    if horizon is None or horizon <= state.horizon:
+        return 0
+    rows = RequestLog.objects.filter(id__gt=state.floor_id, inserted__gte=state.horizon, inserted__lt=horizon)
+    increments = list(
+        rows.values("org_id", "team_id", "key_id", "model", day=TruncDate("created", tzinfo=UTC))
+        .annotate(**_SPEND_TOTALS).order_by()
+    )
+    added = _add_to_ledger(increments)
+    # A row at or after the new horizon was written by a statement that started after last_read,
+    # so it took an id above last_seq, read before last_read.
+    if horizon > state.last_read + ROLLUP_CLOCK_MARGIN:
+        state.floor_id = state.last_seq
+    state.horizon, state.last_seq, state.last_read = horizon, sequence, clock
+    state.save()
+    return added
+
+
 @transaction.atomic
 def daily_spend_settle(*, day: date, org_ids: list[int] | None = None) -> int:
-    """Replaces a UTC day's rows of the daily ledger (DailySpend) with the request log's totals per
-    org, team, key and model, and returns how many rows it wrote. Running it again writes the same
-    rows.
+    """Rolls up (spend_rollup), then replaces a UTC day's rows of the daily ledger (DailySpend)
+    with the request log's totals per org, team, key and model of its rows behind the horizon, and
+    returns how many rows it wrote: a repair, which running again writes the same rows.
 
     Orgs without log rows that day are left alone: either they had no calls, or the day was pruned
-    and the ledger is all that is left of it.
+    and the ledger is all that is left of it. So is a day before the retention cutoff, which a
+    prune may have taken part of (it keeps the rows past the horizon). Repairs and prunes take
+    turns on the rollup's row, locked by spend_rollup.
     """
+    spend_rollup()
+    if _day_bounds(day)[0] < retention_cutoff():
+        return 0
+    state = _rollup_state()
     start, end = _day_bounds(day)
     logs = RequestLog.objects.filter(created__gte=start, created__lt=end)
     # Found org by org through the (org, created) index rather than by scanning the day's rows.
     orgs = Organization.objects.filter(Exists(logs.filter(org=OuterRef("pk"))))
     if org_ids is not None:
         orgs = orgs.filter(pk__in=org_ids)
-    # The org rows serialize settlements and prunes of the same org: without the lock two runs
-    # could both delete the day's rows and then both insert theirs. Who still has rows that day is
-    # read again after the lock, since a prune may have just removed the day.
-    locked = list(orgs.select_for_update().order_by("pk").values_list("pk", flat=True))
-    active = list(orgs.filter(pk__in=locked).values_list("pk", flat=True))
+    active = list(orgs.values_list("pk", flat=True))
     DailySpend.objects.filter(day=day, org_id__in=active).delete()
-    totals = (
-        logs.filter(org_id__in=active)
-        .values("org_id", "team_id", "key_id", "model")
-        .annotate(cost=Sum("cost"), calls=Count("id"), prompt_tokens=Sum("prompt_tokens"),
-                  completion_tokens=Sum("completion_tokens"))
-        .order_by()
-    )
+    rolled = logs.filter(org_id__in=active).exclude(not_rolled_up(state))
+    totals = rolled.values("org_id", "team_id", "key_id", "model").annotate(**_SPEND_TOTALS).order_by()
     return len(DailySpend.objects.bulk_create([DailySpend(day=day, **group) for group in totals]))
 
 
@@ -225,11 +327,14 @@ def request_logs_prune(*, now: datetime | None = None) -> int:
     """Deletes log rows older than the retention period, a whole UTC day of one org at a time,
     oldest first, and returns how many went.
 
-    A day goes only when every enabled sink of its org has exported all its rows; its totals are
-    settled into the ledger in the same transaction as the delete, so the ledger covers exactly
-    what left the log, and spend, credits and the dashboard read the same before and after.
+    A day goes only when every enabled sink of its org has exported all its rows. The log is
+    rolled up first, and only a day's rows behind the rollup's horizon go (those are in
+    DailySpend; one written since stays for the next prune), under the rollup's lock, so the
+    ledger covers exactly what left the log, and spend, credits and the dashboard read the same
+    before and after.
     """
     cutoff = retention_cutoff(now)
+    spend_rollup()
     deleted = 0
     old = RequestLog.objects.filter(created__lt=cutoff)
     for org_id in Organization.objects.filter(Exists(old.filter(org=OuterRef("pk")))).values_list("pk", flat=True):
@@ -245,8 +350,7 @@ def request_logs_prune(*, now: datetime | None = None) -> int:
             if exported_up_to is not None and day_rows.filter(id__gt=exported_up_to).exists():
                 break  # days go in order, so the log always starts with a whole day
             with transaction.atomic():
-                daily_spend_settle(day=day, org_ids=[org_id])
-                deleted += day_rows.delete()[0]
+                deleted += day_rows.exclude(not_rolled_up(_rollup_state())).delete()[0]
     stored_responses_prune(cutoff)
     return deleted
 

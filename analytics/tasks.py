@@ -10,7 +10,7 @@ from django.utils import timezone
 from analytics.models import ExportSink
 from analytics.reaper import reservations_reap
 from analytics.selectors import sinks_due
-from analytics.services import daily_spend_settle, request_logs_prune, sink_export
+from analytics.services import daily_spend_settle, request_logs_prune, sink_export, spend_rollup
 
 
 @shared_task(acks_late=True)
@@ -36,9 +36,17 @@ def prune_request_logs() -> int:
 
 
 @shared_task(acks_late=True)
+def roll_up_spend() -> int:
+    """Beat, every minute: rolls the log rows written since into the daily ledger (see
+    analytics.services.spend_rollup). Safe to run twice or concurrently: rollups take turns."""
+    return spend_rollup()
+
+
+@shared_task(acks_late=True)
 def settle_daily_spend(day: str | None = None) -> int:
     """Settles a UTC day (``YYYY-MM-DD``; by default yesterday and today) of the request log into
-    the daily ledger. Idempotent: each run replaces the day's rows."""
+    the daily ledger again, whole (a repair: roll_up_spend keeps it current). Idempotent: each
+    run replaces the day's rows."""
     today = timezone.now().date()
     days = [date.fromisoformat(day)] if day else [today - timedelta(days=1), today]
     return sum(daily_spend_settle(day=each) for each in days)

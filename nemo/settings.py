@@ -119,7 +119,8 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-reservations": {"task": "analytics.tasks.reap_reservations", "schedule": 60.0},
-    "settle-daily-spend": {"task": "analytics.tasks.settle_daily_spend", "schedule": 3600.0},
+    "roll-up-spend": {"task": "analytics.tasks.roll_up_spend", "schedule": 60.0},
+    "settle-daily-spend": {"task": "analytics.tasks.settle_daily_spend", "schedule": 86400.0},
     "export-logs": {"task": "analytics.tasks.export_all_sinks", "schedule": 30.0},
     "prune-logs": {"task": "analytics.tasks.prune_request_logs", "schedule": 86400.0},
     "scan-alerts": {"task": "webhooks.tasks.scan_all_alerts", "schedule": 15.0},

@@ -104,3 +104,30 @@ def test_a_real_worker_exports_a_run_as_one_trace_to_an_otlp_collector(org, key,
     assert sorted(span.name for span in collector.spans) == ["chat gemini-2.5-flash"] * 3 + ["invoke_agent"]
     assert len({span.trace_id for span in collector.spans}) == 1
     assert sink.last_exported_id == rows[-1].pk
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_rolls_the_committed_log_up(org, key, monkeypatch, tmp_path):
+    from decimal import Decimal
+
+    from analytics.models import DailySpend
+    from analytics.selectors import spend_total
+    from analytics.tasks import roll_up_spend
+
+    for cost in ("0.125", "0.25", "0.5"):
+        make_log(org, key, cost=Decimal(cost))
+    queue = f"nemo-test-{uuid.uuid4().hex}"
+    monkeypatch.setitem(celery_app.conf, "CELERY_TASK_ALWAYS_EAGER", False)
+    worker = start_worker(queue, tmp_path / "worker.log")
+    try:
+        roll_up_spend.apply_async(queue=queue)
+        rolled = wait_for(lambda: DailySpend.objects.filter(org=org, calls=3).exists())
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+    assert rolled, (tmp_path / "worker.log").read_text()[-3000:]
+    assert DailySpend.objects.get(org=org).cost == Decimal("0.875")
+    assert spend_total(org_id=org.pk) == Decimal("0.875")  # rolled up, not counted twice with the tail

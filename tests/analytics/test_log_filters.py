@@ -1,0 +1,59 @@
+"""The log's filters read through indexes: a key's prefix becomes the key's id, the cache
+filter has its own (partial) index, so a filtered page costs what an unfiltered one does."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from analytics.selectors import log_list
+from keys.audit import Actor
+from keys.services import virtual_key_rotate
+from tests.analytics.factories import make_key, make_log
+
+pytestmark = pytest.mark.django_db
+
+
+def log_query(**filters) -> tuple[list[int], str]:
+    with CaptureQueriesContext(connection) as queries:
+        rows = [row.pk for row in log_list(**filters).rows]
+    return rows, next(q["sql"] for q in queries.captured_queries if "analytics_requestlog" in q["sql"])
+
+
+def test_a_key_prefix_is_read_as_the_keys_id(org, other_org):
+    key, other, theirs = make_key(org), make_key(org, "reviewer"), make_key(other_org, "theirs")
+    mine = make_log(org, key)
+    make_log(org, other)
+    make_log(other_org, theirs)
+
+    rows, sql = log_query(org=org, key_prefix=key.prefix)
+
+    assert rows == [mine.pk]
+    assert f'"analytics_requestlog"."key_id" = {key.pk}' in sql
+    assert log_list(org=org, key_prefix=theirs.prefix).rows == []  # another org's key: nothing
+
+
+def test_a_rotated_keys_old_and_new_prefixes_each_find_their_own_rows(org):
+    key = make_key(org)
+    before = make_log(org, key)
+    old_prefix = key.prefix
+    virtual_key_rotate(key=key, actor=Actor.system("test"))
+    key.refresh_from_db()
+    after = make_log(org, key)
+
+    assert [row.pk for row in log_list(org=org, key_prefix=key.prefix).rows] == [after.pk]
+    assert [row.pk for row in log_list(org=org, key_prefix=old_prefix).rows] == [before.pk]
+
+
+def test_the_cache_filter_has_an_index_for_hits_and_misses(org):
+    key = make_key(org)
+    hit, miss, skip = (make_log(org, key, cache=value) for value in ("hit", "miss", "skip"))
+
+    assert [row.pk for row in log_list(org=org, cache="hit").rows] == [hit.pk]
+    assert [row.pk for row in log_list(org=org, cache="miss").rows] == [miss.pk]
+    assert [row.pk for row in log_list(org=org, cache="skip").rows] == [skip.pk]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN SELECT id FROM analytics_requestlog WHERE org_id = %s AND cache = 'hit' "
+                       "ORDER BY created DESC, id DESC LIMIT 50", [org.pk])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "log_org_cache_created" in plan
