@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import override_settings
 
+from analytics.services import ROLLUP_CLOCK_MARGIN, spend_rollup
 from billing.services import budget_set, organization_create_with_credits
 from keys.audit import Actor
 from keys.services import virtual_key_create
@@ -31,8 +32,8 @@ RUNS = 500
 FILL = """
 INSERT INTO analytics_requestlog (
     request_id, org_id, key_id, key_prefix, run_id, endpoint, model, deployment, provider, status, error,
-    attempts, stream, latency_ms, prompt_tokens, completion_tokens, cached_tokens, cost, overshoot,
-    finish_reason, tool_calls, tools_offered, prompt_meta, cache, created)
+    error_type, error_code, error_param, attempts, stream, latency_ms, prompt_tokens, completion_tokens,
+    cached_tokens, cost, overshoot, finish_reason, tool_calls, tools_offered, prompt_meta, cache, created)
 SELECT
     %(tag)s || '-' || n, %(org)s, (%(keys)s::bigint[])[1 + n %% %(key_count)s],
     (%(prefixes)s::text[])[1 + n %% %(key_count)s],
@@ -41,6 +42,9 @@ SELECT
     CASE WHEN n %% 10 = 0 THEN 'gemini-2.5-pro' ELSE 'gemini-2.5-flash' END,
     'flash-vertex', 'vertex',
     CASE WHEN n %% 50 = 0 THEN 502 WHEN n %% 70 = 0 THEN 402 ELSE 200 END, '',
+    CASE WHEN n %% 50 = 0 THEN 'upstream_error' WHEN n %% 70 = 0 THEN 'budget_exceeded' ELSE '' END,
+    CASE WHEN n %% 50 = 0 THEN 'upstream_error' WHEN n %% 70 = 0 THEN 'budget_exceeded' ELSE '' END,
+    CASE WHEN n %% 50 <> 0 AND n %% 70 = 0 THEN 'key' ELSE '' END,
     CASE WHEN n %% 40 = 0
          THEN '[{"deployment": "flash-vertex", "outcome": "timeout", "latency_ms": 30000},
                 {"deployment": "flash-backup", "outcome": "ok", "latency_ms": 640}]'::jsonb
@@ -88,6 +92,11 @@ class Command(BaseCommand):
                                   "runs": RUNS, "rows": rows, "days": days})
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE analytics_requestlog")
+        # What the Celery beat does every minute: the rows are rolled up, as a live org's are (a
+        # second rollup, past the first's clock margin, moves the floor that bounds the tail).
+        spend_rollup()
+        time.sleep(ROLLUP_CLOCK_MARGIN.total_seconds() + 0.1)
+        spend_rollup()
 
     def _time_pages(self, owner, request_id: str, repeat: int) -> None:
         client = Client()
