@@ -27,8 +27,12 @@ Key layout (prefix ``nemo:`` by default)::
     cache:<key>           string  cached response, with its TTL
     idem:<name>           hash    an Idempotency-Key's claim (f) and kept answer (a), with its TTL
 
-Settle and reap find a reservation's keys through its record rather than through ``KEYS``, so
-this needs one Redis, not a cluster, which is what the deployment runs.
+Settle and reap find a reservation's keys through its record rather than through ``KEYS``.
+On a Redis Cluster (a ``redis+cluster://`` URL, counters/cluster.py) every key above but the
+cache and the Idempotency-Key entries is named under one hash tag, the prefix in braces
+(``{nemo:}s:<bucket>``): each script's keys, and the keys its records name, then share one slot.
+The cache and Idempotency-Key entries, single-key steps, spread over the nodes. One Redis keeps
+the plain names.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import cast
 
 import orjson
 
+from counters.cluster import ClusterPipelinedRedis, is_cluster_url
 from counters.pipelined import PipelinedRedis, Script
 from counters.store import (
     LATENCY_ALPHA,
@@ -127,8 +132,11 @@ class _KeyNames:
 
     MAX_ENTRIES = 10_000
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
+    def __init__(self, prefix: str, *, tagged: bool = False) -> None:
+        # The prefix of the admission state (the module's doc): on a cluster, one hash tag.
+        self.prefix = "{" + prefix + "}" if tagged else prefix
+        # Of the keys any node may hold (the cache, Idempotency-Key entries).
+        self.spread_prefix = prefix
         self.deadlines = self.key("deadlines")
         self.epoch = self.key("epoch")
         self.hold = self.key("hold")
@@ -137,8 +145,12 @@ class _KeyNames:
         self._chains: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def key(self, *parts: str) -> str:
-        """Any key of the store (the layout is in the module's doc)."""
+        """Any key of the admission state (the layout is in the module's doc)."""
         return self.prefix + ":".join(parts)
+
+    def spread(self, *parts: str) -> str:
+        """A key of a single-key step (the cache, an Idempotency-Key entry)."""
+        return self.spread_prefix + ":".join(parts)
 
     def rate(self, rate_key: str) -> tuple[str, ...]:
         """A key's request window, token window and set of calls in flight."""
@@ -180,10 +192,12 @@ class RedisCounterStore(CounterStore):
     them (epoch.lua)."""
 
     def __init__(self, url: str, *, prefix: str = "nemo:", recovery_hold_s: float = RECOVERY_HOLD_S) -> None:
-        # One pipelined connection per worker (counters/pipelined.py says why).
-        self._redis = PipelinedRedis(url)
-        self._prefix = prefix
-        self._names = _KeyNames(prefix)
+        # One pipelined connection per worker (counters/pipelined.py says why); on a cluster,
+        # one per node (counters/cluster.py).
+        cluster = is_cluster_url(url)
+        self._redis = ClusterPipelinedRedis(url) if cluster else PipelinedRedis(url)
+        self._names = _KeyNames(prefix, tagged=cluster)
+        self._prefix = self._names.prefix
         self._hold_ms = max(1, round(recovery_hold_s * 1000))
         self._open: dict[str, _Held] = {}
         # The store's epoch as this worker last saw it (b"": none yet).
@@ -274,16 +288,16 @@ class RedisCounterStore(CounterStore):
 
     async def idempotency_claim(self, name: str, fingerprint: str, *,
                                 pending_s: float) -> tuple[ClaimStatus, bytes | None]:
-        reply = await self._redis.evalsha(_IDEMPOTENCY, [self._key("idem", name)],
+        reply = await self._redis.evalsha(_IDEMPOTENCY, [self._names.spread("idem", name)],
                                           ["claim", fingerprint, math.ceil(pending_s * 1000)])
         return cast(ClaimStatus, reply[0].decode()), reply[1] if len(reply) > 1 else None
 
     async def idempotency_keep(self, name: str, fingerprint: str, answer: bytes, *, ttl_s: float) -> None:
-        await self._redis.evalsha(_IDEMPOTENCY, [self._key("idem", name)],
+        await self._redis.evalsha(_IDEMPOTENCY, [self._names.spread("idem", name)],
                                   ["keep", fingerprint, answer, math.ceil(ttl_s * 1000)])
 
     async def idempotency_drop(self, name: str, fingerprint: str) -> None:
-        await self._redis.evalsha(_IDEMPOTENCY, [self._key("idem", name)], ["drop", fingerprint])
+        await self._redis.evalsha(_IDEMPOTENCY, [self._names.spread("idem", name)], ["drop", fingerprint])
 
     async def run_tool_calls(self, run_bucket: str, signatures: Sequence[str]) -> None:
         if signatures:
@@ -425,24 +439,31 @@ class RedisCounterStore(CounterStore):
         return {d: None if v is None else float(v) for d, v in zip(deployments, values, strict=True)}
 
     async def cache_get(self, key: str) -> bytes | None:
-        return await self._redis.execute("GET", self._key("cache", key))
+        return await self._redis.execute("GET", self._names.spread("cache", key))
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self._redis.execute("SET", self._key("cache", key), value, "PX", math.ceil(ttl_s * 1000))
+        await self._redis.execute("SET", self._names.spread("cache", key), value, "PX", math.ceil(ttl_s * 1000))
 
     async def clear(self) -> None:
-        cursor = b"0"
-        while True:
-            cursor, keys = await self._redis.execute(
-                "SCAN", cursor, "MATCH", _glob_escape(self._prefix) + "*", "COUNT", 1000
-            )
-            if keys:
-                await self._redis.execute("UNLINK", *keys)
-            if cursor == b"0":
-                return
+        patterns = {_glob_escape(prefix) + "*" for prefix in (self._names.prefix, self._names.spread_prefix)}
+        for node in await self._redis.nodes():
+            for pattern in patterns:
+                await _clear_node(node, pattern)
 
     async def close(self) -> None:
         await self._redis.close()
+
+
+async def _clear_node(node: PipelinedRedis, pattern: str) -> None:
+    """Unlinks one node's keys matching ``pattern``, one key a command (a cluster's keys of one
+    command must share a slot)."""
+    cursor = b"0"
+    while True:
+        cursor, keys = await node.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+        if keys:
+            await node.batch([("UNLINK", key) for key in keys])
+        if cursor == b"0":
+            return
 
 
 def _run_args(run: RunCheck) -> tuple[str, str, str]:
