@@ -33,6 +33,7 @@ MAX_REDIRECTS = 5
 # A failover promotes a replica within the cluster's node timeout; meanwhile a slot answers
 # CLUSTERDOWN or TRYAGAIN.
 RETRY_WAIT_S = 0.1
+_REDIRECTIONS = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
 
 
 def is_cluster_url(url: str | None) -> bool:
@@ -137,32 +138,37 @@ class ClusterPipelinedRedis:
         """The reply of a command sent to the slot's node (``first``: already sent), following
         redirections. ``send(client, asking)`` sends it again (after ``ASKING`` if asking)."""
         pending = first
-        for _ in range(MAX_REDIRECTS):
+        for attempt in range(MAX_REDIRECTS):
             if pending is None:
                 pending = send(await self._node(slot), False)
             try:
                 return await pending
             except RedisReplyError as error:
+                if not str(error).startswith(_REDIRECTIONS):
+                    raise
+                last = error
+                if attempt == MAX_REDIRECTS - 1:
+                    break
                 pending = await self._redirect(error, send)
             except OSError:  # ConnectionError, TimeoutError
                 # The node may be gone for good (a failover): read the map again for later calls.
                 self._mapped = False
                 raise
-        return await (pending if pending is not None else send(await self._node(slot), False))
+        # Still moving or failing over: to the caller, as an outage of the store.
+        raise ConnectionError(f"Redis Cluster: slot {slot} still unavailable: {last}")
 
     async def _redirect(self, error: RedisReplyError, send: Callable[[PipelinedRedis, bool], Awaitable]):
-        """What to wait for instead of a reply that was a redirection; raises any other error."""
+        """What to wait for instead of a reply that was a redirection (None: ask the slot's node)."""
         kind, *rest = str(error).split(" ")
         if kind == "MOVED":
             await self._refresh()
             return send(self._client(self._address(rest[1])), False)
         if kind == "ASK":
             return send(self._client(self._address(rest[1])), True)
-        if kind in ("TRYAGAIN", "CLUSTERDOWN"):
-            await asyncio.sleep(RETRY_WAIT_S)
-            self._mapped = False
-            return None
-        raise error
+        # TRYAGAIN, CLUSTERDOWN
+        await asyncio.sleep(RETRY_WAIT_S)
+        self._mapped = False
+        return None
 
     # -- the client's calls ------------------------------------------------------------------
 

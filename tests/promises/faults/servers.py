@@ -255,6 +255,13 @@ class RedisClusterServers:
             client.close()
         raise RuntimeError(f"no node serves {key!r}")
 
+    def holds(self, port: int, key: str) -> bool:
+        client = redis.Redis(port=port)
+        try:
+            return client.exists(key) == 1
+        finally:
+            client.close()
+
     def stop_node(self, port: int) -> None:
         process = self.processes.pop(port)
         process.kill()

@@ -11,6 +11,7 @@ from tests.fakes.behaviours import Reply, Status
 from tests.promises.budget.support import (
     LONG_ANSWER,
     ControlledOpenAI,
+    bucket_of,
     burst,
     post_chat,
     priced_routing,
@@ -79,26 +80,30 @@ def test_the_circuit_opens_on_a_cluster(on_cluster, start_gateway, make_tenant, 
         assert primary.count == 5
 
 
-def test_keys_spread_over_the_primaries(on_cluster, start_gateway, make_tenant, fake):
-    """The cache and Idempotency-Key entries land on every primary; each budget's state on one."""
+def test_each_orgs_counters_share_a_slot_and_the_orgs_spread_over_the_primaries(on_cluster, start_gateway,
+                                                                                   make_tenant, fake):
     gateway = start_gateway(priced_routing(fake))
-    tenant = make_tenant(credits=Decimal("100.00"))
-    before = on_cluster.primaries()
+    prefix = gateway.app._state.store._prefix
+    homes = {}
+    for i in range(12):
+        tenant = make_tenant(name=f"Org {i}", credits=Decimal("100.00"), key_budget=Decimal("50.00"), rpm_limit=100)
+        assert post_chat(gateway, tenant.secret)[0] == 200
+        keys = [f"{prefix}s:{bucket_of(level, tenant)}" for level in ("key", "credits")]
+        ports = {on_cluster.port_of(key) for key in keys}
+        # Every counter of the org's call, and its rate window, on one primary, which holds them.
+        assert len(ports) == 1 and on_cluster.port_of(f"{prefix}rl:{{o{tenant.org.pk}}}k:{tenant.key.pk}:req") in ports
+        assert all(on_cluster.holds(next(iter(ports)), key) for key in keys)
+        homes[tenant.org.pk] = ports.pop()
 
-    client = gateway.client(tenant.secret)
-    for i in range(30):
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hello"}],
-                                       max_tokens=20, extra_headers={"Idempotency-Key": f"spread-{i}"})
-
-    grown = {port: keys - before.get(port, 0) for port, keys in on_cluster.primaries().items()}
-    assert len(grown) == 3 and all(count > 0 for count in grown.values()), grown
+    assert len(set(homes.values())) >= 2, homes
 
 
 def test_a_primary_dies_and_the_gateway_goes_on_through_its_replica(on_cluster, start_gateway, make_tenant, fake):
     gateway = start_gateway(priced_routing(fake))
     tenant = make_tenant(credits=Decimal("100.00"))
     assert post_chat(gateway, tenant.secret)[0] == 200
-    state_port = on_cluster.port_of(gateway.app._state.store._prefix + "epoch")
+    # The primary holding the org's counters, reservations and epoch.
+    state_port = on_cluster.port_of(f"{gateway.app._state.store._prefix}s:{bucket_of('credits', tenant)}")
 
     on_cluster.stop_node(state_port)
     try:
