@@ -17,7 +17,7 @@ from counters.cluster import ClusterPipelinedRedis
 from counters.pipelined import Script
 from tests.promises.faults.servers import RedisClusterServers
 
-CALLS = 20_000
+CALLS = 10_000
 CONCURRENCY = 200
 # As small as an admission's bookkeeping: a few keys of one org's slot.
 SCRIPT = Script("redis.call('INCR', KEYS[1]); redis.call('HINCRBY', KEYS[2], 'total', 1); return 1")
