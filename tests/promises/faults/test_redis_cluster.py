@@ -51,6 +51,19 @@ def test_a_burst_over_two_workers_never_spends_past_the_budget_on_a_cluster(on_c
     check_the_budget_held(workers[1], tenant, fake, level, results)
 
 
+@pytest.mark.parametrize("level", ["key", "org"])
+def test_a_burst_over_two_gateway_processes_holds_the_budget_on_a_cluster(on_cluster, start_gateway_process,
+                                                                         start_gateway, make_tenant, fake, level):
+    tenant = make_tenant(**{"credits": Decimal("100.00"), **LEVELS[level]})
+    routing = priced_routing(fake)
+    processes = [start_gateway_process(routing), start_gateway_process(routing)]
+    reader = start_gateway(routing)  # reads the counters as admission sees them
+
+    results = burst(processes, tenant.secret, calls=CALLS)
+
+    check_the_budget_held(reader, tenant, fake, level, results)
+
+
 def test_the_rate_limit_holds_on_a_cluster(on_cluster, start_gateway, make_tenant, fake):
     gateway = start_gateway(priced_routing(fake))
     tenant = make_tenant(rpm_limit=3)
