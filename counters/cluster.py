@@ -184,6 +184,10 @@ class ClusterPipelinedRedis:
         return await self._routed(slot, None, lambda client, asking: client.batch(
             [("ASKING",), *commands] if asking else commands))
 
+    async def scatter(self, commands: Sequence[Sequence[Arg]]) -> list:
+        """Commands of any slots, each sent to its own node at once; their replies in order."""
+        return list(await asyncio.gather(*(self.execute(*command) for command in commands)))
+
     async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list:
         slot = _slot(commands[0][1])
         return await self._routed(slot, None, lambda client, asking: client.transaction(commands, asking=asking))

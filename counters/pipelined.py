@@ -218,6 +218,15 @@ class PipelinedRedis:
         replies = await self._replies([hiredis.pack_command(tuple(command)) for command in commands])
         return replies if len(commands) > 1 else [replies]
 
+    async def scatter(self, commands: Sequence[Sequence[Arg]]) -> list:
+        """Several commands of any keys written together; their replies in order, an error raised
+        (on a cluster, ``ClusterPipelinedRedis.scatter`` sends each to its own node)."""
+        replies = await self.batch(commands)
+        for reply in replies:
+            if isinstance(reply, RedisReplyError):
+                raise reply
+        return replies
+
     async def transaction(self, commands: Sequence[Sequence[Arg]], *, asking: bool = False) -> list:
         """The commands in one MULTI/EXEC: Redis runs them with nothing in between."""
         replies = await self.batch([*((("ASKING",),) if asking else ()), ("MULTI",), *commands, ("EXEC",)])

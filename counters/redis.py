@@ -25,7 +25,7 @@ tag (billing names every counter of an org's calls ``{o<org id>}…``); a reserv
     rl:<key>:tok          string  token window, same
     rl:<key>:par          set     ids of the key's calls in flight
     cb:<deployment>       hash    circuit breaker: state, until, failures
-    cooldowns             hash    deployment -> cooling down until
+    cd:<deployment>       string  cooling down until
     lat:<deployment>      string  latency average, ms
     cache:<key>           string  cached response, with its TTL
     idem:<name>           hash    an Idempotency-Key's claim (f) and kept answer (a), with its TTL
@@ -33,10 +33,11 @@ tag (billing names every counter of an org's calls ``{o<org id>}…``); a reserv
 Each script's keys share one hash tag, so on a Redis Cluster (a ``redis+cluster://`` URL,
 counters/cluster.py) each is one step on the node of the org's slot, and the orgs spread over the
 nodes. Settle and reap find a reservation's buckets through its record, and name their keys inside
-the script: the same tag, so the same slot. On a cluster the deployments' state (``cb:``,
-``cooldowns``, ``lat:``) is under a tag of its own (``nemo:{d}cb:<deployment>``) and an admitted
-call's chain is checked in a second step there (chain_alone.lua); names without a tag share the
-tag ``{-}``. One Redis runs the same layout, the chain checked within the admission.
+the script: the same tag, so the same slot. On a cluster each deployment's state (``cb:``,
+``cd:``, ``lat:``) is in a slot of its own (``nemo:cb:{d:<deployment>}``), and an admitted call's
+chain is checked right after its admission, every link at once (chain_link.lua); names without a
+tag share the tag ``{-}``. One Redis runs the same layout (deployment keys without the braces),
+the chain checked within the admission.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ _BREAKER_RECORD = Script(_lua("breaker_record"))
 _LATENCY = Script(_lua("latency"))
 _RUN_TOOLS = Script(_lua("run_tools"))
 _IDEMPOTENCY = Script(_lua("idempotency"))
-_CHAIN = Script(_lua("chain", "chain_alone"))
+_CHAIN_LINK = Script(_lua("chain", "chain_link"))
 
 
 @dataclass(slots=True)
@@ -153,8 +154,8 @@ class _KeyNames:
 
     def __init__(self, prefix: str, *, cluster: bool = False) -> None:
         self.prefix = prefix
-        # Circuits, cooldowns and latencies: on a cluster in a slot of their own.
-        self.deployment_prefix = prefix + "{d}" if cluster else prefix
+        # A deployment's circuit, cooldown and latency: on a cluster in a slot of its own.
+        self._deployment_tagged = cluster
         self.tags = self.key("tags")
         # On a cluster, names without a hash tag of their own share this one (one slot).
         self.untagged = "{-}" if cluster else ""
@@ -171,9 +172,9 @@ class _KeyNames:
         """A bucket's or rate key's name as the store keeps it: with a hash tag on a cluster."""
         return name if not self.untagged or shard_tag(name) else self.untagged + name
 
-    def deployment(self, *parts: str) -> str:
-        """A key of a deployment's state (circuit, cooldown, latency)."""
-        return self.deployment_prefix + ":".join(parts)
+    def deployment(self, kind: str, deployment: str) -> str:
+        """A key of a deployment's state: ``cb`` its circuit, ``cd`` its cooldown, ``lat`` its latency."""
+        return self.key(kind, "{d:" + deployment + "}" if self._deployment_tagged else deployment)
 
     def shard(self, tag: str) -> tuple[str, str, str]:
         """The deadline index, epoch and recovery hold of the reservations of one hash tag."""
@@ -198,11 +199,11 @@ class _KeyNames:
         return names
 
     def chain(self, deployments: Sequence[str]) -> tuple[str, ...]:
-        """The cooldowns hash, then each deployment's circuit breaker (chain.lua)."""
+        """Each deployment's cooldown, then each deployment's circuit breaker (chain.lua)."""
         deployments = tuple(deployments)
         names = self._chains.get(deployments)
         if names is None:
-            names = self._remember(self._chains, deployments, (self.deployment("cooldowns"),
+            names = self._remember(self._chains, deployments, (*(self.deployment("cd", d) for d in deployments),
                                                                *(self.deployment("cb", d) for d in deployments)))
         return names
 
@@ -331,8 +332,8 @@ class RedisCounterStore(CounterStore):
                                                ttl_s, deadline, now + ttl_s / 3, tag)
             checked = None
             if chain:
-                checked = _chain_check(reply[10:12] if chain_inside else await self._redis.evalsha(
-                    _CHAIN, self._names.chain(chain), [repr(now), repr(probe_lease_s), *chain]))
+                checked = (_chain_check(reply[10:12]) if chain_inside
+                           else await self._chain_apart(chain, now, probe_lease_s))
             return Admission("ok", requests=_window(*reply[1:4]), tokens=_window(*reply[4:7]),
                              chain=checked, amount=amount,
                              output_tokens=int(reply[9]) if reply[9] else None)
@@ -350,6 +351,30 @@ class RedisCounterStore(CounterStore):
         if status == b"steps":
             return replace(shown, status="budget", param="run", steps=int(rest[0]))
         return _budget_refusal(shown, buckets[int(rest[0]) - 1], int(rest[1]) + int(rest[2]), int(rest[3]))
+
+    async def _chain_apart(self, chain: Sequence[str], now: float, lease_s: float) -> ChainCheck:
+        """On a cluster, an admitted call's chain check (chain.lua): every link in its own slot at
+        once, then the probe of the first link due one, if no usable link comes before it."""
+        names = self._names.chain(chain)
+        links = len(chain)
+
+        def check(i: int, may_probe: str) -> Awaitable:
+            return self._redis.evalsha(_CHAIN_LINK, [names[i], names[links + i]],
+                                       [repr(now), repr(lease_s), may_probe])
+
+        checks = await asyncio.gather(*(check(i, "0") for i in range(links)))
+        skip, probes, usable = set(), set(), False
+        for i, deployment in enumerate(chain):
+            found = checks[i]
+            if found == b"due" and not usable:
+                found = await check(i, "1")
+            if found in (b"skip", b"due"):
+                skip.add(deployment)
+            else:
+                usable = True
+                if found == b"probe":
+                    probes.add(deployment)
+        return ChainCheck(skip=skip, probes=probes)
 
     async def idempotency_claim(self, name: str, fingerprint: str, *,
                                 pending_s: float) -> tuple[ClaimStatus, bytes | None]:
@@ -523,8 +548,7 @@ class RedisCounterStore(CounterStore):
     async def circuits(self, deployments: Sequence[str]) -> dict[str, str]:
         if not deployments:
             return {}
-        states = await self._redis.transaction([("HGET", self._names.deployment("cb", d), "state")
-                                                for d in deployments])
+        states = await self._redis.scatter([("HGET", self._names.deployment("cb", d), "state") for d in deployments])
         return {d: state.decode() if state else "closed" for d, state in zip(deployments, states, strict=True)}
 
     async def reservations_outstanding(self) -> int:
@@ -533,12 +557,12 @@ class RedisCounterStore(CounterStore):
         return sum(counts)
 
     async def cooldown_set(self, deployment: str, until: float) -> None:
-        await self._redis.execute("HSET", self._names.deployment("cooldowns"), deployment, repr(until))
+        await self._redis.execute("SET", self._names.deployment("cd", deployment), repr(until))
 
     async def cooldowns_until(self, deployments: Sequence[str], now: float) -> dict[str, float]:
         if not deployments:
             return {}
-        untils = await self._redis.execute("HMGET", self._names.deployment("cooldowns"), *deployments)
+        untils = await self._redis.scatter([("GET", self._names.deployment("cd", d)) for d in deployments])
         return {d: float(until) for d, until in zip(deployments, untils, strict=True)
                 if until is not None and float(until) > now}
 
@@ -549,7 +573,7 @@ class RedisCounterStore(CounterStore):
     async def latency_get(self, deployments: Sequence[str]) -> dict[str, float | None]:
         if not deployments:
             return {}
-        values = await self._redis.execute("MGET", *(self._names.deployment("lat", d) for d in deployments))
+        values = await self._redis.scatter([("GET", self._names.deployment("lat", d)) for d in deployments])
         return {d: None if v is None else float(v) for d, v in zip(deployments, values, strict=True)}
 
     async def cache_get(self, key: str) -> bytes | None:
