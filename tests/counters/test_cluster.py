@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from counters import Bucket, RedisCounterStore
-from counters.cluster import ClusterPipelinedRedis
+from counters.cluster import ClusterPipelinedRedis, is_cluster_url, pubsub_url
 from counters.pipelined import Script
 from tests.counters.test_store import HOLD_S, NOW, SNAPSHOT, admit
 
@@ -121,3 +121,13 @@ async def test_a_flushed_node_holds_only_its_orgs_while_their_calls_in_flight_ar
         await first.clear()
         await first.close()
         await second.close()
+
+
+def test_a_cluster_url_names_its_seeds_and_credentials_and_pub_sub_uses_the_first() -> None:
+    client = ClusterPipelinedRedis("rediss+cluster://nemo:s3cret@10.0.0.1:7000,10.0.0.2:7001")
+
+    assert client._seeds == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    assert (client._scheme, client._auth) == ("rediss", "nemo:s3cret@")
+    assert pubsub_url("redis+cluster://nemo:s3cret@10.0.0.1:7000,10.0.0.2:7001") == "redis://nemo:s3cret@10.0.0.1:7000"
+    assert pubsub_url("redis://cache:6379/2") == "redis://cache:6379/2"
+    assert not is_cluster_url("redis://cache:6379/2") and is_cluster_url("redis+cluster://cache:6379")
