@@ -203,7 +203,9 @@ class RedisClusterServers:
             [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-port", str(self.bus_ports[port]),
              "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-             "--save", "", "--appendonly", "no", "--dir", str(folder)],
+             "--save", "", "--appendonly", "no", "--dir", str(folder), "--logfile", "redis.log",
+             # A replica in sync at once (not after the default 5 s), so it can take over.
+             "--repl-diskless-sync-delay", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: self._answers(port), timeout_s=20, what=f"redis-server on port {port}")
 
@@ -217,7 +219,7 @@ class RedisClusterServers:
             client.close()
 
     def healthy(self) -> bool:
-        """Every live node says the cluster is ok and sees every slot served."""
+        """Every live node says the cluster is ok and sees every slot served, every replica in sync."""
         for port in self.processes:
             client = redis.Redis(port=port, socket_connect_timeout=0.5, decode_responses=True)
             try:
@@ -229,7 +231,20 @@ class RedisClusterServers:
             text = info if isinstance(info, str) else str(info)
             if "cluster_state:ok" not in text or "cluster_slots_ok:16384" not in text:
                 return False
+            if not self._in_sync(port):
+                return False
         return True
+
+    def _in_sync(self, port: int) -> bool:
+        """A primary, or a replica whose link to its primary is up."""
+        client = redis.Redis(port=port, socket_connect_timeout=0.5, decode_responses=True)
+        try:
+            replication = client.info("replication")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return replication["role"] == "master" or replication.get("master_link_status") == "up"
 
     def primaries(self) -> dict[int, int]:
         """Each primary's port -> how many keys it holds."""
@@ -254,6 +269,22 @@ class RedisClusterServers:
         finally:
             client.close()
         raise RuntimeError(f"no node serves {key!r}")
+
+    def replica_of(self, port: int) -> int:
+        client = redis.Redis(port=port, decode_responses=True)
+        try:
+            return int(client.info("replication")["slave0"]["port"])
+        finally:
+            client.close()
+
+    def configure(self, name: str, value: str) -> None:
+        """``CONFIG SET`` on every live node."""
+        for port in self.processes:
+            client = redis.Redis(port=port)
+            try:
+                client.config_set(name, value)
+            finally:
+                client.close()
 
     def holds(self, port: int, key: str) -> bool:
         client = redis.Redis(port=port)

@@ -13,8 +13,11 @@ from tests.promises.budget.support import (
     ControlledOpenAI,
     bucket_of,
     burst,
+    counters,
+    ledger_micros,
     post_chat,
     priced_routing,
+    reservations_left,
     wait_until,
 )
 from tests.promises.budget.test_concurrency import LEVELS, check_the_budget_held
@@ -116,14 +119,53 @@ def test_a_primary_dies_and_the_gateway_goes_on_through_its_replica(on_cluster, 
     tenant = make_tenant(credits=Decimal("100.00"))
     assert post_chat(gateway, tenant.secret)[0] == 200
     # The primary holding the org's counters, reservations and epoch.
-    state_port = on_cluster.port_of(f"{gateway.app._state.store._prefix}s:{bucket_of('credits', tenant)}")
+    home = f"{gateway.app._state.store._prefix}s:{bucket_of('credits', tenant)}"
+    state_port = on_cluster.port_of(home)
 
     on_cluster.stop_node(state_port)
     try:
-        wait_until(on_cluster.healthy, timeout_s=60, what="a replica to take over")
-        statuses = [post_chat(gateway, tenant.secret)[0] for _ in range(5)]
-        assert statuses == [200] * 5
+        wait_until(lambda: on_cluster.port_of(home) != state_port and on_cluster.healthy(), timeout_s=60,
+                   what="a replica to take over")
+        answers = [post_chat(gateway, tenant.secret) for _ in range(5)]
+        assert [status for status, _, _ in answers] == [200] * 5, answers
         assert RequestLog.objects.filter(status=200).count() == 6
     finally:
         on_cluster.start_node(state_port)
         wait_until(on_cluster.healthy, timeout_s=60, what="the node to rejoin")
+
+
+def test_a_primary_lost_with_its_replica_stops_only_its_orgs_until_it_is_back(on_cluster, start_gateway,
+                                                                              make_tenant, fake):
+    gateway = start_gateway(priced_routing(fake))
+    prefix = gateway.app._state.store._prefix
+    tenants, homes = [], []
+    # Not the primary of the deployment's own state, which every call needs.
+    deployment_port = on_cluster.port_of(f"{prefix}cb:{{d:gpt4o-primary}}")
+    while len(set(homes) - {deployment_port}) < 2:
+        tenants.append(make_tenant(name=f"Org {len(tenants)}", credits=Decimal("100.00")))
+        homes.append(on_cluster.port_of(f"{prefix}s:{bucket_of('credits', tenants[-1])}"))
+    lost_port, kept_port = sorted(set(homes) - {deployment_port})
+    lost, kept = tenants[homes.index(lost_port)], tenants[homes.index(kept_port)]
+    for tenant in (lost, kept):
+        assert post_chat(gateway, tenant.secret)[0] == 200
+    on_cluster.configure("cluster-require-full-coverage", "no")
+    ports = [lost_port, on_cluster.replica_of(lost_port)]
+
+    for port in ports:
+        on_cluster.stop_node(port)
+    try:
+        wait_until(lambda: post_chat(gateway, kept.secret)[0] == 200, timeout_s=60,
+                   what="the other orgs to be served again")
+        status, _, body = post_chat(gateway, lost.secret)
+        assert (status, body.get("error", {}).get("code")) == (503, "counters_unavailable"), body
+    finally:
+        for port in ports:
+            on_cluster.start_node(port)
+        on_cluster.configure("cluster-require-full-coverage", "yes")
+        wait_until(on_cluster.healthy, timeout_s=60, what="the nodes to rejoin")
+
+    # Back, empty: its org's counters are rebuilt from the ledger and hold it.
+    wait_until(lambda: post_chat(gateway, lost.secret)[0] == 200, timeout_s=30, what="the lost org to be served")
+    names = [bucket_of("credits", lost)]
+    assert counters(gateway, names) == {names[0]: ledger_micros(org=lost.org)}
+    assert reservations_left(gateway) == []
