@@ -188,15 +188,22 @@ class RedisClusterServers:
         self.processes: dict[int, subprocess.Popen] = {}
 
     def start(self) -> RedisClusterServers:
-        for port in self.ports:
-            self.start_node(port)
-        subprocess.run([shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
-                        *(f"127.0.0.1:{port}" for port in self.ports), "--cluster-replicas", "1", "--cluster-yes"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
-        _wait(self.healthy, timeout_s=60, what="the Redis Cluster to be ok")
+        try:
+            for port in self.ports:
+                self.start_node(port)
+            subprocess.run([shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
+                            *(f"127.0.0.1:{port}" for port in self.ports), "--cluster-replicas", "1",
+                            "--cluster-yes"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           timeout=120)
+            _wait(self.healthy, timeout_s=60, what="the Redis Cluster to be ok")
+        except BaseException:
+            self.destroy()  # no node left running
+            raise
         return self
 
     def start_node(self, port: int) -> None:
+        if port in self.processes:
+            return
         folder = self.folder / str(port)
         folder.mkdir(exist_ok=True)
         self.processes[port] = subprocess.Popen(
