@@ -78,8 +78,6 @@ from counters.store import (
 
 # Reservations released per reap step, so one step never blocks Redis for long.
 REAP_BATCH = 500
-# The hash tags (orgs) a worker's heartbeat checks at most, beyond those of its calls in flight.
-HEARTBEAT_TAGS = 1_000
 
 _LUA_DIR = Path(__file__).with_name("lua")
 
@@ -409,24 +407,25 @@ class RedisCounterStore(CounterStore):
         self._epochs[tag] = epoch
 
     async def keepalive(self, *, now: float) -> None:
-        """One heartbeat step for each hash tag this worker saw (or no tag, before any), and the
-        tags of its calls in flight back in the registry, should it have been lost."""
-        if len(self._epochs) > HEARTBEAT_TAGS:
-            # Past that many orgs, only those with calls in flight: the others' next admission
-            # notices a loss as well (epoch.lua).
-            in_flight = {held.tag for held in self._open.values()}
-            self._epochs = {tag: epoch for tag, epoch in self._epochs.items() if tag in in_flight}
-        renewals: dict[str, list] = {tag: [] for tag in self._epochs or (self._names.untagged,)}
+        """One heartbeat step for each hash tag (org) of this worker's calls in flight (for no
+        tag, when there are none: one step, as on an idle worker), and those tags back in the
+        registry, should it have been lost. A tag without calls in flight here has nothing to put
+        back: its next admission notices a loss as well (epoch.lua)."""
+        renewals: dict[str, list] = {}
         for reservation_id, held in self._open.items():
             tagged = renewals.setdefault(held.tag, [])
             if held.renew_at <= now:
                 held.deadline, held.renew_at = now + held.ttl_s, now + held.ttl_s / 3
                 tagged += (repr(held.deadline), held.tag + reservation_id)
+        in_flight = list(renewals)
+        if not renewals:
+            renewals[self._names.untagged] = []
+        if len(self._epochs) > _KeyNames.MAX_ENTRIES:
+            self._epochs = {tag: self._epochs[tag] for tag in in_flight if tag in self._epochs}
         steps = [self._redis.evalsha(_KEEPALIVE, [self._names.shard(tag)[1], self._names.shard(tag)[2],
                                                   self._names.shard(tag)[0]],
                                      [self._epochs.get(tag, b""), uuid.uuid4().hex, self._hold_ms, *tagged])
                  for tag, tagged in renewals.items()]
-        in_flight = {held.tag for held in self._open.values()}
         if in_flight:
             steps.append(self._redis.execute("SADD", self._names.tags, *in_flight))
         replies = await asyncio.gather(*steps)

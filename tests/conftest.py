@@ -64,7 +64,10 @@ def own_postgres() -> Iterator[PostgresCluster]:
 def redis_cluster() -> Iterator[RedisClusterServers]:
     """A Redis Cluster of the test session's own (three primaries, a replica each), for the tests
     of the counters and the gateway on a cluster; never the shared Redis."""
-    cluster = RedisClusterServers().start()
+    try:
+        cluster = RedisClusterServers().start()
+    except RuntimeError:  # a spare port taken meanwhile by someone else: once more, on others
+        cluster = RedisClusterServers().start()
     yield cluster
     cluster.destroy()
 

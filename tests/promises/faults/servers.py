@@ -30,6 +30,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different spare ports (all held open while they are picked)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def _postgres_bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name)]
     if not found[-1]:
@@ -180,9 +192,10 @@ class RedisClusterServers:
     NODES = 6
 
     def __init__(self) -> None:
-        self.ports = [free_port() for _ in range(self.NODES)]
-        # Each node's cluster bus, on a spare port too (the default, port + 10000, may not exist).
-        self.bus_ports = {port: free_port() for port in self.ports}
+        # Each node's cluster bus on a spare port too (the default, port + 10000, may not exist).
+        ports = free_ports(2 * self.NODES)
+        self.ports = ports[:self.NODES]
+        self.bus_ports = dict(zip(self.ports, ports[self.NODES:], strict=True))
         self.folder = Path(tempfile.mkdtemp(prefix="nemo-redis-cluster-"))
         self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:3])
         self.processes: dict[int, subprocess.Popen] = {}
