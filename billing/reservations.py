@@ -139,17 +139,27 @@ def rate_tokens(*, prompt_bytes: int, output_tokens: int, tpm: int | None) -> in
     return min(estimate, tpm) if tpm else estimate
 
 
-def bucket_name(level: str, owner_id: int, period: str, now: datetime) -> str:
-    return f"b:{level}:{owner_id}:{period}:{period_name(period, now)}"
+def org_tag(org_id: int) -> str:
+    """The hash tag every counter of an org's calls begins with: on a Redis Cluster they share
+    one slot, so an admission is one script on one node (counters/redis.py)."""
+    return f"{{o{org_id}}}"
+
+
+def bucket_name(org_id: int, level: str, owner_id: int, period: str, now: datetime) -> str:
+    return f"{org_tag(org_id)}b:{level}:{owner_id}:{period}:{period_name(period, now)}"
 
 
 def credits_bucket_name(org_id: int) -> str:
-    return f"b:credits:{org_id}"
+    return f"{org_tag(org_id)}b:credits:{org_id}"
 
 
-def run_bucket_name(key_id: int, run_id: str) -> str:
+def run_bucket_name(org_id: int, key_id: int, run_id: str) -> str:
     """A run's counter: runs are the key's (two keys' runs of the same name are two runs)."""
-    return f"b:run:{key_id}:{run_id}"
+    return f"{org_tag(org_id)}b:run:{key_id}:{run_id}"
+
+
+def _untagged(name: str) -> str:
+    return name.split("}", 1)[1] if name.startswith("{") else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +175,7 @@ class BucketSpend:
 
 def bucket_spend(name: str, now: datetime) -> BucketSpend:
     """What the counter ``name`` (``bucket_name``, ``credits_bucket_name``) holds, at ``now``."""
+    name = _untagged(name)
     parts = name.split(":")
     if parts[1] == "credits":
         return BucketSpend("credits", int(parts[2]), None)
@@ -176,7 +187,7 @@ def bucket_spend(name: str, now: datetime) -> BucketSpend:
 
 def seed_ttl_s(name: str, now: datetime) -> float:
     """How long a counter rebuilt from the ledger lives (``SEED_TTL_S``)."""
-    parts = name.split(":")
+    parts = _untagged(name).split(":")
     end = None if parts[1] in ("credits", "run") else period_end(parts[3], now)
     if end is None:
         return SEED_TTL_S
@@ -264,15 +275,15 @@ class Admissions:
         buckets = [Bucket(name, limit, amount, param) for name, limit, param in levels]
         run_check = run_bucket = None
         if run is not None and run.needed:
-            run_bucket = run_bucket_name(snapshot.id, run.run_id)
+            run_bucket = run_bucket_name(snapshot.org_id, snapshot.id, run.run_id)
             buckets.append(Bucket(run_bucket, NO_LIMIT if run.envelope is None else run.envelope, amount, "run"))
             names = (*names, run_bucket)
             run_check = RunCheck(envelope=run.envelope, max_steps=run.max_steps, loop_limit=run.loop_limit)
         tokens = rate_tokens(prompt_bytes=prompt_bytes, output_tokens=output_tokens, tpm=snapshot.tpm_limit)
         rate = None
         if snapshot.rpm_limit or snapshot.tpm_limit or snapshot.max_parallel:
-            rate = RateCheck(key=f"k:{snapshot.id}", rpm=snapshot.rpm_limit, tpm=snapshot.tpm_limit,
-                             max_parallel=snapshot.max_parallel, tokens=tokens)
+            rate = RateCheck(key=f"{org_tag(snapshot.org_id)}k:{snapshot.id}", rpm=snapshot.rpm_limit,
+                             tpm=snapshot.tpm_limit, max_parallel=snapshot.max_parallel, tokens=tokens)
         if trail is not None:
             trail = {**trail, "amount": amount, "org_id": snapshot.org_id, "team_id": snapshot.team_id,
                      "key_id": snapshot.id, "key_prefix": snapshot.prefix, "created": now}
@@ -318,7 +329,7 @@ class Admissions:
         if cached is None:
             moment = datetime.fromtimestamp(now, UTC)
             levels = (
-                *((bucket_name(b.level, b.owner_id, b.period, moment), b.limit_micros, b.level)
+                *((bucket_name(snapshot.org_id, b.level, b.owner_id, b.period, moment), b.limit_micros, b.level)
                   for b in snapshot.budgets),
                 (credits_bucket_name(snapshot.org_id), snapshot.credits_micros, "credits"),
             )

@@ -193,11 +193,22 @@ class PipelinedRedis:
 
     # -- commands ----------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None
+
     async def execute(self, *command: Arg):
         reply = await self._replies([hiredis.pack_command(command)])
         if isinstance(reply, RedisReplyError):
             raise reply
         return reply
+
+    async def asking(self, command: Sequence[Arg]):
+        """One command of a slot being migrated to this node (a Redis Cluster's ``ASK``)."""
+        replies = await self._replies([hiredis.pack_command(("ASKING",)), hiredis.pack_command(tuple(command))])
+        if isinstance(replies[-1], RedisReplyError):
+            raise replies[-1]
+        return replies[-1]
 
     async def batch(self, commands: Sequence[Sequence[Arg]]) -> list:
         """Several commands written together; their replies in order (an error reply as its
@@ -207,19 +218,30 @@ class PipelinedRedis:
         replies = await self._replies([hiredis.pack_command(tuple(command)) for command in commands])
         return replies if len(commands) > 1 else [replies]
 
-    async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list:
+    async def scatter(self, commands: Sequence[Sequence[Arg]]) -> list:
+        """Several commands of any keys written together; their replies in order, an error raised
+        (on a cluster, ``ClusterPipelinedRedis.scatter`` sends each to its own node)."""
+        replies = await self.batch(commands)
+        for reply in replies:
+            if isinstance(reply, RedisReplyError):
+                raise reply
+        return replies
+
+    async def transaction(self, commands: Sequence[Sequence[Arg]], *, asking: bool = False) -> list:
         """The commands in one MULTI/EXEC: Redis runs them with nothing in between."""
-        replies = await self.batch([("MULTI",), *commands, ("EXEC",)])
+        replies = await self.batch([*((("ASKING",),) if asking else ()), ("MULTI",), *commands, ("EXEC",)])
         for reply in replies:
             if isinstance(reply, RedisReplyError):
                 raise reply
         return replies[-1]
 
-    def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Awaitable:
+    def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], *, asking: bool = False) -> Awaitable:
         """One script call, the hot path's. When connected, the command is written before this
         returns rather than when the caller's task first runs, so a caller can start a call,
         do something else and await it later: a task started for it would first wait a turn of
-        the event loop, a millisecond under load."""
+        the event loop, a millisecond under load. ``asking``: after ``ASKING`` (cluster.py)."""
+        if asking:
+            return self._asked_script(script, keys, args)
         packed = [hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))]
         sent = self._send(self._protocol, packed) if self._protocol is not None else None
         return self._script_reply(sent, packed, script, keys, args)
@@ -232,6 +254,18 @@ class PipelinedRedis:
                 raise reply
             reply = await self.execute("EVAL", script.source, len(keys), *keys, *args)
         return reply
+
+    async def _asked_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]):
+        try:
+            return await self.asking(("EVALSHA", script.sha, len(keys), *keys, *args))
+        except RedisReplyError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+            return await self.asking(("EVAL", script.source, len(keys), *keys, *args))
+
+    async def nodes(self) -> list[PipelinedRedis]:
+        """The one node (``ClusterPipelinedRedis.nodes`` gives a cluster's primaries)."""
+        return [self]
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None

@@ -5,7 +5,9 @@ Redis must evict, if at all, only keys with a TTL (``maxmemory-policy volatile-*
 cache entries, rate windows and seeded counters, each safe to lose; reservations and the epoch
 carry no TTL and are never evicted.
 
-Key layout (prefix ``nemo:`` by default)::
+Key layout (prefix ``nemo:`` by default). A bucket's or rate key's name may begin with a hash
+tag (billing names every counter of an org's calls ``{o<org id>}…``); a reservation's own keys
+(``<tag>`` below) take its buckets' tag, and it goes by ``<tag><id>`` inside Redis::
 
     s:<bucket>            string  settled spend, micro-dollars
     sx:<bucket>           string  the ledger snapshot s:<bucket> was rebuilt at, same TTL
@@ -13,26 +15,34 @@ Key layout (prefix ``nemo:`` by default)::
     pc:<bucket>           list    "position:cost" settled while s:<bucket> was missing, for its rebuild
     run:<bucket>          hash    a run's state (admit.lua): limit (its envelope), steps, loop and
                                   tc:<tool call> (run_tools.lua); lives RUN_STATE_TTL_S past its last call
-    res:<id>              string  reservation record (JSON: buckets, rate key, tokens reserved, trail)
-    reaped:<id>           string  the reaper settled <id> from its log row (reap_settled), for an hour
-    deadlines             zset    reservation id -> deadline, for the reaper
-    epoch                 string  the store's epoch (epoch.lua), no TTL: gone means Redis lost its state
-    hold                  string  after a loss, admissions wait while this lives
+    res:<tag><id>         string  reservation record (JSON: buckets, rate key, tokens reserved, trail)
+    reaped:<tag><id>      string  the reaper settled <id> from its log row (reap_settled), for an hour
+    deadlines<tag>        zset    <tag><id> -> deadline, for the reaper
+    epoch<tag>            string  the tag's epoch (epoch.lua), no TTL: gone means Redis lost its state
+    hold<tag>             string  after a loss, the tag's admissions wait while this lives
+    tags                  set     every tag with reservations (the reaper walks their deadlines)
     rl:<key>:req          string  request window (GCRA: when the window is full again)
     rl:<key>:tok          string  token window, same
     rl:<key>:par          set     ids of the key's calls in flight
     cb:<deployment>       hash    circuit breaker: state, until, failures
-    cooldowns             hash    deployment -> cooling down until
+    cd:<deployment>       string  cooling down until
     lat:<deployment>      string  latency average, ms
     cache:<key>           string  cached response, with its TTL
     idem:<name>           hash    an Idempotency-Key's claim (f) and kept answer (a), with its TTL
 
-Settle and reap find a reservation's keys through its record rather than through ``KEYS``, so
-this needs one Redis, not a cluster, which is what the deployment runs.
+Each script's keys share one hash tag, so on a Redis Cluster (a ``redis+cluster://`` URL,
+counters/cluster.py) each is one step on the node of the org's slot, and the orgs spread over the
+nodes. Settle and reap find a reservation's buckets through its record, and name their keys inside
+the script: the same tag, so the same slot. On a cluster each deployment's state (``cb:``,
+``cd:``, ``lat:``) is in a slot of its own (``nemo:cb:{d:<deployment>}``), and an admitted call's
+chain is checked right after its admission, every link at once (chain_link.lua); names without a
+tag share the tag ``{-}``. One Redis runs the same layout (deployment keys without the braces),
+the chain checked within the admission.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -42,6 +52,7 @@ from typing import cast
 
 import orjson
 
+from counters.cluster import ClusterPipelinedRedis, is_cluster_url
 from counters.pipelined import PipelinedRedis, Script
 from counters.store import (
     LATENCY_ALPHA,
@@ -90,6 +101,7 @@ _BREAKER_RECORD = Script(_lua("breaker_record"))
 _LATENCY = Script(_lua("latency"))
 _RUN_TOOLS = Script(_lua("run_tools"))
 _IDEMPOTENCY = Script(_lua("idempotency"))
+_CHAIN_LINK = Script(_lua("chain", "chain_link"))
 
 
 @dataclass(slots=True)
@@ -103,6 +115,7 @@ class _Held:
     ttl_s: float
     deadline: float
     renew_at: float
+    tag: str = ""
 
 
 def _glob_escape(text: str) -> str:
@@ -120,6 +133,16 @@ def _window(limit: bytes, remaining: bytes, reset: bytes) -> RateWindow | None:
     return RateWindow(int(limit), int(remaining), float(reset))
 
 
+def shard_tag(name: str) -> str:
+    """The hash tag a name begins with (``{o3}b:key:42:…`` -> ``{o3}``), or ``""``: a reservation's
+    own keys (its record, the deadline index, the epoch and hold) take its buckets' tag."""
+    if name.startswith("{"):
+        end = name.find("}")
+        if end > 1:
+            return name[:end + 1]
+    return ""
+
+
 class _KeyNames:
     """The Redis key names of one store, built once each: the hot path asks for the same few
     (a key's windows, its buckets, its chain) on every call. Bucket names carry their period,
@@ -127,11 +150,14 @@ class _KeyNames:
 
     MAX_ENTRIES = 10_000
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, cluster: bool = False) -> None:
         self.prefix = prefix
-        self.deadlines = self.key("deadlines")
-        self.epoch = self.key("epoch")
-        self.hold = self.key("hold")
+        # A deployment's circuit, cooldown and latency: on a cluster in a slot of its own.
+        self._deployment_tagged = cluster
+        self.tags = self.key("tags")
+        # On a cluster, names without a hash tag of their own share this one (one slot).
+        self.untagged = "{-}" if cluster else ""
+        self._shards: dict[str, tuple[str, str, str]] = {}
         self._rates: dict[str, tuple[str, ...]] = {}
         self._buckets: dict[str, tuple[str, ...]] = {}
         self._chains: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -139,6 +165,21 @@ class _KeyNames:
     def key(self, *parts: str) -> str:
         """Any key of the store (the layout is in the module's doc)."""
         return self.prefix + ":".join(parts)
+
+    def placed(self, name: str) -> str:
+        """A bucket's or rate key's name as the store keeps it: with a hash tag on a cluster."""
+        return name if not self.untagged or shard_tag(name) else self.untagged + name
+
+    def deployment(self, kind: str, deployment: str) -> str:
+        """A key of a deployment's state: ``cb`` its circuit, ``cd`` its cooldown, ``lat`` its latency."""
+        return self.key(kind, "{d:" + deployment + "}" if self._deployment_tagged else deployment)
+
+    def shard(self, tag: str) -> tuple[str, str, str]:
+        """The deadline index, epoch and recovery hold of the reservations of one hash tag."""
+        names = self._shards.get(tag)
+        if names is None:
+            names = self._remember(self._shards, tag, tuple(self.key(n) + tag for n in ("deadlines", "epoch", "hold")))
+        return names
 
     def rate(self, rate_key: str) -> tuple[str, ...]:
         """A key's request window, token window and set of calls in flight."""
@@ -156,12 +197,12 @@ class _KeyNames:
         return names
 
     def chain(self, deployments: Sequence[str]) -> tuple[str, ...]:
-        """The cooldowns hash, then each deployment's circuit breaker (chain.lua)."""
+        """Each deployment's cooldown, then each deployment's circuit breaker (chain.lua)."""
         deployments = tuple(deployments)
         names = self._chains.get(deployments)
         if names is None:
-            names = self._remember(self._chains, deployments,
-                                   (self.key("cooldowns"), *(self.key("cb", d) for d in deployments)))
+            names = self._remember(self._chains, deployments, (*(self.deployment("cd", d) for d in deployments),
+                                                               *(self.deployment("cb", d) for d in deployments)))
         return names
 
     def _remember(self, table: dict, key, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -180,17 +221,38 @@ class RedisCounterStore(CounterStore):
     them (epoch.lua)."""
 
     def __init__(self, url: str, *, prefix: str = "nemo:", recovery_hold_s: float = RECOVERY_HOLD_S) -> None:
-        # One pipelined connection per worker (counters/pipelined.py says why).
-        self._redis = PipelinedRedis(url)
+        # One pipelined connection per worker (counters/pipelined.py says why); on a cluster,
+        # one per node (counters/cluster.py).
+        self._cluster = is_cluster_url(url)
+        self._redis = ClusterPipelinedRedis(url) if self._cluster else PipelinedRedis(url)
+        self._names = _KeyNames(prefix, cluster=self._cluster)
         self._prefix = prefix
-        self._names = _KeyNames(prefix)
         self._hold_ms = max(1, round(recovery_hold_s * 1000))
         self._open: dict[str, _Held] = {}
-        # The store's epoch as this worker last saw it (b"": none yet).
-        self._epoch = b""
+        # Each hash tag's epoch as this worker last saw it (none yet: not there).
+        self._epochs: dict[str, bytes] = {}
+        # The tags this worker put in the registry the reaper walks (``tags``).
+        self._registered: set[str] = set()
+        # The tag of each reservation the last ``due`` found, for the reaper's next steps.
+        self._due_tags: dict[str, str] = {}
 
     def _key(self, *parts: str) -> str:
         return self._names.key(*parts)
+
+    def _tag_of(self, reservation_id: str) -> str:
+        held = self._open.get(reservation_id)
+        return held.tag if held is not None else self._due_tags.get(reservation_id, self._names.untagged)
+
+    async def _tags(self) -> list[str]:
+        """Every hash tag that may hold reservations (the registry, and no tag)."""
+        members = await self._redis.execute("SMEMBERS", self._names.tags)
+        return sorted({self._names.untagged, *(member.decode() for member in members)})
+
+    async def _register(self, tag: str) -> None:
+        if len(self._registered) >= _KeyNames.MAX_ENTRIES:
+            self._registered.clear()
+        await self._redis.execute("SADD", self._names.tags, tag)
+        self._registered.add(tag)
 
     async def admit(
         self,
@@ -209,14 +271,22 @@ class RedisCounterStore(CounterStore):
         _check_admit(reservation_id, buckets, rate, run)
         # The hot path's one round trip: key names are built once per worker (_names), and
         # everything below is list building and number formatting.
-        rate_keys = self._names.rate(rate.key if rate else "")
-        keys = [self._key("res", reservation_id), self._names.deadlines, self._names.epoch, self._names.hold,
+        placed = self._names.placed
+        names = [placed(bucket.name) for bucket in buckets]
+        rate_key = placed(rate.key) if rate else ""
+        # The reservation's own keys share its buckets' hash tag; inside Redis it goes by its tagged id.
+        tag = shard_tag(names[0] if names else rate_key) or self._names.untagged
+        tagged_id = tag + reservation_id
+        deadlines, epoch_key, hold_key = self._names.shard(tag)
+        # Without a rate, any key of the slot stands in for the windows (admit.lua never reads them).
+        rate_keys = self._names.rate(rate_key) if rate else (deadlines, deadlines, deadlines)
+        keys = [self._key("res", tagged_id), deadlines, epoch_key, hold_key,
                 # KEYS[8], the run's state: without a run, any key stands in (admit.lua never reads it).
-                *rate_keys, self._key("run", buckets[-1].name) if run is not None else self._names.deadlines]
-        record: dict[str, object] = {"b": [bucket.name for bucket in buckets]}
+                *rate_keys, self._key("run", names[-1]) if run is not None else deadlines]
+        record: dict[str, object] = {"b": names}
         limits = ["", "", "", "0"]
         if rate is not None:
-            record.update(rk=rate.key, tk=rate.tokens)
+            record.update(rk=rate_key, tk=rate.tokens)
             if rate.tpm:
                 record["ti"] = WINDOW_S / rate.tpm
             limits = [str(x) if x is not None else "" for x in (rate.rpm, rate.tpm, rate.max_parallel)]
@@ -226,36 +296,44 @@ class RedisCounterStore(CounterStore):
         packed = orjson.dumps(record)
         deadline = now + ttl_s
         # The epoch this worker saw goes at EPOCH_ARG; the call's own id stands for a new epoch.
-        args = [reservation_id, repr(now), repr(deadline), packed, *limits, len(buckets), self._epoch,
+        args = [tagged_id, repr(now), repr(deadline), packed, *limits, len(buckets), self._epochs.get(tag, b""),
                 reservation_id, self._hold_ms,
                 *((fit.base, fit.price_pico, fit.fewest, fit.most) if fit is not None else _NO_FIT),
                 *(_run_args(run) if run is not None else _NO_RUN)]
-        for bucket in buckets:
-            keys += self._names.bucket(bucket.name)
+        for bucket, name in zip(buckets, names, strict=True):
+            keys += self._names.bucket(name)
             args += (bucket.limit, bucket.amount)
-        if chain:
+        # On a cluster the deployments' state is in a slot of its own: checked right after.
+        chain_inside = bool(chain) and not self._cluster
+        if chain_inside:
             keys += self._names.chain(chain)
             args += (repr(probe_lease_s), *chain)
 
         reply = await self._redis.evalsha(_ADMIT, keys, args)
         if reply[0] == b"lost":
             # Redis lost its state: this worker's calls in flight go back before it admits more.
-            await self._restore(reply[7])
-            args[_EPOCH_ARG] = self._epoch
+            await self._restore(tag, reply[7])
+            args[_EPOCH_ARG] = self._epochs[tag]
             reply = await self._redis.evalsha(_ADMIT, keys, args)
         status = reply[0]
         if status == b"ok":
-            if reply[7] != self._epoch:
-                self._epoch = reply[7]
+            if reply[7] != self._epochs.get(tag):
+                self._epochs[tag] = reply[7]
+            if tag not in self._registered:
+                await self._register(tag)
             parallel = rate_keys[2] if rate is not None and rate.max_parallel is not None else ""
             amount = int(reply[8])
             if fit is not None and buckets:
                 # As admit.lua wrote the record.
                 packed = packed[:-1] + b',"a":%d}' % amount
-            self._open[reservation_id] = _Held(packed, tuple((b.name, amount) for b in buckets), parallel,
-                                               ttl_s, deadline, now + ttl_s / 3)
+            self._open[reservation_id] = _Held(packed, tuple((name, amount) for name in names), parallel,
+                                               ttl_s, deadline, now + ttl_s / 3, tag)
+            checked = None
+            if chain:
+                checked = (_chain_check(reply[10:12]) if chain_inside
+                           else await self._chain_apart(chain, now, probe_lease_s))
             return Admission("ok", requests=_window(*reply[1:4]), tokens=_window(*reply[4:7]),
-                             chain=_chain_check(reply[10:12]) if chain else None, amount=amount,
+                             chain=checked, amount=amount,
                              output_tokens=int(reply[9]) if reply[9] else None)
         if status in (b"hold", b"lost"):
             return Admission("hold", retry_after=int(reply[7]) / 1000 if status == b"hold" else self._hold_ms / 1000)
@@ -272,6 +350,30 @@ class RedisCounterStore(CounterStore):
             return replace(shown, status="budget", param="run", steps=int(rest[0]))
         return _budget_refusal(shown, buckets[int(rest[0]) - 1], int(rest[1]) + int(rest[2]), int(rest[3]))
 
+    async def _chain_apart(self, chain: Sequence[str], now: float, lease_s: float) -> ChainCheck:
+        """On a cluster, an admitted call's chain check (chain.lua): every link in its own slot at
+        once, then the probe of the first link due one, if no usable link comes before it."""
+        names = self._names.chain(chain)
+        links = len(chain)
+
+        def check(i: int, may_probe: str) -> Awaitable:
+            return self._redis.evalsha(_CHAIN_LINK, [names[i], names[links + i]],
+                                       [repr(now), repr(lease_s), may_probe])
+
+        checks = await asyncio.gather(*(check(i, "0") for i in range(links)))
+        skip, probes, usable = set(), set(), False
+        for i, deployment in enumerate(chain):
+            found = checks[i]
+            if found == b"due" and not usable:
+                found = await check(i, "1")
+            if found in (b"skip", b"due"):
+                skip.add(deployment)
+            else:
+                usable = True
+                if found == b"probe":
+                    probes.add(deployment)
+        return ChainCheck(skip=skip, probes=probes)
+
     async def idempotency_claim(self, name: str, fingerprint: str, *,
                                 pending_s: float) -> tuple[ClaimStatus, bytes | None]:
         reply = await self._redis.evalsha(_IDEMPOTENCY, [self._key("idem", name)],
@@ -287,33 +389,51 @@ class RedisCounterStore(CounterStore):
 
     async def run_tool_calls(self, run_bucket: str, signatures: Sequence[str]) -> None:
         if signatures:
-            await self._redis.evalsha(_RUN_TOOLS, [self._key("run", run_bucket)],
+            await self._redis.evalsha(_RUN_TOOLS, [self._key("run", self._names.placed(run_bucket))],
                                       [RUN_STATE_TTL_S * 1000, *signatures])
 
-    async def _restore(self, epoch: bytes) -> None:
-        """Puts this worker's calls in flight back into a store that lost them (restore.lua)."""
+    async def _restore(self, tag: str, epoch: bytes) -> None:
+        """Puts this worker's calls in flight of one hash tag back into a store that lost them
+        (restore.lua)."""
         args: list = [self._prefix]
         for reservation_id, held in self._open.items():
-            args += (reservation_id, repr(held.deadline), held.record, held.parallel_key, len(held.buckets))
+            if held.tag != tag:
+                continue
+            args += (tag + reservation_id, repr(held.deadline), held.record, held.parallel_key, len(held.buckets))
             for name, amount in held.buckets:
                 args += (name, amount)
         if len(args) > 1:
-            await self._redis.evalsha(_RESTORE, [self._names.deadlines], args)
-        self._epoch = epoch
+            await self._redis.evalsha(_RESTORE, [self._names.shard(tag)[0]], args)
+        self._epochs[tag] = epoch
 
     async def keepalive(self, *, now: float) -> None:
-        renewals: list = []
+        """One heartbeat step for each hash tag (org) of this worker's calls in flight (for no
+        tag, when there are none: one step, as on an idle worker), and those tags back in the
+        registry, should it have been lost. A tag without calls in flight here has nothing to put
+        back: its next admission notices a loss as well (epoch.lua)."""
+        renewals: dict[str, list] = {}
         for reservation_id, held in self._open.items():
+            tagged = renewals.setdefault(held.tag, [])
             if held.renew_at <= now:
                 held.deadline, held.renew_at = now + held.ttl_s, now + held.ttl_s / 3
-                renewals += (repr(held.deadline), reservation_id)
-        keys = [self._names.epoch, self._names.hold, self._names.deadlines]
-        status, epoch = await self._redis.evalsha(_KEEPALIVE, keys,
-                                                  [self._epoch, uuid.uuid4().hex, self._hold_ms, *renewals])
-        if status == b"lost":
-            await self._restore(epoch)
-        else:
-            self._epoch = epoch
+                tagged += (repr(held.deadline), held.tag + reservation_id)
+        in_flight = list(renewals)
+        if not renewals:
+            renewals[self._names.untagged] = []
+        if len(self._epochs) > _KeyNames.MAX_ENTRIES:
+            self._epochs = {tag: self._epochs[tag] for tag in in_flight if tag in self._epochs}
+        steps = [self._redis.evalsha(_KEEPALIVE, [self._names.shard(tag)[1], self._names.shard(tag)[2],
+                                                  self._names.shard(tag)[0]],
+                                     [self._epochs.get(tag, b""), uuid.uuid4().hex, self._hold_ms, *tagged])
+                 for tag, tagged in renewals.items()]
+        if in_flight:
+            steps.append(self._redis.execute("SADD", self._names.tags, *in_flight))
+        replies = await asyncio.gather(*steps)
+        for tag, (status, epoch) in zip(renewals, replies, strict=False):
+            if status == b"lost":
+                await self._restore(tag, epoch)
+            else:
+                self._epochs[tag] = epoch
 
     def open_reservations(self) -> list[str]:
         return list(self._open)
@@ -322,62 +442,90 @@ class RedisCounterStore(CounterStore):
                     charge_missing: bool = True) -> Awaitable[list[bool]]:
         """One script call for the whole batch (settle.lua), written before this returns (see
         ``PipelinedRedis.evalsha``): the log writer sends it and answers its callers."""
-        args: list = [self._prefix, "" if position is None else position, "1" if charge_missing else "0"]
-        for rid, cost, tokens, names in settlements:
+        groups: dict[str, _Group] = {}
+        for index, (rid, cost, tokens, names) in enumerate(settlements):
             _check_money(cost, "actual_cost")
-            self._open.pop(rid, None)
-            args += (rid, cost, tokens, len(names), *names)
-        return _settled(self._redis.evalsha(_SETTLE, [self._names.deadlines], args) if settlements else None)
+            held = self._open.pop(rid, None)
+            names = [self._names.placed(name) for name in names]
+            tag = held.tag if held is not None else shard_tag(names[0]) if names else self._names.untagged
+            group = groups.get(tag)
+            if group is None:
+                group = groups[tag] = _Group(
+                    [self._prefix, "" if position is None else position, "1" if charge_missing else "0"])
+            group.add(index, tag + rid, cost, tokens, len(names), *names)
+        return _settled({tag: self._redis.evalsha(_SETTLE, [self._names.shard(tag)[0]], group.args)
+                         for tag, group in groups.items()}, groups, len(settlements))
 
     async def due(self, *, now: float) -> list[str]:
-        return [rid.decode() for rid in await self._redis.execute("ZRANGEBYSCORE", self._names.deadlines, "-inf",
-                                                                  repr(now))]
+        tags = await self._tags()
+        found = await asyncio.gather(*(self._redis.execute("ZRANGEBYSCORE", self._names.shard(tag)[0], "-inf",
+                                                           repr(now)) for tag in tags))
+        self._due_tags = {}
+        for tag, tagged_ids in zip(tags, found, strict=True):
+            for tagged_id in tagged_ids:
+                self._due_tags[tagged_id.decode()[len(tag):]] = tag
+        return list(self._due_tags)
 
     async def trails(self, reservation_ids: Sequence[str]) -> dict[str, dict]:
         if not reservation_ids:
             return {}
-        records = await self._redis.execute("MGET", *(self._key("res", rid) for rid in reservation_ids))
-        found = {rid: orjson.loads(record) for rid, record in zip(reservation_ids, records, strict=True)
-                 if record is not None}
+        by_tag: dict[str, list[str]] = {}
+        for rid in reservation_ids:
+            by_tag.setdefault(self._tag_of(rid), []).append(rid)
+        found: dict[str, dict] = {}
+        for tag, rids in by_tag.items():
+            records = await self._redis.execute("MGET", *(self._key("res", tag + rid) for rid in rids))
+            found.update({rid: orjson.loads(record) for rid, record in zip(rids, records, strict=True)
+                          if record is not None})
         # A fitted call's record says what it reserved (admit.lua).
         return {rid: {**record["c"], "amount": record["a"]} if "a" in record else record["c"]
                 for rid, record in found.items() if record.get("c")}
 
     async def reap_settled(self, settlements: Sequence[tuple[str, int, int]], position: int | None) -> list[bool]:
-        args: list = [self._prefix, "" if position is None else position, REAPED_MARK_S]
-        for rid, cost, tokens in settlements:
+        groups: dict[str, _Group] = {}
+        for index, (rid, cost, tokens) in enumerate(settlements):
             _check_money(cost, "actual_cost")
-            args += (rid, cost, tokens)
-        return await _settled(self._redis.evalsha(_REAP_SETTLED, [self._names.deadlines], args)
-                              if settlements else None)
+            tag = self._tag_of(rid)
+            group = groups.get(tag)
+            if group is None:
+                group = groups[tag] = _Group([self._prefix, "" if position is None else position, REAPED_MARK_S])
+            group.add(index, tag + rid, cost, tokens)
+        return await _settled({tag: self._redis.evalsha(_REAP_SETTLED, [self._names.shard(tag)[0]], group.args)
+                               for tag, group in groups.items()}, groups, len(settlements))
 
     async def reap(self, *, now: float) -> list[str]:
         released: list[str] = []
-        while True:
-            reply = await self._redis.evalsha(
-                _REAP, keys=[self._key("deadlines")], args=[self._prefix, repr(now), REAP_BATCH]
-            )
-            released += [rid.decode() for rid in reply[1:]]
-            if reply[0] < REAP_BATCH:
-                return released
+        for tag in await self._tags():
+            while True:
+                reply = await self._redis.evalsha(_REAP, keys=[self._names.shard(tag)[0]],
+                                                  args=[self._prefix, repr(now), REAP_BATCH])
+                released += [tagged_id.decode()[len(tag):] for tagged_id in reply[1:]]
+                if reply[0] < REAP_BATCH:
+                    break
+        return released
 
     async def seed(self, name: str, value: int, *, ttl_s: float | None = None, snapshot: str | None = None) -> bool:
         _check_money(value, "value")
         expiry = "" if ttl_s is None else math.ceil(ttl_s * 1000)
+        name = self._names.placed(name)
         keys = [self._key("s", name), self._key("sx", name), self._key("pc", name)]
         return await self._redis.evalsha(_SEED, keys, [value, expiry, snapshot or ""]) == 1
 
     async def read(self, names: Sequence[str]) -> dict[str, int | None]:
         if not names:
             return {}
-        commands = []
+        by_tag: dict[str, list[str]] = {}
         for name in names:
-            commands += [("GET", self._key("s", name)), ("HGET", self._key("r", name), "total")]
-        replies = await self._redis.transaction(commands)
+            by_tag.setdefault(shard_tag(self._names.placed(name)), []).append(name)
         out: dict[str, int | None] = {}
-        for i, name in enumerate(names):
-            settled, reserved = replies[2 * i], replies[2 * i + 1]
-            out[name] = None if settled is None else int(settled) + int(reserved or 0)
+        for tagged in by_tag.values():
+            commands = []
+            for name in map(self._names.placed, tagged):
+                commands += [("GET", self._key("s", name)), ("HGET", self._key("r", name), "total")]
+            replies = await self._redis.transaction(commands)
+            for i, name in enumerate(tagged):
+                settled, reserved = replies[2 * i], replies[2 * i + 1]
+                out[name] = None if settled is None else int(settled) + int(reserved or 0)
         return out
 
     async def breaker_record(
@@ -392,36 +540,39 @@ class RedisCounterStore(CounterStore):
     ) -> None:
         await self._redis.evalsha(
             _BREAKER_RECORD,
-            keys=[self._key("cb", deployment)],
+            keys=[self._names.deployment("cb", deployment)],
             args=["1" if ok else "0", repr(now), failure_threshold, repr(window_s), repr(open_s)],
         )
 
     async def circuits(self, deployments: Sequence[str]) -> dict[str, str]:
         if not deployments:
             return {}
-        states = await self._redis.transaction([("HGET", self._key("cb", d), "state") for d in deployments])
+        states = await self._redis.scatter([("HGET", self._names.deployment("cb", d), "state") for d in deployments])
         return {d: state.decode() if state else "closed" for d, state in zip(deployments, states, strict=True)}
 
     async def reservations_outstanding(self) -> int:
-        return int(await self._redis.execute("ZCARD", self._names.deadlines))
+        counts = await asyncio.gather(*(self._redis.execute("ZCARD", self._names.shard(tag)[0])
+                                        for tag in await self._tags()))
+        return sum(counts)
 
     async def cooldown_set(self, deployment: str, until: float) -> None:
-        await self._redis.execute("HSET", self._key("cooldowns"), deployment, repr(until))
+        await self._redis.execute("SET", self._names.deployment("cd", deployment), repr(until))
 
     async def cooldowns_until(self, deployments: Sequence[str], now: float) -> dict[str, float]:
         if not deployments:
             return {}
-        untils = await self._redis.execute("HMGET", self._key("cooldowns"), *deployments)
+        untils = await self._redis.scatter([("GET", self._names.deployment("cd", d)) for d in deployments])
         return {d: float(until) for d, until in zip(deployments, untils, strict=True)
                 if until is not None and float(until) > now}
 
     async def latency_record(self, deployment: str, ms: float) -> None:
-        await self._redis.evalsha(_LATENCY, keys=[self._key("lat", deployment)], args=[repr(ms), repr(LATENCY_ALPHA)])
+        await self._redis.evalsha(_LATENCY, keys=[self._names.deployment("lat", deployment)],
+                                  args=[repr(ms), repr(LATENCY_ALPHA)])
 
     async def latency_get(self, deployments: Sequence[str]) -> dict[str, float | None]:
         if not deployments:
             return {}
-        values = await self._redis.execute("MGET", *(self._key("lat", d) for d in deployments))
+        values = await self._redis.scatter([("GET", self._names.deployment("lat", d)) for d in deployments])
         return {d: None if v is None else float(v) for d, v in zip(deployments, values, strict=True)}
 
     async def cache_get(self, key: str) -> bytes | None:
@@ -431,18 +582,23 @@ class RedisCounterStore(CounterStore):
         await self._redis.execute("SET", self._key("cache", key), value, "PX", math.ceil(ttl_s * 1000))
 
     async def clear(self) -> None:
-        cursor = b"0"
-        while True:
-            cursor, keys = await self._redis.execute(
-                "SCAN", cursor, "MATCH", _glob_escape(self._prefix) + "*", "COUNT", 1000
-            )
-            if keys:
-                await self._redis.execute("UNLINK", *keys)
-            if cursor == b"0":
-                return
+        for node in await self._redis.nodes():
+            await _clear_node(node, _glob_escape(self._prefix) + "*")
 
     async def close(self) -> None:
         await self._redis.close()
+
+
+async def _clear_node(node: PipelinedRedis, pattern: str) -> None:
+    """Unlinks one node's keys matching ``pattern``, one key a command (a cluster's keys of one
+    command must share a slot)."""
+    cursor = b"0"
+    while True:
+        cursor, keys = await node.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+        if keys:
+            await node.batch([("UNLINK", key) for key in keys])
+        if cursor == b"0":
+            return
 
 
 def _run_args(run: RunCheck) -> tuple[str, str, str]:
@@ -451,6 +607,25 @@ def _run_args(run: RunCheck) -> tuple[str, str, str]:
             str(run.loop_limit))
 
 
-async def _settled(replies: Awaitable[list[int]] | None) -> list[bool]:
-    """1: settled now; 2: settled by the reaper already; 3: gone, and charged (settle.lua); 0: gone."""
-    return [reply != 0 for reply in await replies] if replies is not None else []
+class _Group:
+    """The script arguments of the calls of one hash tag in a batch, and where each call was."""
+
+    __slots__ = ("args", "indexes")
+
+    def __init__(self, args: list) -> None:
+        self.args = args
+        self.indexes: list[int] = []
+
+    def add(self, index: int, *call) -> None:
+        self.indexes.append(index)
+        self.args += call
+
+
+async def _settled(replies: dict[str, Awaitable[list[int]]], groups: dict[str, _Group], count: int) -> list[bool]:
+    """Each call's reply in the batch's order: 1: settled now; 2: settled by the reaper already;
+    3: gone, and charged (settle.lua); 0: gone."""
+    out = [False] * count
+    for tag, reply in replies.items():
+        for index, settled in zip(groups[tag].indexes, await reply, strict=True):
+            out[index] = settled != 0
+    return out

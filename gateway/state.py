@@ -14,6 +14,7 @@ from django.conf import settings
 
 from billing.reservations import Admissions
 from counters import KEEPALIVE_S, CounterStore, counter_store_from_url
+from counters.cluster import pubsub_url
 from gateway.auth import KeyCache
 from gateway.busypoll import BusyPoll
 from gateway.config import RoutingConfig, load_config
@@ -81,7 +82,7 @@ class GatewayState:
         busy_poll.start()
         invalidation.listen(state.changed)
         if settings.REDIS_URL:
-            state.listener = asyncio.get_running_loop().create_task(state._listen(settings.REDIS_URL))
+            state.listener = asyncio.get_running_loop().create_task(state._listen(pubsub_url(settings.REDIS_URL)))
         state.heartbeat = asyncio.get_running_loop().create_task(state._beat())
         return state
 

@@ -53,8 +53,10 @@ class Invalidations:
         if settings.REDIS_URL:
             import redis
 
+            from counters.cluster import pubsub_url
+
             try:
-                client = redis.Redis.from_url(settings.REDIS_URL)
+                client = redis.Redis.from_url(pubsub_url(settings.REDIS_URL))
                 client.publish(CHANNEL, json.dumps(message))
                 client.close()
             except redis.RedisError:

@@ -100,8 +100,13 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 0, "max_size": NEMO_DB_POOL_SIZE}
 
 REDIS_URL = _read("REDIS_URL", env.str, "") or None
-if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-    raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, not {REDIS_URL!r}")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
+                                           "rediss+cluster://")):
+    raise ImproperlyConfigured(f"REDIS_URL must be a redis:// or redis+cluster:// URL, not {REDIS_URL!r}")
+# A Redis Cluster (counters/cluster.py) holds the counters; pub/sub, which a cluster carries to
+# every node, goes through its first node (counters.cluster.pubsub_url); Celery needs a broker of
+# its own (CELERY_BROKER_URL) and Django's cache stays in the process.
+REDIS_CLUSTER = bool(REDIS_URL) and "+cluster://" in REDIS_URL
 
 # Namespace of the gateway's keys in Redis (counters, circuit state, cache).
 NEMO_REDIS_PREFIX = _read("NEMO_REDIS_PREFIX", env.str, "nemo:")
@@ -112,7 +117,7 @@ NEMO_RECOVERY_HOLD_S = _read("NEMO_RECOVERY_HOLD_S", env.float, 3.0)
 if not 0.5 <= NEMO_RECOVERY_HOLD_S <= 60:
     raise ImproperlyConfigured(f"NEMO_RECOVERY_HOLD_S must be 0.5 to 60 seconds, not {NEMO_RECOVERY_HOLD_S}")
 
-CELERY_BROKER_URL = _read("CELERY_BROKER_URL", env.str, "") or REDIS_URL
+CELERY_BROKER_URL = _read("CELERY_BROKER_URL", env.str, "") or (None if REDIS_CLUSTER else REDIS_URL)
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
@@ -235,7 +240,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = (
     {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
-    if REDIS_URL
+    if REDIS_URL and not REDIS_CLUSTER
     else {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 )
 

@@ -15,7 +15,7 @@ from billing.services import organization_create_with_credits
 from keys.audit import Actor
 from keys.models import Membership, Team
 from keys.services import membership_add, team_create
-from tests.promises.faults.servers import PostgresCluster, RedisServer
+from tests.promises.faults.servers import PostgresCluster, RedisClusterServers, RedisServer
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -56,6 +56,18 @@ def own_postgres() -> Iterator[PostgresCluster]:
     (a test that stops it starts it again); never the shared one."""
     cluster = PostgresCluster().create()
     cluster.migrate()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of the test session's own (three primaries, a replica each), for the tests
+    of the counters and the gateway on a cluster; never the shared Redis."""
+    try:
+        cluster = RedisClusterServers().start()
+    except RuntimeError:  # a spare port taken meanwhile by someone else: once more, on others
+        cluster = RedisClusterServers().start()
     yield cluster
     cluster.destroy()
 

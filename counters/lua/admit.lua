@@ -6,7 +6,7 @@
 -- recovery hold, KEYS[5] request window, KEYS[6] token window, KEYS[7] set of the key's calls in
 -- flight, KEYS[8] the run's state (see below), then for each bucket: its settled counter, its
 -- reserved hash;
--- then, with a chain: the cooldowns hash, then each deployment's circuit breaker.
+-- then, with a chain: each deployment's cooldown, then each deployment's circuit breaker.
 -- ARGV[1] reservation id, ARGV[2] now, ARGV[3] deadline, ARGV[4] reservation record (JSON),
 -- ARGV[5] rpm, ARGV[6] tpm, ARGV[7] max parallel ('' = no such limit), ARGV[8] tokens,
 -- ARGV[9] number of buckets, ARGV[10] the epoch this worker last saw ('' if none yet),
@@ -90,8 +90,9 @@ end
 local function with_chain(out)
   local chain_keys = FIRST_BUCKET_KEY + 1 + 2 * buckets
   if #KEYS >= chain_keys then
-    local check = chain_check(KEYS[chain_keys], {unpack(KEYS, chain_keys + 1)},
-      {unpack(ARGV, FIRST_BUCKET_ARG + 2 + 2 * buckets)}, now, tonumber(ARGV[FIRST_BUCKET_ARG + 1 + 2 * buckets]), true)
+    local links = (#KEYS - chain_keys + 1) / 2
+    local check = chain_check({unpack(KEYS, chain_keys, chain_keys + links - 1)}, {unpack(KEYS, chain_keys + links)},
+      {unpack(ARGV, FIRST_BUCKET_ARG + 2 + 2 * buckets)}, now, tonumber(ARGV[FIRST_BUCKET_ARG + 1 + 2 * buckets]))
     table.insert(out, check[1])
     table.insert(out, check[2])
   end

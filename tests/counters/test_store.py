@@ -55,21 +55,25 @@ def _redis_reachable() -> bool:
 
 # The id is not "redis": tests/conftest.py skips anything with that keyword unless REDIS_URL is
 # set, and these run whenever a Redis answers (and must in CI).
-@pytest.fixture(params=["memory", "redis-server"])
+@pytest.fixture(params=["memory", "redis-server", "redis-cluster"])
 async def open_worker(request: pytest.FixtureRequest) -> AsyncIterator[OpenWorker]:
     """Opens the store as one more gateway worker sees it: in Redis a separate client and
-    connection pool on the same keys; in-process the one store every worker of the process uses."""
+    connection pool on the same keys; in-process the one store every worker of the process uses.
+    ``redis-cluster``: the test session's own Redis Cluster (tests/conftest.py)."""
     if request.param == "memory":
         shared = MemoryCounterStore(recovery_hold_s=HOLD_S)
         yield lambda: shared
         return
-    if not IN_CI and not _redis_reachable():
+    url = REDIS_URL
+    if request.param == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster").url
+    elif not IN_CI and not _redis_reachable():
         pytest.skip(f"no Redis at {REDIS_URL}")
     prefix = f"nemo-test-{uuid.uuid4().hex}:"
     opened: list[RedisCounterStore] = []
 
     def open_redis_worker() -> CounterStore:
-        opened.append(RedisCounterStore(REDIS_URL, prefix=prefix, recovery_hold_s=HOLD_S))
+        opened.append(RedisCounterStore(url, prefix=prefix, recovery_hold_s=HOLD_S))
         return opened[-1]
 
     yield open_redis_worker
@@ -705,9 +709,8 @@ async def test_the_chain_check_is_right_after_redis_forgot_its_scripts(open_work
     await store.seed(KEY, 0)
     for _ in range(3):
         await store.breaker_record("probe-due", False, NOW - 60, failure_threshold=3, open_s=30)
-    client = redis.Redis.from_url(REDIS_URL)
-    client.script_flush()
-    client.close()
+    for node in await store._redis.nodes():
+        await node.execute("SCRIPT", "FLUSH")
 
     admission = await store.admit(reservation_id="r1", buckets=[Bucket(KEY, 1_000, 10, "key")], rate=None,
                                   now=NOW + 1, ttl_s=300, chain=["probe-due", "healthy"])

@@ -96,7 +96,8 @@ def start_gateway(transactional_db, settings, tmp_path, redis_prefix) -> Iterato
     yield start
     for gateway in running:
         gateway.stop()
-    if django_settings.REDIS_URL:
+    # A Redis Cluster is the test session's own (tests/conftest.py): nothing to clean up there.
+    if django_settings.REDIS_URL and "+cluster://" not in django_settings.REDIS_URL:
         import redis
 
         client = redis.Redis.from_url(django_settings.REDIS_URL)

@@ -111,7 +111,7 @@ def bucket_of(level: str, tenant, *, period: str = "none", now: datetime | None 
     if level == "credits":
         return credits_bucket_name(tenant.org.pk)
     owner = {"key": tenant.key.pk, "team": tenant.key.team_id, "org": tenant.org.pk}[level]
-    return bucket_name(level, owner, period, now or datetime.now(UTC))
+    return bucket_name(tenant.org.pk, level, owner, period, now or datetime.now(UTC))
 
 
 def counters(gateway, names: list[str]) -> dict[str, int | None]:

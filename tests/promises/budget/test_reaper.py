@@ -155,8 +155,7 @@ def test_a_killed_workers_call_is_logged_and_charged_its_reservation_once_by_the
     fake.script(Hang())
     dying_call = in_background(worker.post, tenant.secret)
     wait_until(lambda: fake.count == 2, what="the second call to reach the upstream")
-    pending = [rid.decode() for rid in redis.Redis.from_url(django_settings.REDIS_URL).zrange(
-        f"{redis_prefix}deadlines", 0, -1)]
+    pending = on_store(redis_prefix, lambda store: store.due(now=math.inf))
     held = on_store(redis_prefix, lambda store: store.read(names))
 
     worker.process.kill()

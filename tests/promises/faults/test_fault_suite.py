@@ -290,9 +290,9 @@ def buckets(tenant: Tenant) -> dict[str, tuple[str, str, int]]:
     """Each level's counter: (bucket, ledger column, owner id)."""
     now = datetime.now(UTC)
     return {
-        "key": (bucket_name("key", tenant.key_id, "none", now), "key_id", tenant.key_id),
-        "team": (bucket_name("team", tenant.team_id, "none", now), "team_id", tenant.team_id),
-        "org": (bucket_name("org", tenant.org_id, "none", now), "org_id", tenant.org_id),
+        "key": (bucket_name(tenant.org_id, "key", tenant.key_id, "none", now), "key_id", tenant.key_id),
+        "team": (bucket_name(tenant.org_id, "team", tenant.team_id, "none", now), "team_id", tenant.team_id),
+        "org": (bucket_name(tenant.org_id, "org", tenant.org_id, "none", now), "org_id", tenant.org_id),
         "credits": (credits_bucket_name(tenant.org_id), "org_id", tenant.org_id),
     }
 
