@@ -32,7 +32,7 @@ def test_the_missing_counters_are_read_at_once():
         return 7, "1:1:"
 
     rebuilds.read = slow_read
-    names = [credits_bucket_name(1), bucket_name("org", 1, "none", NOW), bucket_name("key", 2, "daily", NOW)]
+    names = [credits_bucket_name(1), bucket_name(1, "org", 1, "none", NOW), bucket_name(1, "key", 2, "daily", NOW)]
     asyncio.run(rebuilds(names, NOW))
     assert most == len(names)
 
