@@ -175,11 +175,10 @@ WIRE_FORMATS = {
 }
 
 
-@pytest.fixture(params=sorted(WIRE_FORMATS))
-def gateway(request, start_gateway, tmp_path):
-    """A gateway serving ``agent-model`` by one wire format."""
-    kind = request.param
-    upstream_class, model = WIRE_FORMATS[kind]
+def serve_one_wire_format(start_gateway, tmp_path, kind: str, wire_formats: dict):
+    """A gateway serving ``agent-model`` by one wire format (``wire_formats[kind]``: the fake
+    upstream's class and its model), for as long as the generator is not closed."""
+    upstream_class, model = wire_formats[kind]
     with FakeTokenServer() as token_server, upstream_class() as upstream:
         credentials = str(write_service_account(tmp_path, token_uri=token_server.token_uri))
         yield start_gateway({
@@ -187,6 +186,11 @@ def gateway(request, start_gateway, tmp_path):
             "deployments": [{"id": f"{kind}-dep", "provider": "upstream", "model": model}],
             "models": {"agent-model": {"chain": [f"{kind}-dep"]}},
         })
+
+
+@pytest.fixture(params=sorted(WIRE_FORMATS))
+def gateway(request, start_gateway, tmp_path):
+    yield from serve_one_wire_format(start_gateway, tmp_path, request.param, WIRE_FORMATS)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 from decimal import Decimal
 
 import httpx
@@ -17,8 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics.models import RequestLog
-from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, FakeTokenServer, write_service_account
-from tests.gateway.test_fuzz import HEADER_VALUES, JSON, MUTATIONS, BuiltIn, _paths
+from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI
+from tests.gateway.test_fuzz import (
+    HEADER_VALUES,
+    JSON,
+    MUTATIONS,
+    BuiltIn,
+    _paths,
+    request_ids_of_their_own,  # noqa: F401 - an autouse fixture, for this module's tests too
+    serve_one_wire_format,
+)
 from tests.promises.budget.support import reservations_left
 
 EXAMPLES_PER_WIRE_FORMAT = 60
@@ -57,21 +64,8 @@ def mutated_requests(draw) -> bytes:
 
 @pytest.fixture(params=sorted(WIRE_FORMATS))
 def gateway(request, start_gateway, tmp_path, monkeypatch):
-    kind = request.param
     monkeypatch.setenv("FAKE_OPENAI_KEY", "k")
-    upstream_class, model = WIRE_FORMATS[kind]
-    with FakeTokenServer() as token_server, upstream_class() as upstream:
-        credentials = str(write_service_account(tmp_path, token_uri=token_server.token_uri))
-        yield start_gateway({
-            "providers": {"upstream": {"type": kind, **upstream.provider_options(credentials=credentials)}},
-            "deployments": [{"id": f"{kind}-dep", "provider": "upstream", "model": model}],
-            "models": {"agent-model": {"chain": [f"{kind}-dep"]}},
-        })
-
-
-@pytest.fixture(autouse=True)
-def request_ids_of_their_own(monkeypatch):
-    monkeypatch.setattr("gateway.pipeline.random", random.SystemRandom())
+    yield from serve_one_wire_format(start_gateway, tmp_path, request.param, WIRE_FORMATS)
 
 
 def test_no_messages_body_gets_a_5xx_and_every_call_is_logged_once(gateway, make_tenant):
