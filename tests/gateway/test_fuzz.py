@@ -133,15 +133,20 @@ LONE_SURROGATE = json.dumps({"model": "agent-model", "messages": [{"role": "user
 FRAMINGS = ["whole"] * 8 + ["half", "bytes", "lone surrogate"]
 
 
-@st.composite
-def mutated_requests(draw) -> bytes:
-    """A valid request with up to four mutations, as JSON (or not: see FRAMINGS)."""
-    document = copy.deepcopy(draw(st.sampled_from(VALID)))
+def mutated_document(draw, valid: list[dict]) -> dict:
+    """One of the ``valid`` requests with up to four mutations (the fuzzers of every endpoint)."""
+    document = copy.deepcopy(draw(st.sampled_from(valid)))
     for _ in range(draw(st.integers(min_value=0, max_value=4))):
         path = draw(st.sampled_from(list(_paths(document))))
         mutate = MUTATIONS[draw(st.sampled_from(sorted(MUTATIONS)))]
         document = mutate(document, path, draw(JSON))
-    encoded = json.dumps(document).encode()
+    return document
+
+
+@st.composite
+def mutated_requests(draw) -> bytes:
+    """A valid request with up to four mutations, as JSON (or not: see FRAMINGS)."""
+    encoded = json.dumps(mutated_document(draw, VALID)).encode()
     framed = {"whole": lambda: encoded, "half": lambda: encoded[: len(encoded) // 2],
               "bytes": lambda: draw(st.binary(max_size=40)), "lone surrogate": lambda: LONE_SURROGATE}
     return framed[draw(st.sampled_from(FRAMINGS))]()
@@ -175,10 +180,10 @@ WIRE_FORMATS = {
 }
 
 
-def serve_one_wire_format(start_gateway, tmp_path, kind: str, wire_formats: dict):
-    """A gateway serving ``agent-model`` by one wire format (``wire_formats[kind]``: the fake
+def serve_one_wire_format(start_gateway, tmp_path, kind: str):
+    """A gateway serving ``agent-model`` by one wire format (``WIRE_FORMATS[kind]``: the fake
     upstream's class and its model), for as long as the generator is not closed."""
-    upstream_class, model = wire_formats[kind]
+    upstream_class, model = WIRE_FORMATS[kind]
     with FakeTokenServer() as token_server, upstream_class() as upstream:
         credentials = str(write_service_account(tmp_path, token_uri=token_server.token_uri))
         yield start_gateway({
@@ -190,7 +195,7 @@ def serve_one_wire_format(start_gateway, tmp_path, kind: str, wire_formats: dict
 
 @pytest.fixture(params=sorted(WIRE_FORMATS))
 def gateway(request, start_gateway, tmp_path):
-    yield from serve_one_wire_format(start_gateway, tmp_path, request.param, WIRE_FORMATS)
+    yield from serve_one_wire_format(start_gateway, tmp_path, request.param)
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ exactly one log row and nothing stays reserved. Deterministic and bounded."""
 
 from __future__ import annotations
 
-import copy
 import json
 from decimal import Decimal
 
@@ -15,14 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics.models import RequestLog
-from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI
 from tests.gateway.test_fuzz import (
     ERROR_FIELDS,
     HEADER_VALUES,
-    JSON,
-    MUTATIONS,
-    BuiltIn,
-    _paths,
+    WIRE_FORMATS,
+    mutated_document,
     request_ids_of_their_own,  # noqa: F401 - an autouse fixture, for this module's tests too
     serve_one_wire_format,
 )
@@ -48,23 +44,17 @@ VALID = [
      "text": {"format": {"type": "json_schema", "name": "answer", "strict": True, "schema": {
          "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}},
 ]
-WIRE_FORMATS = {"openai": (FakeOpenAI, "gpt-4o"), "vertex_gemini": (FakeGemini, "gemini-2.5-flash"),
-                "vertex_anthropic": (FakeAnthropic, "claude-3-7-sonnet@20250219"), "mock": (BuiltIn, "gpt-4o")}
 
 
 @st.composite
 def mutated_requests(draw) -> bytes:
-    document = copy.deepcopy(draw(st.sampled_from(VALID)))
-    for _ in range(draw(st.integers(min_value=0, max_value=4))):
-        path = draw(st.sampled_from(list(_paths(document))))
-        document = MUTATIONS[draw(st.sampled_from(sorted(MUTATIONS)))](document, path, draw(JSON))
-    encoded = json.dumps(document).encode()
+    encoded = json.dumps(mutated_document(draw, VALID)).encode()
     return encoded if draw(st.integers(0, 9)) else encoded[: len(encoded) // 2]
 
 
 @pytest.fixture(params=sorted(WIRE_FORMATS))
 def gateway(request, start_gateway, tmp_path):
-    yield from serve_one_wire_format(start_gateway, tmp_path, request.param, WIRE_FORMATS)
+    yield from serve_one_wire_format(start_gateway, tmp_path, request.param)
 
 
 def test_no_responses_body_gets_a_5xx_and_every_call_is_logged_once(gateway, make_tenant):
