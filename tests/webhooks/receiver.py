@@ -1,11 +1,11 @@
-"""A webhook receiver: a real HTTP server on 127.0.0.1 that keeps every request it got (headers
-and exact body) and answers the first ``fail_next`` of them with a 503."""
+"""A webhook receiver: a real HTTP server on 127.0.0.1 (the exporters' fake intake) that keeps
+every request it got (headers, exact body, the status it answered) and answers the first
+``fail_next`` of them with a 503."""
 
 import json
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.analytics.fakes import FakeIntake
 from webhooks.signing import signature_valid
 
 
@@ -20,38 +20,26 @@ class Received:
         return json.loads(self.body)
 
 
-class Receiver:
+class Receiver(FakeIntake):
+    path = "/hooks/nemo"
+
     def __init__(self, fail_next: int = 0):
+        super().__init__()
         self.fail_next = fail_next
         self.received: list[Received] = []
-        self.lock = threading.Lock()
-        receiver = self
+        self.url += self.path
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (the stdlib's name)
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver.lock:
-                    status = 503 if receiver.fail_next > 0 else 200
-                    receiver.fail_next -= status == 503
-                    receiver.received.append(Received(dict(self.headers), body, status))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    def handle(self, path, headers, body) -> tuple[int, object]:
+        # (Under the intake's lock.)
+        status, answer = super().handle(path, headers, body)
+        self.received.append(Received(dict(headers), body, status))
+        return status, answer
 
-            def log_message(self, *args):
-                pass
+    def authorized(self, headers) -> bool:
+        return True  # a webhook is signed, not authenticated: ``badly_signed`` checks the signature
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/nemo"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+    def accept(self, payload) -> tuple[int, object]:
+        return 200, {}
 
     def accepted(self) -> list[Received]:
         with self.lock:
