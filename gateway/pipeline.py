@@ -98,6 +98,12 @@ class Call:
     # Wall clock: the budget period the call is reserved in, and the row's date in the ledger.
     arrived: float = field(default_factory=time.time)
 
+    def answered_with(self, error: GatewayError, *, logged_as: str | None = None) -> None:
+        """The contract's error the call ends with, as its row keeps it: the status, the words
+        (``logged_as`` where the row says them otherwise) and the type, code and param."""
+        self.status, self.error = error.status, logged_as or error.message
+        self.error_type, self.error_code, self.error_param = error.type, error.code or "", error.param or ""
+
     def headers(self) -> dict[str, str]:
         headers = {"x-nemo-request-id": self.request_id, "x-nemo-cache": self.cache_status}
         if self.deployment:
@@ -134,12 +140,12 @@ async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> 
         # A bug of ours, or Redis/the database gone: the client still gets an answer in the
         # contract's shape, and the call still leaves its trail and ends its reservation.
         logger.exception("request %s failed inside the gateway", call.request_id)
-        call.status, call.error = 500, "internal error"
-        call.error_type, call.error_code = "api_error", "internal_error"
+        failure = internal_error(call.request_id)
+        call.answered_with(failure, logged_as="internal error")
         if call.snapshot is not None and not call.recorded:
             await _record_or_log(state, call)
         try:
-            await dialect.refuse(send, internal_error(call.request_id), call.headers())
+            await dialect.refuse(send, failure, call.headers())
         except Exception:  # noqa: BLE001 - the client is gone, or its answer had begun
             pass
     finally:
@@ -320,10 +326,10 @@ async def _relay(state: GatewayState, dialect: Dialect, call: Call, served: Serv
     if relay.client_left:
         call.status, call.error = CLIENT_CLOSED, "the client disconnected mid-stream"
     elif broken is not None:
-        call.status, call.error = 502, f"the upstream stream broke: {broken.message}"
         call.attempts[-1].outcome = "broken_stream"
-        failure = GatewayError(502, call.error, type="upstream_error", code="upstream_error")
-        call.error_type, call.error_code = failure.type, failure.code
+        failure = GatewayError(502, f"the upstream stream broke: {broken.message}", type="upstream_error",
+                               code="upstream_error")
+        call.answered_with(failure)
     # Tokens the client did not wait for were still generated; charge a fair estimate of them.
     call.summary.estimate_usage(prompt_tokens=call.prompt_bound // 4)
     _charge(call, served)
@@ -359,8 +365,7 @@ async def _replay(state: GatewayState, call: Call, kept: KeptAnswer, send) -> No
 
 async def _refuse(state: GatewayState, dialect: Dialect, call: Call, error: GatewayError, send) -> None:
     """A call the gateway answers with an error of the contract: recorded, then answered."""
-    call.status, call.error = error.status, error.message
-    call.error_type, call.error_code, call.error_param = error.type, error.code or "", error.param or ""
+    call.answered_with(error)
     headers = {**call.headers(), **error.headers}
     if call.snapshot is not None:
         if call.reservation is None and not state.recorder.available:
