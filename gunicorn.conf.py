@@ -20,6 +20,8 @@ graceful_timeout = int(_grace_s) + 5
 
 # The metrics directory this master made (none given), removed when it exits.
 _made: list[str] = []
+# prometheus-client's multiprocess module, imported once the directory is known.
+_multiprocess = []
 
 
 def on_starting(server) -> None:
@@ -32,16 +34,20 @@ def on_starting(server) -> None:
     for stale in path.glob("*.db"):
         stale.unlink()
     # Set in the master before the workers are forked: prometheus-client reads it when imported.
+    # So it is imported only now (the workers forked from this master inherit its mode), and
+    # here rather than when a worker exits: the master reaps workers in a signal handler, a
+    # second worker's signal can interrupt the first one's handler, and a nested import of a
+    # half-imported module fails (the master then exited 1 after a clean drain).
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from prometheus_client import multiprocess
+
+    _multiprocess.append(multiprocess)
 
 
 def child_exit(server, worker) -> None:
     """A worker gone: its live gauges leave the sums (its counters stay, as counters do)."""
-    # Imported here, never at the top: prometheus-client picks its mode when first imported, and
-    # the workers forked from this master would inherit the single-process one.
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+    for multiprocess in _multiprocess:
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server) -> None:

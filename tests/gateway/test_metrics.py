@@ -1,6 +1,9 @@
 """``GET /metrics``: every worker's calls counted together (prometheus-client's multiprocess
 mode), behind ``NEMO_METRICS_TOKEN``; the shared state's gauges read when scraped."""
 
+import os
+import subprocess
+import sys
 from decimal import Decimal
 
 import httpx
@@ -168,3 +171,50 @@ def test_under_gunicorn_every_scrape_counts_every_workers_calls(start_gateway_pr
                          deployment="gpt4o-primary", status="200") for _ in range(10)]
 
     assert counted == [calls] * 10
+
+
+# A gunicorn master reaps its workers in a SIGCHLD handler, and a second worker's signal can
+# arrive while the first one's handler is still running (two workers that finish draining
+# together, at every graceful shutdown). Here that second signal lands at the worst moment: while
+# the first handler is inside prometheus-client's code, in the middle of importing it if it
+# imports then (a nested import of a half-imported module is an ImportError, and the master
+# exited 1 after a clean drain).
+TWO_WORKERS_EXIT_TOGETHER = """
+import os, runpy, sys
+from pathlib import Path
+
+conf = runpy.run_path(sys.argv[1])
+conf["on_starting"](None)
+directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+for pid in (101, 102):
+    (directory / f"gauge_livesum_{pid}.db").write_bytes(b"")
+Worker = type("Worker", (), {})
+first, second = Worker(), Worker()
+first.pid, second.pid = 101, 102
+nested = []
+
+def second_signal(frame, event, arg):
+    code = frame.f_code
+    if event == "call" and "prometheus_client" in code.co_filename and not nested and (
+            code.co_filename.endswith("metrics_core.py") or code.co_name == "mark_process_dead"):
+        nested.append(code.co_name)
+        sys.setprofile(None)
+        conf["child_exit"](None, second)
+
+sys.setprofile(second_signal)
+conf["child_exit"](None, first)
+sys.setprofile(None)
+assert nested, "the second signal never came"
+assert not list(directory.glob("gauge_livesum_*.db")), list(directory.iterdir())
+"""
+
+
+def test_two_workers_reaped_one_inside_the_other_both_leave_the_sums(tmp_path):
+    from tests.gateway.test_drain import PROJECT
+
+    script = tmp_path / "reap.py"
+    script.write_text(TWO_WORKERS_EXIT_TOGETHER)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    done = subprocess.run([sys.executable, str(script), f"{PROJECT}/gunicorn.conf.py"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
