@@ -8,9 +8,12 @@ Message, its stream as Anthropic's events in their order — ``message_start``,
 ``content_block_start``, ``ping``, ``content_block_delta`` (``text_delta``,
 ``input_json_delta``), ``content_block_stop``, ``message_delta`` with the stop reason and the
 usage, ``message_stop`` — as the recordings in ``shared/recordings/anthropic-claude-sonnet-4/``
-show them. A stream that breaks midway ends in an ``error`` event. Errors are Anthropic's
-``{"type": "error", "error": {"type", "message"}}``, with the gateway's code and param under
-``error.nemo``, so the Anthropic SDK raises its own classes.
+show them. What such a link thought (``reasoning_content``) is a ``thinking`` block before the
+answer's, streamed as ``thinking_delta``s and a ``signature_delta``, under the signature the
+gateway made for it (gateway/providers/thinking.py). A stream that breaks midway ends in an
+``error`` event. Errors are Anthropic's ``{"type": "error", "error": {"type", "message"}}``,
+with the gateway's code and param under ``error.nemo``, so the Anthropic SDK raises its own
+classes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from gateway.errors import GatewayError
 from gateway.http import header, send_json, send_json_bytes
 from gateway.providers.base import Event
 from gateway.providers.shapes import parse_arguments
+from gateway.providers.thinking import UNSIGNED, reasoning_of
 from gateway.summary import CallSummary
 
 # An error's type in Anthropic's shape, by its status.
@@ -148,6 +152,9 @@ def message_from_completion(request: MessagesRequest, completion: dict) -> dict:
     choice = (completion.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[dict] = []
+    if thought := reasoning_of(message):
+        content.append({"type": "thinking", "thinking": thought,
+                        "signature": message.get("reasoning_signature") or UNSIGNED})
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or []:
@@ -172,7 +179,7 @@ class MessagesStream:
     chunks of a translated one as Anthropic's events, a content block opened when its first
     piece comes and stopped when the next one starts or the answer ends."""
 
-    __slots__ = ("request", "native", "started", "pinged", "blocks", "open_kind", "calls")
+    __slots__ = ("request", "native", "started", "pinged", "blocks", "open_kind", "calls", "signature")
 
     def __init__(self, request: MessagesRequest) -> None:
         self.request = request
@@ -184,6 +191,8 @@ class MessagesStream:
         self.blocks = 0
         self.open_kind: str | None = None
         self.calls: dict[int, int] = {}
+        # The open thinking block's signature, sent as it closes.
+        self.signature = ""
 
     def _start(self, out: list[bytes], model: str) -> None:
         self.started = True
@@ -203,6 +212,8 @@ class MessagesStream:
                     continue
                 if text := delta.get("content"):
                     self._text(text, out)
+                elif not delta.get("tool_calls"):
+                    self._thinking(delta, out)
                 for call in delta.get("tool_calls") or ():
                     self._call(call, out)
         return b"".join(out)
@@ -219,9 +230,23 @@ class MessagesStream:
         return index
 
     def _close(self, out: list[bytes]) -> None:
-        if self.open_kind is not None:
-            self.open_kind = None
-            out.append(_event("content_block_stop", {"index": self.blocks - 1}))
+        if self.open_kind is None:
+            return
+        if self.open_kind == "thinking":
+            out.append(_event("content_block_delta", {"index": self.blocks - 1, "delta": {
+                "type": "signature_delta", "signature": self.signature or UNSIGNED}}))
+        self.open_kind = None
+        out.append(_event("content_block_stop", {"index": self.blocks - 1}))
+
+    def _thinking(self, delta: dict, out: list[bytes]) -> None:
+        thought = reasoning_of(delta)
+        if thought and self.open_kind != "thinking":
+            self._open({"type": "thinking", "thinking": "", "signature": ""}, "thinking", out)
+        if thought:
+            out.append(_event("content_block_delta", {"index": self.blocks - 1,
+                                                      "delta": {"type": "thinking_delta", "thinking": thought}}))
+        if self.open_kind == "thinking" and delta.get("reasoning_signature"):
+            self.signature = delta["reasoning_signature"]
 
     def _text(self, text: str, out: list[bytes]) -> None:
         if self.open_kind != "text":

@@ -36,6 +36,7 @@ from gateway.providers.shapes import (
     usage,
 )
 from gateway.providers.sse import JSONEventDecoder
+from gateway.providers.thinking import THINKING_BUDGET, without_gateway_thinking
 from gateway.providers.vertex import VertexProvider, json_or_none
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
@@ -67,6 +68,8 @@ _ERROR_STATUS = {
 CARRIED = frozenset({
     "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens", "max_completion_tokens",
     "temperature", "top_p", "top_k", "stop", "reasoning_effort", "user", "response_format",
+    # (Claude thinks as reasoning_effort says; its thinking is not shown to an OpenAI client.)
+    THINKING_BUDGET,
 })
 # Claude answers in JSON by calling a tool whose input schema is the format's: the call comes
 # back to the client as the answer's text, never as a tool call.
@@ -102,8 +105,9 @@ class VertexAnthropicProvider(VertexProvider):
     # --- the Messages API as it came ---------------------------------------------------------------
     async def prepare_native(self, *, native, model: str, stream: bool) -> UpstreamRequest:
         """The client's body with Vertex's ``anthropic_version`` for its ``model`` (the link's
-        model is in the URL) and its ``anthropic-beta`` header: nothing else changes."""
-        payload = {name: value for name, value in native.body.items() if name != "model"}
+        model is in the URL) and its ``anthropic-beta`` header: nothing else changes but the
+        thinking blocks another model's link made, whose signatures Claude would refuse."""
+        payload = _for_claude({name: value for name, value in native.body.items() if name != "model"})
         if _thinking_cannot_go_on(payload):
             del payload["thinking"]
         payload["anthropic_version"] = ANTHROPIC_VERSION
@@ -126,7 +130,7 @@ class VertexAnthropicProvider(VertexProvider):
         return {"input_tokens": data["input_tokens"]}
 
     async def _prepare_count(self, native, model: str) -> UpstreamRequest:
-        payload = {**native.body, "model": model, "anthropic_version": ANTHROPIC_VERSION}
+        payload = {**_for_claude(native.body), "model": model, "anthropic_version": ANTHROPIC_VERSION}
         return UpstreamRequest(url=self.model_url("count-tokens", "rawPredict"),
                                headers={**await self.auth_headers(), **native.headers}, body=orjson.dumps(payload))
 
@@ -136,6 +140,15 @@ class VertexAnthropicProvider(VertexProvider):
         if isinstance(data, dict) and data.get("type") == "error":
             return anthropic_error(data.get("error") or {}, status=status, headers=headers)
         return super().classify_error(status=status, headers=headers, body=body)
+
+
+def _for_claude(payload: dict) -> dict:
+    """An Anthropic body without the thinking blocks the gateway signed (a Gemini step's): Claude
+    takes back only its own signatures. A step whose turn then starts without thinking goes on
+    without it (``_thinking_cannot_go_on``)."""
+    if isinstance(payload.get("messages"), list):
+        return {**payload, "messages": without_gateway_thinking(payload["messages"])}
+    return payload
 
 
 def _thinking_cannot_go_on(payload: dict) -> bool:

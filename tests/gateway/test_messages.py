@@ -262,7 +262,8 @@ def test_a_claude_run_fails_over_to_gemini_mid_tool_loop(client, tenant, claude,
     second = raw.parse()
 
     assert raw.headers["x-nemo-attempts"] == "sonnet:529, flash:ok"
-    assert "24C" in second.content[0].text and second.stop_reason == "end_turn"
+    assert second.content[0].type == "thinking" and "24C" in second.content[1].text
+    assert second.stop_reason == "end_turn"
     sent = gemini.requests[-1].json["contents"]
     assert [part["functionCall"]["name"] for part in sent[1]["parts"] if "functionCall" in part] == ["weather"]
     assert sent[2]["parts"][0]["functionResponse"]["name"] == "weather"
@@ -539,3 +540,131 @@ def test_the_loop_guard_stops_a_claude_run_asking_for_the_same_tool_call(gateway
     assert stopped.value.body["error"]["nemo"]["code"] == "run_loop_detected"
     assert len(claude.requests) == 2
     assert last_row().error_code == "run_loop_detected"
+
+
+# --- thinking from other models: Gemini's thoughts, a compatible server's reasoning ----------------
+
+THINKING = {"type": "enabled", "budget_tokens": 2000}
+
+
+def turn_of(message) -> dict:
+    return {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in message.content]}
+
+
+def ask(client, streamed: bool, **options):
+    if not streamed:
+        return client.messages.create(**options)
+    with client.messages.stream(**options) as stream:
+        return stream.get_final_message()
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_gemini_thinks_in_thinking_blocks_whose_signatures_come_back(client, gemini, streamed):
+    gemini.require_thought_signatures = True
+    options = {"model": "gemini", "max_tokens": 4000, "tools": [WEATHER], "thinking": THINKING}
+    messages = [{"role": "user", "content": "Weather in Florence?"}]
+    first = ask(client, streamed, messages=messages, **options)
+    thinking, tool_use = first.content
+    assert gemini.requests[0].json["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 2000,
+                                                                            "includeThoughts": True}
+    assert thinking.type == "thinking" and thinking.thinking == "Thinking about: Weather in Florence?"
+    # Gemini's signature (of its function call) inside the gateway's.
+    assert thinking.signature == "nemo.gemini." + gemini.signatures_issued[0]
+    assert tool_use.type == "tool_use" and first.stop_reason == "tool_use"
+
+    messages += [turn_of(first), {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": tool_use.id, "content": "24C"}]}]
+    second = ask(client, streamed, messages=messages, **options)
+    # The fake refuses a function call without the signature it issued: it came back.
+    assert gemini.requests[1].json["contents"][1]["parts"][0]["thoughtSignature"] == gemini.signatures_issued[0]
+    assert [block.type for block in second.content] == ["thinking", "text"] and "24C" in second.content[1].text
+
+
+def test_a_text_answers_signature_comes_back_on_its_text(client, gemini):
+    messages = [{"role": "user", "content": "Say hi"}]
+    first = client.messages.create(model="gemini", max_tokens=4000, messages=messages, thinking=THINKING)
+    assert first.content[0].signature == "nemo.gemini." + gemini.signatures_issued[0]
+
+    messages += [turn_of(first), {"role": "user", "content": "Again"}]
+    client.messages.create(model="gemini", max_tokens=4000, messages=messages, thinking=THINKING)
+    assert gemini.requests[1].json["contents"][1] == {
+        "role": "model", "parts": [{"text": first.content[1].text, "thoughtSignature": gemini.signatures_issued[0]}]}
+
+
+def test_a_streamed_text_answers_late_signature_leaves_its_thinking_unsigned(client, gemini):
+    """Gemini signs a streamed text at its end, after the thinking block had to close; it does not
+    need a text's signature back, so that thinking goes unsigned and is not sent back."""
+    messages = [{"role": "user", "content": "Say hi"}]
+    with client.messages.stream(model="gemini", max_tokens=4000, messages=messages, thinking=THINKING) as stream:
+        first = stream.get_final_message()
+    assert first.content[0].thinking == "Thinking about: Say hi" and first.content[0].signature == "nemo.unsigned"
+
+    messages += [turn_of(first), {"role": "user", "content": "Again"}]
+    client.messages.create(model="gemini", max_tokens=4000, messages=messages, thinking=THINKING)
+    assert gemini.requests[1].json["contents"][1] == {"role": "model", "parts": [{"text": first.content[1].text}]}
+
+
+def test_a_streamed_gemini_thought_comes_in_anthropics_events_and_order(gateway, tenant, gemini):
+    body = {"model": "gemini", "max_tokens": 4000, "tools": [WEATHER], "thinking": THINKING, "stream": True,
+            "messages": [{"role": "user", "content": "Weather in Florence?"}]}
+    answer = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=30,
+                        headers={"x-api-key": tenant.secret, "anthropic-version": "2023-06-01"})
+    events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
+    kinds = [(event["type"], (event.get("delta") or event.get("content_block") or {}).get("type"))
+             for event in events]
+    thoughts = [event["delta"]["thinking"] for event in events if event["type"] == "content_block_delta"
+                and event["delta"]["type"] == "thinking_delta"]
+    assert kinds == [("message_start", None), ("content_block_start", "thinking"), ("ping", None),
+                     *[("content_block_delta", "thinking_delta")] * len(thoughts),
+                     ("content_block_delta", "signature_delta"), ("content_block_stop", None),
+                     ("content_block_start", "tool_use"), ("content_block_delta", "input_json_delta"),
+                     ("content_block_stop", None), ("message_delta", None), ("message_stop", None)]
+    assert "".join(thoughts) == "Thinking about: Weather in Florence?" and len(thoughts) > 1
+    assert events[1]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}
+    assert events[2 + len(thoughts) + 1]["delta"]["signature"] == "nemo.gemini." + gemini.signatures_issued[0]
+
+
+def test_claudes_thinking_sent_to_gemini_is_left_out(client, gemini):
+    messages = [{"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "Claude thought", "signature": "EtYDCkYICxgCKkAVHEWR"},
+                    {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va"},
+                    {"type": "text", "text": "Let me look."}]},
+                {"role": "user", "content": "Go on"}]
+    answer = client.messages.create(model="gemini", max_tokens=4000, messages=messages, thinking=THINKING)
+    sent = gemini.requests[-1].json["contents"]
+    assert sent[1] == {"role": "model", "parts": [{"text": "Let me look."}]}
+    assert answer.content[0].type == "thinking" and answer.content[1].text == "Fake answer to: Go on"
+
+
+def test_gemini_thinking_sent_to_claude_is_left_out(client, claude, gemini):
+    """Claude refuses a signature not its own: a Gemini step's thinking block is not sent, and the
+    step whose turn then starts without thinking goes on without it."""
+    messages = [{"role": "user", "content": "Weather in Florence?"}]
+    first = client.messages.create(model="gemini", max_tokens=4000, tools=[WEATHER], messages=messages,
+                                   thinking=THINKING)
+    assert first.content[0].signature.startswith("nemo.gemini.")
+    messages += [turn_of(first), {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": first.content[1].id, "content": "24C"}]}]
+    second = client.messages.create(model="claude", max_tokens=4000, tools=[WEATHER], messages=messages,
+                                    thinking=THINKING)
+    sent = claude.requests[-1].json
+    assert [block["type"] for block in sent["messages"][1]["content"]] == ["tool_use"]
+    assert "thinking" not in sent and "24C" in second.content[-1].text
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_a_compatible_servers_reasoning_is_thinking_left_out_on_the_way_back(client, compatible, field,
+                                                                               streamed):
+    compatible.reasoning_field = field
+    messages = [{"role": "user", "content": "Say hi"}]
+    first = ask(client, streamed, model="openai", max_tokens=4000, messages=messages, thinking=THINKING)
+    assert [block.type for block in first.content] == ["thinking", "text"]
+    # Nothing the server could check signs it: the gateway's mark, dropped on the way back.
+    assert first.content[0].thinking == "Thinking over 1 messages" and first.content[0].signature == "nemo.unsigned"
+    assert "thinking_budget" not in compatible.requests[0].json
+
+    messages += [turn_of(first), {"role": "user", "content": "Again"}]
+    ask(client, streamed, model="openai", max_tokens=4000, messages=messages, thinking=THINKING)
+    assert compatible.requests[-1].json["messages"][1] == {"role": "assistant", "content": first.content[1].text}
