@@ -199,6 +199,7 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
         call.cache_status = "miss"
         cached = await cache.cache_get(state.store, cache_key)
         if cached is not None:
+            cached = cache.native_answer(cached, getattr(request, "native", None))
             await _answer_from_cache(state, dialect, call, cached, send)
             return
     links = await order_links(state.store, route, links)
@@ -209,7 +210,7 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
     if request.stream:
         await _relay(state, dialect, call, served, receive, send)
         if cache_key is not None and call.status == 200:
-            await cache.cache_put(state.store, cache_key, call.response)
+            await cache.cache_put(state.store, cache_key, call.response, getattr(request, "native", None))
     else:
         await _answer(state, dialect, call, served, send, cache_key=cache_key)
 
@@ -314,7 +315,7 @@ async def _answer(state: GatewayState, dialect: Dialect, call: Call, served: Ser
     await record(state, call)
     if cache_key is not None:
         # Before the answer: the client's next call may ask for the same.
-        await cache.cache_put(state.store, cache_key, served.completion)
+        await cache.cache_put(state.store, cache_key, served.completion, getattr(call.request, "native", None))
     headers = {**call.headers(), "x-nemo-cost": str(from_micros(call.cost_micros))}
     await dialect.answer(send, call.request, served.completion, headers)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.dialects.chat_completions import completion_as_chunks
 from gateway.dialects.messages_request import (
     CountTokensRequest,
     MessagesRequest,
@@ -106,10 +105,11 @@ class Messages(_AnthropicAPI):
         return MessagesStream(request)
 
     def replay(self, request: MessagesRequest, completion: dict) -> bytes:
-        render = MessagesStream(request)
-        summary = CallSummary()
-        summary.take_completion(completion)
-        return render.events([(chunk, None) for chunk in completion_as_chunks(completion)]) + render.end(summary)
+        """A cached Message as a stream: Claude's own (``native.answer``, kept with the cache
+        entry), or the one a translated answer is."""
+        answer = request.native.answer
+        message = orjson.loads(answer) if answer is not None else message_from_completion(request, completion)
+        return message_events(message)
 
 
 class CountTokens(_AnthropicAPI):
@@ -172,6 +172,41 @@ def _event(kind: str, payload: dict) -> bytes:
 
 
 _PING = _event("ping", {})
+
+
+def _block_deltas(block: dict) -> tuple[dict, list[dict]]:
+    """A whole content block as a stream has it: how it starts, and its deltas."""
+    kind = block.get("type")
+    if kind == "text":
+        return {**block, "text": ""}, [{"type": "text_delta", "text": block.get("text") or ""}]
+    if kind == "thinking":
+        return {"type": "thinking", "thinking": "", "signature": ""}, [
+            {"type": "thinking_delta", "thinking": block.get("thinking") or ""},
+            {"type": "signature_delta", "signature": block.get("signature") or ""}]
+    if kind == "tool_use":
+        return {**block, "input": {}}, [{"type": "input_json_delta",
+                                         "partial_json": orjson.dumps(block.get("input") or {}).decode()}]
+    # (redacted_thinking, a server tool's use and result: whole in their start.)
+    return block, []
+
+
+def message_events(message: dict) -> bytes:
+    """A whole Message as Anthropic streams one: its start, each block's start, deltas and stop
+    (a ping after the first start), its stop reason and usage, its stop."""
+    usage = message.get("usage") or {}
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    out = [_event("message_start", {"message": start})]
+    for index, block in enumerate(message.get("content") or []):
+        opened, deltas = _block_deltas(block)
+        out.append(_event("content_block_start", {"index": index, "content_block": opened}))
+        if index == 0:
+            out.append(_PING)
+        out += [_event("content_block_delta", {"index": index, "delta": delta}) for delta in deltas]
+        out.append(_event("content_block_stop", {"index": index}))
+    out.append(_event("message_delta", {"delta": {"stop_reason": message.get("stop_reason"),
+                                                  "stop_sequence": message.get("stop_sequence")}, "usage": usage}))
+    out.append(_event("message_stop", {}))
+    return b"".join(out)
 
 
 class MessagesStream:

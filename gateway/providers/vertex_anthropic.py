@@ -118,8 +118,8 @@ class VertexAnthropicProvider(VertexProvider):
         return UpstreamRequest(url=self.model_url(model, "streamRawPredict" if stream else "rawPredict"),
                                headers={**await self.auth_headers(), **native.headers}, body=orjson.dumps(payload))
 
-    def native_stream_decoder(self, *, model: str) -> StreamDecoder:
-        return NativeStreamDecoder(model=model)
+    def native_stream_decoder(self, *, model: str, native) -> StreamDecoder:
+        return NativeStreamDecoder(model=model, native=native)
 
     async def count_tokens(self, session, *, body: dict, native, model: str, timeout_s: float) -> dict:
         """Vertex's own count for Claude (``count-tokens:rawPredict``), which names the model in the body."""
@@ -458,7 +458,61 @@ class AnthropicStreamDecoder(JSONEventDecoder):
 
 class NativeStreamDecoder(AnthropicStreamDecoder):
     """Claude's stream for an Anthropic client: what each read brought goes on as it came (the
-    first event of its batch, with no chunk), and its chunks feed the call's summary."""
+    first event of its batch, with no chunk), and its chunks feed the call's summary. The Message
+    the stream was is put together as it goes, and kept as the call's ``native.answer`` once it
+    stops (what the response cache keeps: thinking blocks and their signatures included)."""
+
+    def __init__(self, *, model: str, native) -> None:
+        super().__init__(model=model)
+        self._native = native
+        self._message: MessageBuilder | None = MessageBuilder()
 
     def feed_events(self, data: bytes) -> list:
         return [({}, data), *[(chunk, None) for chunk in self.feed(data)]]
+
+    def _translate(self, data: dict) -> list[dict]:
+        chunks = super()._translate(data)
+        if self._message is not None:
+            try:
+                self._message.take(data)
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+                # A stream not shaped as Anthropic documents: relayed all the same, not kept.
+                self._message = None
+        if self._finished and self._message is not None and self._message.message is not None:
+            self._native.answer = orjson.dumps(self._message.message)
+        return chunks
+
+
+class MessageBuilder:
+    """A Message put together from its stream's events, as the Anthropic SDK accumulates one."""
+
+    def __init__(self) -> None:
+        self.message: dict | None = None
+        self._partial_json: dict[int, str] = {}
+
+    def take(self, data: dict) -> None:
+        kind = data["type"]
+        if kind == "message_start":
+            self.message = {**data["message"], "content": []}
+            return
+        message = self.message
+        if kind == "content_block_start":
+            message["content"].append(dict(data["content_block"]))
+        elif kind == "content_block_delta":
+            self._delta(message["content"][data["index"]], data["index"], data["delta"])
+        elif kind == "content_block_stop" and data["index"] in self._partial_json:
+            message["content"][data["index"]]["input"] = json.loads(self._partial_json.pop(data["index"]) or "{}")
+        elif kind == "message_delta":
+            message.update(data.get("delta") or {})
+            message["usage"] = {**(message.get("usage") or {}), **(data.get("usage") or {})}
+
+    def _delta(self, block: dict, index: int, delta: dict) -> None:
+        kind = delta["type"]
+        if kind == "input_json_delta":
+            self._partial_json[index] = self._partial_json.get(index, "") + delta["partial_json"]
+        elif kind == "citations_delta":
+            block.setdefault("citations", []).append(delta["citation"])
+        else:
+            # text_delta, thinking_delta, signature_delta: appended to the field they name.
+            name = kind.removesuffix("_delta")
+            block[name] = (block.get(name) or "") + delta[name]

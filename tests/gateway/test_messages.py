@@ -668,3 +668,30 @@ def test_a_compatible_servers_reasoning_is_thinking_left_out_on_the_way_back(cli
     messages += [turn_of(first), {"role": "user", "content": "Again"}]
     ask(client, streamed, model="openai", max_tokens=4000, messages=messages, thinking=THINKING)
     assert compatible.requests[-1].json["messages"][1] == {"role": "assistant", "content": first.content[1].text}
+
+
+# --- the response cache: the same Message again -----------------------------------------------------
+
+@pytest.mark.parametrize("first_streamed", [False, True], ids=["whole-first", "streamed-first"])
+@pytest.mark.parametrize("hit_streamed", [False, True], ids=["whole-hit", "streamed-hit"])
+def test_a_cache_hit_is_claudes_message_with_its_id_and_thinking(client, claude, first_streamed, hit_streamed):
+    options = {"model": "claude", "max_tokens": 4000, "tools": [WEATHER], "thinking": THINKING,
+               "messages": [{"role": "user", "content": "Weather in Florence?"}], "extra_body": {"nemo_cache": True}}
+    first = ask(client, first_streamed, **options)
+    hit = ask(client, hit_streamed, **options)
+
+    assert claude.count == 1
+    assert first.content[0].type == "thinking" and first.content[0].signature in claude.signatures
+    assert hit.model_dump() == first.model_dump()
+    assert last_row().cache == "hit" and last_row().cost == 0
+
+
+def test_a_cache_hit_of_a_gemini_message_keeps_its_thinking(client, gemini):
+    options = {"model": "gemini", "max_tokens": 4000, "thinking": THINKING, "messages": HELLO,
+               "extra_body": {"nemo_cache": True}}
+    first = client.messages.create(**options)
+    with client.messages.stream(**options) as stream:
+        hit = stream.get_final_message()
+    assert gemini.count == 1 and last_row().cache == "hit"
+    assert [block.model_dump() for block in hit.content] == [block.model_dump() for block in first.content]
+    assert hit.content[0].signature == "nemo.gemini." + gemini.signatures_issued[0]
