@@ -326,9 +326,7 @@ class Provider:
                            timeout_s: float) -> dict:
         """``{"input_tokens": N}`` for a request's prompt: an estimate from its Chat body, where
         the upstream counts none."""
-        # About four bytes a token, as elsewhere where the upstream gives no count.
-        size = len(orjson.dumps(body["messages"])) + (len(orjson.dumps(body["tools"])) if body.get("tools") else 0)
-        return {"input_tokens": (size + 3) // 4}
+        return estimated_count(body)
 
     # --- embeddings ----------------------------------------------------------------------------
     async def prepare_embedding(self, *, body: dict, model: str) -> list[UpstreamRequest]:
@@ -441,3 +439,10 @@ class UpstreamChunkStream(ChunkStream):
 
 def _nothing() -> None:
     pass
+
+
+def estimated_count(body: dict) -> dict:
+    """``{"input_tokens": N}`` for a Chat body's prompt, where no upstream counts it."""
+    # About four bytes a token, as elsewhere where the upstream gives no count.
+    size = len(orjson.dumps(body["messages"])) + (len(orjson.dumps(body["tools"])) if body.get("tools") else 0)
+    return {"input_tokens": (size + 3) // 4}

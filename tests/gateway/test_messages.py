@@ -695,3 +695,29 @@ def test_a_cache_hit_of_a_gemini_message_keeps_its_thinking(client, gemini):
     assert gemini.count == 1 and last_row().cache == "hit"
     assert [block.model_dump() for block in hit.content] == [block.model_dump() for block in first.content]
     assert hit.content[0].signature == "nemo.gemini." + gemini.signatures_issued[0]
+
+
+# --- count_tokens along the chain -------------------------------------------------------------------
+
+def test_count_tokens_skips_a_link_whose_circuit_is_open(client, claude, gemini):
+    claude.script(*[Status(500)] * 5)
+    for _ in range(5):
+        client.messages.create(model="agent", max_tokens=50, messages=HELLO)
+    asked = claude.count
+
+    raw = client.messages.with_raw_response.count_tokens(model="agent", messages=HELLO)
+
+    assert raw.headers["x-nemo-attempts"] == "sonnet:circuit_open, flash:ok"
+    assert raw.parse().input_tokens > 0 and claude.count == asked
+    row = last_row()
+    assert (row.endpoint, row.status, row.cost, row.deployment) == ("messages.count_tokens", 200, 0, "flash")
+
+
+def test_count_tokens_is_the_estimate_when_no_link_can_count(client, claude):
+    claude.script(Status(503))
+    raw = client.messages.with_raw_response.count_tokens(model="claude", messages=HELLO)
+
+    assert raw.headers["x-nemo-attempts"] == "sonnet:503"
+    assert raw.parse().input_tokens == (len(json.dumps(HELLO, separators=(",", ":"))) + 3) // 4
+    row = last_row()
+    assert (row.status, row.cost, row.deployment) == (200, 0, "")
