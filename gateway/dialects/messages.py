@@ -18,6 +18,9 @@ classes.
 
 from __future__ import annotations
 
+import time
+from urllib.parse import parse_qs
+
 import orjson
 
 from gateway.dialects.messages_request import (
@@ -26,7 +29,7 @@ from gateway.dialects.messages_request import (
     parse_count_tokens_request,
     parse_messages_request,
 )
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, invalid_request
 from gateway.http import header, send_json, send_json_bytes
 from gateway.providers.base import Event
 from gateway.providers.shapes import parse_arguments
@@ -65,6 +68,49 @@ def authorization(scope) -> str | None:
         return bearer
     key = header(scope, b"x-api-key")
     return None if key is None else f"Bearer {key}"
+
+
+def is_anthropic_client(scope) -> bool:
+    """A client of Anthropic's API: it names the API's version, or sends its key as ``x-api-key``
+    (an OpenAI client sends neither)."""
+    return header(scope, b"anthropic-version") is not None or (
+        header(scope, b"authorization") is None and header(scope, b"x-api-key") is not None)
+
+
+# --- GET /v1/models for Anthropic's clients --------------------------------------------------------
+
+# How many models a page holds unless the client says (Anthropic's default), and at most.
+MODEL_PAGE = 20
+MAX_MODEL_PAGE = 1000
+
+
+def model_info(name: str, created: float) -> dict:
+    """A model in Anthropic's shape (the gateway's model name is its id and its name)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    return {"type": "model", "id": name, "display_name": name, "created_at": stamp}
+
+
+def model_page(names: list[str], created: float, query: bytes) -> dict:
+    """One page of the models, in Anthropic's list shape: ``limit``, and ``after_id`` or
+    ``before_id`` to page on; an id of no model on the list is a 400."""
+    params = parse_qs(query.decode("latin-1"))
+    limit = params.get("limit", [str(MODEL_PAGE)])[0]
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_MODEL_PAGE:
+        raise invalid_request(f"limit must be an integer from 1 to {MAX_MODEL_PAGE}", param="limit")
+    start, end = 0, len(names)
+    for name in ("after_id", "before_id"):
+        if (given := params.get(name, [None])[0]) is not None and given not in names:
+            raise invalid_request(f"{name} {given!r} is not a model of this list", param=name)
+    if after := params.get("after_id", [None])[0]:
+        start = names.index(after) + 1
+    if before := params.get("before_id", [None])[0]:
+        end = names.index(before)
+        start = max(start, end - int(limit))
+    shown = names[start:end][: int(limit)]
+    # (Paging back, what is left is before the page.)
+    more = start > 0 if before else start + len(shown) < end
+    return {"data": [model_info(name, created) for name in shown], "has_more": more,
+            "first_id": shown[0] if shown else None, "last_id": shown[-1] if shown else None}
 
 
 def _session_run(request) -> str:

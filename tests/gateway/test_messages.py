@@ -721,3 +721,39 @@ def test_count_tokens_is_the_estimate_when_no_link_can_count(client, claude):
     assert raw.parse().input_tokens == (len(json.dumps(HELLO, separators=(",", ":"))) + 3) // 4
     row = last_row()
     assert (row.status, row.cost, row.deployment) == (200, 0, "")
+
+
+# --- GET /v1/models in Anthropic's shape --------------------------------------------------------------
+
+def test_the_anthropic_sdk_lists_and_retrieves_the_models_a_key_may_use(gateway, make_tenant):
+    client = client_of(gateway, make_tenant(allowed_models=["claude", "gemini", "openai"]).secret)
+
+    listed = list(client.models.list())
+    page = client.models.list(limit=2)
+    retrieved = client.models.retrieve("gemini")
+
+    assert [model.id for model in listed] == ["claude", "gemini", "openai"]
+    assert all(model.type == "model" and model.display_name == model.id for model in listed)
+    assert listed[0].created_at.tzinfo is not None
+    assert [model.id for model in page.data] == ["claude", "gemini"]
+    assert (page.has_more, page.first_id, page.last_id) == (True, "claude", "gemini")
+    assert [model.id for model in page.get_next_page().data] == ["openai"]
+    assert (retrieved.id, retrieved.type) == ("gemini", "model")
+    # A model the key may not use is as absent as one that does not exist.
+    for name in ("agent", "no-such-model"):
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            client.models.retrieve(name)
+        assert missing.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.models.list(limit=0)
+    assert bad.value.body["error"]["nemo"]["param"] == "limit"
+    with pytest.raises(anthropic.AuthenticationError):
+        client_of(gateway, "sk-nemo-wrong").models.list()
+
+
+def test_an_openai_client_still_gets_openais_model_list(gateway, tenant):
+    listed = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {tenant.secret}"}).json()
+    assert listed["object"] == "list" and {"id": "agent", "object": "model"}.items() <= listed["data"][0].items()
+    as_anthropic = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {tenant.secret}",
+                                                                  "anthropic-version": "2023-06-01"}).json()
+    assert as_anthropic["data"][0]["type"] == "model" and as_anthropic["first_id"] == "agent"
