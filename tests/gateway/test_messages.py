@@ -757,3 +757,15 @@ def test_an_openai_client_still_gets_openais_model_list(gateway, tenant):
     as_anthropic = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {tenant.secret}",
                                                                   "anthropic-version": "2023-06-01"}).json()
     assert as_anthropic["data"][0]["type"] == "model" and as_anthropic["first_id"] == "agent"
+
+
+def test_a_chat_client_may_ask_gemini_for_its_thoughts_within_a_budget_it_names_well(gateway, tenant, gemini):
+    asked = {"model": "gemini", "messages": HELLO, "reasoning_effort": "low", "thinking_budget": 1500}
+    answer = httpx.post(f"{gateway.url}/v1/chat/completions", json=asked,
+                        headers={"Authorization": f"Bearer {tenant.secret}"}).json()
+    assert answer["choices"][0]["message"]["reasoning_content"] == "Thinking about: Say hi in Portuguese"
+    assert gemini.requests[-1].json["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 1500,
+                                                                             "includeThoughts": True}
+    refused = httpx.post(f"{gateway.url}/v1/chat/completions", json={**asked, "thinking_budget": "lots"},
+                         headers={"Authorization": f"Bearer {tenant.secret}"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "thinking_budget"
