@@ -511,7 +511,8 @@ class GeminiStreamDecoder(JSONEventDecoder):
     def _thought(self, output: _Output, index: int) -> list[dict]:
         """A piece of the thinking, and its signature if it comes before the answer begins (a
         function call's comes with it; a text's may come at its end, too late to precede it: that
-        thinking goes unsigned, as Gemini does not need a text's signature back)."""
+        thinking goes unsigned, as Gemini does not need a text's signature back). Thinking comes
+        before the answer, as in Anthropic's stream: none is shown once the answer began."""
         chunks = []
         if output.thoughts and index not in self._thought_over:
             self._thinking.add(index)
