@@ -14,6 +14,7 @@ from django.conf import settings
 from analytics.ledger import DATABASE_ERRORS
 from gateway import metrics, responses_store
 from gateway.db import db_read, ping
+from gateway.dialects import messages as anthropic_api
 from gateway.dialects.chat_completions import ChatCompletions
 from gateway.dialects.embeddings import Embeddings
 from gateway.dialects.messages import CountTokens, Messages
@@ -230,17 +231,23 @@ def _stored_response_route(path: str, method: str) -> tuple[str, str] | None:
     return None
 
 
-async def _key(state: GatewayState, scope, send):
-    """The calling key's snapshot; None once its refusal is sent."""
+async def _key(state: GatewayState, scope, send, *, anthropic: bool):
+    """The calling key's snapshot; None once its refusal is sent (``anthropic``: from where and
+    in the shape of Anthropic's API)."""
     try:
         try:
-            return await state.keys.authenticate(header(scope, b"authorization"))
+            where = anthropic_api.authorization(scope) if anthropic else header(scope, b"authorization")
+            return await state.keys.authenticate(where)
         except DATABASE_ERRORS as lost:
             raise service_unavailable("The gateway's database cannot be reached to check this key.",
                                       code="database_unavailable") from lost
     except GatewayError as error:
-        await send_json(send, error.status, error.body(), error.headers)
+        await _send_error(send, error, anthropic=anthropic)
         return None
+
+
+async def _send_error(send, error: GatewayError, *, anthropic: bool) -> None:
+    await send_json(send, error.status, anthropic_api.error_body(error) if anthropic else error.body(), error.headers)
 
 
 def _model(name: str, created: int) -> dict:
@@ -248,23 +255,33 @@ def _model(name: str, created: int) -> dict:
 
 
 async def handle_models(state: GatewayState, scope, send) -> None:
-    """The models this key may use, in OpenAI's list shape."""
-    snapshot = await _key(state, scope, send)
+    """The models this key may use, in OpenAI's list shape, or Anthropic's to its clients."""
+    anthropic = anthropic_api.is_anthropic_client(scope)
+    snapshot = await _key(state, scope, send, anthropic=anthropic)
     if snapshot is None:
         return
+    names = [name for name in sorted(state.config.models) if snapshot.may_use(name)]
+    if anthropic:
+        try:
+            page = anthropic_api.model_page(names, time.time(), scope.get("query_string", b""))
+        except GatewayError as error:
+            await _send_error(send, error, anthropic=True)
+            return
+        await send_json(send, 200, page)
+        return
     created = int(time.time())
-    data = [_model(name, created) for name in sorted(state.config.models) if snapshot.may_use(name)]
-    await send_json(send, 200, {"object": "list", "data": data})
+    await send_json(send, 200, {"object": "list", "data": [_model(name, created) for name in names]})
 
 
 async def handle_model(state: GatewayState, scope, send, name: str) -> None:
     """One model in OpenAI's shape. A model the key may not use is as absent as one that does
     not exist: the same 404, so a key cannot learn what other keys are routed to."""
-    snapshot = await _key(state, scope, send)
+    anthropic = anthropic_api.is_anthropic_client(scope)
+    snapshot = await _key(state, scope, send, anthropic=anthropic)
     if snapshot is None:
         return
     if name not in state.config.models or not snapshot.may_use(name):
-        error = model_not_found(name)
-        await send_json(send, error.status, error.body())
+        await _send_error(send, model_not_found(name), anthropic=anthropic)
         return
-    await send_json(send, 200, _model(name, int(time.time())))
+    shown = anthropic_api.model_info(name, time.time()) if anthropic else _model(name, int(time.time()))
+    await send_json(send, 200, shown)

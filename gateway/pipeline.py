@@ -39,8 +39,18 @@ from gateway.errors import (
 )
 from gateway.http import header, read_body
 from gateway.idempotency import REPLAY_HEADER, AnswerCapture, Claim, KeptAnswer, claim_or_answer
+from gateway.providers.base import estimated_count
 from gateway.relay import StreamRelay, replay
-from gateway.router import Attempt, ChainFailed, Served, attempts_header, call_chain, eligible_links, order_links
+from gateway.router import (
+    Attempt,
+    ChainFailed,
+    Served,
+    attempts_header,
+    call_chain,
+    eligible_links,
+    order_links,
+    unprobed_chain,
+)
 from gateway.runs import count_tool_calls, run_limits
 from gateway.state import GatewayState
 from gateway.summary import CallSummary
@@ -49,10 +59,6 @@ from money import call_cost_micros, from_micros
 logger = logging.getLogger(__name__)
 
 MIN_OUTPUT_TOKENS = settings.NEMO_MIN_OUTPUT_TOKENS
-
-# The chain of a call admitted without a check (a token count, which reserves nothing): no link
-# skipped, none probed.
-_UNCHECKED = ChainCheck(skip=frozenset(), probes=frozenset())
 
 # A request the client gave up on; the nginx convention, since HTTP has no status for it.
 CLIENT_CLOSED = 499
@@ -190,8 +196,7 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
         raise _database_unavailable()
     if not request.charged:
         # (A token count: no limit, no reservation, no cache; logged all the same.)
-        served = await route_and_call(state, call, route, links, output_cap=None)
-        await _answer(state, dialect, call, served, send, cache_key=None)
+        await _answer(state, dialect, call, await _count(state, call, route, links), send, cache_key=None)
         return
     cache_key = None
     if cache.cache_wanted(request_choice=request.use_cache, org_default=call.snapshot.org_cache_enabled):
@@ -199,6 +204,7 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
         call.cache_status = "miss"
         cached = await cache.cache_get(state.store, cache_key)
         if cached is not None:
+            cached = cache.native_answer(cached, getattr(request, "native", None))
             await _answer_from_cache(state, dialect, call, cached, send)
             return
     links = await order_links(state.store, route, links)
@@ -209,7 +215,7 @@ async def _run(state: GatewayState, dialect: Dialect, call: Call, scope, receive
     if request.stream:
         await _relay(state, dialect, call, served, receive, send)
         if cache_key is not None and call.status == 200:
-            await cache.cache_put(state.store, cache_key, call.response)
+            await cache.cache_put(state.store, cache_key, call.response, getattr(request, "native", None))
     else:
         await _answer(state, dialect, call, served, send, cache_key=cache_key)
 
@@ -288,11 +294,12 @@ def _prompt_bound(prompt_bytes: int, links: list[Deployment]) -> int:
 
 
 async def route_and_call(state: GatewayState, call: Call, route: ModelRoute, links: list[Deployment], *,
-                         output_cap: int | None) -> Served:
+                         output_cap: int | None, chain: ChainCheck | None = None) -> Served:
+    """``chain``: the links' check, if not the reservation's."""
     try:
         served = await call_chain(store=state.store, session=state.session, route=route, links=links,
-                                  chain=call.reservation.chain if call.reservation else _UNCHECKED,
-                                  body=call.request.body, method=call.request.method, output_cap=output_cap,
+                                  chain=call.reservation.chain if chain is None else chain, body=call.request.body,
+                                  method=call.request.method, output_cap=output_cap,
                                   native=getattr(call.request, "native", None))
     except ChainFailed as failure:
         call.attempts = failure.attempts
@@ -302,6 +309,19 @@ async def route_and_call(state: GatewayState, call: Call, route: ModelRoute, lin
     call.deployment = served.deployment.id
     call.provider = served.deployment.provider_name
     return served
+
+
+async def _count(state: GatewayState, call: Call, route: ModelRoute, links: list[Deployment]) -> Served:
+    """A token count, along the chain as any call goes (a link whose circuit is open or that
+    cools down skipped, none probed): the first link that counts, or the estimate when none
+    can (every link skipped or failing). An upstream that refuses the request refuses it."""
+    try:
+        return await route_and_call(state, call, route, links, output_cap=None,
+                                    chain=await unprobed_chain(state.store, links))
+    except ChainFailed as failure:
+        if failure.status not in (429, 502):
+            raise
+        return Served(deployment=None, attempts=failure.attempts, completion=estimated_count(call.request.body))
 
 
 async def _answer(state: GatewayState, dialect: Dialect, call: Call, served: Served, send, *,
@@ -314,7 +334,7 @@ async def _answer(state: GatewayState, dialect: Dialect, call: Call, served: Ser
     await record(state, call)
     if cache_key is not None:
         # Before the answer: the client's next call may ask for the same.
-        await cache.cache_put(state.store, cache_key, served.completion)
+        await cache.cache_put(state.store, cache_key, served.completion, getattr(call.request, "native", None))
     headers = {**call.headers(), "x-nemo-cost": str(from_micros(call.cost_micros))}
     await dialect.answer(send, call.request, served.completion, headers)
 

@@ -58,7 +58,8 @@ class ChainFailed(GatewayError):
 
 @dataclass(slots=True)
 class Served:
-    deployment: Deployment
+    # (None: a token count that no link made, estimated instead.)
+    deployment: Deployment | None
     attempts: list[Attempt]
     completion: dict | None = None
     chunks: ChunkStream | None = None
@@ -79,6 +80,21 @@ def eligible_links(route: ModelRoute, *, tags: frozenset[str], needs_tools: bool
         wanted = ", ".join(sorted(tags)) or "tool support"
         raise invalid_request(f"No deployment of {route.name!r} has {wanted}.", param="tags")
     return links
+
+
+async def unprobed_chain(store, links: list[Deployment]) -> ChainCheck:
+    """The chain check of a call that reserves nothing (a token count): a link whose circuit is
+    not closed, or that cools down, is skipped; none is probed, as a count tests nothing of what a
+    link answers."""
+    deployments = [link.id for link in links]
+    try:
+        circuits = await store.circuits(deployments)
+        cooling = await store.cooldowns_until(deployments, time.time())
+    except Exception as error:  # noqa: BLE001 - every link then, as without Redis
+        logger.warning("the router could not read the links' circuits: %s", error)
+        return ChainCheck(skip=frozenset(), probes=frozenset())
+    skip = {deployment for deployment, state in circuits.items() if state != "closed"} | set(cooling)
+    return ChainCheck(skip=frozenset(skip), probes=frozenset())
 
 
 async def order_links(store, route: ModelRoute, links: list[Deployment]) -> list[Deployment]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from gateway.providers.thinking import reasoning_of
+
 
 @dataclass(slots=True)
 class CallSummary:
@@ -21,6 +23,10 @@ class CallSummary:
     # The answer's text as it came (a stream's pieces are joined once, not at every chunk).
     content_parts: list[str] = field(default_factory=list)
     tool_calls: dict[int, dict] = field(default_factory=dict)
+    # What the model thought, as it came, and the signature that lets it come back
+    # (gateway/providers/thinking.py).
+    reasoning_parts: list[str] = field(default_factory=list)
+    reasoning_signature: str = ""
     first_token_at: float | None = None
     has_usage: bool = False
     response_id: str = ""
@@ -58,6 +64,8 @@ class CallSummary:
             self.finish_reason = first.get("finish_reason") or ""
             message = first.get("message") or {}
             self.content_parts = [message.get("content") or ""]
+            self.reasoning_parts = [reasoning_of(message)]
+            self.reasoning_signature = message.get("reasoning_signature") or ""
             for index, call in enumerate(message.get("tool_calls") or []):
                 function = call.get("function") or {}
                 self.tool_calls[index] = {"id": call.get("id", ""), "name": function.get("name", ""),
@@ -82,10 +90,18 @@ class CallSummary:
                     self.content_parts.append(text)
                 if calls:
                     self._take_tool_calls(calls)
+                if not text and not calls:
+                    # (Thinking comes in deltas of its own.)
+                    self._take_reasoning(delta)
                 if (text or calls) and self.first_token_at is None:
                     self.first_token_at = time.monotonic()
             if reason := choice.get("finish_reason"):
                 self.finish_reason = reason
+
+    def _take_reasoning(self, delta: dict) -> None:
+        if thought := reasoning_of(delta):
+            self.reasoning_parts.append(thought)
+        self.reasoning_signature = delta.get("reasoning_signature") or self.reasoning_signature
 
     def _take_tool_calls(self, calls: list[dict]) -> None:
         for call in calls:
@@ -107,6 +123,10 @@ class CallSummary:
     def as_completion(self) -> dict:
         """An OpenAI chat.completion equivalent to what was streamed (for the cache and the log)."""
         message: dict = {"role": "assistant", "content": self.content or None}
+        if reasoning := "".join(self.reasoning_parts):
+            message["reasoning_content"] = reasoning
+        if self.reasoning_signature:
+            message["reasoning_signature"] = self.reasoning_signature
         if self.tool_calls:
             message["tool_calls"] = [
                 {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}

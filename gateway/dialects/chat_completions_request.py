@@ -26,6 +26,7 @@ from gateway.errors import invalid_request
 from gateway.http import json_object
 from gateway.providers.fields import REASONING_EFFORTS
 from gateway.providers.shapes import MAX_NESTING
+from gateway.providers.thinking import THINKING_BUDGET
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 NEMO_FIELDS = ("tags", "nemo_cache")
@@ -356,6 +357,8 @@ _BODY_FIELDS: dict[str, Check] = {
     "frequency_penalty": _number(-2, 2),
     "seed": _integer(-(2**63), 2**63 - 1),
     "reasoning_effort": _one_of(REASONING_EFFORTS),
+    # (What a Messages call's thinking asks for: to see the thinking, within this budget.)
+    THINKING_BUDGET: _integer(0, MAX_OUTPUT_TOKENS),
     "logprobs": bool,
     "top_logprobs": _integer(0, 20),
     "logit_bias": _logit_bias,

@@ -8,26 +8,32 @@ Message, its stream as Anthropic's events in their order — ``message_start``,
 ``content_block_start``, ``ping``, ``content_block_delta`` (``text_delta``,
 ``input_json_delta``), ``content_block_stop``, ``message_delta`` with the stop reason and the
 usage, ``message_stop`` — as the recordings in ``shared/recordings/anthropic-claude-sonnet-4/``
-show them. A stream that breaks midway ends in an ``error`` event. Errors are Anthropic's
-``{"type": "error", "error": {"type", "message"}}``, with the gateway's code and param under
-``error.nemo``, so the Anthropic SDK raises its own classes.
+show them. What such a link thought (``reasoning_content``) is a ``thinking`` block before the
+answer's, streamed as ``thinking_delta``s and a ``signature_delta``, under the signature the
+gateway made for it (gateway/providers/thinking.py). A stream that breaks midway ends in an
+``error`` event. Errors are Anthropic's ``{"type": "error", "error": {"type", "message"}}``,
+with the gateway's code and param under ``error.nemo``, so the Anthropic SDK raises its own
+classes.
 """
 
 from __future__ import annotations
 
+import time
+from urllib.parse import parse_qs
+
 import orjson
 
-from gateway.dialects.chat_completions import completion_as_chunks
 from gateway.dialects.messages_request import (
     CountTokensRequest,
     MessagesRequest,
     parse_count_tokens_request,
     parse_messages_request,
 )
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, invalid_request
 from gateway.http import header, send_json, send_json_bytes
 from gateway.providers.base import Event
 from gateway.providers.shapes import parse_arguments
+from gateway.providers.thinking import UNSIGNED, reasoning_of
 from gateway.summary import CallSummary
 
 # An error's type in Anthropic's shape, by its status.
@@ -62,6 +68,49 @@ def authorization(scope) -> str | None:
         return bearer
     key = header(scope, b"x-api-key")
     return None if key is None else f"Bearer {key}"
+
+
+def is_anthropic_client(scope) -> bool:
+    """A client of Anthropic's API: it names the API's version, or sends its key as ``x-api-key``
+    (an OpenAI client sends neither)."""
+    return header(scope, b"anthropic-version") is not None or (
+        header(scope, b"authorization") is None and header(scope, b"x-api-key") is not None)
+
+
+# --- GET /v1/models for Anthropic's clients --------------------------------------------------------
+
+# How many models a page holds unless the client says (Anthropic's default), and at most.
+MODEL_PAGE = 20
+MAX_MODEL_PAGE = 1000
+
+
+def model_info(name: str, created: float) -> dict:
+    """A model in Anthropic's shape (the gateway's model name is its id and its name)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    return {"type": "model", "id": name, "display_name": name, "created_at": stamp}
+
+
+def model_page(names: list[str], created: float, query: bytes) -> dict:
+    """One page of the models, in Anthropic's list shape: ``limit``, and ``after_id`` or
+    ``before_id`` to page on; an id of no model on the list is a 400."""
+    params = parse_qs(query.decode("latin-1"))
+    limit = params.get("limit", [str(MODEL_PAGE)])[0]
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_MODEL_PAGE:
+        raise invalid_request(f"limit must be an integer from 1 to {MAX_MODEL_PAGE}", param="limit")
+    start, end = 0, len(names)
+    for name in ("after_id", "before_id"):
+        if (given := params.get(name, [None])[0]) is not None and given not in names:
+            raise invalid_request(f"{name} {given!r} is not a model of this list", param=name)
+    if after := params.get("after_id", [None])[0]:
+        start = names.index(after) + 1
+    if before := params.get("before_id", [None])[0]:
+        end = names.index(before)
+        start = max(start, end - int(limit))
+    shown = names[start:end][: int(limit)]
+    # (Paging back, what is left is before the page.)
+    more = start > 0 if before else start + len(shown) < end
+    return {"data": [model_info(name, created) for name in shown], "has_more": more,
+            "first_id": shown[0] if shown else None, "last_id": shown[-1] if shown else None}
 
 
 def _session_run(request) -> str:
@@ -102,10 +151,11 @@ class Messages(_AnthropicAPI):
         return MessagesStream(request)
 
     def replay(self, request: MessagesRequest, completion: dict) -> bytes:
-        render = MessagesStream(request)
-        summary = CallSummary()
-        summary.take_completion(completion)
-        return render.events([(chunk, None) for chunk in completion_as_chunks(completion)]) + render.end(summary)
+        """A cached Message as a stream: Claude's own (``native.answer``, kept with the cache
+        entry), or the one a translated answer is."""
+        answer = request.native.answer
+        message = orjson.loads(answer) if answer is not None else message_from_completion(request, completion)
+        return message_events(message)
 
 
 class CountTokens(_AnthropicAPI):
@@ -148,6 +198,9 @@ def message_from_completion(request: MessagesRequest, completion: dict) -> dict:
     choice = (completion.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[dict] = []
+    if thought := reasoning_of(message):
+        content.append({"type": "thinking", "thinking": thought,
+                        "signature": message.get("reasoning_signature") or UNSIGNED})
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or []:
@@ -167,12 +220,47 @@ def _event(kind: str, payload: dict) -> bytes:
 _PING = _event("ping", {})
 
 
+def _block_deltas(block: dict) -> tuple[dict, list[dict]]:
+    """A whole content block as a stream has it: how it starts, and its deltas."""
+    kind = block.get("type")
+    if kind == "text":
+        return {**block, "text": ""}, [{"type": "text_delta", "text": block.get("text") or ""}]
+    if kind == "thinking":
+        return {"type": "thinking", "thinking": "", "signature": ""}, [
+            {"type": "thinking_delta", "thinking": block.get("thinking") or ""},
+            {"type": "signature_delta", "signature": block.get("signature") or ""}]
+    if kind == "tool_use":
+        return {**block, "input": {}}, [{"type": "input_json_delta",
+                                         "partial_json": orjson.dumps(block.get("input") or {}).decode()}]
+    # (redacted_thinking, a server tool's use and result: whole in their start.)
+    return block, []
+
+
+def message_events(message: dict) -> bytes:
+    """A whole Message as Anthropic streams one: its start, each block's start, deltas and stop
+    (a ping after the first start), its stop reason and usage, its stop."""
+    usage = message.get("usage") or {}
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    out = [_event("message_start", {"message": start})]
+    for index, block in enumerate(message.get("content") or []):
+        opened, deltas = _block_deltas(block)
+        out.append(_event("content_block_start", {"index": index, "content_block": opened}))
+        if index == 0:
+            out.append(_PING)
+        out += [_event("content_block_delta", {"index": index, "delta": delta}) for delta in deltas]
+        out.append(_event("content_block_stop", {"index": index}))
+    out.append(_event("message_delta", {"delta": {"stop_reason": message.get("stop_reason"),
+                                                  "stop_sequence": message.get("stop_sequence")}, "usage": usage}))
+    out.append(_event("message_stop", {}))
+    return b"".join(out)
+
+
 class MessagesStream:
     """A stream's events for an Anthropic client: a Claude link's own bytes as they came, or the
     chunks of a translated one as Anthropic's events, a content block opened when its first
     piece comes and stopped when the next one starts or the answer ends."""
 
-    __slots__ = ("request", "native", "started", "pinged", "blocks", "open_kind", "calls")
+    __slots__ = ("request", "native", "started", "pinged", "blocks", "open_kind", "calls", "signature")
 
     def __init__(self, request: MessagesRequest) -> None:
         self.request = request
@@ -184,6 +272,8 @@ class MessagesStream:
         self.blocks = 0
         self.open_kind: str | None = None
         self.calls: dict[int, int] = {}
+        # The open thinking block's signature, sent as it closes.
+        self.signature = ""
 
     def _start(self, out: list[bytes], model: str) -> None:
         self.started = True
@@ -203,6 +293,8 @@ class MessagesStream:
                     continue
                 if text := delta.get("content"):
                     self._text(text, out)
+                elif not delta.get("tool_calls"):
+                    self._thinking(delta, out)
                 for call in delta.get("tool_calls") or ():
                     self._call(call, out)
         return b"".join(out)
@@ -219,9 +311,23 @@ class MessagesStream:
         return index
 
     def _close(self, out: list[bytes]) -> None:
-        if self.open_kind is not None:
-            self.open_kind = None
-            out.append(_event("content_block_stop", {"index": self.blocks - 1}))
+        if self.open_kind is None:
+            return
+        if self.open_kind == "thinking":
+            out.append(_event("content_block_delta", {"index": self.blocks - 1, "delta": {
+                "type": "signature_delta", "signature": self.signature or UNSIGNED}}))
+        self.open_kind = None
+        out.append(_event("content_block_stop", {"index": self.blocks - 1}))
+
+    def _thinking(self, delta: dict, out: list[bytes]) -> None:
+        thought = reasoning_of(delta)
+        if thought and self.open_kind != "thinking":
+            self._open({"type": "thinking", "thinking": "", "signature": ""}, "thinking", out)
+        if thought:
+            out.append(_event("content_block_delta", {"index": self.blocks - 1,
+                                                      "delta": {"type": "thinking_delta", "thinking": thought}}))
+        if self.open_kind == "thinking" and delta.get("reasoning_signature"):
+            self.signature = delta["reasoning_signature"]
 
     def _text(self, text: str, out: list[bytes]) -> None:
         if self.open_kind != "text":

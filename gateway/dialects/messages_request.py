@@ -11,12 +11,16 @@ other provider translates from, and which the limits, the cache and the log read
   blocks are parts of a user message; its ``tool_result`` blocks are ``tool`` messages (before
   the rest of the turn, as Chat Completions wants them right after the calls);
 - an assistant turn's ``text`` is its content and its ``tool_use`` blocks its ``tool_calls``;
-  its ``thinking`` and ``redacted_thinking`` blocks are left out: their signatures are Claude's,
-  which no other model can check (Anthropic itself drops a past turn's thinking from the context);
+  a ``thinking`` block another model's link made (its signature the gateway's, carrying Gemini's:
+  gateway/providers/thinking.py) is its ``reasoning_content`` and ``reasoning_signature``, which
+  brings Gemini its signature back; any other ``thinking`` and ``redacted_thinking`` block is left
+  out: its signature is Claude's, which no other model can check, or the gateway's for thinking
+  no upstream can take back (Anthropic itself drops a past turn's thinking from the context);
 - ``tools`` (custom tools with an ``input_schema``) are function tools, ``tool_choice``
   (``auto``, ``any``, ``tool``, ``none``) the Chat one, ``disable_parallel_tool_use`` the
   ``parallel_tool_calls``; ``thinking`` with its ``budget_tokens`` a ``reasoning_effort``;
-  ``stop_sequences`` the ``stop``; ``metadata.user_id`` the ``user``.
+  ``stop_sequences`` the ``stop``; ``metadata.user_id`` the ``user``; an enabled ``thinking``'s
+  ``budget_tokens`` also the ``thinking_budget``, which asks a link to show its thinking.
 
 The Chat body is then checked by the Chat Completions parser (types and ranges of the fields
 they share).
@@ -31,6 +35,7 @@ import orjson
 from gateway.dialects.chat_completions_request import NEMO_FIELDS, ChatRequest, chat_request
 from gateway.errors import GatewayError, invalid_request
 from gateway.http import json_object
+from gateway.providers.thinking import THINKING_BUDGET, resumable
 
 # The wire format a provider names to take a Messages call as it came (``Provider.native_wire``).
 ANTHROPIC_WIRE = "anthropic"
@@ -195,11 +200,15 @@ def _user_messages(content, where: str) -> list[dict]:
 def _assistant_message(content, where: str) -> dict:
     texts: list[str] = []
     calls: list[dict] = []
+    thinking: dict | None = None
     for index, block in enumerate(_blocks(content, where)):
         at = _at(where, index)
         kind = block["type"]
         if kind == "text":
             texts.append(_text(block, at))
+        elif kind == "thinking" and thinking is None and resumable(block.get("signature")):
+            thinking = {"reasoning_content": block.get("thinking") if isinstance(block.get("thinking"), str) else "",
+                        "reasoning_signature": block["signature"]}
         elif kind == "tool_use":
             for name in ("id", "name"):
                 if not isinstance(block.get(name), str) or not block[name]:
@@ -217,6 +226,8 @@ def _assistant_message(content, where: str) -> dict:
     message: dict = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
         message["tool_calls"] = calls
+    if thinking is not None:
+        message.update(thinking)
     return message
 
 
@@ -357,6 +368,8 @@ def chat_body(body: dict, *, counting: bool = False) -> dict:
                 chat["parallel_tool_calls"] = False
     if body.get("thinking") is not None and (effort := _effort(body["thinking"])):
         chat["reasoning_effort"] = effort
+        if body["thinking"]["type"] == "enabled":
+            chat[THINKING_BUDGET] = body["thinking"]["budget_tokens"]
     if counting:
         return chat
     chat["max_tokens"] = body["max_tokens"]

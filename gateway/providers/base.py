@@ -302,7 +302,9 @@ class Provider:
     async def prepare_native(self, *, native, model: str, stream: bool) -> UpstreamRequest:
         raise NotImplementedError
 
-    def native_stream_decoder(self, *, model: str) -> StreamDecoder:
+    def native_stream_decoder(self, *, model: str, native) -> StreamDecoder:
+        """``native``: the call, whose ``answer`` the decoder may set to the whole answer the
+        stream was, once it is (for the response cache)."""
         raise NotImplementedError
 
     async def complete_native(self, session: aiohttp.ClientSession, *, native, model: str, timeout_s: float) -> dict:
@@ -316,7 +318,7 @@ class Provider:
     async def stream_native(self, session: aiohttp.ClientSession, *, native, model: str,
                             timeout_s: float) -> ChunkStream:
         chunks = await self._open_stream(session, self.prepare_native(native=native, model=model, stream=True),
-                                         self.native_stream_decoder(model=model), timeout_s)
+                                         self.native_stream_decoder(model=model, native=native), timeout_s)
         native.streamed = True
         return chunks
 
@@ -324,9 +326,7 @@ class Provider:
                            timeout_s: float) -> dict:
         """``{"input_tokens": N}`` for a request's prompt: an estimate from its Chat body, where
         the upstream counts none."""
-        # About four bytes a token, as elsewhere where the upstream gives no count.
-        size = len(orjson.dumps(body["messages"])) + (len(orjson.dumps(body["tools"])) if body.get("tools") else 0)
-        return {"input_tokens": (size + 3) // 4}
+        return estimated_count(body)
 
     # --- embeddings ----------------------------------------------------------------------------
     async def prepare_embedding(self, *, body: dict, model: str) -> list[UpstreamRequest]:
@@ -439,3 +439,10 @@ class UpstreamChunkStream(ChunkStream):
 
 def _nothing() -> None:
     pass
+
+
+def estimated_count(body: dict) -> dict:
+    """``{"input_tokens": N}`` for a Chat body's prompt, where no upstream counts it."""
+    # About four bytes a token, as elsewhere where the upstream gives no count.
+    size = len(orjson.dumps(body["messages"])) + (len(orjson.dumps(body["tools"])) if body.get("tools") else 0)
+    return {"input_tokens": (size + 3) // 4}

@@ -89,8 +89,10 @@ _GEMINI_PRO_LEVELS = {"none": "LOW", "minimal": "LOW", "low": "LOW", "medium": "
 _GEMINI_VERSION = re.compile(r"gemini-(\d+)(?:\.(\d+))?")
 
 
-def gemini_thinking_config(effort: str, model: str) -> dict:
-    """``reasoning_effort`` as Gemini's ``thinkingConfig`` for ``model`` (the link's model id)."""
+def gemini_thinking_config(effort: str, model: str, *, budget: int | None = None) -> dict:
+    """``reasoning_effort`` as Gemini's ``thinkingConfig`` for ``model`` (the link's model id);
+    ``budget``: the tokens the client named to think in (Claude's ``budget_tokens``), which a
+    model that thinks within a budget takes, bounded to its own."""
     name = model.lower()
     version = _GEMINI_VERSION.search(name)
     major, minor = (int(version[1]), int(version[2] or 0)) if version else (None, 0)
@@ -100,9 +102,10 @@ def gemini_thinking_config(effort: str, model: str) -> dict:
     if major is not None and major >= 3:
         return {"thinkingLevel": (_GEMINI_PRO_LEVELS if pro else _GEMINI_LEVELS)[effort]}
     # 2.5, or a name without a version (a tuned model's): budgets, which every thinking model takes.
-    budget = _GEMINI_BUDGETS[effort]
+    if budget is None:
+        budget = _GEMINI_BUDGETS[effort]
     if pro:
-        budget = max(budget, 128)
+        budget = min(max(budget, 128), 32768)
     else:
         budget = min(budget, 24576)
     return {"thinkingBudget": budget}

@@ -22,6 +22,7 @@ from gateway.providers.base import (
 )
 from gateway.providers.shapes import input_tokens, load_upstream_json, max_output_tokens
 from gateway.providers.sse import SSEParser
+from gateway.providers.thinking import THINKING_BUDGET
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # OpenAI rejects longer tool call ids; ids minted by other wire formats may be longer.
@@ -43,6 +44,8 @@ class OpenAIProvider(Provider):
 
     async def prepare(self, *, body: dict, model: str, stream: bool, output_cap: int | None = None) -> UpstreamRequest:
         payload = {**body, "model": model, "messages": _fit_tool_call_ids(body.get("messages", []))}
+        # A compatible server shows its thinking by itself (reasoning_content), or has none.
+        payload.pop(THINKING_BUDGET, None)
         if output_cap is not None and max_output_tokens(body) is None:
             payload[self.max_tokens_field] = output_cap
         if stream:
@@ -130,7 +133,8 @@ def error_message(body: bytes) -> str:
 
 
 def _fit_tool_call_ids(messages: list[dict]) -> list[dict]:
-    """Replace over-long ids by a stable digest, the same on the call and on its result."""
+    """Replace over-long ids by a stable digest, the same on the call and on its result; and
+    leave out another model's thinking (a Gemini step's), which servers that think refuse back."""
 
     def fit(call_id: str) -> str:
         if len(call_id) <= MAX_TOOL_CALL_ID_LENGTH:
@@ -144,6 +148,8 @@ def _fit_tool_call_ids(messages: list[dict]) -> list[dict]:
             message = {**message, "tool_calls": calls}
         if message.get("tool_call_id"):
             message = {**message, "tool_call_id": fit(message["tool_call_id"])}
+        if "reasoning_signature" in message:
+            message = {k: v for k, v in message.items() if k not in ("reasoning_content", "reasoning_signature")}
         fitted.append(message)
     return fitted
 

@@ -36,6 +36,7 @@ from gateway.providers.shapes import (
     usage,
 )
 from gateway.providers.sse import JSONEventDecoder
+from gateway.providers.thinking import THINKING_BUDGET, without_gateway_thinking
 from gateway.providers.vertex import VertexProvider, json_or_none
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
@@ -67,6 +68,8 @@ _ERROR_STATUS = {
 CARRIED = frozenset({
     "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens", "max_completion_tokens",
     "temperature", "top_p", "top_k", "stop", "reasoning_effort", "user", "response_format",
+    # (Claude thinks as reasoning_effort says; its thinking is not shown to an OpenAI client.)
+    THINKING_BUDGET,
 })
 # Claude answers in JSON by calling a tool whose input schema is the format's: the call comes
 # back to the client as the answer's text, never as a tool call.
@@ -102,8 +105,9 @@ class VertexAnthropicProvider(VertexProvider):
     # --- the Messages API as it came ---------------------------------------------------------------
     async def prepare_native(self, *, native, model: str, stream: bool) -> UpstreamRequest:
         """The client's body with Vertex's ``anthropic_version`` for its ``model`` (the link's
-        model is in the URL) and its ``anthropic-beta`` header: nothing else changes."""
-        payload = {name: value for name, value in native.body.items() if name != "model"}
+        model is in the URL) and its ``anthropic-beta`` header: nothing else changes but the
+        thinking blocks another model's link made, whose signatures Claude would refuse."""
+        payload = _for_claude({name: value for name, value in native.body.items() if name != "model"})
         if _thinking_cannot_go_on(payload):
             del payload["thinking"]
         payload["anthropic_version"] = ANTHROPIC_VERSION
@@ -114,8 +118,8 @@ class VertexAnthropicProvider(VertexProvider):
         return UpstreamRequest(url=self.model_url(model, "streamRawPredict" if stream else "rawPredict"),
                                headers={**await self.auth_headers(), **native.headers}, body=orjson.dumps(payload))
 
-    def native_stream_decoder(self, *, model: str) -> StreamDecoder:
-        return NativeStreamDecoder(model=model)
+    def native_stream_decoder(self, *, model: str, native) -> StreamDecoder:
+        return NativeStreamDecoder(model=model, native=native)
 
     async def count_tokens(self, session, *, body: dict, native, model: str, timeout_s: float) -> dict:
         """Vertex's own count for Claude (``count-tokens:rawPredict``), which names the model in the body."""
@@ -126,7 +130,7 @@ class VertexAnthropicProvider(VertexProvider):
         return {"input_tokens": data["input_tokens"]}
 
     async def _prepare_count(self, native, model: str) -> UpstreamRequest:
-        payload = {**native.body, "model": model, "anthropic_version": ANTHROPIC_VERSION}
+        payload = {**_for_claude(native.body), "model": model, "anthropic_version": ANTHROPIC_VERSION}
         return UpstreamRequest(url=self.model_url("count-tokens", "rawPredict"),
                                headers={**await self.auth_headers(), **native.headers}, body=orjson.dumps(payload))
 
@@ -136,6 +140,15 @@ class VertexAnthropicProvider(VertexProvider):
         if isinstance(data, dict) and data.get("type") == "error":
             return anthropic_error(data.get("error") or {}, status=status, headers=headers)
         return super().classify_error(status=status, headers=headers, body=body)
+
+
+def _for_claude(payload: dict) -> dict:
+    """An Anthropic body without the thinking blocks the gateway signed (a Gemini step's): Claude
+    takes back only its own signatures. A step whose turn then starts without thinking goes on
+    without it (``_thinking_cannot_go_on``)."""
+    if isinstance(payload.get("messages"), list):
+        return {**payload, "messages": without_gateway_thinking(payload["messages"])}
+    return payload
 
 
 def _thinking_cannot_go_on(payload: dict) -> bool:
@@ -445,7 +458,61 @@ class AnthropicStreamDecoder(JSONEventDecoder):
 
 class NativeStreamDecoder(AnthropicStreamDecoder):
     """Claude's stream for an Anthropic client: what each read brought goes on as it came (the
-    first event of its batch, with no chunk), and its chunks feed the call's summary."""
+    first event of its batch, with no chunk), and its chunks feed the call's summary. The Message
+    the stream was is put together as it goes, and kept as the call's ``native.answer`` once it
+    stops (what the response cache keeps: thinking blocks and their signatures included)."""
+
+    def __init__(self, *, model: str, native) -> None:
+        super().__init__(model=model)
+        self._native = native
+        self._message: MessageBuilder | None = MessageBuilder()
 
     def feed_events(self, data: bytes) -> list:
         return [({}, data), *[(chunk, None) for chunk in self.feed(data)]]
+
+    def _translate(self, data: dict) -> list[dict]:
+        chunks = super()._translate(data)
+        if self._message is not None:
+            try:
+                self._message.take(data)
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+                # A stream not shaped as Anthropic documents: relayed all the same, not kept.
+                self._message = None
+        if self._finished and self._message is not None and self._message.message is not None:
+            self._native.answer = orjson.dumps(self._message.message)
+        return chunks
+
+
+class MessageBuilder:
+    """A Message put together from its stream's events, as the Anthropic SDK accumulates one."""
+
+    def __init__(self) -> None:
+        self.message: dict | None = None
+        self._partial_json: dict[int, str] = {}
+
+    def take(self, data: dict) -> None:
+        kind = data["type"]
+        if kind == "message_start":
+            self.message = {**data["message"], "content": []}
+            return
+        message = self.message
+        if kind == "content_block_start":
+            message["content"].append(dict(data["content_block"]))
+        elif kind == "content_block_delta":
+            self._delta(message["content"][data["index"]], data["index"], data["delta"])
+        elif kind == "content_block_stop" and data["index"] in self._partial_json:
+            message["content"][data["index"]]["input"] = json.loads(self._partial_json.pop(data["index"]) or "{}")
+        elif kind == "message_delta":
+            message.update(data.get("delta") or {})
+            message["usage"] = {**(message.get("usage") or {}), **(data.get("usage") or {})}
+
+    def _delta(self, block: dict, index: int, delta: dict) -> None:
+        kind = delta["type"]
+        if kind == "input_json_delta":
+            self._partial_json[index] = self._partial_json.get(index, "") + delta["partial_json"]
+        elif kind == "citations_delta":
+            block.setdefault("citations", []).append(delta["citation"])
+        else:
+            # text_delta, thinking_delta, signature_delta: appended to the field they name.
+            name = kind.removesuffix("_delta")
+            block[name] = (block.get(name) or "") + delta[name]

@@ -5,6 +5,11 @@ must come back on the next turn. OpenAI clients only echo the assistant message,
 signature travels inside the tool call id we mint: ``call_<24 alphanumerics>_sig_<signature>``,
 base64url so the id stays within the characters every wire format accepts.
 
+A call that asks to see the thinking (``thinking_budget``, an Anthropic client's) gets Gemini's
+thought summaries as ``reasoning_content`` and the answer's first signature beside them
+(``reasoning_signature``, gateway/providers/thinking.py); an assistant turn that brings that
+signature back has it on its first function call, or else on its first text, where it came.
+
 Over 400 lines: the request, Gemini's JSON Schema subset and the answer (whole and streamed) are
 one translation, read together.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.providers.base import StreamDecoder, UpstreamError, UpstreamRequest
@@ -46,6 +52,7 @@ from gateway.providers.shapes import (
     usage,
 )
 from gateway.providers.sse import JSONEventDecoder
+from gateway.providers.thinking import THINKING_BUDGET, gemini_signature, gemini_signed
 from gateway.providers.vertex import google_error, google_stream_error
 from gateway.providers.vertex_embeddings import VertexGoogleProvider
 
@@ -67,6 +74,7 @@ _GENERATION_FIELDS = {
 CARRIED = frozenset({
     *_GENERATION_FIELDS, "messages", "tools", "tool_choice", "parallel_tool_calls", "response_format",
     "max_tokens", "max_completion_tokens", "stop", "logprobs", "top_logprobs", "reasoning_effort",
+    THINKING_BUDGET,
 })
 # The OpenAPI subset of JSON Schema that Gemini takes as is; anything else is dropped.
 _SCHEMA_FIELDS = {
@@ -101,7 +109,7 @@ class VertexGeminiProvider(VertexGoogleProvider):
         return translate_response(data, model=model)
 
     def stream_decoder(self, *, model: str, body: dict) -> StreamDecoder:
-        return GeminiStreamDecoder(model=model)
+        return GeminiStreamDecoder(model=model, thoughts=bool(body.get(THINKING_BUDGET)))
 
 
 # --- thought signatures in tool call ids ----------------------------------------------------
@@ -161,6 +169,9 @@ def _contents(messages: list[dict]) -> tuple[list[dict], list[dict]]:
             for call in message.get("tool_calls") or []:
                 call_names[call.get("id", "")] = call["function"]["name"]
                 parts.append(_function_call_part(call))
+            if parts and (signature := gemini_signature(message.get("reasoning_signature"))):
+                signed = next((part for part in parts if "functionCall" in part), parts[0])
+                signed["thoughtSignature"] = signature
             append_turn(contents, "model", parts, key="parts")
         elif role == "tool":
             name = call_names.get(message.get("tool_call_id", "")) or message.get("name")
@@ -216,8 +227,11 @@ def _function_call_part(call: dict) -> dict:
 def _generation_config(body: dict, output_cap: int | None, model: str) -> dict:
     config = {gemini: body[openai] for openai, gemini in _GENERATION_FIELDS.items() if body.get(openai) is not None}
     config.update(gemini_logprobs(body))
+    budget = body.get(THINKING_BUDGET)
     if effort := reasoning_effort(body):
-        config["thinkingConfig"] = gemini_thinking_config(effort, model)
+        config["thinkingConfig"] = gemini_thinking_config(effort, model, budget=budget)
+        if budget:
+            config["thinkingConfig"]["includeThoughts"] = True
     if max_tokens := max_output_tokens(body) or output_cap:
         config["maxOutputTokens"] = max_tokens
     if stop := stop_sequences(body):
@@ -363,12 +377,15 @@ def translate_response(data: dict, *, model: str) -> dict:
         raise UpstreamError("server", "answer without candidates")
     choices = []
     for position, candidate in enumerate(candidates):
-        text, tool_calls = _candidate_output(candidate)
-        reason = _finish_reason(candidate.get("finishReason"), called_tools=bool(tool_calls))
-        choices.append(
-            choice(index=candidate.get("index", position), text=text, tool_calls=tool_calls, finish_reason=reason,
-                   logprobs=openai_logprobs(candidate.get("logprobsResult")))
-        )
+        output = _candidate_output(candidate)
+        reason = _finish_reason(candidate.get("finishReason"), called_tools=bool(output.tool_calls))
+        answer = choice(index=candidate.get("index", position), text=output.text, tool_calls=output.tool_calls,
+                        finish_reason=reason, logprobs=openai_logprobs(candidate.get("logprobsResult")))
+        if output.thoughts:
+            answer["message"]["reasoning_content"] = output.thoughts
+            if output.signature:
+                answer["message"]["reasoning_signature"] = gemini_signed(output.signature)
+        choices.append(answer)
     return completion(
         id=_completion_id(data),
         model=data.get("modelVersion") or model,
@@ -384,21 +401,35 @@ def _candidates(data: dict) -> list[dict]:
     return data.get("candidates") or []
 
 
-def _candidate_output(candidate: dict) -> tuple[str, list[dict]]:
+@dataclass(slots=True)
+class _Output:
+    """What a candidate (or a stream's piece of one) said: its text and tool calls, the thought
+    summaries apart from them, and the first thought signature on any of its parts."""
+
+    text: str
+    tool_calls: list[dict]
+    thoughts: str
+    signature: str | None
+
+
+def _candidate_output(candidate: dict) -> _Output:
     texts: list[str] = []
+    thoughts: list[str] = []
     tool_calls: list[dict] = []
+    signature = None
     for part in (candidate.get("content") or {}).get("parts") or []:
+        signature = signature or part.get("thoughtSignature")
         # Thought summaries are the model's reasoning, not its answer.
         if part.get("thought"):
-            continue
-        if "text" in part:
+            thoughts.append(part.get("text") or "")
+        elif "text" in part:
             texts.append(part["text"])
         elif "functionCall" in part:
             call = part["functionCall"]
             call_id = signed_tool_call_id(part.get("thoughtSignature"))
             arguments = arguments_json(call.get("args") or {})
             tool_calls.append(tool_call(id=call_id, name=call["name"], arguments=arguments))
-    return "".join(texts), tool_calls
+    return _Output("".join(texts), tool_calls, "".join(thoughts), signature)
 
 
 def _finish_reason(reason: str | None, *, called_tools: bool) -> str:
@@ -431,12 +462,17 @@ class GeminiStreamDecoder(JSONEventDecoder):
     """Gemini streams whole answers-so-far per candidate: text pieces, whole function calls,
     and the usage on the event that carries the finish reason."""
 
-    def __init__(self, *, model: str) -> None:
+    def __init__(self, *, model: str, thoughts: bool = False) -> None:
+        """``thoughts``: the call asked to see the thinking, whose signature then follows it."""
         super().__init__()
         self.model = model
         self._chunks: ChunkMaker | None = None
         self._tool_calls_so_far: dict[int, int] = {}
         self._unfinished: set[int] = set()
+        # The candidates whose thinking was streamed, and those whose thinking is over: signed,
+        # or its answer begun.
+        self._thinking: set[int] | None = set() if thoughts else None
+        self._thought_over: set[int] = set()
 
     def _translate(self, data: dict) -> list[dict]:
         if error := google_error(data):
@@ -451,7 +487,10 @@ class GeminiStreamDecoder(JSONEventDecoder):
                 self._tool_calls_so_far[index] = 0
                 self._unfinished.add(index)
                 chunks.append(maker.role(index=index))
-            text, tool_calls = _candidate_output(candidate)
+            output = _candidate_output(candidate)
+            text, tool_calls = output.text, output.tool_calls
+            if self._thinking is not None:
+                chunks += self._thought(output, index)
             if text:
                 logprobs = openai_logprobs(candidate.get("logprobsResult"))
                 chunks.append(maker.delta({"content": text}, index=index, logprobs=logprobs))
@@ -467,4 +506,21 @@ class GeminiStreamDecoder(JSONEventDecoder):
         if self._tool_calls_so_far and not self._unfinished:
             self._finished = True
             chunks.append(maker.usage(_usage(data.get("usageMetadata") or {})))
+        return chunks
+
+    def _thought(self, output: _Output, index: int) -> list[dict]:
+        """A piece of the thinking, and its signature if it comes before the answer begins (a
+        function call's comes with it; a text's may come at its end, too late to precede it: that
+        thinking goes unsigned, as Gemini does not need a text's signature back). Thinking comes
+        before the answer, as in Anthropic's stream: none is shown once the answer began."""
+        chunks = []
+        if output.thoughts and index not in self._thought_over:
+            self._thinking.add(index)
+            chunks.append(self._chunks.delta({"reasoning_content": output.thoughts}, index=index))
+        if index in self._thinking and index not in self._thought_over:
+            if output.signature:
+                chunks.append(self._chunks.delta({"reasoning_signature": gemini_signed(output.signature)},
+                                                 index=index))
+            if output.signature or output.text or output.tool_calls:
+                self._thought_over.add(index)
         return chunks

@@ -13,6 +13,7 @@ class Reply:
     tools offered (and not refused) -> a call to the first tool with arguments built from its
     schema (``parallel=True``: one call to every tool); otherwise a text quoting the last
     message. ``text`` or ``tool_calls`` (name, arguments) force the answer; ``delay_s`` holds it.
+    ``thinks``: asked for its thinking, the model has some to show (``False``: it answers at once).
     """
 
     text: str | None = None
@@ -20,6 +21,7 @@ class Reply:
     parallel: bool = False
     # Seconds to wait before answering: calls that overlap in time.
     delay_s: float = 0.0
+    thinks: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """A fake Vertex AI Gemini endpoint, answering in the shape of the recorded traffic: function
 calls whole in the event that finishes, ``\\r\\n\\r\\n`` between events, thought signatures,
-thinking tokens counted apart, errors of a streamed call wrapped in an array."""
+thinking tokens counted apart, errors of a streamed call wrapped in an array. Asked for its
+thoughts (``thinkingConfig.includeThoughts``), it thinks first in ``thought: true`` parts (the
+first events of a stream), and signs the answer: its first function call, or else its last text
+part (the last text event of a stream), as Google documents it."""
 
 from __future__ import annotations
 
@@ -77,6 +80,8 @@ class FakeGemini(FakeUpstream):
         }
 
         config = request.json.get("generationConfig") or {}
+        thinks = reply.thinks and bool((config.get("thinkingConfig") or {}).get("includeThoughts"))
+        thoughts = f"Thinking about: {_conversation(request.json).last_text}" if thinks else ""
 
         def response(parts: list[dict], *, last: bool) -> dict:
             candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
@@ -94,9 +99,16 @@ class FakeGemini(FakeUpstream):
             }
 
         if not stream:
-            return response(([{"text": plan.text}] if plan.text else []) + call_parts, last=True)
+            text_parts = [{"text": plan.text}] if plan.text else []
+            if thinks and text_parts and not call_parts:
+                text_parts[-1]["thoughtSignature"] = self._new_signature()
+            thought_parts = [{"text": thoughts, "thought": True}] if thinks else []
+            return response(thought_parts + text_parts + call_parts, last=True)
         text_parts = [[{"text": piece}] for piece in split_text(plan.text)] if plan.text or not call_parts else []
-        pieces = [*text_parts, call_parts] if call_parts else text_parts
+        if thinks and text_parts and not call_parts:
+            text_parts[-1][0]["thoughtSignature"] = self._new_signature()
+        thought_parts = [[{"text": piece, "thought": True}] for piece in split_text(thoughts)] if thinks else []
+        pieces = [*thought_parts, *text_parts, call_parts] if call_parts else [*thought_parts, *text_parts]
         events = [response(parts, last=number == len(pieces) - 1) for number, parts in enumerate(pieces)]
         return [_event(event) for event in events]
 

@@ -1,5 +1,7 @@
 """A fake OpenAI server: Chat Completions in the shape of the recorded traffic, and Embeddings
-(``/v1/embeddings``) in the shape of OpenAI's API reference: float or base64 vectors."""
+(``/v1/embeddings``) in the shape of OpenAI's API reference: float or base64 vectors. Made a
+server that thinks (``reasoning_field``), it answers with its thinking first as DeepSeek
+(``reasoning_content``) or vLLM (``reasoning``) do, and refuses a request that sends thinking back."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import time
 from typing import Any
 
 from gateway.providers.shapes import estimate_tokens
-from tests.fakes.behaviours import Reply
+from tests.fakes.behaviours import Reply, Status
 from tests.fakes.server import Conversation, FakeUpstream, ReceivedRequest, fake_vector, plan_reply, split_text
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_error"}
@@ -19,6 +21,17 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 429:
 
 class FakeOpenAI(FakeUpstream):
     paths = ("/v1/chat/completions", "/v1/embeddings")
+
+    def __init__(self, *, reasoning_field: str | None = None) -> None:
+        super().__init__()
+        self.reasoning_field = reasoning_field
+
+    def refusal(self, request: ReceivedRequest) -> Status | None:
+        sent_back = [name for message in request.json.get("messages") or [] for name in message
+                     if name in ("reasoning_content", "reasoning", "reasoning_signature")]
+        if self.reasoning_field and sent_back:
+            return Status(400, message=f"{sent_back[0]} is not accepted in the input messages")
+        return None
 
     @property
     def base_url(self) -> str:
@@ -50,6 +63,8 @@ class FakeOpenAI(FakeUpstream):
         usage = _usage(prompt=len(request.body), completion=plan.text + json.dumps(plan.tool_calls))
         if not stream:
             message = {"role": "assistant", "content": plan.text or None, "refusal": None, "annotations": []}
+            if self.reasoning_field:
+                message[self.reasoning_field] = _thought(body)
             if tool_calls:
                 message["tool_calls"] = tool_calls
             return {
@@ -77,6 +92,8 @@ class FakeOpenAI(FakeUpstream):
             return chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}])
 
         events = [delta({"role": "assistant", "content": "" if plan.text else None, "refusal": None})]
+        if self.reasoning_field:
+            events += [delta({"content": None, self.reasoning_field: piece}) for piece in split_text(_thought(body))]
         if plan.text:
             events += [delta({"content": piece}) for piece in split_text(plan.text)]
         for index, call in enumerate(tool_calls):
@@ -97,6 +114,10 @@ class FakeOpenAI(FakeUpstream):
 
     def error_event(self, status: int, message: str) -> bytes:
         return _event(self.error_body(status, message, stream=True))
+
+
+def _thought(body: dict) -> str:
+    return f"Thinking over {len(body.get('messages') or [])} messages"
 
 
 _EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}

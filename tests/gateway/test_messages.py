@@ -262,7 +262,8 @@ def test_a_claude_run_fails_over_to_gemini_mid_tool_loop(client, tenant, claude,
     second = raw.parse()
 
     assert raw.headers["x-nemo-attempts"] == "sonnet:529, flash:ok"
-    assert "24C" in second.content[0].text and second.stop_reason == "end_turn"
+    assert second.content[0].type == "thinking" and "24C" in second.content[1].text
+    assert second.stop_reason == "end_turn"
     sent = gemini.requests[-1].json["contents"]
     assert [part["functionCall"]["name"] for part in sent[1]["parts"] if "functionCall" in part] == ["weather"]
     assert sent[2]["parts"][0]["functionResponse"]["name"] == "weather"
@@ -539,3 +540,232 @@ def test_the_loop_guard_stops_a_claude_run_asking_for_the_same_tool_call(gateway
     assert stopped.value.body["error"]["nemo"]["code"] == "run_loop_detected"
     assert len(claude.requests) == 2
     assert last_row().error_code == "run_loop_detected"
+
+
+# --- thinking from other models: Gemini's thoughts, a compatible server's reasoning ----------------
+
+THINKING = {"type": "enabled", "budget_tokens": 2000}
+
+
+def turn_of(message) -> dict:
+    return {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in message.content]}
+
+
+def ask(client, streamed: bool, **options):
+    if not streamed:
+        return client.messages.create(**options)
+    with client.messages.stream(**options) as stream:
+        return stream.get_final_message()
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_gemini_thinks_in_thinking_blocks_whose_signatures_come_back(client, gemini, streamed):
+    gemini.require_thought_signatures = True
+    options = {"model": "gemini", "max_tokens": 4000, "tools": [WEATHER], "thinking": THINKING}
+    messages = [{"role": "user", "content": "Weather in Florence?"}]
+    first = ask(client, streamed, messages=messages, **options)
+    thinking, tool_use = first.content
+    assert gemini.requests[0].json["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 2000,
+                                                                            "includeThoughts": True}
+    assert thinking.type == "thinking" and thinking.thinking == "Thinking about: Weather in Florence?"
+    # Gemini's signature (of its function call) inside the gateway's.
+    assert thinking.signature == "nemo.gemini." + gemini.signatures_issued[0]
+    assert tool_use.type == "tool_use" and first.stop_reason == "tool_use"
+
+    messages += [turn_of(first), {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": tool_use.id, "content": "24C"}]}]
+    second = ask(client, streamed, messages=messages, **options)
+    # The fake refuses a function call without the signature it issued: it came back.
+    assert gemini.requests[1].json["contents"][1]["parts"][0]["thoughtSignature"] == gemini.signatures_issued[0]
+    assert [block.type for block in second.content] == ["thinking", "text"] and "24C" in second.content[1].text
+
+
+def test_a_text_answers_signature_comes_back_on_its_text(client, gemini):
+    messages = [{"role": "user", "content": "Say hi"}]
+    first = client.messages.create(model="gemini", max_tokens=4000, messages=messages, thinking=THINKING)
+    assert first.content[0].signature == "nemo.gemini." + gemini.signatures_issued[0]
+
+    messages += [turn_of(first), {"role": "user", "content": "Again"}]
+    client.messages.create(model="gemini", max_tokens=4000, messages=messages, thinking=THINKING)
+    assert gemini.requests[1].json["contents"][1] == {
+        "role": "model", "parts": [{"text": first.content[1].text, "thoughtSignature": gemini.signatures_issued[0]}]}
+
+
+def test_a_streamed_text_answers_late_signature_leaves_its_thinking_unsigned(client, gemini):
+    """Gemini signs a streamed text at its end, after the thinking block had to close; it does not
+    need a text's signature back, so that thinking goes unsigned and is not sent back."""
+    messages = [{"role": "user", "content": "Say hi"}]
+    with client.messages.stream(model="gemini", max_tokens=4000, messages=messages, thinking=THINKING) as stream:
+        first = stream.get_final_message()
+    assert first.content[0].thinking == "Thinking about: Say hi" and first.content[0].signature == "nemo.unsigned"
+
+    messages += [turn_of(first), {"role": "user", "content": "Again"}]
+    client.messages.create(model="gemini", max_tokens=4000, messages=messages, thinking=THINKING)
+    assert gemini.requests[1].json["contents"][1] == {"role": "model", "parts": [{"text": first.content[1].text}]}
+
+
+def test_a_streamed_gemini_thought_comes_in_anthropics_events_and_order(gateway, tenant, gemini):
+    body = {"model": "gemini", "max_tokens": 4000, "tools": [WEATHER], "thinking": THINKING, "stream": True,
+            "messages": [{"role": "user", "content": "Weather in Florence?"}]}
+    answer = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=30,
+                        headers={"x-api-key": tenant.secret, "anthropic-version": "2023-06-01"})
+    events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
+    kinds = [(event["type"], (event.get("delta") or event.get("content_block") or {}).get("type"))
+             for event in events]
+    thoughts = [event["delta"]["thinking"] for event in events if event["type"] == "content_block_delta"
+                and event["delta"]["type"] == "thinking_delta"]
+    assert kinds == [("message_start", None), ("content_block_start", "thinking"), ("ping", None),
+                     *[("content_block_delta", "thinking_delta")] * len(thoughts),
+                     ("content_block_delta", "signature_delta"), ("content_block_stop", None),
+                     ("content_block_start", "tool_use"), ("content_block_delta", "input_json_delta"),
+                     ("content_block_stop", None), ("message_delta", None), ("message_stop", None)]
+    assert "".join(thoughts) == "Thinking about: Weather in Florence?" and len(thoughts) > 1
+    assert events[1]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}
+    assert events[2 + len(thoughts) + 1]["delta"]["signature"] == "nemo.gemini." + gemini.signatures_issued[0]
+
+
+def test_claudes_thinking_sent_to_gemini_is_left_out(client, gemini):
+    messages = [{"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "Claude thought", "signature": "EtYDCkYICxgCKkAVHEWR"},
+                    {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va"},
+                    {"type": "text", "text": "Let me look."}]},
+                {"role": "user", "content": "Go on"}]
+    answer = client.messages.create(model="gemini", max_tokens=4000, messages=messages, thinking=THINKING)
+    sent = gemini.requests[-1].json["contents"]
+    assert sent[1] == {"role": "model", "parts": [{"text": "Let me look."}]}
+    assert answer.content[0].type == "thinking" and answer.content[1].text == "Fake answer to: Go on"
+
+
+def test_gemini_thinking_sent_to_claude_is_left_out(client, claude, gemini):
+    """Claude refuses a signature not its own: a Gemini step's thinking block is not sent, and the
+    step whose turn then starts without thinking goes on without it."""
+    messages = [{"role": "user", "content": "Weather in Florence?"}]
+    first = client.messages.create(model="gemini", max_tokens=4000, tools=[WEATHER], messages=messages,
+                                   thinking=THINKING)
+    assert first.content[0].signature.startswith("nemo.gemini.")
+    messages += [turn_of(first), {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": first.content[1].id, "content": "24C"}]}]
+    second = client.messages.create(model="claude", max_tokens=4000, tools=[WEATHER], messages=messages,
+                                    thinking=THINKING)
+    sent = claude.requests[-1].json
+    assert [block["type"] for block in sent["messages"][1]["content"]] == ["tool_use"]
+    assert "thinking" not in sent and "24C" in second.content[-1].text
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_a_compatible_servers_reasoning_is_thinking_left_out_on_the_way_back(client, compatible, field,
+                                                                               streamed):
+    compatible.reasoning_field = field
+    messages = [{"role": "user", "content": "Say hi"}]
+    first = ask(client, streamed, model="openai", max_tokens=4000, messages=messages, thinking=THINKING)
+    assert [block.type for block in first.content] == ["thinking", "text"]
+    # Nothing the server could check signs it: the gateway's mark, dropped on the way back.
+    assert first.content[0].thinking == "Thinking over 1 messages" and first.content[0].signature == "nemo.unsigned"
+    assert "thinking_budget" not in compatible.requests[0].json
+
+    messages += [turn_of(first), {"role": "user", "content": "Again"}]
+    ask(client, streamed, model="openai", max_tokens=4000, messages=messages, thinking=THINKING)
+    assert compatible.requests[-1].json["messages"][1] == {"role": "assistant", "content": first.content[1].text}
+
+
+# --- the response cache: the same Message again -----------------------------------------------------
+
+@pytest.mark.parametrize("first_streamed", [False, True], ids=["whole-first", "streamed-first"])
+@pytest.mark.parametrize("hit_streamed", [False, True], ids=["whole-hit", "streamed-hit"])
+def test_a_cache_hit_is_claudes_message_with_its_id_and_thinking(client, claude, first_streamed, hit_streamed):
+    options = {"model": "claude", "max_tokens": 4000, "tools": [WEATHER], "thinking": THINKING,
+               "messages": [{"role": "user", "content": "Weather in Florence?"}], "extra_body": {"nemo_cache": True}}
+    first = ask(client, first_streamed, **options)
+    hit = ask(client, hit_streamed, **options)
+
+    assert claude.count == 1
+    assert first.content[0].type == "thinking" and first.content[0].signature in claude.signatures
+    assert hit.model_dump() == first.model_dump()
+    assert last_row().cache == "hit" and last_row().cost == 0
+
+
+def test_a_cache_hit_of_a_gemini_message_keeps_its_thinking(client, gemini):
+    options = {"model": "gemini", "max_tokens": 4000, "thinking": THINKING, "messages": HELLO,
+               "extra_body": {"nemo_cache": True}}
+    first = client.messages.create(**options)
+    with client.messages.stream(**options) as stream:
+        hit = stream.get_final_message()
+    assert gemini.count == 1 and last_row().cache == "hit"
+    assert [block.model_dump() for block in hit.content] == [block.model_dump() for block in first.content]
+    assert hit.content[0].signature == "nemo.gemini." + gemini.signatures_issued[0]
+
+
+# --- count_tokens along the chain -------------------------------------------------------------------
+
+def test_count_tokens_skips_a_link_whose_circuit_is_open(client, claude, gemini):
+    claude.script(*[Status(500)] * 5)
+    for _ in range(5):
+        client.messages.create(model="agent", max_tokens=50, messages=HELLO)
+    asked = claude.count
+
+    raw = client.messages.with_raw_response.count_tokens(model="agent", messages=HELLO)
+
+    assert raw.headers["x-nemo-attempts"] == "sonnet:circuit_open, flash:ok"
+    assert raw.parse().input_tokens > 0 and claude.count == asked
+    row = last_row()
+    assert (row.endpoint, row.status, row.cost, row.deployment) == ("messages.count_tokens", 200, 0, "flash")
+
+
+def test_count_tokens_is_the_estimate_when_no_link_can_count(client, claude):
+    claude.script(Status(503))
+    raw = client.messages.with_raw_response.count_tokens(model="claude", messages=HELLO)
+
+    assert raw.headers["x-nemo-attempts"] == "sonnet:503"
+    assert raw.parse().input_tokens == (len(json.dumps(HELLO, separators=(",", ":"))) + 3) // 4
+    row = last_row()
+    assert (row.status, row.cost, row.deployment) == (200, 0, "")
+
+
+# --- GET /v1/models in Anthropic's shape --------------------------------------------------------------
+
+def test_the_anthropic_sdk_lists_and_retrieves_the_models_a_key_may_use(gateway, make_tenant):
+    client = client_of(gateway, make_tenant(allowed_models=["claude", "gemini", "openai"]).secret)
+
+    listed = list(client.models.list())
+    page = client.models.list(limit=2)
+    retrieved = client.models.retrieve("gemini")
+
+    assert [model.id for model in listed] == ["claude", "gemini", "openai"]
+    assert all(model.type == "model" and model.display_name == model.id for model in listed)
+    assert listed[0].created_at.tzinfo is not None
+    assert [model.id for model in page.data] == ["claude", "gemini"]
+    assert (page.has_more, page.first_id, page.last_id) == (True, "claude", "gemini")
+    assert [model.id for model in page.get_next_page().data] == ["openai"]
+    assert (retrieved.id, retrieved.type) == ("gemini", "model")
+    # A model the key may not use is as absent as one that does not exist.
+    for name in ("agent", "no-such-model"):
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            client.models.retrieve(name)
+        assert missing.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.models.list(limit=0)
+    assert bad.value.body["error"]["nemo"]["param"] == "limit"
+    with pytest.raises(anthropic.AuthenticationError):
+        client_of(gateway, "sk-nemo-wrong").models.list()
+
+
+def test_an_openai_client_still_gets_openais_model_list(gateway, tenant):
+    listed = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {tenant.secret}"}).json()
+    assert listed["object"] == "list" and {"id": "agent", "object": "model"}.items() <= listed["data"][0].items()
+    as_anthropic = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {tenant.secret}",
+                                                                  "anthropic-version": "2023-06-01"}).json()
+    assert as_anthropic["data"][0]["type"] == "model" and as_anthropic["first_id"] == "agent"
+
+
+def test_a_chat_client_may_ask_gemini_for_its_thoughts_within_a_budget_it_names_well(gateway, tenant, gemini):
+    asked = {"model": "gemini", "messages": HELLO, "reasoning_effort": "low", "thinking_budget": 1500}
+    answer = httpx.post(f"{gateway.url}/v1/chat/completions", json=asked,
+                        headers={"Authorization": f"Bearer {tenant.secret}"}).json()
+    assert answer["choices"][0]["message"]["reasoning_content"] == "Thinking about: Say hi in Portuguese"
+    assert gemini.requests[-1].json["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 1500,
+                                                                             "includeThoughts": True}
+    refused = httpx.post(f"{gateway.url}/v1/chat/completions", json={**asked, "thinking_budget": "lots"},
+                         headers={"Authorization": f"Bearer {tenant.secret}"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "thinking_budget"

@@ -4,7 +4,8 @@
   recorded request, sent to the gateway, reaches a Claude-on-Vertex fake as that request (only
   ``model`` gone and Vertex's ``anthropic_version`` set) and the fake's recorded answer comes back
   byte for byte, whole or streamed; served by Gemini instead (translated), the answer has the
-  same blocks, the same stop reason and the same events in the same order.
+  same blocks (Gemini's thoughts as the thinking, under the gateway's signature), the same stop
+  reason and the same events in the same order.
 - Claude on Vertex's recordings (``shared/recordings/vertex-claude-3-7-sonnet/``): what the
   gateway sends upstream is byte for byte the recorded request, and the answer the recorded one.
 """
@@ -138,7 +139,8 @@ USAGE = {"input_tokens", "output_tokens", "cache_read_input_tokens", "cache_crea
 def recorded_reply(message: dict) -> Reply:
     text = "".join(block["text"] for block in message["content"] if block["type"] == "text")
     calls = tuple((block["name"], block["input"]) for block in message["content"] if block["type"] == "tool_use")
-    return Reply(text=text, tool_calls=calls)
+    thinks = any(block["type"] == "thinking" for block in message["content"])
+    return Reply(text=text, tool_calls=calls, thinks=thinks)
 
 
 def recorded_message(response_body: str) -> dict:
@@ -158,6 +160,10 @@ def recorded_message(response_body: str) -> dict:
                 block["text"] += delta["text"]
             elif delta["type"] == "input_json_delta":
                 block["partial"] += delta["partial_json"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] += delta["signature"]
         elif event["type"] == "message_delta":
             message["stop_reason"] = event["delta"]["stop_reason"]
     for block in content:
@@ -167,10 +173,7 @@ def recorded_message(response_body: str) -> dict:
     return {**message, "content": content}
 
 
-TRANSLATABLE = [path for path in ANTHROPIC if "thinking" not in path.stem]
-
-
-@pytest.mark.parametrize("cassette", TRANSLATABLE, ids=[path.stem for path in TRANSLATABLE])
+@pytest.mark.parametrize("cassette", ANTHROPIC, ids=[path.stem for path in ANTHROPIC])
 def test_gemini_answers_as_the_recorded_claude_did(upstreams, cassette):
     url, secret, _, gemini = upstreams
     for interaction in interactions(cassette):
@@ -189,6 +192,8 @@ def test_gemini_answers_as_the_recorded_claude_did(upstreams, cassette):
         for mine, theirs in zip(ours["content"], recorded["content"], strict=True):
             if theirs["type"] == "tool_use":
                 assert (mine["name"], mine["input"]) == (theirs["name"], theirs["input"]) and mine["id"]
+            elif theirs["type"] == "thinking":
+                assert mine["signature"].startswith("nemo.gemini.")
             else:
                 assert mine["text"] == theirs["text"]
         if streamed:
