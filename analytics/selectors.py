@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.contrib.postgres.aggregates import ArrayAgg
 from django.db import connection, transaction
 from django.db.models import Count, F, Func, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
@@ -261,15 +260,15 @@ def run_list(
         rows = rows.filter(created__lt=active_before)
     # Twice as many for a later page: a run met below its start may have been on an earlier page.
     wanted = limit * 2 if active_before is not None else limit
-    recent: list[str] = []
+    recent: dict[str, int] = {}  # each run met, in order, with the id of a row of it
     # In a transaction, so the cursor is read a chunk at a time: outside one, Django declares it
     # WITH HOLD, which makes PostgreSQL read all RUN_SCAN_ROWS rows before the first is fetched.
     with transaction.atomic(using=rows.db):
-        for run_id in rows.order_by("-created", "-id").values_list("run_id", flat=True)[:RUN_SCAN_ROWS].iterator(
+        for run_id, pk in rows.order_by("-created", "-id").values_list("run_id", "pk")[:RUN_SCAN_ROWS].iterator(
             chunk_size=1000
         ):
             if run_id not in recent:
-                recent.append(run_id)
+                recent[run_id] = pk
                 if len(recent) == wanted:
                     break
     summaries = _run_summaries(org, recent)
@@ -292,18 +291,13 @@ def run_list(
     return items[:limit]
 
 
-def _first_of_group(column: str, *ordering: str) -> Func:
-    """The column's value on the group's first row in ``ordering``: the first element of an ordered
-    array_agg, read from the rows the aggregate reads anyway. (A subquery here would be grouped by,
-    so run once for every row of the group: twice per step of every run listed.)"""
-    return Func(ArrayAgg(column, ordering=ordering), template="(%(expressions)s)[1]",
-                output_field=RequestLog._meta.get_field(column))
-
-
-def _run_summaries(org: Organization, run_ids: list[str]) -> dict[str, dict]:
-    return {
+def _run_summaries(org: Organization, recent: dict[str, int]) -> dict[str, dict]:
+    """Each run's totals in one pass over its steps, and its last status and first key by two
+    index lookups a run (a subquery in the totals' query would be grouped by, so run once for
+    every step), from one row of each run (``recent``'s ids)."""
+    summaries = {
         summary["run_id"]: summary
-        for summary in RequestLog.objects.filter(org=org, run_id__in=run_ids)
+        for summary in RequestLog.objects.filter(org=org, run_id__in=list(recent))
         .values("run_id")
         .annotate(
             steps_count=Count("id"),
@@ -312,11 +306,16 @@ def _run_summaries(org: Organization, run_ids: list[str]) -> dict[str, dict]:
             ended=Max("created"),
             fallback_steps=Count("id", filter=FELL_BACK),
             failed_steps=Count("id", filter=Q(status__gte=400)),
-            last_status=_first_of_group("status", "-created", "-id"),
-            key_prefix=_first_of_group("key_prefix", "created", "id"),
         )
         .order_by()
     }
+    in_run = RequestLog.objects.filter(org=org, run_id=OuterRef("run_id"))
+    for run_id, last_status, key_prefix in RequestLog.objects.filter(org=org, pk__in=recent.values()).annotate(
+        last_status=Subquery(in_run.order_by("-created", "-id").values("status")[:1]),
+        first_key_prefix=Subquery(in_run.order_by("created", "id").values("key_prefix")[:1]),
+    ).values_list("run_id", "last_status", "first_key_prefix"):
+        summaries[run_id].update(last_status=last_status, key_prefix=key_prefix)
+    return summaries
 
 
 # --- spend --------------------------------------------------------------------------------------
