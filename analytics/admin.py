@@ -15,7 +15,7 @@ from django.utils.html import format_html_join
 
 from analytics.models import DailySpend, ExportSink, RequestLog
 from keys.admin import PastedKeySearchMixin, ReadOnlyAdminMixin, pasted_key_prefix
-from keys.models import Organization, VirtualKey
+from keys.models import AuditEvent, Organization, VirtualKey
 from money import usd_text
 
 
@@ -122,11 +122,15 @@ class BoundedCountPaginator(Paginator):
 
 def log_search(term: str) -> Q:
     """The rows a pasted term names, each by an index: its request id (unique), the calls of the
-    key of that prefix (by the key's org and id), or its run or model in any org."""
+    key of that prefix (by the key's org and id; a prefix rotated away, by the key its rotation
+    was audited on: the calls made with it), or its run or model in any org."""
     term = pasted_key_prefix(term)
     found = Q(request_id=term) | in_every_org(Q(run_id=term) | Q(model=term))
     for org_id, key_id in VirtualKey.objects.filter(prefix=term).values_list("org_id", "pk"):
         found |= Q(org_id=org_id, key_id=key_id)
+    rotated = AuditEvent.objects.filter(action="key.rotate", data__old_prefix=term)
+    for org_id, key_id in rotated.values_list("org_id", "target_id"):
+        found |= Q(org_id=org_id, key_id=int(key_id), key_prefix=term)
     return found
 
 

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from analytics.admin import BoundedCountPaginator, RequestLogAdmin
+from keys.services import virtual_key_rotate
 
 pytestmark = pytest.mark.django_db
 
@@ -120,3 +121,16 @@ def test_a_list_longer_than_the_count_limit_says_so(staff_client, key, make_log,
     page = staff_client.get(reverse(CHANGELIST)).content.decode()
 
     assert "3+ request logs" in page
+
+
+def test_a_key_rotated_away_still_finds_the_calls_made_with_it(staff_client, key, make_log, system_actor):
+    old_prefix = key.prefix
+    before = make_log(key, key_prefix=old_prefix)
+    virtual_key_rotate(key=key, actor=system_actor)
+    after = make_log(key, key_prefix=key.prefix)
+
+    with_old, queries = _log_queries(staff_client, {"q": f"sk-nemo-{old_prefix}…"})
+    with_new, _ = _log_queries(staff_client, {"q": key.prefix})
+
+    assert (with_old, with_new) == ([before], [after, before])
+    assert not any("UPPER(" in sql.upper() or " LIKE " in sql.upper() for sql in queries)
