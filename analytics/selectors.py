@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, F, Func, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.db.models.lookups import GreaterThan
@@ -260,14 +260,17 @@ def run_list(
         rows = rows.filter(created__lt=active_before)
     # Twice as many for a later page: a run met below its start may have been on an earlier page.
     wanted = limit * 2 if active_before is not None else limit
-    recent: list[str] = []
-    for run_id in rows.order_by("-created", "-id").values_list("run_id", flat=True)[:RUN_SCAN_ROWS].iterator(
-        chunk_size=1000
-    ):
-        if run_id not in recent:
-            recent.append(run_id)
-            if len(recent) == wanted:
-                break
+    recent: dict[str, int] = {}  # each run met, in order, with the id of a row of it
+    # In a transaction, so the cursor is read a chunk at a time: outside one, Django declares it
+    # WITH HOLD, which makes PostgreSQL read all RUN_SCAN_ROWS rows before the first is fetched.
+    with transaction.atomic(using=rows.db):
+        for run_id, pk in rows.order_by("-created", "-id").values_list("run_id", "pk")[:RUN_SCAN_ROWS].iterator(
+            chunk_size=1000
+        ):
+            if run_id not in recent:
+                recent[run_id] = pk
+                if len(recent) == wanted:
+                    break
     summaries = _run_summaries(org, recent)
     items = [
         RunListItem(
@@ -288,11 +291,13 @@ def run_list(
     return items[:limit]
 
 
-def _run_summaries(org: Organization, run_ids: list[str]) -> dict[str, dict]:
-    in_run = RequestLog.objects.filter(org=org, run_id=OuterRef("run_id"))
-    return {
+def _run_summaries(org: Organization, recent: dict[str, int]) -> dict[str, dict]:
+    """Each run's totals in one pass over its steps, and its last status and first key by two
+    index lookups a run (a subquery in the totals' query would be grouped by, so run once for
+    every step), from one row of each run (``recent``'s ids)."""
+    summaries = {
         summary["run_id"]: summary
-        for summary in RequestLog.objects.filter(org=org, run_id__in=run_ids)
+        for summary in RequestLog.objects.filter(org=org, run_id__in=list(recent))
         .values("run_id")
         .annotate(
             steps_count=Count("id"),
@@ -301,11 +306,16 @@ def _run_summaries(org: Organization, run_ids: list[str]) -> dict[str, dict]:
             ended=Max("created"),
             fallback_steps=Count("id", filter=FELL_BACK),
             failed_steps=Count("id", filter=Q(status__gte=400)),
-            last_status=Subquery(in_run.order_by("-created", "-id").values("status")[:1]),
-            key_prefix=Subquery(in_run.order_by("created", "id").values("key_prefix")[:1]),
         )
         .order_by()
     }
+    in_run = RequestLog.objects.filter(org=org, run_id=OuterRef("run_id"))
+    for run_id, last_status, key_prefix in RequestLog.objects.filter(org=org, pk__in=recent.values()).annotate(
+        last_status=Subquery(in_run.order_by("-created", "-id").values("status")[:1]),
+        first_key_prefix=Subquery(in_run.order_by("created", "id").values("key_prefix")[:1]),
+    ).values_list("run_id", "last_status", "first_key_prefix"):
+        summaries[run_id].update(last_status=last_status, key_prefix=key_prefix)
+    return summaries
 
 
 # --- spend --------------------------------------------------------------------------------------

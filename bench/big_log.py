@@ -3,7 +3,9 @@
 Fills the request log to ``--rows`` rows (one org over ``--days`` days holding all but the small
 orgs' share, and ``--small-orgs`` orgs of ``--small-rows`` rows each), rolls it up, writes a
 tail of rows after the rollup (what a minute of traffic leaves past the horizon), then times
-the API's reads of spend, credits and the log, and a counter rebuild, and prints a table. Not a
+the API's reads of spend, credits and the log, a counter rebuild, the dashboard's /spend/ and the
+admin's request-log list (through Django's test client, signed in: server time), and prints a
+table; ``--reuse`` times the log an earlier run left instead. Not a
 test: nothing here asserts a time. See bench/README.md ("Reads of a big log").
 
 It EMPTIES the request log, the daily ledger and the rollup of the database it is pointed at
@@ -36,6 +38,8 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--tail", type=int, default=3_000, help="rows written after the last rollup")
     parser.add_argument("--keys", type=int, default=24, help="keys of the big org (over four teams)")
     parser.add_argument("--repeat", type=int, default=7, help="timed runs of each read (the median is shown)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="time the log an earlier run filled (its big org) instead of emptying and filling it")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
     return parser.parse_args()
 
@@ -182,22 +186,16 @@ def _raw_sum(org_id: int):
     return run
 
 
-def main() -> None:
-    options = _options()
-    _django(options.database_url)
+def _fill_and_roll_up(options: argparse.Namespace, now: datetime):
+    """The big org (and its seldom-used key) and the small orgs filled, rolled up, a tail after."""
     from django.db import connection
-    from django.test import Client
 
     from analytics.services import spend_rollup
-    from billing.reservations import bucket_name, credits_bucket_name
-    from keys.audit import Actor
-    from keys.services import org_token_create
 
     small_total = options.small_orgs * options.small_rows
     big_rows = options.rows - small_total - options.tail - RARE_ROWS
     if big_rows < 1:
         raise SystemExit("--rows is smaller than the small orgs' rows and the tail")
-    now = datetime.now(UTC)
     tag = now.strftime("%H%M%S")
     print(f"filling the log: {big_rows:,} rows in one org over {options.days} days, {options.small_orgs} orgs "
           f"of {options.small_rows:,}, then a tail of {options.tail:,}", flush=True)
@@ -213,7 +211,8 @@ def main() -> None:
         _fill(org, small_keys, options.small_rows, tag=f"{tag}s{n}", end=now, days=options.days)
     filled = time.perf_counter() - started
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE analytics_requestlog")
+        # What autovacuum does to a table that was inserted into: statistics and the visibility map.
+        cursor.execute("VACUUM ANALYZE analytics_requestlog")
     started = time.perf_counter()
     spend_rollup()
     first_rollup = time.perf_counter() - started
@@ -228,22 +227,90 @@ def main() -> None:
     spend_rollup()
     minute_rollup = time.perf_counter() - started
     _fill(big, keys, options.tail, tag=f"{tag}u", end=now, days=1 / 1440)  # the tail the reads add
-    total = connection.cursor()
-    total.execute("SELECT count(*) FROM analytics_requestlog")
-    rows = total.fetchone()[0]
-    print(f"{rows:,} rows written in {filled:.1f} s; first rollup {first_rollup:.1f} s, "
+    print(f"{_rows():,} rows written in {filled:.1f} s; first rollup {first_rollup:.1f} s, "
           f"a minute's rollup ({options.tail:,} rows) {minute_rollup * 1000:.0f} ms", flush=True)
+    return big, keys, rare
+
+
+def _filled():
+    """The big org of an earlier run (``--reuse``), its keys and its seldom-used key."""
+    from keys.models import Organization
+
+    big = Organization.objects.filter(name__startswith="big ").latest("pk")
+    keys = list(big.keys.exclude(name="rare").order_by("pk"))
+    print(f"reusing the log of {big.name!r}: {_rows():,} rows", flush=True)
+    return big, keys, big.keys.get(name="rare")
+
+
+def _rows() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM analytics_requestlog")
+        return cursor.fetchone()[0]
+
+
+def _pages(client):
+    """A page of the dashboard or the admin, as its signed-in user gets it (server time)."""
+    def get(path: str):
+        def run():
+            response = client.get(path, secure=True)
+            if response.status_code != 200:
+                raise SystemExit(f"{path}: {response.status_code} {response.content[:300]!r}")
+            return response
+        return run
+    return get
+
+
+def _signed_in(org, tag: str):
+    """Clients of the org's owner (the dashboard) and of a superuser of the support site (the admin)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from keys.audit import Actor
+    from keys.models import Membership
+    from keys.services import membership_add
+
+    users = get_user_model().objects
+    owner = users.create_user(username=f"bench-owner-{tag}", email=f"bench-owner-{tag}@example.com")
+    membership_add(org=org, user=owner, role=Membership.Role.OWNER, actor=Actor.system("bench"))
+    staff = users.create_superuser(username=f"bench-staff-{tag}", email=f"bench-staff-{tag}@example.com",
+                                   password=None)
+    dashboard, support = Client(), Client()
+    dashboard.force_login(owner)
+    support.force_login(staff)
+    return _pages(dashboard), _pages(support)
+
+
+def main() -> None:
+    options = _options()
+    _django(options.database_url)
+    from django.test import Client
+    from django.test.utils import override_settings
+
+    from billing.reservations import bucket_name, credits_bucket_name
+    from keys.audit import Actor
+    from keys.services import org_token_create
+
+    now = datetime.now(UTC)
+    big, keys, rare = _filled() if options.reuse else _fill_and_roll_up(options, now)
 
     _, secret = org_token_create(org=big, name="bench", actor=Actor.system("bench"))
     get = _api(Client(), {"HTTP_AUTHORIZATION": f"Bearer {secret}"})
+    page, admin_page = _signed_in(big, now.strftime("%H%M%S%f"))
     since = (now - timedelta(days=30)).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
     since = since.replace("+00:00", "Z")
     # A window that cuts its first day in two: that day's rolled-up rows are read from the log.
     cut = (now - timedelta(days=30)).isoformat().replace("+00:00", "Z")
     prefix = keys[0].prefix
-    counters = [credits_bucket_name(big.pk), bucket_name("org", big.pk, "monthly", now),
-                bucket_name("team", keys[0].team_id, "none", now), bucket_name("key", keys[0].pk, "daily", now)]
+    counters = [credits_bucket_name(big.pk), bucket_name(big.pk, "org", big.pk, "monthly", now),
+                bucket_name(big.pk, "team", keys[0].team_id, "none", now),
+                bucket_name(big.pk, "key", keys[0].pk, "daily", now)]
+    a_call = big.request_logs.order_by("-id").values_list("request_id", "run_id").first()
+    a_run = big.request_logs.exclude(run_id="").order_by("-id").values_list("run_id", flat=True).first()
+    changelist = "/admin/analytics/requestlog/"
     reads = [
+        ("/spend/ (the dashboard's page)", page("/spend/")),
         ("/api/v1/spend?group_by=day (30 days)", get(f"/api/v1/spend?group_by=day&since={since}")),
         ("/api/v1/spend?group_by=key (30 days)", get(f"/api/v1/spend?group_by=key&since={since}")),
         ("/api/v1/spend?group_by=model (30 days)", get(f"/api/v1/spend?group_by=model&since={since}")),
@@ -259,14 +326,29 @@ def main() -> None:
         ("/api/v1/logs?cache=hit (first page; 1 row in 400)", get("/api/v1/logs?cache=hit")),
         ("/api/v1/logs?cache=miss (second page)", _second_page(get, "/api/v1/logs?cache=miss")),
         ("/api/v1/logs?cache=skip (first page)", get("/api/v1/logs?cache=skip")),
+        ("admin request log: the list", admin_page(changelist)),
+        ("admin request log: second page", admin_page(f"{changelist}?p=2")),
+        ("admin request log: search a request id", admin_page(f"{changelist}?q={a_call[0]}")),
+        ("admin request log: search a key as shown", admin_page(f"{changelist}?q=sk-nemo-{prefix}%E2%80%A6")),
+        (f"admin request log: search a key with {RARE_ROWS} rows", admin_page(f"{changelist}?q={rare.prefix}")),
+        ("admin request log: search a run id", admin_page(f"{changelist}?q={a_run}")),
+        ("admin request log: search a model", admin_page(f"{changelist}?q={MODELS[1]}")),
+        ("admin request log: search nothing found", admin_page(f"{changelist}?q=no-such-call")),
+        ("admin request log: status=502", admin_page(f"{changelist}?status=502")),
+        ("admin request log: cache=hit", admin_page(f"{changelist}?cache=hit")),
+        ("admin request log: last 24 hours, model", admin_page(f"{changelist}?since=24h&model={MODELS[0]}")),
+        ("admin request log: one call's page", admin_page(
+            f"{changelist}{big.request_logs.order_by('-id').values_list('pk', flat=True).first()}/change/")),
         ("for comparison: a raw SUM over the org's rows", _raw_sum(big.pk)),
     ]
     width = max(len(name) for name, _ in reads)
     print(f"\n{'read':<{width}} | median ms | min ms | max ms")
     print(f"{'-' * width}-|-----------|--------|-------")
-    for name, run in reads:
-        found = _timed(run, options.repeat)
-        print(f"{name:<{width}} | {statistics.median(found):9.1f} | {min(found):6.1f} | {max(found):6.1f}", flush=True)
+    with override_settings(DEBUG=False, ALLOWED_HOSTS=["*"]):
+        for name, run in reads:
+            found = _timed(run, options.repeat)
+            print(f"{name:<{width}} | {statistics.median(found):9.1f} | {min(found):6.1f} | {max(found):6.1f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

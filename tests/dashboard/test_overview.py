@@ -94,3 +94,21 @@ def test_an_org_without_keys_is_told_what_to_do_next(owner_client):
     page = owner_client.get("/overview/").content.decode()
 
     assert "data-empty-overview" in page and "Issue a key" in page
+
+
+def test_a_busy_window_counts_every_call_and_reads_latency_from_its_latest(owner_client, key, make_log, monkeypatch):
+    monkeypatch.setattr("dashboard.selectors.ACTIVITY_SAMPLE", 2)
+    now = timezone.now()
+    make_log(key, latency_ms=9000, cost=Decimal("0.10"), status=502, attempts=FELL_BACK,
+             created=now)
+    make_log(key, latency_ms=100, cost=Decimal("0.10"), created=now)
+    make_log(key, latency_ms=300, cost=Decimal("0.10"), created=now)
+
+    page = owner_client.get("/overview/").content.decode()
+
+    # Calls, spend and failures of all three; latency and fallbacks of the latest two (by id, at one time).
+    assert (_stat(page, "today", "calls"), _stat(page, "today", "spend")) == ("3", "$0.30")
+    assert _stat(page, "today", "error-rate") == "33.3%"
+    assert _stat(page, "today", "latency") == "100 ms / 300 ms"
+    assert _stat(page, "today", "fallbacks") == "0"
+    assert "of the latest 2 calls" in page.split('data-activity="today"')[1]

@@ -65,3 +65,14 @@ def test_the_check_catches_a_read_of_the_whole_log(key, make_log):
     make_log(key)
 
     assert "Seq Scan on analytics_requestlog" in _plan(f"SELECT SUM(cost) FROM {LOG_TABLE} WHERE cost > 0")
+
+
+def test_the_runs_list_sums_each_run_in_one_pass_over_its_steps(owner_client, key, make_log):
+    for number in range(3):
+        make_log(key, run_id="plan-run", status=502 if number == 2 else 200)
+
+    queries = _log_queries(owner_client, "/runs/")
+
+    summary = next(sql for sql in queries if "GROUP BY" in sql)
+    # A subquery per row (the run's last status, its first key) would run once for every step.
+    assert "SubPlan" not in _plan(summary), summary

@@ -3,6 +3,7 @@ from decimal import Decimal
 
 import pytest
 
+from analytics.selectors import run_list
 from billing.services import budget_set
 from keys.services import virtual_key_create
 
@@ -157,3 +158,14 @@ def test_the_runs_list_matches_run_ids_by_prefix(owner_client, key, make_log):
         make_log(key, run_id=run_id)
 
     assert _runs_listed(owner_client.get("/runs/", {"run": "support-"})) == ["support-2", "support-1"]
+
+
+def test_a_listed_run_has_its_last_status_and_first_key_across_its_keys(org, key, system_actor, make_log):
+    later, _ = virtual_key_create(org=org, name="relay", actor=system_actor)
+    make_log(key, run_id="relayed", status=200)
+    make_log(later, run_id="relayed", status=502)
+
+    # Found through the first key's rows, summed up over the whole run.
+    (listed,) = run_list(org=org, key_id=key.pk)
+
+    assert (listed.status, listed.key_prefix, listed.steps_count) == ("failed", key.prefix, 2)
