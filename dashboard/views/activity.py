@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from analytics.selectors import log_get, log_list, run_get, run_list
 from dashboard.forms import LogFilterForm, RunFilterForm
 from dashboard.orgs import org_page, render_page
+from dashboard.playground import playground_request
 from dashboard.replay import as_curl, as_python, conversation
 from dashboard.timeline import run_timeline
 from keys.models import Membership
@@ -41,6 +42,7 @@ def log_detail(request: HttpRequest, membership: Membership, request_id: str) ->
         "turns": conversation(row.request_body, row.response_body),
         "curl": as_curl(**again) if isinstance(row.request_body, dict) else None,
         "python": as_python(**again) if isinstance(row.request_body, dict) else None,
+        "in_playground": playground_request(row) is not None,
     })
 
 
