@@ -240,8 +240,14 @@ def test_a_new_key_is_tested_from_its_key_issued_page_and_later_with_its_pasted_
         for snippet in ("python", "curl", "javascript", "claude-code"):
             assert secret in page.locator(f"[data-use={snippet}]").text_content()
 
+        # The playground opens with the key chosen and its secret handed over in this tab.
+        page.get_by_role("link", name="Open in playground").click()
+        page.wait_for_url("**/playground/?key=*")
+        assert page.get_by_label("Its secret").input_value() == secret
+        key_page = page.url.replace("/playground/?key=", "/keys/") + "/"
+
         # Later the secret is no longer on screen: the key's page tests it with the pasted one.
-        page.get_by_role("link", name="Done").click()
+        page.goto(key_page)
         page.get_by_label("The key's secret").fill(secret[:-1] + ("A" if secret[-1] != "A" else "B"))
         page.get_by_role("button", name="Test this key").click()
         expect(outcome).to_have_attribute("data-status", "401")
