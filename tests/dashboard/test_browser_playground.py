@@ -74,6 +74,8 @@ def test_the_playground_streams_a_call_with_a_key_and_the_log_has_it(server, own
         page.locator("[data-call-link]").click()
         expect(page.get_by_role("heading", name="Attempts")).to_be_visible()
         assert f"sk-nemo-{key.prefix}" in page.locator("dl.facts").inner_text()
+        page.goto(f"{server}/log/")
+        assert "playground-agent" in page.locator(f"tr[data-request-id='{request_id}']").inner_text()
 
     row = RequestLog.objects.get(request_id=request_id)
     assert (row.org_id, row.key_id, row.status, row.stream, row.endpoint) == (
