@@ -4,6 +4,7 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from analytics.fields import OrderedJSONField
 from keys.models import Organization, Team, VirtualKey
 
 
@@ -55,7 +56,8 @@ class RequestLog(models.Model):
     tools_offered = models.JSONField(default=list, blank=True)
     prompt_meta = models.JSONField(default=dict, blank=True)
     cache = models.CharField(max_length=4, default="skip")
-    request_body = models.JSONField(null=True, blank=True)
+    # The client's key order kept: a call's page, its curl and the API show the body as it was sent.
+    request_body = OrderedJSONField(null=True, blank=True)
     response_body = models.JSONField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
     inserted = models.DateTimeField(

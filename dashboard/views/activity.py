@@ -5,7 +5,9 @@ from django.http import HttpRequest, HttpResponse
 from analytics.selectors import log_get, log_list, run_get, run_list
 from dashboard.forms import LogFilterForm, RunFilterForm
 from dashboard.orgs import org_page, render_page
+from dashboard.playground import playground_request
 from dashboard.replay import as_curl, as_python, conversation
+from dashboard.timeline import run_timeline
 from keys.models import Membership
 
 STALE_CURSOR = "That page link is no longer valid; showing the newest calls."
@@ -40,6 +42,7 @@ def log_detail(request: HttpRequest, membership: Membership, request_id: str) ->
         "turns": conversation(row.request_body, row.response_body),
         "curl": as_curl(**again) if isinstance(row.request_body, dict) else None,
         "python": as_python(**again) if isinstance(row.request_body, dict) else None,
+        "in_playground": playground_request(row) is not None,
     })
 
 
@@ -59,4 +62,4 @@ def runs(request: HttpRequest, membership: Membership) -> HttpResponse:
 def run_detail(request: HttpRequest, membership: Membership, run_id: str) -> HttpResponse:
     # The run's spend stands on its own: the key's whole period budget is not the run's.
     run = run_get(org=membership.org, run_id=run_id)
-    return render_page(request, membership, "dashboard/run_detail.html", {"run": run})
+    return render_page(request, membership, "dashboard/run_detail.html", {"run": run, "timeline": run_timeline(run)})

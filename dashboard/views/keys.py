@@ -17,6 +17,7 @@ from billing.periods import period_end
 from billing.selectors import budget_list, catalog_list
 from dashboard.forms import KeyForm
 from dashboard.orgs import org_page, render_confirm, render_page
+from dashboard.playground import SNIPPET_MODEL, key_test_model
 from dashboard.selectors import KeyUse, budget_spent, credit_balance, key_spend, key_use
 from dashboard.services import key_change, key_issue
 from dashboard.templatetags.nemo import percent_of
@@ -129,7 +130,9 @@ def key_detail(request: HttpRequest, membership: Membership, pk: int) -> HttpRes
     key = key_get(org=membership.org, pk=pk)
     (row,) = key_rows(membership, [key])
     return render_page(request, membership, "dashboard/key_detail.html",
-                       {"row": row, "key": key, "min_output_tokens": settings.NEMO_MIN_OUTPUT_TOKENS})
+                       {"row": row, "key": key, "min_output_tokens": settings.NEMO_MIN_OUTPUT_TOKENS,
+                        "test_model": key_test_model(key)})
+
 
 
 def _form_values(form: KeyForm) -> dict:
@@ -164,8 +167,10 @@ def key_secret(request: HttpRequest, membership: Membership, pk: int) -> HttpRes
     if not shown or shown.get("key") != key.pk:
         return render_page(request, membership, "dashboard/key_secret.html", {"key": key, "secret": None})
     del request.session[SESSION_SECRET]
+    test_model = key_test_model(key)
     return render_page(request, membership, "dashboard/key_secret.html",
-                       {"key": key, "secret": shown["secret"], "what": shown["what"]})
+                       {"key": key, "secret": shown["secret"], "what": shown["what"], "test_model": test_model,
+                        "snippet_model": test_model or SNIPPET_MODEL})
 
 
 @org_page(MANAGE)

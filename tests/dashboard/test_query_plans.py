@@ -26,6 +26,7 @@ PAGES = [
     "/runs/",
     "/runs/?run=plan",
     "/runs/plan-run",
+    "/playground/?from=req-plan-1",
     "/spend/",
     "/teams/",
 ]
@@ -49,7 +50,8 @@ def _plan(sql: str) -> str:
 
 @pytest.mark.parametrize("path", PAGES)
 def test_the_page_reads_the_log_through_an_index_of_its_org(owner_client, key, make_log, path):
-    make_log(key, request_id="req-plan-1", run_id="plan-run")
+    make_log(key, request_id="req-plan-1", run_id="plan-run",
+             request_body={"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]})
     make_log(key, status=502, run_id="plan-run")
     path = path.format(key=key.pk)
 

@@ -67,3 +67,32 @@ def test_a_call_without_a_stored_body_offers_no_replay(owner_client, key, make_l
     page = owner_client.get("/log/req-bodyless/").content.decode()
 
     assert "data-conversation" not in page and "data-again-curl" not in page
+
+
+# Keys as a client sent them, in no order PostgreSQL's jsonb would keep (it sorts by length).
+UNSORTED = {"temperature": 0.2, "model": "gemini-2.5-flash", "messages": [{"content": "hi", "role": "user"}],
+            "max_tokens": 64}
+
+
+def _key_order(body: dict) -> list:
+    return [list(body), list(body["messages"][0])]
+
+
+def test_a_stored_body_reads_back_in_its_clients_key_order(key, make_log):
+    row = make_log(key, request_body=UNSORTED)
+    row.refresh_from_db()
+
+    assert _key_order(row.request_body) == _key_order(UNSORTED)
+
+
+def test_the_call_page_curl_and_api_show_the_body_in_its_clients_key_order(owner_client, key, make_log):
+    make_log(key, request_id="req-unsorted", request_body=UNSORTED)
+
+    page = owner_client.get("/log/req-unsorted/").content.decode()
+    shown = json.loads(html.unescape(page.split("<h3 class=\"small\">Request</h3><pre class=\"body\">")[1]
+                                     .split("</pre>")[0]))
+    curl = shlex.split(_block(page, "curl").replace("\\\n", ""))
+    sent = json.loads(curl[curl.index("-d") + 1])
+    api = owner_client.get("/api/v1/logs/req-unsorted").json()["request_body"]
+
+    assert _key_order(shown) == _key_order(sent) == _key_order(api) == _key_order(UNSORTED)

@@ -1,7 +1,9 @@
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from analytics.selectors import run_list
 from billing.services import budget_set
@@ -47,12 +49,30 @@ def test_the_run_spend_is_not_weighed_against_the_keys_whole_budget(owner_client
 def test_the_run_shows_its_steps_as_a_timeline(owner_client, run):
     page = owner_client.get("/runs/agent-run").content.decode()
 
-    assert page.count('<li class="') == 3
-    assert page.count('<li class="fallback') == 1
+    assert page.count('<li class="step') == 3
+    assert page.count('<li class="step fallback') == 1
     assert "flash-backup" in page
     assert "lookup" in page
     for step in run:
         assert f"/log/{step.request_id}/" in page
+
+
+def test_each_step_is_a_bar_at_its_start_as_long_as_it_took_with_the_runs_totals(owner_client, key, make_log):
+    began = timezone.now() - timedelta(minutes=1)
+    for offset_ms, latency_ms, status in [(0, 1000, 200), (2000, 2000, 200), (6000, 2000, 502)]:
+        make_log(key, run_id="timed", created=began + timedelta(milliseconds=offset_ms), latency_ms=latency_ms,
+                 status=status, cost=Decimal("0.25"))
+
+    page = owner_client.get("/runs/timed").content.decode()
+
+    bars = re.findall(r'data-bar style="left: ([\d.]+)%; width: ([\d.]+)%"', page)
+    assert bars == [("0.00", "12.50"), ("25.00", "25.00"), ("75.00", "25.00")]
+    assert page.count('<li class="step failed"') == 1
+    assert re.search(r"data-total-duration>8.00 s<", page)
+    assert re.search(r"data-total-tokens>4500<", page) and "3600 in, 900 out" in page
+    assert re.search(r"data-total-spend>\$0.75<", page)
+    assert re.findall(r'class="mark" style="left: [\d.]+%">([^<]+)<', page) == [
+        "0 ms", "2.00 s", "4.00 s", "6.00 s", "8.00 s"]
 
 
 def test_a_run_whose_last_call_failed_is_failed(owner_client, key, make_log):

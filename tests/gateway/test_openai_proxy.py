@@ -254,6 +254,23 @@ def test_a_prompt_with_a_nul_character_is_answered_and_stored(gateway, make_tena
     assert row.response_body["choices"][0]["message"]["content"] == "Fake answer to: hi\ufffdthere"
 
 
+def test_a_stored_request_body_keeps_its_clients_key_order(gateway, make_tenant, fake):
+    """Written by the recorder's own INSERT and read back through the ORM: the keys in the order
+    the client sent them, which PostgreSQL's jsonb would not keep (it sorts them by length)."""
+    tenant = make_tenant()
+    tenant.org.store_prompts = True
+    tenant.org.save(update_fields=["store_prompts"])
+    sent = '{"temperature": 0.2, "model": "gpt-4o", "messages": [{"content": "hi", "role": "user"}], "max_tokens": 9}'
+
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", content=sent, headers={
+        "Authorization": f"Bearer {tenant.secret}", "Content-Type": "application/json"})
+
+    assert response.status_code == 200
+    stored = RequestLog.objects.get(request_id=response.headers["x-nemo-request-id"]).request_body
+    assert list(stored)[:4] == ["temperature", "model", "messages", "max_tokens"]
+    assert list(stored["messages"][0]) == ["content", "role"]
+
+
 def test_the_answers_last_events_reach_the_client_once_the_call_is_logged(gateway, tenant, fake):
     """The read that ends the answer is passed on with the stream's end, after the call's row is
     committed: a client that has the answer has its trail."""
