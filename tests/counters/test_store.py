@@ -99,6 +99,17 @@ async def admit(
     return await store.admit(reservation_id=reservation_id, buckets=list(buckets), rate=rate, now=now, ttl_s=ttl_s)
 
 
+async def expire(store: CounterStore, name: str) -> None:
+    """The seeded counter's time to live runs out now, as Redis expires (or evicts) it. Not a short
+    TTL and a sleep: a loaded machine took longer than the TTL between the seed and the admission
+    that had to come before the expiry, and the test failed."""
+    if isinstance(store, MemoryCounterStore):
+        store._settled_expires[name] = 0.0
+        return
+    placed = store._names.placed(name)
+    await store._redis.execute("DEL", store._key("s", placed), store._key("sx", placed))
+
+
 async def chain_check(store: CounterStore, chain: list[str], now: float, *, probe_lease_s: float = 30.0) -> ChainCheck:
     """The check of ``chain`` that a call admitted at ``now`` gets with its admission."""
     admission = await store.admit(reservation_id=uuid.uuid4().hex, buckets=[], rate=None, now=now, ttl_s=300,
@@ -295,9 +306,9 @@ async def test_the_reaper_settles_a_logged_call_with_its_cost_and_its_late_settl
 
 
 async def test_the_reapers_settle_adds_nothing_to_a_counter_rebuilt_after_the_rows_commit(store: CounterStore) -> None:
-    await store.seed(KEY, 0, ttl_s=0.05)
+    await store.seed(KEY, 0, ttl_s=60)
     await admit(store, "logged", Bucket(KEY, 1_000, 100, "key"), ttl_s=10)
-    await asyncio.sleep(0.1)
+    await expire(store, KEY)
     # Rebuilt from a ledger that held the row (committed at position 7): the row's cost is in.
     assert await store.seed(KEY, 80, snapshot="8:8:")
 
@@ -430,10 +441,10 @@ SNAPSHOT = "100:105:102"
 async def test_a_settle_adds_its_cost_only_if_the_rebuild_did_not_count_its_row(
     store: CounterStore, position: int | None, counted_by_the_rebuild: bool
 ) -> None:
-    await store.seed(KEY, 0, ttl_s=0.05)
+    await store.seed(KEY, 0, ttl_s=60)
     await store.seed(TEAM, 0)
     await admit(store, "committed", Bucket(KEY, 10_000, 400, "key"), Bucket(TEAM, 10_000, 400, "team"))
-    await asyncio.sleep(0.15)
+    await expire(store, KEY)
     # The key's counter expired and was rebuilt from the ledger, holding whatever it saw; the
     # team's counter was never rebuilt and has no snapshot.
     await store.seed(KEY, 1_000 if counted_by_the_rebuild else 700, snapshot=SNAPSHOT)
@@ -465,10 +476,10 @@ async def test_a_counter_rebuilt_again_forgets_its_old_snapshot(store: CounterSt
 
 
 async def test_settle_many_settles_a_batch_committed_at_one_position(store: CounterStore) -> None:
-    await store.seed(KEY, 0, ttl_s=0.05)
+    await store.seed(KEY, 0, ttl_s=60)
     await admit(store, "a", Bucket(KEY, 10_000, 400, "key"))
     await admit(store, "b", Bucket(KEY, 10_000, 400, "key"))
-    await asyncio.sleep(0.15)
+    await expire(store, KEY)
     await store.seed(KEY, 500, snapshot=SNAPSHOT)  # the rebuild saw the batch's commit (103)
 
     assert await store.settle_many([("a", 200, 0, [KEY]), ("b", 300, 0, [KEY])], 103) == [True, True]
@@ -509,9 +520,9 @@ async def test_a_settle_tried_again_charges_nothing_for_a_reservation_gone(store
 
 
 async def test_a_rebuilt_counter_still_counts_the_reservations_in_flight(store: CounterStore) -> None:
-    await store.seed(KEY, 0, ttl_s=0.05)
+    await store.seed(KEY, 0, ttl_s=60)
     await admit(store, "in-flight", Bucket(KEY, 1_000, 400, "key"))
-    await asyncio.sleep(0.15)
+    await expire(store, KEY)
 
     assert await store.read([KEY]) == {KEY: None}
     await store.seed(KEY, 0)
@@ -752,9 +763,13 @@ async def test_latency_is_a_moving_average(store: CounterStore) -> None:
 
 
 async def test_the_cache_keeps_a_response_for_its_ttl(store: CounterStore) -> None:
-    await store.cache_set("chat:abc", b'{"id": "chatcmpl-1"}', ttl_s=0.05)
+    # A TTL long enough for the reads before the sleep, however slow the machine, and one that
+    # has surely run out after it.
+    await store.cache_set("chat:abc", b'{"id": "chatcmpl-1"}', ttl_s=60)
+    await store.cache_set("chat:brief", b'{"id": "chatcmpl-2"}', ttl_s=0.01)
 
     assert await store.cache_get("chat:abc") == b'{"id": "chatcmpl-1"}'
     assert await store.cache_get("chat:other") is None
-    await asyncio.sleep(0.15)
-    assert await store.cache_get("chat:abc") is None
+    await asyncio.sleep(0.05)
+    assert await store.cache_get("chat:brief") is None
+    assert await store.cache_get("chat:abc") == b'{"id": "chatcmpl-1"}'
