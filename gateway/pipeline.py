@@ -58,7 +58,7 @@ _UNCHECKED = ChainCheck(skip=frozenset(), probes=frozenset())
 CLIENT_CLOSED = 499
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """Everything the log row and the response headers need, filled in as the call goes."""
 
