@@ -48,7 +48,8 @@ def prompt_meta(messages: list[dict]) -> dict:
         if not isinstance(message, dict):
             message = {}
         size = _text_size(message.get("content"))
-        size += sum(len(call["name"]) + len(call["arguments"]) for call in tool_calls_of(message))
+        if "tool_calls" in message or "function_call" in message:
+            size += sum(len(call["name"]) + len(call["arguments"]) for call in tool_calls_of(message))
         roles.append(_text(message.get("role")))
         sizes.append(size)
     return {"messages": len(messages), "roles": roles, "sizes": sizes}

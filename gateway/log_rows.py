@@ -105,7 +105,16 @@ def postgres_params(row: dict) -> list[bytes | None]:
     for name, kind, field, bounds in _columns():
         # The row's value or the column's default, as in _params; inline: this runs for every
         # column of every row.
-        value = fit(row[name] if name in row else field.get_default(), kind, bounds)
+        value = row[name] if name in row else field.get_default()
+        if kind == "text" and type(value) is str and (bounds is None or len(value) <= bounds) and "\x00" not in value:
+            # The usual text, which ``fit`` would leave as it is (it fits, no NUL).
+            params.append(value.encode())
+            continue
+        if kind == "other":
+            # Ids and Decimals, which ``fit`` leaves as they are.
+            params.append(None if value is None else str(value).encode())
+            continue
+        value = fit(value, kind, bounds)
         if value is None or kind == "json":
             params.append(value)
         elif kind == "bool":

@@ -69,11 +69,17 @@ def observe_call(call: Call, models: dict) -> None:
     """Records a finished call (``gateway.pipeline.Call``); ``models``: the routes served, whose
     names are label values (any other model is ``OTHER_MODEL``)."""
     model = call.model if call.model in models else OTHER_MODEL
-    _child(CALLS, call.endpoint, model, call.deployment, str(call.status)).inc()
-    _child(LATENCY, call.endpoint, model).observe(time.monotonic() - call.started)
+    key = (call.endpoint, model, call.deployment, call.status)
+    children = _call_children.get(key)
+    if children is None:
+        children = _call_children[key] = (CALLS.labels(call.endpoint, model, call.deployment, str(call.status)),
+                                          _child(LATENCY, call.endpoint, model), _child(TTFT, call.endpoint, model))
+    calls, latency, ttft = children
+    calls.inc()
+    latency.observe(time.monotonic() - call.started)
     first_token_at = call.summary.first_token_at
     if first_token_at is not None and call.status == 200:
-        _child(TTFT, call.endpoint, model).observe(first_token_at - call.started)
+        ttft.observe(first_token_at - call.started)
     for attempt in call.attempts:
         _child(ATTEMPTS, attempt.deployment, attempt.outcome).inc()
     if call.error_code == "budget_exceeded":
@@ -85,6 +91,9 @@ def observe_call(call: Call, models: dict) -> None:
 # Each metric's children by their label values, found again without ``labels``' lock and checks
 # (a third of the cost of recording a call).
 _children: dict[tuple, object] = {}
+# A call's count, latency and TTFT children together, by (endpoint, model, deployment, status):
+# one lookup for the three.
+_call_children: dict[tuple, tuple] = {}
 
 
 def _child(metric, *values: str):

@@ -64,7 +64,7 @@ MIN_OUTPUT_TOKENS = settings.NEMO_MIN_OUTPUT_TOKENS
 CLIENT_CLOSED = 499
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """Everything the log row and the response headers need, filled in as the call goes."""
 

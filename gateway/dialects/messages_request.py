@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gateway.dialects.chat_completions_request import NEMO_FIELDS, ChatRequest, chat_request
+from gateway.dialects.chat_completions_request import NEMO_FIELDS, ChatRequest, R, chat_request
 from gateway.errors import GatewayError, invalid_request
 from gateway.http import json_object
 from gateway.providers.thinking import THINKING_BUDGET, resumable
@@ -383,11 +383,12 @@ def chat_body(body: dict, *, counting: bool = False) -> dict:
     return chat
 
 
-def _checked(chat: dict, raw: bytes, tags_header: str | None) -> ChatRequest:
+def _checked(chat: dict, raw: bytes, tags_header: str | None, request_class: type[R]) -> R:
     """The Chat call checked as Chat Completions checks its own, without encoding it: the client's
-    bytes bound its prompt (what goes to Claude is those bytes; a translation carries their text)."""
+    bytes bound its prompt (what goes to Claude is those bytes; a translation carries their text).
+    Built as the dialect's ``request_class`` at once, not copied from a ChatRequest."""
     try:
-        return chat_request(chat, raw=raw, tags_header=tags_header, linked_media=True)
+        return chat_request(chat, raw=raw, tags_header=tags_header, linked_media=True, request_class=request_class)
     except GatewayError as error:
         if error.param and error.param.startswith("stop"):
             error.param = "stop_sequences"
@@ -395,7 +396,9 @@ def _checked(chat: dict, raw: bytes, tags_header: str | None) -> ChatRequest:
 
 
 def _native(body: dict, beta: str | None) -> NativeCall:
-    upstream = {name: value for name, value in body.items() if name not in NEMO_FIELDS}
+    upstream = body
+    if "tags" in body or "nemo_cache" in body:
+        upstream = {name: value for name, value in body.items() if name not in NEMO_FIELDS}
     return NativeCall(wire=ANTHROPIC_WIRE, body=upstream, headers={"anthropic-beta": beta} if beta else {},
                       only_native=_claude_only(body))
 
@@ -403,16 +406,16 @@ def _native(body: dict, beta: str | None) -> NativeCall:
 def parse_messages_request(raw: bytes, *, tags_header: str | None, beta: str | None) -> MessagesRequest:
     body = json_object(raw)
     _check_top(body)
-    chat = _checked(chat_body(body), raw, tags_header)
-    fields = {name: getattr(chat, name) for name in ChatRequest.__dataclass_fields__}
-    return MessagesRequest(**fields, native=_native(body, beta))
+    request = _checked(chat_body(body), raw, tags_header, MessagesRequest)
+    request.native = _native(body, beta)
+    return request
 
 
 def parse_count_tokens_request(raw: bytes, *, tags_header: str | None, beta: str | None) -> CountTokensRequest:
     body = json_object(raw)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise invalid_request("model is required", param="model")
-    chat = _checked(chat_body(body, counting=True), raw, tags_header)
-    fields = {name: getattr(chat, name) for name in ChatRequest.__dataclass_fields__}
-    fields["stream"] = False
-    return CountTokensRequest(**fields, native=_native(body, beta))
+    request = _checked(chat_body(body, counting=True), raw, tags_header, CountTokensRequest)
+    request.stream = False
+    request.native = _native(body, beta)
+    return request

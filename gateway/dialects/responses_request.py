@@ -21,8 +21,8 @@ from gateway.dialects.chat_completions_request import (
     NEMO_FIELDS,
     ChatRequest,
     R,
+    chat_request,
     linked_media_tokens,
-    parse_chat_request,
 )
 from gateway.errors import GatewayError, invalid_request
 from gateway.http import json_object
@@ -320,7 +320,8 @@ def build_chat_request(body: dict, messages: list[dict], *, tags_header: str | N
                        request_class: type[R] = ChatRequest) -> R:
     chat = chat_body(body, messages)
     try:
-        return parse_chat_request(orjson.dumps(chat), tags_header=tags_header, request_class=request_class)
+        # Its encoding bounds the prompt (as a Chat client's body would); it need not be read back.
+        return chat_request(chat, raw=orjson.dumps(chat), tags_header=tags_header, request_class=request_class)
     except GatewayError as error:
         raise _rename(error) from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -172,6 +173,13 @@ class ChunkStream:
         await self._events.aclose()
 
 
+@functools.cache
+def _whole_timeout(timeout_s: float) -> aiohttp.ClientTimeout:
+    """One ``ClientTimeout`` per deployment's timeout, not one per call (a frozen dataclass: ~3 µs
+    to build)."""
+    return aiohttp.ClientTimeout(total=timeout_s)
+
+
 class Provider:
     """Base of every provider. ``model`` is the provider's own model id of the deployment."""
 
@@ -217,15 +225,18 @@ class Provider:
         started = time.monotonic()
         try:
             if self.credentials_ready():
+                # Nothing to fetch first: preparing takes microseconds, the exchange the whole timeout.
                 request = await preparing
+                timeout = _whole_timeout(timeout_s)
             else:
                 async with asyncio.timeout(timeout_s):
                     request = await preparing
-            remaining = timeout_s - (time.monotonic() - started)
-            if remaining <= 0:
-                raise TimeoutError
+                remaining = timeout_s - (time.monotonic() - started)
+                if remaining <= 0:
+                    raise TimeoutError
+                timeout = aiohttp.ClientTimeout(total=remaining)
             async with session.post(request.url, data=request.body, headers=request.headers,
-                                    timeout=aiohttp.ClientTimeout(total=remaining)) as resp:
+                                    timeout=timeout) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise self.classify_error(status=resp.status, headers=resp.headers, body=raw)
