@@ -1,5 +1,6 @@
 """The request log — which is also the ledger —, its daily rollup, and the export sinks that read it."""
 
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -52,6 +53,10 @@ class RequestLog(models.Model):
         "sent with it): charged all the same. Zero for every call the upstream kept within its cap.")
     finish_reason = models.CharField(max_length=40, blank=True, default="")
     tool_calls = models.JSONField(default=list, blank=True)
+    tags = models.JSONField(
+        default=list, blank=True,
+        help_text="The call's own labels, to find it by: its routing tags (body tags, X-Nemo-Tags) as \"tag\" and "
+        "its metadata as \"key:value\" (analytics.records.call_tags says how many and how long).")
     tools_offered = models.JSONField(default=list, blank=True)
     prompt_meta = models.JSONField(default=dict, blank=True)
     cache = models.CharField(max_length=4, default="skip")
@@ -82,6 +87,11 @@ class RequestLog(models.Model):
             # and misses have their own small index.
             models.Index(fields=["org", "cache", "created", "id"], name="log_org_cache_created",
                          condition=~models.Q(cache="skip")),
+            # The tag filter (``tags @> '["tag"]'`` within an org): GIN over (org, tags), org by
+            # btree_gin, of the tagged rows only (most calls carry none). PostgreSQL only
+            # (migration 0013); elsewhere the filter reads the org's rows.
+            GinIndex(fields=["org", "tags"], opclasses=["int8_ops", "jsonb_path_ops"], name="log_org_tags",
+                     condition=~models.Q(tags=[])),
         ]
         # A constraint rather than unique=True, which would add a second (LIKE) index.
         constraints = [models.UniqueConstraint(fields=["request_id"], name="log_request_id_unique")]
