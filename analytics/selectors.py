@@ -112,7 +112,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     return created, pk
 
 
-def log_list(
+def log_rows(
     *,
     org: Organization,
     key_id: int | None = None,
@@ -124,36 +124,48 @@ def log_list(
     cache: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    cursor: str | None = None,
-    limit: int = 50,
     request_id: str | None = None,
     status_from: int | None = None,
     status_below: int | None = None,
     fallback_only: bool = False,
     model_prefix: str | None = None,
     run_prefix: str | None = None,
-    newer_than: str | None = None,
-) -> LogPage:
-    """The org's log, newest first, one page at a time. Empty filters are ignored.
+    tag: str | None = None,
+) -> QuerySet[RequestLog]:
+    """The org's log rows that pass the filters, in no order; empty filters are ignored. Every
+    filter has an index; a key's prefix is read as the key's id (``_key_of_prefix``). A tag is
+    one of the row's ``tags`` (``"eu"``, or a metadata pair ``"customer:acme"``), exactly."""
+    if key_prefix and key_id is None:
+        key_id = _key_of_prefix(org, key_prefix)
+    exact = {"key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model, "deployment": deployment,
+             "status": status, "cache": cache, "request_id": request_id, "status__gte": status_from,
+             "status__lt": status_below, "created__gte": since, "created__lt": until,
+             "model__startswith": model_prefix, "run_id__startswith": run_prefix}
+    rows = RequestLog.objects.filter(org=org, **{lookup: value for lookup, value in exact.items()
+                                                 if value not in (None, "")})
+    if fallback_only:
+        rows = rows.filter(FELL_BACK)
+    if tag and _no_row_has(tag):
+        return rows.none()
+    if tag:
+        # The untagged rows excluded too, in so many words: the (org, tags) index holds only
+        # the tagged ones, and the planner takes it only for a query that says so.
+        rows = rows.filter(tags__contains=[tag]).exclude(tags=[])
+    return rows
+
+
+def log_list(*, org: Organization, cursor: str | None = None, newer_than: str | None = None, limit: int = 50,
+             **filters) -> LogPage:
+    """The org's log, newest first, one page at a time, filtered as ``log_rows`` filters.
 
     Pages are cut by keyset on (created, id), never by offset, so page 10,000 costs what page 1
     costs and rows arriving meanwhile neither repeat nor shift rows between pages. ``cursor``
     asks for the rows older than a page's last, ``newer_than`` for those newer than its first.
-    Every filter has an index; a key's prefix is read as the key's id (``_key_of_prefix``).
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
     limit = min(limit, MAX_PAGE)
-    if key_prefix and key_id is None:
-        key_id = _key_of_prefix(org, key_prefix)
-    rows = _log_filtered(
-        RequestLog.objects.filter(org=org),
-        exact={"key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model,
-               "deployment": deployment, "status": status, "cache": cache, "request_id": request_id,
-               "status__gte": status_from, "status__lt": status_below, "created__gte": since,
-               "created__lt": until, "model__startswith": model_prefix, "run_id__startswith": run_prefix},
-        fallback_only=fallback_only,
-    ).select_related("key")
+    rows = log_rows(org=org, **filters).select_related("key")
     if newer_than:
         return _newer_page(rows, newer_than, limit)
     if cursor:
@@ -165,13 +177,6 @@ def log_list(
     if len(page) > limit:
         return LogPage(rows=page[:limit], next_cursor=_encode_cursor(page[limit - 1]), newer_cursor=newer)
     return LogPage(rows=page, next_cursor=None, newer_cursor=newer)
-
-
-def _log_filtered(rows: QuerySet, *, exact: dict, fallback_only: bool) -> QuerySet:
-    rows = rows.filter(**{lookup: value for lookup, value in exact.items() if value not in (None, "")})
-    if fallback_only:
-        rows = rows.filter(FELL_BACK)
-    return rows
 
 
 def _newer_page(rows: QuerySet, cursor: str, limit: int) -> LogPage:
