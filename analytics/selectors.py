@@ -14,7 +14,7 @@ or credits (billing's) is read above both apps, in dashboard.selectors.
 
 import base64
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -209,6 +209,70 @@ def log_get(*, org: Organization, request_id: str) -> RequestLog:
         with contextlib.suppress(RequestLog.DoesNotExist):
             return RequestLog.objects.select_related("key", "team").get(org=org, request_id=request_id)
     raise Http404("No such request.")
+
+
+@dataclass(frozen=True)
+class LogTotals:
+    """What the calls that pass a log search did: how many, how many failed, their cost, tokens
+    and latency, and the calls and failures of each hour (``hours``, oldest first, only the
+    hours with calls). ``capped``: the search holds more calls than were counted, the newest
+    ``TOTALS_MAX_ROWS``, which go back to ``oldest``. ``models``: the same totals of each model
+    (when asked for), the most called first."""
+
+    calls: int
+    errors: int
+    cost: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+    p50_ms: int | None
+    p95_ms: int | None
+    oldest: datetime | None = None
+    capped: bool = False
+    hours: list[tuple[datetime, int, int]] = field(default_factory=list)
+    models: dict[str, "LogTotals"] = field(default_factory=dict)
+
+
+# The most rows a log search's totals read: however many the search matches, it costs as much
+# as this many (measured in bench/RESULTS.md, "Log search totals").
+TOTALS_MAX_ROWS = 100_000
+_TOTALS_SQL = """
+WITH counted AS ({rows})
+SELECT count(*), count(*) FILTER (WHERE status >= 400), sum(cost), sum(prompt_tokens), sum(completion_tokens),
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms),
+       percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms), min(created),
+       date_trunc('hour', created), GROUPING(date_trunc('hour', created)), {model}
+FROM counted GROUP BY GROUPING SETS ((date_trunc('hour', created)), {model_set}())
+"""
+
+
+def _totals_of(row: tuple) -> LogTotals:
+    calls, errors, cost, prompt_tokens, completion_tokens, p50_ms, p95_ms, oldest = row[:8]
+    return LogTotals(calls=calls, errors=errors, cost=_money(cost), prompt_tokens=int(prompt_tokens or 0),
+                     completion_tokens=int(completion_tokens or 0), p50_ms=p50_ms, p95_ms=p95_ms, oldest=oldest)
+
+
+def log_totals(*, org: Organization, limit: int = TOTALS_MAX_ROWS, by_model: bool = False, **filters) -> LogTotals:
+    """The totals of a log search (``log_rows``' filters) in one aggregate query, over its newest
+    ``limit`` rows at most: an index range scan of the search, newest first, as its page is,
+    then one pass that groups them by hour (and by model) and in all, with PostgreSQL's
+    GROUPING SETS. Each hour's percentiles are computed and left unread: a second query would
+    read the rows twice."""
+    rows = log_rows(org=org, **filters).order_by("-created", "-id").values(
+        "created", "status", "cost", "prompt_tokens", "completion_tokens", "latency_ms", "model")[:limit]
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(_TOTALS_SQL.format(rows=sql, model="model, GROUPING(model)" if by_model else "NULL, 1",
+                                          model_set="(model), " if by_model else ""), params)
+        grouped = cursor.fetchall()
+    everything = next((row for row in grouped if row[9] == 1 and row[11] == 1), None)
+    if everything is None or not everything[0]:
+        return LogTotals(calls=0, errors=0, cost=_money(ZERO), prompt_tokens=0, completion_tokens=0, p50_ms=None,
+                         p95_ms=None)
+    totals = _totals_of(everything)
+    models = sorted((row for row in grouped if row[11] == 0), key=lambda row: (-row[0], row[10]))
+    return replace(totals, capped=totals.calls >= limit,
+                   hours=sorted((row[8], row[0], row[1]) for row in grouped if row[9] == 0),
+                   models={row[10]: _totals_of(row) for row in models})
 
 
 # --- runs ---------------------------------------------------------------------------------------
