@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard.views import accounts, activity, assets, keys, overview, settings, spend, teams
+from dashboard.views import accounts, activity, assets, keys, log_panel, overview, settings, spend, teams
 
 app_name = "dashboard"
 
@@ -29,6 +29,7 @@ urlpatterns = [
     path("teams/<int:pk>/delete/", teams.team_remove, name="team_delete"),
     path("log/", activity.log, name="log"),
     path("log/<str:request_id>/", activity.log_detail, name="log_detail"),
+    path("log/<str:request_id>/panel/", log_panel.log_panel, name="log_panel"),
     path("runs/", activity.runs, name="runs"),
     # Run ids are whatever the agent put in X-Nemo-Run, slashes included.
     path("runs/<path:run_id>", activity.run_detail, name="run_detail"),

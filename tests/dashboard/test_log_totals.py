@@ -87,3 +87,25 @@ def test_totals_count_the_newest_rows_only_up_to_their_bound_and_say_from_when(o
 
     assert (totals.calls, totals.capped) == (2, True)
     assert totals.oldest == tagged["globex"].created
+
+
+def test_a_call_opens_as_a_fragment_for_the_side_panel(owner_client, key, make_log):
+    body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "Where is order 1042?"}]}
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "It shipped yesterday."}}]}
+    make_log(key, request_id="req-panel", request_body=body, response_body=answer, status=502,
+             error="every link failed", tags=["customer:acme"], cost=Decimal("0.001110"),
+             attempts=[{"deployment": "flash-vertex", "outcome": "timeout", "latency_ms": 30000}])
+
+    response = owner_client.get("/log/req-panel/panel/")
+
+    fragment = response.content.decode()
+    assert response.status_code == 200 and "<html" not in fragment
+    assert "It shipped yesterday." in fragment and "every link failed" in fragment and "timeout" in fragment
+    assert "$0.00111" in fragment and 'href="/log/req-panel/"' in fragment
+    assert 'href="/log/?tag=customer%3Aacme"' in fragment
+
+
+def test_another_orgs_call_is_no_panel(owner_client, other_key, make_log):
+    make_log(other_key, request_id="req-theirs")
+
+    assert owner_client.get("/log/req-theirs/panel/").status_code == 404
