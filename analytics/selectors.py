@@ -406,6 +406,9 @@ def _rollup_state() -> SpendRollup:
 
 _LOG_GROUP = {"day": TruncDate("created", tzinfo=UTC), "key": F("key_id"), "team": F("team_id"), "model": F("model")}
 _LEDGER_GROUP = {"day": F("day"), "key": F("key_id"), "team": F("team_id"), "model": F("model")}
+# Two groupings at once, grouped by both: a group is then a (day, model) pair.
+_LOG_GROUP["day_model"] = (_LOG_GROUP["day"], _LOG_GROUP["model"])
+_LEDGER_GROUP["day_model"] = (_LEDGER_GROUP["day"], _LEDGER_GROUP["model"])
 _TOTALS = ("cost", "calls", "prompt_tokens", "completion_tokens")
 
 
@@ -415,6 +418,10 @@ def _grouped(rows: QuerySet, group, *, calls) -> dict:
     if group is None:
         found = rows.aggregate(**totals)
         return {None: found} if found["calls"] else {}
+    if isinstance(group, tuple):
+        names = [f"group_{number}" for number in range(len(group))]
+        return {tuple(row.pop(name) for name in names): row
+                for row in rows.values(**dict(zip(names, group, strict=True))).annotate(**totals).order_by()}
     return {row.pop("group"): row for row in rows.values(group=group).annotate(**totals).order_by()}
 
 
@@ -543,6 +550,18 @@ def spend_rows(
     if group_by == "day":
         return sorted(rows, key=lambda row: row["group"])
     return sorted(rows, key=lambda row: (-row["cost"], row["group"]))
+
+
+def spend_by_day_and_model(*, org: Organization, since: datetime | None = None,
+                           until: datetime | None = None) -> list[dict]:
+    """Spend rows ``{"day", "model", "cost", "calls", "prompt_tokens", "completion_tokens"}`` of
+    each model each day (read as ``spend_rows`` reads), by day, then the dearest first."""
+    totals = _spend(org_id=org.pk, group_by="day_model", since=since, until=until)
+    rows = [{"day": day, "model": model, "cost": _money(values["cost"]), "calls": int(values["calls"] or 0),
+             "prompt_tokens": int(values["prompt_tokens"] or 0),
+             "completion_tokens": int(values["completion_tokens"] or 0)}
+            for (day, model), values in totals.items()]
+    return sorted(rows, key=lambda row: (row["day"], -row["cost"], row["model"]))
 
 
 def spend_by_key(*, org: Organization, key_ids: list[int], since: datetime | None) -> dict[int, Decimal]:

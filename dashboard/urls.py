@@ -35,6 +35,7 @@ urlpatterns = [
     path("runs/<path:run_id>", activity.run_detail, name="run_detail"),
     path("spend/", spend.spend, name="spend"),
     path("spend.csv", spend.spend_csv, name="spend_csv"),
+    path("spend/calls.csv", spend.spend_calls_csv, name="spend_calls_csv"),
     path("settings/", settings.settings_page, name="settings"),
     path("settings/org/", settings.org_settings, name="org_settings"),
     path("settings/sinks/new/", settings.sink_new, name="sink_new"),

@@ -4,6 +4,8 @@ opened by mouse and by keyboard without leaving the list, each day's spend stack
 the CSV of the range's calls streamed by the real server. A screenshot of each lands in
 ``test-artifacts/screenshots/``."""
 
+import csv
+import io
 from decimal import Decimal
 
 import pytest
@@ -84,3 +86,24 @@ def test_a_calls_detail_opens_in_a_panel_beside_the_list_by_mouse_and_keyboard(s
         expect(panel).to_be_hidden()
         assert page.evaluate("document.activeElement.closest('tr').dataset.requestId") == "req-acme-2"
         assert page.evaluate("window.stayed") and _page_width(page) <= viewport["width"]
+
+
+@VIEWPORTS
+def test_the_spend_page_stacks_each_days_spend_by_model_and_exports_its_calls(server, owner, calls, viewport):
+    with _signed_in_page(server, owner, viewport) as page:
+        page.goto(f"{server}/spend/")
+        page.wait_for_function("window.Chart && Chart.getChart(document.getElementById('chart-day'))")
+
+        _shot(page, f"spend-stacked-{viewport['width']}")
+        stacks = page.evaluate("""(() => { const chart = Chart.getChart(document.getElementById('chart-day'));
+            return [chart.config.type, chart.options.scales.y.stacked,
+                    chart.data.datasets.map(set => set.label)]; })()""")
+        assert stacks == ["bar", True, ["gemini-2.5-flash"]]
+        assert page.locator("[data-total-latency]").inner_text() == "420 ms / 420 ms"
+        assert _page_width(page) <= viewport["width"]
+
+        csv_link = page.locator("a[data-calls-csv]").get_attribute("href")
+        response = page.request.get(f"{server}{csv_link}")
+        assert response.ok and response.headers["content-type"].startswith("text/csv")
+        rows = list(csv.reader(io.StringIO(response.text())))
+        assert sorted(row[1] for row in rows[1:]) == ["req-acme-1", "req-acme-2", "req-globex"]
