@@ -61,12 +61,13 @@ MAX_TAGS = 24
 MAX_TAG_LENGTH = 200
 
 
-def call_tags(tags: frozenset[str], metadata: dict | None) -> list[str]:
+def call_tags(tags: frozenset[str], metadata: dict | None) -> list[str] | None:
     """A call's labels as its log row keeps them, to find it by: each routing tag as ``"tag"``,
     each metadata pair as ``"key:value"`` (a value that is not a string counts as absent), sorted
-    tags first, at most ``MAX_TAGS`` of at most ``MAX_TAG_LENGTH`` characters, no duplicates."""
+    tags first, at most ``MAX_TAGS`` of at most ``MAX_TAG_LENGTH`` characters, no duplicates;
+    None for none (the column's "no tags", which its index leaves out)."""
     if not tags and not metadata:
-        return []
+        return None
     labels = sorted(tags)
     if isinstance(metadata, dict):
         labels += sorted(f"{key}:{value}" for key, value in metadata.items() if isinstance(value, str))
@@ -77,4 +78,4 @@ def call_tags(tags: frozenset[str], metadata: dict | None) -> list[str]:
             kept.append(label)
             if len(kept) == MAX_TAGS:
                 break
-    return kept
+    return kept or None

@@ -148,9 +148,7 @@ def log_rows(
     if tag and _no_row_has(tag):
         return rows.none()
     if tag:
-        # The untagged rows excluded too, in so many words: the (org, tags) index holds only
-        # the tagged ones, and the planner takes it only for a query that says so.
-        rows = rows.filter(tags__contains=[tag]).exclude(tags=[])
+        rows = rows.filter(tags__contains=[tag])
     return rows
 
 

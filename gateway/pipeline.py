@@ -473,7 +473,7 @@ def log_row(call: Call) -> dict:
         overshoot=from_micros(call.overshoot_micros),
         finish_reason=summary.finish_reason,
         tool_calls=summary.tool_call_list(),
-        tags=call_tags(request.tags, request.metadata) if request else [],
+        tags=call_tags(request.tags, request.metadata) if request else None,
         tools_offered=[t["function"]["name"] for t in (request.body.get("tools") or [])] if request else [],
         prompt_meta=prompt_meta(request.messages) if request else {},
         cache=call.cache_status,

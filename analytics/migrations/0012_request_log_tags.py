@@ -11,6 +11,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='requestlog',
             name='tags',
-            field=models.JSONField(blank=True, default=list, help_text='The call\'s own labels, to find it by: its routing tags (body tags, X-Nemo-Tags) as "tag" and its metadata as "key:value" (analytics.records.call_tags says how many and how long).'),
+            field=models.JSONField(blank=True, null=True, help_text='The call\'s own labels, to find it by: its routing tags (body tags, X-Nemo-Tags) as "tag" and its metadata as "key:value" (analytics.records.call_tags says how many and how long); null: none.'),
         ),
     ]

@@ -29,6 +29,6 @@ class Migration(migrations.Migration):
         BtreeGinExtension(),
         AddIndexConcurrentlyOnPostgres(
             model_name='requestlog',
-            index=django.contrib.postgres.indexes.GinIndex(condition=models.Q(('tags', []), _negated=True), fields=['org', 'tags'], name='log_org_tags', opclasses=['int8_ops', 'jsonb_path_ops']),
+            index=django.contrib.postgres.indexes.GinIndex(condition=models.Q(('tags__isnull', False)), fields=['org', 'tags'], name='log_org_tags', opclasses=['int8_ops', 'jsonb_path_ops']),
         ),
     ]

@@ -177,7 +177,7 @@ def _call_cells(row: RequestLog) -> list:
     return [row.created.isoformat(), row.request_id, row.key_prefix, _cell(row.key.name if row.key else ""),
             _cell(row.run_id), row.endpoint, _cell(row.model), row.deployment, row.status, row.error_code,
             row.prompt_tokens, row.completion_tokens, row.cached_tokens, money_string(row.cost), row.latency_ms,
-            "" if row.ttft_ms is None else row.ttft_ms, row.cache, orjson.dumps(row.tags).decode()]
+            "" if row.ttft_ms is None else row.ttft_ms, row.cache, orjson.dumps(row.tags or []).decode()]
 
 
 def _csv_line(cells) -> str:
