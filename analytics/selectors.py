@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+import orjson
 from django.db import connection
 from django.db.models import Count, F, Func, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
@@ -213,9 +214,9 @@ def log_get(*, org: Organization, request_id: str) -> RequestLog:
 class LogTotals:
     """What the calls that pass a log search did: how many, how many failed, their cost, tokens
     and latency, and the calls and failures of each hour (``hours``, oldest first, only the
-    hours with calls). ``capped``: the search holds more calls than were counted, the newest
-    ``TOTALS_MAX_ROWS``, which go back to ``oldest``. ``models``: the same totals of each model
-    (when asked for), the most called first."""
+    hours with calls); ``models``: the same of each model, when asked for, the most called
+    first. ``narrowed_to``: where the search's window had more calls of the org than totals
+    read (``TOTALS_SCAN_ROWS``), the start of its part that holds its newest that many."""
 
     calls: int
     errors: int
@@ -225,52 +226,72 @@ class LogTotals:
     p50_ms: int | None
     p95_ms: int | None
     oldest: datetime | None = None
-    capped: bool = False
+    narrowed_to: datetime | None = None
     hours: list[tuple[datetime, int, int]] = field(default_factory=list)
     models: dict[str, "LogTotals"] = field(default_factory=dict)
 
 
-# The most rows a log search's totals read: however many the search matches, it costs as much
-# as this many (measured in bench/RESULTS.md, "Log search totals").
-TOTALS_MAX_ROWS = 100_000
+# The most log rows a search's totals read, whatever its filters: the window is narrowed to the
+# org's newest this many calls in it (measured in bench/RESULTS.md, "Log search totals").
+TOTALS_SCAN_ROWS = 50_000
+# The rows read once (MATERIALIZED), then one sort for both percentiles of all of them, and the
+# hours (and models) grouped from the same rows: one statement.
 _TOTALS_SQL = """
-WITH counted AS ({rows})
+WITH counted AS MATERIALIZED ({rows})
 SELECT count(*), count(*) FILTER (WHERE status >= 400), sum(cost), sum(prompt_tokens), sum(completion_tokens),
-       percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms),
-       percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms), min(created),
-       date_trunc('hour', created), GROUPING(date_trunc('hour', created)), {model}
-FROM counted GROUP BY GROUPING SETS ((date_trunc('hour', created)), {model_set}())
+       percentile_disc(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY latency_ms), min(created),
+       (SELECT json_agg(json_build_array(extract(epoch FROM hour)::bigint, calls, errors))
+        FROM (SELECT date_trunc('hour', created) AS hour, count(*) AS calls,
+                     count(*) FILTER (WHERE status >= 400) AS errors
+              FROM counted GROUP BY 1) AS by_hour),
+       {models}
+FROM counted
 """
+_MODELS_SQL = """(SELECT json_agg(json_build_array(model, calls, errors, cost::text, prompt_tokens, completion_tokens,
+                                   latency) ORDER BY calls DESC, model)
+        FROM (SELECT model, count(*) AS calls, count(*) FILTER (WHERE status >= 400) AS errors, sum(cost) AS cost,
+                     sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+                     percentile_disc(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY latency_ms) AS latency
+              FROM counted GROUP BY model) AS by_model)"""
 
 
-def _totals_of(row: tuple) -> LogTotals:
-    calls, errors, cost, prompt_tokens, completion_tokens, p50_ms, p95_ms, oldest = row[:8]
-    return LogTotals(calls=calls, errors=errors, cost=_money(cost), prompt_tokens=int(prompt_tokens or 0),
-                     completion_tokens=int(completion_tokens or 0), p50_ms=p50_ms, p95_ms=p95_ms, oldest=oldest)
+def _totals_of(calls, errors, cost, prompt_tokens, completion_tokens, latency) -> LogTotals:
+    p50_ms, p95_ms = latency or (None, None)
+    return LogTotals(calls=calls, errors=errors, cost=_money(Decimal(cost or 0)), prompt_tokens=int(prompt_tokens or 0),
+                     completion_tokens=int(completion_tokens or 0), p50_ms=p50_ms, p95_ms=p95_ms)
 
 
-def log_totals(*, org: Organization, limit: int = TOTALS_MAX_ROWS, by_model: bool = False, **filters) -> LogTotals:
-    """The totals of a log search (``log_rows``' filters) in one aggregate query, over its newest
-    ``limit`` rows at most: an index range scan of the search, newest first, as its page is,
-    then one pass that groups them by hour (and by model) and in all, with PostgreSQL's
-    GROUPING SETS. Each hour's percentiles are computed and left unread: a second query would
-    read the rows twice."""
-    rows = log_rows(org=org, **filters).order_by("-created", "-id").values(
-        "created", "status", "cost", "prompt_tokens", "completion_tokens", "latency_ms", "model")[:limit]
+def log_totals(*, org: Organization, scan: int = TOTALS_SCAN_ROWS, by_model: bool = False, **filters) -> LogTotals:
+    """The totals of a log search (``log_rows``' filters) in one aggregate query, reading at
+    most ``scan`` rows whatever the filters: first the org's newest ``scan`` calls in the window
+    are found (a walk of the (org, created, id) index), and if there are that many, the window
+    starts at the oldest of them, and at the smallest id among them too: every row of that part
+    has an id at least that, and the primary key's range, in the table's order, is what the
+    planner takes where the org's own index looks dearer to it (an org that fills the table)."""
+    window = log_rows(org=org, since=filters.get("since"), until=filters.get("until"))
+    newest = window.order_by("-created", "-id").values("created", "id")[:scan].aggregate(
+        count=Count("id"), oldest=Min("created"), lowest_id=Min("id"))
+    narrowed_to = newest["oldest"] if newest["count"] == scan else None
+    rows = log_rows(org=org, **filters)
+    if narrowed_to is not None:
+        rows = log_rows(org=org, **{**filters, "since": narrowed_to}).filter(id__gte=newest["lowest_id"])
+    rows = rows.values(
+        "created", "status", "cost", "prompt_tokens", "completion_tokens", "latency_ms", "model")
     sql, params = rows.query.sql_with_params()
     with connection.cursor() as cursor:
-        cursor.execute(_TOTALS_SQL.format(rows=sql, model="model, GROUPING(model)" if by_model else "NULL, 1",
-                                          model_set="(model), " if by_model else ""), params)
-        grouped = cursor.fetchall()
-    everything = next((row for row in grouped if row[9] == 1 and row[11] == 1), None)
-    if everything is None or not everything[0]:
-        return LogTotals(calls=0, errors=0, cost=_money(ZERO), prompt_tokens=0, completion_tokens=0, p50_ms=None,
-                         p95_ms=None)
-    totals = _totals_of(everything)
-    models = sorted((row for row in grouped if row[11] == 0), key=lambda row: (-row[0], row[10]))
-    return replace(totals, capped=totals.calls >= limit,
-                   hours=sorted((row[8], row[0], row[1]) for row in grouped if row[9] == 0),
-                   models={row[10]: _totals_of(row) for row in models})
+        cursor.execute(_TOTALS_SQL.format(rows=sql, models=_MODELS_SQL if by_model else "NULL"), params)
+        calls, errors, cost, prompt_tokens, completion_tokens, latency, oldest, hours, models = cursor.fetchone()
+    totals = _totals_of(calls, errors, cost, prompt_tokens, completion_tokens, latency)
+    return replace(
+        totals, oldest=oldest, narrowed_to=narrowed_to,
+        hours=[(datetime.fromtimestamp(hour, UTC), hour_calls, hour_errors)
+               for hour, hour_calls, hour_errors in sorted(_json(hours) or [])],
+        models={model: _totals_of(*values) for model, *values in _json(models) or []})
+
+
+def _json(value):
+    # psycopg decodes json itself; other drivers hand back its text.
+    return orjson.loads(value) if isinstance(value, str) else value
 
 
 # --- runs ---------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from analytics.selectors import log_get, log_list, log_totals, run_get, run_list
+from analytics.selectors import TOTALS_SCAN_ROWS, log_get, log_list, log_totals, run_get, run_list
 from dashboard.forms import LogFilterForm, RunFilterForm
 from dashboard.orgs import org_page, render_page
 from dashboard.replay import as_curl, as_python, conversation
@@ -29,14 +29,15 @@ def log(request: HttpRequest, membership: Membership) -> HttpResponse:
         notice = STALE_CURSOR
         page = log_list(org=membership.org, limit=LOG_PAGE, **filters)
     totals = log_totals(org=membership.org, **filters)
-    # The bars span the search's window, or the calls counted where it has no start (or more
-    # calls than are counted).
+    # The bars span the window the totals read, or from the oldest call they counted where it
+    # has no start.
     end = filters.get("until") or timezone.now()
-    start = totals.oldest if totals.capped or "since" not in filters else filters["since"]
+    start = totals.narrowed_to or filters.get("since") or totals.oldest
     bars = calls_histogram(totals.hours, start=start, end=end) if start is not None else []
     return render_page(request, membership, "dashboard/log.html",
                        {"form": form, "page": page, "notice": notice, "filtered": bool(filters),
-                        "totals": totals, "bars": bars, "totals_from": start, "totals_to": filters.get("until")})
+                        "totals": totals, "bars": bars, "totals_from": start, "totals_to": filters.get("until"),
+                        "scan_rows": TOTALS_SCAN_ROWS})
 
 
 @org_page()

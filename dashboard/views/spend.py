@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from analytics.models import RequestLog
-from analytics.selectors import MAX_PAGE, log_list, log_totals, spend_by_day_and_model, spend_rows
+from analytics.selectors import MAX_PAGE, TOTALS_SCAN_ROWS, log_list, log_totals, spend_by_day_and_model, spend_rows
 from analytics.serializers import money_string
 from billing.selectors import catalog_list
 from dashboard.forms import GROUPS, SpendForm, model_choices
@@ -56,6 +56,7 @@ def spend(request: HttpRequest, membership: Membership) -> HttpResponse:
                    for column in SUMMED},
         "latency": latency,
         "csv_days": CALLS_CSV_DAYS,
+        "scan_rows": TOTALS_SCAN_ROWS,
         "balance": credit_balance(org=membership.org),
         "chart_data": chart_data,
     }, status=200 if form.is_valid() else 400)
@@ -130,9 +131,7 @@ def spend_csv(request: HttpRequest, membership: Membership) -> HttpResponse:
     since, until = form.range()
     group = form.group()
     rows = spend_rows(org=membership.org, group_by=group, since=since, until=until)
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    stamp = timezone.now().strftime("%Y%m%d")
-    response["Content-Disposition"] = f'attachment; filename="spend-{membership.org.slug}-{group}-{stamp}.csv"'
+    response = _attachment(HttpResponse(), f"spend-{membership.org.slug}-{group}")
     writer = csv.writer(response)
     writer.writerow(CSV_COLUMNS)
     for row in rows:
@@ -156,9 +155,14 @@ def spend_calls_csv(request: HttpRequest, membership: Membership) -> HttpRespons
         return HttpResponse(f"a range of at most {CALLS_CSV_DAYS} days\n", status=400, content_type="text/plain")
     # An asynchronous iterator: served under ASGI as it is read, where a synchronous one would
     # be read whole first.
-    response = StreamingHttpResponse(_calls_csv(membership.org, since, until), content_type="text/csv; charset=utf-8")
-    stamp = timezone.now().strftime("%Y%m%d")
-    response["Content-Disposition"] = f'attachment; filename="calls-{membership.org.slug}-{stamp}.csv"'
+    return _attachment(StreamingHttpResponse(_calls_csv(membership.org, since, until)),
+                       f"calls-{membership.org.slug}")
+
+
+def _attachment(response: HttpResponse, name: str) -> HttpResponse:
+    """A CSV to download, its file named by what it holds and today's date."""
+    response["Content-Type"] = "text/csv; charset=utf-8"
+    response["Content-Disposition"] = f'attachment; filename="{name}-{timezone.now().strftime("%Y%m%d")}.csv"'
     return response
 
 

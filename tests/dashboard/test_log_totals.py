@@ -82,11 +82,12 @@ def test_the_totals_and_histogram_never_count_another_orgs_calls(owner_client, t
     assert "$9" not in everything
 
 
-def test_totals_count_the_newest_rows_only_up_to_their_bound_and_say_from_when(org, tagged):
-    totals = log_totals(org=org, limit=2)
+def test_totals_read_the_orgs_newest_calls_only_up_to_their_bound_and_say_from_when(org, tagged):
+    # Newest first: untagged, globex, acme-failed, acme-ok.
+    totals = log_totals(org=org, scan=3, tag="customer:acme")
 
-    assert (totals.calls, totals.capped) == (2, True)
-    assert totals.oldest == tagged["globex"].created
+    assert (totals.calls, totals.narrowed_to) == (1, tagged["acme-failed"].created)
+    assert log_totals(org=org, scan=4, tag="customer:acme").calls == 2
 
 
 def test_a_call_opens_as_a_fragment_for_the_side_panel(owner_client, key, make_log):
