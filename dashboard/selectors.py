@@ -139,7 +139,7 @@ _BAR_UNITS = ((timedelta(hours=48), "hour"), (timedelta(days=120), "day"))
 _BAR_LABELS = {"hour": "%H:%M", "day": "%Y-%m-%d", "month": "%Y-%m"}
 
 
-def bar_unit(start: datetime, end: datetime) -> str:
+def _bar_unit(start: datetime, end: datetime) -> str:
     return next((unit for span, unit in _BAR_UNITS if end - start <= span), "month")
 
 
@@ -159,10 +159,10 @@ def _bar_after(bar: datetime, unit: str) -> datetime:
 
 def calls_histogram(hours: list[tuple[datetime, int, int]], *, start: datetime, end: datetime,
                     unit: str | None = None) -> list[dict]:
-    """Calls and failures per hour, per day or per month (``bar_unit`` of the span, unless
+    """Calls and failures per hour, per day or per month (``_bar_unit`` of the span, unless
     given) from ``start`` to ``end``, every bar listed, quiet ones at zero, from the counts of
     each hour ``(hour, calls, errors)``."""
-    unit = unit or bar_unit(start, end)
+    unit = unit or _bar_unit(start, end)
     counted: dict[datetime, list[int]] = {}
     for hour, calls, errors in hours:
         bar = counted.setdefault(_bar_of(hour, unit), [0, 0])

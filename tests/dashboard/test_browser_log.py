@@ -27,7 +27,7 @@ def calls(key, other_key, make_log):
     make_log(key, request_id="req-acme-2", tags=["customer:acme"], status=502, error="every link failed",
              attempts=[{"deployment": "flash-vertex", "outcome": "timeout", "latency_ms": 30000},
                        {"deployment": "flash-backup", "outcome": "error", "latency_ms": 640}])
-    make_log(key, request_id="req-globex", tags=["customer:globex"], cost=Decimal("0.500000"))
+    make_log(key, request_id="req-globex", tags=["customer:globex"], cost=Decimal("0.500000"), model="gemini-2.5-pro")
     make_log(other_key, request_id="req-theirs", tags=["customer:acme"], cost=Decimal("9.000000"), status=502)
 
 
@@ -98,7 +98,7 @@ def test_the_spend_page_stacks_each_days_spend_by_model_and_exports_its_calls(se
         stacks = page.evaluate("""(() => { const chart = Chart.getChart(document.getElementById('chart-day'));
             return [chart.config.type, chart.options.scales.y.stacked,
                     chart.data.datasets.map(set => set.label)]; })()""")
-        assert stacks == ["bar", True, ["gemini-2.5-flash"]]
+        assert stacks == ["bar", True, ["gemini-2.5-pro", "gemini-2.5-flash"]]
         assert page.locator("[data-total-latency]").inner_text() == "420 ms / 420 ms"
         assert _page_width(page) <= viewport["width"]
 
