@@ -53,3 +53,30 @@ def prompt_meta(messages: list[dict]) -> dict:
         roles.append(_text(message.get("role")))
         sizes.append(size)
     return {"messages": len(messages), "roles": roles, "sizes": sizes}
+
+
+# A call's labels on its row, at most this many of at most this length: a client's body cannot
+# bloat the log. (OpenAI's metadata takes 16 pairs; a Claude Code user_id runs to some 170
+# characters.) What goes past is cut, not refused: the call's routing has checked its tags already.
+MAX_TAGS = 24
+MAX_TAG_LENGTH = 200
+
+
+def call_tags(tags: frozenset[str], metadata: dict | None) -> list[str] | None:
+    """A call's labels as its log row keeps them, to find it by: each routing tag as ``"tag"``,
+    each metadata pair as ``"key:value"`` (a value that is not a string counts as absent), sorted
+    tags first, at most ``MAX_TAGS`` of at most ``MAX_TAG_LENGTH`` characters, no duplicates;
+    None for none (the column's "no tags", which its index leaves out)."""
+    if not tags and not metadata:
+        return None
+    labels = sorted(tags)
+    if isinstance(metadata, dict):
+        labels += sorted(f"{key}:{value}" for key, value in metadata.items() if isinstance(value, str))
+    kept: list[str] = []
+    for label in labels:
+        label = label[:MAX_TAG_LENGTH]
+        if label not in kept:
+            kept.append(label)
+            if len(kept) == MAX_TAGS:
+                break
+    return kept or None

@@ -14,10 +14,11 @@ or credits (billing's) is read above both apps, in dashboard.selectors.
 
 import base64
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+import orjson
 from django.db import connection, transaction
 from django.db.models import Count, F, Func, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
@@ -112,7 +113,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     return created, pk
 
 
-def log_list(
+def log_rows(
     *,
     org: Organization,
     key_id: int | None = None,
@@ -124,36 +125,46 @@ def log_list(
     cache: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    cursor: str | None = None,
-    limit: int = 50,
     request_id: str | None = None,
     status_from: int | None = None,
     status_below: int | None = None,
     fallback_only: bool = False,
     model_prefix: str | None = None,
     run_prefix: str | None = None,
-    newer_than: str | None = None,
-) -> LogPage:
-    """The org's log, newest first, one page at a time. Empty filters are ignored.
+    tag: str | None = None,
+) -> QuerySet[RequestLog]:
+    """The org's log rows that pass the filters, in no order; empty filters are ignored. Every
+    filter has an index; a key's prefix is read as the key's id (``_key_of_prefix``). A tag is
+    one of the row's ``tags`` (``"eu"``, or a metadata pair ``"customer:acme"``), exactly."""
+    if key_prefix and key_id is None:
+        key_id = _key_of_prefix(org, key_prefix)
+    exact = {"key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model, "deployment": deployment,
+             "status": status, "cache": cache, "request_id": request_id, "status__gte": status_from,
+             "status__lt": status_below, "created__gte": since, "created__lt": until,
+             "model__startswith": model_prefix, "run_id__startswith": run_prefix}
+    rows = RequestLog.objects.filter(org=org, **{lookup: value for lookup, value in exact.items()
+                                                 if value not in (None, "")})
+    if fallback_only:
+        rows = rows.filter(FELL_BACK)
+    if tag and _no_row_has(tag):
+        return rows.none()
+    if tag:
+        rows = rows.filter(tags__contains=[tag])
+    return rows
+
+
+def log_list(*, org: Organization, cursor: str | None = None, newer_than: str | None = None, limit: int = 50,
+             **filters) -> LogPage:
+    """The org's log, newest first, one page at a time, filtered as ``log_rows`` filters.
 
     Pages are cut by keyset on (created, id), never by offset, so page 10,000 costs what page 1
     costs and rows arriving meanwhile neither repeat nor shift rows between pages. ``cursor``
     asks for the rows older than a page's last, ``newer_than`` for those newer than its first.
-    Every filter has an index; a key's prefix is read as the key's id (``_key_of_prefix``).
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
     limit = min(limit, MAX_PAGE)
-    if key_prefix and key_id is None:
-        key_id = _key_of_prefix(org, key_prefix)
-    rows = _log_filtered(
-        RequestLog.objects.filter(org=org),
-        exact={"key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model,
-               "deployment": deployment, "status": status, "cache": cache, "request_id": request_id,
-               "status__gte": status_from, "status__lt": status_below, "created__gte": since,
-               "created__lt": until, "model__startswith": model_prefix, "run_id__startswith": run_prefix},
-        fallback_only=fallback_only,
-    ).select_related("key")
+    rows = log_rows(org=org, **filters).select_related("key")
     if newer_than:
         return _newer_page(rows, newer_than, limit)
     if cursor:
@@ -165,13 +176,6 @@ def log_list(
     if len(page) > limit:
         return LogPage(rows=page[:limit], next_cursor=_encode_cursor(page[limit - 1]), newer_cursor=newer)
     return LogPage(rows=page, next_cursor=None, newer_cursor=newer)
-
-
-def _log_filtered(rows: QuerySet, *, exact: dict, fallback_only: bool) -> QuerySet:
-    rows = rows.filter(**{lookup: value for lookup, value in exact.items() if value not in (None, "")})
-    if fallback_only:
-        rows = rows.filter(FELL_BACK)
-    return rows
 
 
 def _newer_page(rows: QuerySet, cursor: str, limit: int) -> LogPage:
@@ -204,6 +208,90 @@ def log_get(*, org: Organization, request_id: str) -> RequestLog:
         with contextlib.suppress(RequestLog.DoesNotExist):
             return RequestLog.objects.select_related("key", "team").get(org=org, request_id=request_id)
     raise Http404("No such request.")
+
+
+@dataclass(frozen=True)
+class LogTotals:
+    """What the calls that pass a log search did: how many, how many failed, their cost, tokens
+    and latency, and the calls and failures of each hour (``hours``, oldest first, only the
+    hours with calls); ``models``: the same of each model, when asked for, the most called
+    first. ``narrowed_to``: where the search's window had more calls of the org than totals
+    read (``TOTALS_SCAN_ROWS``), the start of its part that holds its newest that many."""
+
+    calls: int
+    errors: int
+    cost: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+    p50_ms: int | None
+    p95_ms: int | None
+    oldest: datetime | None = None
+    narrowed_to: datetime | None = None
+    hours: list[tuple[datetime, int, int]] = field(default_factory=list)
+    models: dict[str, "LogTotals"] = field(default_factory=dict)
+
+
+# The most log rows a search's totals read, whatever its filters: the window is narrowed to the
+# org's newest this many calls in it (measured in bench/RESULTS.md, "Log search totals").
+TOTALS_SCAN_ROWS = 50_000
+# The rows read once (MATERIALIZED), then one sort for both percentiles of all of them, and the
+# hours (and models) grouped from the same rows: one statement.
+_TOTALS_SQL = """
+WITH counted AS MATERIALIZED ({rows})
+SELECT count(*), count(*) FILTER (WHERE status >= 400), sum(cost), sum(prompt_tokens), sum(completion_tokens),
+       percentile_disc(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY latency_ms), min(created),
+       (SELECT json_agg(json_build_array(extract(epoch FROM hour)::bigint, calls, errors))
+        FROM (SELECT date_trunc('hour', created) AS hour, count(*) AS calls,
+                     count(*) FILTER (WHERE status >= 400) AS errors
+              FROM counted GROUP BY 1) AS by_hour),
+       {models}
+FROM counted
+"""
+_MODELS_SQL = """(SELECT json_agg(json_build_array(model, calls, errors, cost::text, prompt_tokens, completion_tokens,
+                                   latency) ORDER BY calls DESC, model)
+        FROM (SELECT model, count(*) AS calls, count(*) FILTER (WHERE status >= 400) AS errors, sum(cost) AS cost,
+                     sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+                     percentile_disc(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY latency_ms) AS latency
+              FROM counted GROUP BY model) AS by_model)"""
+
+
+def _totals_of(calls, errors, cost, prompt_tokens, completion_tokens, latency) -> LogTotals:
+    p50_ms, p95_ms = latency or (None, None)
+    return LogTotals(calls=calls, errors=errors, cost=_money(Decimal(cost or 0)), prompt_tokens=int(prompt_tokens or 0),
+                     completion_tokens=int(completion_tokens or 0), p50_ms=p50_ms, p95_ms=p95_ms)
+
+
+def log_totals(*, org: Organization, scan: int = TOTALS_SCAN_ROWS, by_model: bool = False, **filters) -> LogTotals:
+    """The totals of a log search (``log_rows``' filters) in one aggregate query, reading at
+    most ``scan`` rows whatever the filters: first the org's newest ``scan`` calls in the window
+    are found (a walk of the (org, created, id) index), and if there are that many, the window
+    starts at the oldest of them, and at the smallest id among them too: every row of that part
+    has an id at least that, and the primary key's range, in the table's order, is what the
+    planner takes where the org's own index looks dearer to it (an org that fills the table)."""
+    window = log_rows(org=org, since=filters.get("since"), until=filters.get("until"))
+    newest = window.order_by("-created", "-id").values("created", "id")[:scan].aggregate(
+        count=Count("id"), oldest=Min("created"), lowest_id=Min("id"))
+    narrowed_to = newest["oldest"] if newest["count"] == scan else None
+    rows = log_rows(org=org, **filters)
+    if narrowed_to is not None:
+        rows = log_rows(org=org, **{**filters, "since": narrowed_to}).filter(id__gte=newest["lowest_id"])
+    rows = rows.values(
+        "created", "status", "cost", "prompt_tokens", "completion_tokens", "latency_ms", "model")
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(_TOTALS_SQL.format(rows=sql, models=_MODELS_SQL if by_model else "NULL"), params)
+        calls, errors, cost, prompt_tokens, completion_tokens, latency, oldest, hours, models = cursor.fetchone()
+    totals = _totals_of(calls, errors, cost, prompt_tokens, completion_tokens, latency)
+    return replace(
+        totals, oldest=oldest, narrowed_to=narrowed_to,
+        hours=[(datetime.fromtimestamp(hour, UTC), hour_calls, hour_errors)
+               for hour, hour_calls, hour_errors in sorted(_json(hours) or [])],
+        models={model: _totals_of(*values) for model, *values in _json(models) or []})
+
+
+def _json(value):
+    # psycopg decodes json itself; other drivers hand back its text.
+    return orjson.loads(value) if isinstance(value, str) else value
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -347,6 +435,9 @@ def _rollup_state() -> SpendRollup:
 
 _LOG_GROUP = {"day": TruncDate("created", tzinfo=UTC), "key": F("key_id"), "team": F("team_id"), "model": F("model")}
 _LEDGER_GROUP = {"day": F("day"), "key": F("key_id"), "team": F("team_id"), "model": F("model")}
+# Two groupings at once, grouped by both: a group is then a (day, model) pair.
+_LOG_GROUP["day_model"] = (_LOG_GROUP["day"], _LOG_GROUP["model"])
+_LEDGER_GROUP["day_model"] = (_LEDGER_GROUP["day"], _LEDGER_GROUP["model"])
 _TOTALS = ("cost", "calls", "prompt_tokens", "completion_tokens")
 
 
@@ -356,6 +447,10 @@ def _grouped(rows: QuerySet, group, *, calls) -> dict:
     if group is None:
         found = rows.aggregate(**totals)
         return {None: found} if found["calls"] else {}
+    if isinstance(group, tuple):
+        names = [f"group_{number}" for number in range(len(group))]
+        return {tuple(row.pop(name) for name in names): row
+                for row in rows.values(**dict(zip(names, group, strict=True))).annotate(**totals).order_by()}
     return {row.pop("group"): row for row in rows.values(group=group).annotate(**totals).order_by()}
 
 
@@ -484,6 +579,18 @@ def spend_rows(
     if group_by == "day":
         return sorted(rows, key=lambda row: row["group"])
     return sorted(rows, key=lambda row: (-row["cost"], row["group"]))
+
+
+def spend_by_day_and_model(*, org: Organization, since: datetime | None = None,
+                           until: datetime | None = None) -> list[dict]:
+    """Spend rows ``{"day", "model", "cost", "calls", "prompt_tokens", "completion_tokens"}`` of
+    each model each day (read as ``spend_rows`` reads), by day, then the dearest first."""
+    totals = _spend(org_id=org.pk, group_by="day_model", since=since, until=until)
+    rows = [{"day": day, "model": model, "cost": _money(values["cost"]), "calls": int(values["calls"] or 0),
+             "prompt_tokens": int(values["prompt_tokens"] or 0),
+             "completion_tokens": int(values["completion_tokens"] or 0)}
+            for (day, model), values in totals.items()]
+    return sorted(rows, key=lambda row: (row["day"], -row["cost"], row["model"]))
 
 
 def spend_by_key(*, org: Organization, key_ids: list[int], since: datetime | None) -> dict[int, Decimal]:

@@ -42,6 +42,7 @@ def log_row_dict(row: RequestLog, *, bodies: bool = False) -> dict:
         "tools_offered": row.tools_offered,
         "prompt_meta": row.prompt_meta,
         "cache": row.cache,
+        "tags": row.tags or [],
         "created": row.created.isoformat(),
     }
     if bodies:

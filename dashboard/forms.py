@@ -293,6 +293,8 @@ class LogFilterForm(forms.Form):
     fallback_only = forms.BooleanField(required=False, label="Fell back only")
     cache = forms.ChoiceField(required=False, choices=[("", "any"), ("hit", "hit"), ("miss", "miss"),
                                                        ("skip", "skip")])
+    tag = forms.CharField(required=False, max_length=200,
+                          help_text="A routing tag (eu) or a metadata pair (customer:acme)")
     since = _datetime_field("Since (UTC)")
     until = _datetime_field("Until (UTC)")
 

@@ -133,21 +133,58 @@ def activity(*, org: Organization, since: datetime) -> Activity:
 
 def calls_by_hour(*, org: Organization, since: datetime) -> list[dict]:
     """The org's calls and failures per hour since a moment, every hour listed, quiet ones at zero."""
-    counted = {
-        row["hour"]: row
+    counted = [
+        (row["hour"], row["calls"], row["errors"])
         for row in RequestLog.objects.filter(org=org, created__gte=since)
         .values(hour=TruncHour("created", tzinfo=UTC))
         .annotate(calls=Count("id"), errors=Count("id", filter=Q(status__gte=400)))
         .order_by()
-    }
-    hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    now = timezone.now()
-    hours = []
-    while hour <= now:
-        row = counted.get(hour, {"calls": 0, "errors": 0})
-        hours.append({"hour": hour.strftime("%H:%M"), "calls": row["calls"], "errors": row["errors"]})
-        hour += timedelta(hours=1)
-    return hours
+    ]
+    return calls_histogram(counted, start=since, end=timezone.now(), unit="hour")
+
+
+# A histogram of calls has a bar an hour over up to two days, a day up to four months, a month beyond.
+_BAR_UNITS = ((timedelta(hours=48), "hour"), (timedelta(days=120), "day"))
+_BAR_LABELS = {"hour": "%H:%M", "day": "%Y-%m-%d", "month": "%Y-%m"}
+
+
+def _bar_unit(start: datetime, end: datetime) -> str:
+    return next((unit for span, unit in _BAR_UNITS if end - start <= span), "month")
+
+
+def _bar_of(moment: datetime, unit: str) -> datetime:
+    moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if unit == "hour":
+        return moment
+    moment = moment.replace(hour=0)
+    return moment if unit == "day" else moment.replace(day=1)
+
+
+def _bar_after(bar: datetime, unit: str) -> datetime:
+    if unit == "month":
+        return (bar + timedelta(days=32)).replace(day=1)
+    return bar + (timedelta(hours=1) if unit == "hour" else timedelta(days=1))
+
+
+def calls_histogram(hours: list[tuple[datetime, int, int]], *, start: datetime, end: datetime,
+                    unit: str | None = None) -> list[dict]:
+    """Calls and failures per hour, per day or per month (``_bar_unit`` of the span, unless
+    given) from ``start`` to ``end``, every bar listed, quiet ones at zero, from the counts of
+    each hour ``(hour, calls, errors)``."""
+    unit = unit or _bar_unit(start, end)
+    counted: dict[datetime, list[int]] = {}
+    for hour, calls, errors in hours:
+        bar = counted.setdefault(_bar_of(hour, unit), [0, 0])
+        bar[0] += calls
+        bar[1] += errors
+    # Dated: an hour's label alone repeats over two days.
+    label = "%m-%d %H:%M" if unit == "hour" and end - start > timedelta(hours=24) else _BAR_LABELS[unit]
+    bars, bar = [], _bar_of(start, unit)
+    while bar <= end:
+        calls, errors = counted.get(bar, (0, 0))
+        bars.append({"label": bar.strftime(label), "calls": calls, "errors": errors})
+        bar = _bar_after(bar, unit)
+    return bars
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard.views import accounts, activity, assets, keys, overview, playground, settings, spend, teams
+from dashboard.views import accounts, activity, assets, keys, log_panel, overview, playground, settings, spend, teams
 
 app_name = "dashboard"
 
@@ -30,11 +30,13 @@ urlpatterns = [
     path("log/", activity.log, name="log"),
     path("log/<str:request_id>/", activity.log_detail, name="log_detail"),
     path("playground/", playground.playground, name="playground"),
+    path("log/<str:request_id>/panel/", log_panel.log_panel, name="log_panel"),
     path("runs/", activity.runs, name="runs"),
     # Run ids are whatever the agent put in X-Nemo-Run, slashes included.
     path("runs/<path:run_id>", activity.run_detail, name="run_detail"),
     path("spend/", spend.spend, name="spend"),
     path("spend.csv", spend.spend_csv, name="spend_csv"),
+    path("spend/calls.csv", spend.spend_calls_csv, name="spend_calls_csv"),
     path("settings/", settings.settings_page, name="settings"),
     path("settings/org/", settings.org_settings, name="org_settings"),
     path("settings/sinks/new/", settings.sink_new, name="sink_new"),

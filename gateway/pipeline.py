@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from analytics.ledger import DATABASE_ERRORS
-from analytics.records import prompt_meta
+from analytics.records import call_tags, prompt_meta
 from billing.reservations import Refused, Reservation, RunLimits, Settlement
 from counters import ChainCheck
 from gateway import cache, events, metrics
@@ -493,6 +493,7 @@ def log_row(call: Call) -> dict:
         overshoot=from_micros(call.overshoot_micros),
         finish_reason=summary.finish_reason,
         tool_calls=summary.tool_call_list(),
+        tags=call_tags(request.tags, request.metadata) if request else None,
         tools_offered=[t["function"]["name"] for t in (request.body.get("tools") or [])] if request else [],
         prompt_meta=prompt_meta(request.messages) if request else {},
         cache=call.cache_status,

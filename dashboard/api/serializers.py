@@ -305,6 +305,8 @@ class LogRowSerializer(serializers.Serializer):
     tools_offered = serializers.JSONField(help_text="The tools the request offered the model.")
     prompt_meta = serializers.JSONField(help_text="Message count, roles and sizes (kept even without bodies).")
     cache = serializers.ChoiceField(choices=["hit", "miss", "skip"])
+    tags = serializers.ListField(child=serializers.CharField(), help_text="The call's routing tags (`tags`, "
+                                 "`X-Nemo-Tags`) and its metadata as `key:value`.")
     created = serializers.DateTimeField()
 
     def to_representation(self, row) -> dict:
@@ -328,6 +330,9 @@ class LogFilterSerializer(PageParams):
     deployment = serializers.CharField(required=False)
     status = serializers.IntegerField(required=False, min_value=100, max_value=599)
     cache = serializers.ChoiceField(required=False, choices=["hit", "miss", "skip"])
+    tag = serializers.CharField(required=False, max_length=200,
+                                help_text="Only the calls with this tag: a routing tag (`eu`) or a metadata pair "
+                                "(`customer:acme`), exactly.")
     since = serializers.DateTimeField(required=False, help_text="From this time on (ISO 8601).")
     until = serializers.DateTimeField(required=False, help_text="Before this time (ISO 8601).")
 

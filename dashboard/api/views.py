@@ -365,7 +365,7 @@ class LogListView(OrgAPIView):
                 org=self.access.org, **_key_filter(params.get("key")), run=params.get("run"),
                 model=params.get("model"), deployment=params.get("deployment"), status=params.get("status"),
                 cache=params.get("cache"), since=params.get("since"), until=params.get("until"),
-                cursor=params.get("cursor"), limit=params["limit"],
+                tag=params.get("tag"), cursor=params.get("cursor"), limit=params["limit"],
             )
         except ValueError as exc:
             raise serializers.ValidationError({"cursor": "Not a cursor this list gave out."}) from exc

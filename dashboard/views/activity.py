@@ -1,12 +1,14 @@
 """What the keys did: the request log, one call, the runs, and one run as a timeline."""
 
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
-from analytics.selectors import log_get, log_list, run_get, run_list
+from analytics.selectors import TOTALS_SCAN_ROWS, log_get, log_list, log_totals, run_get, run_list
 from dashboard.forms import LogFilterForm, RunFilterForm
 from dashboard.orgs import org_page, render_page
 from dashboard.playground import playground_request
 from dashboard.replay import as_curl, as_python, conversation
+from dashboard.selectors import calls_histogram
 from dashboard.timeline import run_timeline
 from keys.models import Membership
 
@@ -28,8 +30,16 @@ def log(request: HttpRequest, membership: Membership) -> HttpResponse:
     except ValueError:
         notice = STALE_CURSOR
         page = log_list(org=membership.org, limit=LOG_PAGE, **filters)
+    totals = log_totals(org=membership.org, **filters)
+    # The bars span the window the totals read, or from the oldest call they counted where it
+    # has no start.
+    end = filters.get("until") or timezone.now()
+    start = totals.narrowed_to or filters.get("since") or totals.oldest
+    bars = calls_histogram(totals.hours, start=start, end=end) if start is not None else []
     return render_page(request, membership, "dashboard/log.html",
-                       {"form": form, "page": page, "notice": notice, "filtered": bool(filters)})
+                       {"form": form, "page": page, "notice": notice, "filtered": bool(filters),
+                        "totals": totals, "bars": bars, "totals_from": start, "totals_to": filters.get("until"),
+                        "scan_rows": TOTALS_SCAN_ROWS})
 
 
 @org_page()

@@ -74,6 +74,11 @@ class ChatRequest:
         return bool(self.body.get("tools"))
 
     @property
+    def metadata(self) -> dict | None:
+        """The client's ``metadata`` (checked: an object of strings), which the log row keeps as tags."""
+        return self.body.get("metadata")
+
+    @property
     def method(self) -> str:
         """The provider method that serves this call (``router.call_chain``)."""
         return "stream" if self.stream else "complete"

@@ -51,6 +51,7 @@ class EmbeddingRequest:
     n = 1
     use_cache = False
     has_tools = False
+    metadata = None
 
     @staticmethod
     def logged_answer(answer: dict) -> dict:

@@ -73,6 +73,11 @@ class MessagesRequest(ChatRequest):
     # The Message's id: the call's (set by the dialect's ``prepare``), so the row and the answer name each other.
     message_id: str = ""
 
+    @property
+    def metadata(self) -> dict | None:
+        # Anthropic's metadata (its user_id) becomes the upstream call's ``user``, not its metadata.
+        return self.native.body.get("metadata") if self.native is not None else None
+
 
 @dataclass(slots=True)
 class CountTokensRequest(MessagesRequest):

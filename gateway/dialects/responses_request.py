@@ -48,6 +48,7 @@ class ResponsesRequest(ChatRequest):
     # The conversation without the instructions: what a later ``previous_response_id`` continues.
     conversation: list = field(default_factory=list)
     instructions: str | None = None
+
     # Set by the dialect's ``prepare`` once the call is known.
     response_id: str = ""
     org_id: int = 0
@@ -55,6 +56,11 @@ class ResponsesRequest(ChatRequest):
     stored_responses: object = None
     # The stored conversation prepended (``previous_response_id``).
     history: list = field(default_factory=list)
+
+    @property
+    def metadata(self) -> dict | None:
+        # The Responses API's metadata is not sent upstream: it is in the echo.
+        return self.echo[2]["metadata"] if self.echo else None
 
 
 def _text_of(parts, where: str) -> str:

@@ -21,8 +21,34 @@
     return label.length > 22 ? label.slice(0, 21) + "…" : label;
   };
 
+  // The day chart: each day's spend stacked by model (day_by_model), one colour a model.
+  var COLOURS = ["#1f5fbf", "#1b7f4b", "#a86400", "#7b3fb3", "#b3261e", "#0f7c86", "#8a8f98"];
+  var stacked = data.day_by_model;
+
   document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
     var group = canvas.getAttribute("data-chart");
+    if (group === "day" && stacked && stacked.models.length) {
+      new Chart(canvas, {
+        type: "bar",
+        data: {
+          labels: stacked.days,
+          datasets: stacked.models.map(function (series, index) {
+            return { label: series.model, data: series.costs.map(Number), stack: "spend",
+                     backgroundColor: COLOURS[index % COLOURS.length], maxBarThickness: 28 };
+          })
+        },
+        options: {
+          responsive: true,
+          maintainAspectRatio: false,
+          plugins: {
+            legend: { position: "bottom", labels: { boxWidth: 12 } },
+            tooltip: { callbacks: { label: function (ctx) { return ctx.dataset.label + ": " + money(ctx.parsed.y); } } }
+          },
+          scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { callback: money } } }
+        }
+      });
+      return;
+    }
     var rows = data[group] || [];
     new Chart(canvas, {
       type: group === "day" ? "line" : "bar",

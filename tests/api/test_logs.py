@@ -88,6 +88,17 @@ def test_it_filters_by_each_field(api, key, param, field, value):
     assert _ids(api.get("/api/v1/logs", {param: value})) == [wanted.request_id]
 
 
+def test_it_filters_by_tag_exactly_within_the_org(api, key, other_key):
+    tagged = make_log(key.org, key, tags=["eu", "customer:acme"])
+    make_log(key.org, key, tags=["eu", "customer:acme-2"])
+    make_log(key.org, key)
+    make_log(other_key.org, other_key, tags=["customer:acme"])
+
+    assert _ids(api.get("/api/v1/logs", {"tag": "customer:acme"})) == [tagged.request_id]
+    assert len(_ids(api.get("/api/v1/logs", {"tag": "eu"}))) == 2
+    assert api.get("/api/v1/logs", {"tag": "customer:acme"}).json()["results"][0]["tags"] == ["eu", "customer:acme"]
+
+
 def test_it_filters_by_time(api, key):
     now = timezone.now()
     make_log(key.org, key, created=now - timedelta(days=3))
@@ -132,6 +143,8 @@ def test_a_cursor_keeps_the_filters_it_is_used_with(api, key):
     ({"cache": "maybe"}, "cache"),
     ({"limit": 0}, "limit"),
     ({"limit": 1000}, "limit"),
+    ({"tag": "x" * 201}, "tag"),
+    ({"tag": "eu\x00"}, "tag"),
 ])
 def test_it_refuses_a_bad_query(api, key, params, param):
     response = api.get("/api/v1/logs", params)

@@ -22,6 +22,8 @@ PAGES = [
     "/log/?request_id=req-plan-1",
     "/log/?model=gemini&run=plan",
     "/log/?key={key}&status=502",
+    "/log/?tag=eu",
+    "/log/?tag=customer:acme&status_class=errors",
     "/log/req-plan-1/",
     "/runs/",
     "/runs/?run=plan",
@@ -50,7 +52,7 @@ def _plan(sql: str) -> str:
 
 @pytest.mark.parametrize("path", PAGES)
 def test_the_page_reads_the_log_through_an_index_of_its_org(owner_client, key, make_log, path):
-    make_log(key, request_id="req-plan-1", run_id="plan-run",
+    make_log(key, request_id="req-plan-1", run_id="plan-run", tags=["eu", "customer:acme"],
              request_body={"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]})
     make_log(key, status=502, run_id="plan-run")
     path = path.format(key=key.pk)

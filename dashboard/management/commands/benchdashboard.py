@@ -1,7 +1,8 @@
 """benchdashboard: the dashboard's pages timed against an org with a large request log.
 
 Makes an org of its own (``bench-…``) with a few keys and runs and ``--rows`` log rows spread over
-the last ``--days`` days (written by one INSERT … SELECT generate_series, in the database's time),
+the last ``--days`` days (one in 20 tagged ``customer:acme``, one in 997 ``customer:rare``;
+written by one INSERT … SELECT generate_series, in the database's time),
 signs in as its owner, times each page ``--repeat`` times through Django's test client (server
 time, no network) and prints the median and the worst. The org and its rows are deleted at the
 end unless ``--keep``; ``--reuse`` times the pages of the org a ``--keep`` run left. Point it at a
@@ -27,7 +28,9 @@ from keys.services import virtual_key_create
 PAGES = [
     "/overview/", "/keys/", "/log/", "/log/?status_class=errors", "/log/?fallback_only=on",
     "/log/?model=gemini-2.5-pro", "/log/?run=bench-run-1", "/log/?request_id={request_id}",
-    "/log/{request_id}/", "/runs/", "/runs/bench-run-7", "/spend/", "/teams/", "/settings/",
+    "/log/?tag=customer:acme", "/log/?tag=customer:rare", "/log/?tag=customer:acme&status_class=errors",
+    "/log/?tag=customer:nobody", "/log/{request_id}/", "/log/{request_id}/panel/", "/runs/", "/runs/bench-run-7",
+    "/spend/", "/teams/", "/settings/",
 ]
 KEYS = 8
 RUNS = 500
@@ -35,7 +38,7 @@ FILL = """
 INSERT INTO analytics_requestlog (
     request_id, org_id, key_id, key_prefix, run_id, endpoint, model, deployment, provider, status, error,
     error_type, error_code, error_param, attempts, stream, latency_ms, prompt_tokens, completion_tokens,
-    cached_tokens, cost, overshoot, finish_reason, tool_calls, tools_offered, prompt_meta, cache, created)
+    cached_tokens, cost, overshoot, finish_reason, tool_calls, tags, tools_offered, prompt_meta, cache, created)
 SELECT
     %(tag)s || '-' || n, %(org)s, (%(keys)s::bigint[])[1 + n %% %(key_count)s],
     (%(prefixes)s::text[])[1 + n %% %(key_count)s],
@@ -51,7 +54,10 @@ SELECT
          THEN '[{"deployment": "flash-vertex", "outcome": "timeout", "latency_ms": 30000},
                 {"deployment": "flash-backup", "outcome": "ok", "latency_ms": 640}]'::jsonb
          ELSE '[{"deployment": "flash-vertex", "outcome": "ok", "latency_ms": 420}]'::jsonb END,
-    false, 200 + n %% 900, 1200, 300, 0, 0.001110, 0, 'stop', '[]'::jsonb, '[]'::jsonb, '{}'::jsonb, 'skip',
+    false, 200 + n %% 900, 1200, 300, 0, 0.001110, 0, 'stop', '[]'::jsonb,
+    CASE WHEN n %% 997 = 0 THEN '["customer:rare"]'::jsonb WHEN n %% 20 = 0 THEN '["eu", "customer:acme"]'::jsonb
+         END,
+    '[]'::jsonb, '{}'::jsonb, 'skip',
     now() - make_interval(secs => (n::double precision / %(rows)s) * %(days)s * 86400)
 FROM generate_series(1, %(rows)s) AS n
 """
