@@ -111,8 +111,8 @@ def _partition_attach(partition: MonthPartition) -> None:
     columns, name, check = _columns(), quote(partition.name), quote(f"{partition.name}_month")
     with connection.cursor() as cursor:
         cursor.execute(f"LOCK TABLE {DEFAULT_PARTITION} IN ACCESS EXCLUSIVE MODE")
-        cursor.execute(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS "
-                       "INCLUDING STORAGE INCLUDING COMMENTS)")
+        cursor.execute(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING GENERATED "
+                       "INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMMENTS)")
         cursor.execute(f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE created >= %s AND created < %s "
                        f"RETURNING {columns}) INSERT INTO {name} ({columns}) SELECT {columns} FROM moved",
                        bounds)
