@@ -3,12 +3,13 @@
 In one run: the gateway's log writer (gateway.recorder's group commits, as a worker makes them)
 writes ``--writes`` rows into an empty log, ``--repeat`` times; the log is filled to ``--rows``
 rows (by default all in this month, the partition written to: the worst case, a month's end);
-the writer writes as many rows again; a month past the retention period is filled with
-``--old-month-rows`` rows, rolled up, and pruned, timed (on PostgreSQL a partition dropped
-whole); last, the writer writes into the emptied log again (a machine shared with other work
-drifts). Prints rows/s at each size and the ratio, the WAL written per row (the cluster's: other
-databases' writes count too) and the time of the prune. Not a test: nothing here asserts a
-time. See bench/README.md.
+the writer writes as many rows again; on a partitioned log it also writes by turns into this
+month's partition and next month's (empty), so that both see the same machine; a month past the
+retention period is filled with ``--old-month-rows`` rows, rolled up, and pruned, timed (on
+PostgreSQL a partition dropped whole); last, the writer writes into the emptied log again (a
+machine shared with other work drifts). Prints rows/s at each size and the ratios, the WAL
+written per row (the cluster's: other databases' writes count too) and the time of the prune.
+Not a test: nothing here asserts a time. See bench/README.md.
 
 It EMPTIES the request log, the daily ledger and the rollup of the database it is pointed at
 (``--database-url``, default ``$DATABASE_URL``): point it at a database of its own.
@@ -42,12 +43,12 @@ def _options() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _call_row(org, key, n: int) -> dict:
-    """A call's row as the gateway hands it to the recorder."""
+def _call_row(org, key, n: int, ahead: timedelta) -> dict:
+    """A call's row as the gateway hands it to the recorder (``ahead`` of the clock)."""
     from gateway.pipeline import new_request_id
 
     return {
-        "request_id": new_request_id(), "created": datetime.now(UTC), "org_id": org.pk, "team_id": key.team_id,
+        "request_id": new_request_id(), "created": datetime.now(UTC) + ahead, "org_id": org.pk, "team_id": key.team_id,
         "key_id": key.pk, "key_prefix": key.prefix, "run_id": f"run-{n // 8}" if n % 4 == 0 else "",
         "model": "gemini-2.5-flash", "deployment": "flash-vertex", "provider": "vertex", "status": 200,
         "attempts": [{"deployment": "flash-vertex", "outcome": "ok", "latency_ms": 180}], "latency_ms": 200,
@@ -65,9 +66,9 @@ def _wal_lsn() -> int:
         return int(cursor.fetchone()[0])
 
 
-def _write(org, keys, rows: int, concurrency: int) -> tuple[float, float]:
+def _write(org, keys, rows: int, concurrency: int, ahead: timedelta = timedelta(0)) -> tuple[float, float]:
     """(rows/s, WAL bytes per row) of ``rows`` rows handed to the recorder by ``concurrency``
-    calls at once."""
+    calls at once, dated ``ahead`` of the clock."""
     from gateway.recorder import Recorder
 
     async def run() -> float:
@@ -76,9 +77,9 @@ def _write(org, keys, rows: int, concurrency: int) -> tuple[float, float]:
 
         async def call() -> None:
             for n in numbers:
-                await writer.record(_call_row(org, keys[n % len(keys)], n))
+                await writer.record(_call_row(org, keys[n % len(keys)], n, ahead))
 
-        await writer.record(_call_row(org, keys[0], 0))  # connected and prepared before the clock starts
+        await writer.record(_call_row(org, keys[0], 0, ahead))  # connected and prepared before the clock starts
         started = time.perf_counter()
         await asyncio.gather(*(call() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -131,6 +132,23 @@ def _writes(org, keys, options, label: str) -> float:
     return statistics.median(rates)
 
 
+def _interleaved(org, keys, options, rows: int) -> None:
+    """Writes into this month's partition (the full one) and next month's (empty, the same
+    table) by turns, so that both see the same load of the machine."""
+    from analytics.partitions import month_start
+
+    now = datetime.now(UTC)
+    next_month = month_start(now, months_later=1) + timedelta(days=1) - now
+    full, empty = [], []
+    for _ in range(options.repeat):
+        full.append(_write(org, keys, options.writes, options.concurrency)[0])
+        empty.append(_write(org, keys, options.writes, options.concurrency, next_month)[0])
+        print(f"by turns: this month's partition ({rows:,} rows) {full[-1]:,.0f} rows/s, next month's (empty) "
+              f"{empty[-1]:,.0f} rows/s", flush=True)
+    print(f"by turns, ratio (full partition / empty one): {statistics.median(full) / statistics.median(empty):.2f}",
+          flush=True)
+
+
 def main() -> None:
     options = _options()
     _django(options.database_url)
@@ -153,6 +171,8 @@ def main() -> None:
         rows = cursor.fetchone()[0]
     print(f"filled to {rows:,} rows over {days:.1f} days in {time.perf_counter() - started:.0f} s", flush=True)
     full = _writes(org, keys, options, f"at {rows:,} rows")
+    if is_partitioned():
+        _interleaved(org, keys, options, rows)
     elapsed, pruned, how = _prune_a_month(org, keys, options.old_month_rows)
     print(f"retention of a month past the period: {pruned:,} rows in {elapsed * 1000:,.0f} ms, {how}", flush=True)
     # The empty log again, so that a machine that got busier or quieter meanwhile shows.
