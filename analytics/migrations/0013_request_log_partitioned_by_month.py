@@ -125,7 +125,7 @@ def unpartition(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('analytics', '0011_spend_rollup'),
+        ('analytics', '0012_request_body_keeps_key_order'),
     ]
 
     operations = [
