@@ -19,7 +19,10 @@ class RequestLog(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="request_logs",
                             db_constraint=False, db_index=False)
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False)
-    key = models.ForeignKey(VirtualKey, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False)
+    # No index of its own: every read of a key's rows is scoped by org (log_org_key_created), and
+    # a key is revoked, never deleted. A team is deleted (its rows' team set to NULL): team keeps one.
+    key = models.ForeignKey(VirtualKey, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False,
+                            db_index=False)
     key_prefix = models.CharField(max_length=24)
     run_id = models.CharField(max_length=200, blank=True, default="")
     endpoint = models.CharField(max_length=24, default="chat.completions",
@@ -98,8 +101,11 @@ class RequestLog(models.Model):
             GinIndex(fields=["org", "tags"], opclasses=["int8_ops", "jsonb_path_ops"], name="log_org_tags",
                      condition=models.Q(tags__isnull=False)),
         ]
-        # A constraint rather than unique=True, which would add a second (LIKE) index.
-        constraints = [models.UniqueConstraint(fields=["request_id"], name="log_request_id_unique")]
+        # A constraint rather than unique=True, which would add a second (LIKE) index. On
+        # PostgreSQL the table is partitioned by month of ``created`` (analytics.partitions), and
+        # a unique index there must hold the partition key: so must this one (the primary key is
+        # (id, created) there). A call's row and the one the reaper writes for it share both.
+        constraints = [models.UniqueConstraint(fields=["request_id", "created"], name="log_request_id_unique")]
 
     def __str__(self) -> str:
         return self.request_id

@@ -6,7 +6,7 @@ raise the same Http404.
 Spend is the request log's (the ledger's), read from its rollup: the daily ledger (DailySpend),
 kept current every minute by analytics.services.spend_rollup, plus the log rows past the
 rollup's horizon, so a read of months costs what a read of a day does and is still exact. Log
-rows older than the retention period are pruned, day by day, once rolled up. Reading spend is
+rows older than the retention period are pruned (a month's partition, or a day), once rolled up. Reading spend is
 this module's job alone: billing never reads the log, and is handed
 ``settled_spend_micros`` where it rebuilds a budget's counter. What weighs spend against budgets
 or credits (billing's) is read above both apps, in dashboard.selectors.

@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import takewhile
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, Max, OuterRef, Q, Sum
 from django.db.models.functions import Now, TruncDate
 from django.utils import timezone
@@ -33,6 +33,7 @@ from django.utils import timezone
 from analytics.exporters import EXPORTERS, ExportError, clean_config, exporter_for, redacted_config
 from analytics.ledger import read_with_snapshot
 from analytics.models import DailySpend, ExportSink, RequestLog, SpendRollup, StoredResponse
+from analytics.partitions import month_partitions, partition_drop, partition_lock
 from analytics.selectors import not_rolled_up
 from keys.audit import Actor, audit_record
 from keys.models import Organization
@@ -324,8 +325,10 @@ def retention_cutoff(now: datetime | None = None) -> datetime:
 
 
 def request_logs_prune(*, now: datetime | None = None) -> int:
-    """Deletes log rows older than the retention period, a whole UTC day of one org at a time,
-    oldest first, and returns how many went.
+    """Deletes log rows older than the retention period and returns how many went: on
+    PostgreSQL each month wholly past it as a partition dropped whole (``_old_months_drop``), the
+    rest (a month that cannot go whole yet, rows of the DEFAULT partition, SQLite) a whole UTC day
+    of one org at a time, oldest first.
 
     A day goes only when every enabled sink of its org has exported all its rows. The log is
     rolled up first, and only a day's rows behind the rollup's horizon go (those are in
@@ -335,7 +338,7 @@ def request_logs_prune(*, now: datetime | None = None) -> int:
     """
     cutoff = retention_cutoff(now)
     spend_rollup()
-    deleted = 0
+    deleted = _old_months_drop(cutoff)
     old = RequestLog.objects.filter(created__lt=cutoff)
     for org_id in Organization.objects.filter(Exists(old.filter(org=OuterRef("pk")))).values_list("pk", flat=True):
         cursors = ExportSink.objects.filter(org_id=org_id, enabled=True).values_list("last_exported_id", flat=True)
@@ -352,6 +355,36 @@ def request_logs_prune(*, now: datetime | None = None) -> int:
             with transaction.atomic():
                 deleted += day_rows.exclude(not_rolled_up(_rollup_state())).delete()[0]
     stored_responses_prune(cutoff)
+    return deleted
+
+
+def _old_months_drop(cutoff: datetime) -> int:
+    """Drops the partitions of the months wholly before ``cutoff``, oldest first, while each one's
+    rows are all rolled up and exported by every enabled sink of their org (as the day-by-day
+    prune asks of each day), and returns how many rows went. A month that cannot go yet stops it:
+    the day-by-day prune takes what it may of that month. Checked with the month's partition
+    locked against inserts and under the rollup's lock, so no row goes unaccounted."""
+    cursors: dict[int, int] = {}
+    for org_id, exported_up_to in ExportSink.objects.filter(enabled=True).values_list("org_id", "last_exported_id"):
+        cursors[org_id] = min(exported_up_to, cursors.get(org_id, exported_up_to))
+    deleted = 0
+    for partition in month_partitions():
+        if partition.end > cutoff:
+            break
+        month = RequestLog.objects.filter(created__gte=partition.start, created__lt=partition.end)
+        try:
+            with transaction.atomic():
+                state = _rollup_state()
+                partition_lock(partition)
+                if month.filter(not_rolled_up(state)).exists() or any(
+                        month.filter(org_id=org_id, id__gt=exported_up_to).exists()
+                        for org_id, exported_up_to in cursors.items()):
+                    break
+                deleted += partition_drop(partition)
+        except OperationalError as exc:
+            logger.warning("the request log's partition %s was not dropped (%s): the next prune tries again",
+                           partition.name, exc)
+            break
     return deleted
 
 

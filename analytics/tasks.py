@@ -8,6 +8,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from analytics.models import ExportSink
+from analytics.partitions import partitions_ensure
 from analytics.reaper import reservations_reap
 from analytics.selectors import sinks_due
 from analytics.services import daily_spend_settle, request_logs_prune, sink_export, spend_rollup
@@ -33,6 +34,13 @@ def export_sink(sink_id: int) -> int:
 @shared_task(acks_late=True)
 def prune_request_logs() -> int:
     return request_logs_prune()
+
+
+@shared_task(acks_late=True)
+def make_log_partitions() -> list[str]:
+    """Beat, daily: the request log's partitions of this month and the next three, and of any
+    month whose rows landed in its DEFAULT partition (see analytics.partitions). Idempotent."""
+    return partitions_ensure()
 
 
 @shared_task(acks_late=True)

@@ -125,7 +125,10 @@ class Call:
 
 
 def new_request_id() -> str:
-    return f"req_{random.getrandbits(128):032x}"
+    """``req_`` and 32 hex digits: the millisecond it was made (48 bits), then 80 random bits. Ids
+    made later sort after, so the log's unique index on them grows at its end instead of splitting
+    pages at random; time.time() is read without a system call, as the random bits are made."""
+    return f"req_{int(time.time() * 1000):012x}{random.getrandbits(80):020x}"
 
 
 async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> None:

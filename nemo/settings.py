@@ -128,6 +128,7 @@ CELERY_BEAT_SCHEDULE = {
     "settle-daily-spend": {"task": "analytics.tasks.settle_daily_spend", "schedule": 86400.0},
     "export-logs": {"task": "analytics.tasks.export_all_sinks", "schedule": 30.0},
     "prune-logs": {"task": "analytics.tasks.prune_request_logs", "schedule": 86400.0},
+    "make-log-partitions": {"task": "analytics.tasks.make_log_partitions", "schedule": 86400.0},
     "scan-alerts": {"task": "webhooks.tasks.scan_all_alerts", "schedule": 15.0},
     "deliver-webhooks": {"task": "webhooks.tasks.deliver_all_due", "schedule": 30.0},
 }

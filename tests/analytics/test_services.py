@@ -7,6 +7,7 @@ import pytest
 from django.http import Http404
 
 from analytics.models import DailySpend, ExportSink, RequestLog, StoredResponse
+from analytics.partitions import month_partitions, partitions_ensure
 from analytics.selectors import run_get, spend_rows, spend_total
 from analytics.services import request_logs_prune, retention_cutoff, sink_create, sink_delete, sink_update
 from analytics.tasks import prune_request_logs
@@ -73,6 +74,15 @@ def test_the_retention_cutoff_is_the_start_of_the_month_n_months_back(settings):
     assert retention_cutoff(NOW) == datetime(2025, 10, 1, tzinfo=UTC)
 
 
+@pytest.fixture(params=["in the default partition", "in month partitions"])
+def old_months(request) -> bool:
+    """Where the old rows go on PostgreSQL: the DEFAULT partition (no partition of their month,
+    pruned day by day) or partitions of their own (dropped whole once they may go)."""
+    if request.param == "in month partitions":
+        partitions_ensure(now=datetime(2025, 9, 1, tzinfo=UTC), months_ahead=2)
+    return request.param == "in month partitions"
+
+
 def make_history(org, key):
     """Two days older than the retention period, one recent day."""
     other = make_key(org, "reviewer")
@@ -96,7 +106,7 @@ def totals_seen(org) -> dict:
     }
 
 
-def test_pruning_old_days_keeps_every_total_people_see(org, key, settings):
+def test_pruning_old_days_keeps_every_total_people_see(org, key, settings, old_months):
     settings.NEMO_LOG_RETENTION_MONTHS = 13
     old, recent = make_history(org, key)
     before = totals_seen(org)
@@ -109,7 +119,7 @@ def test_pruning_old_days_keeps_every_total_people_see(org, key, settings):
     assert before["credits"] == Decimal("5.00") - Decimal("0.523")
 
 
-def test_pruning_twice_changes_nothing_more(org, key, settings):
+def test_pruning_twice_changes_nothing_more(org, key, settings, old_months):
     settings.NEMO_LOG_RETENTION_MONTHS = 13
     make_history(org, key)
     request_logs_prune(now=NOW)
@@ -121,7 +131,7 @@ def test_pruning_twice_changes_nothing_more(org, key, settings):
     assert list(DailySpend.objects.order_by("pk").values()) == ledger
 
 
-def test_a_pruned_run_is_gone_from_the_log(org, key, settings):
+def test_a_pruned_run_is_gone_from_the_log(org, key, settings, old_months):
     settings.NEMO_LOG_RETENTION_MONTHS = 13
     make_history(org, key)
 
@@ -131,7 +141,7 @@ def test_a_pruned_run_is_gone_from_the_log(org, key, settings):
         run_get(org=org, run_id="old-run")
 
 
-def test_pruning_waits_for_every_enabled_sink_to_export_the_day(org, key, other_org, other_key, settings,
+def test_pruning_waits_for_every_enabled_sink_to_export_the_day(org, key, other_org, other_key, settings, old_months,
                                                                 system_actor):
     settings.NEMO_LOG_RETENTION_MONTHS = 13
     old, _ = make_history(org, key)
@@ -159,3 +169,38 @@ def test_stored_responses_are_pruned_with_the_log(org, settings):
 
     assert retention_cutoff(NOW) > old.created
     assert list(StoredResponse.objects.values_list("pk", flat=True)) == [recent.pk]
+
+
+@pytest.mark.postgres
+def test_pruning_drops_a_month_past_retention_whole_and_keeps_the_next(org, key, settings):
+    settings.NEMO_LOG_RETENTION_MONTHS = 13
+    partitions_ensure(now=datetime(2025, 9, 1, tzinfo=UTC), months_ahead=2)
+    old, recent = make_history(org, key)
+    kept = make_log(org, key, created=datetime(2025, 10, 1, tzinfo=UTC))
+    before = totals_seen(org)
+
+    deleted = request_logs_prune(now=NOW)
+
+    months = [partition.name for partition in month_partitions()]
+    assert deleted == 3
+    assert "analytics_requestlog_p2025_09" not in months
+    assert "analytics_requestlog_p2025_10" in months
+    assert set(RequestLog.objects.values_list("pk", flat=True)) == {kept.pk, recent.pk}
+    assert totals_seen(org) == before
+
+
+@pytest.mark.postgres
+def test_a_month_a_sink_has_not_exported_whole_keeps_its_partition_and_loses_its_exported_days(
+        org, key, settings, system_actor):
+    settings.NEMO_LOG_RETENTION_MONTHS = 13
+    partitions_ensure(now=datetime(2025, 9, 1, tzinfo=UTC), months_ahead=0)
+    old, _ = make_history(org, key)
+    sink = sink_create(org=org, type="datadog", config={"api_key": "k"}, actor=system_actor)
+    ExportSink.objects.filter(pk=sink.pk).update(last_exported_id=old[1].pk)
+
+    deleted = request_logs_prune(now=NOW)
+
+    assert "analytics_requestlog_p2025_09" in [partition.name for partition in month_partitions()]
+    assert deleted == 2
+    assert list(RequestLog.objects.filter(created__lt=retention_cutoff(NOW)).values_list("pk", flat=True)) == [
+        old[2].pk]

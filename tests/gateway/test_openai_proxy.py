@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 
 import httpx
 import openai
@@ -46,6 +47,17 @@ def test_it_answers_a_plain_call_and_logs_it(gateway, tenant, fake):
     assert (row.status, row.deployment, row.prompt_tokens) == (200, "gpt4o-primary", completion.usage.prompt_tokens)
     assert str(row.cost) == raw.headers["x-nemo-cost"]
     assert row.cost > 0
+
+
+def test_request_ids_keep_their_shape_and_sort_by_when_the_calls_came(gateway, tenant):
+    client = gateway.client(tenant.secret)
+    ids = [client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": f"call {n}"}], max_tokens=5,
+    ).headers["x-nemo-request-id"] for n in range(6)]
+
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", request_id) for request_id in ids)
+    assert sorted(ids) == ids
+    assert list(RequestLog.objects.order_by("created").values_list("request_id", flat=True)) == ids
 
 
 def test_it_streams_an_answer_with_usage(gateway, tenant):

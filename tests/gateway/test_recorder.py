@@ -4,6 +4,7 @@ import asyncio
 import math
 import threading
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg
@@ -13,6 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from analytics.models import RequestLog
+from analytics.reaper import lost_calls_log
 from billing.reservations import Reservation, Settlement
 from counters import Bucket, MemoryCounterStore
 from gateway import log_rows
@@ -391,9 +393,10 @@ def test_a_row_the_database_refuses_fails_its_own_call_only(make_tenant, caplog)
     async def burst() -> list[BaseException | None]:
         await reserve_all(store, 8)
         writer = Recorder(store)
-        await writer.record(row(tenant, 0))
-        # req_burst_0 again: the unique request id refuses it, not the rows it is committed with.
-        rows = [row(tenant, 1), row(tenant, 2), row(tenant, 3), row(tenant, 0), row(tenant, 5), row(tenant, 6),
+        first = row(tenant, 0)
+        await writer.record(first)
+        # req_burst_0 again: the unique request id (and time) refuses it, not the rows it is committed with.
+        rows = [row(tenant, 1), row(tenant, 2), row(tenant, 3), first, row(tenant, 5), row(tenant, 6),
                 row(tenant, 7)]
         writes = [writer.record(r, Settlement(reservation(n), 100, 1)) for n, r in enumerate(rows, start=1)]
         outcome = await asyncio.gather(*writes, return_exceptions=True)
@@ -518,3 +521,26 @@ def test_a_commit_whose_reply_was_lost_is_not_written_twice_and_its_calls_succee
     assert {rid: position % 2**32 for rid, position in store.position_of.items()} == {
         rid: int(x) for rid, x in xmin.items()}
     assert store.committed_at_settle == {f"req_burst_{n}": True for n in range(6)}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_the_row_of_a_call_the_reaper_logged_meanwhile_is_not_written_twice(make_tenant):
+    """The request id is unique with the row's time (the log is partitioned by it): the reaper's
+    row is made from the call's trail, whose time is the call's own, so it still refuses the
+    call's late row."""
+    tenant = make_tenant()
+    arrived = time.time()
+    late = {**row(tenant, 0), "created": datetime.fromtimestamp(arrived, UTC)}
+    lost_calls_log({late["request_id"]: {"created": arrived, "org_id": tenant.org.pk, "key_id": tenant.key.pk,
+                                         "model": "gpt-4o", "amount": 900}}, arrived + 60)
+
+    async def write() -> None:
+        writer = Recorder()
+        await writer.record(late)
+        await writer.close()
+
+    asyncio.run(write())
+
+    logged = RequestLog.objects.get(request_id=late["request_id"])
+    assert (logged.status, logged.attempts[0]["outcome"]) == (500, "worker_lost")
