@@ -125,7 +125,7 @@ def unpartition(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('analytics', '0012_request_body_keeps_key_order'),
+        ('analytics', '0014_request_log_tags_index'),
     ]
 
     operations = [
