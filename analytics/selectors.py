@@ -14,6 +14,7 @@ or credits (billing's) is read above both apps, in dashboard.selectors.
 
 import base64
 import contextlib
+import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -32,8 +33,21 @@ from keys.models import Organization, Team, VirtualKey
 from money import to_micros
 
 MAX_PAGE = 500
+
+
+class JSONArrayLength(Func):
+    """The length of a JSON array column: PostgreSQL's jsonb_array_length, SQLite's json_array_length
+    (the embedded default)."""
+
+    function = "jsonb_array_length"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return super().as_sql(compiler, connection, function="json_array_length", **extra)
+
+
 # A call fell back when more than one link was tried (as a run's fallback steps are counted).
-FELL_BACK = GreaterThan(Func(F("attempts"), function="jsonb_array_length", output_field=IntegerField()), 1)
+FELL_BACK = GreaterThan(JSONArrayLength(F("attempts")), 1)
 # How many of the newest log rows run_list looks through to find the most recent runs.
 RUN_SCAN_ROWS = 20_000
 SPEND_GROUPS = ("day", "key", "team", "model")
@@ -148,8 +162,11 @@ def log_rows(
         rows = rows.filter(FELL_BACK)
     if tag and _no_row_has(tag):
         return rows.none()
-    if tag:
+    if tag and connection.vendor == "postgresql":
         rows = rows.filter(tags__contains=[tag])
+    elif tag:  # SQLite (the embedded default) has no JSON containment: one of the list's values.
+        rows = rows.extra(where=["EXISTS (SELECT 1 FROM json_each(analytics_requestlog.tags) WHERE value = %s)"],
+                          params=[tag])
     return rows
 
 
@@ -261,6 +278,38 @@ def _totals_of(calls, errors, cost, prompt_tokens, completion_tokens, latency) -
                      completion_tokens=int(completion_tokens or 0), p50_ms=p50_ms, p95_ms=p95_ms)
 
 
+def percentiles(latencies: list[int]) -> tuple[int, int] | None:
+    """The median and 95th percentile of the values as PostgreSQL's percentile_disc takes them (the
+    first value whose position in the order reaches the fraction), for the databases without it."""
+    if not latencies:
+        return None
+    ordered = sorted(latencies)
+    return ordered[max(0, math.ceil(0.5 * len(ordered)) - 1)], ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def _totals_in_python(rows: list[dict], by_model: bool) -> tuple[LogTotals, list, dict]:
+    """log_totals' aggregate over rows already read (at most its bound), where the database has
+    no percentile_disc (SQLite, the embedded default)."""
+
+    def totals(group: list[dict]) -> LogTotals:
+        return _totals_of(len(group), sum(1 for row in group if row["status"] >= 400),
+                          sum((row["cost"] for row in group), ZERO), sum(row["prompt_tokens"] for row in group),
+                          sum(row["completion_tokens"] for row in group),
+                          percentiles([row["latency_ms"] for row in group]))
+
+    hours: dict[datetime, list[int]] = {}
+    models: dict[str, list[dict]] = {}
+    for row in rows:
+        hour = hours.setdefault(row["created"].astimezone(UTC).replace(minute=0, second=0, microsecond=0), [0, 0])
+        hour[0] += 1
+        hour[1] += row["status"] >= 400
+        if by_model:
+            models.setdefault(row["model"], []).append(row)
+    by_calls = sorted(models.items(), key=lambda item: (-len(item[1]), item[0]))
+    return (totals(rows), sorted((hour, calls, errors) for hour, (calls, errors) in hours.items()),
+            {model: totals(group) for model, group in by_calls})
+
+
 def log_totals(*, org: Organization, scan: int = TOTALS_SCAN_ROWS, by_model: bool = False, **filters) -> LogTotals:
     """The totals of a log search (``log_rows``' filters) in one aggregate query, reading at
     most ``scan`` rows whatever the filters: first the org's newest ``scan`` calls in the window
@@ -277,6 +326,11 @@ def log_totals(*, org: Organization, scan: int = TOTALS_SCAN_ROWS, by_model: boo
         rows = log_rows(org=org, **{**filters, "since": narrowed_to}).filter(id__gte=newest["lowest_id"])
     rows = rows.values(
         "created", "status", "cost", "prompt_tokens", "completion_tokens", "latency_ms", "model")
+    if connection.vendor != "postgresql":
+        read = list(rows[:scan])
+        totals, hours, models = _totals_in_python(read, by_model)
+        return replace(totals, oldest=min((row["created"] for row in read), default=None), narrowed_to=narrowed_to,
+                       hours=hours, models=models)
     sql, params = rows.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(_TOTALS_SQL.format(rows=sql, models=_MODELS_SQL if by_model else "NULL"), params)

@@ -10,13 +10,22 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Aggregate, Count, IntegerField, OuterRef, Q, Subquery
 from django.db.models.functions import TruncHour
 from django.http import Http404
 from django.utils import timezone
 
 from analytics.models import RequestLog
-from analytics.selectors import FELL_BACK, RunSummary, run_get, spend_by_key, spend_rows, spend_total
+from analytics.selectors import (
+    FELL_BACK,
+    RunSummary,
+    percentiles,
+    run_get,
+    spend_by_key,
+    spend_rows,
+    spend_total,
+)
 from billing.models import Budget
 from billing.periods import period_start
 from billing.selectors import credits_granted
@@ -120,11 +129,15 @@ def activity(*, org: Organization, since: datetime) -> Activity:
     days = spend_rows(org=org, group_by="day", since=since)
     calls = sum(row["calls"] for row in days)
     window = RequestLog.objects.filter(org=org, created__gte=since)
-    latest = window.order_by("-created", "-id")[:ACTIVITY_SAMPLE].aggregate(
-        fallbacks=Count("id", filter=FELL_BACK),
-        p50_ms=Percentile("latency_ms", 0.5),
-        p95_ms=Percentile("latency_ms", 0.95),
-    )
+    latest = window.order_by("-created", "-id")[:ACTIVITY_SAMPLE]
+    if connection.vendor == "postgresql":
+        latest = latest.aggregate(fallbacks=Count("id", filter=FELL_BACK), p50_ms=Percentile("latency_ms", 0.5),
+                                  p95_ms=Percentile("latency_ms", 0.95))
+    else:  # SQLite (the embedded default) has no percentile_disc: the same of the sample, read
+        sample = list(latest.values_list("latency_ms", "attempts"))
+        p50_ms, p95_ms = percentiles([latency for latency, _ in sample]) or (None, None)
+        latest = {"fallbacks": sum(1 for _, attempts in sample if len(attempts) > 1), "p50_ms": p50_ms,
+                  "p95_ms": p95_ms}
     return Activity(calls=calls, cost=sum((row["cost"] for row in days), Decimal(0)).quantize(Decimal("0.000001")),
                     errors=window.filter(status__gte=400).count(), fallbacks=latest["fallbacks"],
                     p50_ms=latest["p50_ms"], p95_ms=latest["p95_ms"],

@@ -56,6 +56,7 @@ def _indexes_of(index: str) -> set[str]:
         return {index} | {name for (name,) in cursor.fetchall()}
 
 
+@pytest.mark.postgres
 def test_the_cache_filter_has_an_index_for_hits_and_misses(org, other_org):
     key = make_key(org)
     hit, miss, skip = (make_log(org, key, cache=value) for value in ("hit", "miss", "skip"))

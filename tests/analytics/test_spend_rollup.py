@@ -157,6 +157,7 @@ def test_pruned_days_stay_in_the_ledger_and_rows_past_the_horizon_are_kept(org, 
     assert {group: spend_rows(org=org, group_by=group) for group in ("day", "key", "model")} == before
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_row_committed_after_a_rollup_began_is_not_lost(org, tenants):
     """A transaction that wrote a log row and is still open holds the horizon back: the row,
@@ -185,6 +186,7 @@ def test_a_row_committed_after_a_rollup_began_is_not_lost(org, tenants):
     assert settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_prune_leaves_the_rows_past_the_horizon_for_the_next_one(org, tenants, settings):
     """A row of an old day written while another transaction was open is past the horizon: it is
@@ -209,6 +211,7 @@ def test_a_prune_leaves_the_rows_past_the_horizon_for_the_next_one(org, tenants,
     assert spend_total(org_id=org.pk) == before + Decimal("0.5")
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_the_horizon_waits_while_another_roles_session_hides_its_transaction():
     """A role that may not see into another role's session (no pg_read_all_stats) cannot know

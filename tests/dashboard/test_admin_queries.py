@@ -90,6 +90,7 @@ def test_the_list_counts_nothing_whole_and_groups_no_months(staff_client, key, c
         assert found == [calls[0]], params
 
 
+@pytest.mark.postgres  # its plans are PostgreSQL's
 @pytest.mark.parametrize("params", SEARCHES.values(), ids=SEARCHES.keys())
 def test_the_list_reads_the_log_through_an_index(staff_client, key, calls, params):
     params = {name: value.format(prefix=key.prefix) for name, value in params.items()}

@@ -9,7 +9,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-pytestmark = pytest.mark.django_db
+# Plans are PostgreSQL's (EXPLAIN): the embedded SQLite has other ones.
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
 LOG_TABLE = '"analytics_requestlog"'
 PAGES = [
