@@ -57,7 +57,9 @@ class CommitTurns:
     transaction ids, so that a read saw exactly the commits counted before it."""
 
     def __init__(self) -> None:
-        self._turn = threading.Lock()
+        # Reentrant: a read may be made of reads (a counter's rebuild reads the spend, which is
+        # itself read with its snapshot); a plain lock left such a read waiting for itself.
+        self._turn = threading.RLock()
         self._commits = 0
 
     def commit(self, write: Callable[[], None]) -> int:
