@@ -97,7 +97,7 @@ class RequestLog(models.Model):
             # it alone. Null, not [], is "no tags": ``@>`` implies IS NOT NULL, so a query needs
             # no clause of its own to use the index (a second clause, correlated with the first,
             # would divide the planner's estimate of the matches by twenty). PostgreSQL only
-            # (migration 0013); elsewhere the filter reads the org's rows.
+            # (migration 0014); elsewhere the filter reads the org's rows.
             GinIndex(fields=["org", "tags"], opclasses=["int8_ops", "jsonb_path_ops"], name="log_org_tags",
                      condition=models.Q(tags__isnull=False)),
         ]

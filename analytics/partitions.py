@@ -2,7 +2,7 @@
 
 The log (``analytics_requestlog``) is partitioned by range of ``created``, one partition a UTC
 month (``analytics_requestlog_p2026_12``), plus a DEFAULT partition that takes a row no month's
-partition covers, so an insert never fails for want of one (migration 0013 moved the table over).
+partition covers, so an insert never fails for want of one (migration 0015 moved the table over).
 ``partitions_ensure`` makes the months ahead (a Celery beat task, daily, and the migration); a
 month whose rows landed in the DEFAULT partition meanwhile (a clock far off, the task stopped for
 months) gets its partition too, and its rows are moved into it. Retention drops whole months
