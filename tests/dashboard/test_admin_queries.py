@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from analytics.admin import BoundedCountPaginator, RequestLogAdmin
 from keys.services import virtual_key_rotate
+from tests.dashboard.test_query_plans import plan_of
 
 pytestmark = pytest.mark.django_db
 
@@ -36,15 +37,6 @@ def _log_queries(client, params: dict) -> tuple[list, list[str]]:
     assert response.status_code == 200, response.content[:500]
     return (list(response.context["cl"].result_list),
             [query["sql"] for query in captured.captured_queries if LOG_TABLE in query["sql"]])
-
-
-def _plan(sql: str) -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(f"EXPLAIN {sql}")
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-        cursor.execute("SET LOCAL enable_seqscan = on")
-    return plan
 
 
 def _counts_without_a_bound(sql: str) -> bool:
@@ -98,7 +90,7 @@ def test_the_list_reads_the_log_through_an_index(staff_client, key, calls, param
     _, queries = _log_queries(staff_client, params)
 
     for sql in queries:
-        assert "Seq Scan on analytics_requestlog" not in _plan(sql), sql
+        assert "Seq Scan on analytics_requestlog" not in plan_of(sql), sql
 
 
 def test_a_search_that_matches_nothing_lists_nothing(staff_client, calls):

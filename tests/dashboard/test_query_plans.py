@@ -42,7 +42,8 @@ def _log_queries(client, path: str) -> list[str]:
             if LOG_TABLE in query["sql"] and query["sql"].lstrip().upper().startswith("SELECT")]
 
 
-def _plan(sql: str) -> str:
+def plan_of(sql: str) -> str:
+    """The plan PostgreSQL makes of ``sql`` where a sequential scan is a last resort."""
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute(f"EXPLAIN {sql}")
@@ -63,13 +64,13 @@ def test_the_page_reads_the_log_through_an_index_of_its_org(owner_client, key, m
     assert queries, f"{path} reads no log row: nothing to check"
     for sql in queries:
         assert '"org_id" =' in sql, sql
-        assert "Seq Scan on analytics_requestlog" not in _plan(sql), (path, sql)
+        assert "Seq Scan on analytics_requestlog" not in plan_of(sql), (path, sql)
 
 
 def test_the_check_catches_a_read_of_the_whole_log(key, make_log):
     make_log(key)
 
-    assert "Seq Scan on analytics_requestlog" in _plan(f"SELECT SUM(cost) FROM {LOG_TABLE} WHERE cost > 0")
+    assert "Seq Scan on analytics_requestlog" in plan_of(f"SELECT SUM(cost) FROM {LOG_TABLE} WHERE cost > 0")
 
 
 def test_the_runs_list_sums_each_run_in_one_pass_over_its_steps(owner_client, key, make_log):
@@ -80,4 +81,4 @@ def test_the_runs_list_sums_each_run_in_one_pass_over_its_steps(owner_client, ke
 
     summary = next(sql for sql in queries if "GROUP BY" in sql)
     # A subquery per row (the run's last status, its first key) would run once for every step.
-    assert "SubPlan" not in _plan(summary), summary
+    assert "SubPlan" not in plan_of(summary), summary
