@@ -343,12 +343,17 @@ class BudgetDetailView(OrgAPIView):
 
 # --- the request log and runs -----------------------------------------------------------------
 
+LARGEST_ID = 2**63 - 1
+NO_KEY = -1
+
+
 def _key_filter(value: str | None) -> dict:
     """``key=`` is a key's id (all digits) or its prefix, with or without the ``sk-nemo-`` scheme."""
     if not value:
         return {}
     if re.fullmatch(r"\d+", value):
-        return {"key_id": int(value)}
+        # An id past the largest key id a database holds names no key (SQLite cannot even bind it).
+        return {"key_id": int(value) if int(value) <= LARGEST_ID else NO_KEY}
     return {"key_prefix": value.removeprefix(secrets.KEY_SCHEME)}
 
 
