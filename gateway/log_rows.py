@@ -181,6 +181,31 @@ def statements() -> dict[bytes, str]:
                      f"WHERE request_id = ANY($1::text[]) AND attempts @> '[{{\"outcome\": \"{WORKER_LOST}\"}}]'"}
 
 
+# The most rows one INSERT of the recorder takes (sizes are powers of two up to it, below).
+ROWS_PER_INSERT = 64
+
+
+def inserts_of(rows: list[dict]) -> list[tuple[bytes, str, list]]:
+    """The prepared multi-row INSERTs that write these rows: (name, SQL, parameters) of each.
+
+    PostgreSQL's cost of an INSERT is mostly per statement, not per row: the executor's set-up
+    (each of the log's indexes opened, its CHECK constraints read from their text) was ~170 k of
+    a row's ~390 k instructions written one statement each; ten rows in one statement cost ~240 k
+    each (callgrind, bench/RESULTS.md "Session 14"). A batch goes in chunks of powers of two (13
+    rows: 8, 4 and 1), so a connection holds at most seven of these statements."""
+    inserts = []
+    start = 0
+    while start < len(rows):
+        size = min(ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
+        chunk = rows[start:start + size]
+        start += size
+        params: list[bytes | None] = []
+        for row in chunk:
+            params += postgres_params(row)
+        inserts.append((INSERT if size == 1 else b"nemo_log_insert_%d" % size, insert_sql(size, "${}"), params))
+    return inserts
+
+
 @functools.cache
 def insert_sql(row_count: int, placeholder: str = "%s") -> str:
     """``placeholder``: ``%s`` for a DB-API cursor, ``${}`` for PostgreSQL's numbered parameters."""

@@ -47,6 +47,7 @@ class PipelinedPostgres:
         # stays in the loop's heap until it would have fired, and a batch takes a millisecond.
         self._watchdog: asyncio.TimerHandle | None = None
         self.broken: BaseException | None = None
+        self._prepared: set[bytes] = set()
         self._pgconn.nonblocking = 1
         self._pgconn.enter_pipeline_mode()
         self._loop.add_reader(self._socket, self._readable)
@@ -64,7 +65,22 @@ class PipelinedPostgres:
         except BaseException:
             await client.close()
             raise
+        client._prepared.update(statements)
         return client
+
+    def prepared(self, name: bytes) -> bool:
+        return name in self._prepared
+
+    async def prepare(self, name: bytes, sql: str) -> None:
+        """Prepares a statement on this connection: a round trip of its own, outside any batch's
+        transaction."""
+        try:
+            self._pgconn.send_prepare(name, sql.encode())
+        except psycopg.Error as exc:
+            self._break(exc)
+            raise
+        await self._exchange(1)
+        self._prepared.add(name)
 
     @property
     def closed(self) -> bool:

@@ -373,12 +373,15 @@ class Recorder:
             # One statement: one transaction, whose id comes back with it.
             results = await postgres.execute([(log_rows.INSERT_RETURNING_POSITION, log_rows.postgres_params(rows[0]))])
         else:
-            # One INSERT per row, and the transaction's id, before one sync: one implicit
-            # transaction and one round trip (a multi-row VALUES cost 3x the CPU at 10 rows; COPY
-            # cannot tell its transaction's id without a round trip of its own).
-            results = await postgres.execute(
-                [(log_rows.INSERT, log_rows.postgres_params(row)) for row in rows] + [(log_rows.POSITION, None)]
-            )
+            # Multi-row INSERTs (log_rows.inserts_of) and the transaction's id, before one sync:
+            # one implicit transaction and one round trip (COPY cannot tell its transaction's id
+            # without a round trip of its own). A size's statement is prepared the first time.
+            inserts = log_rows.inserts_of(rows)
+            for name, sql, _ in inserts:
+                if not postgres.prepared(name):
+                    await postgres.prepare(name, sql)
+            statements = [(name, params) for name, _, params in inserts]
+            results = await postgres.execute([*statements, (log_rows.POSITION, None)])
         return int(results[-1].get_value(0, 0))
 
     async def close(self) -> None:

@@ -18,6 +18,7 @@ from analytics.reaper import lost_calls_log
 from billing.reservations import Reservation, Settlement
 from counters import Bucket, MemoryCounterStore
 from gateway import log_rows
+from gateway.pgpipeline import PipelinedPostgres
 from gateway.recorder import REFUSED, Recorder, _OwnConnection
 
 
@@ -354,6 +355,50 @@ def test_a_batch_is_one_transaction_whose_position_comes_back(make_tenant):
     assert {int(xmin[f"req_burst_{n}"]) for n in range(1, 6)} == {positions[1] % 2**32}
     assert {int(xmin["req_burst_9"]), int(xmin["req_burst_10"])} == {positions[2] % 2**32}
     assert positions[0] < positions[1] < positions[2]
+
+
+@pytest.mark.postgres  # elsewhere a batch is one multi-row INSERT through Django's cursor
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_is_written_in_a_few_multi_row_statements_each_prepared_once(make_tenant, monkeypatch):
+    """PostgreSQL's cost of an INSERT is mostly per statement: a batch's rows go in chunks of
+    powers of two (13 rows: 8, 4, 1), each size prepared once on the connection, and every row
+    lands with its own values."""
+    tenant = make_tenant()
+    sent: list[list[bytes]] = []
+    prepared: list[bytes] = []
+    execute, prepare = PipelinedPostgres.execute, PipelinedPostgres.prepare
+
+    async def watched_execute(self, statements):
+        sent.append([name for name, _ in statements])
+        return await execute(self, statements)
+
+    async def watched_prepare(self, name, sql):
+        prepared.append(name)
+        await prepare(self, name, sql)
+
+    monkeypatch.setattr(PipelinedPostgres, "execute", watched_execute)
+    monkeypatch.setattr(PipelinedPostgres, "prepare", watched_prepare)
+
+    async def batches() -> None:
+        writer = Recorder()
+        database = _OwnConnection(writer._connections)
+        loop = asyncio.get_running_loop()
+        await writer._insert([row(tenant, n) for n in range(13)], database, loop)
+        await writer._insert([row(tenant, n) for n in range(13, 113)], database, loop)
+        await writer.close()
+
+    asyncio.run(batches())
+
+    assert sent == [
+        [b"nemo_log_insert_8", b"nemo_log_insert_4", log_rows.INSERT, log_rows.POSITION],
+        [b"nemo_log_insert_64", b"nemo_log_insert_32", b"nemo_log_insert_4", log_rows.POSITION],
+    ]
+    assert prepared == [b"nemo_log_insert_8", b"nemo_log_insert_4", b"nemo_log_insert_64", b"nemo_log_insert_32"]
+    rows = {r.request_id: r for r in RequestLog.objects.filter(run_id="burst")}
+    assert len(rows) == 113
+    for n in (0, 7, 8, 12, 13, 76, 77, 108, 112):
+        assert (rows[f"req_burst_{n}"].prompt_tokens, rows[f"req_burst_{n}"].cost) == (n, Decimal("0.000123") * n)
+        assert rows[f"req_burst_{n}"].attempts == [{"deployment": "primary", "outcome": "ok", "latency_ms": n}]
 
 
 @pytest.mark.django_db(transaction=True)
