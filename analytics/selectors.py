@@ -21,7 +21,23 @@ from decimal import Decimal
 
 import orjson
 from django.db import connection, transaction
-from django.db.models import Count, F, Func, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    Func,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    TextField,
+    Value,
+    When,
+)
 from django.db.models.functions import TruncDate
 from django.db.models.lookups import GreaterThan
 from django.http import Http404
@@ -63,6 +79,28 @@ class LogPage:
     newer_cursor: str | None = None
 
 
+@dataclass(frozen=True)
+class StepOutline:
+    """A step of a run in the columns its run's totals and time axis are drawn from."""
+
+    number: int  # from 1, in the order the calls were made
+    pk: int
+    key_id: int | None
+    key_prefix: str
+    created: datetime
+    latency_ms: int
+    status: int
+    cost: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+    run_budget: Decimal | None
+    error_code: str
+    error_param: str
+    fell_back: bool
+    tool_calls: int
+    error: str  # the message of a refusal at the run's level; empty for any other step
+
+
 @dataclass
 class RunSummary:
     run_id: str
@@ -81,6 +119,11 @@ class RunSummary:
     run_budget: Decimal | None
     stopped_by: str | None
     stop_reason: str
+    # Every step of the run in a few columns (``steps`` may be a page of them), the number of the
+    # first of ``steps``, and the run's first key's prefix at the time of its call.
+    outline: list[StepOutline]
+    first_step: int
+    key_prefix: str
 
 
 # A refused call's error code -> what stopped its run.
@@ -350,35 +393,73 @@ def _json(value):
 
 # --- runs ---------------------------------------------------------------------------------------
 
-def run_get(*, org: Organization, run_id: str) -> RunSummary:
-    """A run replayed: its calls in the order they were made, which fell back, what it cost."""
-    steps = list(
-        RequestLog.objects.filter(org=org, run_id=run_id).select_related("key").order_by("created", "id")
-    ) if run_id and not _no_row_has(run_id) else []
-    if not steps:
+def run_get(*, org: Organization, run_id: str, offset: int = 0, limit: int | None = None) -> RunSummary:
+    """A run replayed: its calls in the order they were made, which fell back, what it cost.
+
+    The totals are the whole run's, read from a few columns of every step (``outline``); only the
+    steps shown (``limit`` of them from ``offset``, all without a limit) are read whole, so a run
+    of thousands of steps is drawn a page at a time.
+    """
+    outline = _run_outline(org, run_id) if run_id and not _no_row_has(run_id) else []
+    if not outline:
         raise Http404("No such run.")
+    shown = outline[offset:offset + limit] if limit is not None else outline[offset:]
+    steps = _run_steps(org, run_id, shown, whole=limit is None and offset == 0)
+    stop = next((step for step in outline if step.error_param == "run" and step.error_code in _RUN_STOPS), None)
     return RunSummary(
         run_id=run_id,
-        key=steps[0].key,
+        key=VirtualKey.objects.filter(org=org, pk=outline[0].key_id).first() if outline[0].key_id else None,
         steps=steps,
-        steps_count=len(steps),
-        fallback_steps=[number for number, step in enumerate(steps, start=1) if len(step.attempts) > 1],
-        status=_run_status(steps[-1].status),
-        spend=_money(sum((step.cost for step in steps), ZERO)),
-        tool_calls_logged=sum(1 for step in steps if step.tool_calls),
-        first=steps[0].created,
-        last=steps[-1].created,
-        run_budget=next((step.run_budget for step in steps if step.run_budget is not None), None),
-        **_run_stop(steps),
+        steps_count=len(outline),
+        fallback_steps=[step.number for step in outline if step.fell_back],
+        status=_run_status(outline[-1].status),
+        spend=_money(sum((step.cost for step in outline), ZERO)),
+        tool_calls_logged=sum(1 for step in outline if step.tool_calls),
+        first=outline[0].created,
+        last=outline[-1].created,
+        run_budget=next((step.run_budget for step in outline if step.run_budget is not None), None),
+        stopped_by=_RUN_STOPS[stop.error_code] if stop else None,
+        stop_reason=stop.error if stop else "",
+        outline=outline,
+        first_step=offset + 1,
+        key_prefix=outline[0].key_prefix,
     )
 
 
-def _run_stop(steps: list[RequestLog]) -> dict:
-    """What stopped the run: its first call refused at the run's level (``param`` run)."""
-    stop = next((step for step in steps if step.error_param == "run" and step.error_code in _RUN_STOPS), None)
-    if stop is None:
-        return {"stopped_by": None, "stop_reason": ""}
-    return {"stopped_by": _RUN_STOPS[stop.error_code], "stop_reason": stop.error}
+_OUTLINE_FIELDS = ("pk", "key_id", "key_prefix", "created", "latency_ms", "status", "cost", "prompt_tokens",
+                   "completion_tokens", "run_budget", "error_code", "error_param")
+
+
+def _run_outline(org: Organization, run_id: str) -> list[StepOutline]:
+    """Every step of the run in order, as the few columns its totals and time axis need: one pass
+    of the (org, run_id, created) index with no JSON or bodies built into rows."""
+    rows = (
+        RequestLog.objects.filter(org=org, run_id=run_id)
+        .order_by("created", "id")
+        .annotate(attempt_count=JSONArrayLength(F("attempts")), tool_call_count=JSONArrayLength(F("tool_calls")),
+                  # Only a refusal that stopped the run has its message read.
+                  stop_error=Case(When(error_param="run", then=F("error")), default=Value(""),
+                                  output_field=TextField()))
+        .values_list(*_OUTLINE_FIELDS, "attempt_count", "tool_call_count", "stop_error")
+    )
+    return [
+        StepOutline(number, *values[:len(_OUTLINE_FIELDS)], fell_back=values[-3] > 1, tool_calls=values[-2],
+                    error=values[-1])
+        for number, values in enumerate(rows, start=1)
+    ]
+
+
+def _run_steps(org: Organization, run_id: str, shown: list[StepOutline], *, whole: bool) -> list[RequestLog]:
+    """The shown steps' rows, whole; a page of them leaves out the bodies, which its page does not show."""
+    if not shown:
+        return []
+    rows = RequestLog.objects.filter(org=org, run_id=run_id).select_related("key").order_by("created", "id")
+    if whole:
+        return list(rows)
+    # Bounded by the page's first and last call too, so only their months' partitions are read.
+    return list(rows.filter(pk__in=[step.pk for step in shown], created__gte=shown[0].created,
+                            created__lte=shown[-1].created).defer("request_body", "response_body", "prompt_meta",
+                                                                 "tools_offered"))
 
 
 def run_list(

@@ -1,6 +1,6 @@
 """What the keys did: the request log, one call, the runs, and one run as a timeline."""
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 
 from analytics.selectors import TOTALS_SCAN_ROWS, log_get, log_list, log_totals, run_get, run_list
@@ -15,6 +15,8 @@ from keys.models import Membership
 STALE_CURSOR = "That page link is no longer valid; showing the newest calls."
 LOG_PAGE = 50
 RUNS_SHOWN = 50
+# A run's steps drawn a page at a time: a long agent run is thousands of calls.
+RUN_STEPS_SHOWN = 100
 
 
 @org_page()
@@ -71,5 +73,20 @@ def runs(request: HttpRequest, membership: Membership) -> HttpResponse:
 @org_page()
 def run_detail(request: HttpRequest, membership: Membership, run_id: str) -> HttpResponse:
     # The run's spend stands on its own: the key's whole period budget is not the run's.
-    run = run_get(org=membership.org, run_id=run_id)
-    return render_page(request, membership, "dashboard/run_detail.html", {"run": run, "timeline": run_timeline(run)})
+    page = _page_number(request.GET.get("page"))
+    run = run_get(org=membership.org, run_id=run_id, offset=(page - 1) * RUN_STEPS_SHOWN, limit=RUN_STEPS_SHOWN)
+    if not run.steps:
+        raise Http404("The run has fewer steps than that page.")
+    pages = -(-run.steps_count // RUN_STEPS_SHOWN)
+    return render_page(request, membership, "dashboard/run_detail.html", {
+        "run": run, "timeline": run_timeline(run), "page": page, "pages": pages,
+        "shown_to": run.first_step + len(run.steps) - 1,
+    })
+
+
+def _page_number(value: str | None) -> int:
+    """A page of a run's steps, from 1; anything else (a hand-edited link) is the first page."""
+    try:
+        return max(int(value or 1), 1)
+    except ValueError:
+        return 1
