@@ -6,7 +6,7 @@ from django.utils import timezone
 from analytics.selectors import TOTALS_SCAN_ROWS, log_get, log_list, log_totals, run_get, run_list
 from dashboard.forms import LogFilterForm, RunFilterForm
 from dashboard.orgs import org_page, render_page
-from dashboard.playground import playground_request
+from dashboard.playground import client_request, playground_request
 from dashboard.replay import as_curl, as_python, conversation
 from dashboard.selectors import calls_histogram
 from dashboard.timeline import run_timeline
@@ -48,7 +48,10 @@ def log(request: HttpRequest, membership: Membership) -> HttpResponse:
 def log_detail(request: HttpRequest, membership: Membership, request_id: str) -> HttpResponse:
     row = log_get(org=membership.org, request_id=request_id)
     base_url = f"{request.scheme}://{request.get_host()}"
-    again = {"base_url": base_url, "endpoint": row.endpoint, "body": row.request_body}
+    # The call again in its client API's shape (the log keeps the Chat Completions request a
+    # Responses or Messages call went upstream as).
+    body = client_request(row.endpoint, row.request_body) if isinstance(row.request_body, dict) else row.request_body
+    again = {"base_url": base_url, "endpoint": row.endpoint, "body": body}
     return render_page(request, membership, "dashboard/log_detail.html", {
         "row": row,
         "turns": conversation(row.request_body, row.response_body),
