@@ -21,7 +21,23 @@ from decimal import Decimal
 
 import orjson
 from django.db import connection, transaction
-from django.db.models import Count, F, Func, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    Func,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    TextField,
+    Value,
+    When,
+)
 from django.db.models.functions import TruncDate
 from django.db.models.lookups import GreaterThan
 from django.http import Http404
@@ -63,6 +79,28 @@ class LogPage:
     newer_cursor: str | None = None
 
 
+@dataclass(frozen=True)
+class StepOutline:
+    """A step of a run in the columns its run's totals and time axis are drawn from."""
+
+    number: int  # from 1, in the order the calls were made
+    pk: int
+    key_id: int | None
+    key_prefix: str
+    created: datetime
+    latency_ms: int
+    status: int
+    cost: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+    run_budget: Decimal | None
+    error_code: str
+    error_param: str
+    fell_back: bool
+    tool_calls: int
+    error: str  # the message of a refusal at the run's level; empty for any other step
+
+
 @dataclass
 class RunSummary:
     run_id: str
@@ -81,6 +119,11 @@ class RunSummary:
     run_budget: Decimal | None
     stopped_by: str | None
     stop_reason: str
+    # Every step of the run in a few columns (``steps`` may be a page of them), the number of the
+    # first of ``steps``, and the run's first key's prefix at the time of its call.
+    outline: list[StepOutline]
+    first_step: int
+    key_prefix: str
 
 
 # A refused call's error code -> what stopped its run.
@@ -350,35 +393,73 @@ def _json(value):
 
 # --- runs ---------------------------------------------------------------------------------------
 
-def run_get(*, org: Organization, run_id: str) -> RunSummary:
-    """A run replayed: its calls in the order they were made, which fell back, what it cost."""
-    steps = list(
-        RequestLog.objects.filter(org=org, run_id=run_id).select_related("key").order_by("created", "id")
-    ) if run_id and not _no_row_has(run_id) else []
-    if not steps:
+def run_get(*, org: Organization, run_id: str, offset: int = 0, limit: int | None = None) -> RunSummary:
+    """A run replayed: its calls in the order they were made, which fell back, what it cost.
+
+    The totals are the whole run's, read from a few columns of every step (``outline``); only the
+    steps shown (``limit`` of them from ``offset``, all without a limit) are read whole, so a run
+    of thousands of steps is drawn a page at a time.
+    """
+    outline = _run_outline(org, run_id) if run_id and not _no_row_has(run_id) else []
+    if not outline:
         raise Http404("No such run.")
+    shown = outline[offset:offset + limit] if limit is not None else outline[offset:]
+    steps = _run_steps(org, run_id, shown, whole=limit is None and offset == 0)
+    stop = next((step for step in outline if step.error_param == "run" and step.error_code in _RUN_STOPS), None)
     return RunSummary(
         run_id=run_id,
-        key=steps[0].key,
+        key=VirtualKey.objects.filter(org=org, pk=outline[0].key_id).first() if outline[0].key_id else None,
         steps=steps,
-        steps_count=len(steps),
-        fallback_steps=[number for number, step in enumerate(steps, start=1) if len(step.attempts) > 1],
-        status=_run_status(steps[-1].status),
-        spend=_money(sum((step.cost for step in steps), ZERO)),
-        tool_calls_logged=sum(1 for step in steps if step.tool_calls),
-        first=steps[0].created,
-        last=steps[-1].created,
-        run_budget=next((step.run_budget for step in steps if step.run_budget is not None), None),
-        **_run_stop(steps),
+        steps_count=len(outline),
+        fallback_steps=[step.number for step in outline if step.fell_back],
+        status=_run_status(outline[-1].status),
+        spend=_money(sum((step.cost for step in outline), ZERO)),
+        tool_calls_logged=sum(1 for step in outline if step.tool_calls),
+        first=outline[0].created,
+        last=outline[-1].created,
+        run_budget=next((step.run_budget for step in outline if step.run_budget is not None), None),
+        stopped_by=_RUN_STOPS[stop.error_code] if stop else None,
+        stop_reason=stop.error if stop else "",
+        outline=outline,
+        first_step=offset + 1,
+        key_prefix=outline[0].key_prefix,
     )
 
 
-def _run_stop(steps: list[RequestLog]) -> dict:
-    """What stopped the run: its first call refused at the run's level (``param`` run)."""
-    stop = next((step for step in steps if step.error_param == "run" and step.error_code in _RUN_STOPS), None)
-    if stop is None:
-        return {"stopped_by": None, "stop_reason": ""}
-    return {"stopped_by": _RUN_STOPS[stop.error_code], "stop_reason": stop.error}
+_OUTLINE_FIELDS = ("pk", "key_id", "key_prefix", "created", "latency_ms", "status", "cost", "prompt_tokens",
+                   "completion_tokens", "run_budget", "error_code", "error_param")
+
+
+def _run_outline(org: Organization, run_id: str) -> list[StepOutline]:
+    """Every step of the run in order, as the few columns its totals and time axis need: one pass
+    of the (org, run_id, created) index with no JSON or bodies built into rows."""
+    rows = (
+        RequestLog.objects.filter(org=org, run_id=run_id)
+        .order_by("created", "id")
+        .annotate(attempt_count=JSONArrayLength(F("attempts")), tool_call_count=JSONArrayLength(F("tool_calls")),
+                  # Only a refusal that stopped the run has its message read.
+                  stop_error=Case(When(error_param="run", then=F("error")), default=Value(""),
+                                  output_field=TextField()))
+        .values_list(*_OUTLINE_FIELDS, "attempt_count", "tool_call_count", "stop_error")
+    )
+    return [
+        StepOutline(number, *values[:len(_OUTLINE_FIELDS)], fell_back=values[-3] > 1, tool_calls=values[-2],
+                    error=values[-1])
+        for number, values in enumerate(rows, start=1)
+    ]
+
+
+def _run_steps(org: Organization, run_id: str, shown: list[StepOutline], *, whole: bool) -> list[RequestLog]:
+    """The shown steps' rows, whole; a page of them leaves out the bodies, which its page does not show."""
+    if not shown:
+        return []
+    rows = RequestLog.objects.filter(org=org, run_id=run_id).select_related("key").order_by("created", "id")
+    if whole:
+        return list(rows)
+    # Bounded by the page's first and last call too, so only their months' partitions are read.
+    return list(rows.filter(pk__in=[step.pk for step in shown], created__gte=shown[0].created,
+                            created__lte=shown[-1].created).defer("request_body", "response_body", "prompt_meta",
+                                                                 "tools_offered"))
 
 
 def run_list(
@@ -492,11 +573,14 @@ _LEDGER_GROUP = {"day": F("day"), "key": F("key_id"), "team": F("team_id"), "mod
 # Two groupings at once, grouped by both: a group is then a (day, model) pair.
 _LOG_GROUP["day_model"] = (_LOG_GROUP["day"], _LOG_GROUP["model"])
 _LEDGER_GROUP["day_model"] = (_LEDGER_GROUP["day"], _LEDGER_GROUP["model"])
-_TOTALS = ("cost", "calls", "prompt_tokens", "completion_tokens")
+_TOTALS = ("cost", "calls", "errors", "prompt_tokens", "completion_tokens")
+# The ledger's totals of its rows, and the same read from log rows.
+_LEDGER_SUMS = {"calls": Sum("calls"), "errors": Sum("errors")}
+_LOG_COUNTS = {"calls": Count("id"), "errors": Count("id", filter=Q(status__gte=400))}
 
 
-def _grouped(rows: QuerySet, group, *, calls) -> dict:
-    totals = {"cost": Sum("cost"), "calls": calls, "prompt_tokens": Sum("prompt_tokens"),
+def _grouped(rows: QuerySet, group, *, counts: dict) -> dict:
+    totals = {"cost": Sum("cost"), **counts, "prompt_tokens": Sum("prompt_tokens"),
               "completion_tokens": Sum("completion_tokens")}
     if group is None:
         found = rows.aggregate(**totals)
@@ -563,10 +647,10 @@ def _spend_at_one_snapshot(org_id: int, group_by: str | None, since: datetime | 
         ledger = ledger.filter(day__lt=last)
         if until < _midnight(last):
             edges.append((rolled.filter(created__gte=until, created__lt=_midnight(last)), -1))
-    merged = _grouped(ledger, _LEDGER_GROUP[group_by] if group_by else None, calls=Sum("calls"))
+    merged = _grouped(ledger, _LEDGER_GROUP[group_by] if group_by else None, counts=_LEDGER_SUMS)
     for rows, sign in edges:
-        _add(merged, _grouped(rows, log_group, calls=Count("id")), sign)
-    _add(merged, _grouped(tail, log_group, calls=Count("id")))
+        _add(merged, _grouped(rows, log_group, counts=_LOG_COUNTS), sign)
+    _add(merged, _grouped(tail, log_group, counts=_LOG_COUNTS))
     return {group: totals for group, totals in merged.items() if totals["calls"]}
 
 
@@ -650,8 +734,25 @@ def spend_by_day_and_model(*, org: Organization, since: datetime | None = None,
 def spend_by_key(*, org: Organization, key_ids: list[int], since: datetime | None) -> dict[int, Decimal]:
     """Spend of each of these keys of the org since a moment (all time with None), zero for a key
     that spent nothing."""
+    return {key_id: use.cost for key_id, use in use_by_key(org=org, key_ids=key_ids, since=since).items()}
+
+
+@dataclass(frozen=True)
+class KeyTotals:
+    cost: Decimal
+    calls: int
+    errors: int  # of the calls, those answered with a status of 400 or above
+
+
+def use_by_key(*, org: Organization, key_ids: list[int], since: datetime | None) -> dict[int, KeyTotals]:
+    """Spend, calls and failed calls of each of these keys of the org since a moment (all time
+    with None), read as spend is (the daily ledger and the minute past it): as flat at millions
+    of rows as at ten. Zero for a key that made no call."""
     totals = _spend(org_id=org.pk, group_by="key", since=since, key_ids=key_ids)
-    return {key_id: _money(totals.get(key_id, {}).get("cost")) for key_id in key_ids}
+    return {key_id: KeyTotals(cost=_money(totals.get(key_id, {}).get("cost")),
+                              calls=int(totals.get(key_id, {}).get("calls") or 0),
+                              errors=int(totals.get(key_id, {}).get("errors") or 0))
+            for key_id in key_ids}
 
 
 # --- export sinks ---------------------------------------------------------------------------------

@@ -189,8 +189,10 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
 # The rollup's floor moves only once its horizon is this far past the clock reading that went
 # with the sequence value it moves to (a margin: a row's id is taken after its statement starts).
 ROLLUP_CLOCK_MARGIN = timedelta(seconds=1)
-_SPEND_TOTALS = {"cost": Sum("cost"), "calls": Count("id"), "prompt_tokens": Sum("prompt_tokens"),
+_SPEND_TOTALS = {"cost": Sum("cost"), "calls": Count("id"), "errors": Count("id", filter=Q(status__gte=400)),
+                 "prompt_tokens": Sum("prompt_tokens"),
                  "completion_tokens": Sum("completion_tokens")}
+_LEDGER_TOTALS = tuple(_SPEND_TOTALS)
 _SEQUENCE_VALUE_SQL = (
     "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END "
     f"FROM {RequestLog._meta.db_table}_id_seq"
@@ -250,10 +252,10 @@ def _add_to_ledger(increments: list[dict]) -> int:
         if row is None:
             new.append(DailySpend(**each))
             continue
-        for name in ("cost", "calls", "prompt_tokens", "completion_tokens"):
+        for name in _LEDGER_TOTALS:
             setattr(row, name, getattr(row, name) + each[name])
         changed.append(row)
-    DailySpend.objects.bulk_update(changed, ["cost", "calls", "prompt_tokens", "completion_tokens"])
+    DailySpend.objects.bulk_update(changed, list(_LEDGER_TOTALS))
     DailySpend.objects.bulk_create(new)
     return len(increments)
 

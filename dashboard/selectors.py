@@ -19,12 +19,13 @@ from django.utils import timezone
 from analytics.models import RequestLog
 from analytics.selectors import (
     FELL_BACK,
+    KeyTotals,
     RunSummary,
     percentiles,
     run_get,
-    spend_by_key,
     spend_rows,
     spend_total,
+    use_by_key,
 )
 from billing.models import Budget
 from billing.periods import period_start
@@ -56,18 +57,30 @@ def budget_spent(*, budget: Budget, now: datetime | None = None) -> Decimal:
     )
 
 
+# A key's totals in its budget's current period, with when that began (None: all time).
+PeriodTotals = tuple[datetime | None, KeyTotals]
+
+
 def key_spend(*, org: Organization, now: datetime | None = None) -> dict[int, Decimal]:
     """Spend of every key of the org in its budget's current period (all time without a budget)."""
+    return {key_id: totals.cost for key_id, (_, totals) in key_period_totals(org=org, now=now).items()}
+
+
+def key_period_totals(*, org: Organization, now: datetime | None = None) -> dict[int, PeriodTotals]:
+    """Spend, calls and failed calls of every key of the org in its budget's current period (all
+    time without a budget), with when that period began (None: all time). Read from the daily
+    ledger, a read per distinct period start."""
     now = now or timezone.now()
     periods = dict(Budget.objects.filter(org=org, scope=Budget.Scope.KEY).values_list("key_id", "period"))
     keys_by_start: dict[datetime | None, list[int]] = {}
     for key_id in VirtualKey.objects.filter(org=org).values_list("pk", flat=True):
         start = period_start(periods.get(key_id, Budget.Period.NONE), now)
         keys_by_start.setdefault(start, []).append(key_id)
-    spent: dict[int, Decimal] = {}
+    found: dict[int, PeriodTotals] = {}
     for start, key_ids in keys_by_start.items():
-        spent.update(spend_by_key(org=org, key_ids=key_ids, since=start))
-    return spent
+        found.update({key_id: (start, totals) for key_id, totals in use_by_key(org=org, key_ids=key_ids,
+                                                                              since=start).items()})
+    return found
 
 
 @dataclass
@@ -202,28 +215,23 @@ def calls_histogram(hours: list[tuple[datetime, int, int]], *, start: datetime, 
 
 @dataclass(frozen=True)
 class KeyUse:
+    """A key's calls and failures over the window its spend is counted in (its budget's current
+    period, from ``since``; all time when ``since`` is None), and when it was last used."""
+
     calls: int
     errors: int
     last_used: datetime | None
+    since: datetime | None = None
 
     @property
     def error_rate(self) -> Decimal | None:
         return (Decimal(self.errors) * 100 / self.calls).quantize(Decimal("0.1")) if self.calls else None
 
 
-def key_use(*, org: Organization, key_ids: list[int], since: datetime) -> dict[int, KeyUse]:
-    """Each key's calls and failures since a moment (one range scan of (org, created)), and when
-    it was last used (one (org, key, created) index lookup per key, however old)."""
-    counted = {
-        row["key_id"]: row
-        for row in RequestLog.objects.filter(org=org, created__gte=since, key_id__in=key_ids)
-        .values("key_id").annotate(calls=Count("id"), errors=Count("id", filter=Q(status__gte=400))).order_by()
-    }
-    last_used = dict(
+def keys_last_used(*, org: Organization, key_ids: list[int]) -> dict[int, datetime | None]:
+    """When each key was last used: one (org, key, created) index lookup per key, however old."""
+    return dict(
         VirtualKey.objects.filter(org=org, pk__in=key_ids).annotate(last_used=Subquery(
             RequestLog.objects.filter(org=org, key_id=OuterRef("pk")).order_by("-created", "-id").values("created")[:1]
         )).values_list("pk", "last_used")
     )
-    return {key_id: KeyUse(calls=counted.get(key_id, {}).get("calls", 0),
-                           errors=counted.get(key_id, {}).get("errors", 0),
-                           last_used=last_used.get(key_id)) for key_id in key_ids}

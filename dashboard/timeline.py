@@ -2,6 +2,7 @@
 shares of the run's span for the page to draw, with the run's totals."""
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from analytics.models import RequestLog
@@ -39,24 +40,32 @@ class Timeline:
 
 
 def run_timeline(run: RunSummary) -> Timeline:
-    """A row's ``created`` is when its call arrived, its ``latency_ms`` how long it took to answer."""
-    steps = run.steps
-    began = min(step.created for step in steps)
-    starts = [round((step.created - began).total_seconds() * 1000) for step in steps]
-    duration = max(start + step.latency_ms for start, step in zip(starts, steps, strict=True))
+    """A row's ``created`` is when its call arrived, its ``latency_ms`` how long it took to answer.
+
+    The axis and totals span the whole run (its ``outline``); the bars are of the steps shown
+    (``run.steps``, a page of a long run), each at its place in the whole run."""
+    outline = run.outline
+    began = outline[0].created
+    duration = max(_start_ms(step.created, began) + step.latency_ms for step in outline)
     span = max(duration, 1)
+    fell_back = set(run.fallback_steps)
     placed = []
-    for number, (start, step) in enumerate(zip(starts, steps, strict=True), start=1):
+    for number, step in enumerate(run.steps, start=run.first_step):
+        start = _start_ms(step.created, began)
         left = 100 * start / span
         width = min(max(100 * step.latency_ms / span, MIN_BAR_PERCENT), 100 - left)
         placed.append(TimelineStep(number=number, row=step, start_ms=start, left=round(left, 2),
-                                   width=round(max(width, 0), 2), fell_back=number in run.fallback_steps,
+                                   width=round(max(width, 0), 2), fell_back=number in fell_back,
                                    failed=step.status >= 400))
     return Timeline(
         steps=placed,
         ticks=[(100 * mark / TICKS, round(duration * mark / TICKS)) for mark in range(TICKS + 1)],
         duration_ms=duration,
-        prompt_tokens=sum(step.prompt_tokens for step in steps),
-        completion_tokens=sum(step.completion_tokens for step in steps),
+        prompt_tokens=sum(step.prompt_tokens for step in outline),
+        completion_tokens=sum(step.completion_tokens for step in outline),
         spend=run.spend,
     )
+
+
+def _start_ms(moment: datetime, began: datetime) -> int:
+    return round((moment - began).total_seconds() * 1000)

@@ -1,12 +1,12 @@
 """What the keys did: the request log, one call, the runs, and one run as a timeline."""
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 
 from analytics.selectors import TOTALS_SCAN_ROWS, log_get, log_list, log_totals, run_get, run_list
 from dashboard.forms import LogFilterForm, RunFilterForm
 from dashboard.orgs import org_page, render_page
-from dashboard.playground import playground_request
+from dashboard.playground import client_request, playground_request
 from dashboard.replay import as_curl, as_python, conversation
 from dashboard.selectors import calls_histogram
 from dashboard.timeline import run_timeline
@@ -15,6 +15,8 @@ from keys.models import Membership
 STALE_CURSOR = "That page link is no longer valid; showing the newest calls."
 LOG_PAGE = 50
 RUNS_SHOWN = 50
+# A run's steps drawn a page at a time: a long agent run is thousands of calls.
+RUN_STEPS_SHOWN = 100
 
 
 @org_page()
@@ -46,7 +48,10 @@ def log(request: HttpRequest, membership: Membership) -> HttpResponse:
 def log_detail(request: HttpRequest, membership: Membership, request_id: str) -> HttpResponse:
     row = log_get(org=membership.org, request_id=request_id)
     base_url = f"{request.scheme}://{request.get_host()}"
-    again = {"base_url": base_url, "endpoint": row.endpoint, "body": row.request_body}
+    # The call again in its client API's shape (the log keeps the Chat Completions request a
+    # Responses or Messages call went upstream as).
+    body = client_request(row.endpoint, row.request_body) if isinstance(row.request_body, dict) else row.request_body
+    again = {"base_url": base_url, "endpoint": row.endpoint, "body": body}
     return render_page(request, membership, "dashboard/log_detail.html", {
         "row": row,
         "turns": conversation(row.request_body, row.response_body),
@@ -71,5 +76,20 @@ def runs(request: HttpRequest, membership: Membership) -> HttpResponse:
 @org_page()
 def run_detail(request: HttpRequest, membership: Membership, run_id: str) -> HttpResponse:
     # The run's spend stands on its own: the key's whole period budget is not the run's.
-    run = run_get(org=membership.org, run_id=run_id)
-    return render_page(request, membership, "dashboard/run_detail.html", {"run": run, "timeline": run_timeline(run)})
+    page = _page_number(request.GET.get("page"))
+    run = run_get(org=membership.org, run_id=run_id, offset=(page - 1) * RUN_STEPS_SHOWN, limit=RUN_STEPS_SHOWN)
+    if not run.steps:
+        raise Http404("The run has fewer steps than that page.")
+    pages = -(-run.steps_count // RUN_STEPS_SHOWN)
+    return render_page(request, membership, "dashboard/run_detail.html", {
+        "run": run, "timeline": run_timeline(run), "page": page, "pages": pages,
+        "shown_to": run.first_step + len(run.steps) - 1,
+    })
+
+
+def _page_number(value: str | None) -> int:
+    """A page of a run's steps, from 1; anything else (a hand-edited link) is the first page."""
+    try:
+        return max(int(value or 1), 1)
+    except ValueError:
+        return 1

@@ -1,7 +1,7 @@
 """The keys page: issue a key per agent, see its spend against its budget, revoke, rotate, edit."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -12,13 +12,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
+from analytics.selectors import KeyTotals
 from billing.models import Budget
 from billing.periods import period_end
 from billing.selectors import budget_list, catalog_list
 from dashboard.forms import KeyForm
 from dashboard.orgs import org_page, render_confirm, render_page
 from dashboard.playground import SNIPPET_MODEL, key_test_model
-from dashboard.selectors import KeyUse, budget_spent, credit_balance, key_spend, key_use
+from dashboard.selectors import KeyUse, budget_spent, credit_balance, key_period_totals, keys_last_used
 from dashboard.services import key_change, key_issue
 from dashboard.templatetags.nemo import percent_of
 from keys.access import MANAGE
@@ -28,7 +29,6 @@ from keys.selectors import key_get, key_list
 from keys.services import virtual_key_revoke, virtual_key_rotate
 
 ZERO = Decimal("0")
-USE_WINDOW = timedelta(hours=24)
 # Where a new secret waits, between the POST that made it and the one GET that shows it.
 SESSION_SECRET = "key_secret_shown_once"
 
@@ -41,7 +41,7 @@ class KeyRow:
     # Why the key refuses every call (402), if it does: the level, what is left of it, and what
     # the smallest call it can make costs.
     refusing: tuple[str, Decimal, Decimal] | None = None
-    # Its calls and failures in the last 24 hours, and its last call.
+    # Its calls and failures in its budget's period (the spend's window), and its last call.
     use: KeyUse | None = None
 
     @property
@@ -80,8 +80,9 @@ def key_rows(membership: Membership, keys: list[VirtualKey], credits_left: Decim
     """The keys with their spend, budget, state and use; ``credits_left`` if the page read it already
     (it sums the org's whole log)."""
     org = membership.org
-    # key_spend counts each key's spend in its budget's current period, all time without one.
-    spend = key_spend(org=org)
+    # Each key's spend, calls and failures in its budget's current period, all time without one:
+    # the calls and error rate beside the meter are of the same window as the spend it shows.
+    period_totals = key_period_totals(org=org)
     all_budgets = list(budget_list(org=org))
     budgets = {b.key_id: b for b in all_budgets if b.scope == Budget.Scope.KEY}
     # What is left of the team and org budgets, each read once for the page.
@@ -92,10 +93,11 @@ def key_rows(membership: Membership, keys: list[VirtualKey], credits_left: Decim
     # Chat models only: an embedding writes no output, and a key that can chat is judged by its chats.
     output_prices = {model.name: model.output_price for model in catalog_list()
                      if "embeddings" not in model.capabilities}
-    use = key_use(org=org, key_ids=[key.pk for key in keys], since=timezone.now() - USE_WINDOW)
+    last_used = keys_last_used(org=org, key_ids=[key.pk for key in keys])
     rows = []
     for key in keys:
-        row_spend, budget = spend.get(key.pk, ZERO), budgets.get(key.pk)
+        since, totals = period_totals.get(key.pk, (None, KeyTotals(cost=ZERO, calls=0, errors=0)))
+        row_spend, budget = totals.cost, budgets.get(key.pk)
         smallest = _smallest_call(key, output_prices)
         refusing = None
         if smallest is not None:
@@ -106,7 +108,8 @@ def key_rows(membership: Membership, keys: list[VirtualKey], credits_left: Decim
             if short:
                 level, left = short[0]
                 refusing = (level, max(left, ZERO), smallest)
-        rows.append(KeyRow(key=key, spend=row_spend, budget=budget, refusing=refusing, use=use[key.pk]))
+        use = KeyUse(calls=totals.calls, errors=totals.errors, last_used=last_used.get(key.pk), since=since)
+        rows.append(KeyRow(key=key, spend=row_spend, budget=budget, refusing=refusing, use=use))
     return rows
 
 

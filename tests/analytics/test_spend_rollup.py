@@ -8,17 +8,19 @@ orgs, teams, keys, models and days, rows rolled up and rows written after the la
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from importlib import import_module
 
 import psycopg
 import pytest
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDate
 
 from analytics.models import DailySpend, RequestLog, SpendRollup
-from analytics.selectors import settled_spend_micros, spend_rows, spend_total
-from analytics.services import request_logs_prune, spend_rollup
+from analytics.selectors import settled_spend_micros, spend_rows, spend_total, use_by_key
+from analytics.services import daily_spend_settle, request_logs_prune, spend_rollup
 from analytics.tasks import roll_up_spend
 from dashboard.selectors import credit_balance
 from keys.models import Team, VirtualKey
@@ -244,3 +246,53 @@ def test_the_horizon_waits_while_another_roles_session_hides_its_transaction():
             cursor.execute(f"REVOKE ALL ON SEQUENCE {RequestLog._meta.db_table}_id_seq FROM {reader}")
             cursor.execute(f"DROP ROLE {reader}")
             cursor.execute(f"DROP ROLE {writer}")
+
+
+def write_statuses(orgs_keys: list, count: int, rng: random.Random, *, days: int = 12) -> None:
+    for _ in range(count):
+        org, key = rng.choice(orgs_keys)
+        make_log(org, key, model=rng.choice(MODELS), status=rng.choice((200, 200, 200, 402, 429, 502)),
+                 created=START + timedelta(seconds=rng.randrange(days * 86400)), cost=Decimal("0.001"))
+
+
+def assert_use_exact(org) -> None:
+    """Each key's calls and failures since each window's start, as counted in the log."""
+    key_ids = list(VirtualKey.objects.filter(org=org).values_list("pk", flat=True))
+    for since, _ in WINDOWS:
+        rows = RequestLog.objects.filter(org=org, key_id__in=key_ids)
+        if since is not None:
+            rows = rows.filter(created__gte=since)
+        counted = {row["key_id"]: (row["calls"], row["errors"]) for row in rows.values("key_id").annotate(
+            calls=Count("id"), errors=Count("id", filter=Q(status__gte=400))).order_by()}
+        found = use_by_key(org=org, key_ids=key_ids, since=since)
+        assert {key_id: (use.calls, use.errors) for key_id, use in found.items()} == {
+            key_id: counted.get(key_id, (0, 0)) for key_id in key_ids}, since
+
+
+def test_each_keys_calls_and_failures_are_the_logs_before_and_after_a_rollup_and_a_repair(org, tenants):
+    rng = random.Random(23)
+    write_statuses(tenants, 300, rng)
+    assert_use_exact(org)
+
+    spend_rollup()
+    assert DailySpend.objects.filter(org=org, errors__gt=0).exists()
+    write_statuses(tenants, 100, rng)  # past the horizon, into days rolled up too
+    assert_use_exact(org)
+
+    spend_rollup()
+    assert daily_spend_settle(day=(START + timedelta(days=4)).date()) > 0
+    assert_use_exact(org)
+
+
+def test_the_migration_counts_the_failures_of_the_days_rolled_up_before_it(org, tenants):
+    rng = random.Random(17)
+    write_statuses(tenants, 200, rng)
+    spend_rollup()
+    write_statuses(tenants, 40, rng)  # past the horizon: no ledger row holds them yet
+    rolled = dict(DailySpend.objects.values_list("pk", "errors"))
+    DailySpend.objects.update(errors=0)  # as the column's default leaves every row
+
+    import_module("analytics.migrations.0017_daily_spend_errors").count_rolled_up_failures(django_apps, None)
+
+    assert dict(DailySpend.objects.values_list("pk", "errors")) == rolled
+    assert_use_exact(org)

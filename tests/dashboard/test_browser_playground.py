@@ -205,8 +205,8 @@ def test_the_keys_page_shows_each_keys_use_and_when_its_budget_resets(server, ow
                                                                       viewport):
     key, _ = virtual_key_create(org=org, name="busy-agent", actor=system_actor)
     budget_set(org=org, key=key, amount=Decimal("5.00"), period="daily", actor=system_actor)
-    for status in (200, 200, 200, 502):
-        make_log(key, status=status)
+    for status in (200, 200, 200, 502):  # today's: a daily budget's calls are today's
+        make_log(key, status=status, created=timezone.now())
     idle, _ = virtual_key_create(org=org, name="idle-agent", actor=system_actor)
     tomorrow = (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%d")
 
@@ -265,3 +265,110 @@ def test_a_new_key_is_tested_from_its_key_issued_page_and_later_with_its_pasted_
     # Both tests were calls of the key like any other (a wrong secret is no call of the key's).
     assert [(call.key_prefix, call.status) for call in calls] == [(secret[8:20], 200), (secret[8:20], 200)]
     assert all(call.key.name == "tested-agent" for call in calls)
+
+
+@VIEWPORTS
+def test_the_playground_sends_a_responses_call_in_its_shape_and_the_log_has_it(server, owner, storing_org,
+                                                                                system_actor, viewport):
+    key, secret = virtual_key_create(org=storing_org, name="responses-agent", actor=system_actor)
+
+    with _signed_in_page(server, owner, viewport) as page:
+        page.goto(f"{server}/playground/?key={key.pk}")
+        page.get_by_label("Client API").select_option("responses")
+        page.get_by_label("Its secret").fill(secret)
+        page.get_by_label("Model", exact=True).select_option(MODEL)
+        page.get_by_label("Max tokens").fill("50")
+        page.get_by_label("System prompt").fill("You are terse.")
+        page.get_by_label("Message", exact=True).fill("Where is order 1042?")
+        page.locator("[data-preview-wrap] summary").click()
+        shown = json.loads(page.locator("[data-request-preview]").inner_text())
+        _sent(page)
+        page.wait_for_function("document.querySelector('[data-cost]').textContent.startsWith('$')")
+
+        _shot(page, f"playground-responses-{viewport['width']}")
+        assert page.locator("[data-api-path]").inner_text() == "/v1/responses"
+        assert page.locator("[data-answer]").inner_text() == "Mock answer to: Where is order 1042?"
+        assert int(page.locator("[data-answer]").get_attribute("data-chunks")) >= 3
+        assert page.locator("[data-call-error]").is_hidden()
+        assert page.locator("[data-usage]").inner_text().endswith("out")
+        request_id = page.locator("[data-call-link]").inner_text()
+        assert _page_width(page) <= viewport["width"]
+
+    row = RequestLog.objects.get(request_id=request_id)
+    assert (row.key_id, row.status, row.stream, row.endpoint) == (key.pk, 200, True, "responses")
+    assert shown == {"model": MODEL, "instructions": "You are terse.",
+                     "input": [{"role": "user", "content": "Where is order 1042?"}], "max_output_tokens": 50,
+                     "stream": True}
+    # The log keeps the Chat Completions request the gateway sent upstream.
+    assert row.request_body["messages"] == [{"role": "system", "content": "You are terse."},
+                                            {"role": "user", "content": "Where is order 1042?"}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_the_playground_sends_a_messages_call_in_anthropics_shape_and_the_log_has_it(server, owner, storing_org,
+                                                                                      system_actor, stream):
+    key, secret = virtual_key_create(org=storing_org, name="claude-agent", actor=system_actor)
+
+    with _signed_in_page(server, owner, DESKTOP) as page:
+        page.goto(f"{server}/playground/?key={key.pk}&api=messages")
+        page.get_by_label("Its secret").fill(secret)
+        page.get_by_label("Model", exact=True).select_option(MODEL)
+        page.get_by_label("System prompt").fill("You are terse.")
+        page.get_by_label("Message", exact=True).fill("Where is order 1042?")
+        page.get_by_label("Stream the answer").set_checked(stream)
+        shown = json.loads(page.locator("[data-request-preview]").text_content())
+        _sent(page)
+        page.wait_for_function("document.querySelector('[data-cost]').textContent.startsWith('$')")
+
+        _shot(page, f"playground-messages-{'streamed' if stream else 'whole'}")
+        assert page.get_by_label("Client API").input_value() == "messages"
+        assert page.locator("[data-answer]").inner_text() == "Mock answer to: Where is order 1042?"
+        assert page.locator("[data-call-error]").is_hidden()
+        assert page.locator("[data-usage]").inner_text().endswith("out")
+        request_id = page.locator("[data-call-link]").inner_text()
+
+    row = RequestLog.objects.get(request_id=request_id)
+    assert (row.key_id, row.status, row.stream, row.endpoint) == (key.pk, 200, stream, "messages")
+    # Anthropic's max_tokens is required: the form's default, said beside the field.
+    assert shown == {"model": MODEL, "system": "You are terse.",
+                     "messages": [{"role": "user", "content": "Where is order 1042?"}],
+                     "max_tokens": 1024, **({"stream": True} if stream else {})}
+    assert row.request_body["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert row.request_body["max_tokens"] == 1024
+
+
+def test_a_stored_messages_call_opens_in_the_playground_with_its_endpoint_and_is_sent_again(
+        server, owner, storing_org, system_actor, make_log):
+    key, secret = virtual_key_create(org=storing_org, name="claude-replayer", actor=system_actor)
+    # As the log keeps a Messages call: the Chat Completions request it went upstream as.
+    upstream = {"model": MODEL, "messages": [{"role": "system", "content": "You answer about orders."},
+                                             {"role": "user", "content": "Where is order 1042?"}],
+                "max_tokens": 40, "temperature": 0.3}
+    stored = make_log(key, endpoint="messages", request_body=upstream)
+
+    with _signed_in_page(server, owner, DESKTOP) as page:
+        page.goto(f"{server}/log/{stored.request_id}/")
+        page.get_by_role("link", name="Open in playground").click()
+        page.wait_for_url("**/playground/?from=*")
+
+        assert page.get_by_label("Client API").input_value() == "messages"
+        assert page.get_by_label("System prompt").input_value() == "You answer about orders."
+        assert page.get_by_label("Max tokens").input_value() == "40"
+        assert page.get_by_label("Temperature").input_value() == "0.3"
+        page.get_by_label("Message", exact=True).fill("Where is order 2077?")
+        page.get_by_label("Stream the answer").uncheck()
+        page.get_by_label("Its secret").fill(secret)
+        shown = json.loads(page.locator("[data-request-preview]").text_content())
+        _sent(page)
+
+        _shot(page, "playground-messages-replay")
+        assert page.locator("[data-answer]").inner_text() == "Mock answer to: Where is order 2077?"
+        request_id = page.locator("[data-call-link]").inner_text()
+
+    again = RequestLog.objects.get(request_id=request_id)
+    assert (again.key_id, again.endpoint, again.stream) == (key.pk, "messages", False)
+    assert shown == {"system": "You answer about orders.", "model": MODEL,
+                     "messages": [{"role": "user", "content": "Where is order 2077?"}], "max_tokens": 40,
+                     "temperature": 0.3}
+    assert again.request_body["messages"] == [{"role": "system", "content": "You answer about orders."},
+                                              {"role": "user", "content": "Where is order 2077?"}]

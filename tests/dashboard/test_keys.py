@@ -5,6 +5,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from analytics.models import DailySpend
+from analytics.services import spend_rollup
 from billing.models import Budget, CatalogModel
 from billing.services import budget_set
 from keys.models import VirtualKey
@@ -377,11 +379,45 @@ def test_the_keys_page_shows_each_keys_calls_failures_and_last_use(owner_client,
     page = owner_client.get("/keys/").content.decode()
     detail = owner_client.get(f"/keys/{key.pk}/").content.decode()
 
+    # No budget: its calls are all time, as its spend is.
     researcher = page.split(">researcher<")[1].split("</tr>")[0]
-    assert re.search(r"data-calls>2 <span class=\"small muted\">50.0% failed", researcher)
+    assert re.search(r"data-calls>3 <span class=\"small muted\">33.3% failed", researcher)
+    assert "data-calls-since>all time<" in researcher
     assert last.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") in researcher
     assert "never" in page.split(">idle-agent<")[1].split("</tr>")[0]
-    assert "2 (1 failed, 50.0%)" in detail
+    assert "Calls, all time</dt><dd data-calls>3 (1 failed, 33.3%)" in detail
+
+
+def test_a_budgeted_keys_calls_and_error_rate_are_of_its_budget_period_like_its_spend(
+        owner_client, org, key, system_actor, make_log):
+    budget_set(org=org, key=key, amount=Decimal("5.00"), period="daily", actor=system_actor)
+    today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    for status in (502, 502, 402):  # yesterday's calls count against yesterday's budget
+        make_log(key, status=status, created=today - timedelta(minutes=1), cost=Decimal("1.00"))
+    make_log(key, status=200, created=timezone.now(), cost=Decimal("0.25"))
+    make_log(key, status=502, created=timezone.now(), cost=Decimal("0"))
+
+    page = owner_client.get("/keys/").content.decode()
+    detail = owner_client.get(f"/keys/{key.pk}/").content.decode()
+
+    researcher = page.split(">researcher<")[1].split("</tr>")[0]
+    assert "$0.25" in researcher
+    assert re.search(r"data-calls>2 <span class=\"small muted\">50.0% failed", researcher)
+    assert f"data-calls-since>since {today:%Y-%m-%d}<" in researcher
+    assert f"Calls since {today:%Y-%m-%d}, the budget's period</dt><dd data-calls>2 (1 failed, 50.0%)" in detail
+
+
+def test_the_keys_calls_and_failures_are_read_from_the_rollup_once_rolled_up(owner_client, key, make_log):
+    for status in (200, 502, 402, 200):
+        make_log(key, status=status)
+    spend_rollup()
+    # The ledger is what is read: the rows it holds could be pruned from the log.
+    DailySpend.objects.filter(key=key).update(calls=40, errors=10)
+
+    page = owner_client.get("/keys/").content.decode()
+
+    researcher = page.split(">researcher<")[1].split("</tr>")[0]
+    assert re.search(r"data-calls>40 <span class=\"small muted\">25.0% failed", researcher)
 
 
 def test_the_key_issued_page_fills_the_new_key_into_each_snippet(owner_client, org):

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from dashboard.playground import client_request
 from keys.services import virtual_key_create, virtual_key_revoke
 
 pytestmark = pytest.mark.django_db
@@ -61,6 +62,44 @@ def test_the_call_page_opens_a_chat_call_in_the_playground(owner_client, key, ma
     page = owner_client.get(f"/log/{row.request_id}/").content.decode()
 
     assert f'href="/playground/?from={row.request_id}"' in page
+
+
+RESPONSES_STORED = {"model": "gemini-2.5-flash", "instructions": "You answer about orders.",
+                    "input": [{"role": "user", "content": "Where is order 1042?"}], "max_output_tokens": 60}
+MESSAGES_STORED = {"model": "gemini-2.5-flash", "max_tokens": 60, "system": "You answer about orders.",
+                   "messages": [{"role": "user", "content": "Where is order 1042?"}]}
+
+
+@pytest.mark.parametrize(("endpoint", "body"), [("responses", RESPONSES_STORED), ("messages", MESSAGES_STORED),
+                                                ("responses", {"model": "gemini-2.5-flash", "input": "Hello"})])
+def test_a_stored_responses_or_messages_call_opens_in_the_playground_with_its_own_api(
+        owner_client, key, make_log, endpoint, body):
+    row = make_log(key, endpoint=endpoint, request_body=body)
+
+    detail = owner_client.get(f"/log/{row.request_id}/").content.decode()
+    page = owner_client.get(f"/playground/?from={row.request_id}").content.decode()
+
+    assert f'href="/playground/?from={row.request_id}"' in detail
+    assert _script(page, "pg-stored") == body and _script(page, "pg-stored-api") == endpoint
+    assert re.search(rf'<option value="{endpoint}" data-path="/v1/{endpoint}" selected>', page)
+
+
+def test_the_playground_offers_the_three_client_apis_and_starts_with_the_one_asked_for(owner_client, key):
+    default = owner_client.get("/playground/").content.decode()
+    asked = owner_client.get("/playground/?api=messages").content.decode()
+    unknown = owner_client.get("/playground/?api=embeddings").content.decode()
+
+    assert re.findall(r'<option value="([a-z.]+)" data-path="(/v1/[a-z/]+)"', default) == [
+        ("chat.completions", "/v1/chat/completions"), ("responses", "/v1/responses"), ("messages", "/v1/messages")]
+    assert _script(default, "pg-stored-api") == "chat.completions" and _script(asked, "pg-stored-api") == "messages"
+    assert 'value="messages" data-path="/v1/messages" selected' in asked
+    assert _script(unknown, "pg-stored-api") == "chat.completions"
+
+
+def test_a_stored_call_without_its_conversation_is_not_opened_in_the_playground(owner_client, key, make_log):
+    row = make_log(key, endpoint="messages", request_body={"model": "gemini-2.5-flash", "max_tokens": 5})
+
+    assert owner_client.get(f"/playground/?from={row.request_id}").status_code == 404
 
 
 def test_a_call_of_another_api_is_not_opened_in_the_playground(owner_client, key, make_log):
@@ -120,3 +159,56 @@ def test_the_key_issued_page_tests_the_key_with_the_secret_it_shows(owner_client
     assert 'data-open-playground="#secret"' in page
     block = re.search(r'data-use="python">(.*?)</pre>', page, re.S).group(1)
     assert 'model="gemini-2.5-pro"' in block
+
+
+# A conversation with a tool, as the log keeps a Responses or Messages call: the Chat Completions
+# request the gateway sent upstream.
+UPSTREAM = {"model": "gemini-2.5-flash", "messages": [
+    {"role": "system", "content": "You answer about orders."},
+    {"role": "user", "content": "Where is order 1042?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"order\": 1042}"}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "shipped"}],
+    "tools": [{"type": "function", "function": {"name": "lookup", "description": "Finds an order",
+                                                "parameters": {"type": "object"}}}],
+    "tool_choice": "required", "max_completion_tokens": 60, "stream": True, "stream_options": {"include_usage": True}}
+
+
+def test_a_responses_call_kept_as_its_upstream_request_is_written_back_as_a_responses_request():
+    assert client_request("responses", UPSTREAM) == {
+        "instructions": "You answer about orders.", "model": "gemini-2.5-flash",
+        "input": [{"role": "user", "content": "Where is order 1042?"},
+                  {"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": "{\"order\": 1042}"},
+                  {"type": "function_call_output", "call_id": "call_1", "output": "shipped"}],
+        "tools": [{"type": "function", "name": "lookup", "description": "Finds an order",
+                   "parameters": {"type": "object"}}],
+        "tool_choice": "required", "max_output_tokens": 60, "stream": True}
+
+
+def test_a_messages_call_kept_as_its_upstream_request_is_written_back_as_an_anthropic_request():
+    assert client_request("messages", UPSTREAM) == {
+        "system": "You answer about orders.", "model": "gemini-2.5-flash",
+        "messages": [{"role": "user", "content": "Where is order 1042?"},
+                     {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "lookup",
+                                                        "input": {"order": 1042}}]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1",
+                                                   "content": "shipped"}]}],
+        "tools": [{"name": "lookup", "description": "Finds an order", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "any"}, "max_tokens": 60, "stream": True}
+
+
+def test_a_body_in_its_apis_own_shape_is_left_as_it_is():
+    assert client_request("responses", RESPONSES_STORED) == RESPONSES_STORED
+    assert client_request("messages", MESSAGES_STORED) == MESSAGES_STORED
+    assert client_request("chat.completions", UPSTREAM) == UPSTREAM
+
+
+def test_a_stored_responses_calls_curl_sends_a_responses_request(owner_client, key, make_log):
+    row = make_log(key, endpoint="responses", request_body=UPSTREAM)
+
+    page = html.unescape(owner_client.get(f"/log/{row.request_id}/").content.decode())
+
+    curl = page.split('id="again-curl"')[1].split("</pre>")[0]
+    assert "/v1/responses" in curl and '"input": [' in curl and '"instructions": ' in curl
+    stored = _script(owner_client.get(f"/playground/?from={row.request_id}").content.decode(), "pg-stored")
+    assert stored == client_request("responses", UPSTREAM)

@@ -75,6 +75,29 @@ def test_each_step_is_a_bar_at_its_start_as_long_as_it_took_with_the_runs_totals
         "0 ms", "2.00 s", "4.00 s", "6.00 s", "8.00 s"]
 
 
+def test_a_long_run_draws_its_steps_a_page_at_a_time_on_the_whole_runs_axis_and_totals(
+        owner_client, key, make_log, monkeypatch):
+    monkeypatch.setattr("dashboard.views.activity.RUN_STEPS_SHOWN", 2)
+    began = timezone.now() - timedelta(minutes=1)
+    steps = [make_log(key, run_id="long", created=began + timedelta(milliseconds=offset_ms), latency_ms=latency_ms,
+                      attempts=FELL_BACK if offset_ms == 6000 else [], cost=Decimal("0.25"))
+             for offset_ms, latency_ms in [(0, 1000), (2000, 2000), (6000, 2000)]]
+
+    first = owner_client.get("/runs/long").content.decode()
+    second = owner_client.get("/runs/long?page=2").content.decode()
+
+    assert first.count('<li class="step') == 2 and f"/log/{steps[2].request_id}/" not in first
+    assert "Steps 1–2 of 3" in first and 'href="?page=2"' in first
+    assert re.findall(r'data-step="(\d+)"', second) == ["3"] and "Steps 3–3 of 3" in second
+    assert '<li class="step fallback"' in second and 'href="?page=1"' in second
+    for page in (first, second):
+        assert re.search(r"data-total-steps>3<", page) and re.search(r"data-total-spend>\$0.75<", page)
+        assert re.search(r"data-total-duration>8.00 s<", page) and "step 3" in page
+    assert re.findall(r'data-bar style="left: ([\d.]+)%; width: ([\d.]+)%"', second) == [("75.00", "25.00")]
+    assert owner_client.get("/runs/long?page=3").status_code == 404
+    assert owner_client.get("/runs/long?page=soon").content.decode().count('<li class="step') == 2
+
+
 def test_a_run_whose_last_call_failed_is_failed(owner_client, key, make_log):
     make_log(key, run_id="broken")
     make_log(key, run_id="broken", status=502)
