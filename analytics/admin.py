@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 
 from analytics.models import DailySpend, ExportSink, RequestLog
+from analytics.selectors import request_id_rows
 from keys.admin import PastedKeySearchMixin, ReadOnlyAdminMixin, pasted_key_prefix
 from keys.models import AuditEvent, Organization, VirtualKey
 from money import usd_text
@@ -125,7 +126,7 @@ def log_search(term: str) -> Q:
     key of that prefix (by the key's org and id; a prefix rotated away, by the key its rotation
     was audited on: the calls made with it), or its run or model in any org."""
     term = pasted_key_prefix(term)
-    found = Q(request_id=term) | in_every_org(Q(run_id=term) | Q(model=term))
+    found = request_id_rows(RequestLog.objects.all(), term) | in_every_org(Q(run_id=term) | Q(model=term))
     for org_id, key_id in VirtualKey.objects.filter(prefix=term).values_list("org_id", "pk"):
         found |= Q(org_id=org_id, key_id=key_id)
     rotated = AuditEvent.objects.filter(action="key.rotate", data__old_prefix=term)

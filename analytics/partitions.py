@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 
@@ -24,6 +24,20 @@ MONTHS_AHEAD = 3
 # How long dropping a month waits for its locks (see partition_lock).
 LOCK_TIMEOUT_MS = 5000
 _MONTH_NAME = re.compile(rf"^{TABLE}_p(\d{{4}})_(\d{{2}})$")
+# A request id made by the gateway (gateway.pipeline.new_request_id): ``req_``, the millisecond
+# it was made in 12 hex digits, 20 random ones. Ids made before (``req_`` and 32 random digits)
+# have the same shape: their "millisecond" is anywhere in 8,900 years.
+_TIME_ORDERED_ID = re.compile(r"^req_([0-9a-f]{12})[0-9a-f]{20}$")
+# How far a row's ``created`` may lie from its id's millisecond. The gateway reads the clock for
+# the id and, a microsecond later, for the call's arrival, which is its ``created`` (and the
+# reaper's row of a lost call is stamped with the same arrival): a stream logged an hour after
+# it began keeps the time it began. The slack is for the clock stepping between the two reads
+# (NTP) and for rows made elsewhere; a day of it costs nothing, a month's partition being the
+# unit pruned: a window touches one partition, two on the first or last day of a month.
+REQUEST_ID_SLACK = timedelta(days=1)
+# Ids whose "millisecond" is before this (when no log of ours was yet written) are of the older
+# shape: one lookup, not two (time-ordered ids began in December 2026).
+TIME_ORDERED_IDS_SINCE = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,22 @@ def month_start(moment: datetime, *, months_later: int = 0) -> datetime:
 
 def month_partition(start: datetime) -> MonthPartition:
     return MonthPartition(f"{TABLE}_p{start.year:04d}_{start.month:02d}", start, month_start(start, months_later=1))
+
+
+def request_id_window(request_id: str, *, now: datetime | None = None) -> tuple[datetime, datetime] | None:
+    """The span of ``created`` a row of this request id lies in, so a lookup by it reads one or
+    two partitions; None for an id that holds no time. An older id may hold a plausible time by
+    chance (1 in ~9,000): whoever finds no row in the window looks again without it."""
+    found = _TIME_ORDERED_ID.match(request_id)
+    if found is None:
+        return None
+    millisecond = int(found[1], 16)
+    latest = (now or datetime.now(UTC)) + REQUEST_ID_SLACK
+    # Compared as numbers first: most older ids' "millisecond" is past the year 9999.
+    if not TIME_ORDERED_IDS_SINCE.timestamp() * 1000 <= millisecond <= latest.timestamp() * 1000:
+        return None
+    made = datetime.fromtimestamp(millisecond / 1000, UTC)
+    return made - REQUEST_ID_SLACK, made + REQUEST_ID_SLACK
 
 
 def is_partitioned() -> bool:

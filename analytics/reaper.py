@@ -47,6 +47,7 @@ from django.db import connection
 
 from analytics.ledger import ROW_POSITION_SQL, row_position
 from analytics.models import RequestLog
+from analytics.partitions import request_id_window
 from counters import CounterStore, counter_store_from_url
 from money import from_micros, to_micros
 
@@ -112,11 +113,14 @@ def logged_calls(request_ids: list[str]) -> dict[str, LoggedCall]:
     for start in range(0, len(request_ids), LOOKUP_BATCH):
         ids = request_ids[start:start + LOOKUP_BATCH]
         if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(f"SELECT request_id, cost, prompt_tokens, completion_tokens, {ROW_POSITION_SQL} "
-                               f"FROM {RequestLog._meta.db_table} WHERE request_id = ANY(%s)", [ids])
-                for rid, cost, prompt, completion, xmin, xmax in cursor.fetchall():
-                    found[rid] = LoggedCall(to_micros(cost), prompt + completion, row_position(int(xmin), int(xmax)))
+            windows = [request_id_window(rid) for rid in ids]
+            if all(windows):
+                found.update(_logged_on_postgres(ids, (min(w[0] for w in windows), max(w[1] for w in windows))))
+            # Ids of the older shape, and those not in their window (an older id that looks like
+            # a newer one), are looked for in every month.
+            missing = [rid for rid in ids if rid not in found]
+            if missing:
+                found.update(_logged_on_postgres(missing, None))
         else:
             # No transaction ids to tell which rebuilds saw the row (analytics.ledger): unknown.
             rows = RequestLog.objects.filter(request_id__in=ids).values_list(
@@ -124,6 +128,17 @@ def logged_calls(request_ids: list[str]) -> dict[str, LoggedCall]:
             for rid, cost, prompt, completion in rows:
                 found[rid] = LoggedCall(to_micros(cost), prompt + completion, None)
     return found
+
+
+def _logged_on_postgres(ids: list[str], window: tuple[datetime, datetime] | None) -> dict[str, LoggedCall]:
+    """The rows of these ids, with their positions; within ``window`` of ``created`` if given
+    (PostgreSQL then reads only its months' partitions)."""
+    within = " AND created BETWEEN %s AND %s" if window else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT request_id, cost, prompt_tokens, completion_tokens, {ROW_POSITION_SQL} "
+                       f"FROM {RequestLog._meta.db_table} WHERE request_id = ANY(%s){within}", [ids, *(window or ())])
+        return {rid: LoggedCall(to_micros(cost), prompt + completion, row_position(int(xmin), int(xmax)))
+                for rid, cost, prompt, completion, xmin, xmax in cursor.fetchall()}
 
 
 def lost_calls_log(trails: dict[str, dict], now: float) -> dict[str, LoggedCall]:

@@ -45,6 +45,7 @@ from django.utils import timezone
 
 from analytics.ledger import read_with_snapshot
 from analytics.models import DailySpend, ExportSink, RequestLog, SpendRollup
+from analytics.partitions import request_id_window
 from keys.models import Organization, Team, VirtualKey
 from money import to_micros
 
@@ -196,11 +197,13 @@ def log_rows(
     if key_prefix and key_id is None:
         key_id = _key_of_prefix(org, key_prefix)
     exact = {"key_id": key_id, "key_prefix": key_prefix, "run_id": run, "model": model, "deployment": deployment,
-             "status": status, "cache": cache, "request_id": request_id, "status__gte": status_from,
+             "status": status, "cache": cache, "status__gte": status_from,
              "status__lt": status_below, "created__gte": since, "created__lt": until,
              "model__startswith": model_prefix, "run_id__startswith": run_prefix}
     rows = RequestLog.objects.filter(org=org, **{lookup: value for lookup, value in exact.items()
                                                  if value not in (None, "")})
+    if request_id:
+        rows = rows.filter(request_id_rows(RequestLog.objects.filter(org=org), request_id))
     if fallback_only:
         rows = rows.filter(FELL_BACK)
     if tag and _no_row_has(tag):
@@ -263,10 +266,29 @@ def _no_row_has(text: str) -> bool:
     return "\x00" in text
 
 
+def _request_id_lookups(request_id: str) -> list[dict]:
+    """Where to look for a request id's rows, in turn: within the window of ``created`` its id
+    holds (analytics.partitions.request_id_window), where PostgreSQL reads one or two months'
+    partitions; then, for an id of the older shape (its "time" may be anywhere), every month."""
+    window = request_id_window(request_id)
+    everywhere = {"request_id": request_id}
+    return [{**everywhere, "created__range": window}, everywhere] if window else [everywhere]
+
+
+def request_id_rows(rows: QuerySet[RequestLog], request_id: str) -> Q:
+    """The condition of the rows of this request id: the first of its lookups that finds one of
+    ``rows`` (by the unique (request_id, created) index), the last if none does."""
+    *first, last = _request_id_lookups(request_id)
+    found = next((where for where in first if rows.filter(**where).values("pk")[:1]), last)
+    return Q(**found)
+
+
 def log_get(*, org: Organization, request_id: str) -> RequestLog:
     if not _no_row_has(request_id):
-        with contextlib.suppress(RequestLog.DoesNotExist):
-            return RequestLog.objects.select_related("key", "team").get(org=org, request_id=request_id)
+        rows = RequestLog.objects.select_related("key", "team").filter(org=org)
+        for where in _request_id_lookups(request_id):
+            with contextlib.suppress(RequestLog.DoesNotExist):
+                return rows.get(**where)
     raise Http404("No such request.")
 
 

@@ -110,7 +110,7 @@ def _insert_sql() -> str:
         "cost": "round((random() * 0.02)::numeric, 6)", "overshoot": "0", "finish_reason": "'stop'",
         "tool_calls": "'[]'::jsonb", "tools_offered": "'[]'::jsonb", "prompt_meta": "'{}'::jsonb",
         "cache": "CASE WHEN g %% 400 = 0 THEN 'hit' WHEN g %% 20 = 1 THEN 'miss' ELSE 'skip' END",
-        "request_body": "NULL", "response_body": "NULL",
+        "request_body": "NULL", "response_body": "NULL", "tags": "NULL",
         "created": "%(end)s::timestamptz - random() * (%(days)s * interval '1 day')",
     }
     columns = [field.column for field in RequestLog._meta.concrete_fields if field.column not in ("id", "inserted")]
