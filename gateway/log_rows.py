@@ -176,9 +176,22 @@ def statements() -> dict[bytes, str]:
             POSITION: f"SELECT {POSITION_SQL}",
             PING: "SELECT 1",
             LANDED: f"SELECT request_id, {ROW_POSITION_SQL} FROM {RequestLog._meta.db_table} "
-                     f"WHERE request_id = ANY($1::text[])",
+                     f"WHERE request_id = ANY($1::text[]) AND {_CREATED_WITHIN}",
             REAPED: f"SELECT request_id, {ROW_POSITION_SQL} FROM {RequestLog._meta.db_table} "
-                     f"WHERE request_id = ANY($1::text[]) AND attempts @> '[{{\"outcome\": \"{WORKER_LOST}\"}}]'"}
+                     f"WHERE request_id = ANY($1::text[]) AND {_CREATED_WITHIN} "
+                     f"AND attempts @> '[{{\"outcome\": \"{WORKER_LOST}\"}}]'"}
+
+
+# The rows looked up (``LANDED``, ``REAPED``) carry the ``created`` their call was logged with (the
+# reaper's too: the call's arrival), so the lookup reads only the months between the first and the
+# last of them: PostgreSQL prunes the log's other partitions when the statement starts.
+_CREATED_WITHIN = "created >= $2::timestamptz AND created <= $3::timestamptz"
+
+
+def created_bounds(rows: list[dict]) -> list[bytes]:
+    """``$2`` and ``$3`` of ``LANDED`` and ``REAPED``: the earliest and the latest of the rows' ``created``."""
+    times = [row["created"] for row in rows]
+    return [min(times).isoformat().encode(), max(times).isoformat().encode()]
 
 
 # The most rows one INSERT of the recorder takes (sizes are powers of two up to it, below).

@@ -347,8 +347,9 @@ class Recorder:
         if not self._on_postgres:
             return [], entries
         postgres = await database.get()
-        ids = [row["request_id"] for row, _, _ in entries]
-        (result,) = await postgres.execute([(lookup, [log_rows.text_array(ids)])])
+        rows = [row for row, _, _ in entries]
+        ids = [row["request_id"] for row in rows]
+        (result,) = await postgres.execute([(lookup, [log_rows.text_array(ids), *log_rows.created_bounds(rows)])])
         positions = {
             result.get_value(n, 0).decode(): row_position(int(result.get_value(n, 1)), int(result.get_value(n, 2)))
             for n in range(result.ntuples)

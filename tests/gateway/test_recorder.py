@@ -2,6 +2,7 @@
 
 import asyncio
 import math
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from analytics.models import RequestLog
+from analytics.partitions import month_partition, month_partitions, month_start, partitions_ensure
 from analytics.reaper import lost_calls_log
 from billing.reservations import Reservation, Settlement
 from counters import Bucket, MemoryCounterStore
@@ -399,6 +401,40 @@ def test_a_batch_is_written_in_a_few_multi_row_statements_each_prepared_once(mak
     for n in (0, 7, 8, 12, 13, 76, 77, 108, 112):
         assert (rows[f"req_burst_{n}"].prompt_tokens, rows[f"req_burst_{n}"].cost) == (n, Decimal("0.000123") * n)
         assert rows[f"req_burst_{n}"].attempts == [{"deployment": "primary", "outcome": "ok", "latency_ms": n}]
+
+
+@pytest.mark.postgres  # the partitioned log is PostgreSQL's
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("lookup", [log_rows.LANDED, log_rows.REAPED])
+def test_the_rows_a_lost_commit_may_have_written_are_looked_up_in_their_months_only(make_tenant, lookup):
+    """After a lost commit reply (or a unique conflict with the reaper's row) the recorder looks its
+    rows up by request id; bounded by the rows' ``created``, PostgreSQL reads only their month's
+    partition, not every month's index."""
+    tenant = make_tenant()
+    partitions_ensure()  # this month and the next ones, so there are other months to leave out
+    rows = [row(tenant, n) for n in range(3)]
+    asyncio.run(_write(rows))
+    sql = log_rows.statements()[lookup]
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")  # as the recorder's statement after its first runs
+        cursor.execute(f"PREPARE looked_up(text[], timestamptz, timestamptz) AS {sql}")
+        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) EXECUTE looked_up(%s, %s, %s)",
+                       [log_rows.text_array([r["request_id"] for r in rows]).decode(),
+                        *(bound.decode() for bound in log_rows.created_bounds(rows))])
+        plan = "\n".join(line for (line,) in cursor.fetchall())
+        cursor.execute("DEALLOCATE looked_up")
+        cursor.execute("RESET plan_cache_mode")
+
+    this_month = month_partition(month_start(rows[0]["created"])).name
+    assert set(re.findall(r"analytics_requestlog_(?:p\d{4}_\d{2}|default)\b", plan)) == {this_month}
+    assert len(month_partitions()) > 1
+
+
+async def _write(rows: list[dict]) -> None:
+    writer = Recorder()
+    for entry in rows:
+        await writer.record(entry)
+    await writer.close()
 
 
 @pytest.mark.django_db(transaction=True)
