@@ -418,12 +418,14 @@ def test_the_rows_a_lost_commit_may_have_written_are_looked_up_in_their_months_o
     with connection.cursor() as cursor:
         cursor.execute("SET plan_cache_mode = force_generic_plan")  # as the recorder's statement after its first runs
         cursor.execute(f"PREPARE looked_up(text[], timestamptz, timestamptz) AS {sql}")
-        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) EXECUTE looked_up(%s, %s, %s)",
-                       [log_rows.text_array([r["request_id"] for r in rows]).decode(),
-                        *(bound.decode() for bound in log_rows.created_bounds(rows))])
-        plan = "\n".join(line for (line,) in cursor.fetchall())
-        cursor.execute("DEALLOCATE looked_up")
-        cursor.execute("RESET plan_cache_mode")
+        try:
+            cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) EXECUTE looked_up(%s, %s, %s)",
+                           [log_rows.text_array([r["request_id"] for r in rows]).decode(),
+                            *(bound.decode() for bound in log_rows.created_bounds(rows))])
+            plan = "\n".join(line for (line,) in cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE looked_up")
+            cursor.execute("RESET plan_cache_mode")
 
     this_month = month_partition(month_start(rows[0]["created"])).name
     assert set(re.findall(r"analytics_requestlog_(?:p\d{4}_\d{2}|default)\b", plan)) == {this_month}
