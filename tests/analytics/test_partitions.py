@@ -83,8 +83,10 @@ def test_a_month_made_with_rows_moved_in_has_its_statistics_at_once(org, key):
     partitions_ensure(now=NOW)
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'analytics_requestlog_p2031_06'")
-        assert cursor.fetchone()[0] == 5
+        # Column statistics (building the partition's indexes set its row count only).
+        cursor.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'analytics_requestlog_p2031_06' "
+                       "AND attname IN ('org_id', 'created', 'status')")
+        assert cursor.fetchone()[0] == 3
 
 
 def test_the_months_ahead_are_made_once(org, key):
