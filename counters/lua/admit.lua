@@ -23,11 +23,15 @@
 -- rate_limited -> which, retry after; budget -> bucket index, settled, reserved, the limit it
 -- held; steps -> the run's most steps; loop -> the repeats of its most asked-for tool call; missing -> the
 -- indexes of the missing buckets; lost -> the store's epoch now; hold -> its milliseconds left.
+--
+-- This runs once per gateway call, so it is written to cost Redis little: no table per window
+-- or per bucket (locals and multiple return values instead), each argument parsed once, and
+-- replies built in one table constructor. A Lua table, a closure, a tonumber of a string or a
+-- string.format each cost Redis about as much as a redis.call (bench/RESULTS.md, session 14).
 local WINDOW = 60
 -- Slack (s) for float rounding: times near 2e9 s carry about 2.4e-7 s of it.
 local EPS = 1e-6
 local now = tonumber(ARGV[2])
-local deadline = tonumber(ARGV[3])
 local buckets = tonumber(ARGV[9])
 local FIRST_BUCKET_KEY = 8
 local FIRST_BUCKET_ARG = 19
@@ -37,17 +41,15 @@ local RUN_STATE_TTL_MS = 7 * 24 * 3600 * 1000
 -- GCRA over a 60 s window: `tat` is the time at which the window would be full again. A call
 -- of weight `cost` fits if it pushes tat no further than one window ahead of now. This is a
 -- sliding window with no boundary burst, and one number per limit.
-local function check(key, limit_arg, cost)
+-- Returns the seconds one unit of the limit takes, tat now and tat with the call in; nothing
+-- without a limit.
+local function window(key, limit_arg, cost)
   if limit_arg == '' then
     return nil
   end
-  local limit = tonumber(limit_arg)
-  local w = {limit = limit_arg, interval = WINDOW / limit, cost = cost}
-  w.current = math.max(tonumber(redis.call('GET', key)) or now, now)
-  w.after = w.current + cost * w.interval
-  w.ok = w.after - now <= WINDOW + EPS
-  w.retry = w.after - WINDOW - now
-  return w
+  local interval = WINDOW / tonumber(limit_arg)
+  local current = math.max(tonumber(redis.call('GET', key)) or now, now)
+  return interval, current, current + cost * interval
 end
 
 -- The reservations in flight live only here: once they are lost (a flush, a restart without
@@ -63,40 +65,38 @@ if hold > 0 then
   return {'hold', '', '', '', '', '', '', tostring(hold)}
 end
 
-local requests = check(KEYS[5], ARGV[5], 1)
-local tokens = check(KEYS[6], ARGV[6], tonumber(ARGV[8]))
+local tokens_cost = tonumber(ARGV[8])
+local requests_interval, requests_now, requests_after = window(KEYS[5], ARGV[5], 1)
+local tokens_interval, tokens_now, tokens_after = window(KEYS[6], ARGV[6], tokens_cost)
 
--- The headers show each window as it stands after this step: moved only if the call is in.
-local function reply(status, ...)
-  local out = {status}
-  for _, w in ipairs({requests or false, tokens or false}) do
-    if w then
-      local tat = status == 'ok' and w.after or w.current
-      table.insert(out, w.limit)
-      table.insert(out, string.format('%d', math.max(0, math.floor((now + WINDOW - tat + EPS) / w.interval))))
-      table.insert(out, string.format('%.17g', tat - now))
-    else
-      table.insert(out, '')
-      table.insert(out, '')
-      table.insert(out, '')
-    end
+-- One window's headers as it stands at `tat`: limit, remaining, reset ('' each without a limit).
+local function shown(limit_arg, interval, tat)
+  if not interval then
+    return '', '', ''
   end
-  for _, v in ipairs({...}) do
-    table.insert(out, v)
-  end
-  return out
+  return limit_arg, string.format('%d', math.max(0, math.floor((now + WINDOW - tat + EPS) / interval))),
+    string.format('%.17g', tat - now)
 end
 
-local function with_chain(out)
+-- The reply: the status, both windows' headers, then up to five more values. The headers show
+-- each window as it stands after this step: moved only if the call is in.
+local function reply(status, a, b, c, d, e)
+  local admitted = status == 'ok'
+  local r1, r2, r3 = shown(ARGV[5], requests_interval, admitted and requests_after or requests_now)
+  local t1, t2, t3 = shown(ARGV[6], tokens_interval, admitted and tokens_after or tokens_now)
+  return {status, r1, r2, r3, t1, t2, t3, a, b, c, d, e}
+end
+
+-- The reply to an admitted call: with a chain, the chain's check (chain.lua) follows.
+local function admitted(amount, tokens_fitted)
   local chain_keys = FIRST_BUCKET_KEY + 1 + 2 * buckets
-  if #KEYS >= chain_keys then
-    local links = (#KEYS - chain_keys + 1) / 2
-    local check = chain_check({unpack(KEYS, chain_keys, chain_keys + links - 1)}, {unpack(KEYS, chain_keys + links)},
-      {unpack(ARGV, FIRST_BUCKET_ARG + 2 + 2 * buckets)}, now, tonumber(ARGV[FIRST_BUCKET_ARG + 1 + 2 * buckets]))
-    table.insert(out, check[1])
-    table.insert(out, check[2])
+  if #KEYS < chain_keys then
+    return reply('ok', epoch, amount, tokens_fitted)
   end
-  return out
+  local chain_arg = FIRST_BUCKET_ARG + 1 + 2 * buckets
+  local skip, probes = chain_check(chain_keys, (#KEYS - chain_keys + 1) / 2, chain_arg + 1, now,
+    tonumber(ARGV[chain_arg]))
+  return reply('ok', epoch, amount, tokens_fitted, skip, probes)
 end
 
 -- With a fit, what the call reserves is the prompt's worst case plus as many output tokens as
@@ -107,15 +107,6 @@ local base, price, fewest, most
 if fit then
   base, price, fewest, most = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
 end
-local function fitted_tokens(amount)
-  if not fit then
-    return ''
-  end
-  if price == 0 then
-    return tostring(most)
-  end
-  return string.format('%d', math.min(most, math.floor((amount - base) * 1000000 / price)))
-end
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- This very admission, tried again after its reply was lost: it is in already.
@@ -123,13 +114,21 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   if buckets > 0 then
     amount = redis.call('HGET', KEYS[FIRST_BUCKET_KEY + 2], 'res:' .. ARGV[1]) or ARGV[FIRST_BUCKET_ARG + 2]
   end
-  return with_chain(reply('ok', epoch, amount, fitted_tokens(tonumber(amount))))
+  local tokens_fitted = ''
+  if fit then
+    tokens_fitted = tostring(most)
+    if price ~= 0 then
+      tokens_fitted = string.format('%d', math.min(most, math.floor((tonumber(amount) - base) * 1000000 / price)))
+    end
+  end
+  return admitted(amount, tokens_fitted)
 end
-if requests and not requests.ok then
-  return reply('rate_limited', 'requests', string.format('%.17g', requests.retry))
+-- Written as "not within a window" so that a zero limit's NaN (no tokens at no interval) is refused.
+if requests_interval and not (requests_after - now <= WINDOW + EPS) then
+  return reply('rate_limited', 'requests', string.format('%.17g', requests_after - WINDOW - now))
 end
-if tokens and not tokens.ok then
-  return reply('rate_limited', 'tokens', string.format('%.17g', tokens.retry))
+if tokens_interval and not (tokens_after - now <= WINDOW + EPS) then
+  return reply('rate_limited', 'tokens', string.format('%.17g', tokens_after - WINDOW - now))
 end
 if ARGV[7] ~= '' and redis.call('SCARD', KEYS[7]) >= tonumber(ARGV[7]) then
   -- Nothing times a slot's release; the client is told to try again shortly.
@@ -137,15 +136,20 @@ if ARGV[7] ~= '' and redis.call('SCARD', KEYS[7]) >= tonumber(ARGV[7]) then
 end
 
 local settled = {}
-local missing = {}
+local missing = false
 for i = 1, buckets do
   settled[i] = redis.call('GET', KEYS[FIRST_BUCKET_KEY - 1 + 2 * i])
-  if not settled[i] then
-    table.insert(missing, tostring(i))
-  end
+  missing = missing or not settled[i]
 end
-if #missing > 0 then
-  return reply('missing', unpack(missing))
+if missing then
+  local out, n = reply('missing'), 7
+  for i = 1, buckets do
+    if not settled[i] then
+      n = n + 1
+      out[n] = tostring(i)
+    end
+  end
+  return out
 end
 -- A run with an envelope or a loop guard: its bucket is the last, its state a hash (KEYS[8]):
 -- the envelope its first admission set (a later one cannot raise it), its steps so far, and the
@@ -164,27 +168,26 @@ if run then
   run_limit = state[1]
 end
 -- Money stays in strings on its way through Redis; the comparison runs on Lua doubles, exact
--- for integers up to 2^53 micro-dollars (about 9 billion dollars).
-local reserved = {}
-local amounts = {}
-local limits = {}
-local room, tightest
+-- for integers up to 2^53 micro-dollars (about 9 billion dollars). With a fit, the tightest
+-- bucket (the first with the least room) decides, and its figures are kept for a refusal.
+local room, tightest, tightest_reserved, tightest_limit
 for i = 1, buckets do
-  reserved[i] = redis.call('HGET', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total') or '0'
-  limits[i] = ARGV[FIRST_BUCKET_ARG - 1 + 2 * i]
+  local reserved = redis.call('HGET', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total') or '0'
+  local limit = ARGV[FIRST_BUCKET_ARG - 1 + 2 * i]
   if run and i == buckets and run_limit then
-    limits[i] = run_limit
+    limit = run_limit
   end
-  local left = tonumber(limits[i]) - tonumber(settled[i]) - tonumber(reserved[i])
+  local left = tonumber(limit) - tonumber(settled[i]) - tonumber(reserved)
   if fit then
     if not room or left < room then
-      room, tightest = left, i
+      room, tightest, tightest_reserved, tightest_limit = left, i, reserved, limit
     end
   elseif tonumber(ARGV[FIRST_BUCKET_ARG + 2 * i]) > left then
-    return reply('budget', tostring(i), settled[i], reserved[i], limits[i])
+    return reply('budget', tostring(i), settled[i], reserved, limit)
   end
-  amounts[i] = ARGV[FIRST_BUCKET_ARG + 2 * i]
 end
+-- With a fit every bucket reserves the same amount; without, each its own (its ARGV).
+local fitted_amount
 local tokens_fitted = ''
 if fit and buckets > 0 then
   local tokens = most
@@ -192,19 +195,18 @@ if fit and buckets > 0 then
     tokens = math.min(most, math.floor((room - base) * 1000000 / price))
   end
   if room < base or tokens < fewest then
-    return reply('budget', tostring(tightest), settled[tightest], reserved[tightest], limits[tightest])
+    return reply('budget', tostring(tightest), settled[tightest], tightest_reserved, tightest_limit)
   end
-  local amount = string.format('%d', base + math.ceil(tokens * price / 1000000))
-  for i = 1, buckets do
-    amounts[i] = amount
-  end
+  fitted_amount = string.format('%d', base + math.ceil(tokens * price / 1000000))
   tokens_fitted = string.format('%d', tokens)
 end
 
 local id = ARGV[1]
+local entry = 'res:' .. id
 for i = 1, buckets do
-  redis.call('HSET', KEYS[FIRST_BUCKET_KEY + 2 * i], 'res:' .. id, amounts[i])
-  redis.call('HINCRBY', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total', amounts[i])
+  local amount = fitted_amount or ARGV[FIRST_BUCKET_ARG + 2 * i]
+  redis.call('HSET', KEYS[FIRST_BUCKET_KEY + 2 * i], entry, amount)
+  redis.call('HINCRBY', KEYS[FIRST_BUCKET_KEY + 2 * i], 'total', amount)
 end
 if run then
   if ARGV[17] ~= '' then
@@ -215,13 +217,13 @@ if run then
 end
 -- A window key lives until it is full again; the token window at least until the deadline, so
 -- settle can still correct it.
-if requests then
-  redis.call('SET', KEYS[5], string.format('%.17g', requests.after),
-    'PX', math.ceil((requests.after - now + 1) * 1000))
+if requests_interval then
+  redis.call('SET', KEYS[5], string.format('%.17g', requests_after),
+    'PX', math.ceil((requests_after - now + 1) * 1000))
 end
-if tokens and tokens.cost > 0 then
-  local ttl = math.ceil((math.max(tokens.after, deadline) - now + 1) * 1000)
-  redis.call('SET', KEYS[6], string.format('%.17g', tokens.after),
+if tokens_interval and tokens_cost > 0 then
+  local ttl = math.ceil((math.max(tokens_after, tonumber(ARGV[3])) - now + 1) * 1000)
+  redis.call('SET', KEYS[6], string.format('%.17g', tokens_after),
     'PX', math.max(ttl, redis.call('PTTL', KEYS[6])))
 end
 if ARGV[7] ~= '' then
@@ -229,9 +231,9 @@ if ARGV[7] ~= '' then
 end
 -- The record says what a fitted call reserved (``a``): the reaper charges it should the worker die.
 local record = ARGV[4]
-if fit and buckets > 0 then
-  record = string.sub(record, 1, -2) .. ',"a":' .. amounts[1] .. '}'
+if fitted_amount then
+  record = string.sub(record, 1, -2) .. ',"a":' .. fitted_amount .. '}'
 end
 redis.call('SET', KEYS[1], record)
 redis.call('ZADD', KEYS[2], ARGV[3], id)
-return with_chain(reply('ok', epoch, amounts[1] or '0', tokens_fitted))
+return admitted(fitted_amount or (buckets > 0 and ARGV[FIRST_BUCKET_ARG + 2]) or '0', tokens_fitted)

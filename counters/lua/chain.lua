@@ -1,14 +1,12 @@
 -- Prepended to admit.lua: the links of a chain to skip right now, in one step for the whole
 -- chain.
 --
--- `cooldowns` and `breakers`: the cooldown key and the circuit breaker key of each deployment in
--- `deployments`, in chain order. A cooldown key holds when the deployment may be tried again.
--- A breaker hash has `state` (open | half_open; no hash = closed), `until` (open: when the
--- probe may start; half_open: when the probe's lease runs out) and `failures`.
+-- A deployment's cooldown key holds when it may be tried again. Its breaker hash has `state`
+-- (open | half_open; no hash = closed), `until` (open: when the probe may start; half_open: when
+-- the probe's lease runs out) and `failures`.
 -- Past its open period a circuit admits exactly one probe, and only when it is the first link
 -- the caller can use: links further down are reached only if that one fails, so granting them
 -- a probe here would hold their slot for a call that may never be made.
--- Returns {skip, probes}: deployment names.
 
 -- One link: 'skip' (cooling down, open, or its probe taken), 'ok' (closed), 'due' (its probe may
 -- start) or, with `may_probe`, 'probe' (this caller took it).
@@ -32,20 +30,24 @@ local function link_check(cooldown_key, breaker_key, now, lease, may_probe)
   return 'probe'
 end
 
-local function chain_check(cooldowns, breakers, deployments, now, lease)
+-- The chain's `links` deployments are ARGV[first_arg], ARGV[first_arg + 1]...; their cooldowns
+-- KEYS[first_key]..., then their breakers (read in place: no table of a slice per call).
+-- Returns skip, probes: lists of deployment names.
+local function chain_check(first_key, links, first_arg, now, lease)
   local skip = {}
   local probes = {}
   local usable_found = false
-  for i, deployment in ipairs(deployments) do
-    local check = link_check(cooldowns[i], breakers[i], now, lease, not usable_found)
+  for i = 0, links - 1 do
+    local deployment = ARGV[first_arg + i]
+    local check = link_check(KEYS[first_key + i], KEYS[first_key + links + i], now, lease, not usable_found)
     if check == 'skip' or check == 'due' then
-      table.insert(skip, deployment)
+      skip[#skip + 1] = deployment
     else
       if check == 'probe' then
-        table.insert(probes, deployment)
+        probes[#probes + 1] = deployment
       end
       usable_found = true
     end
   end
-  return {skip, probes}
+  return skip, probes
 end
