@@ -86,22 +86,22 @@ def _lua(*names: str) -> str:
     return "\n".join((_LUA_DIR / f"{name}.lua").read_text() for name in names)
 
 
-_ADMIT = Script(_lua("chain", "epoch", "admit"))
+_ADMIT = Script(_lua("number", "chain", "epoch", "admit"))
 # Where admit.lua takes the epoch its worker last saw.
 _EPOCH_ARG = 9
 _NO_FIT = ("", "", "", "")
 _NO_RUN = ("", "", "")
 _KEEPALIVE = Script(_lua("epoch", "keepalive"))
 _RESTORE = Script(_lua("restore"))
-_SETTLE = Script(_lua("ledger", "release", "settle"))
-_REAP = Script(_lua("ledger", "release", "reap"))
-_REAP_SETTLED = Script(_lua("ledger", "release", "reap_settled"))
-_SEED = Script(_lua("ledger", "seed"))
+_SETTLE = Script(_lua("number", "ledger", "release", "settle"))
+_REAP = Script(_lua("number", "ledger", "release", "reap"))
+_REAP_SETTLED = Script(_lua("number", "ledger", "release", "reap_settled"))
+_SEED = Script(_lua("number", "ledger", "seed"))
 _BREAKER_RECORD = Script(_lua("breaker_record"))
 _LATENCY = Script(_lua("latency"))
 _RUN_TOOLS = Script(_lua("run_tools"))
 _IDEMPOTENCY = Script(_lua("idempotency"))
-_CHAIN_LINK = Script(_lua("chain", "chain_link"))
+_CHAIN_LINK = Script(_lua("number", "chain", "chain_link"))
 
 
 @dataclass(slots=True)

@@ -31,8 +31,8 @@
 local WINDOW = 60
 -- Slack (s) for float rounding: times near 2e9 s carry about 2.4e-7 s of it.
 local EPS = 1e-6
-local now = tonumber(ARGV[2])
-local buckets = tonumber(ARGV[9])
+local now = number(ARGV[2])
+local buckets = number(ARGV[9])
 local FIRST_BUCKET_KEY = 8
 local FIRST_BUCKET_ARG = 19
 -- counters.store.RUN_STATE_TTL_S: a run's state outlives its last call by this much.
@@ -47,8 +47,9 @@ local function window(key, limit_arg, cost)
   if limit_arg == '' then
     return nil
   end
-  local interval = WINDOW / tonumber(limit_arg)
-  local current = math.max(tonumber(redis.call('GET', key)) or now, now)
+  local interval = WINDOW / number(limit_arg)
+  local tat = redis.call('GET', key)
+  local current = tat and math.max(number(tat), now) or now
   return interval, current, current + cost * interval
 end
 
@@ -65,7 +66,7 @@ if hold > 0 then
   return {'hold', '', '', '', '', '', '', tostring(hold)}
 end
 
-local tokens_cost = tonumber(ARGV[8])
+local tokens_cost = number(ARGV[8])
 local requests_interval, requests_now, requests_after = window(KEYS[5], ARGV[5], 1)
 local tokens_interval, tokens_now, tokens_after = window(KEYS[6], ARGV[6], tokens_cost)
 
@@ -95,7 +96,7 @@ local function admitted(amount, tokens_fitted)
   end
   local chain_arg = FIRST_BUCKET_ARG + 1 + 2 * buckets
   local skip, probes = chain_check(chain_keys, (#KEYS - chain_keys + 1) / 2, chain_arg + 1, now,
-    tonumber(ARGV[chain_arg]))
+    number(ARGV[chain_arg]))
   return reply('ok', epoch, amount, tokens_fitted, skip, probes)
 end
 
@@ -105,7 +106,7 @@ end
 local fit = ARGV[13] ~= ''
 local base, price, fewest, most
 if fit then
-  base, price, fewest, most = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+  base, price, fewest, most = number(ARGV[13]), number(ARGV[14]), number(ARGV[15]), number(ARGV[16])
 end
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -118,7 +119,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   if fit then
     tokens_fitted = tostring(most)
     if price ~= 0 then
-      tokens_fitted = string.format('%d', math.min(most, math.floor((tonumber(amount) - base) * 1000000 / price)))
+      tokens_fitted = string.format('%d', math.min(most, math.floor((number(amount) - base) * 1000000 / price)))
     end
   end
   return admitted(amount, tokens_fitted)
@@ -130,7 +131,7 @@ end
 if tokens_interval and not (tokens_after - now <= WINDOW + EPS) then
   return reply('rate_limited', 'tokens', string.format('%.17g', tokens_after - WINDOW - now))
 end
-if ARGV[7] ~= '' and redis.call('SCARD', KEYS[7]) >= tonumber(ARGV[7]) then
+if ARGV[7] ~= '' and redis.call('SCARD', KEYS[7]) >= number(ARGV[7]) then
   -- Nothing times a slot's release; the client is told to try again shortly.
   return reply('rate_limited', 'parallel', '1')
 end
@@ -158,11 +159,11 @@ local run = ARGV[19] ~= ''
 local run_limit
 if run then
   local state = redis.call('HMGET', KEYS[8], 'limit', 'steps', 'loop')
-  local loop_limit = tonumber(ARGV[19])
-  if loop_limit > 0 and tonumber(state[3] or '0') >= loop_limit then
+  local loop_limit = number(ARGV[19])
+  if loop_limit > 0 and number(state[3] or '0') >= loop_limit then
     return reply('loop', state[3])
   end
-  if ARGV[18] ~= '' and tonumber(state[2] or '0') >= tonumber(ARGV[18]) then
+  if ARGV[18] ~= '' and number(state[2] or '0') >= number(ARGV[18]) then
     return reply('steps', ARGV[18])
   end
   run_limit = state[1]
@@ -177,12 +178,12 @@ for i = 1, buckets do
   if run and i == buckets and run_limit then
     limit = run_limit
   end
-  local left = tonumber(limit) - tonumber(settled[i]) - tonumber(reserved)
+  local left = number(limit) - number(settled[i]) - number(reserved)
   if fit then
     if not room or left < room then
       room, tightest, tightest_reserved, tightest_limit = left, i, reserved, limit
     end
-  elseif tonumber(ARGV[FIRST_BUCKET_ARG + 2 * i]) > left then
+  elseif number(ARGV[FIRST_BUCKET_ARG + 2 * i]) > left then
     return reply('budget', tostring(i), settled[i], reserved, limit)
   end
 end
@@ -222,7 +223,7 @@ if requests_interval then
     'PX', math.ceil((requests_after - now + 1) * 1000))
 end
 if tokens_interval and tokens_cost > 0 then
-  local ttl = math.ceil((math.max(tokens_after, tonumber(ARGV[3])) - now + 1) * 1000)
+  local ttl = math.ceil((math.max(tokens_after, number(ARGV[3])) - now + 1) * 1000)
   redis.call('SET', KEYS[6], string.format('%.17g', tokens_after),
     'PX', math.max(ttl, redis.call('PTTL', KEYS[6])))
 end

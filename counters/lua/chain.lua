@@ -11,16 +11,15 @@
 -- One link: 'skip' (cooling down, open, or its probe taken), 'ok' (closed), 'due' (its probe may
 -- start) or, with `may_probe`, 'probe' (this caller took it).
 local function link_check(cooldown_key, breaker_key, now, lease, may_probe)
-  local cooling = tonumber(redis.call('GET', cooldown_key) or '0') > now
+  local cooling = number(redis.call('GET', cooldown_key) or '0') > now
   if cooling then
     return 'skip'
   end
   local breaker = redis.call('HMGET', breaker_key, 'state', 'until')
-  local state, until_ = breaker[1], tonumber(breaker[2])
-  if not state then
+  if not breaker[1] then
     return 'ok'
   end
-  if now < until_ then
+  if now < number(breaker[2]) then
     return 'skip'
   end
   if not may_probe then

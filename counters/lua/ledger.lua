@@ -6,14 +6,14 @@ local function seen(snapshot, position)
     return false
   end
   local xmin, xmax, running = string.match(snapshot, '^(%d+):(%d+):(.*)$')
-  if position < tonumber(xmin) then
+  if position < number(xmin) then
     return true
   end
-  if position >= tonumber(xmax) then
+  if position >= number(xmax) then
     return false
   end
   for xid in string.gmatch(running, '%d+') do
-    if tonumber(xid) == position then
+    if number(xid) == position then
       return false
     end
   end

@@ -12,7 +12,7 @@ local position = ARGV[2]
 local settled = {}
 for i = 4, #ARGV, 3 do
   local id = ARGV[i]
-  if settle_one(prefix, KEYS[1], id, ARGV[i + 1], tonumber(ARGV[i + 2]), position) then
+  if settle_one(prefix, KEYS[1], id, ARGV[i + 1], number(ARGV[i + 2]), position) then
     redis.call('SET', prefix .. 'reaped:' .. id, '1', 'EX', ARGV[3])
     table.insert(settled, 1)
   else

@@ -6,18 +6,35 @@
 -- The real cost goes to the settled counter as ledger.lua's add_settled says (`position_arg`:
 -- the commit that wrote the call's log row, '' if none did).
 -- `tokens` is nil when the real count is unknown (a reaped call): the estimate then stands.
+
+-- What a release reads of a reservation's record: its buckets (b), rate key (rk), tokens (tk)
+-- and token interval (ti). The trail (c, for the reaper's log row) comes after them and is most
+-- of the record, so only the part before it is decoded: `,"c":` cannot occur inside a string of
+-- the JSON (a quote is escaped there), so its first occurrence is the trail's key.
+local function record_head(record)
+  local trail = string.find(record, ',"c":', 1, true)
+  if not trail then
+    return cjson.decode(record)
+  end
+  return cjson.decode(string.sub(record, 1, trail - 1) .. '}')
+end
+
 local function release(prefix, id, record, cost, tokens, position_arg)
-  local rec = cjson.decode(record)
+  local rec = record_head(record)
+  local entry = 'res:' .. id
   for _, name in ipairs(rec.b) do
     local reserved_key = prefix .. 'r:' .. name
-    local amount = redis.call('HGET', reserved_key, 'res:' .. id)
+    local amount = redis.call('HGET', reserved_key, entry)
     if amount then
-      redis.call('HDEL', reserved_key, 'res:' .. id)
+      redis.call('HDEL', reserved_key, entry)
+      -- The total is the sum of the entries (every script changes both at once), so while it is
+      -- above zero other entries remain; only at zero may the hash hold the total alone.
       -- Redis does not parse "-0" as an integer.
+      local total = 0
       if amount ~= '0' then
-        redis.call('HINCRBY', reserved_key, 'total', '-' .. amount)
+        total = redis.call('HINCRBY', reserved_key, 'total', '-' .. amount)
       end
-      if redis.call('HLEN', reserved_key) == 1 then
+      if total == 0 and redis.call('HLEN', reserved_key) == 1 then
         redis.call('DEL', reserved_key)
       end
     end
@@ -28,12 +45,12 @@ local function release(prefix, id, record, cost, tokens, position_arg)
     redis.call('SREM', window .. ':par', id)
     if rec.ti and tokens then
       local token_key = window .. ':tok'
-      local tat = tonumber(redis.call('GET', token_key))
+      local tat = redis.call('GET', token_key)
       local shift = (tokens - rec.tk) * rec.ti
       -- Move the window as if the real count had been known at admission. A window that has
       -- expired was full again by then, so there is nothing left to correct.
       if tat and shift ~= 0 then
-        redis.call('SET', token_key, string.format('%.17g', tat + shift), 'KEEPTTL')
+        redis.call('SET', token_key, string.format('%.17g', number(tat) + shift), 'KEEPTTL')
         local ttl = redis.call('PTTL', token_key)
         if shift > 0 and ttl > 0 then
           redis.call('PEXPIRE', token_key, ttl + math.ceil(shift * 1000))

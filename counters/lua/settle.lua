@@ -10,21 +10,23 @@ local prefix = ARGV[1]
 local position = ARGV[2]
 local charge_missing = ARGV[3] == '1'
 local settled = {}
+local n = 0
 local i = 4
 while i <= #ARGV do
-  local id, cost, tokens, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local id, cost, tokens, count = ARGV[i], ARGV[i + 1], number(ARGV[i + 2]), number(ARGV[i + 3])
+  local outcome = 0
   if settle_one(prefix, KEYS[1], id, cost, tokens, position) then
-    table.insert(settled, 1)
+    outcome = 1
   elseif redis.call('EXISTS', prefix .. 'reaped:' .. id) == 1 then
-    table.insert(settled, 2)
+    outcome = 2
   elseif charge_missing and count > 0 then
     for j = 1, count do
       add_settled(prefix, ARGV[i + 3 + j], cost, position)
     end
-    table.insert(settled, 3)
-  else
-    table.insert(settled, 0)
+    outcome = 3
   end
+  n = n + 1
+  settled[n] = outcome
   i = i + 4 + count
 end
 return settled

@@ -413,6 +413,23 @@ async def test_a_reservation_keeps_the_trail_its_call_was_admitted_with(store: C
     assert await store.trails(["r1", "bare", "unknown"]) == {"r1": trail}
 
 
+
+async def test_a_settle_is_not_misled_by_a_trail_that_quotes_the_records_own_fields(store: CounterStore) -> None:
+    # The settle reads the record's buckets and rate key and skips its trail (release.lua).
+    await store.seed(KEY, 0)
+    await store.seed(TEAM, 0)
+    rate = RateCheck("k1", rpm=None, tpm=1_000, max_parallel=1, tokens=600)
+    quoting = '","c":{"b":["' + TEAM + '"],"rk":"k2","tk":0,"ti":1},"b":["' + TEAM + '"],"x":"'
+    trail = {"model": quoting, ',"c":': quoting, "amount": 100}
+    await store.admit(reservation_id="r1", buckets=[Bucket(KEY, 1_000, 100, "key")], rate=rate, now=NOW, ttl_s=30,
+                      trail=trail)
+
+    assert await store.settle_many([("r1", 40, 100, [KEY])]) == [True]
+    assert await store.read([KEY, TEAM]) == {KEY: 40, TEAM: 0}
+    after = await admit(store, "r2", rate=rate)
+    assert after.status == "ok"
+    assert after.tokens == RateWindow(1_000, 300, pytest.approx(42.0))
+
 @pytest.mark.parametrize(("snapshot", "position", "expected"), [
     ("100:105:102,103", 99, True),
     ("100:105:102,103", 100, True),
