@@ -25,9 +25,10 @@
 -- indexes of the missing buckets; lost -> the store's epoch now; hold -> its milliseconds left.
 --
 -- This runs once per gateway call, so it is written to cost Redis little: no table per window
--- or per bucket (locals and multiple return values instead), each argument parsed once, and
--- replies built in one table constructor. A Lua table, a closure, a tonumber of a string or a
--- string.format each cost Redis about as much as a redis.call (bench/RESULTS.md, session 14).
+-- or per bucket (locals and multiple return values instead), each argument parsed once
+-- (number.lua), and replies built in one table constructor. A Lua table, a tonumber of a string
+-- or a string.format each cost Redis about as much as a small redis.call, 1.5 to 6 k
+-- instructions (bench/RESULTS.md, session 14).
 local WINDOW = 60
 -- Slack (s) for float rounding: times near 2e9 s carry about 2.4e-7 s of it.
 local EPS = 1e-6
@@ -82,9 +83,9 @@ end
 -- The reply: the status, both windows' headers, then up to five more values. The headers show
 -- each window as it stands after this step: moved only if the call is in.
 local function reply(status, a, b, c, d, e)
-  local admitted = status == 'ok'
-  local r1, r2, r3 = shown(ARGV[5], requests_interval, admitted and requests_after or requests_now)
-  local t1, t2, t3 = shown(ARGV[6], tokens_interval, admitted and tokens_after or tokens_now)
+  local moved = status == 'ok'
+  local r1, r2, r3 = shown(ARGV[5], requests_interval, moved and requests_after or requests_now)
+  local t1, t2, t3 = shown(ARGV[6], tokens_interval, moved and tokens_after or tokens_now)
   return {status, r1, r2, r3, t1, t2, t3, a, b, c, d, e}
 end
 
