@@ -167,7 +167,7 @@ class DailySpend(models.Model):
     cost = models.DecimalField(max_digits=18, decimal_places=6)
     calls = models.PositiveIntegerField()
     # Of the calls, those answered with a status of 400 or above: a key's error rate over its
-    # budget period is read from here (migration 0017 counted the days rolled up before it).
+    # budget period is read from here (migration 0016 counted the days rolled up before it).
     errors = models.PositiveIntegerField(default=0, db_default=0)
     prompt_tokens = models.BigIntegerField()
     completion_tokens = models.BigIntegerField()

@@ -292,7 +292,7 @@ def test_the_migration_counts_the_failures_of_the_days_rolled_up_before_it(org, 
     rolled = dict(DailySpend.objects.values_list("pk", "errors"))
     DailySpend.objects.update(errors=0)  # as the column's default leaves every row
 
-    import_module("analytics.migrations.0017_daily_spend_errors").count_rolled_up_failures(django_apps, None)
+    import_module("analytics.migrations.0016_daily_spend_errors").count_rolled_up_failures(django_apps, None)
 
     assert dict(DailySpend.objects.values_list("pk", "errors")) == rolled
     assert_use_exact(org)

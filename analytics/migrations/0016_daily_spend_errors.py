@@ -5,8 +5,6 @@ The days rolled up before this migration are counted from the log rows behind th
 horizon, with the rollup's row locked so no rollup runs meanwhile; a day pruned from the log has
 nothing left to count and keeps zero. The column has a database default, so a rollup of the code
 before this one still writes its rows.
-
-Numbered 0017 and after 0015: another change may take 0016 (make it depend on that one then).
 """
 
 from datetime import UTC
