@@ -218,6 +218,12 @@ def _event(kind: str, payload: dict) -> bytes:
 
 
 _PING = _event("ping", {})
+_STOP = _event("message_stop", {})
+# A text delta, the most frequent event, around its index and its text (written without building
+# its payload: the bytes orjson makes of it).
+_TEXT_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+               b'"delta":{"type":"text_delta","text":')
+_BLOCK_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
 
 
 def _block_deltas(block: dict) -> tuple[dict, list[dict]]:
@@ -251,7 +257,7 @@ def message_events(message: dict) -> bytes:
         out.append(_event("content_block_stop", {"index": index}))
     out.append(_event("message_delta", {"delta": {"stop_reason": message.get("stop_reason"),
                                                   "stop_sequence": message.get("stop_sequence")}, "usage": usage}))
-    out.append(_event("message_stop", {}))
+    out.append(_STOP)
     return b"".join(out)
 
 
@@ -317,7 +323,7 @@ class MessagesStream:
             out.append(_event("content_block_delta", {"index": self.blocks - 1, "delta": {
                 "type": "signature_delta", "signature": self.signature or UNSIGNED}}))
         self.open_kind = None
-        out.append(_event("content_block_stop", {"index": self.blocks - 1}))
+        out.append(_BLOCK_STOP % (self.blocks - 1))
 
     def _thinking(self, delta: dict, out: list[bytes]) -> None:
         thought = reasoning_of(delta)
@@ -332,8 +338,7 @@ class MessagesStream:
     def _text(self, text: str, out: list[bytes]) -> None:
         if self.open_kind != "text":
             self._open({"type": "text", "text": ""}, "text", out)
-        out.append(_event("content_block_delta", {"index": self.blocks - 1,
-                                                  "delta": {"type": "text_delta", "text": text}}))
+        out.append(b"".join((_TEXT_DELTA % (self.blocks - 1), orjson.dumps(text), b"}}\n\n")))
 
     def _call(self, call: dict, out: list[bytes]) -> None:
         position = call.get("index", 0)
@@ -357,7 +362,7 @@ class MessagesStream:
                               written=summary.cache_write_tokens, output=summary.completion_tokens)
         out.append(_event("message_delta", {"delta": {"stop_reason": stop_reason(summary.finish_reason),
                                                       "stop_sequence": None}, "usage": usage}))
-        out.append(_event("message_stop", {}))
+        out.append(_STOP)
         return b"".join(out)
 
     def failed(self, error: GatewayError) -> bytes:
