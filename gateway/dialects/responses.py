@@ -178,6 +178,27 @@ def _delta_parts(kind: str, before: bytes, after: bytes) -> tuple[bytes, bytes]:
             after + b',"sequence_number":')
 
 
+# The events that open and close a message item (nearly every stream's one item), from their
+# fixed bytes: the ones ``_event`` makes of them, around the item's id, its output index, the
+# sequence numbers and the text (JSON).
+_TEXT_OPENED = (
+    b'event: response.output_item.added\ndata: {"type":"response.output_item.added","item":{"id":"%s",'
+    b'"type":"message","status":"in_progress","content":[],"role":"assistant"},"output_index":%d,'
+    b'"sequence_number":%d}\n\n'
+    b'event: response.content_part.added\ndata: {"type":"response.content_part.added","content_index":0,'
+    b'"item_id":"%s","output_index":%d,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""},'
+    b'"sequence_number":%d}\n\n')
+_TEXT_CLOSED = (
+    b'event: response.output_text.done\ndata: {"type":"response.output_text.done","content_index":0,'
+    b'"item_id":"%s","logprobs":[],"output_index":%d,"text":%s,"sequence_number":%d}\n\n'
+    b'event: response.content_part.done\ndata: {"type":"response.content_part.done","content_index":0,'
+    b'"item_id":"%s","output_index":%d,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":%s},'
+    b'"sequence_number":%d}\n\n'
+    b'event: response.output_item.done\ndata: {"type":"response.output_item.done","item":{"id":"%s",'
+    b'"type":"message","status":"completed","content":[{"type":"output_text","annotations":[],"logprobs":[],'
+    b'"text":%s}],"role":"assistant"},"output_index":%d,"sequence_number":%d}\n\n')
+
+
 class ResponsesStream:
     """The chunks of a streamed chat completion as the Responses API's events: an item opened
     (``output_item.added``) when its first piece comes, its deltas, and its ``.done`` events
@@ -270,13 +291,13 @@ class ResponsesStream:
             item = message_item(new_id("msg_"), [], "in_progress")
             self.items.append(item)
             index = len(self.items) - 1
+            item_id = item["id"].encode()
             self.text = (item, index, [], _delta_parts("response.output_text.delta", b'"content_index":0,',
                                                        b',"item_id":"%s","logprobs":[],"output_index":%d' % (
-                                                           item["id"].encode(), index)))
-            # (Each event is encoded as it is made: what the item becomes later is not in it.)
-            out.append(self._event("response.output_item.added", {"item": item, "output_index": index}))
-            out.append(self._event("response.content_part.added", {
-                "content_index": 0, "item_id": item["id"], "output_index": index, "part": _text_part("")}))
+                                                           item_id, index)))
+            sequence = self.sequence
+            self.sequence += 2
+            out.append(_TEXT_OPENED % (item_id, index, sequence, item_id, index, sequence + 1))
         pieces = self.text[2]
         pieces.append(text)
         head, tail = self.text[3]
@@ -312,11 +333,10 @@ class ResponsesStream:
         part = _text_part(text)
         item["content"] = [part]
         item["status"] = "completed"
-        out.append(self._event("response.output_text.done", {
-            "content_index": 0, "item_id": item["id"], "logprobs": [], "output_index": index, "text": text}))
-        out.append(self._event("response.content_part.done", {
-            "content_index": 0, "item_id": item["id"], "output_index": index, "part": part}))
-        out.append(self._event("response.output_item.done", {"item": item, "output_index": index}))
+        item_id, encoded, sequence = item["id"].encode(), orjson.dumps(text), self.sequence
+        self.sequence += 3
+        out.append(_TEXT_CLOSED % (item_id, index, encoded, sequence, item_id, index, encoded, sequence + 1,
+                                   item_id, encoded, index, sequence + 2))
 
     def _close_call(self, out: list[bytes]) -> None:
         if self.open_call is None:
