@@ -38,6 +38,7 @@ class StreamRelay:
         """Relays the stream until it ends (None) or breaks (its error; a client that left
         breaks it too, see ``client_left``). The chunks are taken into the call's summary."""
         chunks = self.chunks
+        on_wait = chunks.on_wait
         # The watch of the client gets a task of its own only from the first time the relay
         # has to wait for the upstream (a client that left meanwhile is seen then): a stream
         # whose answer is in by then needs no watch.
@@ -61,8 +62,13 @@ class StreamRelay:
         except UpstreamError as broken:
             return broken
         finally:
+            # The relay, its chunks and its watch refer to each other until here (the watch's
+            # task through the cancellation it ends in): without these references they are freed
+            # as the call ends, not by the cyclic collector (~25 - 55 k instructions a stream).
+            chunks.on_wait = on_wait
             if self._watching is not None:
                 self._watching.cancel()
+                self._watching = None
             # try/except rather than contextlib.suppress on this path: a context manager object
             # and three calls per stream (~4 k instructions each).
             try:

@@ -218,6 +218,24 @@ def _event(kind: str, payload: dict) -> bytes:
 
 
 _PING = _event("ping", {})
+_STOP = _event("message_stop", {})
+# A text delta, the most frequent event, around its index and its text (written without building
+# its payload: the bytes orjson makes of it).
+_TEXT_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+               b'"delta":{"type":"text_delta","text":')
+_BLOCK_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
+# The other events every translated stream has, the same way: its start (``_message`` without
+# content or usage, around its model and id), a text block's start, and its stop reason and usage.
+_MESSAGE_START = (b'event: message_start\ndata: {"type":"message_start","message":{"model":%s,"id":%s,'
+                  b'"type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,'
+                  b'"usage":{"input_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,'
+                  b'"output_tokens":0}}}\n\n')
+_TEXT_BLOCK = {"type": "text", "text": ""}
+_TEXT_BLOCK_START = (b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
+                     b'"content_block":{"type":"text","text":""}}\n\n')
+_MESSAGE_DELTA = (b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":%s,'
+                  b'"stop_sequence":null},"usage":{"input_tokens":%d,"cache_creation_input_tokens":%d,'
+                  b'"cache_read_input_tokens":%d,"output_tokens":%d}}\n\n')
 
 
 def _block_deltas(block: dict) -> tuple[dict, list[dict]]:
@@ -251,7 +269,7 @@ def message_events(message: dict) -> bytes:
         out.append(_event("content_block_stop", {"index": index}))
     out.append(_event("message_delta", {"delta": {"stop_reason": message.get("stop_reason"),
                                                   "stop_sequence": message.get("stop_sequence")}, "usage": usage}))
-    out.append(_event("message_stop", {}))
+    out.append(_STOP)
     return b"".join(out)
 
 
@@ -277,9 +295,9 @@ class MessagesStream:
 
     def _start(self, out: list[bytes], model: str) -> None:
         self.started = True
-        message = _message(self.request, content=[], stop=None, model=model,
-                           usage=message_usage(prompt=0, cached=0, written=0, output=0))
-        out.append(_event("message_start", {"message": message}))
+        request = self.request
+        out.append(_MESSAGE_START % (orjson.dumps(model or request.model),
+                                     orjson.dumps(request.message_id or "msg_nemo")))
 
     def events(self, batch: list[Event]) -> bytes:
         if self.native:
@@ -304,7 +322,8 @@ class MessagesStream:
         index = self.blocks
         self.blocks += 1
         self.open_kind = kind
-        out.append(_event("content_block_start", {"index": index, "content_block": block}))
+        out.append(_TEXT_BLOCK_START % index if block is _TEXT_BLOCK
+                   else _event("content_block_start", {"index": index, "content_block": block}))
         if not self.pinged:
             self.pinged = True
             out.append(_PING)
@@ -317,7 +336,7 @@ class MessagesStream:
             out.append(_event("content_block_delta", {"index": self.blocks - 1, "delta": {
                 "type": "signature_delta", "signature": self.signature or UNSIGNED}}))
         self.open_kind = None
-        out.append(_event("content_block_stop", {"index": self.blocks - 1}))
+        out.append(_BLOCK_STOP % (self.blocks - 1))
 
     def _thinking(self, delta: dict, out: list[bytes]) -> None:
         thought = reasoning_of(delta)
@@ -331,9 +350,8 @@ class MessagesStream:
 
     def _text(self, text: str, out: list[bytes]) -> None:
         if self.open_kind != "text":
-            self._open({"type": "text", "text": ""}, "text", out)
-        out.append(_event("content_block_delta", {"index": self.blocks - 1,
-                                                  "delta": {"type": "text_delta", "text": text}}))
+            self._open(_TEXT_BLOCK, "text", out)
+        out.append(b"".join((_TEXT_DELTA % (self.blocks - 1), orjson.dumps(text), b"}}\n\n")))
 
     def _call(self, call: dict, out: list[bytes]) -> None:
         position = call.get("index", 0)
@@ -355,9 +373,10 @@ class MessagesStream:
         self._close(out)
         usage = message_usage(prompt=summary.prompt_tokens, cached=summary.cached_tokens,
                               written=summary.cache_write_tokens, output=summary.completion_tokens)
-        out.append(_event("message_delta", {"delta": {"stop_reason": stop_reason(summary.finish_reason),
-                                                      "stop_sequence": None}, "usage": usage}))
-        out.append(_event("message_stop", {}))
+        out.append(_MESSAGE_DELTA % (orjson.dumps(stop_reason(summary.finish_reason)), usage["input_tokens"],
+                                     usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"],
+                                     usage["output_tokens"]))
+        out.append(_STOP)
         return b"".join(out)
 
     def failed(self, error: GatewayError) -> bytes:

@@ -95,19 +95,16 @@ def _usage_of(usage: dict | None) -> dict:
 
 def response_object(request: ResponsesRequest, *, status: str, output: list, usage: dict | None, model: str,
                     created_at: int, error: dict | None = None, finish_reason: str = "") -> dict:
-    incomplete = _INCOMPLETE.get(finish_reason) if status == "completed" else None
-    if incomplete is not None:
-        status = "incomplete"
     before_model, before_usage, after_usage = request.echo or NO_ECHO
-    return {
+    response = {
         "id": request.response_id or new_id("resp_"),
         "object": "response",
         "created_at": created_at,
         "status": status,
         "background": False,
-        "completed_at": int(time.time()) if status == "completed" else None,
+        "completed_at": None,
         "error": error,
-        "incomplete_details": incomplete,
+        "incomplete_details": None,
         **before_model,
         "model": model or request.model,
         "output": output,
@@ -115,6 +112,19 @@ def response_object(request: ResponsesRequest, *, status: str, output: list, usa
         "usage": usage,
         **after_usage,
     }
+    _settle(response, status, finish_reason)
+    return response
+
+
+def _settle(response: dict, status: str, finish_reason: str) -> None:
+    """A Response's status, when it completed, and why it is incomplete (a completed answer cut
+    short by its length or a filter)."""
+    incomplete = _INCOMPLETE.get(finish_reason) if status == "completed" else None
+    if incomplete is not None:
+        status = "incomplete"
+    response["status"] = status
+    response["completed_at"] = int(time.time()) if status == "completed" else None
+    response["incomplete_details"] = incomplete
 
 
 def _text_part(text: str) -> dict:
@@ -168,18 +178,41 @@ def _delta_parts(kind: str, before: bytes, after: bytes) -> tuple[bytes, bytes]:
             after + b',"sequence_number":')
 
 
+# The events that open and close a message item (nearly every stream's one item), from their
+# fixed bytes: the ones ``_event`` makes of them, around the item's id, its output index, the
+# sequence numbers and the text (JSON).
+_TEXT_OPENED = (
+    b'event: response.output_item.added\ndata: {"type":"response.output_item.added","item":{"id":"%s",'
+    b'"type":"message","status":"in_progress","content":[],"role":"assistant"},"output_index":%d,'
+    b'"sequence_number":%d}\n\n'
+    b'event: response.content_part.added\ndata: {"type":"response.content_part.added","content_index":0,'
+    b'"item_id":"%s","output_index":%d,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""},'
+    b'"sequence_number":%d}\n\n')
+_TEXT_CLOSED = (
+    b'event: response.output_text.done\ndata: {"type":"response.output_text.done","content_index":0,'
+    b'"item_id":"%s","logprobs":[],"output_index":%d,"text":%s,"sequence_number":%d}\n\n'
+    b'event: response.content_part.done\ndata: {"type":"response.content_part.done","content_index":0,'
+    b'"item_id":"%s","output_index":%d,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":%s},'
+    b'"sequence_number":%d}\n\n'
+    b'event: response.output_item.done\ndata: {"type":"response.output_item.done","item":{"id":"%s",'
+    b'"type":"message","status":"completed","content":[{"type":"output_text","annotations":[],"logprobs":[],'
+    b'"text":%s}],"role":"assistant"},"output_index":%d,"sequence_number":%d}\n\n')
+
+
 class ResponsesStream:
     """The chunks of a streamed chat completion as the Responses API's events: an item opened
     (``output_item.added``) when its first piece comes, its deltas, and its ``.done`` events
     once the next item starts or the answer ends."""
 
-    __slots__ = ("request", "sequence", "started", "items", "text", "calls", "open_call", "created_at", "model",
+    __slots__ = ("request", "sequence", "response", "items", "text", "calls", "open_call", "created_at", "model",
                  "reasoning_tokens")
 
     def __init__(self, request: ResponsesRequest) -> None:
         self.request = request
         self.sequence = 0
-        self.started = False
+        # The Response of ``response.created``, once sent; its end is the same object updated
+        # (the same keys in the same order), not one built again.
+        self.response: dict | None = None
         self.items: list[dict] = []
         # The message item being written (its output index, its text pieces, its delta event's
         # fixed parts), and the function calls by chat index (item, output index, delta parts).
@@ -214,18 +247,24 @@ class ResponsesStream:
             self.sequence += 1
         return events
 
-    def _response(self, status: str, **extra) -> dict:
-        return response_object(self.request, status=status, output=self.items, model=self.model,
-                               created_at=self.created_at, **extra)
-
     def _start(self) -> list[bytes]:
-        self.started = True
-        response = self._response("in_progress", usage=None)
-        response["output"] = []
-        return self._response_events(("response.created", "response.in_progress"), response)
+        self.response = response_object(self.request, status="in_progress", output=[], usage=None, model=self.model,
+                                        created_at=self.created_at)
+        return self._response_events(("response.created", "response.in_progress"), self.response)
+
+    def _response(self, status: str, *, usage: dict | None, error: dict | None = None,
+                  finish_reason: str = "") -> dict:
+        """The Response at the stream's end (``_start`` ran)."""
+        response = self.response
+        response["error"] = error
+        response["model"] = self.model or self.request.model
+        response["output"] = self.items
+        response["usage"] = usage
+        _settle(response, status, finish_reason)
+        return response
 
     def events(self, batch: list[Event]) -> bytes:
-        out = [] if self.started else None
+        out = None if self.response is None else []
         for chunk, _ in batch:
             if not self.model and chunk.get("model"):
                 self.model = chunk["model"]
@@ -246,18 +285,19 @@ class ResponsesStream:
         return b"".join(out) if out else b""
 
     def _text_delta(self, text: str, out: list[bytes]) -> None:
-        self._close_call(out)
         if self.text is None:
+            # (A call is open only while no text is: see ``_call_delta``.)
+            self._close_call(out)
             item = message_item(new_id("msg_"), [], "in_progress")
             self.items.append(item)
             index = len(self.items) - 1
+            item_id = item["id"].encode()
             self.text = (item, index, [], _delta_parts("response.output_text.delta", b'"content_index":0,',
                                                        b',"item_id":"%s","logprobs":[],"output_index":%d' % (
-                                                           item["id"].encode(), index)))
-            out.append(self._event("response.output_item.added", {"item": {**item, "content": []},
-                                                                  "output_index": index}))
-            out.append(self._event("response.content_part.added", {
-                "content_index": 0, "item_id": item["id"], "output_index": index, "part": _text_part("")}))
+                                                           item_id, index)))
+            sequence = self.sequence
+            self.sequence += 2
+            out.append(_TEXT_OPENED % (item_id, index, sequence, item_id, index, sequence + 1))
         pieces = self.text[2]
         pieces.append(text)
         head, tail = self.text[3]
@@ -278,7 +318,7 @@ class ResponsesStream:
                 "response.function_call_arguments.delta", b"",
                 b',"item_id":"%s","output_index":%d' % (item["id"].encode(), output_index)))
             self.open_call = index
-            out.append(self._event("response.output_item.added", {"item": dict(item), "output_index": output_index}))
+            out.append(self._event("response.output_item.added", {"item": item, "output_index": output_index}))
         item, _, (head, tail) = known
         if piece := function.get("arguments"):
             item["arguments"] += piece
@@ -293,11 +333,10 @@ class ResponsesStream:
         part = _text_part(text)
         item["content"] = [part]
         item["status"] = "completed"
-        out.append(self._event("response.output_text.done", {
-            "content_index": 0, "item_id": item["id"], "logprobs": [], "output_index": index, "text": text}))
-        out.append(self._event("response.content_part.done", {
-            "content_index": 0, "item_id": item["id"], "output_index": index, "part": part}))
-        out.append(self._event("response.output_item.done", {"item": item, "output_index": index}))
+        item_id, encoded, sequence = item["id"].encode(), orjson.dumps(text), self.sequence
+        self.sequence += 3
+        out.append(_TEXT_CLOSED % (item_id, index, encoded, sequence, item_id, index, encoded, sequence + 1,
+                                   item_id, encoded, index, sequence + 2))
 
     def _close_call(self, out: list[bytes]) -> None:
         if self.open_call is None:
@@ -314,7 +353,7 @@ class ResponsesStream:
         self._close_call(out)
 
     def end(self, summary: CallSummary) -> bytes:
-        out = [] if self.started else self._start()
+        out = [] if self.response is not None else self._start()
         self._close(out)
         usage = response_usage(prompt=summary.prompt_tokens, completion=summary.completion_tokens,
                                cached=summary.cached_tokens, reasoning=self.reasoning_tokens)
@@ -325,7 +364,7 @@ class ResponsesStream:
         return b"".join(out)
 
     def failed(self, error: GatewayError) -> bytes:
-        out = [] if self.started else self._start()
+        out = [] if self.response is not None else self._start()
         response = self._response("failed", usage=None,
                                   error={"code": "server_error", "message": error.message})
         out.append(self._event("response.failed", {"response": response}))

@@ -2,12 +2,18 @@
 a read that has to wait (it watches for a client that leaves only then)."""
 
 import asyncio
+import gc
+import weakref
+from types import SimpleNamespace
 
 import aiohttp
 from aiohttp.base_protocol import BaseProtocol
 
+from gateway.dialects.chat_completions import ChatCompletions
 from gateway.providers.base import UpstreamChunkStream
 from gateway.providers.openai import OpenAIStreamDecoder
+from gateway.relay import StreamRelay
+from gateway.summary import CallSummary
 
 EVENTS = [
     b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n',
@@ -100,3 +106,43 @@ def test_a_stream_that_broke_while_in_is_an_upstream_error():
     error = asyncio.run(scenario())
 
     assert type(error).__name__ == "UpstreamError" and "stream broke" in str(error)
+
+
+def test_a_relayed_stream_is_freed_as_it_ends_without_the_cyclic_collector():
+    # The relay, its chunks and its watch of the client (a task, cancelled) must not refer to
+    # each other once the stream is done: else every stream is left to the cyclic collector.
+    async def scenario():
+        content, stream, _ = open_stream(EVENTS[0])
+        sent, watched = [], []
+
+        async def send(message) -> None:
+            sent.append(message)
+
+        async def receive():  # a client that stays
+            watched.append(True)
+            await asyncio.Event().wait()
+
+        relay = StreamRelay(ChatCompletions(), SimpleNamespace(include_usage=False), stream, CallSummary(),
+                            receive, send, headers={})
+
+        async def upstream() -> None:
+            for event in EVENTS[1:]:
+                await asyncio.sleep(0.01)  # the relay waits for each: it watches the client
+                content.feed_data(event)
+            content.feed_eof()
+
+        feeding = asyncio.ensure_future(upstream())
+        assert await relay.relay() is None
+        await relay.finish(None)
+        await feeding
+        await asyncio.sleep(0)  # the watch's cancellation runs
+        return weakref.ref(relay), sent, watched
+
+    gc.disable()
+    try:
+        relay, sent, watched = asyncio.run(scenario())
+        assert relay() is None
+    finally:
+        gc.enable()
+    assert watched == [True]
+    assert sent[-1]["body"].endswith(b"data: [DONE]\n\n")
