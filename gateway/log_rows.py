@@ -204,8 +204,9 @@ def inserts_of(rows: list[dict]) -> list[tuple[bytes, str, list]]:
     PostgreSQL's cost of an INSERT is mostly per statement, not per row: the executor's set-up
     (each of the log's indexes opened, its CHECK constraints read from their text) was ~170 k of
     a row's ~390 k instructions written one statement each; ten rows in one statement cost ~240 k
-    each (callgrind, bench/RESULTS.md "Session 14"). A batch goes in chunks of powers of two (13
-    rows: 8, 4 and 1), so a connection holds at most seven of these statements."""
+    each (callgrind; bench/RESULTS.md, "Session 14: PostgreSQL's CPU per log row"). A batch goes
+    in chunks of powers of two (13 rows: 8, 4 and 1), so a connection holds at most seven of these
+    statements."""
     inserts = []
     start = 0
     while start < len(rows):
