@@ -309,6 +309,11 @@ class RedisCounterStore(CounterStore):
             keys += self._names.chain(chain)
             args += (repr(probe_lease_s), *chain)
 
+        # The tag goes into the registry the reaper walks before its first reservation can exist:
+        # a worker that died between its admission and the registry's update would have left that
+        # reservation where no reaper looks, its budget held for good.
+        if tag not in self._registered:
+            await self._register(tag)
         reply = await self._redis.evalsha(_ADMIT, keys, args)
         if reply[0] == b"lost":
             # Redis lost its state: this worker's calls in flight go back before it admits more.
@@ -319,8 +324,6 @@ class RedisCounterStore(CounterStore):
         if status == b"ok":
             if reply[7] != self._epochs.get(tag):
                 self._epochs[tag] = reply[7]
-            if tag not in self._registered:
-                await self._register(tag)
             parallel = rate_keys[2] if rate is not None and rate.max_parallel is not None else ""
             amount = int(reply[8])
             if fit is not None and buckets:

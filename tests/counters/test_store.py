@@ -282,6 +282,43 @@ async def test_two_reapers_release_each_stale_reservation_once(open_worker: Open
     assert await first.reap(now=NOW + 30) == []
 
 
+async def test_a_worker_that_dies_right_after_an_admission_leaves_its_reservation_to_the_reaper(
+        open_worker: OpenWorker) -> None:
+    """A gateway worker may be killed at any moment after its admission ran in Redis: whatever it
+    had yet to send, its reservation is one a reaper finds (the org's tag is in the registry the
+    reaper walks), so the budget is not held for good."""
+    dying, reaper = open_worker(), open_worker()
+    if not isinstance(dying, RedisCounterStore):
+        pytest.skip("in-process, a worker's death takes the store with it")
+    bucket_key = "{o9}b:key:42:2026-11"
+    await dying.seed(bucket_key, 0)
+    admitted = False
+    client_evalsha, client_execute = dying._redis.evalsha, dying._redis.execute
+
+    def evalsha(script, keys, args, **options):
+        nonlocal admitted
+        reply = client_evalsha(script, keys, args, **options)
+        admitted = True
+        return reply
+
+    async def execute(*command):
+        if admitted:
+            raise ConnectionError("the worker was killed")
+        return await client_execute(*command)
+
+    dying._redis.evalsha, dying._redis.execute = evalsha, execute
+    try:
+        await admit(dying, "orphan", Bucket(bucket_key, 1_000, 100, "key"), ttl_s=10)
+    except ConnectionError:
+        pass
+    finally:
+        del dying._redis.evalsha, dying._redis.execute  # the fixture clears the keys through it
+    assert admitted
+
+    assert await reaper.reap(now=NOW + 30) == ["orphan"]
+    assert await reaper.read([bucket_key]) == {bucket_key: 0}
+
+
 async def test_the_reaper_settles_a_logged_call_with_its_cost_and_its_late_settle_charges_nothing(
     store: CounterStore,
 ) -> None:
