@@ -753,12 +753,6 @@ def spend_by_day_and_model(*, org: Organization, since: datetime | None = None,
     return sorted(rows, key=lambda row: (row["day"], -row["cost"], row["model"]))
 
 
-def spend_by_key(*, org: Organization, key_ids: list[int], since: datetime | None) -> dict[int, Decimal]:
-    """Spend of each of these keys of the org since a moment (all time with None), zero for a key
-    that spent nothing."""
-    return {key_id: use.cost for key_id, use in use_by_key(org=org, key_ids=key_ids, since=since).items()}
-
-
 @dataclass(frozen=True)
 class KeyTotals:
     cost: Decimal

@@ -8,14 +8,15 @@ import pytest
 from django.http import Http404
 
 from analytics.selectors import (
+    KeyTotals,
     log_get,
     log_list,
     run_get,
     run_list,
     settled_spend_micros,
-    spend_by_key,
     spend_rows,
     spend_total,
+    use_by_key,
 )
 from keys.services import team_create
 from tests.analytics.factories import make_key, make_log
@@ -263,14 +264,15 @@ def test_settled_spend_is_counted_in_micro_dollars_per_key_team_or_org(org, key,
     } == {"org": 5_500_125, "org since 2021": 1_500_125, "key since 2021": 1_500_000, "team": 4_000_125}
 
 
-def test_spend_by_key_counts_each_key_since_then_and_zero_for_a_key_without_calls(org, key):
+def test_use_by_key_counts_each_keys_spend_since_then_and_zero_for_a_key_without_calls(org, key):
     idle = make_key(org, "idle")
     make_log(org, key, cost=Decimal("0.2"), created=datetime(2026, 11, 2, tzinfo=UTC))
     make_log(org, key, cost=Decimal("0.7"), created=datetime(2026, 10, 30, tzinfo=UTC))
 
-    spent = spend_by_key(org=org, key_ids=[key.pk, idle.pk], since=datetime(2026, 11, 1, tzinfo=UTC))
+    used = use_by_key(org=org, key_ids=[key.pk, idle.pk], since=datetime(2026, 11, 1, tzinfo=UTC))
 
-    assert spent == {key.pk: Decimal("0.200000"), idle.pk: Decimal("0")}
+    assert {key_id: totals.cost for key_id, totals in used.items()} == {key.pk: Decimal("0.200000"),
+                                                                         idle.pk: Decimal("0")}
 
 
 def test_the_log_of_one_org_is_invisible_to_another(org, key, other_org, system_actor):
@@ -285,4 +287,5 @@ def test_the_log_of_one_org_is_invisible_to_another(org, key, other_org, system_
         run_get(org=other_org, run_id="secret-run")
     assert run_list(org=other_org) == []
     assert [spend_rows(org=other_org, group_by=group) for group in ("day", "key", "team", "model")] == [[]] * 4
-    assert spend_by_key(org=other_org, key_ids=[key.pk], since=None) == {key.pk: Decimal("0")}
+    assert {key_id: totals for key_id, totals in use_by_key(org=other_org, key_ids=[key.pk], since=None).items()} \
+        == {key.pk: KeyTotals(cost=Decimal("0"), calls=0, errors=0)}
