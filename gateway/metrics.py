@@ -1,8 +1,13 @@
 """``GET /metrics``: the gateway's Prometheus metrics, all of its workers together.
 
 What a call did is recorded once, at its end, from its ``Call`` (``observe_call``, called by the
-pipeline's ``serve``): a few increments in this worker's memory, no I/O and no lock another
-worker takes. With ``PROMETHEUS_MULTIPROC_DIR`` set (``gunicorn.conf.py`` sets it for every
+pipeline's ``serve``): a few additions to this worker's tally, no I/O and no lock another worker
+takes. The tally reaches prometheus-client's values at most ``FLUSH_S`` later, one increment per
+label set and bucket for all the calls since the last flush (``flush``): in multiprocess mode each
+increment takes a lock, checks the process id and writes the memory-mapped file, and six of them
+a call were ~2.5% of a loaded worker's CPU. A scrape flushes its own worker's tally and, in
+multiprocess mode, waits ``SCRAPE_WAIT_S`` for the other workers' to land, so it counts every call
+that ended before it began. With ``PROMETHEUS_MULTIPROC_DIR`` set (``gunicorn.conf.py`` sets it for every
 gunicorn master), prometheus-client keeps each worker's values in memory-mapped files of its
 own there, and a scrape, whichever worker takes it, adds up every worker's files (its
 multiprocess mode). Unset (one uvicorn process, the embedded default), they live in this
@@ -20,6 +25,7 @@ import hmac
 import logging
 import os
 import time
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -43,6 +49,10 @@ CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 OTHER_MODEL = "other"
 # How long a scrape waits for the counter store and the database, each.
 SHARED_TIMEOUT_S = 2.0
+# How long after a call its observations wait in the worker's tally, at most (loop lag aside);
+# and how long a scrape waits for the other workers' tallies (several flushes' worth).
+FLUSH_S = 0.05
+SCRAPE_WAIT_S = 0.5
 CIRCUIT_STATES = {"closed": 0, "open": 1, "half_open": 2}
 # The refusals of a rate limit, by what limited: the key's own limits or every upstream's.
 RATE_LIMIT_CODES = {"rate_limit_exceeded": "key", "upstream_rate_limited": "upstream"}
@@ -66,8 +76,8 @@ LOG_COMMIT_LAG = Histogram("nemo_log_commit_lag_seconds",
 
 
 def observe_call(call: Call, models: dict) -> None:
-    """Records a finished call (``gateway.pipeline.Call``); ``models``: the routes served, whose
-    names are label values (any other model is ``OTHER_MODEL``)."""
+    """Records a finished call (``gateway.pipeline.Call``) in the tally; ``models``: the routes
+    served, whose names are label values (any other model is ``OTHER_MODEL``)."""
     model = call.model if call.model in models else OTHER_MODEL
     key = (call.endpoint, model, call.deployment, call.status)
     children = _call_children.get(key)
@@ -75,17 +85,91 @@ def observe_call(call: Call, models: dict) -> None:
         children = _call_children[key] = (CALLS.labels(call.endpoint, model, call.deployment, str(call.status)),
                                           _child(LATENCY, call.endpoint, model), _child(TTFT, call.endpoint, model))
     calls, latency, ttft = children
-    calls.inc()
-    latency.observe(time.monotonic() - call.started)
+    counts, observed = _tally.counts, _tally.observed
+    counts[calls] = counts.get(calls, 0) + 1
+    _observe(observed, latency, time.monotonic() - call.started)
     first_token_at = call.summary.first_token_at
     if first_token_at is not None and call.status == 200:
-        ttft.observe(first_token_at - call.started)
+        _observe(observed, ttft, first_token_at - call.started)
     for attempt in call.attempts:
-        _child(ATTEMPTS, attempt.deployment, attempt.outcome).inc()
+        child = _child(ATTEMPTS, attempt.deployment, attempt.outcome)
+        counts[child] = counts.get(child, 0) + 1
     if call.error_code == "budget_exceeded":
-        _child(BUDGET_REFUSALS, call.error_param).inc()
+        child = _child(BUDGET_REFUSALS, call.error_param)
+        counts[child] = counts.get(child, 0) + 1
     elif call.error_code in RATE_LIMIT_CODES:
-        _child(RATE_LIMIT_REFUSALS, RATE_LIMIT_CODES[call.error_code]).inc()
+        child = _child(RATE_LIMIT_REFUSALS, RATE_LIMIT_CODES[call.error_code])
+        counts[child] = counts.get(child, 0) + 1
+    if not _tally.armed:
+        _tally.arm()
+
+
+def observe_commit(rows: int, seconds: float) -> None:
+    observed = _tally.observed
+    _observe(observed, LOG_BATCH_ROWS, rows)
+    _observe(observed, LOG_COMMIT_LAG, seconds)
+    if not _tally.armed:
+        _tally.arm()
+
+
+def _observe(observed: dict, child, value: float) -> None:
+    values = observed.get(child)
+    if values is None:
+        observed[child] = [value]
+    else:
+        values.append(value)
+
+
+class _Tally:
+    """This worker's observations since the last flush: increments by counter child, values by
+    histogram child."""
+
+    def __init__(self) -> None:
+        self.counts: dict = {}
+        self.observed: dict[object, list[float]] = {}
+        self.armed = False
+
+    def arm(self) -> None:
+        """A flush in ``FLUSH_S``; at once outside an event loop (a management command, a test)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self.armed = True
+        loop.call_later(FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        self.armed = False
+        counts, observed = self.counts, self.observed
+        self.counts, self.observed = {}, {}
+        for child, count in counts.items():
+            child.inc(count)
+        for child, values in observed.items():
+            _observe_many(child, values)
+
+
+def _observe_many(histogram, values: list[float]) -> None:
+    """``histogram.observe`` of each value, as one increment of its sum and of each bucket they
+    fall in (prometheus-client's own ``observe``: a value counts in the first bucket whose
+    bound is at least the value; pinned in requirements.txt, and held to ``observe`` by
+    tests/gateway/test_metrics.py)."""
+    bounds, buckets = histogram._upper_bounds, histogram._buckets
+    falls = [0] * len(bounds)
+    for value in values:
+        falls[bisect_left(bounds, value)] += 1
+    histogram._sum.inc(sum(values))
+    for bucket, count in zip(buckets, falls, strict=True):
+        if count:
+            bucket.inc(count)
+
+
+_tally = _Tally()
+
+
+def flush() -> None:
+    """This worker's tally into prometheus-client's values now (a scrape, a worker that stops)."""
+    _tally.flush()
 
 
 # Each metric's children by their label values, found again without ``labels``' lock and checks
@@ -104,11 +188,6 @@ def _child(metric, *values: str):
     return child
 
 
-def observe_commit(rows: int, seconds: float) -> None:
-    LOG_BATCH_ROWS.observe(rows)
-    LOG_COMMIT_LAG.observe(seconds)
-
-
 def multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
@@ -120,6 +199,10 @@ async def handle(state: GatewayState, scope, send) -> None:
                                               "type": "authentication_error", "param": None,
                                               "code": "invalid_metrics_token"}})
         return
+    flush()
+    if multiprocess():
+        # The other workers' tallies of the calls that ended before this scrape, flushed meanwhile.
+        await asyncio.sleep(SCRAPE_WAIT_S)
     shared = await shared_gauges(state)
     # (Reading every worker's files is I/O: off the event loop.)
     body = await asyncio.to_thread(exposition, shared)

@@ -15,6 +15,7 @@ from django.conf import settings
 from billing.reservations import Admissions
 from counters import KEEPALIVE_S, CounterStore, counter_store_from_url
 from counters.cluster import pubsub_url
+from gateway import metrics
 from gateway.auth import KeyCache
 from gateway.busypoll import BusyPoll
 from gateway.config import RoutingConfig, load_config
@@ -137,3 +138,5 @@ class GatewayState:
         await self.busy_poll.close()
         await self.session.close()
         await self.store.close()
+        # What the last calls and commits tallied, before the worker's files are left as they are.
+        metrics.flush()
