@@ -23,7 +23,7 @@ from decimal import ROUND_CEILING, Decimal
 
 from billing.periods import period_end, period_name, period_start
 from counters import NO_LIMIT, Bucket, ChainCheck, CounterStore, OutputFit, RateCheck, RunCheck
-from money import from_micros
+from money import from_micros, micros_of_picos, whole_picos
 
 # A reservation's deadline, pushed back every RESERVATION_TTL_S / 3 by its worker's heartbeat
 # while the call runs (CounterStore.keepalive): only a dead worker's calls reach it.
@@ -115,10 +115,19 @@ class Reservation:
 
 
 def worst_case_micros(*, prompt_tokens: int, output_tokens: int, prices) -> int:
-    """The dearest of the links' costs for this many tokens, rounded up to a micro-dollar."""
-    prompt, output = Decimal(prompt_tokens), Decimal(output_tokens)
-    dearest = max(prompt * _dearest_input(p) + output * p.output for p in prices)
-    return int(dearest.to_integral_value(rounding=ROUND_CEILING))
+    """The dearest of the links' costs for this many tokens, rounded up to a micro-dollar: in
+    whole pico-dollars where every price is a whole number of them, else in Decimal."""
+    if not prices:
+        raise ValueError("a call's worst case needs the price of at least one link")
+    dearest = 0
+    for price in prices:
+        input_picos, output_picos = whole_picos(_dearest_input(price)), whole_picos(price.output)
+        if input_picos is None or output_picos is None:
+            prompt, output = Decimal(prompt_tokens), Decimal(output_tokens)
+            exact = max(prompt * _dearest_input(p) + output * p.output for p in prices)
+            return int(exact.to_integral_value(rounding=ROUND_CEILING))
+        dearest = max(dearest, prompt_tokens * input_picos + output_tokens * output_picos)
+    return micros_of_picos(dearest)
 
 
 def _dearest_input(price) -> Decimal:

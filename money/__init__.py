@@ -20,6 +20,31 @@ def from_micros(micros: int) -> Decimal:
     return Decimal(micros).scaleb(-6)
 
 
+# A price per million tokens as whole pico-dollars per token (None: it has finer digits), by price.
+_PICOS: dict[Decimal, int | None] = {}
+# Prices are a catalog's few; a process that sees this many distinct ones starts the cache again.
+_PICOS_KEPT = 4096
+
+
+def whole_picos(price_per_million: Decimal) -> int | None:
+    """A price per million tokens in pico-dollars per token, if that is a whole number (every
+    catalog price with up to six decimal places): then a cost in micro-dollars is integer
+    arithmetic, the same as ``token_cost_micros``' exact Decimal, in a fifth of its time."""
+    picos = _PICOS.get(price_per_million, -1)
+    if picos == -1:
+        scaled = Decimal(price_per_million).scaleb(6)
+        picos = int(scaled) if scaled == scaled.to_integral_value() else None
+        if len(_PICOS) >= _PICOS_KEPT:
+            _PICOS.clear()
+        _PICOS[price_per_million] = picos
+    return picos
+
+
+def micros_of_picos(picos: int) -> int:
+    """Pico-dollars in whole micro-dollars, rounded up."""
+    return -(-picos // 1_000_000)
+
+
 def token_cost_micros(tokens: int, price_per_million: Decimal) -> Decimal:
     """Exact cost of tokens in micro-dollars (may be fractional; round once per call)."""
     return Decimal(tokens) * Decimal(price_per_million)
@@ -43,10 +68,16 @@ def call_cost_micros(
     cached = min(cached_tokens, prompt_tokens)
     written = min(cache_write_tokens, prompt_tokens - cached)
     uncached = prompt_tokens - cached - written
+    write_price = input_price if cache_write_price is None else cache_write_price
+    picos = (whole_picos(input_price), whole_picos(cached_input_price), whole_picos(write_price),
+             whole_picos(output_price))
+    if None not in picos:
+        return micros_of_picos(uncached * picos[0] + cached * picos[1] + written * picos[2]
+                               + completion_tokens * picos[3])
     exact = (
         token_cost_micros(uncached, input_price)
         + token_cost_micros(cached, cached_input_price)
-        + token_cost_micros(written, input_price if cache_write_price is None else cache_write_price)
+        + token_cost_micros(written, write_price)
         + token_cost_micros(completion_tokens, output_price)
     )
     return int(exact.to_integral_value(rounding=ROUND_CEILING))

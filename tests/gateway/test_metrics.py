@@ -218,3 +218,55 @@ def test_two_workers_reaped_one_inside_the_other_both_leave_the_sums(tmp_path):
     done = subprocess.run([sys.executable, str(script), f"{PROJECT}/gunicorn.conf.py"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_tallied_histogram_reads_as_one_observed_value_by_value():
+    """The tally's flush writes a histogram's sum and buckets straight into prometheus-client's
+    child (its ``_sum``, ``_buckets`` and ``_upper_bounds``): what it shows must be what
+    ``observe`` of each value shows, bounds themselves and values past the last bound included."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from gateway.metrics import _observe_many
+
+    registry = CollectorRegistry()
+    buckets = (0.05, 0.1, 0.25, 1, 10)
+    observed = Histogram("observed_seconds", "by observe", ["endpoint"], buckets=buckets, registry=registry)
+    tallied = Histogram("tallied_seconds", "by the tally", ["endpoint"], buckets=buckets, registry=registry)
+    values = [0.0, 0.01, 0.05, 0.050001, 0.1, 0.2, 0.25, 0.9, 1, 9.99, 10, 10.5, 400.0, 0.07, 0.07]
+    for value in values:
+        observed.labels("chat").observe(value)
+    _observe_many(tallied.labels("chat"), values[:6])
+    _observe_many(tallied.labels("chat"), values[6:])
+
+    def samples(name):
+        return {(s.name.removeprefix(name), tuple(sorted(s.labels.items()))): s.value
+                for family in registry.collect() if family.name == name for s in family.samples
+                if not s.name.endswith("_created")}
+
+    by_observe, by_tally = samples("observed_seconds"), samples("tallied_seconds")
+    assert by_tally.keys() == by_observe.keys() and len(by_tally) == len(buckets) + 3
+    for key, value in by_observe.items():
+        assert by_tally[key] == pytest.approx(value), key
+
+
+def test_a_calls_metrics_land_within_the_flush_interval_without_a_scrape():
+    import asyncio
+
+    from gateway import metrics
+    from gateway.pipeline import Call
+
+    def calls_counted() -> float:
+        return metrics.CALLS.labels("chat.completions", "tally-model", "tally-link", "200")._value.get()
+
+    async def one_call() -> tuple[float, float, float]:
+        before = calls_counted()
+        call = Call(request_id="req_tally", started=0.0, run_id="", endpoint="chat.completions",
+                    model="tally-model", deployment="tally-link")
+        metrics.observe_call(call, {"tally-model": object()})
+        tallied = calls_counted()
+        await asyncio.sleep(metrics.FLUSH_S * 4)
+        return before, tallied, calls_counted()
+
+    before, tallied, flushed = asyncio.run(one_call())
+    # Held in the worker's tally at first, in prometheus-client's values one flush later.
+    assert tallied == before and flushed == before + 1
