@@ -386,20 +386,30 @@ def _check_nesting(raw: bytes, body: dict) -> None:
         raise invalid_request(f"The body is nested more than {MAX_NESTING} levels deep.") from exc
 
 
-def _check_body(body: dict) -> None:
+def body_checks(*, built_valid: tuple[str, ...]) -> dict[str, Check]:
+    """The checks of a body a dialect built from its own request, but for the fields it built
+    valid (from fields of its request it checked, in shapes that pass): those need no second
+    look. (A field left out cannot fail, so which error comes first is the same.)"""
+    return {name: check for name, check in _BODY_FIELDS.items() if name not in built_valid}
+
+
+def _check_body(body: dict, checks: dict[str, Check]) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid_request("model is required", param="model")
     if body.get("messages") is None:
         raise invalid_request("messages must be a non-empty list", param="messages")
     for name, value in body.items():
-        check = _BODY_FIELDS.get(name)
+        check = checks.get(name)
         if check is not None and value is not None and (problem := _problem(check, value)) is not None:
             where, expected = problem
             raise invalid_request(f"{name}{where} must be {expected}", param=f"{name}{where}")
 
 
 def _tag_set(raw, header_value: str | None) -> frozenset[str]:
+    if raw is None and not header_value:
+        # (Most calls: no tags.)
+        return frozenset()
     tags = [] if raw is None else [raw] if isinstance(raw, str) else raw
     if header_value:
         tags = [*tags, *header_value.split(",")]
@@ -438,12 +448,13 @@ def parse_chat_request(raw: bytes, *, tags_header: str | None, request_class: ty
 
 
 def chat_request(body: dict, *, raw: bytes, tags_header: str | None, linked_media: bool | None = None,
-                 request_class: type[R] = ChatRequest) -> R:
+                 request_class: type[R] = ChatRequest, checks: dict[str, Check] = _BODY_FIELDS) -> R:
     """A Chat Completions body, checked, as a ``request_class`` (a dialect's subclass, whose own
     fields keep their defaults). ``raw``: the client's bytes it came from, which bound its prompt
     and its nesting (a dialect that built ``body`` from its own request passes that request's,
-    and ``linked_media=True``: its images and files are not named as Chat names them)."""
-    _check_body(body)
+    and ``linked_media=True``: its images and files are not named as Chat names them; and the
+    ``checks`` of the fields it did not build valid: ``body_checks``)."""
+    _check_body(body, checks)
     _check_nesting(raw, body)
     stream_options = body.get("stream_options")
     upstream_body = body

@@ -21,6 +21,7 @@ from gateway.dialects.chat_completions_request import (
     NEMO_FIELDS,
     ChatRequest,
     R,
+    body_checks,
     chat_request,
     linked_media_tokens,
 )
@@ -39,8 +40,8 @@ TOOL_CHOICES = ("none", "auto", "required")
 
 @dataclass(slots=True)
 class ResponsesRequest(ChatRequest):
-    # The request's fields the Response object echoes (instructions, tools, text, ...; ``_echo``).
-    echo: tuple[dict, dict, dict] = ()
+    # The Response object with the request's fields it echoes (instructions, tools, text, ...; ``_echo``).
+    echo: dict | None = None
     store: bool = True
     previous_response_id: str | None = None
     # This request's own input, as Responses items (what ``input_items`` lists).
@@ -60,7 +61,7 @@ class ResponsesRequest(ChatRequest):
     @property
     def metadata(self) -> dict | None:
         # The Responses API's metadata is not sent upstream: it is in the echo.
-        return self.echo[2]["metadata"] if self.echo else None
+        return self.echo["metadata"] if self.echo else None
 
 
 def _text_of(parts, where: str) -> str:
@@ -227,18 +228,27 @@ def _response_format(text) -> dict | None:
     raise invalid_request("text.format.type must be one of text, json_object, json_schema", param="text.format.type")
 
 
-def _echo(body: dict) -> tuple[dict, dict, dict]:
-    """What the Response object repeats of its request, as OpenAI's does: the fields that come
-    before its ``model``, those between its ``output`` and its ``usage``, and those after, in
-    OpenAI's order (``response_object`` puts them around what the answer says)."""
+def _echo(body: dict) -> dict:
+    """The Response object as it repeats its request, as OpenAI's does: all of its keys in OpenAI's
+    order, the request's fields among them, and what only the answer says (its id, status,
+    model, output, usage, ...) left for ``response_object`` to fill in. A Response is a copy of
+    it, so its keys keep their order without being built again."""
     text = body.get("text") if isinstance(body.get("text"), dict) else {}
     reasoning = body.get("reasoning") or {}
-    before_model = {
+    return {
+        "id": None,
+        "object": "response",
+        "created_at": None,
+        "status": None,
+        "background": False,
+        "completed_at": None,
+        "error": None,
+        "incomplete_details": None,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "max_tool_calls": None,
-    }
-    before_usage = {
+        "model": None,
+        "output": None,
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
         "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
@@ -250,9 +260,10 @@ def _echo(body: dict) -> tuple[dict, dict, dict]:
         "tools": body.get("tools") or [],
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation") or "disabled",
+        "usage": None,
+        "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
     }
-    after_usage = {"user": body.get("user"), "metadata": body.get("metadata") or {}}
-    return before_model, before_usage, after_usage
 
 
 # A request's echo when there was no body (its renderer tested alone): every field's default.
@@ -285,6 +296,12 @@ def _check_top(body: dict) -> None:
         raise invalid_request("reasoning must be an object with an effort", param="reasoning")
     if body.get("input") is None:
         raise invalid_request("input is required", param="input")
+
+
+# What Chat Completions need not check again of the body ``chat_body`` builds: its messages
+# (``input_messages`` makes only messages it takes), its tool choice (``_tool_choice``'s), and
+# fields ``_check_top`` checked.
+_CHAT_CHECKS = body_checks(built_valid=("messages", "tool_choice", "parallel_tool_calls", "stream", "user"))
 
 
 def chat_body(body: dict, messages: list[dict]) -> dict:
@@ -327,7 +344,8 @@ def build_chat_request(body: dict, messages: list[dict], *, tags_header: str | N
     chat = chat_body(body, messages)
     try:
         # Its encoding bounds the prompt (as a Chat client's body would); it need not be read back.
-        return chat_request(chat, raw=orjson.dumps(chat), tags_header=tags_header, request_class=request_class)
+        return chat_request(chat, raw=orjson.dumps(chat), tags_header=tags_header, request_class=request_class,
+                            checks=_CHAT_CHECKS)
     except GatewayError as error:
         raise _rename(error) from None
 

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.dialects import messages, responses
 from gateway.dialects.messages import Messages
-from gateway.dialects.responses import Responses, ResponsesStream, _text_part, message_item
+from gateway.dialects.responses import Responses, ResponsesStream, _delta_event, _text_part, message_item
 
 TEXT = 'a "quoted" line\nwith é and 🦊'
 
@@ -39,6 +39,44 @@ def test_a_message_items_closing_events_are_the_encoders(responses_stream):
     text = orjson.dumps(TEXT)
 
     assert responses._TEXT_CLOSED % (b"msg_1", 2, text, 0, b"msg_1", 2, text, 1, b"msg_1", text, 2, 2) == general
+
+
+def test_a_streams_opening_events_are_the_encoders(responses_stream):
+    fixed = b"".join(responses_stream._start())
+    general = ResponsesStream(responses_stream.request)
+    response = responses_stream.response
+
+    assert fixed == (general._event("response.created", {"response": response})
+                     + general._event("response.in_progress", {"response": response}))
+    assert responses_stream.sequence == general.sequence
+
+
+@pytest.mark.parametrize("status", ["completed", "incomplete", "failed"])
+def test_a_streams_closing_event_is_the_encoders(responses_stream, status):
+    responses_stream._start()
+    response = {**responses_stream.response, "status": status, "output": [message_item("msg_1", [], "completed")]}
+    general = ResponsesStream(responses_stream.request)
+    general.sequence = responses_stream.sequence = 7
+    fixed: list[bytes] = []
+    responses_stream._ended(response, fixed)
+
+    assert b"".join(fixed) == general._event(f"response.{status}", {"response": response})
+    assert responses_stream.sequence == general.sequence
+
+
+def test_a_text_delta_is_the_encoders(responses_stream):
+    event = _delta_event("response.output_text.delta", b'"content_index":0,',
+                         b',"item_id":"msg_1","logprobs":[],"output_index":2')
+
+    assert event % (orjson.dumps(TEXT), 0) == responses_stream._event("response.output_text.delta", {
+        "content_index": 0, "delta": TEXT, "item_id": "msg_1", "logprobs": [], "output_index": 2})
+
+
+def test_a_function_calls_arguments_delta_is_the_encoders(responses_stream):
+    event = _delta_event("response.function_call_arguments.delta", b"", b',"item_id":"fc_1","output_index":3')
+
+    assert event % (orjson.dumps(TEXT), 0) == responses_stream._event("response.function_call_arguments.delta", {
+        "delta": TEXT, "item_id": "fc_1", "output_index": 3})
 
 
 def test_the_messages_streams_fixed_events_are_the_encoders():
