@@ -30,8 +30,9 @@ _INCOMPLETE = {"length": {"reason": "max_output_tokens"}, "content_filter": {"re
 
 def new_id(prefix: str) -> str:
     """An item's id, unique but no secret (a Response's own is its call's request id, see
-    ``prepare``): no system call per id, as ``secrets`` makes."""
-    return f"{prefix}{random.getrandbits(192):048x}"
+    ``prepare``): no system call per id, as ``secrets`` makes (and its 48 hex digits as bytes, a
+    third of what formatting the number takes)."""
+    return prefix + random.getrandbits(192).to_bytes(24).hex()
 
 
 def _remember(request: ResponsesRequest, response: dict) -> None:

@@ -272,10 +272,10 @@ NO_ECHO = _echo({})
 
 def _check_top(body: dict) -> None:
     for name in ("instructions", "previous_response_id", "user"):
-        if body.get(name) is not None and not isinstance(body[name], str):
+        if (value := body.get(name)) is not None and not isinstance(value, str):
             raise invalid_request(f"{name} must be a string", param=name)
     for name in ("store", "stream", "parallel_tool_calls"):
-        if body.get(name) is not None and not isinstance(body[name], bool):
+        if (value := body.get(name)) is not None and not isinstance(value, bool):
             raise invalid_request(f"{name} must be a boolean", param=name)
     metadata = body.get("metadata")
     if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
@@ -323,8 +323,8 @@ def chat_body(body: dict, messages: list[dict]) -> dict:
     if (effort := (body.get("reasoning") or {}).get("effort")) is not None:
         chat["reasoning_effort"] = effort
     for name in ("temperature", "top_p", "user", "stream", *NEMO_FIELDS):
-        if body.get(name) is not None:
-            chat[name] = body[name]
+        if (value := body.get(name)) is not None:
+            chat[name] = value
     return chat
 
 

@@ -92,7 +92,7 @@ def test_the_messages_streams_fixed_events_are_the_encoders():
                                                                                       {"message": start})
     assert messages._TEXT_BLOCK_START % 1 == messages._event("content_block_start", {
         "index": 1, "content_block": messages._TEXT_BLOCK})
-    assert messages._TEXT_DELTA % 1 + orjson.dumps(TEXT) + b"}}\n\n" == messages._event("content_block_delta", {
+    assert messages._TEXT_DELTA % (1, orjson.dumps(TEXT)) == messages._event("content_block_delta", {
         "index": 1, "delta": {"type": "text_delta", "text": TEXT}})
     assert messages._BLOCK_STOP % 1 == messages._event("content_block_stop", {"index": 1})
     assert messages._MESSAGE_DELTA % (b'"max_tokens"', usage["input_tokens"], usage["cache_creation_input_tokens"],
