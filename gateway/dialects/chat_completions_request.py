@@ -377,8 +377,9 @@ _BODY_FIELDS: dict[str, Check] = {
 
 
 def _check_nesting(raw: bytes, body: dict) -> None:
-    # Counting brackets is cheap and bounds the depth: only a body with that many is encoded.
-    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING:
+    # Counting brackets is cheap and bounds the depth: only a body with that many is encoded
+    # (and a body of fewer bytes has fewer).
+    if len(raw) <= MAX_NESTING or raw.count(b"[") + raw.count(b"{") <= MAX_NESTING:
         return
     try:
         orjson.dumps(body)
@@ -462,17 +463,18 @@ def chat_request(body: dict, *, raw: bytes, tags_header: str | None, linked_medi
         upstream_body = {k: v for k, v in body.items() if k not in NEMO_FIELDS}
     if linked_media is None:
         linked_media = b"image_url" in raw or b"file_id" in raw
+    # (The fields in their order, not by keyword: half what a call with nine keywords costs.)
     return request_class(
-        body=upstream_body,
-        model=body["model"],
-        stream=body.get("stream") or False,
-        include_usage=bool(stream_options and stream_options.get("include_usage")),
-        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
-        n=body.get("n") or 1,
-        tags=_tag_set(body.get("tags"), tags_header),
-        use_cache=body.get("nemo_cache"),
-        # A byte-level tokenizer never makes more tokens than bytes, and the raw body holds the
-        # whole prompt (messages and tools), so its size bounds the prompt tokens; but for an
-        # image it names by URL, whose tokens its few bytes do not bound.
-        prompt_bytes=len(raw) + (linked_media_tokens(body["messages"]) if linked_media else 0),
+        upstream_body,  # body
+        body["model"],  # model
+        body.get("stream") or False,  # stream
+        bool(stream_options and stream_options.get("include_usage")),  # include_usage
+        body.get("max_completion_tokens") or body.get("max_tokens"),  # max_tokens
+        body.get("n") or 1,  # n
+        _tag_set(body.get("tags"), tags_header),  # tags
+        body.get("nemo_cache"),  # use_cache
+        # prompt_bytes: a byte-level tokenizer never makes more tokens than bytes, and the raw
+        # body holds the whole prompt (messages and tools), so its size bounds the prompt tokens;
+        # but for an image it names by URL, whose tokens its few bytes do not bound.
+        len(raw) + (linked_media_tokens(body["messages"]) if linked_media else 0),
     )

@@ -18,7 +18,7 @@ import orjson
 
 from gateway import responses_store
 from gateway.dialects.chat_completions import completion_as_chunks
-from gateway.dialects.responses_request import NO_ECHO, ResponsesRequest, continued, parse_responses_request
+from gateway.dialects.responses_request import ResponsesRequest, continued, parse_responses_request, response_echo
 from gateway.errors import GatewayError
 from gateway.http import header, send_json
 from gateway.providers.base import Event
@@ -96,7 +96,8 @@ def _usage_of(usage: dict | None) -> dict:
 
 def response_object(request: ResponsesRequest, *, status: str, output: list, usage: dict | None, model: str,
                     created_at: int, error: dict | None = None, finish_reason: str = "") -> dict:
-    response = (request.echo or NO_ECHO).copy()
+    # (A request with no body, its renderer tested alone, echoes every field's default.)
+    response = response_echo(request.echoed or {})
     response["id"] = request.response_id or new_id("resp_")
     response["created_at"] = created_at
     response["error"] = error

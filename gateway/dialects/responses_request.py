@@ -40,8 +40,9 @@ TOOL_CHOICES = ("none", "auto", "required")
 
 @dataclass(slots=True)
 class ResponsesRequest(ChatRequest):
-    # The Response object with the request's fields it echoes (instructions, tools, text, ...; ``_echo``).
-    echo: dict | None = None
+    # The client's body, whose fields the Response object repeats (instructions, tools, text, ...:
+    # ``response_echo``, made once, when the Response is).
+    echoed: dict | None = None
     store: bool = True
     previous_response_id: str | None = None
     # This request's own input, as Responses items (what ``input_items`` lists).
@@ -61,7 +62,7 @@ class ResponsesRequest(ChatRequest):
     @property
     def metadata(self) -> dict | None:
         # The Responses API's metadata is not sent upstream: it is in the echo.
-        return self.echo["metadata"] if self.echo else None
+        return None if self.echoed is None else self.echoed.get("metadata") or {}
 
 
 def _text_of(parts, where: str) -> str:
@@ -228,46 +229,41 @@ def _response_format(text) -> dict | None:
     raise invalid_request("text.format.type must be one of text, json_object, json_schema", param="text.format.type")
 
 
-def _echo(body: dict) -> dict:
+# A Response's keys in OpenAI's order, with the values no request changes (``response_echo``
+# sets the others). Copied, not built: a dict of this many keys built key by key grows three times.
+_RESPONSE = {
+    "id": None, "object": "response", "created_at": None, "status": None, "background": False, "completed_at": None,
+    "error": None, "incomplete_details": None, "instructions": None, "max_output_tokens": None,
+    "max_tool_calls": None, "model": None, "output": None, "parallel_tool_calls": None,
+    "previous_response_id": None, "reasoning": None, "service_tier": "default", "store": None, "temperature": None,
+    "text": None, "tool_choice": None, "tools": None, "top_p": None, "truncation": None, "usage": None,
+    "user": None, "metadata": None,
+}
+
+
+def response_echo(body: dict) -> dict:
     """The Response object as it repeats its request, as OpenAI's does: all of its keys in OpenAI's
     order, the request's fields among them, and what only the answer says (its id, status,
     model, output, usage, ...) left for ``response_object`` to fill in. A Response is a copy of
     it, so its keys keep their order without being built again."""
     text = body.get("text") if isinstance(body.get("text"), dict) else {}
     reasoning = body.get("reasoning") or {}
-    return {
-        "id": None,
-        "object": "response",
-        "created_at": None,
-        "status": None,
-        "background": False,
-        "completed_at": None,
-        "error": None,
-        "incomplete_details": None,
-        "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"),
-        "max_tool_calls": None,
-        "model": None,
-        "output": None,
-        "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "previous_response_id": body.get("previous_response_id"),
-        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
-        "service_tier": "default",
-        "store": body.get("store", True) is not False,
-        "temperature": body.get("temperature", 1.0),
-        "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"},
-        "tool_choice": body.get("tool_choice", "auto"),
-        "tools": body.get("tools") or [],
-        "top_p": body.get("top_p", 1.0),
-        "truncation": body.get("truncation") or "disabled",
-        "usage": None,
-        "user": body.get("user"),
-        "metadata": body.get("metadata") or {},
-    }
-
-
-# A request's echo when there was no body (its renderer tested alone): every field's default.
-NO_ECHO = _echo({})
+    echo = _RESPONSE.copy()
+    echo["instructions"] = body.get("instructions")
+    echo["max_output_tokens"] = body.get("max_output_tokens")
+    echo["parallel_tool_calls"] = body.get("parallel_tool_calls", True)
+    echo["previous_response_id"] = body.get("previous_response_id")
+    echo["reasoning"] = {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
+    echo["store"] = body.get("store", True) is not False
+    echo["temperature"] = body.get("temperature", 1.0)
+    echo["text"] = {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"}
+    echo["tool_choice"] = body.get("tool_choice", "auto")
+    echo["tools"] = body.get("tools") or []
+    echo["top_p"] = body.get("top_p", 1.0)
+    echo["truncation"] = body.get("truncation") or "disabled"
+    echo["user"] = body.get("user")
+    echo["metadata"] = body.get("metadata") or {}
+    return echo
 
 
 def _check_top(body: dict) -> None:
@@ -364,7 +360,7 @@ def parse_responses_request(raw: bytes, *, tags_header: str | None) -> Responses
     items = body["input"]
     if isinstance(items, str):
         items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": items}]}]
-    request.echo = _echo(body)
+    request.echoed = body
     request.store = body.get("store", True) is not False
     request.previous_response_id = body.get("previous_response_id")
     request.input_items = items
