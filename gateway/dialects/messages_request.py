@@ -398,18 +398,27 @@ def chat_body(body: dict, *, counting: bool = False) -> dict:
 
 # What Chat Completions need not check again of the body ``chat_body`` builds: the tools, tool
 # choice and effort it makes valid, and fields ``_check_top`` checked (in ranges Chat takes).
-# (Its messages it checks: a document's title passes on unchecked, as the file's name.)
-_CHAT_CHECKS = body_checks(built_valid=("tools", "tool_choice", "parallel_tool_calls", "reasoning_effort",
-                                        "temperature", "top_p", "user", "stream"))
+# Its messages it checks, unless every turn is a string, whose messages are valid: blocks may
+# make none, or a file named by a document's title, which passes on unchecked.
+_BUILT_VALID = ("tools", "tool_choice", "parallel_tool_calls", "reasoning_effort", "temperature", "top_p", "user",
+                "stream")
+_CHAT_CHECKS = body_checks(built_valid=_BUILT_VALID)
+_TEXT_TURNS_CHECKS = body_checks(built_valid=(*_BUILT_VALID, "messages"))
 
 
-def _checked(chat: dict, raw: bytes, tags_header: str | None, request_class: type[R]) -> R:
+def _checks(body: dict) -> dict:
+    """What Chat Completions checks of the Chat body of ``body`` (whose turns ``chat_messages`` checked)."""
+    text_turns = all(isinstance(turn["content"], str) for turn in body["messages"])
+    return _TEXT_TURNS_CHECKS if text_turns else _CHAT_CHECKS
+
+
+def _checked(chat: dict, raw: bytes, tags_header: str | None, request_class: type[R], checks: dict) -> R:
     """The Chat call checked as Chat Completions checks its own, without encoding it: the client's
     bytes bound its prompt (what goes to Claude is those bytes; a translation carries their text).
     Built as the dialect's ``request_class`` at once, not copied from a ChatRequest."""
     try:
         return chat_request(chat, raw=raw, tags_header=tags_header, linked_media=True, request_class=request_class,
-                            checks=_CHAT_CHECKS)
+                            checks=checks)
     except GatewayError as error:
         if error.param and error.param.startswith("stop"):
             error.param = "stop_sequences"
@@ -420,14 +429,16 @@ def _native(body: dict, beta: str | None) -> NativeCall:
     upstream = body
     if "tags" in body or "nemo_cache" in body:
         upstream = {name: value for name, value in body.items() if name not in NEMO_FIELDS}
-    return NativeCall(wire=ANTHROPIC_WIRE, body=upstream, headers={"anthropic-beta": beta} if beta else {},
-                      only_native=_claude_only(body))
+    # (In the fields' order, not by keyword: half the cost.)
+    return NativeCall(ANTHROPIC_WIRE, upstream, {"anthropic-beta": beta} if beta else {}, None, False,
+                      _claude_only(body))
 
 
 def parse_messages_request(raw: bytes, *, tags_header: str | None, beta: str | None) -> MessagesRequest:
     body = json_object(raw)
     _check_top(body)
-    request = _checked(chat_body(body), raw, tags_header, MessagesRequest)
+    chat = chat_body(body)
+    request = _checked(chat, raw, tags_header, MessagesRequest, _checks(body))
     request.native = _native(body, beta)
     return request
 
@@ -436,7 +447,8 @@ def parse_count_tokens_request(raw: bytes, *, tags_header: str | None, beta: str
     body = json_object(raw)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise invalid_request("model is required", param="model")
-    request = _checked(chat_body(body, counting=True), raw, tags_header, CountTokensRequest)
+    chat = chat_body(body, counting=True)
+    request = _checked(chat, raw, tags_header, CountTokensRequest, _checks(body))
     request.stream = False
     request.native = _native(body, beta)
     return request

@@ -75,6 +75,13 @@ def test_tools_and_choices_are_chat_ones():
     ({"messages": [{"role": "user", "content": "hi"}], "temperature": 1.5}, "temperature"),
     ({"messages": [{"role": "user", "content": "hi"}], "stop_sequences": "X"}, "stop_sequences"),
     ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"name": "f"}]}, "tools[0].input_schema"),
+    # What Chat Completions still checks of the Chat body: turns of blocks that make no message,
+    # a document whose title is no file name, a limit beyond any model's.
+    ({"messages": [{"role": "user", "content": []}]}, "messages"),
+    ({"messages": [{"role": "user", "content": [{"type": "document", "title": 5, "source": {
+        "type": "base64", "media_type": "application/pdf", "data": "AA=="}}]}]},
+     "messages[0].content[0].file.filename"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2**31}, "max_tokens"),
 ])
 def test_a_malformed_request_is_a_400_naming_its_field(body, param):
     with pytest.raises(GatewayError) as refused:
