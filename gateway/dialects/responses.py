@@ -192,6 +192,9 @@ _TEXT_OPENED = (
     b'event: response.content_part.added\ndata: {"type":"response.content_part.added","content_index":0,'
     b'"item_id":"%s","output_index":%d,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""},'
     b'"sequence_number":%d}\n\n')
+# ... and a text delta's event (``_delta_event``'s) around the item's id and output index.
+_TEXT_DELTA = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","content_index":0,'
+               b'"delta":%%s,"item_id":"%s","logprobs":[],"output_index":%d,"sequence_number":%%d}\n\n')
 _TEXT_CLOSED = (
     b'event: response.output_text.done\ndata: {"type":"response.output_text.done","content_index":0,'
     b'"item_id":"%s","logprobs":[],"output_index":%d,"text":%s,"sequence_number":%d}\n\n'
@@ -296,8 +299,7 @@ class ResponsesStream:
         self.items.append(item)
         index = len(self.items) - 1
         item_id = item["id"].encode()
-        after = b',"item_id":"%s","logprobs":[],"output_index":%d' % (item_id, index)
-        self.text = (item, index, [], _delta_event("response.output_text.delta", b'"content_index":0,', after))
+        self.text = (item, index, [], _TEXT_DELTA % (item_id, index))
         sequence = self.sequence
         self.sequence += 2
         out.append(_TEXT_OPENED % (item_id, index, sequence, item_id, index, sequence + 1))

@@ -338,10 +338,12 @@ def _rename(error: GatewayError) -> GatewayError:
 def build_chat_request(body: dict, messages: list[dict], *, tags_header: str | None,
                        request_class: type[R] = ChatRequest) -> R:
     chat = chat_body(body, messages)
+    # (An input that is a string names no image nor file: its encoding need not be searched for one.)
+    linked_media = None if isinstance(body["input"], list) else False
     try:
         # Its encoding bounds the prompt (as a Chat client's body would); it need not be read back.
-        return chat_request(chat, raw=orjson.dumps(chat), tags_header=tags_header, request_class=request_class,
-                            checks=_CHAT_CHECKS)
+        return chat_request(chat, raw=orjson.dumps(chat), tags_header=tags_header, linked_media=linked_media,
+                            request_class=request_class, checks=_CHAT_CHECKS)
     except GatewayError as error:
         raise _rename(error) from None
 

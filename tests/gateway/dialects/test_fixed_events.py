@@ -72,6 +72,11 @@ def test_a_text_delta_is_the_encoders(responses_stream):
         "content_index": 0, "delta": TEXT, "item_id": "msg_1", "logprobs": [], "output_index": 2})
 
 
+def test_a_message_items_text_delta_is_the_encoders(responses_stream):
+    assert responses._TEXT_DELTA % (b"msg_1", 2) == _delta_event(
+        "response.output_text.delta", b'"content_index":0,', b',"item_id":"msg_1","logprobs":[],"output_index":2')
+
+
 def test_a_function_calls_arguments_delta_is_the_encoders(responses_stream):
     event = _delta_event("response.function_call_arguments.delta", b"", b',"item_id":"fc_1","output_index":3')
 
