@@ -406,7 +406,7 @@ _CHAT_CHECKS = body_checks(built_valid=_BUILT_VALID)
 _TEXT_TURNS_CHECKS = body_checks(built_valid=(*_BUILT_VALID, "messages"))
 
 
-def _checks(body: dict) -> dict:
+def _what_chat_checks(body: dict) -> dict:
     """What Chat Completions checks of the Chat body of ``body`` (whose turns ``chat_messages`` checked)."""
     text_turns = all(isinstance(turn["content"], str) for turn in body["messages"])
     return _TEXT_TURNS_CHECKS if text_turns else _CHAT_CHECKS
@@ -438,7 +438,7 @@ def parse_messages_request(raw: bytes, *, tags_header: str | None, beta: str | N
     body = json_object(raw)
     _check_top(body)
     chat = chat_body(body)
-    request = _checked(chat, raw, tags_header, MessagesRequest, _checks(body))
+    request = _checked(chat, raw, tags_header, MessagesRequest, _what_chat_checks(body))
     request.native = _native(body, beta)
     return request
 
@@ -448,7 +448,7 @@ def parse_count_tokens_request(raw: bytes, *, tags_header: str | None, beta: str
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise invalid_request("model is required", param="model")
     chat = chat_body(body, counting=True)
-    request = _checked(chat, raw, tags_header, CountTokensRequest, _checks(body))
+    request = _checked(chat, raw, tags_header, CountTokensRequest, _what_chat_checks(body))
     request.stream = False
     request.native = _native(body, beta)
     return request

@@ -264,7 +264,7 @@ class ResponsesStream:
         _settle(response, status, finish_reason)
         return response
 
-    def _ended(self, response: dict, out: list[bytes]) -> None:
+    def _last_event(self, response: dict, out: list[bytes]) -> None:
         """The event that ends the stream with the whole Response, by its status."""
         out += (_RESPONSE_ENDED[response["status"]], orjson.dumps(response), _SEQUENCE_END % self.sequence)
         self.sequence += 1
@@ -359,7 +359,7 @@ class ResponsesStream:
         usage = response_usage(prompt=summary.prompt_tokens, completion=summary.completion_tokens,
                                cached=summary.cached_tokens, reasoning=self.reasoning_tokens)
         response = self._response("completed", usage=usage, finish_reason=summary.finish_reason)
-        self._ended(response, out)
+        self._last_event(response, out)
         _remember(self.request, response)
         return b"".join(out)
 
@@ -367,5 +367,5 @@ class ResponsesStream:
         out = [] if self.response is not None else self._start()
         response = self._response("failed", usage=None,
                                   error={"code": "server_error", "message": error.message})
-        self._ended(response, out)
+        self._last_event(response, out)
         return b"".join(out)

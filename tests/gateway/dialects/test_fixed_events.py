@@ -58,7 +58,7 @@ def test_a_streams_closing_event_is_the_encoders(responses_stream, status):
     general = ResponsesStream(responses_stream.request)
     general.sequence = responses_stream.sequence = 7
     fixed: list[bytes] = []
-    responses_stream._ended(response, fixed)
+    responses_stream._last_event(response, fixed)
 
     assert b"".join(fixed) == general._event(f"response.{status}", {"response": response})
     assert responses_stream.sequence == general.sequence
