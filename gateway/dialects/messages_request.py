@@ -398,27 +398,29 @@ def chat_body(body: dict, *, counting: bool = False) -> dict:
 
 # What Chat Completions need not check again of the body ``chat_body`` builds: the tools, tool
 # choice and effort it makes valid, and fields ``_check_top`` checked (in ranges Chat takes).
-# Its messages it checks, unless every turn is a string, whose messages are valid: blocks may
-# make none, or a file named by a document's title, which passes on unchecked.
+# Its messages it checks, unless every turn is text (``_text_turns``), whose messages are valid:
+# blocks may make none, or a file named by a document's title, which passes on unchecked.
 _BUILT_VALID = ("tools", "tool_choice", "parallel_tool_calls", "reasoning_effort", "temperature", "top_p", "user",
                 "stream")
 _CHAT_CHECKS = body_checks(built_valid=_BUILT_VALID)
 _TEXT_TURNS_CHECKS = body_checks(built_valid=(*_BUILT_VALID, "messages"))
 
 
-def _what_chat_checks(body: dict) -> dict:
-    """What Chat Completions checks of the Chat body of ``body`` (whose turns ``chat_messages`` checked)."""
-    text_turns = all(isinstance(turn["content"], str) for turn in body["messages"])
-    return _TEXT_TURNS_CHECKS if text_turns else _CHAT_CHECKS
+def _text_turns(body: dict) -> bool:
+    """Whether every turn of ``body`` (checked by ``chat_messages``) is a string: a conversation
+    of text, which makes only messages Chat Completions takes and names no image nor file."""
+    return all(isinstance(turn["content"], str) for turn in body["messages"])
 
 
-def _checked(chat: dict, raw: bytes, tags_header: str | None, request_class: type[R], checks: dict) -> R:
+def _checked(chat: dict, raw: bytes, tags_header: str | None, request_class: type[R], text_turns: bool) -> R:
     """The Chat call checked as Chat Completions checks its own, without encoding it: the client's
-    bytes bound its prompt (what goes to Claude is those bytes; a translation carries their text).
-    Built as the dialect's ``request_class`` at once, not copied from a ChatRequest."""
+    bytes bound its prompt (what goes to Claude is those bytes; a translation carries their text),
+    and its images and files, which are not named as Chat names them, are looked for in its
+    messages (unless it has none: ``text_turns``). Built as the dialect's ``request_class`` at
+    once, not copied from a ChatRequest."""
     try:
-        return chat_request(chat, raw=raw, tags_header=tags_header, linked_media=True, request_class=request_class,
-                            checks=checks)
+        return chat_request(chat, raw=raw, tags_header=tags_header, linked_media=not text_turns,
+                            request_class=request_class, checks=_TEXT_TURNS_CHECKS if text_turns else _CHAT_CHECKS)
     except GatewayError as error:
         if error.param and error.param.startswith("stop"):
             error.param = "stop_sequences"
@@ -438,7 +440,7 @@ def parse_messages_request(raw: bytes, *, tags_header: str | None, beta: str | N
     body = json_object(raw)
     _check_top(body)
     chat = chat_body(body)
-    request = _checked(chat, raw, tags_header, MessagesRequest, _what_chat_checks(body))
+    request = _checked(chat, raw, tags_header, MessagesRequest, _text_turns(body))
     request.native = _native(body, beta)
     return request
 
@@ -448,7 +450,7 @@ def parse_count_tokens_request(raw: bytes, *, tags_header: str | None, beta: str
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise invalid_request("model is required", param="model")
     chat = chat_body(body, counting=True)
-    request = _checked(chat, raw, tags_header, CountTokensRequest, _what_chat_checks(body))
+    request = _checked(chat, raw, tags_header, CountTokensRequest, _text_turns(body))
     request.stream = False
     request.native = _native(body, beta)
     return request

@@ -1,10 +1,13 @@
 """A Responses request's 400s that the Chat Completions check of its Chat body makes, under the
-Responses field's name (the check skips only what the Responses parser built valid)."""
+Responses field's name (the check skips only what the Responses parser built valid), and the bound
+of its prompt."""
 
 import json
 
+import orjson
 import pytest
 
+from gateway.dialects.chat_completions_request import LINKED_IMAGE_TOKENS
 from gateway.dialects.responses_request import parse_responses_request
 from gateway.errors import GatewayError
 
@@ -41,3 +44,11 @@ def test_every_kind_of_input_item_makes_a_chat_body_without_a_400():
 
     assert [message["role"] for message in request.body["messages"]] == ["system", "user", "assistant", "tool"]
     assert request.body["messages"][2]["tool_calls"][0]["id"] == "call_1"
+
+
+def test_a_string_input_is_bounded_by_its_chat_bodys_bytes_and_an_image_by_url_by_what_an_image_costs():
+    text = parse(instructions="Be brief.", input="hi")
+    image = parse(input=[{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/a.png"}]}])
+
+    assert text.prompt_bytes == len(orjson.dumps(text.body))
+    assert image.prompt_bytes == len(orjson.dumps(image.body)) + LINKED_IMAGE_TOKENS
