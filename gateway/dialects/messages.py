@@ -219,10 +219,10 @@ def _event(kind: str, payload: dict) -> bytes:
 
 _PING = _event("ping", {})
 _STOP = _event("message_stop", {})
-# A text delta, the most frequent event, around its index and its text (written without building
-# its payload: the bytes orjson makes of it).
+# A text delta, the most frequent event, around its index and its text (JSON), written without
+# building its payload: the bytes orjson makes of it.
 _TEXT_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
-               b'"delta":{"type":"text_delta","text":')
+               b'"delta":{"type":"text_delta","text":%s}}\n\n')
 _BLOCK_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
 # The other events every translated stream has, the same way: its start (``_message`` without
 # content or usage, around its model and id), a text block's start, and its stop reason and usage.
@@ -310,7 +310,9 @@ class MessagesStream:
                 if choice.get("index", 0) != 0 or not (delta := choice.get("delta")):
                     continue
                 if text := delta.get("content"):
-                    self._text(text, out)
+                    if self.open_kind != "text":
+                        self._open(_TEXT_BLOCK, "text", out)
+                    out.append(_TEXT_DELTA % (self.blocks - 1, orjson.dumps(text)))
                 elif not delta.get("tool_calls"):
                     self._thinking(delta, out)
                 for call in delta.get("tool_calls") or ():
@@ -347,11 +349,6 @@ class MessagesStream:
                                                       "delta": {"type": "thinking_delta", "thinking": thought}}))
         if self.open_kind == "thinking" and delta.get("reasoning_signature"):
             self.signature = delta["reasoning_signature"]
-
-    def _text(self, text: str, out: list[bytes]) -> None:
-        if self.open_kind != "text":
-            self._open(_TEXT_BLOCK, "text", out)
-        out.append(b"".join((_TEXT_DELTA % (self.blocks - 1), orjson.dumps(text), b"}}\n\n")))
 
     def _call(self, call: dict, out: list[bytes]) -> None:
         position = call.get("index", 0)

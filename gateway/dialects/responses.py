@@ -18,7 +18,7 @@ import orjson
 
 from gateway import responses_store
 from gateway.dialects.chat_completions import completion_as_chunks
-from gateway.dialects.responses_request import NO_ECHO, ResponsesRequest, continued, parse_responses_request
+from gateway.dialects.responses_request import ResponsesRequest, continued, parse_responses_request, response_echo
 from gateway.errors import GatewayError
 from gateway.http import header, send_json
 from gateway.providers.base import Event
@@ -30,8 +30,9 @@ _INCOMPLETE = {"length": {"reason": "max_output_tokens"}, "content_filter": {"re
 
 def new_id(prefix: str) -> str:
     """An item's id, unique but no secret (a Response's own is its call's request id, see
-    ``prepare``): no system call per id, as ``secrets`` makes."""
-    return f"{prefix}{random.getrandbits(192):048x}"
+    ``prepare``): no system call per id, as ``secrets`` makes (and its 48 hex digits as bytes, a
+    third of what formatting the number takes)."""
+    return prefix + random.getrandbits(192).to_bytes(24).hex()
 
 
 def _remember(request: ResponsesRequest, response: dict) -> None:
@@ -95,23 +96,14 @@ def _usage_of(usage: dict | None) -> dict:
 
 def response_object(request: ResponsesRequest, *, status: str, output: list, usage: dict | None, model: str,
                     created_at: int, error: dict | None = None, finish_reason: str = "") -> dict:
-    before_model, before_usage, after_usage = request.echo or NO_ECHO
-    response = {
-        "id": request.response_id or new_id("resp_"),
-        "object": "response",
-        "created_at": created_at,
-        "status": status,
-        "background": False,
-        "completed_at": None,
-        "error": error,
-        "incomplete_details": None,
-        **before_model,
-        "model": model or request.model,
-        "output": output,
-        **before_usage,
-        "usage": usage,
-        **after_usage,
-    }
+    # (A request with no body, its renderer tested alone, echoes every field's default.)
+    response = response_echo(request.echoed or {})
+    response["id"] = request.response_id or new_id("resp_")
+    response["created_at"] = created_at
+    response["error"] = error
+    response["model"] = model or request.model
+    response["output"] = output
+    response["usage"] = usage
     _settle(response, status, finish_reason)
     return response
 
@@ -169,13 +161,25 @@ def response_from_completion(request: ResponsesRequest, completion: dict) -> dic
 
 # --- the stream ------------------------------------------------------------------------------------
 
-def _delta_parts(kind: str, before: bytes, after: bytes) -> tuple[bytes, bytes]:
-    """The bytes of a delta event around its delta and its sequence number: the event and its
-    ``type``, the fields ``before`` the delta, then the fields ``after`` it (keys in the order
-    OpenAI sends them)."""
+def _delta_event(kind: str, before: bytes, after: bytes) -> bytes:
+    """A delta event's bytes around its delta (JSON) and its sequence number (``%s``, ``%d``):
+    the event and its ``type``, the fields ``before`` the delta, then the fields ``after`` it
+    (keys in the order OpenAI sends them; neither holds a ``%``: ids are the gateway's own)."""
     encoded = kind.encode()
-    return (b'event: %s\ndata: {"type":"%s",%s"delta":' % (encoded, encoded, before),
-            after + b',"sequence_number":')
+    return (b'event: %s\ndata: {"type":"%s",%s"delta":%%s%s,"sequence_number":%%d}\n\n'
+            % (encoded, encoded, before, after))
+
+
+# The events that carry the whole Response: the two that open every stream (sequence numbers 0
+# and 1) around the Response encoded once, and the one that ends it, by its status, before the
+# Response and its sequence number.
+_RESPONSE_OPENED = (b'event: response.created\ndata: {"type":"response.created","response":',
+                    b',"sequence_number":0}\n\nevent: response.in_progress\ndata: {"type":"response.in_progress",'
+                    b'"response":', b',"sequence_number":1}\n\n')
+_RESPONSE_ENDED = {status: b'event: response.%s\ndata: {"type":"response.%s","response":' % (status.encode(),
+                                                                                              status.encode())
+                   for status in ("completed", "incomplete", "failed")}
+_SEQUENCE_END = b',"sequence_number":%d}\n\n'
 
 
 # The events that open and close a message item (nearly every stream's one item), from their
@@ -188,6 +192,9 @@ _TEXT_OPENED = (
     b'event: response.content_part.added\ndata: {"type":"response.content_part.added","content_index":0,'
     b'"item_id":"%s","output_index":%d,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""},'
     b'"sequence_number":%d}\n\n')
+# ... and a text delta's event (``_delta_event``'s) around the item's id and output index.
+_TEXT_DELTA = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","content_index":0,'
+               b'"delta":%%s,"item_id":"%s","logprobs":[],"output_index":%d,"sequence_number":%%d}\n\n')
 _TEXT_CLOSED = (
     b'event: response.output_text.done\ndata: {"type":"response.output_text.done","content_index":0,'
     b'"item_id":"%s","logprobs":[],"output_index":%d,"text":%s,"sequence_number":%d}\n\n'
@@ -215,9 +222,10 @@ class ResponsesStream:
         self.response: dict | None = None
         self.items: list[dict] = []
         # The message item being written (its output index, its text pieces, its delta event's
-        # fixed parts), and the function calls by chat index (item, output index, delta parts).
-        self.text: tuple[dict, int, list[str], tuple[bytes, bytes]] | None = None
-        self.calls: dict[int, tuple[dict, int, tuple[bytes, bytes]]] = {}
+        # bytes: ``_delta_event``), and the function calls by chat index (item, output index,
+        # delta event).
+        self.text: tuple[dict, int, list[str], bytes] | None = None
+        self.calls: dict[int, tuple[dict, int, bytes]] = {}
         self.open_call: int | None = None
         self.created_at = int(time.time())
         self.model = ""
@@ -229,28 +237,21 @@ class ResponsesStream:
         self.sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
-    def _delta(self, head: bytes, delta: str, tail: bytes) -> bytes:
-        """A delta event from its two fixed parts (see ``_delta_parts``): the stream's most
-        frequent event, written without building its payload."""
+    def _delta(self, event: bytes, delta: str) -> bytes:
+        """A delta event from its bytes (``_delta_event``): the stream's most frequent event,
+        written without building its payload."""
         sequence = self.sequence
-        self.sequence += 1
-        return b"".join((head, orjson.dumps(delta), tail, str(sequence).encode(), b"}\n\n"))
-
-    def _response_events(self, kinds: tuple[str, ...], response: dict) -> list[bytes]:
-        """Events that carry the whole Response (``response.created``, ``response.in_progress``):
-        the object encoded once for all of them."""
-        encoded = orjson.dumps(response)
-        events = []
-        for kind in kinds:
-            events.append(b"".join((b"event: ", kind.encode(), b'\ndata: {"type":"', kind.encode(), b'","response":',
-                                    encoded, b',"sequence_number":', str(self.sequence).encode(), b"}\n\n")))
-            self.sequence += 1
-        return events
+        self.sequence = sequence + 1
+        return event % (orjson.dumps(delta), sequence)
 
     def _start(self) -> list[bytes]:
+        """``response.created`` and ``response.in_progress``, the Response encoded once for both."""
         self.response = response_object(self.request, status="in_progress", output=[], usage=None, model=self.model,
                                         created_at=self.created_at)
-        return self._response_events(("response.created", "response.in_progress"), self.response)
+        encoded = orjson.dumps(self.response)
+        self.sequence = 2
+        created, in_progress, end = _RESPONSE_OPENED
+        return [created, encoded, in_progress, encoded, end]
 
     def _response(self, status: str, *, usage: dict | None, error: dict | None = None,
                   finish_reason: str = "") -> dict:
@@ -263,45 +264,45 @@ class ResponsesStream:
         _settle(response, status, finish_reason)
         return response
 
+    def _last_event(self, response: dict, out: list[bytes]) -> None:
+        """The event that ends the stream with the whole Response, by its status."""
+        out += (_RESPONSE_ENDED[response["status"]], orjson.dumps(response), _SEQUENCE_END % self.sequence)
+        self.sequence += 1
+
     def events(self, batch: list[Event]) -> bytes:
         out = None if self.response is None else []
         for chunk, _ in batch:
-            if not self.model and chunk.get("model"):
-                self.model = chunk["model"]
+            if not self.model:
+                self.model = chunk.get("model") or ""
             if out is None:
                 out = self._start()
             if usage := chunk.get("usage"):
                 self.reasoning_tokens = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
             for choice in chunk.get("choices") or ():
-                if choice.get("index", 0) != 0:
-                    continue
-                delta = choice.get("delta")
-                if not delta:
+                if choice.get("index", 0) != 0 or not (delta := choice.get("delta")):
                     continue
                 if text := delta.get("content"):
-                    self._text_delta(text, out)
-                for call in delta.get("tool_calls") or ():
-                    self._call_delta(call, out)
+                    if self.text is None:
+                        self._open_text(out)
+                    _, _, pieces, event = self.text
+                    pieces.append(text)
+                    out.append(self._delta(event, text))
+                if calls := delta.get("tool_calls"):
+                    for call in calls:
+                        self._call_delta(call, out)
         return b"".join(out) if out else b""
 
-    def _text_delta(self, text: str, out: list[bytes]) -> None:
-        if self.text is None:
-            # (A call is open only while no text is: see ``_call_delta``.)
-            self._close_call(out)
-            item = message_item(new_id("msg_"), [], "in_progress")
-            self.items.append(item)
-            index = len(self.items) - 1
-            item_id = item["id"].encode()
-            self.text = (item, index, [], _delta_parts("response.output_text.delta", b'"content_index":0,',
-                                                       b',"item_id":"%s","logprobs":[],"output_index":%d' % (
-                                                           item_id, index)))
-            sequence = self.sequence
-            self.sequence += 2
-            out.append(_TEXT_OPENED % (item_id, index, sequence, item_id, index, sequence + 1))
-        pieces = self.text[2]
-        pieces.append(text)
-        head, tail = self.text[3]
-        out.append(self._delta(head, text, tail))
+    def _open_text(self, out: list[bytes]) -> None:
+        # (A call is open only while no text is: see ``_call_delta``.)
+        self._close_call(out)
+        item = message_item(new_id("msg_"), [], "in_progress")
+        self.items.append(item)
+        index = len(self.items) - 1
+        item_id = item["id"].encode()
+        self.text = (item, index, [], _TEXT_DELTA % (item_id, index))
+        sequence = self.sequence
+        self.sequence += 2
+        out.append(_TEXT_OPENED % (item_id, index, sequence, item_id, index, sequence + 1))
 
     def _call_delta(self, call: dict, out: list[bytes]) -> None:
         index = call.get("index", 0)
@@ -314,15 +315,15 @@ class ResponsesStream:
                                  name=function.get("name") or "", arguments="", status="in_progress")
             self.items.append(item)
             output_index = len(self.items) - 1
-            known = self.calls[index] = (item, output_index, _delta_parts(
+            known = self.calls[index] = (item, output_index, _delta_event(
                 "response.function_call_arguments.delta", b"",
                 b',"item_id":"%s","output_index":%d' % (item["id"].encode(), output_index)))
             self.open_call = index
             out.append(self._event("response.output_item.added", {"item": item, "output_index": output_index}))
-        item, _, (head, tail) = known
+        item, _, event = known
         if piece := function.get("arguments"):
             item["arguments"] += piece
-            out.append(self._delta(head, piece, tail))
+            out.append(self._delta(event, piece))
 
     def _close_text(self, out: list[bytes]) -> None:
         if self.text is None:
@@ -358,8 +359,7 @@ class ResponsesStream:
         usage = response_usage(prompt=summary.prompt_tokens, completion=summary.completion_tokens,
                                cached=summary.cached_tokens, reasoning=self.reasoning_tokens)
         response = self._response("completed", usage=usage, finish_reason=summary.finish_reason)
-        kind = "response.completed" if response["status"] == "completed" else f"response.{response['status']}"
-        out.append(self._event(kind, {"response": response}))
+        self._last_event(response, out)
         _remember(self.request, response)
         return b"".join(out)
 
@@ -367,5 +367,5 @@ class ResponsesStream:
         out = [] if self.response is not None else self._start()
         response = self._response("failed", usage=None,
                                   error={"code": "server_error", "message": error.message})
-        out.append(self._event("response.failed", {"response": response}))
+        self._last_event(response, out)
         return b"".join(out)

@@ -21,6 +21,7 @@ from gateway.dialects.chat_completions_request import (
     NEMO_FIELDS,
     ChatRequest,
     R,
+    body_checks,
     chat_request,
     linked_media_tokens,
 )
@@ -39,8 +40,9 @@ TOOL_CHOICES = ("none", "auto", "required")
 
 @dataclass(slots=True)
 class ResponsesRequest(ChatRequest):
-    # The request's fields the Response object echoes (instructions, tools, text, ...; ``_echo``).
-    echo: tuple[dict, dict, dict] = ()
+    # The client's body, whose fields the Response object repeats (instructions, tools, text, ...:
+    # ``response_echo``, made once, when the Response is).
+    echoed: dict | None = None
     store: bool = True
     previous_response_id: str | None = None
     # This request's own input, as Responses items (what ``input_items`` lists).
@@ -60,7 +62,7 @@ class ResponsesRequest(ChatRequest):
     @property
     def metadata(self) -> dict | None:
         # The Responses API's metadata is not sent upstream: it is in the echo.
-        return self.echo[2]["metadata"] if self.echo else None
+        return None if self.echoed is None else self.echoed.get("metadata") or {}
 
 
 def _text_of(parts, where: str) -> str:
@@ -227,44 +229,49 @@ def _response_format(text) -> dict | None:
     raise invalid_request("text.format.type must be one of text, json_object, json_schema", param="text.format.type")
 
 
-def _echo(body: dict) -> tuple[dict, dict, dict]:
-    """What the Response object repeats of its request, as OpenAI's does: the fields that come
-    before its ``model``, those between its ``output`` and its ``usage``, and those after, in
-    OpenAI's order (``response_object`` puts them around what the answer says)."""
+# A Response's keys in OpenAI's order, with the values no request changes (``response_echo``
+# sets the others). Copied, not built: a dict of this many keys built key by key grows three times.
+_RESPONSE = {
+    "id": None, "object": "response", "created_at": None, "status": None, "background": False, "completed_at": None,
+    "error": None, "incomplete_details": None, "instructions": None, "max_output_tokens": None,
+    "max_tool_calls": None, "model": None, "output": None, "parallel_tool_calls": None,
+    "previous_response_id": None, "reasoning": None, "service_tier": "default", "store": None, "temperature": None,
+    "text": None, "tool_choice": None, "tools": None, "top_p": None, "truncation": None, "usage": None,
+    "user": None, "metadata": None,
+}
+
+
+def response_echo(body: dict) -> dict:
+    """The Response object as it repeats its request, as OpenAI's does: all of its keys in OpenAI's
+    order, the request's fields among them, and what only the answer says (its id, status,
+    model, output, usage, ...) left for ``response_object`` to fill in. A Response is a copy of
+    it, so its keys keep their order without being built again."""
     text = body.get("text") if isinstance(body.get("text"), dict) else {}
     reasoning = body.get("reasoning") or {}
-    before_model = {
-        "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"),
-        "max_tool_calls": None,
-    }
-    before_usage = {
-        "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "previous_response_id": body.get("previous_response_id"),
-        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
-        "service_tier": "default",
-        "store": body.get("store", True) is not False,
-        "temperature": body.get("temperature", 1.0),
-        "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"},
-        "tool_choice": body.get("tool_choice", "auto"),
-        "tools": body.get("tools") or [],
-        "top_p": body.get("top_p", 1.0),
-        "truncation": body.get("truncation") or "disabled",
-    }
-    after_usage = {"user": body.get("user"), "metadata": body.get("metadata") or {}}
-    return before_model, before_usage, after_usage
-
-
-# A request's echo when there was no body (its renderer tested alone): every field's default.
-NO_ECHO = _echo({})
+    echo = _RESPONSE.copy()
+    echo["instructions"] = body.get("instructions")
+    echo["max_output_tokens"] = body.get("max_output_tokens")
+    echo["parallel_tool_calls"] = body.get("parallel_tool_calls", True)
+    echo["previous_response_id"] = body.get("previous_response_id")
+    echo["reasoning"] = {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
+    echo["store"] = body.get("store", True) is not False
+    echo["temperature"] = body.get("temperature", 1.0)
+    echo["text"] = {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"}
+    echo["tool_choice"] = body.get("tool_choice", "auto")
+    echo["tools"] = body.get("tools") or []
+    echo["top_p"] = body.get("top_p", 1.0)
+    echo["truncation"] = body.get("truncation") or "disabled"
+    echo["user"] = body.get("user")
+    echo["metadata"] = body.get("metadata") or {}
+    return echo
 
 
 def _check_top(body: dict) -> None:
     for name in ("instructions", "previous_response_id", "user"):
-        if body.get(name) is not None and not isinstance(body[name], str):
+        if (value := body.get(name)) is not None and not isinstance(value, str):
             raise invalid_request(f"{name} must be a string", param=name)
     for name in ("store", "stream", "parallel_tool_calls"):
-        if body.get(name) is not None and not isinstance(body[name], bool):
+        if (value := body.get(name)) is not None and not isinstance(value, bool):
             raise invalid_request(f"{name} must be a boolean", param=name)
     metadata = body.get("metadata")
     if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
@@ -287,6 +294,12 @@ def _check_top(body: dict) -> None:
         raise invalid_request("input is required", param="input")
 
 
+# What Chat Completions need not check again of the body ``chat_body`` builds: its messages
+# (``input_messages`` makes only messages it takes), its tool choice (``_tool_choice``'s), and
+# fields ``_check_top`` checked.
+_CHAT_CHECKS = body_checks(built_valid=("messages", "tool_choice", "parallel_tool_calls", "stream", "user"))
+
+
 def chat_body(body: dict, messages: list[dict]) -> dict:
     """The internal call's body: everything of the request but its messages."""
     chat: dict = {"model": body.get("model"), "messages": messages}
@@ -306,8 +319,8 @@ def chat_body(body: dict, messages: list[dict]) -> dict:
     if (effort := (body.get("reasoning") or {}).get("effort")) is not None:
         chat["reasoning_effort"] = effort
     for name in ("temperature", "top_p", "user", "stream", *NEMO_FIELDS):
-        if body.get(name) is not None:
-            chat[name] = body[name]
+        if (value := body.get(name)) is not None:
+            chat[name] = value
     return chat
 
 
@@ -325,9 +338,12 @@ def _rename(error: GatewayError) -> GatewayError:
 def build_chat_request(body: dict, messages: list[dict], *, tags_header: str | None,
                        request_class: type[R] = ChatRequest) -> R:
     chat = chat_body(body, messages)
+    # (An input that is a string names no image nor file: its encoding need not be searched for one.)
+    linked_media = None if isinstance(body["input"], list) else False
     try:
         # Its encoding bounds the prompt (as a Chat client's body would); it need not be read back.
-        return chat_request(chat, raw=orjson.dumps(chat), tags_header=tags_header, request_class=request_class)
+        return chat_request(chat, raw=orjson.dumps(chat), tags_header=tags_header, linked_media=linked_media,
+                            request_class=request_class, checks=_CHAT_CHECKS)
     except GatewayError as error:
         raise _rename(error) from None
 
@@ -346,7 +362,7 @@ def parse_responses_request(raw: bytes, *, tags_header: str | None) -> Responses
     items = body["input"]
     if isinstance(items, str):
         items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": items}]}]
-    request.echo = _echo(body)
+    request.echoed = body
     request.store = body.get("store", True) is not False
     request.previous_response_id = body.get("previous_response_id")
     request.input_items = items

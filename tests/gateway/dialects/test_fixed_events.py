@@ -7,7 +7,7 @@ import pytest
 
 from gateway.dialects import messages, responses
 from gateway.dialects.messages import Messages
-from gateway.dialects.responses import Responses, ResponsesStream, _text_part, message_item
+from gateway.dialects.responses import Responses, ResponsesStream, _delta_event, _text_part, message_item
 
 TEXT = 'a "quoted" line\nwith é and 🦊'
 
@@ -41,6 +41,49 @@ def test_a_message_items_closing_events_are_the_encoders(responses_stream):
     assert responses._TEXT_CLOSED % (b"msg_1", 2, text, 0, b"msg_1", 2, text, 1, b"msg_1", text, 2, 2) == general
 
 
+def test_a_streams_opening_events_are_the_encoders(responses_stream):
+    fixed = b"".join(responses_stream._start())
+    general = ResponsesStream(responses_stream.request)
+    response = responses_stream.response
+
+    assert fixed == (general._event("response.created", {"response": response})
+                     + general._event("response.in_progress", {"response": response}))
+    assert responses_stream.sequence == general.sequence
+
+
+@pytest.mark.parametrize("status", ["completed", "incomplete", "failed"])
+def test_a_streams_closing_event_is_the_encoders(responses_stream, status):
+    responses_stream._start()
+    response = {**responses_stream.response, "status": status, "output": [message_item("msg_1", [], "completed")]}
+    general = ResponsesStream(responses_stream.request)
+    general.sequence = responses_stream.sequence = 7
+    fixed: list[bytes] = []
+    responses_stream._last_event(response, fixed)
+
+    assert b"".join(fixed) == general._event(f"response.{status}", {"response": response})
+    assert responses_stream.sequence == general.sequence
+
+
+def test_a_text_delta_is_the_encoders(responses_stream):
+    event = _delta_event("response.output_text.delta", b'"content_index":0,',
+                         b',"item_id":"msg_1","logprobs":[],"output_index":2')
+
+    assert event % (orjson.dumps(TEXT), 0) == responses_stream._event("response.output_text.delta", {
+        "content_index": 0, "delta": TEXT, "item_id": "msg_1", "logprobs": [], "output_index": 2})
+
+
+def test_a_message_items_text_delta_is_the_encoders(responses_stream):
+    assert responses._TEXT_DELTA % (b"msg_1", 2) == _delta_event(
+        "response.output_text.delta", b'"content_index":0,', b',"item_id":"msg_1","logprobs":[],"output_index":2')
+
+
+def test_a_function_calls_arguments_delta_is_the_encoders(responses_stream):
+    event = _delta_event("response.function_call_arguments.delta", b"", b',"item_id":"fc_1","output_index":3')
+
+    assert event % (orjson.dumps(TEXT), 0) == responses_stream._event("response.function_call_arguments.delta", {
+        "delta": TEXT, "item_id": "fc_1", "output_index": 3})
+
+
 def test_the_messages_streams_fixed_events_are_the_encoders():
     body = orjson.dumps({"model": "claude-sonnet-4", "max_tokens": 64, "stream": True,
                          "messages": [{"role": "user", "content": "hi"}]})
@@ -54,7 +97,7 @@ def test_the_messages_streams_fixed_events_are_the_encoders():
                                                                                       {"message": start})
     assert messages._TEXT_BLOCK_START % 1 == messages._event("content_block_start", {
         "index": 1, "content_block": messages._TEXT_BLOCK})
-    assert messages._TEXT_DELTA % 1 + orjson.dumps(TEXT) + b"}}\n\n" == messages._event("content_block_delta", {
+    assert messages._TEXT_DELTA % (1, orjson.dumps(TEXT)) == messages._event("content_block_delta", {
         "index": 1, "delta": {"type": "text_delta", "text": TEXT}})
     assert messages._BLOCK_STOP % 1 == messages._event("content_block_stop", {"index": 1})
     assert messages._MESSAGE_DELTA % (b'"max_tokens"', usage["input_tokens"], usage["cache_creation_input_tokens"],

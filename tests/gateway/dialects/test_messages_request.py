@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from gateway.dialects.chat_completions_request import LINKED_IMAGE_TOKENS
 from gateway.dialects.messages_request import parse_messages_request
 from gateway.errors import GatewayError
 
@@ -75,8 +76,29 @@ def test_tools_and_choices_are_chat_ones():
     ({"messages": [{"role": "user", "content": "hi"}], "temperature": 1.5}, "temperature"),
     ({"messages": [{"role": "user", "content": "hi"}], "stop_sequences": "X"}, "stop_sequences"),
     ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"name": "f"}]}, "tools[0].input_schema"),
+    # What Chat Completions still checks of the Chat body: turns of blocks that make no message,
+    # a document whose title is no file name, a limit beyond any model's.
+    ({"messages": [{"role": "user", "content": []}]}, "messages"),
+    ({"messages": [{"role": "user", "content": [{"type": "document", "title": 5, "source": {
+        "type": "base64", "media_type": "application/pdf", "data": "AA=="}}]}]},
+     "messages[0].content[0].file.filename"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2**31}, "max_tokens"),
 ])
 def test_a_malformed_request_is_a_400_naming_its_field(body, param):
     with pytest.raises(GatewayError) as refused:
         parse(**body)
     assert refused.value.status == 400 and refused.value.param == param
+
+
+def test_a_text_conversation_is_bounded_by_its_bytes_and_an_image_by_url_by_what_an_image_costs():
+    text = parse(system="Be brief.", messages=[{"role": "user", "content": "hi"},
+                                               {"role": "assistant", "content": "Hello."}])
+    image = parse(messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}]}])
+
+    raw = json.dumps({"model": "m", "max_tokens": 100, "system": "Be brief.", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}]}).encode()
+    assert text.prompt_bytes == len(raw)
+    raw = json.dumps({"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}]}]}).encode()
+    assert image.prompt_bytes == len(raw) + LINKED_IMAGE_TOKENS
