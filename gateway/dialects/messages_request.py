@@ -23,7 +23,7 @@ other provider translates from, and which the limits, the cache and the log read
   ``budget_tokens`` also the ``thinking_budget``, which asks a link to show its thinking.
 
 The Chat body is then checked by the Chat Completions parser (types and ranges of the fields
-they share).
+they share), but for the fields this parser built valid itself (``_CHAT_CHECKS``).
 """
 
 from __future__ import annotations

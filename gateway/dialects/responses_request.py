@@ -8,7 +8,8 @@ has them), ``function_call_output`` items ``tool`` messages. ``reasoning`` items
 back are accepted and left out: Chat Completions, the form every provider translates from, has
 no place for them. ``instructions`` is a system message first. Flat function tools become Chat
 tools; a built-in tool type the gateway does not serve is a 400 naming it. The Chat body is then
-checked by the Chat Completions parser (types and ranges of the fields they share).
+checked by the Chat Completions parser (types and ranges of the fields they share), but for the
+fields this parser built valid itself (``_CHAT_CHECKS``).
 """
 
 from __future__ import annotations
