@@ -98,33 +98,56 @@ def _without_nul(value):
     return value
 
 
+@functools.cache
+def _columns_by_kind() -> tuple[tuple[tuple[int, str, object, tuple | None], ...], ...]:
+    """(position, attribute, field, bounds) of the columns of each kind: text, other (ids and
+    Decimals), int, json, bool, datetime."""
+    kinds: dict[str, list] = {kind: [] for kind in _KINDS}
+    for position, (name, kind, field, bounds) in enumerate(_columns()):
+        kinds[kind].append((position, name, field, bounds))
+    return tuple(tuple(kinds[kind]) for kind in _KINDS)
+
+
+_KINDS = ("text", "other", "int", "json", "bool", "datetime")
+
+
 def postgres_params(row: dict) -> list[bytes | None]:
     """A row's values as text parameters of the prepared INSERT: the gateway's values are of the
-    columns' types already (int, str, bool, Decimal, aware datetime)."""
-    params = []
-    for name, kind, field, bounds in _columns():
-        # The row's value or the column's default, as in _params; inline: this runs for every
-        # column of every row.
+    columns' types already (int, str, bool, Decimal, aware datetime). Kind by kind (each column's
+    value put at its place): this runs for every column of every row, and a loop of one kind's
+    columns makes no choice of kind per column."""
+    texts, others, ints, jsons, bools, datetimes = _columns_by_kind()
+    params: list[bytes | None] = [None] * len(_columns())
+    # The row's value or the column's default, as in _params.
+    for position, name, field, bounds in texts:
         value = row[name] if name in row else field.get_default()
-        if kind == "text" and type(value) is str and (bounds is None or len(value) <= bounds) and "\x00" not in value:
+        if type(value) is str and (bounds is None or len(value) <= bounds) and "\x00" not in value:
             # The usual text, which ``fit`` would leave as it is (it fits, no NUL).
-            params.append(value.encode())
-            continue
-        if kind == "other":
-            # Ids and Decimals, which ``fit`` leaves as they are.
-            params.append(None if value is None else str(value).encode())
-            continue
-        value = fit(value, kind, bounds)
-        if value is None or kind == "json":
-            params.append(value)
-        elif kind == "bool":
-            params.append(b"t" if value else b"f")
-        elif kind == "text":
-            params.append(value.encode())
-        elif kind == "datetime":
-            params.append(value.isoformat().encode())
-        else:
-            params.append(str(value).encode())
+            params[position] = value.encode()
+        elif (value := fit(value, "text", bounds)) is not None:
+            params[position] = value.encode()
+    for position, name, field, _ in others:
+        # Ids and Decimals, which ``fit`` leaves as they are.
+        value = row[name] if name in row else field.get_default()
+        if value is not None:
+            params[position] = str(value).encode()
+    for position, name, field, (low, high) in ints:
+        value = row[name] if name in row else field.get_default()
+        if value is not None:
+            params[position] = str(value if low <= value <= high else max(low, min(high, value))).encode()
+    for position, name, field, _ in jsons:
+        value = row[name] if name in row else field.get_default()
+        if value is not None:
+            # (Most rows' lists of tool calls and of tools offered are empty.)
+            params[position] = b"[]" if value == [] else fit(value, "json", None)
+    for position, name, field, _ in bools:
+        value = row[name] if name in row else field.get_default()
+        if value is not None:
+            params[position] = b"t" if value else b"f"
+    for position, name, field, _ in datetimes:
+        value = row[name] if name in row else field.get_default()
+        if value is not None:
+            params[position] = value.isoformat().encode()
     return params
 
 

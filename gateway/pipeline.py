@@ -127,8 +127,9 @@ class Call:
 def new_request_id() -> str:
     """``req_`` and 32 hex digits: the millisecond it was made (48 bits), then 80 random bits. Ids
     made later sort after, so the log's unique index on them grows at its end instead of splitting
-    pages at random; time.time() is read without a system call, as the random bits are made."""
-    return f"req_{int(time.time() * 1000):012x}{random.getrandbits(80):020x}"
+    pages at random; time.time() is read without a system call, as the random bits are made. (The
+    hex of their bytes: half the time of formatting the two numbers.)"""
+    return "req_" + (int(time.time() * 1000).to_bytes(6) + random.getrandbits(80).to_bytes(10)).hex()
 
 
 async def serve(state: GatewayState, dialect: Dialect, scope, receive, send) -> None:
