@@ -118,6 +118,20 @@ class _Held:
     tag: str = ""
 
 
+@dataclass(slots=True)
+class _Shape:
+    """What an admission's key names come to, the same for every call of a key, its chain and
+    its run or none (``RedisCounterStore._shape``): its buckets' and rate key's names as the store
+    keeps them, their hash tag, and the script's keys but the reservation's own (KEYS[2..])."""
+
+    names: tuple[str, ...]
+    rate_key: str
+    tag: str
+    keys: tuple[str, ...]
+    parallel_key: str
+    chain_inside: bool
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
@@ -235,9 +249,37 @@ class RedisCounterStore(CounterStore):
         self._registered: set[str] = set()
         # The tag of each reservation the last ``due`` found, for the reaper's next steps.
         self._due_tags: dict[str, str] = {}
+        # Each admission shape's key names (``_shape``), by its buckets, rate key, chain and run.
+        self._shapes: dict[tuple, _Shape] = {}
 
     def _key(self, *parts: str) -> str:
         return self._names.key(*parts)
+
+    def _shape(self, shape_key: tuple, buckets: Sequence[Bucket], rate: RateCheck | None, chain: Sequence[str],
+               run: RunCheck | None) -> _Shape:
+        """An admission shape's key names: admit.lua's KEYS but the first, in its order."""
+        placed = self._names.placed
+        names = tuple(placed(bucket.name) for bucket in buckets)
+        rate_key = placed(rate.key) if rate else ""
+        # The reservation's own keys share its buckets' hash tag; inside Redis it goes by its tagged id.
+        tag = shard_tag(names[0] if names else rate_key) or self._names.untagged
+        deadlines, epoch_key, hold_key = self._names.shard(tag)
+        # Without a rate, any key of the slot stands in for the windows (admit.lua never reads them).
+        rate_keys = self._names.rate(rate_key) if rate else (deadlines, deadlines, deadlines)
+        # KEYS[8], the run's state: without a run, any key stands in (admit.lua never reads it).
+        run_key = self._key("run", names[-1]) if run is not None else deadlines
+        keys = [deadlines, epoch_key, hold_key, *rate_keys, run_key]
+        for name in names:
+            keys += self._names.bucket(name)
+        # On a cluster the deployments' state is in a slot of its own: checked right after.
+        chain_inside = bool(chain) and not self._cluster
+        if chain_inside:
+            keys += self._names.chain(chain)
+        shape = _Shape(names, rate_key, tag, tuple(keys), rate_keys[2], chain_inside)
+        if len(self._shapes) >= _KeyNames.MAX_ENTRIES:
+            self._shapes.clear()
+        self._shapes[shape_key] = shape
+        return shape
 
     def _tag_of(self, reservation_id: str) -> str:
         held = self._open.get(reservation_id)
@@ -269,24 +311,21 @@ class RedisCounterStore(CounterStore):
         run: RunCheck | None = None,
     ) -> Admission:
         _check_admit(reservation_id, buckets, rate, run)
-        # The hot path's one round trip: key names are built once per worker (_names), and
-        # everything below is list building and number formatting.
-        placed = self._names.placed
-        names = [placed(bucket.name) for bucket in buckets]
-        rate_key = placed(rate.key) if rate else ""
-        # The reservation's own keys share its buckets' hash tag; inside Redis it goes by its tagged id.
-        tag = shard_tag(names[0] if names else rate_key) or self._names.untagged
+        # The hot path's one round trip: its key names are worked out once per shape (``_shape``),
+        # and everything below is list building and number formatting.
+        # (The count first: the names that follow it are the buckets', the rest the rate key's and the chain's.)
+        shape_key = (len(buckets), *[bucket.name for bucket in buckets], rate.key if rate else None,
+                     run is not None, *chain)
+        shape = self._shapes.get(shape_key)
+        if shape is None:
+            shape = self._shape(shape_key, buckets, rate, chain, run)
+        names, tag = shape.names, shape.tag
         tagged_id = tag + reservation_id
-        deadlines, epoch_key, hold_key = self._names.shard(tag)
-        # Without a rate, any key of the slot stands in for the windows (admit.lua never reads them).
-        rate_keys = self._names.rate(rate_key) if rate else (deadlines, deadlines, deadlines)
-        keys = [self._key("res", tagged_id), deadlines, epoch_key, hold_key,
-                # KEYS[8], the run's state: without a run, any key stands in (admit.lua never reads it).
-                *rate_keys, self._key("run", names[-1]) if run is not None else deadlines]
+        keys = [self._key("res", tagged_id), *shape.keys]
         record: dict[str, object] = {"b": names}
         limits = ["", "", "", "0"]
         if rate is not None:
-            record.update(rk=rate_key, tk=rate.tokens)
+            record.update(rk=shape.rate_key, tk=rate.tokens)
             if rate.tpm:
                 record["ti"] = WINDOW_S / rate.tpm
             limits = [str(x) if x is not None else "" for x in (rate.rpm, rate.tpm, rate.max_parallel)]
@@ -300,13 +339,10 @@ class RedisCounterStore(CounterStore):
                 reservation_id, self._hold_ms,
                 *((fit.base, fit.price_pico, fit.fewest, fit.most) if fit is not None else _NO_FIT),
                 *(_run_args(run) if run is not None else _NO_RUN)]
-        for bucket, name in zip(buckets, names, strict=True):
-            keys += self._names.bucket(name)
+        for bucket in buckets:
             args += (bucket.limit, bucket.amount)
-        # On a cluster the deployments' state is in a slot of its own: checked right after.
-        chain_inside = bool(chain) and not self._cluster
+        chain_inside = shape.chain_inside
         if chain_inside:
-            keys += self._names.chain(chain)
             args += (repr(probe_lease_s), *chain)
 
         # The tag goes into the registry the reaper walks before its first reservation can exist:
@@ -324,7 +360,7 @@ class RedisCounterStore(CounterStore):
         if status == b"ok":
             if reply[7] != self._epochs.get(tag):
                 self._epochs[tag] = reply[7]
-            parallel = rate_keys[2] if rate is not None and rate.max_parallel is not None else ""
+            parallel = shape.parallel_key if rate is not None and rate.max_parallel is not None else ""
             amount = int(reply[8])
             if fit is not None and buckets:
                 # As admit.lua wrote the record.

@@ -9,7 +9,7 @@ import math
 import os
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis
@@ -24,6 +24,7 @@ from counters import (
     RateCheck,
     RateWindow,
     RedisCounterStore,
+    RunCheck,
     seen,
 )
 
@@ -765,6 +766,31 @@ async def test_an_admitted_call_gets_its_chain_check_with_its_admission(store: C
     assert admission.ok and admission.chain is not None
     assert (admission.chain.skip, admission.chain.probes) == ({"cooling"}, {"probe-due"})
     assert plain.ok and plain.chain is None
+
+
+async def test_each_admission_checks_its_own_chain_and_run_whatever_came_before_with_the_same_buckets(
+        store: CounterStore) -> None:
+    """The Redis store works an admission's key names out once per shape (its buckets, rate key,
+    chain and run): calls of the same key with other chains, or a run, must not get another's."""
+    await store.seed(KEY, 0)
+    await store.cooldown_set("cooling", NOW + 10)
+    bucket = Bucket(KEY, 1_000, 10, "key")
+
+    def admitted(reservation_id: str, chain: list[str]) -> Awaitable[Admission]:
+        return store.admit(reservation_id=reservation_id, buckets=[bucket], rate=None, now=NOW + 1, ttl_s=300,
+                           chain=chain)
+
+    first, second, again = await admitted("r1", ["healthy"]), await admitted("r2", ["cooling"]), \
+        await admitted("r3", ["healthy"])
+    run_bucket = Bucket("b:run:42:one", 15, 10, "run")
+    await store.seed(run_bucket.name, 0)
+    in_run = await store.admit(reservation_id="r4", buckets=[bucket, run_bucket], rate=None, now=NOW + 1, ttl_s=300,
+                               run=RunCheck(envelope=15, max_steps=None, loop_limit=0))
+    past_envelope = await store.admit(reservation_id="r5", buckets=[bucket, run_bucket], rate=None, now=NOW + 1,
+                                      ttl_s=300, run=RunCheck(envelope=15, max_steps=None, loop_limit=0))
+
+    assert first.chain.skip == set() and second.chain.skip == {"cooling"} and again.chain.skip == set()
+    assert in_run.ok and past_envelope.status == "budget" and past_envelope.param == "run"
 
 
 async def test_the_chain_check_is_right_after_redis_forgot_its_scripts(open_worker: OpenWorker) -> None:
