@@ -87,7 +87,8 @@ def observe_call(call: Call, models: dict) -> None:
     calls, latency, ttft = children
     counts, observed = _tally.counts, _tally.observed
     counts[calls] = counts.get(calls, 0) + 1
-    _observe(observed, latency, time.monotonic() - call.started)
+    now = time.monotonic()
+    _observe(observed, latency, now - call.started)
     first_token_at = call.summary.first_token_at
     if first_token_at is not None and call.status == 200:
         _observe(observed, ttft, first_token_at - call.started)
@@ -100,16 +101,17 @@ def observe_call(call: Call, models: dict) -> None:
     elif call.error_code in RATE_LIMIT_CODES:
         child = _child(RATE_LIMIT_REFUSALS, RATE_LIMIT_CODES[call.error_code])
         counts[child] = counts.get(child, 0) + 1
-    if not _tally.armed:
-        _tally.arm()
+    if now >= _tally.due:
+        _tally.arm(now)
 
 
 def observe_commit(rows: int, seconds: float) -> None:
     observed = _tally.observed
     _observe(observed, LOG_BATCH_ROWS, rows)
     _observe(observed, LOG_COMMIT_LAG, seconds)
-    if not _tally.armed:
-        _tally.arm()
+    now = time.monotonic()
+    if now >= _tally.due:
+        _tally.arm(now)
 
 
 def _observe(observed: dict, child, value: float) -> None:
@@ -127,20 +129,22 @@ class _Tally:
     def __init__(self) -> None:
         self.counts: dict = {}
         self.observed: dict[object, list[float]] = {}
-        self.armed = False
+        # When an observation next arms a flush (the monotonic clock; 0: none is armed). A flush
+        # armed and overdue is armed again: its loop may have stopped before it ran.
+        self.due = 0.0
 
-    def arm(self) -> None:
+    def arm(self, now: float) -> None:
         """A flush in ``FLUSH_S``; at once outside an event loop (a management command, a test)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.flush()
             return
-        self.armed = True
+        self.due = now + FLUSH_S * 4
         loop.call_later(FLUSH_S, self.flush)
 
     def flush(self) -> None:
-        self.armed = False
+        self.due = 0.0
         counts, observed = self.counts, self.observed
         self.counts, self.observed = {}, {}
         for child, count in counts.items():

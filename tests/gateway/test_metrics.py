@@ -270,3 +270,33 @@ def test_a_calls_metrics_land_within_the_flush_interval_without_a_scrape():
     before, tallied, flushed = asyncio.run(one_call())
     # Held in the worker's tally at first, in prometheus-client's values one flush later.
     assert tallied == before and flushed == before + 1
+
+
+def test_a_flush_whose_loop_stopped_before_it_ran_is_armed_again():
+    """A loop that ends with a flush pending (a worker's, a test gateway's) never runs it: the
+    next loop's calls must still reach the values without a scrape."""
+    import asyncio
+
+    from gateway import metrics
+    from gateway.pipeline import Call
+
+    def calls_counted() -> float:
+        return metrics.CALLS.labels("chat.completions", "rearm-model", "rearm-link", "200")._value.get()
+
+    def one_call() -> None:
+        call = Call(request_id="req_rearm", started=0.0, run_id="", endpoint="chat.completions",
+                    model="rearm-model", deployment="rearm-link")
+        metrics.observe_call(call, {"rearm-model": object()})
+
+    async def stops_at_once() -> None:
+        one_call()
+
+    async def later() -> float:
+        await asyncio.sleep(metrics.FLUSH_S * 5)
+        one_call()
+        await asyncio.sleep(metrics.FLUSH_S * 4)
+        return calls_counted()
+
+    before = calls_counted()
+    asyncio.run(stops_at_once())
+    assert asyncio.run(later()) == before + 2
