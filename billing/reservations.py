@@ -130,6 +130,12 @@ def worst_case_micros(*, prompt_tokens: int, output_tokens: int, prices) -> int:
     return micros_of_picos(dearest)
 
 
+def _output_picos(price) -> int:
+    """A price's output token in whole pico-dollars, rounded up where it has finer digits."""
+    picos = whole_picos(price.output)
+    return picos if picos is not None else int(price.output.scaleb(6).to_integral_value(rounding=ROUND_CEILING))
+
+
 def _dearest_input(price) -> Decimal:
     """What a prompt token can cost at most: its input price, or a cache write's where the price
     has one (Claude's prompt cache)."""
@@ -241,8 +247,6 @@ class Admissions:
         # (key id, loaded_at, minute) -> ((bucket name, limit, level) of each budget that applies,
         # then the credits; and the bucket names alone).
         self._levels: dict[tuple[int, float, int], tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]] = {}
-        # Price -> its output token in pico-dollars (prices are few: one per deployment).
-        self._picos: dict = {}
 
     async def reserve(
         self,
@@ -275,7 +279,7 @@ class Admissions:
             # The dearest input and the dearest output price, each: never below any link's cost.
             fewest, most = fit_output
             fit = OutputFit(base=worst_case_micros(prompt_tokens=prompt_bytes, output_tokens=0, prices=prices),
-                            price_pico=max(map(self._output_pico, prices)) * choices, fewest=fewest, most=most)
+                            price_pico=max(map(_output_picos, prices)) * choices, fewest=fewest, most=most)
             output_tokens = most * choices
             amount = fit.amount(fewest)
         else:
@@ -324,13 +328,6 @@ class Admissions:
         return Reservation(id=reservation_id, amount_micros=admission.amount, tokens=tokens,
                            bucket_names=names, rate_headers=headers, chain=admission.chain,
                            output_tokens=admission.output_tokens, run_bucket=run_bucket)
-
-    def _output_pico(self, price) -> int:
-        """A price's output token in whole pico-dollars (rounded up), worked out once per price."""
-        pico = self._picos.get(price)
-        if pico is None:
-            pico = self._picos[price] = int((price.output * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
-        return pico
 
     def _bucket_levels(self, snapshot, now: float) -> tuple[tuple[tuple[str, int, str], ...], tuple[str, ...]]:
         cache_key = (snapshot.id, snapshot.loaded_at, int(now // 60))

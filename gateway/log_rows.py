@@ -98,6 +98,9 @@ def _without_nul(value):
     return value
 
 
+_KINDS = ("text", "other", "int", "json", "bool", "datetime")
+
+
 @functools.cache
 def _columns_by_kind() -> tuple[tuple[tuple[int, str, object, tuple | None], ...], ...]:
     """(position, attribute, field, bounds) of the columns of each kind: text, other (ids and
@@ -106,9 +109,6 @@ def _columns_by_kind() -> tuple[tuple[tuple[int, str, object, tuple | None], ...
     for position, (name, kind, field, bounds) in enumerate(_columns()):
         kinds[kind].append((position, name, field, bounds))
     return tuple(tuple(kinds[kind]) for kind in _KINDS)
-
-
-_KINDS = ("text", "other", "int", "json", "bool", "datetime")
 
 
 def postgres_params(row: dict) -> list[bytes | None]:

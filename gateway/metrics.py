@@ -86,7 +86,7 @@ def observe_call(call: Call, models: dict) -> None:
                                           _child(LATENCY, call.endpoint, model), _child(TTFT, call.endpoint, model))
     calls, latency, ttft = children
     counts, observed = _tally.counts, _tally.observed
-    counts[calls] = counts.get(calls, 0) + 1
+    _count(counts, calls)
     now = time.monotonic()
     _observe(observed, latency, now - call.started)
     first_token_at = call.summary.first_token_at
@@ -94,13 +94,13 @@ def observe_call(call: Call, models: dict) -> None:
         _observe(observed, ttft, first_token_at - call.started)
     for attempt in call.attempts:
         child = _child(ATTEMPTS, attempt.deployment, attempt.outcome)
-        counts[child] = counts.get(child, 0) + 1
+        _count(counts, child)
     if call.error_code == "budget_exceeded":
         child = _child(BUDGET_REFUSALS, call.error_param)
-        counts[child] = counts.get(child, 0) + 1
+        _count(counts, child)
     elif call.error_code in RATE_LIMIT_CODES:
         child = _child(RATE_LIMIT_REFUSALS, RATE_LIMIT_CODES[call.error_code])
-        counts[child] = counts.get(child, 0) + 1
+        _count(counts, child)
     if now >= _tally.due:
         _tally.arm(now)
 
@@ -112,6 +112,10 @@ def observe_commit(rows: int, seconds: float) -> None:
     now = time.monotonic()
     if now >= _tally.due:
         _tally.arm(now)
+
+
+def _count(counts: dict, child) -> None:
+    counts[child] = counts.get(child, 0) + 1
 
 
 def _observe(observed: dict, child, value: float) -> None:
